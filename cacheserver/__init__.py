@@ -1,0 +1,1 @@
+"""The AsymCache cache daemon. Torch-free; submodules are imported on demand."""

@@ -1,0 +1,310 @@
+"""The residency-policy interface shared by the daemon and the trace simulator.
+
+A policy decides, for **one tier of bounded capacity**, which held block to give up next. It is a
+pure object: no torch, no zmq, no I/O, no clock of its own (every event carries ``now`` in
+seconds), so the daemon and ``asymcache simulate`` drive the very same objects.
+
+Events a policy receives, all amortized O(log n):
+
+* ``insert(info, now)`` — the block entered this tier (after ``admit`` said yes);
+* ``access(key, now)`` — the block was used (a hit, or a re-reference while resident);
+* ``remove(key)`` — the block left this tier for a reason other than ``evict`` (deleted,
+  invalidated, moved by the caller);
+* ``protect(key)`` / ``unprotect(key)`` — a lease is taken / dropped (reference counted);
+* ``pin(key, until)`` / ``unpin(key)`` — a pin, optionally with a TTL (``until`` in the same
+  clock as ``now``; ``None`` = until unpinned). An expired TTL pin lapses by itself;
+* ``set_backing(key, tier)`` — the next tier that still holds the block (``None`` = nowhere), so
+  cost-aware policies can price a miss as the cheaper of reloading and recomputing.
+
+And the decision: ``evict(now)`` removes and returns the lowest-value *unprotected, unpinned*
+block, or ``None`` when every held block is protected. Protected and pinned blocks are never
+victims. ``admit(info, now)`` says whether a block is worth placing in this tier at all.
+
+Keys are opaque hashables (16-byte block keys in the daemon, ints in the simulator).
+"""
+
+from __future__ import annotations
+
+import heapq
+import itertools
+from abc import ABC, abstractmethod
+from collections.abc import Callable, Hashable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, ClassVar, Literal
+
+if TYPE_CHECKING:
+    from cacheserver.policy.cost import CostModel
+
+Key = Hashable
+Reuse = Literal["prefix", "msa"]
+REUSE_SEMANTICS: tuple[str, ...] = ("prefix", "msa")
+
+
+@dataclass(slots=True)
+class BlockInfo:
+    """What a policy may know about a block.
+
+    ``position`` is the block's index in its sequence, so its first token sits at
+    ``position * n_tokens`` for full blocks; ``parent`` is the previous block's key (``None``
+    for the first block).
+    """
+
+    key: Key
+    parent: Key | None
+    position: int
+    n_tokens: int
+    n_bytes: int
+
+
+class ResidencyPolicy(ABC):
+    """Victim selection for one tier. Subclasses keep per-block state and give a priority.
+
+    The base keeps the bookkeeping every policy needs — block infos, lease counts, pins with
+    TTLs, and the victim order (a :class:`HeapOrder`, lowest priority evicted first) — and
+    guarantees that ``evict`` never returns a protected or pinned block. A protected block is
+    *parked*: out of the victim order, its state still updated on access, and put back with a
+    fresh priority when its last lease or pin goes. Subclasses implement ``_on_insert``,
+    ``_on_access``, ``_on_remove`` (state) and ``_priority`` (a sortable tuple computed from that
+    state); greedy-dual policies update their inflation value in ``_on_evict``. A policy whose
+    order changes with time alone may override ``_pop``.
+    """
+
+    name: ClassVar[str] = ""
+    offline: ClassVar[bool] = False  # True for oracles that need the future (simulator only)
+
+    def __init__(
+        self,
+        capacity: int,
+        *,
+        semantics: Reuse = "prefix",
+        cost_model: CostModel | None = None,
+        tier: str = "gpu",
+    ) -> None:
+        if capacity < 0:
+            raise ValueError(f"capacity must be >= 0, got {capacity}")
+        if semantics not in REUSE_SEMANTICS:
+            raise ValueError(f"semantics must be one of {REUSE_SEMANTICS}, got {semantics!r}")
+        self.capacity = capacity
+        self.semantics: Reuse = semantics
+        self.cost_model = cost_model
+        self.tier = tier
+        self.blocks: dict[Key, BlockInfo] = {}
+        self.order = HeapOrder()
+        self._leases: dict[Key, int] = {}
+        self._pins: dict[Key, float | None] = {}
+        self._pin_heap: list[tuple[float, int, Key]] = []
+        self._pin_seq = itertools.count()
+        self._parked: set[Key] = set()  # held blocks out of the victim order while protected
+        self._backing: dict[Key, str | None] = {}
+
+    # ---- events -------------------------------------------------------------------------
+    def admit(self, info: BlockInfo, now: float) -> bool:
+        """Whether ``info`` is worth placing in this tier at all (default: always)."""
+        return True
+
+    def insert(self, info: BlockInfo, now: float) -> None:
+        if info.key in self.blocks:
+            self.access(info.key, now)
+            return
+        self.blocks[info.key] = info
+        self._on_insert(info, now)
+        if self.is_protected(info.key, now):
+            self._parked.add(info.key)
+        else:
+            self.order.push(info.key, self._priority(info.key, now))
+
+    def access(self, key: Key, now: float) -> None:
+        if key not in self.blocks:
+            return
+        self._on_access(key, now)
+        if key not in self._parked:
+            self.order.push(key, self._priority(key, now))
+
+    def remove(self, key: Key) -> None:
+        if self.blocks.pop(key, None) is None:
+            return
+        self.order.discard(key)
+        self._parked.discard(key)
+        self._backing.pop(key, None)
+        self._on_remove(key)
+
+    def protect(self, key: Key) -> None:
+        self._leases[key] = self._leases.get(key, 0) + 1
+        self._park(key)
+
+    def unprotect(self, key: Key, now: float = 0.0) -> None:
+        n = self._leases.get(key, 0) - 1
+        if n > 0:
+            self._leases[key] = n
+            return
+        self._leases.pop(key, None)
+        self._unpark_if_free(key, now)
+
+    def pin(self, key: Key, until: float | None = None) -> None:
+        self._pins[key] = until
+        if until is not None:
+            heapq.heappush(self._pin_heap, (until, next(self._pin_seq), key))
+        self._park(key)
+
+    def unpin(self, key: Key, now: float = 0.0) -> None:
+        self._pins.pop(key, None)
+        self._unpark_if_free(key, now)
+
+    def set_backing(self, key: Key, tier: str | None) -> None:
+        if key in self.blocks:
+            self._backing[key] = tier
+
+    def backing(self, key: Key) -> str | None:
+        return self._backing.get(key)
+
+    # ---- decision -----------------------------------------------------------------------
+    def evict(self, now: float) -> Key | None:
+        """Remove and return the lowest-value evictable block, or ``None`` if all are held."""
+        self._expire_pins(now)
+        while True:
+            key = self._pop(now)
+            if key is None:
+                return None
+            if self.is_protected(key, now):
+                self._parked.add(key)
+                continue
+            self._on_evict(key, now)
+            self.blocks.pop(key, None)
+            self._backing.pop(key, None)
+            self._on_remove(key)
+            return key
+
+    def victims(self, n: int, now: float) -> list[Key]:
+        out: list[Key] = []
+        while len(out) < n:
+            key = self.evict(now)
+            if key is None:
+                break
+            out.append(key)
+        return out
+
+    # ---- queries ------------------------------------------------------------------------
+    def __len__(self) -> int:
+        return len(self.blocks)
+
+    def __contains__(self, key: Key) -> bool:
+        return key in self.blocks
+
+    def is_protected(self, key: Key, now: float) -> bool:
+        if self._leases.get(key, 0) > 0:
+            return True
+        if key not in self._pins:
+            return False
+        until = self._pins[key]
+        return until is None or until > now
+
+    @property
+    def evictable(self) -> int:
+        return len(self.blocks) - len(self._parked)
+
+    # ---- subclass hooks -----------------------------------------------------------------
+    @abstractmethod
+    def _on_insert(self, info: BlockInfo, now: float) -> None:
+        """Create ``info.key``'s state."""
+
+    @abstractmethod
+    def _on_access(self, key: Key, now: float) -> None:
+        """Update ``key``'s state for a use at ``now``."""
+
+    @abstractmethod
+    def _on_remove(self, key: Key) -> None:
+        """Drop ``key``'s state."""
+
+    @abstractmethod
+    def _priority(self, key: Key, now: float) -> tuple:
+        """Sort key of ``key`` in the victim order: the lowest is evicted first."""
+
+    def _on_evict(self, key: Key, now: float) -> None:  # noqa: B027 - optional hook
+        """Called just before ``key`` is evicted (greedy-dual policies raise their L here)."""
+
+    def _pop(self, now: float) -> Key | None:
+        """Take the lowest-priority key out of the victim order (``None`` if empty)."""
+        return self.order.pop()
+
+    # ---- internals ----------------------------------------------------------------------
+    def _park(self, key: Key) -> None:
+        if key in self.blocks and key not in self._parked:
+            self.order.discard(key)
+            self._parked.add(key)
+
+    def _unpark_if_free(self, key: Key, now: float) -> None:
+        if key in self._parked and not self.is_protected(key, now):
+            self._parked.discard(key)
+            self.order.push(key, self._priority(key, now))
+
+    def _expire_pins(self, now: float) -> None:
+        heap = self._pin_heap
+        while heap and heap[0][0] <= now:
+            until, _, key = heapq.heappop(heap)
+            if key in self._pins and self._pins[key] == until:
+                del self._pins[key]
+                self._unpark_if_free(key, now)
+
+
+class HeapOrder:
+    """A min-priority order with lazy deletion: O(log n) push, amortized O(log n) pop."""
+
+    def __init__(self) -> None:
+        self._heap: list[tuple[tuple, int, Key]] = []
+        self._live: dict[Key, int] = {}
+        self._seq = itertools.count()
+
+    def push(self, key: Key, priority: tuple) -> None:
+        stamp = next(self._seq)
+        self._live[key] = stamp
+        heapq.heappush(self._heap, (priority, stamp, key))
+        if len(self._heap) > 4 * len(self._live) + 64:
+            self._compact()
+
+    def discard(self, key: Key) -> None:
+        self._live.pop(key, None)
+
+    def pop(self) -> Key | None:
+        heap = self._heap
+        while heap:
+            _, stamp, key = heapq.heappop(heap)
+            if self._live.get(key) == stamp:
+                del self._live[key]
+                return key
+        return None
+
+    def __len__(self) -> int:
+        return len(self._live)
+
+    def _compact(self) -> None:
+        self._heap = [e for e in self._heap if self._live.get(e[2]) == e[1]]
+        heapq.heapify(self._heap)
+
+
+_REGISTRY: dict[str, type[ResidencyPolicy]] = {}
+
+
+def register_policy(name: str) -> Callable[[type[ResidencyPolicy]], type[ResidencyPolicy]]:
+    """Class decorator: make a policy constructible by ``create_policy(name, ...)``."""
+
+    def deco(cls: type[ResidencyPolicy]) -> type[ResidencyPolicy]:
+        if name in _REGISTRY and _REGISTRY[name] is not cls:
+            raise ValueError(f"policy name {name!r} registered twice")
+        cls.name = name
+        _REGISTRY[name] = cls
+        return cls
+
+    return deco
+
+
+def policy_names(include_offline: bool = True) -> list[str]:
+    return sorted(n for n, c in _REGISTRY.items() if include_offline or not c.offline)
+
+
+def create_policy(name: str, capacity: int, **kwargs: object) -> ResidencyPolicy:
+    """Build a registered policy by name; unknown names fail with the list of known ones."""
+    try:
+        cls = _REGISTRY[name]
+    except KeyError:
+        raise ValueError(f"unknown policy {name!r}; known: {policy_names()}") from None
+    return cls(capacity, **kwargs)  # type: ignore[arg-type]

@@ -1,0 +1,1 @@
+"""MSA attention kernels (Triton on CUDA, torch paths on CPU)."""

@@ -1,0 +1,1 @@
+"""Operations: the ``asymcache`` CLI, the trace simulator, benchmarks and profiling."""

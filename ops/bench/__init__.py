@@ -1,0 +1,1 @@
+"""One module per ``asymcache bench`` benchmark (same contract as ``ops/commands``)."""

@@ -1,0 +1,28 @@
+"""Test-wide set-up.
+
+Triton reads ``TRITON_INTERPRET`` when a kernel module is imported, so the interpreter is chosen
+here, before any test module imports ``kernels``: on this CPU machine every Triton kernel runs in
+interpreter mode. Set ``ASYMCACHE_TEST_CUDA=1`` on a GPU machine to run them compiled.
+"""
+
+from __future__ import annotations
+
+import os
+
+if os.environ.get("ASYMCACHE_TEST_CUDA") != "1":
+    os.environ.setdefault("TRITON_INTERPRET", "1")
+
+import pytest
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    parser.addoption("--full", action="store_true", help="run the full parameter grids")
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    if config.getoption("--full"):
+        return
+    skip = pytest.mark.skip(reason="full grid: run with --full")
+    for item in items:
+        if "full" in item.keywords:
+            item.add_marker(skip)
