@@ -1,0 +1,101 @@
+"""The AsymCache wire protocol: every message, and the only code that touches msgpack.
+
+``wire.py`` holds the framing, wire types, limits and :class:`ProtocolError`; ``messages.py``
+holds one request and one reply dataclass per op. Torch-free; engines and tools import it.
+
+Usage::
+
+    frames = Lookup(keys=[k1, k2]).to_wire(request_id=7)     # list of bytes-like frames
+    rid, req = decode_request(frames)                         # the daemon side
+    rid, rep = decode_reply(reply_frames)                     # LookupReply or ErrorReply
+"""
+
+from __future__ import annotations
+
+from cacheserver.protocol.messages import (
+    Allocate,
+    AllocateReply,
+    Commit,
+    CommitReply,
+    Flush,
+    FlushReply,
+    Get,
+    GetReply,
+    Hello,
+    HelloReply,
+    Lookup,
+    LookupReply,
+    Pin,
+    Ping,
+    PingReply,
+    PinReply,
+    Promote,
+    PromoteReply,
+    Put,
+    PutReply,
+    Release,
+    ReleaseReply,
+    Stats,
+    StatsReply,
+    Unpin,
+    UnpinReply,
+)
+from cacheserver.protocol.wire import (
+    KEY_BYTES,
+    PROTOCOL_VERSION,
+    BlockRef,
+    Buffer,
+    ErrorCode,
+    ErrorReply,
+    Limits,
+    Message,
+    ProtocolError,
+    Reply,
+    Where,
+    decode_reply,
+    decode_request,
+    request_ops,
+)
+
+__all__ = [
+    "KEY_BYTES",
+    "PROTOCOL_VERSION",
+    "Allocate",
+    "AllocateReply",
+    "BlockRef",
+    "Buffer",
+    "Commit",
+    "CommitReply",
+    "ErrorCode",
+    "ErrorReply",
+    "Flush",
+    "FlushReply",
+    "Get",
+    "GetReply",
+    "Hello",
+    "HelloReply",
+    "Limits",
+    "Lookup",
+    "LookupReply",
+    "Message",
+    "Pin",
+    "PinReply",
+    "Ping",
+    "PingReply",
+    "Promote",
+    "PromoteReply",
+    "ProtocolError",
+    "Put",
+    "PutReply",
+    "Release",
+    "ReleaseReply",
+    "Reply",
+    "Stats",
+    "StatsReply",
+    "Unpin",
+    "UnpinReply",
+    "Where",
+    "decode_reply",
+    "decode_request",
+    "request_ops",
+]

@@ -1,0 +1,203 @@
+"""The request and reply dataclasses of every op (encoding rules live in ``wire.py``)."""
+
+from __future__ import annotations
+
+from dataclasses import field
+
+from cacheserver.protocol.wire import BlockRef, Buffer, Key, Message, message
+
+
+# ---- requests (engine/tool -> daemon) -----------------------------------------------------
+@message("hello")
+class Hello(Message):
+    """Register an engine: its model, KV layout (``KVLayout.to_dict()``), GPU pool size, and the
+    blocks it already holds (``held[i]`` sits in GPU slot ``held_slots[i]``)."""
+
+    engine_id: str
+    model_fingerprint: str
+    layout: dict
+    gpu_slots: int
+    held: list[BlockRef] = field(default_factory=list)
+    held_slots: list[int] = field(default_factory=list)
+
+
+@message("lookup")
+class Lookup(Message):
+    """Where is each block? With ``lease``, what was found is leased until RELEASE."""
+
+    keys: list[Key]
+    lease: bool = True
+
+
+@message("allocate")
+class Allocate(Message):
+    """``tier="gpu"``: free ``n`` GPU slots (the daemon names victims and CPU slots to demote
+    them to). ``tier="cpu"``: reserve a CPU slot for each of ``blocks`` (then copy, COMMIT)."""
+
+    tier: str = "gpu"
+    n: int = 0
+    blocks: list[BlockRef] = field(default_factory=list)
+
+
+@message("commit")
+class Commit(Message):
+    """``blocks[i]`` now holds its bytes in ``slots[i]`` of ``tier`` (``gpu``, or ``cpu`` to
+    confirm a reserved CPU slot after the copy)."""
+
+    tier: str
+    blocks: list[BlockRef]
+    slots: list[int]
+
+
+@message("release")
+class Release(Message):
+    """Drop one lease on each key (or every lease of this engine with ``everything``)."""
+
+    keys: list[Key] = field(default_factory=list)
+    everything: bool = False
+
+
+@message("pin")
+class Pin(Message):
+    """Keep the blocks resident until UNPIN, or for ``ttl_s`` seconds."""
+
+    keys: list[Key]
+    ttl_s: float | None = None
+
+
+@message("unpin")
+class Unpin(Message):
+    keys: list[Key]
+
+
+@message("promote")
+class Promote(Message):
+    """Bring DISK-only blocks to CPU slots ahead of use; ``lease`` leases the CPU slots."""
+
+    keys: list[Key]
+    lease: bool = True
+
+
+@message("put")
+class Put(Message):
+    """Store block bytes (``frames[i]`` for ``blocks[i]``); ``durable`` waits for the disk."""
+
+    blocks: list[BlockRef]
+    durable: bool = False
+    frames: list[Buffer] = field(default_factory=list)
+
+
+@message("get")
+class Get(Message):
+    keys: list[Key]
+
+
+@message("flush")
+class Flush(Message):
+    """Wait until every accepted disk write is durable."""
+
+
+@message("stats")
+class Stats(Message):
+    pass
+
+
+@message("ping")
+class Ping(Message):
+    """Liveness; with ``engine_id`` it is also that engine's heartbeat (keeps its leases)."""
+
+    engine_id: str = ""
+
+
+# ---- replies (daemon -> engine/tool) ------------------------------------------------------
+@message("hello", reply=True)
+class HelloReply(Message):
+    epoch: int
+    engine_id: str
+    restored: int
+    cpu_shm_name: str
+    cpu_slot_bytes: int
+    cpu_num_slots: int
+    lease_timeout_s: float
+    max_inflight: int
+    max_keys: int
+
+
+@message("lookup", reply=True)
+class LookupReply(Message):
+    """``where[i]`` is a :class:`Where` code; ``slots[i]`` the GPU or CPU slot, else -1."""
+
+    where: list[int]
+    slots: list[int]
+
+
+@message("allocate", reply=True)
+class AllocateReply(Message):
+    """GPU: give up ``slots[i]`` (holding ``keys[i]``) after copying it to CPU slot
+    ``demote_to[i]`` when that is not -1. CPU: ``slots[i]`` reserved for ``blocks[i]``, -1 when
+    refused (no room) or -2 when the block is already in the CPU tier."""
+
+    slots: list[int]
+    keys: list[Key] = field(default_factory=list)
+    demote_to: list[int] = field(default_factory=list)
+
+
+@message("commit", reply=True)
+class CommitReply(Message):
+    accepted: list[bool]
+
+
+@message("release", reply=True)
+class ReleaseReply(Message):
+    released: int
+
+
+@message("pin", reply=True)
+class PinReply(Message):
+    count: int
+
+
+@message("unpin", reply=True)
+class UnpinReply(Message):
+    count: int
+
+
+@message("promote", reply=True)
+class PromoteReply(Message):
+    """CPU slot of each key, -1 when it is on no tier or its disk copy failed its checks."""
+
+    slots: list[int]
+
+
+@message("put", reply=True)
+class PutReply(Message):
+    stored: list[bool]
+    durable: bool
+
+
+@message("get", reply=True)
+class GetReply(Message):
+    """``found[i]`` per key; one payload frame per found key, in key order."""
+
+    found: list[bool]
+    frames: list[Buffer] = field(default_factory=list)
+
+
+@message("flush", reply=True)
+class FlushReply(Message):
+    disk_blocks: int
+
+
+@message("stats", reply=True)
+class StatsReply(Message):
+    stats: dict
+
+
+@message("ping", reply=True)
+class PingReply(Message):
+    epoch: int
+    server_time: float
+    version: int
+    registered: bool
+
+
