@@ -1,0 +1,108 @@
+"""The daemon's Prometheus metrics, registered on a ``CollectorRegistry`` that is passed in.
+
+Names follow ``asymcache_<subsystem>_<what>_<unit>`` (``_total`` on counters); the full list,
+with labels, is in ``docs/daemon.md``. Event counters are incremented where things happen;
+levels (occupancy, capacity, engines, tier error counts) are read from the live state at scrape
+time through :class:`StateCollector`, so they are never stale and never double-counted.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+
+from prometheus_client import CollectorRegistry, Counter, Histogram
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+
+TIERS = ("gpu", "cpu", "disk")
+DIRECTIONS = ("gpu_to_cpu", "cpu_to_disk", "disk_to_cpu", "net_to_cpu", "net_to_disk",
+              "cpu_to_net", "disk_to_net")
+_LATENCY_BUCKETS = (2e-5, 5e-5, 1e-4, 2e-4, 5e-4, 1e-3, 2e-3, 5e-3, 1e-2, 5e-2, 0.25, 1.0, 5.0)
+
+
+class DaemonMetrics:
+    """Event counters and the RPC latency histogram; hot-path children are pre-resolved."""
+
+    def __init__(self, registry: CollectorRegistry, ops: list[str]) -> None:
+        self.registry = registry
+        latency = Histogram("asymcache_rpc_latency_seconds", "Time from receipt to reply, by op",
+                            ["op"], registry=registry, buckets=_LATENCY_BUCKETS)
+        self.latency = {op: latency.labels(op) for op in ops}
+        self._errors = Counter("asymcache_rpc_errors_total", "Error replies, by error code",
+                               ["code"], registry=registry)
+        hits = Counter("asymcache_tier_hits_total", "Blocks found in a tier (LOOKUP, GET)",
+                       ["tier"], registry=registry)
+        misses = Counter("asymcache_tier_misses_total",
+                         "Blocks looked for in a tier and not found there", ["tier"],
+                         registry=registry)
+        self.hits = {t: hits.labels(t) for t in TIERS}
+        self.misses = {t: misses.labels(t) for t in TIERS}
+        moved = Counter("asymcache_tier_moved_bytes_total", "Block bytes moved, by direction",
+                        ["direction"], registry=registry)
+        self.moved = {d: moved.labels(d) for d in DIRECTIONS}
+        evictions = Counter("asymcache_tier_evictions_total",
+                            "Blocks that left a tier to make room", ["tier"], registry=registry)
+        demotions = Counter("asymcache_tier_demotions_total",
+                            "Evicted blocks copied to the next tier down", ["tier"],
+                            registry=registry)
+        self.evictions = {t: evictions.labels(t) for t in TIERS}
+        self.demotions = {t: demotions.labels(t) for t in TIERS}
+        self.promotions = Counter("asymcache_tier_promotions_total",
+                                  "Blocks promoted from disk to the CPU tier", registry=registry)
+        self.expired_engines = Counter("asymcache_server_expired_engines_total",
+                                       "Engines dropped after missing heartbeats",
+                                       registry=registry)
+
+    def error(self, code: str) -> None:
+        self._errors.labels(code).inc()
+
+
+@dataclass
+class StateSnapshot:
+    """Levels read at scrape time (see :class:`StateCollector`)."""
+
+    occupancy: dict[str, int] = field(default_factory=dict)
+    capacity: dict[str, int] = field(default_factory=dict)
+    tier_errors: dict[tuple[str, str], int] = field(default_factory=dict)
+    engines: int = 0
+    index_blocks: int = 0
+    leases: int = 0
+    dropped_replies: int = 0
+    ready: bool = False
+
+
+class StateCollector:
+    """A custom collector: calls ``snapshot()`` on each scrape and reports its levels."""
+
+    def __init__(self, snapshot: Callable[[], StateSnapshot]) -> None:
+        self._snapshot = snapshot
+
+    def collect(self) -> Iterator[Metric]:
+        s = self._snapshot()
+        occ = GaugeMetricFamily("asymcache_tier_occupancy_blocks", "Blocks held now, by tier",
+                                labels=["tier"])
+        cap = GaugeMetricFamily("asymcache_tier_capacity_blocks", "Most blocks a tier holds",
+                                labels=["tier"])
+        for tier in TIERS:
+            occ.add_metric([tier], s.occupancy.get(tier, 0))
+            cap.add_metric([tier], s.capacity.get(tier, 0))
+        errs = CounterMetricFamily("asymcache_tier_errors", "Tier read/write errors (checksum, "
+                                   "short, io, full...), by tier and kind", labels=["tier", "kind"])
+        for (tier, kind), n in sorted(s.tier_errors.items()):
+            errs.add_metric([tier, kind], n)
+        yield from (occ, cap, errs)
+        yield _gauge("asymcache_server_connected_engines", "Registered engines", s.engines)
+        yield _gauge("asymcache_index_blocks", "Blocks in the daemon's index", s.index_blocks)
+        yield _gauge("asymcache_index_leases", "Leases held by engines", s.leases)
+        yield _gauge("asymcache_server_ready", "1 once tiers are open and the index rebuilt",
+                     int(s.ready))
+        dropped = CounterMetricFamily("asymcache_rpc_dropped_replies",
+                                      "Replies that could not be delivered (peer gone or full)")
+        dropped.add_metric([], s.dropped_replies)
+        yield dropped
+
+
+def _gauge(name: str, doc: str, value: float) -> GaugeMetricFamily:
+    g = GaugeMetricFamily(name, doc)
+    g.add_metric([], value)
+    return g

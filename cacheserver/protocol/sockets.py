@@ -1,0 +1,103 @@
+"""Client-side socket roles: a DEALER connection, sync and asyncio, optionally CURVE-secured.
+
+Each wrapper hides connect/poll details and speaks in frames (``list`` of bytes-like objects):
+the header frame arrives as ``bytes`` and payload frames as zero-copy ``memoryview`` s. The
+daemon's side (the ROUTER) is ``cacheserver/router.py``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import zmq
+import zmq.asyncio
+
+from cacheserver.protocol.wire import Buffer
+
+_ZERO_COPY_MIN = 64 * 1024  # frames at least this big are sent without a copy
+
+
+@dataclass(frozen=True)
+class ClientCurve:
+    """CURVE keys of a client (z85-encoded, 40 bytes each): the server's public key and the
+    client's own key pair. ``from_files`` reads zmq certificates (``zmq.auth`` format)."""
+
+    server_public: bytes
+    public: bytes
+    secret: bytes
+
+    @classmethod
+    def from_files(cls, server_cert: str, client_secret_cert: str) -> ClientCurve:
+        import zmq.auth
+
+        server_public, _ = zmq.auth.load_certificate(server_cert)
+        public, secret = zmq.auth.load_certificate(client_secret_cert)
+        if secret is None:
+            raise ValueError(f"{client_secret_cert} holds no secret key (use the .key_secret file)")
+        return cls(server_public, public, secret)
+
+
+def _configure(sock: zmq.Socket, routing_id: bytes | None, curve: ClientCurve | None) -> None:
+    sock.setsockopt(zmq.LINGER, 0)
+    if routing_id:
+        sock.setsockopt(zmq.ROUTING_ID, routing_id)
+    if curve is not None:
+        sock.curve_serverkey = curve.server_public
+        sock.curve_publickey = curve.public
+        sock.curve_secretkey = curve.secret
+
+
+def send_frames(sock: zmq.Socket, frames: list[Buffer], flags: int = 0) -> None:
+    """Send a multipart message; small frames are copied, big ones go zero-copy."""
+    last = len(frames) - 1
+    for i, frame in enumerate(frames):
+        more = zmq.SNDMORE if i < last else 0
+        sock.send(frame, flags | more, copy=len(frame) < _ZERO_COPY_MIN)
+
+
+def split_frames(parts: list[zmq.Frame]) -> list[Buffer]:
+    """Received frames as ``[header bytes, *payload memoryviews]``."""
+    return [parts[0].bytes, *(p.buffer for p in parts[1:])]
+
+
+class DealerSocket:
+    """A synchronous DEALER connected to the daemon (one caller thread at a time)."""
+
+    def __init__(self, ctx: zmq.Context, endpoint: str, routing_id: bytes | None = None,
+                 curve: ClientCurve | None = None) -> None:
+        self.endpoint = endpoint
+        self._sock = ctx.socket(zmq.DEALER)
+        _configure(self._sock, routing_id, curve)
+        self._sock.connect(endpoint)
+
+    def send(self, frames: list[Buffer]) -> None:
+        send_frames(self._sock, frames)
+
+    def recv(self, timeout_s: float) -> list[Buffer] | None:
+        """The next message, or ``None`` when nothing arrives within ``timeout_s``."""
+        if not self._sock.poll(max(0, int(timeout_s * 1000)), zmq.POLLIN):
+            return None
+        return split_frames(self._sock.recv_multipart(copy=False))
+
+    def close(self) -> None:
+        self._sock.close(linger=0)
+
+
+class AsyncDealerSocket:
+    """An asyncio DEALER connected to the daemon (use from one event loop)."""
+
+    def __init__(self, ctx: zmq.asyncio.Context, endpoint: str, routing_id: bytes | None = None,
+                 curve: ClientCurve | None = None) -> None:
+        self.endpoint = endpoint
+        self._sock = ctx.socket(zmq.DEALER)
+        _configure(self._sock, routing_id, curve)
+        self._sock.connect(endpoint)
+
+    async def send(self, frames: list[Buffer]) -> None:
+        await self._sock.send_multipart(frames, copy=sum(map(len, frames)) < _ZERO_COPY_MIN)
+
+    async def recv(self) -> list[Buffer]:
+        return split_frames(await self._sock.recv_multipart(copy=False))
+
+    def close(self) -> None:
+        self._sock.close(linger=0)
