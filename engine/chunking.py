@@ -1,0 +1,135 @@
+"""Prefill chunk sizing: how many prompt tokens each step computes beside its decodes.
+
+Two policies, chosen by name (``create_chunker``):
+
+* ``fixed`` — a step carries at most ``chunk_tokens`` tokens in all: decodes first (one token
+  each), prefill takes what is left (vLLM's chunked prefill with ``max_num_batched_tokens``).
+* ``adaptive`` — the step-time objective ``target_step_s`` (the TPOT a decode should see) and
+  the cost model set the prefill share: the decodes' estimated time is subtracted from the
+  target and prefill gets the most tokens whose estimated time fits in the rest. Prefill always
+  gets at least ``min_prefill_tokens`` (prefills never starve) and, with no decode running, the
+  whole ``max_tokens`` (nothing to protect, so the device never idles).
+
+Both hand tokens to prefilling requests first come, first served, and never exceed
+``max_tokens`` per step.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from cacheserver.policy.cost import CostModel
+
+Prefill = tuple[int, int]  # (first position to compute, tokens left to compute)
+
+
+class Chunker(ABC):
+    """Splits one step's token budget between prefilling requests."""
+
+    name = ""
+
+    def __init__(self, max_tokens: int) -> None:
+        if max_tokens <= 0:
+            raise ValueError(f"max_tokens must be positive, got {max_tokens}")
+        self.max_tokens = max_tokens
+
+    @abstractmethod
+    def split(self, decode_contexts: Sequence[int], prefills: Sequence[Prefill]) -> list[int]:
+        """Tokens for each prefilling request this step.
+
+        ``decode_contexts``: context length of each decoding request in the step.
+        ``prefills``: ``(first_position, tokens_left)`` of each prefilling request, in service
+        order. Returns one count per prefill (0 = not this step), each ``<= tokens_left``.
+        """
+
+
+class FixedChunker(Chunker):
+    """See the module docstring (``fixed``)."""
+
+    def __init__(self, max_tokens: int, chunk_tokens: int) -> None:
+        super().__init__(max_tokens)
+        if chunk_tokens <= 0:
+            raise ValueError(f"chunk_tokens must be positive, got {chunk_tokens}")
+        self.chunk_tokens = min(chunk_tokens, max_tokens)
+
+    def split(self, decode_contexts: Sequence[int], prefills: Sequence[Prefill]) -> list[int]:
+        budget = max(0, self.chunk_tokens - len(decode_contexts))
+        return _fcfs(budget, prefills)
+
+
+class AdaptiveChunker(Chunker):
+    """See the module docstring (``adaptive``)."""
+
+    def __init__(
+        self, max_tokens: int, cost: CostModel, target_step_s: float, min_prefill_tokens: int
+    ) -> None:
+        super().__init__(max_tokens)
+        if not target_step_s > 0:
+            raise ValueError(f"target_step_s must be positive, got {target_step_s}")
+        if min_prefill_tokens <= 0:
+            raise ValueError(f"min_prefill_tokens must be positive, got {min_prefill_tokens}")
+        self.cost = cost
+        self.target_step_s = target_step_s
+        self.min_prefill_tokens = min(min_prefill_tokens, max_tokens)
+
+    def split(self, decode_contexts: Sequence[int], prefills: Sequence[Prefill]) -> list[int]:
+        room = max(0, self.max_tokens - len(decode_contexts))
+        if not decode_contexts:
+            return _fcfs(room, prefills)
+        left = self.target_step_s - self.step_time(decode_contexts)
+        out = []
+        for start, todo in prefills:
+            n = self._fit(start, min(todo, room), left)
+            out.append(n)
+            left -= self.cost.recompute_cost(start, n) + (self.cost.segment_s if n else 0.0)
+            room -= n
+        floor = min(self.min_prefill_tokens, room + sum(out))
+        if prefills and sum(out) < floor:
+            return _fcfs(floor, prefills)
+        return out
+
+    def step_time(self, decode_contexts: Sequence[int]) -> float:
+        """Estimated seconds of a pass holding only these decodes."""
+        return self.cost.pass_s + sum(self.cost.recompute_cost(c, 1) for c in decode_contexts)
+
+    def _fit(self, start: int, limit: int, seconds: float) -> int:
+        """Most tokens ``n <= limit`` starting at ``start`` that fit in ``seconds``."""
+        fits: Callable[[int], bool] = (
+            lambda n: self.cost.recompute_cost(start, n) + self.cost.segment_s <= seconds + 1e-12
+        )
+        lo, hi = 0, limit
+        while lo < hi:
+            mid = (lo + hi + 1) // 2
+            lo, hi = (mid, hi) if fits(mid) else (lo, mid - 1)
+        return lo
+
+
+def _fcfs(budget: int, prefills: Sequence[Prefill]) -> list[int]:
+    out = []
+    for _, todo in prefills:
+        n = min(todo, budget)
+        out.append(n)
+        budget -= n
+    return out
+
+
+def create_chunker(
+    mode: str,
+    *,
+    max_tokens: int,
+    chunk_tokens: int,
+    cost: CostModel | None,
+    target_step_s: float,
+    min_prefill_tokens: int,
+) -> Chunker:
+    """The chunker named ``mode`` (``fixed`` or ``adaptive``; ``adaptive`` needs ``cost``)."""
+    if mode == "fixed":
+        return FixedChunker(max_tokens, chunk_tokens)
+    if mode == "adaptive":
+        if cost is None:
+            raise ValueError("adaptive chunking needs a cost model")
+        return AdaptiveChunker(max_tokens, cost, target_step_s, min_prefill_tokens)
+    raise ValueError(f"chunking must be 'fixed' or 'adaptive', got {mode!r}")

@@ -1,0 +1,129 @@
+"""Segment planner (DESIGN.md section 6, step 2): what to do with each full block of a context.
+
+Torch-free and I/O-free. Input: where each full block was found (this engine's pool, the CPU
+tier, disk, nowhere). Output: one :class:`~engine.request.Action` per block and the position
+ranges left to compute.
+
+Reuse semantics:
+
+* ``none`` — no cache: everything is NEW.
+* ``prefix`` — what vLLM/SGLang/LMCache do: the longest run of found blocks from position 0 is
+  reused (fetching whatever is not resident); everything after the first miss is computed.
+* ``msa`` — every found block may be reused; each hole is recomputed. A block found in the CPU
+  tier or on disk is fetched only when loading it is cheaper than recomputing it *at its
+  position* (cost model), counting the extra segment a recompute between reused neighbours adds.
+
+Counting: computed blocks after the last block found anywhere are NEW, computed blocks before it
+are RECOMPUTE. The last position of the context must be computed (its logits are sampled), so a
+block holding it is never reused (vLLM does the same).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Literal
+
+from engine.request import Action
+
+if TYPE_CHECKING:
+    from cacheserver.policy.cost import CostModel
+
+Reuse = Literal["none", "prefix", "msa"]
+REUSE_MODES: tuple[str, ...] = ("none", "prefix", "msa")
+Where = Literal["gpu", "cpu", "disk", "miss"]
+
+
+@dataclass(frozen=True, slots=True)
+class Location:
+    """Where one block was found: this engine's ``gpu`` slot, a ``cpu`` tier slot, ``disk``
+    (``slot`` is ``None``), or ``miss``."""
+
+    where: Where
+    slot: int | None = None
+
+
+MISS = Location("miss")
+
+
+@dataclass(frozen=True)
+class PlanInputs:
+    """Everything a plan depends on besides the block locations."""
+
+    reuse: Reuse
+    block_size: int
+    bytes_per_block: int
+    fetch_tiers: tuple[str, ...] = ("cpu", "disk")
+
+
+def plan_blocks(
+    found: Sequence[Location], num_tokens: int, inputs: PlanInputs, cost: CostModel | None
+) -> list[Action]:
+    """One action per full block of a ``num_tokens``-long context (``len(found)`` blocks)."""
+    bs = inputs.block_size
+    if len(found) != num_tokens // bs:
+        raise ValueError(f"{len(found)} locations for {num_tokens // bs} full blocks")
+    usable = [_usable(loc, inputs) for loc in found]
+    if found and len(found) * bs >= num_tokens:  # the block holding the last token is computed
+        usable[-1] = False
+    if inputs.reuse == "none":
+        return [Action.NEW] * len(found)
+    if inputs.reuse == "prefix":
+        first_gap = next((i for i, ok in enumerate(usable) if not ok), len(usable))
+        usable = [i < first_gap for i in range(len(usable))]
+    elif inputs.reuse == "msa":
+        usable = _cost_filter(found, usable, inputs, cost)
+    else:
+        raise ValueError(f"reuse must be one of {REUSE_MODES}, got {inputs.reuse!r}")
+    last_found = max((i for i, loc in enumerate(found) if loc.where != "miss"), default=-1)
+    return [_action(found[i], ok, i <= last_found) for i, ok in enumerate(usable)]
+
+
+def todo_ranges(actions: Sequence[Action], num_tokens: int, block_size: int) -> list[list[int]]:
+    """Ascending ``[start, end)`` ranges of positions to compute: computed blocks and the
+    partial tail, merged where adjacent."""
+    ranges: list[list[int]] = []
+    for i, act in enumerate(actions):
+        if act.computed:
+            _append(ranges, i * block_size, (i + 1) * block_size)
+    _append(ranges, len(actions) * block_size, num_tokens)
+    return ranges
+
+
+def _usable(loc: Location, inputs: PlanInputs) -> bool:
+    return loc.where == "gpu" or loc.where in inputs.fetch_tiers
+
+
+def _action(loc: Location, reused: bool, before_last_found: bool) -> Action:
+    if reused:
+        return {"gpu": Action.RESIDENT, "cpu": Action.FETCH_CPU}.get(loc.where, Action.FETCH_DISK)
+    return Action.RECOMPUTE if before_last_found else Action.NEW
+
+
+def _cost_filter(
+    found: Sequence[Location], usable: list[bool], inputs: PlanInputs, cost: CostModel | None
+) -> list[bool]:
+    """Drop fetches that cost more than recomputing the block at its position."""
+    if cost is None:
+        return usable
+    out = list(usable)
+    for i, loc in enumerate(found):
+        if not usable[i] or loc.where == "gpu":
+            continue
+        if not cost.has_tier(loc.where):
+            continue  # no figures for this tier: loading is assumed worth it
+        load = cost.load_cost(loc.where, inputs.bytes_per_block)
+        recompute = cost.recompute_cost(i * inputs.block_size, inputs.block_size)
+        if 0 < i < len(found) - 1 and out[i - 1] and usable[i + 1]:
+            recompute += cost.segment_cost(1)  # a hole between reused blocks: one more segment
+        out[i] = load <= recompute
+    return out
+
+
+def _append(ranges: list[list[int]], start: int, end: int) -> None:
+    if end <= start:
+        return
+    if ranges and ranges[-1][1] == start:
+        ranges[-1][1] = end
+    else:
+        ranges.append([start, end])

@@ -1,0 +1,138 @@
+"""Sampling parameters and the sampler that turns one step's logits into next tokens.
+
+``SamplingParams`` is what a user passes per request (vLLM-style names). ``Sampler`` takes the
+logits rows of one step and each row's parameters and generator, and returns one token id per
+row: greedy rows use ``argmax`` on the device; the others apply temperature, top-k and top-p and
+draw from a per-request ``torch.Generator`` (so a seed gives the same tokens whatever the batch).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import torch
+
+
+@dataclass(frozen=True)
+class SamplingParams:
+    """How to sample one request's output and when to stop.
+
+    ``temperature == 0`` is greedy. ``top_k <= 0`` and ``top_p == 1`` disable those filters.
+    ``stop`` strings end the output (the stop string is cut unless
+    ``include_stop_str_in_output``); ``stop_token_ids`` and the model's EOS (unless
+    ``ignore_eos``) end it too. ``cache_salt`` separates tenants' cached blocks;
+    ``pin_ttl_s`` keeps the request's blocks cached that many seconds after it finishes (agent
+    sessions between tool calls).
+    """
+
+    max_tokens: int = 16
+    temperature: float = 1.0
+    top_k: int = 0
+    top_p: float = 1.0
+    seed: int | None = None
+    stop: tuple[str, ...] = ()
+    stop_token_ids: tuple[int, ...] = ()
+    ignore_eos: bool = False
+    include_stop_str_in_output: bool = False
+    cache_salt: str = ""
+    pin_ttl_s: float | None = None
+
+    def __post_init__(self) -> None:
+        if isinstance(self.stop, str):
+            object.__setattr__(self, "stop", (self.stop,))
+        object.__setattr__(self, "stop", tuple(self.stop))
+        object.__setattr__(self, "stop_token_ids", tuple(int(t) for t in self.stop_token_ids))
+        _check_int("max_tokens", self.max_tokens, 1)
+        _check_int("top_k", self.top_k, None)
+        if not isinstance(self.temperature, int | float) or not 0.0 <= self.temperature <= 100.0:
+            raise ValueError(f"SamplingParams.temperature must be in [0, 100], got "
+                             f"{self.temperature!r}")
+        if not isinstance(self.top_p, int | float) or not 0.0 < self.top_p <= 1.0:
+            raise ValueError(f"SamplingParams.top_p must be in (0, 1], got {self.top_p!r}")
+        if self.seed is not None:
+            _check_int("seed", self.seed, 0)
+        if any(not isinstance(s, str) or not s for s in self.stop):
+            raise ValueError(f"SamplingParams.stop must hold non-empty strings, got {self.stop!r}")
+        if any(t < 0 for t in self.stop_token_ids):
+            raise ValueError("SamplingParams.stop_token_ids must be non-negative token ids")
+        if not isinstance(self.cache_salt, str):
+            raise ValueError(f"SamplingParams.cache_salt must be a string, got "
+                             f"{type(self.cache_salt).__name__}")
+        if self.pin_ttl_s is not None and not (
+            isinstance(self.pin_ttl_s, int | float) and self.pin_ttl_s > 0
+        ):
+            raise ValueError(f"SamplingParams.pin_ttl_s must be a positive number of seconds, "
+                             f"got {self.pin_ttl_s!r}")
+
+    @property
+    def greedy(self) -> bool:
+        return self.temperature == 0.0
+
+
+def _check_int(name: str, value: object, minimum: int | None) -> None:
+    if not isinstance(value, int) or isinstance(value, bool):
+        raise ValueError(f"SamplingParams.{name} must be an int, got {value!r}")
+    if minimum is not None and value < minimum:
+        raise ValueError(f"SamplingParams.{name} must be >= {minimum}, got {value}")
+
+
+def make_generator(params: SamplingParams, fallback_seed: int) -> torch.Generator | None:
+    """A CPU generator for a non-greedy request (seeded by ``params.seed`` or the fallback)."""
+    if params.greedy:
+        return None
+    gen = torch.Generator(device="cpu")
+    gen.manual_seed(params.seed if params.seed is not None else fallback_seed)
+    return gen
+
+
+class Sampler:
+    """Picks one token per logits row; see the module docstring."""
+
+    def sample(
+        self,
+        logits: torch.Tensor,
+        params: Sequence[SamplingParams],
+        generators: Sequence[torch.Generator | None],
+    ) -> list[int]:
+        """``logits [N, V]`` (any float dtype, any device) → ``N`` token ids.
+
+        ``generators[i]`` must be set for every non-greedy row; it advances by one draw.
+        """
+        if logits.dim() != 2 or not logits.shape[0] == len(params) == len(generators):
+            raise ValueError(f"logits {tuple(logits.shape)} do not match {len(params)} params")
+        out = logits.argmax(dim=-1).tolist()
+        random_rows = [i for i, p in enumerate(params) if not p.greedy]
+        if random_rows:
+            probs = self._probs(logits[random_rows].float().cpu(), [params[i] for i in random_rows])
+            for j, i in enumerate(random_rows):
+                gen = generators[i]
+                if gen is None:
+                    raise ValueError(f"row {i} samples with temperature but has no generator")
+                out[i] = int(torch.multinomial(probs[j], 1, generator=gen).item())
+        return out
+
+    @staticmethod
+    def _probs(logits: torch.Tensor, params: Sequence[SamplingParams]) -> torch.Tensor:
+        """Filtered probabilities ``[n, V]`` float32 after temperature, top-k and top-p."""
+        temps = torch.tensor([p.temperature for p in params], dtype=torch.float32)
+        logits = logits / temps.unsqueeze(1)
+        vocab = logits.shape[1]
+        for row, p in enumerate(params):
+            if 0 < p.top_k < vocab:
+                kth = torch.topk(logits[row], p.top_k).values[-1]
+                logits[row][logits[row] < kth] = float("-inf")
+            if p.top_p < 1.0:
+                logits[row] = _top_p_filter(logits[row], p.top_p)
+        return torch.softmax(logits, dim=-1)
+
+
+def _top_p_filter(row: torch.Tensor, top_p: float) -> torch.Tensor:
+    """Keep the smallest set of tokens whose probability reaches ``top_p`` (at least one)."""
+    sorted_logits, order = torch.sort(row, descending=True)
+    cum = torch.softmax(sorted_logits, dim=-1).cumsum(dim=-1)
+    drop = cum - torch.softmax(sorted_logits, dim=-1) >= top_p
+    drop[0] = False
+    out = row.clone()
+    out[order[drop]] = float("-inf")
+    return out

@@ -1,0 +1,53 @@
+"""Chunk sizing: fixed budgets, and adaptive chunks that fit the step-time objective."""
+
+from __future__ import annotations
+
+import pytest
+
+from cacheserver.policy.cost import CostModel, TierLink
+from engine.chunking import AdaptiveChunker, FixedChunker, create_chunker
+
+
+def _cost(attn: float = 0.0) -> CostModel:
+    """1 ms per token of linear work, 10 ms per pass, ``attn`` s per token per position."""
+    return CostModel(device="t", model="t", kv_bytes_per_token=1, linear_s_per_token=1e-3,
+                     attn_s_per_token_position=attn, pass_s=0.01, segment_s=0.0,
+                     load=(TierLink("cpu", 1e9, 0.0),))
+
+
+def test_fixed_gives_prefill_what_the_decodes_leave() -> None:
+    chunker = FixedChunker(max_tokens=4096, chunk_tokens=512)
+    assert chunker.split([100] * 12, [(0, 300), (0, 1000)]) == [300, 200]
+    assert chunker.split([100] * 600, [(0, 300)]) == [0]
+
+
+def test_adaptive_fills_the_target_step_time_left_by_the_decodes() -> None:
+    chunker = AdaptiveChunker(4096, _cost(), target_step_s=0.05, min_prefill_tokens=16)
+    # decodes: 10 ms pass + 10 × 1 ms = 20 ms; 30 ms left = 30 prefill tokens
+    assert chunker.split([100] * 10, [(0, 1000)]) == [30]
+    assert chunker.split([100] * 10, [(0, 20), (0, 1000)]) == [20, 10]
+
+
+def test_adaptive_charges_attention_over_the_prefix() -> None:
+    chunker = AdaptiveChunker(4096, _cost(attn=1e-5), target_step_s=0.05, min_prefill_tokens=1)
+    n = chunker.split([0], [(1000, 10_000)])[0]
+    cost = _cost(attn=1e-5)
+    left = 0.05 - chunker.step_time([0])
+    assert cost.recompute_cost(1000, n) <= left < cost.recompute_cost(1000, n + 1)
+
+
+def test_adaptive_never_starves_prefill_and_uses_everything_without_decodes() -> None:
+    chunker = AdaptiveChunker(2048, _cost(), target_step_s=0.05, min_prefill_tokens=16)
+    assert chunker.split([100] * 100, [(0, 1000)]) == [16]
+    assert chunker.split([], [(0, 5000)]) == [2048]
+
+
+def test_create_chunker_by_name_and_errors() -> None:
+    assert isinstance(create_chunker("fixed", max_tokens=8, chunk_tokens=4, cost=None,
+                                     target_step_s=1.0, min_prefill_tokens=1), FixedChunker)
+    with pytest.raises(ValueError, match="cost model"):
+        create_chunker("adaptive", max_tokens=8, chunk_tokens=4, cost=None, target_step_s=1.0,
+                       min_prefill_tokens=1)
+    with pytest.raises(ValueError, match="chunking"):
+        create_chunker("dynamic", max_tokens=8, chunk_tokens=4, cost=None, target_step_s=1.0,
+                       min_prefill_tokens=1)

@@ -1,0 +1,65 @@
+"""Segment planner: per-block actions under none / prefix / msa reuse, and the todo ranges."""
+
+from __future__ import annotations
+
+from cacheserver.policy.cost import CostModel, TierLink
+from engine.planner import MISS, Location, PlanInputs, plan_blocks, todo_ranges
+from engine.request import Action
+
+R, FC, FD, RC, NEW = (Action.RESIDENT, Action.FETCH_CPU, Action.FETCH_DISK, Action.RECOMPUTE,
+                      Action.NEW)
+GPU, CPU, DISK = Location("gpu", 0), Location("cpu", 3), Location("disk")
+
+
+def _inputs(reuse: str, fetch_tiers: tuple[str, ...] = ("cpu", "disk")) -> PlanInputs:
+    return PlanInputs(reuse=reuse, block_size=4, bytes_per_block=1000, fetch_tiers=fetch_tiers)
+
+
+def _cost(disk_latency_s: float = 0.0, segment_s: float = 0.0) -> CostModel:
+    """Recomputing 4 tokens at position p costs 4·(1 + (p + 2)·0.1) s; loads cost latency."""
+    return CostModel(
+        device="test", model="test", kv_bytes_per_token=250, linear_s_per_token=1.0,
+        attn_s_per_token_position=0.1, pass_s=0.0, segment_s=segment_s,
+        load=(TierLink("cpu", 1e12, 0.0), TierLink("disk", 1e12, disk_latency_s)),
+    )
+
+
+def test_msa_reuses_every_found_block_and_recomputes_holes() -> None:
+    found = [GPU, MISS, CPU, MISS, DISK, MISS]
+    actions = plan_blocks(found, 26, _inputs("msa"), _cost())
+    assert actions == [R, RC, FC, RC, FD, NEW]
+    assert todo_ranges(actions, 26, 4) == [[4, 8], [12, 16], [20, 26]]
+
+
+def test_prefix_stops_at_the_first_hole() -> None:
+    found = [GPU, CPU, MISS, GPU, MISS]
+    assert plan_blocks(found, 21, _inputs("prefix"), _cost()) == [R, FC, RC, RC, NEW]
+
+
+def test_none_computes_everything_as_new() -> None:
+    assert plan_blocks([GPU, CPU], 9, _inputs("none"), _cost()) == [NEW, NEW]
+
+
+def test_the_block_holding_the_last_token_is_always_computed() -> None:
+    actions = plan_blocks([GPU, GPU], 8, _inputs("msa"), _cost())
+    assert actions == [R, RC]
+    assert todo_ranges(actions, 8, 4) == [[4, 8]]
+
+
+def test_a_disk_block_at_position_zero_is_recomputed_when_loading_is_dearer() -> None:
+    # block 0 recomputes in 4·(1 + 0.2) = 4.8 s, block 1 in 4·(1 + 0.6) = 6.4 s; disk costs 5 s
+    actions = plan_blocks([DISK, DISK, MISS], 13, _inputs("msa"), _cost(disk_latency_s=5.0))
+    assert actions == [RC, FD, NEW]
+
+
+def test_splitting_a_reused_run_is_charged_one_segment() -> None:
+    # block 1 recomputes in 6.4 s and its load costs 6.5 s: without the segment charge it would
+    # be recomputed; with 0.2 s per extra segment, loading wins.
+    found = [GPU, Location("disk"), GPU, MISS]
+    assert plan_blocks(found, 17, _inputs("msa"), _cost(6.5))[1] == RC
+    assert plan_blocks(found, 17, _inputs("msa"), _cost(6.5, segment_s=0.2))[1] == FD
+
+
+def test_tiers_outside_fetch_tiers_count_as_found_but_are_recomputed() -> None:
+    actions = plan_blocks([CPU, GPU, MISS], 12, _inputs("msa", fetch_tiers=()), _cost())
+    assert actions == [RC, R, NEW]
