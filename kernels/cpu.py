@@ -1,0 +1,190 @@
+"""The fast torch path (``backend="torch"``): what the engine runs on a CPU.
+
+Per layer, each sequence's blocks are gathered once (one ``index_select`` for K, one for V)
+and attended with ``scaled_dot_product_attention``: ``is_causal`` when the queries are the
+whole sequence, no mask for a single last-position query, an explicit ``j <= q_pos`` mask
+otherwise. Decode batches sequences (padded, padding zeroed so that garbage or NaN in foreign
+slots never reaches the output). When the LSE is asked for, or decode is split, an explicit
+float32 matmul/softmax path runs instead. Working memory is bounded by chunking query rows and
+sequences (``MASK_ELEMS``, ``SCORE_BYTES``, ``GATHER_BYTES``).
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+from kernels.backends import Backend
+from kernels.metadata import AttentionMetadata
+
+MASK_ELEMS = 1 << 24  # booleans of one mask chunk (16 MiB)
+SCORE_BYTES = 64 << 20  # float32 scores of one math-path chunk
+GATHER_BYTES = 256 << 20  # gathered K+V of one decode chunk
+
+
+def gather_kv(pool: torch.Tensor, layer: int, table: torch.Tensor,
+              num_tokens: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """K and V ``[rows, num_tokens, Hkv, D]`` of the ``rows`` block-table rows ``table``
+    (``[rows, n_blocks]``, ``-1`` read as block 0: mask those tokens). Copies only this layer."""
+    block_size, heads, dim = pool.shape[3:]
+    ids = table.clamp(min=0).reshape(-1).long()
+    shape = (table.shape[0], table.shape[1] * block_size, heads, dim)
+    k = pool[:, layer, 0].index_select(0, ids).view(shape)[:, :num_tokens]
+    v = pool[:, layer, 1].index_select(0, ids).view(shape)[:, :num_tokens]
+    return k, v
+
+
+def attend_math(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, visible: torch.Tensor,
+                scale: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """Explicit float32 attention with LSE.
+
+    ``q [..., Hkv, R, D]`` (``R`` rows per KV head), ``k``/``v`` ``[..., Hkv, L, D]``,
+    ``visible`` bool broadcastable to ``[..., Hkv, R, L]``. Returns float32 ``o`` and the
+    natural-log LSE float32 ``[..., Hkv, R]``; rows that see nothing get ``o = 0`` and
+    ``lse = -inf``.
+    """
+    scores = torch.matmul(q.float(), k.float().transpose(-1, -2)) * scale
+    scores.masked_fill_(~visible, float("-inf"))
+    lse = torch.logsumexp(scores, dim=-1)
+    probs = torch.exp(scores - lse.masked_fill(torch.isinf(lse), 0.0)[..., None])
+    return torch.matmul(probs, v.float()), lse
+
+
+def _to_heads(x: torch.Tensor, kv_heads: int) -> torch.Tensor:
+    """``[n, Hq, D]`` -> ``[Hkv, G, n, D]`` (a view)."""
+    n, hq, d = x.shape
+    return x.view(n, kv_heads, hq // kv_heads, d).permute(1, 2, 0, 3)
+
+
+def _prefill_math(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, pos: torch.Tensor,
+                  scale: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """One sequence with LSE: ``q [n, Hq, D]``, ``k``/``v`` ``[Hkv, L, D]``, ``pos [n]`` ->
+    float32 ``o [n, Hq, D]`` and ``lse [n, Hq]``; query rows chunked to bound the scores."""
+    n, hq, d = q.shape
+    length = k.shape[1]
+    rows = max(1, SCORE_BYTES // (4 * hq * max(length, 1)))
+    outs, lses = [], []
+    for a in range(0, n, rows):
+        visible = torch.arange(length, device=q.device) <= pos[a:a + rows, None]
+        o, lse = attend_math(_to_heads(q[a:a + rows], k.shape[0]), k[:, None], v[:, None],
+                             visible, scale)
+        outs.append(o.permute(2, 0, 1, 3).reshape(-1, hq, d))
+        lses.append(lse.permute(2, 0, 1).reshape(-1, hq))
+    return torch.cat(outs), torch.cat(lses)
+
+
+def _prefill_sdpa(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, pos: torch.Tensor,
+                  scale: float, suffix: bool) -> torch.Tensor:
+    """One sequence through SDPA: ``q [n, Hq, D]``, ``k``/``v`` ``[Hkv, L, D]`` -> ``[n, Hq, D]``.
+
+    ``suffix`` says the queries are positions ``[L - n, L)``: then the whole sequence is plain
+    causal attention and a single query needs no mask at all."""
+    n, length = q.shape[0], k.shape[1]
+    qh, kh, vh = q.permute(1, 0, 2)[None], k[None], v[None]
+    gqa = q.shape[1] != k.shape[0]
+    if suffix and (n == length or n == 1):
+        o = F.scaled_dot_product_attention(qh, kh, vh, is_causal=n > 1, scale=scale,
+                                           enable_gqa=gqa)
+        return o[0].permute(1, 0, 2)
+    rows = max(1, MASK_ELEMS // max(length, 1))
+    chunks = []
+    for a in range(0, n, rows):
+        mask = torch.arange(length, device=q.device) <= pos[a:a + rows, None]
+        chunks.append(F.scaled_dot_product_attention(
+            qh[:, :, a:a + rows], kh, vh, attn_mask=mask, scale=scale, enable_gqa=gqa))
+    return torch.cat(chunks, dim=2)[0].permute(1, 0, 2)
+
+
+class TorchBackend(Backend):
+    """Gather + SDPA on any torch device; the engine's path on CPU."""
+
+    name = "torch"
+
+    def write_kv(self, pool: torch.Tensor, layer: int, k: torch.Tensor, v: torch.Tensor,
+                 slot_mapping: torch.Tensor) -> None:
+        keep = slot_mapping >= 0
+        if not bool(keep.all()):
+            slot_mapping, k, v = slot_mapping[keep], k[keep], v[keep]
+        block_size = pool.shape[3]
+        blocks, offsets = slot_mapping // block_size, slot_mapping % block_size
+        pool[blocks, layer, 0, offsets] = k
+        pool[blocks, layer, 1, offsets] = v
+
+    def prefill(self, q: torch.Tensor, pool: torch.Tensor, layer: int, meta: AttentionMetadata,
+                scale: float, return_lse: bool) -> tuple[torch.Tensor, torch.Tensor | None]:
+        out = torch.empty_like(q)
+        lse = q.new_empty(q.shape[:2], dtype=torch.float32) if return_lse else None
+        cu, block_size = meta.host_cu_seqlens, pool.shape[3]
+        for s in range(meta.num_seqs):
+            if cu[s] == cu[s + 1]:
+                continue
+            kv_len = meta.host_kv_lens[s]
+            table = meta.block_tables[s:s + 1, :-(-kv_len // block_size)]
+            k, v = gather_kv(pool, layer, table, kv_len)
+            q_s, pos = q[cu[s]:cu[s + 1]], meta.q_positions[cu[s]:cu[s + 1]]
+            k_s, v_s = k[0].permute(1, 0, 2), v[0].permute(1, 0, 2)  # [Hkv, L, D]
+            if lse is None:
+                out[cu[s]:cu[s + 1]] = _prefill_sdpa(q_s, k_s, v_s, pos, scale,
+                                                     meta.contiguous_suffix[s])
+            else:
+                out[cu[s]:cu[s + 1]], lse[cu[s]:cu[s + 1]] = _prefill_math(
+                    q_s, k_s, v_s, pos, scale)
+        return out, lse
+
+    def decode(self, q: torch.Tensor, pool: torch.Tensor, layer: int, meta: AttentionMetadata,
+               scale: float, num_splits: int | None,
+               return_lse: bool) -> tuple[torch.Tensor, torch.Tensor | None]:
+        num_seqs, _, d = q.shape
+        length = meta.max_kv_len
+        per_seq = 2 * length * pool.shape[4] * d * pool.element_size()
+        rows = max(1, GATHER_BYTES // max(per_seq, 1))
+        parts = [_decode_chunk(q[a:a + rows], pool, layer, meta, a, scale, num_splits or 1,
+                               return_lse) for a in range(0, num_seqs, rows)]
+        out = torch.cat([p[0] for p in parts])
+        return out, (torch.cat([p[1] for p in parts]) if return_lse else None)
+
+    def merge(self, o_a: torch.Tensor, lse_a: torch.Tensor, o_b: torch.Tensor,
+              lse_b: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        return merge_lse(o_a, lse_a, o_b, lse_b)
+
+
+def merge_lse(o_a: torch.Tensor, lse_a: torch.Tensor, o_b: torch.Tensor,
+              lse_b: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """``o = w_a·o_a + w_b·o_b`` with ``w = exp(lse - logaddexp(lse_a, lse_b))``, in float32.
+
+    ``o_*`` ``[..., D]``, ``lse_*`` float32 ``[...]``. A side with ``lse = -inf`` contributes
+    nothing (even if its ``o`` is garbage); both ``-inf`` gives ``o = 0``, ``lse = -inf``.
+    """
+    lse = torch.logaddexp(lse_a.float(), lse_b.float())
+    safe = lse.masked_fill(torch.isinf(lse), 0.0)
+    w_a = torch.exp(lse_a.float() - safe)[..., None]
+    w_b = torch.exp(lse_b.float() - safe)[..., None]
+    o = torch.where(w_a > 0, w_a * o_a.float(), 0.0) + torch.where(w_b > 0, w_b * o_b.float(), 0.0)
+    return o.to(o_a.dtype), lse
+
+
+def _decode_chunk(q: torch.Tensor, pool: torch.Tensor, layer: int, meta: AttentionMetadata,
+                  first: int, scale: float, num_splits: int, return_lse: bool):
+    """Decode sequences ``[first, first + len(q))``; returns ``(o [n, Hq, D], lse | None)``."""
+    n, hq, d = q.shape
+    kv_lens = meta.host_kv_lens[first:first + n]
+    length, block_size, hkv = max(kv_lens), pool.shape[3], pool.shape[4]
+    table = meta.block_tables[first:first + n, :-(-length // block_size)]
+    k, v = gather_kv(pool, layer, table, length)  # [n, L, Hkv, D]
+    lens = meta.kv_lens[first:first + n, None].long()
+    visible = torch.arange(length, device=q.device)[None, :] < lens  # [n, L]
+    if min(kv_lens) < length:  # padding may hold any bytes, NaN included
+        k[~visible], v[~visible] = 0, 0
+    qh = q.view(n, hkv, hq // hkv, d)  # the group's query heads are the rows
+    kh, vh = k.permute(0, 2, 1, 3), v.permute(0, 2, 1, 3)  # [n, Hkv, L, D]
+    if not return_lse and num_splits == 1:
+        mask = None if min(kv_lens) == length else visible[:, None, None]
+        o = F.scaled_dot_product_attention(qh, kh, vh, attn_mask=mask, scale=scale)
+        return o.reshape(n, hq, d), None
+    o, lse = None, None
+    step = -(-length // num_splits)
+    for a in range(0, length, step):
+        o_p, lse_p = attend_math(qh, kh[:, :, a:a + step], vh[:, :, a:a + step],
+                                 visible[:, None, None, a:a + step], scale)
+        o, lse = (o_p, lse_p) if o is None else merge_lse(o, lse, o_p, lse_p)
+    return o.reshape(n, hq, d).to(q.dtype), lse.reshape(n, hq)
