@@ -5,7 +5,11 @@ Importing this package registers every built-in policy, so ``create_policy(name,
 
 from __future__ import annotations
 
+from cacheserver.policy import belady as _belady  # noqa: F401 - registers belady
+from cacheserver.policy import gdsf as _gdsf  # noqa: F401 - registers gdsf
+from cacheserver.policy import lfu as _lfu  # noqa: F401 - registers lfu
 from cacheserver.policy import lru as _lru  # noqa: F401 - registers lru, lru_tail
+from cacheserver.policy import pensieve as _pensieve  # noqa: F401 - registers pensieve
 from cacheserver.policy.base import (
     REUSE_SEMANTICS,
     BlockInfo,
@@ -14,6 +18,7 @@ from cacheserver.policy.base import (
     ResidencyPolicy,
     Reuse,
     create_policy,
+    policy_class,
     policy_names,
     register_policy,
 )
@@ -26,6 +31,7 @@ __all__ = [
     "ResidencyPolicy",
     "Reuse",
     "create_policy",
+    "policy_class",
     "policy_names",
     "register_policy",
 ]

@@ -20,6 +20,11 @@ And the decision: ``evict(now)`` removes and returns the lowest-value *unprotect
 block, or ``None`` when every held block is protected. Protected and pinned blocks are never
 victims. ``admit(info, now)`` says whether a block is worth placing in this tier at all.
 
+``capacity`` is counted in blocks; the caller enforces it (it calls ``evict`` until there is
+room) and policies use it to decide admission. Policies with ``tracks_structure`` keep the
+resident parent/child links: under ``prefix`` reuse a block whose child is resident is not a
+victim (leaves go first, like a radix tree), since dropping it would strand its descendants.
+
 Keys are opaque hashables (16-byte block keys in the daemon, ints in the simulator).
 """
 
@@ -66,11 +71,13 @@ class ResidencyPolicy(ABC):
     fresh priority when its last lease or pin goes. Subclasses implement ``_on_insert``,
     ``_on_access``, ``_on_remove`` (state) and ``_priority`` (a sortable tuple computed from that
     state); greedy-dual policies update their inflation value in ``_on_evict``. A policy whose
-    order changes with time alone may override ``_pop``.
+    order is not a heap of static priorities overrides ``_enqueue``, ``_dequeue`` and ``_pop``.
     """
 
     name: ClassVar[str] = ""
     offline: ClassVar[bool] = False  # True for oracles that need the future (simulator only)
+    tracks_structure: ClassVar[bool] = False  # keep resident parent/child links (leaf-first)
+    prices_backing: ClassVar[bool] = False  # the priority depends on the backing tier
 
     def __init__(
         self,
@@ -94,8 +101,11 @@ class ResidencyPolicy(ABC):
         self._pins: dict[Key, float | None] = {}
         self._pin_heap: list[tuple[float, int, Key]] = []
         self._pin_seq = itertools.count()
-        self._parked: set[Key] = set()  # held blocks out of the victim order while protected
+        self._parked: set[Key] = set()  # held blocks out of the victim order (leased, pinned,
+        # or, with tracks_structure under prefix reuse, a parent of a resident block)
         self._backing: dict[Key, str | None] = {}
+        self._kids: dict[Key, set[Key]] = {}  # parent key -> its resident children
+        self._now = 0.0  # latest event time seen, for re-ranking on set_backing
 
     # ---- events -------------------------------------------------------------------------
     def admit(self, info: BlockInfo, now: float) -> bool:
@@ -107,26 +117,28 @@ class ResidencyPolicy(ABC):
             self.access(info.key, now)
             return
         self.blocks[info.key] = info
+        self._now = now
         self._on_insert(info, now)
-        if self.is_protected(info.key, now):
-            self._parked.add(info.key)
-        else:
-            self.order.push(info.key, self._priority(info.key, now))
+        if self.tracks_structure and info.parent is not None:
+            self._kids.setdefault(info.parent, set()).add(info.key)
+            if info.parent in self.blocks:
+                self._refresh(info.parent, now)
+        self._refresh(info.key, now)
 
     def access(self, key: Key, now: float) -> None:
         if key not in self.blocks:
             return
+        self._now = now
         self._on_access(key, now)
         if key not in self._parked:
-            self.order.push(key, self._priority(key, now))
+            self._enqueue(key, now)
 
-    def remove(self, key: Key) -> None:
-        if self.blocks.pop(key, None) is None:
+    def remove(self, key: Key, now: float = 0.0) -> None:
+        if key not in self.blocks:
             return
-        self.order.discard(key)
+        self._dequeue(key)
         self._parked.discard(key)
-        self._backing.pop(key, None)
-        self._on_remove(key)
+        self._drop(key, now)
 
     def protect(self, key: Key) -> None:
         self._leases[key] = self._leases.get(key, 0) + 1
@@ -151,8 +163,14 @@ class ResidencyPolicy(ABC):
         self._unpark_if_free(key, now)
 
     def set_backing(self, key: Key, tier: str | None) -> None:
-        if key in self.blocks:
+        if key not in self.blocks or self._backing.get(key) == tier:
+            return
+        if tier is None:
+            self._backing.pop(key, None)
+        else:
             self._backing[key] = tier
+        if self.prices_backing and key not in self._parked:
+            self._enqueue(key, self._now)
 
     def backing(self, key: Key) -> str | None:
         return self._backing.get(key)
@@ -165,13 +183,11 @@ class ResidencyPolicy(ABC):
             key = self._pop(now)
             if key is None:
                 return None
-            if self.is_protected(key, now):
+            if self._held(key, now):
                 self._parked.add(key)
                 continue
             self._on_evict(key, now)
-            self.blocks.pop(key, None)
-            self._backing.pop(key, None)
-            self._on_remove(key)
+            self._drop(key, now)
             return key
 
     def victims(self, n: int, now: float) -> list[Key]:
@@ -202,6 +218,11 @@ class ResidencyPolicy(ABC):
     def evictable(self) -> int:
         return len(self.blocks) - len(self._parked)
 
+    def resident_children(self, key: Key) -> int:
+        """How many children of ``key`` are held here (0 unless ``tracks_structure``)."""
+        kids = self._kids.get(key)
+        return len(kids) if kids else 0
+
     # ---- subclass hooks -----------------------------------------------------------------
     @abstractmethod
     def _on_insert(self, info: BlockInfo, now: float) -> None:
@@ -226,16 +247,53 @@ class ResidencyPolicy(ABC):
         """Take the lowest-priority key out of the victim order (``None`` if empty)."""
         return self.order.pop()
 
+    def _enqueue(self, key: Key, now: float) -> None:
+        """Put ``key`` into the victim order with its current priority (or re-rank it)."""
+        self.order.push(key, self._priority(key, now))
+
+    def _dequeue(self, key: Key) -> None:
+        """Take ``key`` out of the victim order if it is there."""
+        self.order.discard(key)
+
     # ---- internals ----------------------------------------------------------------------
+    def _held(self, key: Key, now: float) -> bool:
+        """Protected, or (structure-aware, prefix reuse) the parent of a resident block."""
+        if self.is_protected(key, now):
+            return True
+        return self.tracks_structure and self.semantics == "prefix" and bool(self._kids.get(key))
+
+    def _refresh(self, key: Key, now: float) -> None:
+        """Re-decide whether resident ``key`` is in the victim order, and re-rank it if so."""
+        if self._held(key, now):
+            if key not in self._parked:
+                self._dequeue(key)
+                self._parked.add(key)
+        else:
+            self._parked.discard(key)
+            self._enqueue(key, now)
+
+    def _drop(self, key: Key, now: float) -> None:
+        info = self.blocks.pop(key)
+        self._backing.pop(key, None)
+        self._on_remove(key)
+        if self.tracks_structure and info.parent is not None:
+            kids = self._kids.get(info.parent)
+            if kids is not None:
+                kids.discard(key)
+                if not kids:
+                    del self._kids[info.parent]
+                if info.parent in self.blocks:
+                    self._refresh(info.parent, now)
+
     def _park(self, key: Key) -> None:
         if key in self.blocks and key not in self._parked:
-            self.order.discard(key)
+            self._dequeue(key)
             self._parked.add(key)
 
     def _unpark_if_free(self, key: Key, now: float) -> None:
-        if key in self._parked and not self.is_protected(key, now):
+        if key in self._parked and not self._held(key, now):
             self._parked.discard(key)
-            self.order.push(key, self._priority(key, now))
+            self._enqueue(key, now)
 
     def _expire_pins(self, now: float) -> None:
         heap = self._pin_heap
@@ -273,6 +331,16 @@ class HeapOrder:
                 return key
         return None
 
+    def peek(self) -> tuple[Key, tuple] | None:
+        """The lowest ``(key, priority)`` without removing it (``None`` if empty)."""
+        heap = self._heap
+        while heap:
+            priority, stamp, key = heap[0]
+            if self._live.get(key) == stamp:
+                return key, priority
+            heapq.heappop(heap)
+        return None
+
     def __len__(self) -> int:
         return len(self._live)
 
@@ -301,10 +369,14 @@ def policy_names(include_offline: bool = True) -> list[str]:
     return sorted(n for n, c in _REGISTRY.items() if include_offline or not c.offline)
 
 
-def create_policy(name: str, capacity: int, **kwargs: object) -> ResidencyPolicy:
-    """Build a registered policy by name; unknown names fail with the list of known ones."""
+def policy_class(name: str) -> type[ResidencyPolicy]:
+    """The class registered under ``name``; unknown names fail with the list of known ones."""
     try:
-        cls = _REGISTRY[name]
+        return _REGISTRY[name]
     except KeyError:
         raise ValueError(f"unknown policy {name!r}; known: {policy_names()}") from None
-    return cls(capacity, **kwargs)  # type: ignore[arg-type]
+
+
+def create_policy(name: str, capacity: int, **kwargs: object) -> ResidencyPolicy:
+    """Build a registered policy by name; unknown names fail with the list of known ones."""
+    return policy_class(name)(capacity, **kwargs)  # type: ignore[arg-type]
