@@ -1,0 +1,78 @@
+"""Rotary position embedding: inverse frequencies per rope type, cos/sin per step, rotation.
+
+Numerics follow the Hugging Face reference exactly (frequencies and angles in float32, cos/sin
+cast to the activation dtype, "rotate half" pairing of dimension ``i`` with ``i + D/2``), so
+that fp32 logits match transformers to rounding.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+
+import torch
+
+from engine.model.config import RopeConfig
+
+
+def _default_inv_freq(rope: RopeConfig, head_dim: int) -> torch.Tensor:
+    exponents = torch.arange(0, head_dim, 2, dtype=torch.int64).to(dtype=torch.float) / head_dim
+    return 1.0 / (rope.theta**exponents)
+
+
+def _linear_inv_freq(rope: RopeConfig, head_dim: int) -> torch.Tensor:
+    return _default_inv_freq(rope, head_dim) / rope.factor
+
+
+def _llama3_inv_freq(rope: RopeConfig, head_dim: int) -> torch.Tensor:
+    """Llama 3.1: long wavelengths divided by ``factor``, short kept, a smooth ramp between."""
+    inv_freq = _default_inv_freq(rope, head_dim)
+    old_len = rope.original_max_positions
+    low_freq_wavelen = old_len / rope.low_freq_factor
+    high_freq_wavelen = old_len / rope.high_freq_factor
+    wavelen = 2 * math.pi / inv_freq
+    scaled = torch.where(wavelen > low_freq_wavelen, inv_freq / rope.factor, inv_freq)
+    smooth = (old_len / wavelen - rope.low_freq_factor) / (
+        rope.high_freq_factor - rope.low_freq_factor
+    )
+    smoothed = (1 - smooth) * scaled / rope.factor + smooth * scaled
+    is_medium = ~(wavelen < high_freq_wavelen) * ~(wavelen > low_freq_wavelen)
+    return torch.where(is_medium, smoothed, scaled)
+
+
+INV_FREQ: dict[str, Callable[[RopeConfig, int], torch.Tensor]] = {
+    "default": _default_inv_freq,
+    "linear": _linear_inv_freq,
+    "llama3": _llama3_inv_freq,
+}
+
+
+def inv_freq(rope: RopeConfig, head_dim: int) -> torch.Tensor:
+    """Inverse frequencies, float32 ``[head_dim // 2]`` on the CPU."""
+    return INV_FREQ[rope.kind](rope, head_dim)
+
+
+class RotaryEmbedding(torch.nn.Module):
+    """Holds the inverse frequencies (a float32 buffer) and turns positions into cos/sin."""
+
+    def __init__(self, rope: RopeConfig, head_dim: int, device: torch.device | str) -> None:
+        super().__init__()
+        self.register_buffer("inv_freq", inv_freq(rope, head_dim).to(device), persistent=False)
+
+    def cos_sin(
+        self, positions: torch.Tensor, dtype: torch.dtype
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """``positions`` int ``[T]`` → ``(cos, sin)``, each ``[T, 1, head_dim]`` in ``dtype``.
+
+        The middle axis broadcasts over heads. Computed once per step, shared by all layers.
+        """
+        angles = positions.to(torch.float32)[:, None] * self.inv_freq[None, :]
+        angles = torch.cat((angles, angles), dim=-1)
+        return angles.cos().to(dtype)[:, None, :], angles.sin().to(dtype)[:, None, :]
+
+
+def apply_rope(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
+    """Rotate ``x [T, H, D]`` by per-token angles (``cos``/``sin`` from :meth:`cos_sin`)."""
+    half = x.shape[-1] // 2
+    rotated = torch.cat((-x[..., half:], x[..., :half]), dim=-1)
+    return x * cos + rotated * sin
