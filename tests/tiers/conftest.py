@@ -1,0 +1,45 @@
+"""Fixtures for the tier tests: deterministic blocks and a helper that runs a child Python."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from tiers.base import BlockHeader
+
+REPO = Path(__file__).resolve().parents[2]
+LAYOUT = "layers=2;kv_heads=2;head_dim=64;block=16;dtype=float16;tp=0/1"
+NAMESPACE = bytes(range(16))
+
+
+def block(i: int, nbytes: int = 64 * 1024) -> tuple[bytes, BlockHeader, bytes]:
+    """Block ``i``: a 16-byte key, its header (checksum computed) and ``nbytes`` of seeded data."""
+    payload = np.random.default_rng(i).integers(0, 256, nbytes, dtype=np.uint8).tobytes()
+    key = i.to_bytes(16, "big")
+    parent = (i - 1).to_bytes(16, "big") if i else bytes(16)
+    return key, BlockHeader.describe(NAMESPACE, parent, i, LAYOUT, payload), payload
+
+
+def run_child(code: str, **popen: object) -> subprocess.Popen:
+    """Start ``python -c code`` with the repository importable; stdout is a text pipe."""
+    env = dict(os.environ, PYTHONPATH=str(REPO))
+    return subprocess.Popen([sys.executable, "-c", textwrap.dedent(code)], env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, **popen)
+
+
+def finish(proc: subprocess.Popen, timeout: float = 60.0) -> str:
+    """Wait for a child started by :func:`run_child`; its stdout, or fail with its stderr."""
+    out, err = proc.communicate(timeout=timeout)
+    assert proc.returncode == 0, f"child failed ({proc.returncode}):\n{err}"
+    return out
+
+
+@pytest.fixture
+def db_path(tmp_path: Path) -> str:
+    return str(tmp_path / "disk")

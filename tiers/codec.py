@@ -1,0 +1,158 @@
+"""The stored form of a block, header + payload bytes, shared by the DISK and REMOTE tiers.
+
+A fixed, versioned, little-endian binary layout (no pickle, no msgpack), format version 1:
+
+====== ====== ===============================================================
+offset bytes  field
+====== ====== ===============================================================
+0      4      magic ``b"AKVB"``
+4      2      format version (``FORMAT_VERSION``)
+6      2      ``L`` = length of the layout text in bytes (UTF-8)
+8      16     namespace
+24     16     parent block key
+40     8      position (block index in its sequence)
+48     8      payload length in bytes
+56     8      payload checksum, xxh3-64
+64     P      layout text, zero-padded to ``P`` = ``L`` rounded up to a multiple of 8
+64+P   8      header digest: xxh3-64 of bytes ``[0, 64+P)``
+72+P   n      payload (starts 8-byte aligned)
+====== ====== ===============================================================
+
+The header digest makes a flipped bit in the namespace, parent, position or layout detectable
+(the payload checksum covers only the payload). Every decoding error raises
+:class:`CorruptValue` whose ``kind`` is the ``error_counts()`` key a tier charges it to.
+"""
+
+from __future__ import annotations
+
+import struct
+
+import xxhash
+
+from tiers.base import KEY_BYTES, BlockHeader, Buffer, checksum
+
+MAGIC = b"AKVB"
+FORMAT_VERSION = 1
+MAX_LAYOUT_BYTES = 4096
+_FIXED = struct.Struct("<4sHH16s16sQQQ")
+_DIGEST = struct.Struct("<Q")
+_U64 = 1 << 64
+_xxh3 = xxhash.xxh3_64_intdigest  # == tiers.base.checksum, bound once for the rebuild loop
+
+
+class CorruptValue(ValueError):
+    """A stored value that is not a valid encoding; ``kind`` is one of ``magic``, ``version``,
+    ``header`` (digest mismatch or bad layout text), ``short``, ``length``, ``checksum``."""
+
+    def __init__(self, kind: str, message: str) -> None:
+        super().__init__(f"{kind}: {message}")
+        self.kind = kind
+
+
+def _padded(n: int) -> int:
+    return (n + 7) & ~7
+
+
+def header_bytes(layout_len: int) -> int:
+    """Size of an encoded header whose layout text is ``layout_len`` UTF-8 bytes."""
+    return _FIXED.size + _padded(layout_len) + _DIGEST.size
+
+
+def value_bytes(header: BlockHeader) -> int:
+    """Size of the encoded value (header + payload) of a block with this header."""
+    return header_bytes(len(header.layout.encode("utf-8"))) + header.length
+
+
+def _check(header: BlockHeader) -> bytes:
+    if not isinstance(header, BlockHeader):
+        raise ValueError(f"expected a BlockHeader, got {type(header).__name__}")
+    for field in ("namespace", "parent"):
+        value = getattr(header, field)
+        if not isinstance(value, bytes) or len(value) != KEY_BYTES:
+            raise ValueError(f"BlockHeader.{field} must be {KEY_BYTES} bytes, got {value!r}")
+    for field in ("position", "length", "checksum"):
+        value = getattr(header, field)
+        if not isinstance(value, int) or isinstance(value, bool) or not 0 <= value < _U64:
+            raise ValueError(f"BlockHeader.{field} must be an int in [0, 2**64), got {value!r}")
+    if not isinstance(header.layout, str):
+        raise ValueError(f"BlockHeader.layout must be a str, got {type(header.layout).__name__}")
+    layout = header.layout.encode("utf-8")
+    if len(layout) > MAX_LAYOUT_BYTES:
+        raise ValueError(f"BlockHeader.layout is {len(layout)} bytes; at most {MAX_LAYOUT_BYTES}")
+    return layout
+
+
+def encode_header(header: BlockHeader) -> bytes:
+    """The encoded header of ``header`` (validated; ``ValueError`` names a bad field)."""
+    layout = _check(header)
+    head = _FIXED.pack(MAGIC, FORMAT_VERSION, len(layout), header.namespace, header.parent,
+                       header.position, header.length, header.checksum)
+    body = head + layout.ljust(_padded(len(layout)), b"\0")
+    return body + _DIGEST.pack(checksum(body))
+
+
+def encode_value(header: BlockHeader, payload: Buffer) -> bytearray:
+    """Header + a copy of ``payload`` in one new buffer (the only copy made)."""
+    view = memoryview(payload).cast("B")
+    if view.nbytes != header.length:
+        raise ValueError(f"payload is {view.nbytes} bytes but header.length is {header.length}")
+    head = encode_header(header)
+    out = bytearray(len(head) + view.nbytes)
+    out[: len(head)] = head
+    out[len(head):] = view
+    return out
+
+
+def decode_header(buf: Buffer, layouts: dict[bytes, str] | None = None) -> tuple[BlockHeader, int]:
+    """The header at the start of ``buf`` and the payload's offset; :class:`CorruptValue` if
+    the header is not intact. ``layouts`` (optional) interns layout texts across calls."""
+    data = buf if isinstance(buf, bytes) else memoryview(buf).cast("B")
+    size = len(data)
+    if size < _FIXED.size:
+        raise CorruptValue("short", f"value of {size} bytes has no complete header")
+    magic, version, n_layout, ns, parent, position, length, payload_sum = (
+        _FIXED.unpack_from(data))
+    if magic != MAGIC or version != FORMAT_VERSION:
+        raise (CorruptValue("magic", f"bad magic {magic!r}, expected {MAGIC!r}") if magic != MAGIC
+               else CorruptValue("version", f"format version {version}; this build reads "
+                                            f"{FORMAT_VERSION}"))
+    end = _FIXED.size + _padded(n_layout)
+    if size < end + _DIGEST.size:
+        raise CorruptValue("short", f"value of {size} bytes ends inside its header")
+    if _DIGEST.unpack_from(data, end)[0] != _xxh3(data[:end]):
+        raise CorruptValue("header", "header digest mismatch")
+    raw = data[_FIXED.size:_FIXED.size + n_layout]
+    raw = raw if isinstance(raw, bytes) else bytes(raw)
+    layout = layouts.get(raw) if layouts is not None else None
+    if layout is None:
+        layout = _layout_text(raw)
+        if layouts is not None:
+            layouts[raw] = layout
+    return BlockHeader(ns, parent, position, layout, length, payload_sum), end + _DIGEST.size
+
+
+def _layout_text(raw: bytes) -> str:
+    try:
+        return raw.decode("utf-8")
+    except UnicodeDecodeError:
+        raise CorruptValue("header", "layout text is not UTF-8") from None
+
+
+def decode_value(buf: Buffer, verify: bool = True) -> tuple[BlockHeader, memoryview]:
+    """Header and a zero-copy view of the payload of an encoded value.
+
+    Checks magic, version, header digest, the payload length and (``verify``) the payload
+    checksum; raises :class:`CorruptValue` on any mismatch, so a returned payload is intact.
+    The view shares ``buf``'s memory and is valid only as long as ``buf`` is.
+    """
+    header, offset = decode_header(buf)
+    view = memoryview(buf).cast("B")
+    have = view.nbytes - offset
+    if have < header.length:
+        raise CorruptValue("short", f"payload is {have} bytes, header says {header.length}")
+    if have > header.length:
+        raise CorruptValue("length", f"payload is {have} bytes, header says {header.length}")
+    payload = view[offset:]
+    if verify and checksum(payload) != header.checksum:
+        raise CorruptValue("checksum", "payload checksum mismatch")
+    return header, payload
