@@ -36,7 +36,8 @@ class ServerConfig:
     metrics_port: int = 9465  # HTTP /metrics, /healthz, /readyz; 0 = no HTTP server
     cpu_bytes: int = 1 << 30  # shared-memory CPU tier, fixed at start
     cpu_slot_bytes: int = 2 << 20  # one block per slot: engines' blocks must fit
-    disk_bytes: int = 16 << 30  # LMDB map size; 0 = no disk tier
+    disk_bytes: int = 16 << 30  # disk tier capacity; 0 = no disk tier
+    disk_map_bytes: int = 0  # LMDB map size; 0 = the tier's default (capacity + 25% + 64 MiB)
     disk_write_through: bool = False  # also write every CPU-tier block to disk at once
     policy: str = "lru"  # residency policy of every tier unless overridden below
     gpu_policy: str = ""
@@ -79,8 +80,9 @@ class ServerConfig:
         if self.cpu_bytes < self.cpu_slot_bytes:
             raise ValueError(f"cpu_bytes: {self.cpu_bytes} holds no slot of "
                              f"cpu_slot_bytes={self.cpu_slot_bytes}")
-        if self.disk_bytes < 0:
-            raise ValueError(f"disk_bytes: must be >= 0, got {self.disk_bytes}")
+        for name in ("disk_bytes", "disk_map_bytes"):
+            if getattr(self, name) < 0:
+                raise ValueError(f"{name}: must be >= 0, got {getattr(self, name)}")
         if not 0 <= self.metrics_port <= 65535:
             raise ValueError(f"metrics_port: must be in [0, 65535], got {self.metrics_port}")
         if self.lease_timeout_s <= 0:

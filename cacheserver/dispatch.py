@@ -1,0 +1,133 @@
+"""From received frames to exactly one reply per request.
+
+:class:`Dispatcher` decodes each message of a batch, admits it against its peer's in-flight
+bound, finds the handler (``handlers.HANDLERS``), runs it (inline, or as a task for asynchronous
+ops) and sends the reply, recording latency and errors. A request that cannot be decoded, is
+refused or makes a handler fail still gets an error reply; the daemon keeps serving.
+
+"In flight" counts a peer's requests from receipt to reply. A batch is admitted as a whole before
+any of it runs, so a peer that floods the socket gets BUSY for what is over the bound.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Callable
+
+from cacheserver import handlers_data  # noqa: F401 - registers the data-plane handlers
+from cacheserver.handlers import HANDLERS, Context, HandlerSpec
+from cacheserver.index import IndexFull
+from cacheserver.leases import EngineSession
+from cacheserver.protocol import (
+    Buffer,
+    ErrorCode,
+    ErrorReply,
+    Message,
+    ProtocolError,
+    Reply,
+    decode_request,
+)
+from cacheserver.router import RouterSocket
+
+log = logging.getLogger("asymcache.dispatch")
+
+
+class Dispatcher:
+    """Runs handlers for batches of ``[identity, header, *payload]`` messages."""
+
+    def __init__(self, ctx: Context, router: RouterSocket, max_inflight: int) -> None:
+        self.ctx = ctx
+        self.router = router
+        self.max_inflight = max_inflight
+        self._limits = ctx.config.limits
+        self._inflight: dict[bytes, int] = {}
+        self._tasks: set[asyncio.Task] = set()
+
+    def dispatch(self, batch: list[list[Buffer]]) -> None:
+        t0 = time.perf_counter()
+        admitted: list[tuple[bytes, int, Message]] = []
+        for msg in batch:
+            identity = bytes(msg[0])
+            try:
+                rid, req = decode_request(msg[1:], self._limits)
+            except ProtocolError as e:
+                self._send(identity, e.request_id, ErrorReply(e.op, e.code, e.message), t0, False)
+                continue
+            n = self._inflight.get(identity, 0)
+            if n >= self.max_inflight:
+                busy = ErrorReply(req.OP, ErrorCode.BUSY, f"{n} requests in flight "
+                                  f"(max_inflight={self.max_inflight}): wait for replies")
+                self._send(identity, rid, busy, t0, False)
+                continue
+            self._inflight[identity] = n + 1
+            admitted.append((identity, rid, req))
+        for identity, rid, req in admitted:
+            self._run(identity, rid, req, t0)
+
+    def _run(self, identity: bytes, rid: int, req: Message, t0: float) -> None:
+        spec = HANDLERS[req.OP]
+        session = self.ctx.sessions.by_identity(identity)
+        if session is not None:
+            session.last_seen = self.ctx.clock()
+        if spec.needs_session and session is None:
+            reply: Reply = ErrorReply(req.OP, ErrorCode.NOT_REGISTERED,
+                                      f"{req.OP.upper()} needs a HELLO first (daemon epoch "
+                                      f"{self.ctx.epoch}; it may have restarted)")
+        elif spec.is_async:
+            task = asyncio.get_running_loop().create_task(
+                self._run_async(spec, identity, session, rid, req, t0))
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
+            return
+        else:
+            reply = self._guard(req.OP, lambda: spec.fn(self.ctx, identity, session, req))
+        self._send(identity, rid, reply, t0, True)
+
+    async def _run_async(self, spec: HandlerSpec, identity: bytes, session: EngineSession | None,
+                         rid: int, req: Message, t0: float) -> None:
+        try:
+            reply: Reply = await spec.fn(self.ctx, identity, session, req)
+        except Exception as e:
+            reply = _error_reply(req.OP, e)
+        self._send(identity, rid, reply, t0, True)
+
+    def _guard(self, op: str, call: Callable[[], Reply]) -> Reply:
+        try:
+            return call()
+        except Exception as e:
+            return _error_reply(op, e)
+
+    def _send(self, identity: bytes, rid: int, reply: Reply, t0: float, admitted: bool) -> None:
+        self.router.send(identity, reply.to_wire(rid))
+        m = self.ctx.metrics
+        if isinstance(reply, ErrorReply):
+            m.error(reply.code)
+            op = reply.op
+        else:
+            op = reply.OP
+        latency = m.latency.get(op)
+        if latency is not None:
+            latency.observe(time.perf_counter() - t0)
+        if admitted:
+            n = self._inflight[identity] - 1
+            if n:
+                self._inflight[identity] = n
+            else:
+                del self._inflight[identity]
+
+    async def drain(self, timeout_s: float) -> None:
+        """Wait (bounded) for asynchronous requests to reply."""
+        if self._tasks:
+            await asyncio.wait(set(self._tasks), timeout=timeout_s)
+
+
+def _error_reply(op: str, e: Exception) -> ErrorReply:
+    """The error reply for a handler's exception (unexpected ones are logged as INTERNAL)."""
+    if isinstance(e, ProtocolError):
+        return ErrorReply(op, e.code, e.message)
+    if isinstance(e, IndexFull):
+        return ErrorReply(op, ErrorCode.CAPACITY, str(e))
+    log.error("%s failed", op.upper(), exc_info=e)
+    return ErrorReply(op, ErrorCode.INTERNAL, f"{type(e).__name__}: {e}")

@@ -1,0 +1,290 @@
+"""Request handlers of the control plane: HELLO, LOOKUP, ALLOCATE, COMMIT, RELEASE, PIN, UNPIN.
+
+A handler is ``fn(ctx, identity, session, request) -> reply`` registered with :func:`handler`;
+it raises :class:`ProtocolError` for a request it refuses (the server turns that into an error
+reply). Handlers run on the event loop thread, one at a time, so they see a consistent index.
+The data-plane ops (PROMOTE, PUT, GET, FLUSH, STATS, PING) are in ``handlers_data.py``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from cacheserver.blocks import KVLayout
+from cacheserver.config import ServerConfig
+from cacheserver.index import BlockIndex, BlockRecord
+from cacheserver.leases import EngineSession, SessionTable
+from cacheserver.metrics import DaemonMetrics
+from cacheserver.movers import Residency
+from cacheserver.policy import ResidencyPolicy
+from cacheserver.protocol import (
+    Allocate,
+    AllocateReply,
+    BlockRef,
+    Commit,
+    CommitReply,
+    ErrorCode,
+    Hello,
+    HelloReply,
+    Lookup,
+    LookupReply,
+    Message,
+    Pin,
+    PinReply,
+    ProtocolError,
+    Release,
+    ReleaseReply,
+    Unpin,
+    UnpinReply,
+    Where,
+)
+
+
+@dataclass
+class Context:
+    """What handlers share: configuration, state and the daemon's identity (``epoch``)."""
+
+    config: ServerConfig
+    index: BlockIndex
+    sessions: SessionTable
+    residency: Residency
+    metrics: DaemonMetrics
+    epoch: int
+    clock: Callable[[], float]
+    make_gpu_policy: Callable[[int], ResidencyPolicy]
+    tier_blocks: int  # CPU + DISK capacity in blocks: the index bound without engines
+
+    def policies(self, session: EngineSession) -> dict[str, ResidencyPolicy]:
+        return session.policies(self.residency.policies)
+
+    def resize_index(self) -> None:
+        self.index.resize(self.tier_blocks + self.sessions.total_gpu_slots)
+
+
+@dataclass(frozen=True)
+class HandlerSpec:
+    fn: Callable
+    needs_session: bool
+    is_async: bool
+
+
+HANDLERS: dict[str, HandlerSpec] = {}
+
+
+def handler(op: str, needs_session: bool = True, is_async: bool = False) -> Callable:
+    """Register ``fn`` as the handler of ``op``."""
+
+    def deco(fn: Callable) -> Callable:
+        HANDLERS[op] = HandlerSpec(fn, needs_session, is_async)
+        return fn
+
+    return deco
+
+
+def bad(message: str, code: ErrorCode = ErrorCode.BAD_FIELD) -> ProtocolError:
+    return ProtocolError(code, message)
+
+
+def drop_session(ctx: Context, session: EngineSession) -> None:
+    """Forget an engine: its leases, its CPU reservations and its GPU slots."""
+    now = ctx.clock()
+    session.drop_all_leases(ctx.policies(session), now)
+    for key in list(session.reservations):
+        rec = ctx.index.get(key)
+        if rec is not None and rec.cpu_owner == session.engine_id:
+            ctx.residency.cpu_abort(rec, session)
+    session.reservations.clear()
+    for slot in list(session.slot_keys):
+        ctx.residency.gpu_forget(session, slot)
+    ctx.sessions.remove(session)
+    ctx.resize_index()
+
+
+def _ensure(ctx: Context, session: EngineSession, ref: BlockRef) -> BlockRecord:
+    return ctx.index.ensure(ref, session.n_tokens, session.n_bytes, session.layout_text)
+
+
+# ---- HELLO --------------------------------------------------------------------------------
+def _check_hello(ctx: Context, req: Hello) -> KVLayout:
+    try:
+        layout = KVLayout.from_dict(req.layout)
+    except ValueError as e:
+        raise bad(f"layout: {e}", ErrorCode.BAD_LAYOUT) from None
+    slot_bytes = ctx.residency.cpu.slot_bytes
+    if layout.bytes_per_block > slot_bytes:
+        raise bad(f"a block of this layout is {layout.bytes_per_block} bytes but the CPU tier's "
+                  f"slots are {slot_bytes} bytes; restart the daemon with cpu_slot_bytes >= "
+                  f"{layout.bytes_per_block}", ErrorCode.BAD_LAYOUT)
+    if not 0 <= req.gpu_slots <= ctx.config.max_gpu_slots:
+        raise bad(f"gpu_slots must be in [0, {ctx.config.max_gpu_slots}], got {req.gpu_slots}",
+                  ErrorCode.CAPACITY)
+    if not req.engine_id or not req.model_fingerprint:
+        raise bad("engine_id and model_fingerprint must be non-empty")
+    if len(req.held) != len(req.held_slots):
+        raise bad(f"held has {len(req.held)} blocks but held_slots {len(req.held_slots)}")
+    if any(not 0 <= s < req.gpu_slots for s in req.held_slots):
+        raise bad(f"held_slots must be in [0, {req.gpu_slots})")
+    return layout
+
+
+@handler("hello", needs_session=False)
+def hello(ctx: Context, identity: bytes, session: EngineSession | None, req: Hello) -> Message:
+    layout = _check_hello(ctx, req)
+    previous = ctx.sessions.by_engine(req.engine_id)
+    for old in (previous, session if session is not previous else None):
+        if old is not None:
+            drop_session(ctx, old)  # a re-HELLO (reconnect or engine restart) starts afresh
+    if len(ctx.sessions) >= ctx.config.max_engines:
+        raise bad(f"{ctx.config.max_engines} engines are registered (max_engines)",
+                  ErrorCode.CAPACITY)
+    new = EngineSession(req.engine_id, identity, req.model_fingerprint, layout, req.gpu_slots,
+                        ctx.make_gpu_policy(req.gpu_slots), ctx.clock())
+    ctx.sessions.add(new)
+    ctx.resize_index()
+    for ref, slot in zip(req.held, req.held_slots, strict=True):
+        ctx.residency.gpu_commit(new, _ensure(ctx, new, ref), slot)
+    cpu = ctx.residency.cpu
+    return HelloReply(epoch=ctx.epoch, engine_id=req.engine_id, restored=len(new.key_slots),
+                      cpu_shm_name=cpu.shm_name, cpu_slot_bytes=cpu.slot_bytes,
+                      cpu_num_slots=cpu.num_slots, lease_timeout_s=ctx.config.lease_timeout_s,
+                      max_inflight=ctx.config.max_inflight, max_keys=ctx.config.max_keys)
+
+
+# ---- LOOKUP -------------------------------------------------------------------------------
+def _locate(ctx: Context, session: EngineSession, key: bytes) -> tuple[Where, int]:
+    """Where ``key`` is for this engine, counting one hit or miss per tier probed."""
+    m = ctx.metrics
+    rec = ctx.index.get(key)
+    slot = session.key_slots.get(key)
+    if slot is not None:
+        m.hits["gpu"].inc()
+        return Where.GPU, slot
+    m.misses["gpu"].inc()
+    if rec is not None and rec.cpu >= 0:
+        m.hits["cpu"].inc()
+        return Where.CPU, rec.cpu
+    m.misses["cpu"].inc()
+    if rec is not None and rec.disk:
+        m.hits["disk"].inc()
+        return Where.DISK, -1
+    m.misses["disk"].inc()
+    return Where.MISS, -1
+
+
+_TIER_OF = {Where.GPU: "gpu", Where.CPU: "cpu", Where.DISK: "disk"}
+
+
+@handler("lookup")
+def lookup(ctx: Context, identity: bytes, session: EngineSession, req: Lookup) -> Message:
+    now = ctx.clock()
+    policies = ctx.policies(session)
+    where: list[int] = []
+    slots: list[int] = []
+    for key in req.keys:
+        w, slot = _locate(ctx, session, key)
+        if w is not Where.MISS:
+            policy = policies[_TIER_OF[w]]
+            policy.access(key, now)
+            if req.lease:
+                session.take_lease(key, _TIER_OF[w], policy)
+        where.append(int(w))
+        slots.append(slot)
+    return LookupReply(where=where, slots=slots)
+
+
+# ---- ALLOCATE / COMMIT --------------------------------------------------------------------
+@handler("allocate")
+def allocate(ctx: Context, identity: bytes, session: EngineSession, req: Allocate) -> Message:
+    if req.tier == "gpu":
+        if not 0 <= req.n <= session.gpu_slots:
+            raise bad(f"n must be in [0, {session.gpu_slots}], got {req.n}")
+        victims = ctx.residency.gpu_victims(session, req.n)
+        return AllocateReply(slots=[v[0] for v in victims], keys=[v[1] for v in victims],
+                             demote_to=[v[2] for v in victims])
+    if req.tier != "cpu":
+        raise bad(f"tier must be 'gpu' or 'cpu', got {req.tier!r}")
+    slots = []
+    for ref in req.blocks:
+        rec = _ensure(ctx, session, ref)
+        if rec.cpu >= 0 or rec.cpu_pending >= 0:
+            slots.append(-2)
+            continue
+        slots.append(ctx.residency.cpu_reserve(rec, session))
+        ctx.index.discard_if_unheld(rec)
+    return AllocateReply(slots=slots)
+
+
+@handler("commit")
+def commit(ctx: Context, identity: bytes, session: EngineSession, req: Commit) -> Message:
+    if len(req.blocks) != len(req.slots):
+        raise bad(f"blocks has {len(req.blocks)} entries but slots {len(req.slots)}")
+    res = ctx.residency
+    accepted = []
+    if req.tier == "gpu":
+        if any(not 0 <= s < session.gpu_slots for s in req.slots):
+            raise bad(f"slots must be in [0, {session.gpu_slots}) for this engine")
+        for ref, slot in zip(req.blocks, req.slots, strict=True):
+            res.gpu_commit(session, _ensure(ctx, session, ref), slot)
+            accepted.append(True)
+    elif req.tier == "cpu":
+        for ref, slot in zip(req.blocks, req.slots, strict=True):
+            rec = ctx.index.get(ref.key)
+            ok = rec is not None and res.cpu_confirm(rec, session, slot)
+            if ok:
+                ctx.metrics.moved["gpu_to_cpu"].inc(rec.n_bytes)
+            accepted.append(ok)
+    else:
+        raise bad(f"tier must be 'gpu' or 'cpu', got {req.tier!r}")
+    return CommitReply(accepted=accepted)
+
+
+# ---- RELEASE / PIN / UNPIN ----------------------------------------------------------------
+@handler("release")
+def release(ctx: Context, identity: bytes, session: EngineSession, req: Release) -> Message:
+    now = ctx.clock()
+    policies = ctx.policies(session)
+    if req.everything:
+        return ReleaseReply(released=session.drop_all_leases(policies, now))
+    return ReleaseReply(released=sum(session.drop_lease(k, policies, now) for k in req.keys))
+
+
+def _holders(ctx: Context, rec: BlockRecord) -> list[ResidencyPolicy]:
+    out = [s.gpu_policy for e in rec.gpu if (s := ctx.sessions.by_engine(e)) is not None]
+    if rec.cpu >= 0:
+        out.append(ctx.residency.policies["cpu"])
+    if rec.disk:
+        out.append(ctx.residency.policies["disk"])
+    return out
+
+
+@handler("pin")
+def pin(ctx: Context, identity: bytes, session: EngineSession, req: Pin) -> Message:
+    if req.ttl_s is not None and req.ttl_s <= 0:
+        raise bad(f"ttl_s must be positive, got {req.ttl_s}")
+    until = None if req.ttl_s is None else ctx.clock() + req.ttl_s
+    count = 0
+    for key in req.keys:
+        rec = ctx.index.get(key)
+        if rec is None:
+            continue
+        rec.pinned, rec.pin_until = True, until
+        for policy in _holders(ctx, rec):
+            policy.pin(key, until)
+        count += 1
+    return PinReply(count=count)
+
+
+@handler("unpin")
+def unpin(ctx: Context, identity: bytes, session: EngineSession, req: Unpin) -> Message:
+    now = ctx.clock()
+    count = 0
+    for key in req.keys:
+        rec = ctx.index.get(key)
+        if rec is None or not rec.pinned:
+            continue
+        rec.pinned, rec.pin_until = False, None
+        for policy in _holders(ctx, rec):
+            policy.unpin(key, now)
+        count += 1
+    return UnpinReply(count=count)

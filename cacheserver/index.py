@@ -1,0 +1,106 @@
+"""The daemon's block index: what is known about every block some tier holds.
+
+A :class:`BlockRecord` exists exactly while at least one tier holds (or is being filled with) the
+block: an engine's GPU slot, a confirmed or reserved CPU slot, or the disk. Records are dropped as
+soon as nothing holds them, so the index is bounded by the sum of the tiers' capacities and the
+registered engines' GPU pools; :class:`BlockIndex` enforces that bound (``max_blocks``) and is
+resized when engines register or leave. Pure bookkeeping: no I/O, no sockets, no tier calls.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from cacheserver.blocks import ROOT_PARENT
+from cacheserver.policy import BlockInfo
+from cacheserver.protocol import BlockRef
+
+
+class IndexFull(Exception):
+    """The index is at ``max_blocks``: a caller bug or a bound configured too small."""
+
+
+@dataclass(slots=True)
+class BlockRecord:
+    """One block's metadata. ``gpu`` maps engine id -> GPU slot; ``cpu`` is the confirmed CPU
+    slot (-1 none) and ``cpu_pending`` a reserved, not yet readable one (-1 none)."""
+
+    key: bytes
+    namespace: bytes
+    parent: bytes | None
+    position: int
+    n_tokens: int
+    n_bytes: int
+    layout: str
+    gpu: dict[str, int] = field(default_factory=dict)
+    cpu: int = -1
+    cpu_pending: int = -1
+    cpu_owner: str = ""  # engine id that reserved ``cpu_pending`` ("" = the daemon itself)
+    disk: bool = False
+    pinned: bool = False
+    pin_until: float | None = None  # None with ``pinned`` = until UNPIN
+
+    @property
+    def held(self) -> bool:
+        return bool(self.gpu) or self.cpu >= 0 or self.cpu_pending >= 0 or self.disk
+
+    def info(self) -> BlockInfo:
+        """The policy's view of this block."""
+        return BlockInfo(self.key, self.parent, self.position, self.n_tokens, self.n_bytes)
+
+    def pin_active(self, now: float) -> bool:
+        return self.pinned and (self.pin_until is None or self.pin_until > now)
+
+    def next_tier(self, below: str) -> str | None:
+        """The next tier under ``below`` that still holds the block (for ``set_backing``)."""
+        order = ("gpu", "cpu", "disk")
+        for tier in order[order.index(below) + 1:]:
+            if (tier == "cpu" and self.cpu >= 0) or (tier == "disk" and self.disk):
+                return tier
+        return None
+
+    @property
+    def parent_or_root(self) -> bytes:
+        return self.parent if self.parent is not None else ROOT_PARENT
+
+
+class BlockIndex:
+    """Key -> :class:`BlockRecord`, bounded by ``max_blocks``."""
+
+    def __init__(self, max_blocks: int) -> None:
+        if max_blocks <= 0:
+            raise ValueError(f"max_blocks must be positive, got {max_blocks}")
+        self.max_blocks = max_blocks
+        self._records: dict[bytes, BlockRecord] = {}
+
+    def __len__(self) -> int:
+        return len(self._records)
+
+    def __contains__(self, key: bytes) -> bool:
+        return key in self._records
+
+    def get(self, key: bytes) -> BlockRecord | None:
+        return self._records.get(key)
+
+    def ensure(self, ref: BlockRef, n_tokens: int, n_bytes: int, layout: str) -> BlockRecord:
+        """The record of ``ref.key``, created (not yet held by any tier) if it is new."""
+        rec = self._records.get(ref.key)
+        if rec is not None:
+            return rec
+        if len(self._records) >= self.max_blocks:
+            raise IndexFull(f"block index is full ({self.max_blocks} blocks)")
+        parent = None if ref.parent == ROOT_PARENT else ref.parent
+        rec = BlockRecord(ref.key, ref.namespace, parent, ref.position, n_tokens, n_bytes, layout)
+        self._records[ref.key] = rec
+        return rec
+
+    def discard_if_unheld(self, rec: BlockRecord) -> bool:
+        """Drop ``rec`` if no tier holds it any more; returns whether it was dropped."""
+        if rec.held:
+            return False
+        self._records.pop(rec.key, None)
+        return True
+
+    def resize(self, max_blocks: int) -> None:
+        """New bound; it never drops below the records held now."""
+        self.max_blocks = max(max_blocks, len(self._records), 1)

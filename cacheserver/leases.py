@@ -1,0 +1,126 @@
+"""Registered engines and their leases.
+
+An :class:`EngineSession` is what the daemon knows about one engine: its layout, its GPU pool
+(which key sits in which slot, and the GPU residency policy that picks victims there), the leases
+it holds and the CPU slots it reserved for demotions. Any request (or a PING naming the engine)
+is a heartbeat; a session silent for ``lease_timeout_s`` is expired by the daemon, which then
+drops its leases, aborts its reservations and forgets its GPU slots.
+
+A lease is counted per (key, tier): LOOKUP leases the tier where it found the block, PROMOTE the
+CPU slot it filled; one RELEASE of a key drops one lease unit of every tier the key is leased in.
+While leased, the tier's policy never picks the block as a victim (``protect``/``unprotect``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+
+from cacheserver.blocks import KVLayout
+from cacheserver.policy import ResidencyPolicy
+
+
+@dataclass
+class EngineSession:
+    engine_id: str
+    identity: bytes
+    model_fingerprint: str
+    layout: KVLayout
+    gpu_slots: int
+    gpu_policy: ResidencyPolicy
+    last_seen: float
+    slot_keys: dict[int, bytes] = field(default_factory=dict)  # GPU slot -> key
+    key_slots: dict[bytes, int] = field(default_factory=dict)  # key -> GPU slot
+    leases: dict[bytes, dict[str, int]] = field(default_factory=dict)  # key -> tier -> units
+    reservations: set[bytes] = field(default_factory=set)  # keys with a CPU slot reserved
+
+    @property
+    def layout_text(self) -> str:
+        return self.layout.canonical()
+
+    @property
+    def n_bytes(self) -> int:
+        return self.layout.bytes_per_block
+
+    @property
+    def n_tokens(self) -> int:
+        return self.layout.block_size
+
+    @property
+    def lease_count(self) -> int:
+        return sum(sum(t.values()) for t in self.leases.values())
+
+    def take_lease(self, key: bytes, tier: str, policy: ResidencyPolicy) -> None:
+        """One more lease unit on ``key`` in ``tier``; ``policy`` is that tier's policy."""
+        tiers = self.leases.setdefault(key, {})
+        tiers[tier] = tiers.get(tier, 0) + 1
+        policy.protect(key)
+
+    def drop_lease(self, key: bytes, policies: dict[str, ResidencyPolicy], now: float) -> bool:
+        """Drop one unit of every tier ``key`` is leased in; ``False`` if it held no lease."""
+        tiers = self.leases.get(key)
+        if not tiers:
+            return False
+        for tier in list(tiers):
+            policies[tier].unprotect(key, now)
+            tiers[tier] -= 1
+            if tiers[tier] == 0:
+                del tiers[tier]
+        if not tiers:
+            del self.leases[key]
+        return True
+
+    def drop_all_leases(self, policies: dict[str, ResidencyPolicy], now: float) -> int:
+        n = 0
+        for key, tiers in self.leases.items():
+            for tier, units in tiers.items():
+                for _ in range(units):
+                    policies[tier].unprotect(key, now)
+                n += units
+        self.leases.clear()
+        return n
+
+    def policies(self, shared: dict[str, ResidencyPolicy]) -> dict[str, ResidencyPolicy]:
+        """The per-tier policies as this engine sees them (its own GPU policy + shared ones)."""
+        return {**shared, "gpu": self.gpu_policy}
+
+
+class SessionTable:
+    """Sessions by ZeroMQ identity and by engine id; bounded by ``max_engines``."""
+
+    def __init__(self, max_engines: int) -> None:
+        self.max_engines = max_engines
+        self._by_identity: dict[bytes, EngineSession] = {}
+        self._by_engine: dict[str, EngineSession] = {}
+
+    def __len__(self) -> int:
+        return len(self._by_engine)
+
+    def __iter__(self) -> Iterator[EngineSession]:
+        return iter(list(self._by_engine.values()))
+
+    def by_identity(self, identity: bytes) -> EngineSession | None:
+        return self._by_identity.get(identity)
+
+    def by_engine(self, engine_id: str) -> EngineSession | None:
+        return self._by_engine.get(engine_id)
+
+    def add(self, session: EngineSession) -> None:
+        if session.engine_id in self._by_engine or session.identity in self._by_identity:
+            raise ValueError(f"engine {session.engine_id!r} is already registered")
+        if len(self._by_engine) >= self.max_engines:
+            raise ValueError(f"{self.max_engines} engines are registered already (max_engines)")
+        self._by_engine[session.engine_id] = session
+        self._by_identity[session.identity] = session
+
+    def remove(self, session: EngineSession) -> None:
+        self._by_engine.pop(session.engine_id, None)
+        if self._by_identity.get(session.identity) is session:
+            del self._by_identity[session.identity]
+
+    def expired(self, now: float, timeout_s: float) -> list[EngineSession]:
+        return [s for s in self._by_engine.values() if now - s.last_seen > timeout_s]
+
+    @property
+    def total_gpu_slots(self) -> int:
+        return sum(s.gpu_slots for s in self._by_engine.values())

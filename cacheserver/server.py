@@ -1,0 +1,188 @@
+"""The daemon's lifecycle: ``serve -> startup -> main_loop -> shutdown``.
+
+* **startup** opens the tiers (CPU shared-memory slab, LMDB disk), rebuilds the block index from
+  the disk's headers, starts HTTP (``/metrics``, ``/healthz``, ``/readyz``), binds the ROUTER and
+  installs SIGTERM/SIGINT handlers; then the daemon is ready.
+* **main_loop** reads requests in batches, admits each against its peer's in-flight bound
+  (``max_inflight``; past it a BUSY error), and dispatches to the handlers of ``handlers.py`` /
+  ``handlers_data.py``. Every request gets exactly one reply. A housekeeping task expires silent
+  engines and forgets blocks whose disk writes failed.
+* **shutdown** (on a signal, or :meth:`CacheServer.request_stop`) stops reading, lets in-flight
+  asynchronous requests finish (bounded), flushes pending disk writes, closes the tiers (the CPU
+  segment is unlinked) and stops HTTP.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import secrets
+import signal
+import time
+from pathlib import Path
+
+import zmq
+from prometheus_client import CollectorRegistry
+
+from cacheserver import handlers_data
+from cacheserver.config import ServerConfig
+from cacheserver.dispatch import Dispatcher
+from cacheserver.handlers import Context, drop_session
+from cacheserver.http import HttpServer
+from cacheserver.index import BlockIndex
+from cacheserver.leases import SessionTable
+from cacheserver.metrics import DaemonMetrics, StateCollector
+from cacheserver.movers import Residency
+from cacheserver.protocol import request_ops
+from cacheserver.router import RouterSocket, ServerCurve
+from cacheserver.startup import open_tiers, policy_factory, rebuild_index
+
+log = logging.getLogger("asymcache.server")
+_BATCH = 256
+_DRAIN_TIMEOUT_S = 10.0
+
+
+class CacheServer:
+    """One daemon. ``serve()`` runs it until SIGTERM/SIGINT or :meth:`request_stop`."""
+
+    def __init__(self, config: ServerConfig, registry: CollectorRegistry | None = None) -> None:
+        self.config = config
+        self.registry = registry if registry is not None else CollectorRegistry()
+        self.metrics = DaemonMetrics(self.registry, request_ops())
+        self.epoch = secrets.randbits(63)
+        self.ready = False
+        self.http_port: int | None = None
+        self.ctx: Context | None = None
+        self._stopping = False
+        self._router: RouterSocket | None = None
+        self._zmq: zmq.Context | None = None
+        self._http: HttpServer | None = None
+        self._dispatcher: Dispatcher | None = None
+        self._housekeeping: asyncio.Task | None = None
+
+    # ---- lifecycle ----------------------------------------------------------------------
+    def serve(self) -> None:
+        """Run the daemon on uvloop (when installed) until it is stopped."""
+        try:
+            import uvloop
+        except ImportError:  # pragma: no cover - uvloop is a daemon dependency on Linux
+            asyncio.run(self.serve_async())
+            return
+        uvloop.run(self.serve_async())
+
+    async def serve_async(self) -> None:
+        try:
+            await self.startup()
+            await self.main_loop()
+        finally:
+            await self.shutdown()
+
+    async def startup(self) -> None:
+        cfg = self.config
+        Path(cfg.data_dir).mkdir(parents=True, exist_ok=True)
+        t0 = time.perf_counter()
+        cpu, disk = open_tiers(cfg)
+        make_policy = policy_factory(cfg)
+        policies = {"cpu": make_policy("cpu", cpu.capacity_blocks)}
+        if disk is not None:
+            policies["disk"] = make_policy("disk", disk.capacity_blocks)
+        tier_blocks = cpu.capacity_blocks + (disk.capacity_blocks if disk is not None else 0)
+        index, sessions = BlockIndex(tier_blocks), SessionTable(cfg.max_engines)
+        residency = Residency(index, sessions, cpu, disk, policies, self.metrics,
+                              time.monotonic, cfg.disk_write_through)
+        self.ctx = Context(cfg, index, sessions, residency, self.metrics, self.epoch,
+                           time.monotonic, lambda n: make_policy("gpu", n), tier_blocks)
+        n = rebuild_index(self.ctx)
+        log.info("tiers open, %d blocks indexed from disk in %.2fs", n, time.perf_counter() - t0)
+        self.registry.register(StateCollector(self._snapshot))
+        await self._start_http()
+        self._bind()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, self.request_stop)
+        self._housekeeping = loop.create_task(self._housekeep())
+        self.ready = True
+        log.info("serving %s (epoch %d, pid %d)", cfg.endpoint, self.epoch, os.getpid())
+
+    async def _start_http(self) -> None:
+        if self.config.metrics_port:
+            self._http = HttpServer(self.registry, lambda: self.ready)
+            self.http_port = await self._http.start(self.config.metrics_host,
+                                                    self.config.metrics_port)
+            log.info("http on %s:%d", self.config.metrics_host, self.http_port)
+
+    def _bind(self) -> None:
+        cfg = self.config
+        curve = (ServerCurve(cfg.curve_secret_key_file, cfg.curve_clients_dir)
+                 if cfg.curve_secret_key_file else None)
+        self._zmq = zmq.Context()
+        max_msg = 2 * (cfg.cpu_slot_bytes + cfg.max_header_bytes)
+        self._router = RouterSocket(self._zmq, cfg.endpoint, curve=curve,
+                                    max_message_bytes=max_msg)
+        self._router.bind(asyncio.get_running_loop())
+        assert self.ctx is not None
+        self._dispatcher = Dispatcher(self.ctx, self._router, cfg.max_inflight)
+
+    async def main_loop(self) -> None:
+        assert self._router is not None and self._dispatcher is not None
+        while not self._stopping:
+            batch = await self._router.recv_batch(_BATCH)
+            if batch and not self._stopping:
+                self._dispatcher.dispatch(batch)
+
+    def request_stop(self) -> None:
+        """Begin a graceful shutdown (safe to call from a signal handler on the loop)."""
+        if not self._stopping:
+            log.info("stopping")
+        self._stopping = True
+        self.ready = False
+        if self._router is not None:
+            self._router.wake()
+
+    async def shutdown(self) -> None:
+        self.ready = False
+        if self._housekeeping is not None:
+            self._housekeeping.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._housekeeping
+        if self._dispatcher is not None:
+            await self._dispatcher.drain(_DRAIN_TIMEOUT_S)
+        if self._router is not None:
+            self._router.close(asyncio.get_running_loop())
+        if self._zmq is not None:
+            self._zmq.term()
+        if self.ctx is not None:
+            self._close_tiers()
+        if self._http is not None:
+            await self._http.stop()
+        log.info("stopped")
+
+    def _close_tiers(self) -> None:
+        assert self.ctx is not None
+        res = self.ctx.residency
+        if res.disk is not None:
+            pending = getattr(res.disk, "pending_ops", 0)
+            log.info("flushing %d pending disk writes", pending)
+            res.disk.close()
+        res.cpu.close()
+
+    # ---- background ---------------------------------------------------------------------
+    async def _housekeep(self) -> None:
+        ctx = self.ctx
+        assert ctx is not None
+        period = min(1.0, ctx.config.lease_timeout_s / 4)
+        while True:
+            await asyncio.sleep(period)
+            for session in ctx.sessions.expired(ctx.clock(), ctx.config.lease_timeout_s):
+                log.warning("engine %s silent for %.1fs: dropping its leases and GPU index",
+                            session.engine_id, ctx.clock() - session.last_seen)
+                drop_session(ctx, session)
+                self.metrics.expired_engines.inc()
+            ctx.residency.poll_disk_failures()
+
+    def _snapshot(self) -> handlers_data.StateSnapshot:
+        assert self.ctx is not None
+        dropped = self._router.dropped if self._router is not None else 0
+        return handlers_data.snapshot(self.ctx, self.ready, dropped)
