@@ -33,11 +33,12 @@ def run_child(code: str, **popen: object) -> subprocess.Popen:
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, **popen)
 
 
-def finish(proc: subprocess.Popen, timeout: float = 60.0) -> str:
-    """Wait for a child started by :func:`run_child`; its stdout, or fail with its stderr."""
+def finish(proc: subprocess.Popen, timeout: float = 60.0) -> tuple[str, str]:
+    """Wait for a child started by :func:`run_child`: its (stdout, stderr); fails the test with
+    the stderr if the child failed."""
     out, err = proc.communicate(timeout=timeout)
     assert proc.returncode == 0, f"child failed ({proc.returncode}):\n{err}"
-    return out
+    return out, err
 
 
 @pytest.fixture
