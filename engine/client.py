@@ -1,0 +1,272 @@
+"""The client library any engine links to: every daemon op, sync and asyncio. No torch.
+
+Typical use from an engine's step loop (sync)::
+
+    client = CacheClient("ipc:///tmp/asymcache.ipc", engine_id="gpu0")
+    client.hello(fingerprint, layout, gpu_slots=4096, held=pool.held_blocks)
+    found = client.lookup(keys)                   # LookupResult: where/slot per key, leased
+    victims = client.allocate(n)                  # [Victim(gpu_slot, key, demote_to)]
+    client.cpu_slot(v.demote_to)[:n] = gpu_bytes  # zero-copy into the shared CPU tier ...
+    client.commit(refs, cpu_slots, tier="cpu")    # ... then confirm the copy
+    client.commit(new_refs, gpu_slots)            # blocks now in the engine's GPU pool
+    client.release(keys)
+
+:class:`AsyncCacheClient` has the same methods as coroutines (``await client.lookup(keys)``) and
+allows concurrent requests. Every op takes ``timeout_s`` from the constructor and raises
+:class:`DaemonUnavailable` when the daemon does not answer in time; after that, calls fail fast
+(no waiting) until a reconnect backoff (50 ms doubling to 2 s) has passed, so an engine falls back
+to local LRU and keeps serving. On reconnect the client PINGs; if the daemon's epoch changed (it
+restarted) or it answers NOT_REGISTERED, the client re-sends HELLO with the keys ``held()``
+reports, then retries the request once. Refusals raise :class:`DaemonError` (``code``, ``message``;
+:class:`BusyError` and :class:`NotRegisteredError` are subclasses).
+
+Heartbeats: a daemon drops the leases of an engine silent for its ``lease_timeout_s``. Any
+request counts; the sync client also pings from a background thread (its own socket) every third
+of the timeout unless ``heartbeat=False``, and the async client from a task.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import time
+from collections.abc import Callable
+from typing import Any
+
+import zmq
+import zmq.asyncio
+
+from cacheserver import protocol as p
+from cacheserver.blocks import KVLayout
+from cacheserver.protocol.sockets import AsyncDealerSocket, ClientCurve, DealerSocket
+from engine.client_ops import (
+    BusyError,
+    CacheClientError,
+    ClientBase,
+    DaemonError,
+    DaemonUnavailable,
+    HeldBlocks,
+    HelloParams,
+    LookupResult,
+    NotRegisteredError,
+    PutResult,
+    Registration,
+    Victim,
+    raise_for,
+    registration_of,
+)
+
+__all__ = [
+    "AsyncCacheClient", "BusyError", "CacheClient", "CacheClientError", "DaemonError",
+    "DaemonUnavailable", "HeldBlocks", "LookupResult", "NotRegisteredError", "PutResult",
+    "Registration", "Victim",
+]
+
+
+class CacheClient(ClientBase):
+    """Synchronous client (one thread at a time). See the module docstring."""
+
+    def __init__(self, endpoint: str, *, engine_id: str | None = None, timeout_s: float = 5.0,
+                 curve: ClientCurve | None = None, heartbeat: bool = True,
+                 context: zmq.Context | None = None) -> None:
+        super().__init__(endpoint, engine_id, timeout_s, curve)
+        self._ctx = context or zmq.Context.instance()
+        self._sock = DealerSocket(self._ctx, endpoint, self.routing_id, curve)
+        self._heartbeat = heartbeat
+        self._hb_stop = threading.Event()
+        self._hb_thread: threading.Thread | None = None
+
+    def hello(self, model_fingerprint: str, layout: KVLayout, gpu_slots: int,
+              held: HeldBlocks | None = None) -> Registration:
+        """Register this engine; ``held()`` -> (block refs, GPU slots) it holds now (also used
+        to re-register after a daemon restart)."""
+        self._hello = HelloParams(model_fingerprint, layout, gpu_slots, held)
+        reg = self._call(self._hello.message(self.engine_id), registration_of)
+        self._start_heartbeat(reg.lease_timeout_s)
+        return reg
+
+    def _call(self, msg: p.Message, post: Callable[[Any], Any]) -> Any:
+        if self._stale:
+            self._reconnect()
+        reply = self._request(msg)
+        if (isinstance(reply, p.ErrorReply) and reply.code == p.ErrorCode.NOT_REGISTERED
+                and self._hello is not None and msg.OP != "hello"):
+            self._rehello()
+            reply = self._request(msg)
+        return self._reply(reply, post)
+
+    def _request(self, msg: p.Message) -> p.Reply:
+        self._check_backoff()
+        rid = next(self._rid)
+        self._sock.send(msg.to_wire(rid))
+        deadline = time.monotonic() + self.timeout_s
+        while (left := deadline - time.monotonic()) > 0:
+            frames = self._sock.recv(left)
+            if frames is None:
+                break
+            got, reply = p.decode_reply(frames)
+            if got == rid:
+                if isinstance(reply, p.HelloReply):
+                    self.registration = registration_of(reply)
+                self._came_back()
+                return reply
+        raise self._went_down()
+
+    def _reconnect(self) -> None:
+        self._check_backoff()
+        self._sock.close()
+        self._sock = DealerSocket(self._ctx, self.endpoint, self.routing_id, self.curve)
+        self._stale = False
+        pong = self._request(p.Ping(engine_id=self._pinged_id()))
+        reg = self.registration
+        if self._hello is not None and (reg is None or getattr(pong, "epoch", None) != reg.epoch):
+            self._rehello()
+
+    def _rehello(self) -> None:
+        assert self._hello is not None
+        reply = self._request(self._hello.message(self.engine_id))
+        if isinstance(reply, p.ErrorReply):
+            raise_for(reply)
+
+    def _start_heartbeat(self, lease_timeout_s: float) -> None:
+        if not self._heartbeat or self._hb_thread is not None:
+            return
+        period = max(lease_timeout_s / 3, 0.05)
+        self._hb_thread = threading.Thread(target=self._beat, args=(period,), daemon=True,
+                                           name=f"asymcache-heartbeat-{self.engine_id}")
+        self._hb_thread.start()
+
+    def _beat(self, period: float) -> None:
+        sock = DealerSocket(self._ctx, self.endpoint, None, self.curve)
+        try:
+            while not self._hb_stop.wait(period):
+                sock.send(p.Ping(engine_id=self.engine_id).to_wire(0))
+                sock.recv(min(period, self.timeout_s))  # the reply only proves liveness
+        finally:
+            sock.close()
+
+    def close(self) -> None:
+        """Stop the heartbeat, unmap the CPU tier and close the socket."""
+        self._hb_stop.set()
+        if self._hb_thread is not None:
+            self._hb_thread.join(timeout=2)
+        self._close_slab()
+        self._sock.close()
+
+    def __enter__(self) -> CacheClient:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+class AsyncCacheClient(ClientBase):
+    """asyncio client: the same ops as coroutines; requests may run concurrently."""
+
+    def __init__(self, endpoint: str, *, engine_id: str | None = None, timeout_s: float = 5.0,
+                 curve: ClientCurve | None = None, heartbeat: bool = True,
+                 context: zmq.asyncio.Context | None = None) -> None:
+        super().__init__(endpoint, engine_id, timeout_s, curve)
+        self._ctx = context or zmq.asyncio.Context.instance()
+        self._sock: AsyncDealerSocket | None = None
+        self._reader: asyncio.Task | None = None
+        self._pending: dict[int, asyncio.Future] = {}
+        self._heartbeat = heartbeat
+        self._hb_task: asyncio.Task | None = None
+
+    async def hello(self, model_fingerprint: str, layout: KVLayout, gpu_slots: int,
+                    held: HeldBlocks | None = None) -> Registration:
+        """See :meth:`CacheClient.hello`."""
+        self._hello = HelloParams(model_fingerprint, layout, gpu_slots, held)
+        reg = await self._call(self._hello.message(self.engine_id), registration_of)
+        if self._heartbeat and self._hb_task is None:
+            self._hb_task = asyncio.get_running_loop().create_task(
+                self._beat(max(reg.lease_timeout_s / 3, 0.05)))
+        return reg
+
+    async def _call(self, msg: p.Message, post: Callable[[Any], Any]) -> Any:
+        if self._stale or self._sock is None:
+            await self._reconnect()
+        reply = await self._request(msg)
+        if (isinstance(reply, p.ErrorReply) and reply.code == p.ErrorCode.NOT_REGISTERED
+                and self._hello is not None and msg.OP != "hello"):
+            await self._request_ok(self._hello.message(self.engine_id))
+            reply = await self._request(msg)
+        return self._reply(reply, post)
+
+    async def _request(self, msg: p.Message) -> p.Reply:
+        self._check_backoff()
+        assert self._sock is not None
+        rid = next(self._rid)
+        fut = asyncio.get_running_loop().create_future()
+        self._pending[rid] = fut
+        try:
+            await self._sock.send(msg.to_wire(rid))
+            reply = await asyncio.wait_for(fut, self.timeout_s)
+        except TimeoutError:
+            raise self._went_down() from None
+        finally:
+            self._pending.pop(rid, None)
+        if isinstance(reply, p.HelloReply):
+            self.registration = registration_of(reply)
+        self._came_back()
+        return reply
+
+    async def _request_ok(self, msg: p.Message) -> p.Message:
+        reply = await self._request(msg)
+        if isinstance(reply, p.ErrorReply):
+            raise_for(reply)
+        return reply
+
+    async def _read(self, sock: AsyncDealerSocket) -> None:
+        while True:
+            frames = await sock.recv()
+            try:
+                rid, reply = p.decode_reply(frames)
+            except p.ProtocolError:
+                continue  # not a reply we can match to a request
+            fut = self._pending.get(rid)
+            if fut is not None and not fut.done():
+                fut.set_result(reply)
+
+    async def _reconnect(self) -> None:
+        self._check_backoff()
+        self._close_socket()
+        self._sock = AsyncDealerSocket(self._ctx, self.endpoint, self.routing_id, self.curve)
+        self._reader = asyncio.get_running_loop().create_task(self._read(self._sock))
+        self._stale = False
+        if self._hello is None:
+            return
+        pong = await self._request(p.Ping(engine_id=self.engine_id))
+        reg = self.registration
+        if reg is None or getattr(pong, "epoch", None) != reg.epoch:
+            await self._request_ok(self._hello.message(self.engine_id))
+
+    async def _beat(self, period: float) -> None:
+        while True:
+            await asyncio.sleep(period)
+            try:
+                await self.ping()
+            except CacheClientError:
+                continue  # the next request reconnects; leases may have lapsed meanwhile
+
+    def _close_socket(self) -> None:
+        if self._reader is not None:
+            self._reader.cancel()
+            self._reader = None
+        if self._sock is not None:
+            self._sock.close()
+            self._sock = None
+
+    async def close(self) -> None:
+        if self._hb_task is not None:
+            self._hb_task.cancel()
+            self._hb_task = None
+        self._close_socket()
+        self._close_slab()
+
+    async def __aenter__(self) -> AsyncCacheClient:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()

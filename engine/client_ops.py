@@ -1,0 +1,243 @@
+"""Shared parts of the daemon clients (``engine/client.py``): errors, result types, the op
+methods both clients expose, and connection state (backoff, CPU-tier mapping). No torch.
+"""
+
+from __future__ import annotations
+
+import itertools
+import time
+import uuid
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from cacheserver import protocol as p
+from cacheserver.blocks import KVLayout
+from cacheserver.protocol.sockets import ClientCurve
+
+HeldBlocks = Callable[[], tuple[Sequence[p.BlockRef], Sequence[int]]]
+_BACKOFF_MIN_S, _BACKOFF_MAX_S = 0.05, 2.0
+
+
+class CacheClientError(Exception):
+    """Base of every client error."""
+
+
+class DaemonUnavailable(CacheClientError):
+    """No answer in time, or still backing off after one: recompute instead of fetching."""
+
+
+class DaemonError(CacheClientError):
+    """The daemon refused the request: ``code`` (``protocol.ErrorCode``) and ``message``."""
+
+    def __init__(self, op: str, code: str, message: str) -> None:
+        super().__init__(f"{op.upper() or 'request'} refused ({code}): {message}")
+        self.op, self.code, self.message = op, code, message
+
+
+class BusyError(DaemonError):
+    """Too many requests in flight for this client; retry after replies arrive."""
+
+
+class NotRegisteredError(DaemonError):
+    """The op needs a HELLO first."""
+
+
+def raise_for(reply: p.ErrorReply) -> None:
+    cls = {p.ErrorCode.BUSY: BusyError, p.ErrorCode.NOT_REGISTERED: NotRegisteredError}
+    raise cls.get(reply.code, DaemonError)(reply.op, reply.code, reply.message)
+
+
+@dataclass(frozen=True)
+class Registration:
+    """What HELLO returned: the daemon's ``epoch`` and its CPU tier's geometry."""
+
+    epoch: int
+    restored: int
+    cpu_shm_name: str
+    cpu_slot_bytes: int
+    cpu_num_slots: int
+    lease_timeout_s: float
+
+
+@dataclass(frozen=True)
+class LookupResult:
+    """Per key: ``where[i]`` (a :class:`protocol.Where`) and ``slots[i]`` (GPU or CPU slot, -1)."""
+
+    where: list[p.Where]
+    slots: list[int]
+
+    def count(self, where: p.Where) -> int:
+        return sum(w is where for w in self.where)
+
+
+@dataclass(frozen=True)
+class Victim:
+    """Give up ``gpu_slot`` (holding ``key``); first copy it to CPU slot ``demote_to`` (unless
+    -1) and COMMIT it there with ``tier="cpu"``."""
+
+    gpu_slot: int
+    key: bytes
+    demote_to: int
+
+
+@dataclass(frozen=True)
+class PutResult:
+    stored: list[bool]
+    durable: bool
+
+
+@dataclass(frozen=True)
+class HelloParams:
+    fingerprint: str
+    layout: KVLayout
+    gpu_slots: int
+    held: HeldBlocks | None
+
+    def message(self, engine_id: str) -> p.Hello:
+        refs, slots = self.held() if self.held is not None else ((), ())
+        return p.Hello(engine_id=engine_id, model_fingerprint=self.fingerprint,
+                       layout=self.layout.to_dict(), gpu_slots=self.gpu_slots,
+                       held=list(refs), held_slots=list(slots))
+
+
+class _Ops:
+    """The ops, shared by both clients. ``_call(msg, post)`` returns ``post(reply)`` (sync) or a
+    coroutine of it (async)."""
+
+    engine_id: str
+    _call: Callable[[p.Message, Callable[[Any], Any]], Any]
+
+    def lookup(self, keys: Sequence[bytes], lease: bool = True) -> LookupResult:
+        """Where each key is for this engine; found blocks are leased until :meth:`release`."""
+        return self._call(p.Lookup(keys=list(keys), lease=lease),
+                          lambda r: LookupResult([p.Where(w) for w in r.where], r.slots))
+
+    def allocate(self, n: int) -> list[Victim]:
+        """Ask which of this engine's unleased GPU blocks to give up to free ``n`` slots."""
+        return self._call(p.Allocate(tier="gpu", n=n),
+                          lambda r: [Victim(*v) for v in zip(r.slots, r.keys, r.demote_to,
+                                                             strict=True)])
+
+    def reserve_cpu(self, blocks: Sequence[p.BlockRef]) -> list[int]:
+        """CPU slots to copy ``blocks`` into (then ``commit(..., tier="cpu")``): -1 = no room,
+        -2 = already in the CPU tier."""
+        return self._call(p.Allocate(tier="cpu", blocks=list(blocks)), lambda r: r.slots)
+
+    def commit(self, blocks: Sequence[p.BlockRef], slots: Sequence[int],
+               tier: str = "gpu") -> list[bool]:
+        """``blocks[i]`` now holds its bytes in ``slots[i]`` of ``tier`` (``gpu``/``cpu``)."""
+        return self._call(p.Commit(tier=tier, blocks=list(blocks), slots=list(slots)),
+                          lambda r: r.accepted)
+
+    def release(self, keys: Sequence[bytes] = (), everything: bool = False) -> int:
+        """Drop one lease per key (or all of this engine's); returns how many were held."""
+        return self._call(p.Release(keys=list(keys), everything=everything),
+                          lambda r: r.released)
+
+    def pin(self, keys: Sequence[bytes], ttl_s: float | None = None) -> int:
+        """Keep blocks resident until :meth:`unpin` or for ``ttl_s``; returns how many known."""
+        return self._call(p.Pin(keys=list(keys), ttl_s=ttl_s), lambda r: r.count)
+
+    def unpin(self, keys: Sequence[bytes]) -> int:
+        return self._call(p.Unpin(keys=list(keys)), lambda r: r.count)
+
+    def promote(self, keys: Sequence[bytes], lease: bool = True) -> list[int]:
+        """Bring DISK blocks into CPU slots (leased); -1 for a key that is nowhere."""
+        return self._call(p.Promote(keys=list(keys), lease=lease), lambda r: r.slots)
+
+    def put(self, blocks: Sequence[p.BlockRef], payloads: Sequence[p.Buffer],
+            durable: bool = False) -> PutResult:
+        """Send block bytes; ``durable`` returns once they are on disk."""
+        return self._call(p.Put(blocks=list(blocks), durable=durable, frames=list(payloads)),
+                          lambda r: PutResult(r.stored, r.durable))
+
+    def get(self, keys: Sequence[bytes]) -> list[p.Buffer | None]:
+        """Bytes of each block (from CPU or disk), ``None`` for a miss."""
+        return self._call(p.Get(keys=list(keys)), _unpack_get)
+
+    def flush(self) -> int:
+        """Wait until the daemon's pending disk writes are durable; returns disk blocks."""
+        return self._call(p.Flush(), lambda r: r.disk_blocks)
+
+    def stats(self) -> dict:
+        return self._call(p.Stats(), lambda r: r.stats)
+
+    def ping(self) -> p.PingReply:
+        """Liveness and the daemon's epoch; also this engine's heartbeat."""
+        return self._call(p.Ping(engine_id=self._pinged_id()), lambda r: r)
+
+    def _pinged_id(self) -> str:
+        return self.engine_id if getattr(self, "_hello", None) is not None else ""
+
+
+def _unpack_get(reply: p.GetReply) -> list[p.Buffer | None]:
+    frames = iter(reply.frames)
+    return [next(frames) if f else None for f in reply.found]
+
+
+def registration_of(reply: p.HelloReply) -> Registration:
+    return Registration(reply.epoch, reply.restored, reply.cpu_shm_name, reply.cpu_slot_bytes,
+                        reply.cpu_num_slots, reply.lease_timeout_s)
+
+
+class ClientBase(_Ops):
+    def __init__(self, endpoint: str, engine_id: str | None, timeout_s: float,
+                 curve: ClientCurve | None) -> None:
+        if timeout_s <= 0:
+            raise ValueError(f"timeout_s must be positive, got {timeout_s}")
+        self.endpoint = endpoint
+        self.engine_id = engine_id or f"engine-{uuid.uuid4().hex[:12]}"
+        self.timeout_s = timeout_s
+        self.curve = curve
+        self.registration: Registration | None = None
+        self._hello: HelloParams | None = None
+        self._rid = itertools.count(1)
+        self._down_until = 0.0
+        self._backoff = _BACKOFF_MIN_S
+        self._stale = False  # the socket timed out: replace it and check the epoch
+        self._slab: Any = None
+
+    @property
+    def routing_id(self) -> bytes:
+        return b"asymcache:" + self.engine_id.encode()
+
+    def _check_backoff(self) -> None:
+        wait = self._down_until - time.monotonic()
+        if wait > 0:
+            raise DaemonUnavailable(f"daemon at {self.endpoint} unreachable; retrying in "
+                                    f"{wait:.2f}s")
+
+    def _went_down(self) -> DaemonUnavailable:
+        self._stale = True
+        self._down_until = time.monotonic() + self._backoff
+        self._backoff = min(self._backoff * 2, _BACKOFF_MAX_S)
+        return DaemonUnavailable(f"no reply from {self.endpoint} within {self.timeout_s}s")
+
+    def _came_back(self) -> None:
+        self._backoff = _BACKOFF_MIN_S
+
+    def cpu_slot(self, slot: int) -> memoryview:
+        """Writable zero-copy view of CPU-tier slot ``slot`` (``cpu_slot_bytes`` bytes), mapped
+        on first use. Only blocks this engine reserved (or leased) may be touched."""
+        reg = self.registration
+        if reg is None:
+            raise NotRegisteredError("hello", "not_registered", "call hello() first")
+        if self._slab is None or self._slab.name != reg.cpu_shm_name.lstrip("/"):
+            from tiers.shm import attach
+
+            self._close_slab()
+            self._slab = attach(reg.cpu_shm_name, reg.cpu_slot_bytes, reg.cpu_num_slots)
+        return self._slab.slot(slot)
+
+    def _close_slab(self) -> None:
+        if self._slab is not None:
+            self._slab.close()
+            self._slab = None
+
+    def _reply(self, reply: p.Reply, post: Callable[[Any], Any]) -> Any:
+        if isinstance(reply, p.ErrorReply):
+            raise_for(reply)
+        return post(reply)
+
+
