@@ -31,19 +31,21 @@ if TYPE_CHECKING:
 
 Reuse = Literal["none", "prefix", "msa"]
 REUSE_MODES: tuple[str, ...] = ("none", "prefix", "msa")
-Where = Literal["gpu", "cpu", "disk", "miss"]
+Where = Literal["gpu", "cpu", "disk", "miss", "gone"]
 
 
 @dataclass(frozen=True, slots=True)
 class Location:
     """Where one block was found: this engine's ``gpu`` slot, a ``cpu`` tier slot, ``disk``
-    (``slot`` is ``None``), or ``miss``."""
+    (``slot`` is ``None``), ``miss``, or ``gone``: found, but its bytes could not be had
+    (a failed promotion or checksum, the daemon went away); it is recomputed."""
 
     where: Where
     slot: int | None = None
 
 
 MISS = Location("miss")
+GONE = Location("gone")
 
 
 @dataclass(frozen=True)

@@ -39,6 +39,10 @@ class Action(enum.Enum):
     def computed(self) -> bool:
         return self in (Action.RECOMPUTE, Action.NEW)
 
+    @property
+    def fetched(self) -> bool:
+        return self in (Action.FETCH_CPU, Action.FETCH_DISK)
+
 
 @dataclass
 class RequestStats:
@@ -49,8 +53,9 @@ class RequestStats:
     recomputed_tokens: int = 0
     new_tokens: int = 0
     preempted_recompute_tokens: int = 0
-    bytes_fetched: int = 0
-    bytes_demoted: int = 0
+    bytes_fetched: int = 0     # CPU tier (or wire) → pool, for this request's fetches
+    bytes_demoted: int = 0     # pool → CPU tier, victims demoted to make room for it
+    bytes_offloaded: int = 0   # pool → CPU tier, its computed blocks written through
     preemptions: int = 0
     arrival: float = 0.0
     first_scheduled: float | None = None
@@ -102,7 +107,7 @@ class Request:
         self.keys: list[bytes] = []        # keys of the context's full blocks, in order
         self.slots: list[int] = []         # block table: physical slot of each logical block
         self.actions: list[Action] = []    # planner decision per full block of the context
-        self.committed: list[bool] = []    # per block: key recorded for this slot
+        self.num_committed = 0             # leading blocks whose commit has been handled
         self.leased: list[bytes] = []      # keys the daemon leased to this request
         self.todo: deque[list[int]] = deque()  # [start, end) position ranges left to compute
         self.finish_reason: str | None = None

@@ -1,0 +1,101 @@
+"""Engine configuration: one frozen dataclass, validated field by field.
+
+Every knob an experiment turns is here, so the end-to-end benchmark's configurations are
+configurations, not code: reuse semantics (``none`` / ``prefix`` / ``msa``), the tiers the
+engine fetches from, write-through to the CPU tier, the daemon endpoint (its residency policy
+is the daemon's configuration), and the chunking mode (``adaptive`` with a step-time objective,
+or ``fixed`` chunks).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, fields
+from typing import Any
+
+from engine.kv_manager import KVConfig
+
+CHUNKING_MODES = ("adaptive", "fixed")
+
+
+@dataclass(frozen=True)
+class EngineConfig:
+    """How one engine runs.
+
+    * ``model``: a Hugging Face folder, or ``"builtin"`` (created on first use).
+    * ``device`` / ``dtype``: ``"cpu"``/``"cuda[:i]"``; dtype ``None`` = float32 on CPU, bfloat16
+      on CUDA.
+    * ``block_size``: tokens per KV block. ``num_gpu_blocks``: pool slots; ``None`` sizes the
+      pool from ``kv_cache_bytes`` (default: 256 MiB on CPU, 90% of free memory on CUDA).
+    * ``max_model_len``: longest context (default: the model's).
+    * ``max_num_seqs`` / ``max_num_batched_tokens``: at most this many running requests and
+      query tokens per step.
+    * ``chunking``: ``adaptive`` (prefill share from ``target_step_s`` and the cost model; at
+      least ``min_prefill_tokens`` per step) or ``fixed`` (``chunk_tokens`` tokens per step).
+    * ``cost_model``: a preset name or a profile JSON path (``asymcache profile``); ``"auto"``
+      measures this device briefly at start.
+    * ``reuse``, ``fetch_tiers``, ``write_through``: see :class:`engine.kv_manager.KVConfig`.
+    * ``cache_endpoint``: the daemon (``ipc://…`` or ``tcp://…``), ``None`` for none;
+      ``engine_id`` names this engine to it (default: host and process id);
+      ``daemon_timeout_s`` bounds every request to it.
+    * ``attn_backend``: kernel backend (``None`` automatic, ``torch``, ``triton``, ``reference``).
+    * ``seed``: seeds requests that sample without their own seed.
+    """
+
+    model: str = "builtin"
+    device: str = "cpu"
+    dtype: str | None = None
+    block_size: int = 16
+    num_gpu_blocks: int | None = None
+    kv_cache_bytes: int | None = None
+    max_model_len: int | None = None
+    max_num_seqs: int = 32
+    max_num_batched_tokens: int = 2048
+    chunking: str = "adaptive"
+    chunk_tokens: int = 512
+    target_step_s: float = 0.1
+    min_prefill_tokens: int = 32
+    cost_model: str = "auto"
+    reuse: str = "msa"
+    fetch_tiers: tuple[str, ...] = ("cpu", "disk")
+    write_through: bool = True
+    cache_endpoint: str | None = None
+    engine_id: str | None = None
+    daemon_timeout_s: float = 2.0
+    attn_backend: str | None = None
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "fetch_tiers", tuple(self.fetch_tiers))
+        for name in ("block_size", "max_num_seqs", "max_num_batched_tokens", "chunk_tokens",
+                     "min_prefill_tokens"):
+            _positive_int(name, getattr(self, name))
+        for name in ("num_gpu_blocks", "kv_cache_bytes", "max_model_len"):
+            if getattr(self, name) is not None:
+                _positive_int(name, getattr(self, name))
+        for name in ("target_step_s", "daemon_timeout_s"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int | float) or value <= 0:
+                raise ValueError(f"EngineConfig.{name} must be a positive number, got {value!r}")
+        if self.chunking not in CHUNKING_MODES:
+            raise ValueError(f"EngineConfig.chunking must be one of {CHUNKING_MODES}, "
+                             f"got {self.chunking!r}")
+        self.kv_config  # noqa: B018 - validates reuse and fetch_tiers
+
+    @property
+    def kv_config(self) -> KVConfig:
+        return KVConfig(reuse=self.reuse, fetch_tiers=self.fetch_tiers,  # type: ignore[arg-type]
+                        write_through=self.write_through)
+
+    @classmethod
+    def from_kwargs(cls, **kwargs: Any) -> EngineConfig:
+        """Build from keyword arguments, naming any that is not a field."""
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(kwargs) - known)
+        if unknown:
+            raise ValueError(f"unknown engine option(s) {unknown}; known: {sorted(known)}")
+        return cls(**kwargs)
+
+
+def _positive_int(name: str, value: object) -> None:
+    if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
+        raise ValueError(f"EngineConfig.{name} must be a positive int, got {value!r}")

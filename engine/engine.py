@@ -1,0 +1,206 @@
+"""``LLMEngine``: the step loop that ties scheduler, KV manager, runner and sampler together.
+
+One :meth:`step` = (admit) → schedule → forward → (on CUDA: admit here, so the new requests'
+fetch copies overlap the forward) → sample → advance, commit finished blocks, detokenize,
+stop → tell the daemon what was committed. Not thread-safe: one thread drives an engine
+(``engine.async_engine`` does that for the HTTP server).
+"""
+
+from __future__ import annotations
+
+import itertools
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+from prometheus_client import CollectorRegistry
+
+from engine.config import EngineConfig
+from engine.detokenizer import Detokenizer, finish_reason
+from engine.metrics import EngineMetrics, EngineState, EngineStateCollector
+from engine.request import Request, RequestStats, Status
+from engine.sampling import Sampler, SamplingParams, make_generator
+from engine.scheduler import ScheduledSeq, Scheduler
+from engine.setup import EngineParts, build_parts
+
+
+@dataclass(frozen=True)
+class RequestOutput:
+    """What a request has produced so far (``finished`` once it is done).
+
+    ``text`` is the text safe to show (while running, a possible stop-string prefix is held
+    back); ``token_ids`` are the output ids (a final stop token or EOS included); ``stats``
+    has prompt tokens by source, bytes moved and times.
+    """
+
+    request_id: str
+    prompt_token_ids: list[int]
+    token_ids: list[int]
+    text: str
+    finished: bool
+    finish_reason: str | None
+    stats: RequestStats
+
+    @property
+    def cached_tokens(self) -> int:
+        return self.stats.cached_tokens
+
+
+class LLMEngine:
+    """One engine over one model and one KV pool; see the module docstring."""
+
+    def __init__(self, config: EngineConfig, registry: CollectorRegistry | None = None,
+                 clock: Callable[[], float] = time.monotonic, parts: EngineParts | None = None
+                 ) -> None:
+        self.config = config
+        self.clock = clock
+        self.parts = parts or build_parts(config)
+        p = self.parts
+        self.tokenizer, self.info, self.kv, self.runner = p.tokenizer, p.info, p.kv, p.runner
+        self.max_model_len = p.max_model_len
+        self.metrics = EngineMetrics(registry or CollectorRegistry())
+        self.metrics.registry.register(EngineStateCollector(self.state))
+        self.scheduler = Scheduler(self.kv, p.chunker, config.max_num_seqs,
+                                   on_preempt=lambda _: self.metrics.preemptions.inc())
+        self.sampler = Sampler()
+        self._requests: dict[str, Request] = {}
+        self._detok: dict[str, Detokenizer] = {}
+        self._seq = itertools.count()
+        self._overlap = self.runner.device.type == "cuda"
+
+    # ---- requests -------------------------------------------------------------------------
+    def add_request(self, request_id: str, prompt: str | Sequence[int],
+                    params: SamplingParams) -> Request:
+        """Queue a request. ``prompt`` is text (tokenized with the model's BOS) or token ids.
+        Raises ``ValueError`` for an empty or over-long prompt, bad ids, or a taken id."""
+        if request_id in self._requests:
+            raise ValueError(f"request id {request_id!r} is already in use")
+        ids = self.tokenizer.encode(prompt) if isinstance(prompt, str) else list(prompt)
+        self.check_prompt(ids, params)
+        seq = next(self._seq)
+        req = Request(request_id, ids, params, self.kv.namespace(params.cache_salt), self.clock(),
+                      seq, make_generator(params, self.config.seed + seq))
+        self._requests[request_id] = req
+        self._detok[request_id] = Detokenizer(self.tokenizer, params)
+        self.scheduler.add(req)
+        return req
+
+    def check_prompt(self, ids: Sequence[int], params: SamplingParams) -> None:
+        """Raise ``ValueError`` saying why ``ids`` cannot run with ``params``."""
+        if not ids:
+            raise ValueError("the prompt is empty")
+        vocab = self.info.vocab_size
+        if any(not isinstance(t, int) or isinstance(t, bool) or not 0 <= t < vocab for t in ids):
+            raise ValueError(f"prompt token ids must be ints in [0, {vocab})")
+        total = len(ids) + params.max_tokens
+        if len(ids) >= self.max_model_len or total > self.max_model_len:
+            raise ValueError(
+                f"prompt ({len(ids)} tokens) + max_tokens ({params.max_tokens}) = {total} exceeds "
+                f"the maximum context length {self.max_model_len}")
+
+    def abort(self, request_id: str) -> RequestOutput | None:
+        """Stop a request now (its finished output has reason ``abort``); ``None`` if unknown."""
+        req = self._requests.get(request_id)
+        if req is None:
+            return None
+        req.finish_reason = "abort"
+        return self._finish(req, self.clock())
+
+    @property
+    def has_unfinished(self) -> bool:
+        return self.scheduler.has_work
+
+    # ---- the step -------------------------------------------------------------------------
+    def step(self) -> list[RequestOutput]:
+        """Run one step; returns an output for every request that got a token or finished."""
+        start = self.clock()
+        if self.kv.link is not None:
+            self.kv.link.tick(start, self.kv.held)
+        if not (self._overlap and self.scheduler.running):
+            self._admit(start)
+        batch = self.scheduler.schedule(start)
+        outputs: list[RequestOutput] = []
+        if batch:
+            logits = self.runner.launch(batch)
+            if self._overlap:
+                self._admit(start)
+            sampled = [s.request for s in batch if s.sample]
+            tokens = self.sampler.sample(logits, [r.params for r in sampled],
+                                         [r.generator for r in sampled])
+            outputs = self._postprocess(batch, dict(zip(map(id, sampled), tokens, strict=True)))
+            self.metrics.step_tokens.observe(sum(len(s.positions) for s in batch))
+        elif self.scheduler.running or self.scheduler.waiting:
+            self._admit(start)
+        self.kv.flush_commits()
+        self.metrics.step.observe(self.clock() - start)
+        return outputs
+
+    def _admit(self, now: float) -> None:
+        for req in self.scheduler.admit(now):
+            if req.stats.first_scheduled == now and req.stats.preemptions == 0:
+                self.metrics.on_admitted(req)
+
+    def _postprocess(self, batch: list[ScheduledSeq], tokens: dict[int, int]
+                     ) -> list[RequestOutput]:
+        now = self.clock()
+        outputs = []
+        for s in batch:
+            req = s.request
+            req.advance(len(s.positions))
+            self.kv.commit_ready(req)
+            if not s.sample:
+                continue
+            outputs.append(self._append_token(req, tokens[id(req)], now))
+        return outputs
+
+    def _append_token(self, req: Request, token: int, now: float) -> RequestOutput:
+        req.output_token_ids.append(token)
+        req.stats.token_times.append(now)
+        if req.stats.first_token is None:
+            req.stats.first_token = now
+        self.metrics.on_token(req)
+        stopped = self._detok[req.request_id].add(req.output_token_ids)
+        reason = "stop" if stopped else finish_reason(
+            token, len(req.output_token_ids), req.num_tokens, req.params,
+            self.info.eos_token_ids, self.max_model_len)
+        if reason is not None:
+            req.finish_reason = reason
+            return self._finish(req, now)
+        return self._output(req)
+
+    def _finish(self, req: Request, now: float) -> RequestOutput:
+        if req.status is Status.RUNNING:
+            self.kv.finish(req, now)
+        self.scheduler.remove(req)
+        req.status = Status.FINISHED
+        req.stats.finished = now
+        self.metrics.on_finished(req)
+        out = self._output(req)
+        del self._requests[req.request_id]
+        del self._detok[req.request_id]
+        return out
+
+    def _output(self, req: Request) -> RequestOutput:
+        finished = req.status is Status.FINISHED
+        text = self._detok[req.request_id].visible(finished)
+        return RequestOutput(req.request_id, req.prompt_token_ids, list(req.output_token_ids),
+                             text, finished, req.finish_reason, req.stats)
+
+    # ---- state ----------------------------------------------------------------------------
+    def state(self) -> EngineState:
+        """Levels for ``/metrics`` (read from another thread: a snapshot of plain ints)."""
+        b = self.kv.blocks
+        link = self.kv.link
+        return EngineState(
+            running=len(self.scheduler.running), waiting=len(self.scheduler.waiting),
+            blocks_used=b.num_used, blocks_idle=b.num_idle, blocks_empty=b.num_empty,
+            daemon_connected=None if link is None else link.connected,
+            daemon_reconnects=0 if link is None else link.reconnects,
+            daemon_errors=0 if link is None else link.errors)
+
+    def close(self) -> None:
+        """Release everything held with the daemon and close the link."""
+        for req in list(self._requests.values()):
+            self.abort(req.request_id)
+        if self.kv.link is not None:
+            self.kv.link.close()

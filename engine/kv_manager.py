@@ -1,0 +1,241 @@
+"""The KV manager: a request's path from block keys to a ready block table (DESIGN.md §6).
+
+Admission: hash the context's full blocks, look them up (own pool first, then the daemon),
+plan segments, promote chosen disk blocks, map the CPU-tier bytes to fetch, plan again with
+what is really available, get slots (free list, then the daemon's victims with their demotions,
+then local LRU) and copy the fetched blocks in; the positions to compute go to ``req.todo``.
+After each step :meth:`commit_ready` records every block that became complete, and
+:meth:`flush_commits` tells the daemon (and writes the blocks through to the CPU tier when
+configured). At the end :meth:`finish` pins (TTL), releases leases and slots, tail first.
+The daemon is optional: without it, or while it is down, the own pool and local LRU serve.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+from cacheserver.blocks import ROOT_PARENT, block_key, namespace_id
+from cacheserver.protocol import BlockRef
+from engine.block_manager import BlockManager
+from engine.kv_pool import KVPool
+from engine.planner import GONE, MISS, Location, PlanInputs, Reuse, plan_blocks, todo_ranges
+from engine.request import Action, Request
+from engine.transfers import Transfers
+
+if TYPE_CHECKING:
+    from cacheserver.policy.cost import CostModel
+    from engine.cache_link import CacheLink
+
+
+@dataclass(frozen=True)
+class KVConfig:
+    """How the engine reuses KV: semantics, tiers it fetches from, write-through to CPU."""
+
+    reuse: Reuse = "msa"
+    fetch_tiers: tuple[str, ...] = ("cpu", "disk")
+    write_through: bool = True
+
+    def __post_init__(self) -> None:
+        if self.reuse not in ("none", "prefix", "msa"):
+            raise ValueError(f"KVConfig.reuse must be none, prefix or msa, got {self.reuse!r}")
+        bad = set(self.fetch_tiers) - {"cpu", "disk"}
+        if bad:
+            raise ValueError(f"KVConfig.fetch_tiers may hold cpu and disk, got {sorted(bad)}")
+
+
+class KVManager:
+    """Admission, slot allocation, copies and commits of one engine's pool."""
+
+    def __init__(self, pool: KVPool, cfg: KVConfig, fingerprint: str,
+                 cost: CostModel | None, link: CacheLink | None) -> None:
+        self.pool, self.cfg, self.fingerprint, self.cost = pool, cfg, fingerprint, cost
+        self.link = link if cfg.reuse != "none" else None
+        self.blocks = BlockManager(pool.num_blocks)
+        self.block_size = pool.layout.block_size
+        self.plan_inputs = PlanInputs(cfg.reuse, self.block_size, pool.bytes_per_block,
+                                      cfg.fetch_tiers)
+        self.transfers = Transfers(pool, self.link)
+        self._refs: dict[bytes, BlockRef] = {}  # committed keys held in the pool
+        self._to_commit: list[tuple[BlockRef, int, Request]] = []
+
+    @property
+    def caching(self) -> bool:
+        return self.cfg.reuse != "none"
+
+    def namespace(self, cache_salt: str) -> bytes:
+        return namespace_id(self.fingerprint, self.pool.layout, cache_salt)
+
+    def held(self) -> list[tuple[BlockRef, int]]:
+        """Committed blocks and their slots (what HELLO re-announces)."""
+        return [(self._refs[key], slot) for key, slot in self.blocks.held()]
+
+    # ---- admission ------------------------------------------------------------------------
+    def admit(self, req: Request, now: float) -> bool:
+        """Plan ``req`` and give it a full block table; ``False`` (holding nothing) if the
+        pool cannot place it now."""
+        self._extend_keys(req)
+        found = self._lookup(req)
+        actions = plan_blocks(found, req.num_tokens, self.plan_inputs, self.cost)
+        found = self._promote(req, found, actions)
+        views = self.transfers.views(found, actions, req.keys)
+        found = [GONE if f.where in ("cpu", "disk") and i not in views else f
+                 for i, f in enumerate(found)]
+        actions = plan_blocks(found, req.num_tokens, self.plan_inputs, self.cost)
+        if not self._reserve(req, actions, now):
+            self._release_leases(req)
+            return False
+        fetched = [i for i, a in enumerate(actions) if a.fetched]
+        self.transfers.fetch([req.slots[i] for i in fetched], [views[i] for i in fetched])
+        req.stats.bytes_fetched += len(fetched) * self.pool.bytes_per_block
+        for i in fetched:
+            self._commit_block(req, i)
+        req.actions, req.num_committed = actions, 0
+        req.todo = deque(todo_ranges(actions, req.num_tokens, self.block_size))
+        _count_sources(req, actions, self.block_size)
+        if req.stats.first_scheduled is None:
+            req.stats.first_scheduled = now
+        return True
+
+    def append_slot(self, req: Request, now: float) -> bool:
+        """Make sure the block table covers the last token (decode growth)."""
+        need = req.blocks_needed(self.block_size) - len(req.slots)
+        if need <= 0:
+            return True
+        slots = self._allocate(need, now, req)
+        if slots is None:
+            return False
+        req.slots.extend(slots)
+        return True
+
+    # ---- after a step, at the end ---------------------------------------------------------
+    def commit_ready(self, req: Request) -> None:
+        """Record every block of ``req`` completed so far (own map now, daemon at flush)."""
+        if not self.caching:
+            return
+        self._extend_keys(req)
+        done = min(req.frontier // self.block_size, len(req.keys))
+        for i in range(req.num_committed, done):
+            if i >= len(req.actions) or req.actions[i].computed:
+                self._commit_block(req, i)
+        req.num_committed = max(req.num_committed, done)
+
+    def flush_commits(self) -> None:
+        """Tell the daemon about the blocks committed since the last flush, and write them
+        through to the CPU tier when configured."""
+        batch, self._to_commit = self._to_commit, []
+        batch = [c for c in batch if self.blocks.key_of(c[1]) == c[0].key]  # still there
+        if not batch or self.link is None:
+            return
+        self.link.commit("gpu", [ref for ref, _, _ in batch], [slot for _, slot, _ in batch])
+        if self.cfg.write_through:
+            written = self.transfers.write_through([(ref, slot) for ref, slot, _ in batch])
+            for (_, _, req), ok in zip(batch, written, strict=True):
+                req.stats.bytes_offloaded += self.pool.bytes_per_block if ok else 0
+
+    def finish(self, req: Request, now: float) -> None:
+        """Pin (TTL), release leases and slots of a finished request (tail first)."""
+        ttl = req.params.pin_ttl_s
+        if ttl is not None and self.caching:
+            self.blocks.pin([s for s in req.slots if self.blocks.key_of(s) is not None], now + ttl)
+            if self.link is not None:
+                self.link.pin(req.keys, ttl)
+        self.preempt(req)
+
+    def preempt(self, req: Request) -> None:
+        """Give up everything ``req`` holds; it will be planned again on re-admission."""
+        self._release_leases(req)
+        self.blocks.release(list(reversed(req.slots)))
+        req.slots, req.num_committed = [], 0
+        req.todo.clear()
+
+    # ---- internals ------------------------------------------------------------------------
+    def _extend_keys(self, req: Request) -> None:
+        if not self.caching:
+            return
+        tokens, bs = req.tokens, self.block_size
+        while len(req.keys) < len(tokens) // bs:
+            i = len(req.keys)
+            parent = req.keys[-1] if req.keys else ROOT_PARENT
+            req.keys.append(block_key(req.namespace, parent, tokens[i * bs:(i + 1) * bs]))
+
+    def _commit_block(self, req: Request, i: int) -> None:
+        ref = BlockRef(req.keys[i], req.namespace, req.keys[i - 1] if i else None, i)
+        if self.blocks.commit(req.slots[i], ref.key):
+            self._refs[ref.key] = ref
+            self._to_commit.append((ref, req.slots[i], req))
+
+    def _lookup(self, req: Request) -> list[Location]:
+        if not self.caching:
+            return [MISS] * (req.num_tokens // self.block_size)
+        local = [self.blocks.lookup(k) for k in req.keys]
+        found = [MISS if s is None else Location("gpu", s) for s in local]
+        if self.link is None:
+            return found
+        remote = self.link.lookup(req.keys)
+        req.leased = [k for k, loc in zip(req.keys, remote, strict=True) if loc.where != "miss"]
+        # Own slots are the truth for "gpu"; a daemon's stale "gpu" answer counts as a miss.
+        return [f if f.where == "gpu" or r.where == "gpu" else r
+                for f, r in zip(found, remote, strict=True)]
+
+    def _promote(self, req: Request, found: list[Location], actions: list[Action]
+                 ) -> list[Location]:
+        disk = [i for i, a in enumerate(actions) if a is Action.FETCH_DISK]
+        if not disk or self.link is None:
+            return found
+        slots = self.link.promote([req.keys[i] for i in disk])
+        found = list(found)
+        for i, slot in zip(disk, slots, strict=True):
+            found[i] = Location("cpu", slot) if slot >= 0 else GONE
+        return found
+
+    def _reserve(self, req: Request, actions: list[Action], now: float) -> bool:
+        resident = [i for i, a in enumerate(actions) if a is Action.RESIDENT]
+        table = [-1] * req.blocks_needed(self.block_size)
+        for i in resident:
+            table[i] = self.blocks.lookup(req.keys[i])
+            self.blocks.acquire(table[i])
+        fresh = self._allocate(len(table) - len(resident), now, req)
+        if fresh is None:
+            self.blocks.release([table[i] for i in resident])
+            return False
+        it = iter(fresh)
+        req.slots = [s if s >= 0 else next(it) for s in table]
+        return True
+
+    def _allocate(self, n: int, now: float, req: Request) -> list[int] | None:
+        """``n`` referenced slots: free list, daemon victims (demoted first), local LRU."""
+        if not self.blocks.can_allocate(n, now):
+            return None
+        slots = self.blocks.take_empty(n)
+        if len(slots) < n and self.link is not None:
+            victims = self.link.victims(n - len(slots))
+            taken, demoted = self.transfers.give_up(victims, self.blocks, self._refs)
+            req.stats.bytes_demoted += demoted
+            slots += taken
+        if len(slots) < n:
+            evicted = self.blocks.evict_lru(n - len(slots), now)
+            for _, key in evicted:
+                self._refs.pop(key, None)
+            slots += [slot for slot, _ in evicted]
+        return slots
+
+    def _release_leases(self, req: Request) -> None:
+        if req.leased and self.link is not None:
+            self.link.release(req.leased)
+        req.leased = []
+
+
+def _count_sources(req: Request, actions: list[Action], block_size: int) -> None:
+    """Prompt tokens by source on first admission; after a preemption, what is computed again."""
+    if req.stats.first_scheduled is not None:
+        req.stats.preempted_recompute_tokens += req.num_todo
+        return
+    per = dict.fromkeys(Action, 0)
+    for a in actions:
+        per[a] += block_size
+    req.stats.resident_tokens = per[Action.RESIDENT]
+    req.stats.fetched_tokens = per[Action.FETCH_CPU] + per[Action.FETCH_DISK]
+    req.stats.recomputed_tokens = per[Action.RECOMPUTE]
+    req.stats.new_tokens = per[Action.NEW] + req.num_tokens - len(actions) * block_size

@@ -1,0 +1,107 @@
+"""Building an engine's parts from an :class:`EngineConfig`: model, tokenizer, KV pool sized to
+the memory budget, cost model, daemon link, KV manager, runner and chunker."""
+
+from __future__ import annotations
+
+import os
+import socket
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+import torch
+
+from cacheserver.blocks import KVLayout
+from cacheserver.policy.cost import CostModel
+from engine.chunking import Chunker, create_chunker
+from engine.config import EngineConfig
+from engine.kv_manager import KVManager
+from engine.kv_pool import KVPool
+from engine.runner import ModelRunner
+
+if TYPE_CHECKING:
+    from engine.cache_link import CacheLink
+
+CPU_KV_BYTES = 256 << 20  # default pool on CPU: 256 MiB
+CUDA_KV_FRACTION = 0.9  # default pool on CUDA: this share of the free memory after loading
+
+
+@dataclass
+class EngineParts:
+    """Everything an :class:`engine.engine.LLMEngine` runs on."""
+
+    model: torch.nn.Module
+    info: object  # engine.model.ModelInfo
+    tokenizer: object  # engine.model.Tokenizer
+    pool: KVPool
+    kv: KVManager
+    runner: ModelRunner
+    chunker: Chunker
+    cost: CostModel
+    max_model_len: int
+
+
+def build_parts(config: EngineConfig) -> EngineParts:
+    """Load the model and tokenizer and assemble the engine (side effects: allocates the pool,
+    may create the built-in model folder, connects to the daemon when configured)."""
+    from engine.builtin import resolve_model_dir
+    from engine.model import load_model, load_tokenizer
+
+    model_dir = resolve_model_dir(config.model)
+    model, info = load_model(model_dir, config.device, config.dtype, config.attn_backend)
+    tokenizer = load_tokenizer(model_dir)
+    layout = info.kv_layout(config.block_size)
+    pool = KVPool(layout, num_pool_blocks(config, layout), info.device)
+    cost = resolve_cost_model(config, model, pool)
+    link = make_link(config, info.fingerprint, layout, pool.num_blocks)
+    kv = KVManager(pool, config.kv_config, info.fingerprint, cost, link)
+    max_len = min(config.max_model_len or info.max_positions, info.max_positions)
+    chunker = create_chunker(
+        config.chunking, max_tokens=config.max_num_batched_tokens,
+        chunk_tokens=config.chunk_tokens, cost=cost, target_step_s=config.target_step_s,
+        min_prefill_tokens=config.min_prefill_tokens)
+    max_len = min(max_len, pool.num_blocks * config.block_size)
+    return EngineParts(model, info, tokenizer, pool, kv, ModelRunner(model, pool), chunker, cost,
+                       max_len)
+
+
+def num_pool_blocks(config: EngineConfig, layout: KVLayout) -> int:
+    """Slots of the pool: ``num_gpu_blocks``, else the byte budget over the block size."""
+    if config.num_gpu_blocks is not None:
+        return config.num_gpu_blocks
+    budget = config.kv_cache_bytes
+    if budget is None:
+        device = torch.device(config.device)
+        if device.type == "cuda":
+            free, _ = torch.cuda.mem_get_info(device)
+            budget = int(free * CUDA_KV_FRACTION)
+        else:
+            budget = CPU_KV_BYTES
+    blocks = budget // layout.bytes_per_block
+    if blocks < 1:
+        raise ValueError(f"kv_cache_bytes={budget} holds no block of "
+                         f"{layout.bytes_per_block} bytes")
+    return blocks
+
+
+def resolve_cost_model(config: EngineConfig, model: torch.nn.Module, pool: KVPool) -> CostModel:
+    """The configured preset or profile, or (``"auto"``) a quick measurement of this device."""
+    if config.cost_model != "auto":
+        return CostModel.resolve(config.cost_model)
+    from engine.profiler import QUICK, measure_cost_model
+
+    return measure_cost_model(model, pool, QUICK)
+
+
+def default_engine_id() -> str:
+    return f"{socket.gethostname()}-{os.getpid()}"
+
+
+def make_link(config: EngineConfig, fingerprint: str, layout: KVLayout,
+              slots: int) -> CacheLink | None:
+    """The daemon link when an endpoint is configured (and caching is on), else ``None``."""
+    if config.cache_endpoint is None or config.reuse == "none":
+        return None
+    from engine.cache_link import CacheLink
+
+    return CacheLink(config.cache_endpoint, config.engine_id or default_engine_id(), fingerprint,
+                     layout, slots, config.daemon_timeout_s)

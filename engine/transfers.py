@@ -1,0 +1,94 @@
+"""Moving block bytes between the engine's pool and the daemon's CPU tier.
+
+Three moves, each one contiguous copy per block (block-major layout):
+
+* **fetch** — CPU-tier slot (mapped shared memory, or bytes from GET for an engine on another
+  host) → pool slot, on the copy stream;
+* **demote** — a victim the daemon named: pool slot → the CPU slot it reserved, then COMMIT
+  with that CPU slot (the daemon makes it readable only after this confirmation);
+* **write through** — a freshly committed block: reserve a CPU slot, copy, COMMIT (or PUT the
+  bytes when the tier is not mapped), so other engines and later requests find it there.
+
+Every failure of the daemon degrades to "not moved"; the caller then recomputes.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import TYPE_CHECKING
+
+from cacheserver.protocol import BlockRef
+from engine.block_manager import BlockManager
+from engine.kv_pool import KVPool
+from engine.planner import Location
+from engine.request import Action
+
+if TYPE_CHECKING:
+    from engine.cache_link import Buffer, CacheLink
+
+
+class Transfers:
+    """Copies between ``pool`` and the CPU tier reached through ``link`` (which may be None)."""
+
+    def __init__(self, pool: KVPool, link: CacheLink | None) -> None:
+        self.pool = pool
+        self.link = link
+
+    def views(self, found: Sequence[Location], actions: Sequence[Action],
+              keys: Sequence[bytes]) -> dict[int, Buffer]:
+        """Host buffers of the blocks to fetch, by block index; missing ones could not be had."""
+        idx = [i for i, a in enumerate(actions) if a.fetched and found[i].where == "cpu"]
+        if not idx or self.link is None:
+            return {}
+        bufs = self.link.read_cpu([found[i].slot for i in idx], [keys[i] for i in idx])
+        return {i: b for i, b in zip(idx, bufs, strict=True) if b is not None}
+
+    def fetch(self, slots: Sequence[int], views: Sequence[Buffer]) -> None:
+        """Copy host blocks into pool slots (side effect: writes the pool)."""
+        if slots:
+            self.pool.load(list(slots), [self.pool.host_view(v) for v in views])
+
+    def give_up(self, victims: Sequence[tuple[int, bytes, int]], blocks: BlockManager,
+                refs: dict[bytes, BlockRef]) -> tuple[list[int], int]:
+        """Free the daemon's victims ``(slot, key, demote_to)``: demote those with a CPU slot
+        first. Returns the freed slots (referenced once) and the bytes demoted. A victim the
+        engine still uses is kept and re-announced, so the daemon's index stays true."""
+        freed, demote, keep = [], [], []
+        for slot, key, cpu_slot in victims:
+            if not 0 <= slot < self.pool.num_blocks or blocks.key_of(slot) != key:
+                continue
+            if blocks.evict(slot) is None:
+                keep.append((refs[key], slot))
+                continue
+            ref = refs.pop(key)
+            freed.append(slot)
+            if cpu_slot >= 0:
+                demote.append((ref, slot, cpu_slot))
+        if keep and self.link is not None:
+            self.link.commit("gpu", [r for r, _ in keep], [s for _, s in keep])
+        return freed, self._to_cpu(demote)
+
+    def write_through(self, batch: Sequence[tuple[BlockRef, int]]) -> list[bool]:
+        """Copy committed blocks into the CPU tier; one bool per block (bytes moved or not)."""
+        if self.link is None or not batch:
+            return [False] * len(batch)
+        refs = [ref for ref, _ in batch]
+        if not self.link.mapped:
+            return self.link.put(refs, [self.pool.read(slot) for _, slot in batch])
+        cpu_slots = self.link.reserve_cpu(refs)
+        todo = [(ref, slot, c) for (ref, slot), c in zip(batch, cpu_slots, strict=True) if c >= 0]
+        self._to_cpu(todo)
+        return [c >= 0 for c in cpu_slots]
+
+    def _to_cpu(self, moves: Sequence[tuple[BlockRef, int, int]]) -> int:
+        """Copy ``(ref, pool slot, cpu slot)`` moves, then COMMIT the CPU slots; bytes moved."""
+        if not moves or self.link is None:
+            return 0
+        dests = [self.link.cpu_view(c) for _, _, c in moves]
+        moves = [m for m, d in zip(moves, dests, strict=True) if d is not None]
+        dests = [d for d in dests if d is not None]
+        if not moves:
+            return 0
+        self.pool.store([s for _, s, _ in moves], [self.pool.host_view(d) for d in dests])
+        self.link.commit("cpu", [r for r, _, _ in moves], [c for _, _, c in moves])
+        return len(moves) * self.pool.bytes_per_block
