@@ -1,0 +1,119 @@
+"""Start and stop a daemon in a child process (for the demo, benchmarks and tests).
+
+``DaemonProcess`` runs ``python -m cacheserver`` with the given flags, waits until it answers a
+PING, and stops it with SIGTERM (graceful: pending disk writes are flushed), SIGKILL only if it
+does not exit in time. It only ever signals the process it started.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Mapping
+
+import zmq
+
+from cacheserver.protocol import Ping, PingReply, decode_reply
+from cacheserver.protocol.sockets import DealerSocket
+
+
+def ping(endpoint: str, timeout_s: float = 1.0, context: zmq.Context | None = None
+         ) -> PingReply | None:
+    """One PING over a fresh socket; the reply, or ``None`` if nothing answered in time."""
+    ctx = context or zmq.Context.instance()
+    sock = DealerSocket(ctx, endpoint)
+    try:
+        sock.send(Ping().to_wire(1))
+        frames = sock.recv(timeout_s)
+        if frames is None:
+            return None
+        _, reply = decode_reply(frames)
+        return reply if isinstance(reply, PingReply) else None
+    finally:
+        sock.close()
+
+
+class DaemonProcess:
+    """A daemon child process bound to ``endpoint`` with ``data_dir``; ``flags`` are more
+    ``--name value`` pairs (``{"cpu_bytes": "64MiB"}`` -> ``--cpu-bytes 64MiB``)."""
+
+    def __init__(self, endpoint: str, data_dir: str, flags: Mapping[str, object] | None = None,
+                 env: Mapping[str, str] | None = None, log_path: str | None = None) -> None:
+        self.endpoint = endpoint
+        self.data_dir = data_dir
+        self.flags = dict(flags or {})
+        self.env = {**os.environ, **(env or {})}
+        self.log_path = log_path
+        self.proc: subprocess.Popen | None = None
+        self._log = None
+
+    def command(self) -> list[str]:
+        cmd = [sys.executable, "-m", "cacheserver", "--endpoint", self.endpoint,
+               "--data-dir", self.data_dir]
+        for name, value in self.flags.items():
+            cmd += [f"--{name.replace('_', '-')}", str(value)]
+        return cmd
+
+    def start(self, timeout_s: float = 30.0) -> PingReply:
+        """Start the process and wait for its first PING reply (raises if it dies or hangs)."""
+        self._log = open(self.log_path, "ab") if self.log_path else subprocess.DEVNULL  # noqa: SIM115
+        self.proc = subprocess.Popen(self.command(), env=self.env, stdout=self._log,
+                                     stderr=self._log, start_new_session=True)
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"daemon exited with status {self.proc.returncode} during "
+                                   f"start-up{self._log_hint()}")
+            reply = ping(self.endpoint, timeout_s=0.2)
+            if reply is not None:
+                return reply
+        self.kill()
+        raise TimeoutError(f"daemon did not answer on {self.endpoint} within {timeout_s}s")
+
+    def _log_hint(self) -> str:
+        return f" (see {self.log_path})" if self.log_path else ""
+
+    @property
+    def pid(self) -> int:
+        assert self.proc is not None, "start() first"
+        return self.proc.pid
+
+    def signal(self, sig: int) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.send_signal(sig)
+
+    def stop(self, timeout_s: float = 20.0) -> int | None:
+        """SIGTERM and wait; SIGKILL after ``timeout_s``. Returns the exit status."""
+        if self.proc is None:
+            return None
+        self.signal(signal.SIGTERM)
+        try:
+            return self.proc.wait(timeout_s)
+        except subprocess.TimeoutExpired:
+            return self.kill()
+        finally:
+            self._close_log()
+
+    def kill(self) -> int | None:
+        """SIGKILL (no flushing: what a crash looks like) and reap."""
+        if self.proc is None:
+            return None
+        self.signal(signal.SIGKILL)
+        code = self.proc.wait(10)
+        self._close_log()
+        return code
+
+    def _close_log(self) -> None:
+        if self._log not in (None, subprocess.DEVNULL):
+            self._log.close()  # type: ignore[union-attr]
+        self._log = None
+
+    def __enter__(self) -> DaemonProcess:
+        self.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
