@@ -1,0 +1,332 @@
+"""The DISK tier: blocks in LMDB, written in batches by a background thread, checksummed.
+
+Each stored value is ``tiers/codec.py``'s header + payload; a copy of the header sits in a
+separate LMDB database so :meth:`DiskTier.headers` (the daemon's index rebuild at start) reads
+only a compact B-tree. See ``tiers/lmdb_store.py`` for the environment and
+``tiers/disk_writer.py`` for the write queue.
+
+Accounting: the tier keeps key → bytes occupied for every held block (committed or queued) in
+memory; ``contains``/``len``/``used_bytes`` answer from it. A block occupies its value rounded
+up to LMDB pages plus a fixed index overhead (:meth:`DiskTier.entry_bytes`). ``put`` refuses
+what would take ``used_bytes`` past ``capacity_bytes``; the LMDB map is larger than the capacity
+(``DiskTierConfig.map_size``) so that fragmentation and copy-on-write never fill it in normal
+operation, and if it fills anyway (or the file system does) the failed writes are refused,
+counted as ``full`` and reported by :meth:`DiskTier.take_failed`.
+
+Reads check magic, version, header digest, length and checksum; any mismatch is a miss, counted
+by kind, and the corrupt entry is deleted (and reported by ``take_failed``). Reads of blocks still
+in the write queue are served from the queue.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections import Counter
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, replace
+
+import lmdb
+
+from tiers.base import BlockHeader, Buffer, Tier, check_key, checksum, register_tier
+from tiers.codec import CorruptValue, decode_header, decode_value, encode_value, value_bytes
+from tiers.disk_writer import WriteQueue
+from tiers.lmdb_store import LmdbStore, WriteOp
+
+log = logging.getLogger(__name__)
+MiB = 1 << 20
+_LMDB_PAGE_HEADER = 16
+_INDEX_OVERHEAD = 256  # two B-tree leaf nodes per block (data + headers), rounded up
+_TYPICAL_HEADER = 168  # encoded header with a ~90-byte layout text
+
+
+@dataclass(frozen=True)
+class DiskTierConfig:
+    """Where and how big. ``block_bytes`` (typical payload) only sizes ``capacity_blocks``;
+    ``map_bytes`` overrides the LMDB map size (default ``capacity·5/4 + 64 MiB``)."""
+
+    path: str
+    capacity_bytes: int
+    block_bytes: int = 0
+    map_bytes: int | None = None
+    writemap: bool = True
+    queue_bytes: int = 256 * MiB
+    batch_bytes: int = 64 * MiB
+    batch_ops: int = 4096
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.path, str) or not self.path:
+            raise ValueError(f"DiskTierConfig.path must be a non-empty str, got {self.path!r}")
+        for field in ("capacity_bytes", "queue_bytes", "batch_bytes", "batch_ops"):
+            _positive(field, getattr(self, field))
+        _positive("block_bytes", self.block_bytes, allow_zero=True)
+        if self.map_bytes is not None:
+            _positive("map_bytes", self.map_bytes)
+
+    @property
+    def map_size(self) -> int:
+        if self.map_bytes is not None:
+            return self.map_bytes
+        return self.capacity_bytes + self.capacity_bytes // 4 + 64 * MiB
+
+
+def _positive(field: str, value: object, allow_zero: bool = False) -> None:
+    low = 0 if allow_zero else 1
+    if not isinstance(value, int) or isinstance(value, bool) or value < low:
+        raise ValueError(f"DiskTierConfig.{field} must be an int >= {low}, got {value!r}")
+
+
+@register_tier("disk")
+class DiskTier(Tier):
+    """LMDB-backed tier; see the module docstring. Survives restarts: open it on the same
+    ``path`` and :meth:`headers` lists what a previous process stored durably."""
+
+    def __init__(self, path: str, capacity_bytes: int, block_bytes: int = 0,
+                 map_bytes: int | None = None, writemap: bool = True,
+                 queue_bytes: int = 256 * MiB, batch_bytes: int = 64 * MiB,
+                 batch_ops: int = 4096) -> None:
+        self.config = cfg = DiskTierConfig(path, capacity_bytes, block_bytes, map_bytes,
+                                           writemap, queue_bytes, batch_bytes, batch_ops)
+        self._store = LmdbStore(path, cfg.map_size, cfg.writemap)
+        self._page = self._store.page_bytes
+        self._sizes = {key: self._footprint(n) for key, n in self._store.sizes()}
+        self._used = sum(self._sizes.values())
+        self._failed: list[bytes] = []
+        self._errors: Counter[str] = Counter()
+        self._queue = WriteQueue(self._store, queue_bytes, batch_bytes, batch_ops, self._on_done)
+        self._lock = self._queue.lock
+        self._closed = False
+        if self._used > capacity_bytes:
+            log.warning("disk tier %s holds %d bytes, over its capacity %d: evict before putting",
+                        path, self._used, capacity_bytes)
+
+    # -- sizes ------------------------------------------------------------------------------
+    def _footprint(self, value_len: int) -> int:
+        pages = -(-(value_len + _LMDB_PAGE_HEADER) // self._page)
+        return pages * self._page + _INDEX_OVERHEAD
+
+    def entry_bytes(self, header: BlockHeader) -> int:
+        return self._footprint(value_bytes(header))
+
+    @property
+    def capacity_bytes(self) -> int:
+        return self.config.capacity_bytes
+
+    @property
+    def used_bytes(self) -> int:
+        """Bytes of held blocks, queued writes included (never above ``capacity_bytes`` through
+        ``put``; can start above it if the store was created with a larger capacity)."""
+        return self._used
+
+    @property
+    def capacity_blocks(self) -> int:
+        return self.capacity_bytes // self._footprint(_TYPICAL_HEADER + self.config.block_bytes)
+
+    @property
+    def writemap(self) -> bool:
+        """Whether LMDB writes straight into its map (False if preallocation failed)."""
+        return self._store.writemap
+
+    @property
+    def pending_ops(self) -> int:
+        """Writes and deletes queued or being committed."""
+        return len(self._queue.latest)
+
+    def __len__(self) -> int:
+        return len(self._sizes)
+
+    # -- writes -----------------------------------------------------------------------------
+    def put(self, items: Sequence[tuple[bytes, BlockHeader, Buffer]],
+            durable: bool = False) -> list[bool]:
+        """Queue each block for writing; ``False`` = refused (over capacity, checksum differs
+        from a non-zero ``header.checksum``, or the store is broken). The payload is copied, so
+        the caller may reuse its buffer at once. ``durable=True`` waits until the blocks are
+        committed and synced and reports writes that failed as ``False``."""
+        self._check_open()
+        results: list[bool] = []
+        waits: list[tuple[int, WriteOp]] = []
+        for key, header, payload in items:
+            ok, op = self._accept(key, header, payload)
+            results.append(ok)
+            if op is not None:
+                waits.append((len(results) - 1, op))
+        if durable and waits:
+            self._queue.wait_for(max(op.seq for _, op in waits))
+            for index, op in waits:
+                results[index] = op.failed is None
+        return results
+
+    def _accept(self, key: bytes, header: BlockHeader,
+                payload: Buffer) -> tuple[bool, WriteOp | None]:
+        view = memoryview(payload).cast("B")
+        if view.nbytes != header.length:
+            raise ValueError(f"payload of block {check_key(key).hex()} is {view.nbytes} bytes "
+                             f"but header.length is {header.length}")
+        check_key(key)
+        with self._lock:
+            if key in self._sizes:
+                return True, self._queue.latest.get(key)
+        if self._store.broken:
+            return False, None
+        digest = checksum(view)
+        if header.checksum not in (0, digest):
+            self._count("put_checksum")
+            return False, None
+        header = header if header.checksum == digest else replace(header, checksum=digest)
+        size = self.entry_bytes(header)
+        with self._lock:
+            if self._used + size > self.capacity_bytes:
+                return False, None
+            self._sizes[key] = size
+            self._used += size
+        value = encode_value(header, view)
+        op = WriteOp(key, value, len(value) - view.nbytes)
+        self._queue.submit(op)
+        return True, op
+
+    def delete(self, keys: Sequence[bytes]) -> int:
+        """Forget held keys now (space is free for ``put`` at once); the LMDB delete is queued."""
+        self._check_open()
+        removed = 0
+        for key in keys:
+            with self._lock:
+                size = self._sizes.pop(key, None)
+                if size is None:
+                    continue
+                self._used -= size
+            self._queue.submit(WriteOp(key, None))
+            removed += 1
+        return removed
+
+    def _on_done(self, batch: list[WriteOp]) -> None:
+        """Writer callback (under the lock): un-account puts that did not land."""
+        for op in batch:
+            if op.failed is None:
+                continue
+            self._errors[op.failed] += 1
+            if op.value is None:
+                log.warning("disk tier: delete of %s failed (%s); it stays on disk unindexed",
+                            op.key.hex(), op.failed)
+            elif self._queue.latest.get(op.key) is op and op.key in self._sizes:
+                self._used -= self._sizes.pop(op.key)
+                self._failed.append(op.key)
+
+    def flush(self) -> None:
+        """Wait until every queued write is committed and synced."""
+        self._check_open()
+        self._queue.wait_for(self._queue.last_seq)
+
+    def close(self) -> None:
+        """Flush, stop the writer and close LMDB. Idempotent."""
+        if self._closed:
+            return
+        self._queue.close()
+        self._store.close()
+        self._closed = True
+
+    def _check_open(self) -> None:
+        if self._closed:
+            raise RuntimeError(f"disk tier {self.config.path!r} is closed")
+
+    # -- reads ------------------------------------------------------------------------------
+    def contains(self, keys: Sequence[bytes]) -> list[bool]:
+        sizes = self._sizes
+        return [key in sizes for key in keys]
+
+    def get(self, keys: Sequence[bytes]) -> list[Buffer | None]:
+        """A verified copy of each block's payload (``bytes``; a read-only view for a block
+        still in the write queue), or ``None`` for a miss."""
+        return [None if (found := self._read(key, bytes)) is None else found[1] for key in keys]
+
+    def read_into(self, key: bytes, dest: Buffer) -> BlockHeader | None:
+        """Copy the verified payload of ``key`` into the start of ``dest`` (e.g. a reserved CPU
+        slot) and return its header; ``None`` = miss, and then ``dest`` may hold garbage.
+        ``ValueError`` if ``dest`` is smaller than the payload."""
+        out = memoryview(dest).cast("B")
+
+        def copy(payload: memoryview) -> memoryview:
+            if payload.nbytes > out.nbytes:
+                raise ValueError(f"block {key.hex()} is {payload.nbytes} bytes; destination "
+                                 f"holds {out.nbytes}")
+            out[: payload.nbytes] = payload
+            return out[: payload.nbytes]
+
+        found = self._read(key, copy)
+        return found[0] if found is not None else None
+
+    def _read(self, key: bytes, copy: Callable[[memoryview], Buffer]
+              ) -> tuple[BlockHeader, Buffer] | None:
+        """(header, ``copy(payload)``) of a held, intact block, else None (corrupt = dropped)."""
+        self._check_open()
+        with self._lock:
+            op = self._queue.latest.get(key)
+            if op is None and key not in self._sizes:
+                return None
+        if op is not None:  # queued: serve the buffer that will be written (checksummed at put)
+            if op.value is None:
+                return None
+            header, payload = decode_value(op.value, verify=False)
+            return header, payload.toreadonly() if copy is bytes else copy(payload)
+        try:
+            with self._store.reader() as read:
+                value = read(key)
+                if value is None:
+                    raise CorruptValue("missing", "indexed block is not in LMDB")
+                header, payload = decode_value(value, verify=False)
+                data = copy(payload)
+        except CorruptValue as exc:
+            self._drop(key, exc.kind)
+            return None
+        except lmdb.Error as exc:
+            log.warning("disk tier: reading %s failed: %s", key.hex(), exc)
+            self._count("io")
+            return None
+        if checksum(data) != header.checksum:  # verify the very bytes handed out
+            self._drop(key, "checksum")
+            return None
+        return header, data
+
+    def headers(self) -> Iterator[tuple[bytes, BlockHeader]]:
+        """Every held block's (key, header): committed ones from LMDB in key order, then queued
+        ones. Corrupt header entries are dropped and counted."""
+        with self._lock:
+            queued = dict(self._queue.latest)
+        layouts: dict[bytes, str] = {}
+        sizes = self._sizes
+        for chunk in self._store.headers():
+            for key, raw in chunk:
+                if key in queued or key not in sizes:
+                    continue
+                try:
+                    yield key, decode_header(raw, layouts)[0]
+                except CorruptValue as exc:
+                    self._drop(key, exc.kind)
+        for key, op in queued.items():
+            if op.value is not None and key in sizes:
+                yield key, decode_header(op.value, layouts)[0]
+
+    # -- failures ---------------------------------------------------------------------------
+    def _drop(self, key: bytes, kind: str) -> None:
+        """Count a corrupt entry, forget it, report it through take_failed and delete it."""
+        log.warning("disk tier: block %s is corrupt (%s); dropped", key.hex(), kind)
+        with self._lock:
+            self._errors[kind] += 1
+            size = self._sizes.pop(key, None)
+            if size is None:
+                return
+            self._used -= size
+            self._failed.append(key)
+        self._queue.submit(WriteOp(key, None))
+
+    def _count(self, kind: str) -> None:
+        with self._lock:
+            self._errors[kind] += 1
+
+    def take_failed(self) -> list[bytes]:
+        with self._lock:
+            lost = [key for key in dict.fromkeys(self._failed) if key not in self._sizes]
+            self._failed.clear()
+        return lost
+
+    def error_counts(self) -> dict[str, int]:
+        with self._lock:
+            return dict(self._errors)

@@ -1,0 +1,218 @@
+"""The LMDB environment behind the disk tier: opening, batched writes, reads and scans.
+
+One environment directory holds three named databases:
+
+* ``data``: key → encoded value (``tiers/codec.py``: header + payload);
+* ``headers``: key → the same encoded header alone, so the index rebuild at start reads a compact
+  B-tree instead of touching the first page of every payload;
+* ``meta``: the store's format tag.
+
+Both entries of a block are written and deleted in the same transaction. Every commit is synced
+(``sync=True``): a committed batch survives a crash of the process *and* of the machine.
+With ``writemap`` LMDB writes into its memory map directly (one copy fewer); a write into a hole
+of a sparse file on a full file system would then kill the process with SIGBUS, so the data file
+is preallocated to the full map size first, and if that fails the store opens without writemap.
+
+A process-wide ``flock`` on ``asymcache.lock`` keeps a second daemon from opening the same
+directory. Not thread-safe by itself except as LMDB allows: one writer thread calls
+:meth:`LmdbStore.apply`, any thread may read.
+"""
+
+from __future__ import annotations
+
+import errno
+import fcntl
+import logging
+import os
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import TypeVar
+
+import lmdb
+
+log = logging.getLogger(__name__)
+FORMAT_TAG = b"asymcache-disk-v1"
+_FULL_ERRNOS = (errno.ENOSPC, errno.EDQUOT, errno.EFBIG)
+_SCAN_CHUNK = 4096
+T = TypeVar("T")
+
+
+@dataclass(slots=True, eq=False)
+class WriteOp:
+    """One queued change: ``value`` set = put (its first ``header_len`` bytes are the header),
+    ``None`` = delete. ``failed`` is set by :meth:`LmdbStore.apply` to an error kind."""
+
+    key: bytes
+    value: bytearray | None
+    header_len: int = 0
+    seq: int = 0
+    cancelled: bool = False
+    failed: str | None = None
+
+
+def failure_kind(exc: lmdb.Error) -> str:
+    """``full`` for a full map or file system, ``io`` for any other LMDB/OS error."""
+    if isinstance(exc, lmdb.MapFullError) or getattr(exc, "code", None) in _FULL_ERRNOS:
+        return "full"
+    return "io"
+
+
+class LmdbStore:
+    """An opened LMDB environment of ``map_bytes``; see the module docstring."""
+
+    def __init__(self, path: str, map_bytes: int, writemap: bool) -> None:
+        os.makedirs(path, exist_ok=True)
+        self.path = path
+        self._lock_fd = self._lock_dir(path)
+        try:
+            self.writemap = writemap and self._preallocate(path, map_bytes)
+            self.env = lmdb.open(path, map_size=map_bytes, subdir=True, max_dbs=3,
+                                 writemap=self.writemap, sync=True, metasync=True, meminit=False)
+            self.env.reader_check()  # clear reader slots left by a killed process
+            self.data = self.env.open_db(b"data")
+            self.hdrs = self.env.open_db(b"headers")
+            self.meta = self.env.open_db(b"meta")
+            self._check_format()
+        except BaseException:
+            os.close(self._lock_fd)
+            raise
+        self.page_bytes = self.env.stat()["psize"]
+        self.broken = False
+
+    @staticmethod
+    def _lock_dir(path: str) -> int:
+        fd = os.open(os.path.join(path, "asymcache.lock"), os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(fd)
+            raise RuntimeError(f"disk tier {path!r} is already open in another process") from None
+        return fd
+
+    @staticmethod
+    def _preallocate(path: str, map_bytes: int) -> bool:
+        data = os.path.join(path, "data.mdb")
+        if not os.path.exists(data) or os.path.getsize(data) == 0:
+            lmdb.open(path, map_size=map_bytes, subdir=True, max_dbs=3).close()  # meta pages
+        fd = os.open(data, os.O_RDWR)
+        try:
+            os.posix_fallocate(fd, 0, map_bytes)
+            return True
+        except OSError as exc:
+            log.warning("disk tier %s: cannot preallocate %d bytes (%s); opening without "
+                        "writemap", path, map_bytes, exc)
+            return False
+        finally:
+            os.close(fd)
+
+    def _check_format(self) -> None:
+        with self.env.begin(write=True) as txn:
+            tag = txn.get(b"format", db=self.meta)
+            if tag is None:
+                txn.put(b"format", FORMAT_TAG, db=self.meta)
+            elif tag != FORMAT_TAG:
+                raise RuntimeError(f"disk tier {self.path!r} holds format {tag!r}; this build "
+                                   f"reads {FORMAT_TAG!r} (use another directory)")
+
+    # -- writes (the writer thread) ---------------------------------------------------------
+    def apply(self, ops: list[WriteOp]) -> None:
+        """Commit ``ops`` in one synced transaction; if that fails, retry each op alone so one
+        bad op costs only itself. Sets ``op.failed`` on the ops that did not land."""
+        if self.broken:
+            for op in ops:
+                op.failed = "io"
+            return
+        try:
+            self._commit(ops)
+            return
+        except lmdb.Error as exc:
+            self._note(exc)
+        for op in ops:
+            op.failed = self._commit_alone(op)
+
+    def _commit_alone(self, op: WriteOp) -> str | None:
+        for attempt in range(2):
+            try:
+                self._commit([op])
+                return None
+            except lmdb.Error as exc:
+                self._note(exc)
+                if attempt == 0 and not self.broken:
+                    self._tick()  # pages freed by the last commit become reusable after one more
+                else:
+                    return failure_kind(exc)
+        return "io"
+
+    def _commit(self, ops: list[WriteOp]) -> None:
+        with self.env.begin(write=True) as txn:
+            for op in ops:
+                if op.cancelled:
+                    continue
+                if op.value is None:
+                    txn.delete(op.key, db=self.data)
+                    txn.delete(op.key, db=self.hdrs)
+                else:
+                    txn.put(op.key, op.value, db=self.data)
+                    txn.put(op.key, memoryview(op.value)[: op.header_len], db=self.hdrs)
+
+    def _tick(self) -> None:
+        try:
+            with self.env.begin(write=True) as txn:
+                txn.put(b"tick", b"", db=self.meta)
+        except lmdb.Error as exc:
+            self._note(exc)
+
+    def _note(self, exc: lmdb.Error) -> None:
+        if isinstance(exc, lmdb.PanicError):
+            self.broken = True
+            log.error("disk tier %s: LMDB panicked (%s); refusing writes until restart",
+                      self.path, exc)
+        elif not isinstance(exc, lmdb.MapFullError):
+            log.warning("disk tier %s: write failed: %s", self.path, exc)
+
+    # -- reads (any thread) -----------------------------------------------------------------
+    @contextmanager
+    def reader(self) -> Iterator[Callable[[bytes], memoryview | None]]:
+        """A read snapshot: yields ``get(key)`` returning a view of the stored value that is
+        valid only inside the ``with`` block."""
+        with self.env.begin(db=self.data, buffers=True) as txn:
+            yield txn.get
+
+    def sizes(self) -> Iterator[tuple[bytes, int]]:
+        """(key, stored value length) of every block, read from the B-tree only."""
+        for chunk in self._chunks(self.data, len):
+            yield from chunk
+
+    def headers(self) -> Iterator[list[tuple[bytes, bytes]]]:
+        """Chunks of (key, encoded header) of every block, copied out of the map."""
+        return self._chunks(self.hdrs, bytes)
+
+    def _chunks(self, db: object, convert: Callable[[memoryview], T]
+                ) -> Iterator[list[tuple[bytes, T]]]:
+        # One short read transaction per chunk: a long-lived snapshot would keep the writer
+        # from reusing freed pages while a slow consumer iterates.
+        start: bytes | None = None
+        while True:
+            chunk: list[tuple[bytes, T]] = []
+            with self.env.begin(db=db, buffers=True) as txn:
+                cur = txn.cursor()
+                more = cur.first() if start is None else cur.set_range(start)
+                if more and start is not None and cur.key() == start:
+                    more = cur.next()
+                if more:
+                    more = False
+                    for key, value in cur.iternext():
+                        chunk.append((bytes(key), convert(value)))
+                        if len(chunk) == _SCAN_CHUNK:
+                            more = True
+                            break
+            if chunk:
+                yield chunk
+            if not more:
+                return
+            start = chunk[-1][0]
+
+    def close(self) -> None:
+        self.env.close()
+        os.close(self._lock_fd)
