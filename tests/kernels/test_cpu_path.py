@@ -1,0 +1,67 @@
+"""The torch (CPU) path against the float64 dense-mask reference, over the whole grid.
+
+Grid: head dims 64/128/80/96 × block sizes 16/64 × GQA 1/4/8 × eight segment patterns, with
+NaN in every slot a sequence does not own and shuffled block tables (see ``cases.py``).
+Tolerances: ``cases.TOLERANCE`` (float32 2e-5, bfloat16 3e-2 absolute). The whole grid is
+cheap here (about 400 cases in a few seconds), so all of it runs in CI.
+"""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from kernels import ENV_VAR, msa_decode, msa_prefill
+from tests.kernels.cases import (
+    LAYER,
+    PATTERNS,
+    SHAPES,
+    Shape,
+    assert_matches,
+    decode_case,
+    make_case,
+    reference,
+)
+
+
+@pytest.mark.parametrize("shape", SHAPES, ids=str)
+@pytest.mark.parametrize("pattern", PATTERNS)
+def test_torch_prefill_matches_reference(pattern: str, shape: Shape) -> None:
+    case = make_case(pattern, shape)
+    ref = reference(case)
+    o, lse = msa_prefill(case.q, case.pool, LAYER, case.meta, case.scale, return_lse=True,
+                         backend="torch")
+    assert_matches(o, lse, ref, torch.float32)
+    fast = msa_prefill(case.q, case.pool, LAYER, case.meta, case.scale, backend="torch")
+    assert_matches(fast, None, ref, torch.float32)
+
+
+@pytest.mark.parametrize("pattern", ["one_segment", "hole_in_middle", "mixed_lengths"])
+def test_torch_prefill_bfloat16_matches_reference(pattern: str) -> None:
+    case = make_case(pattern, Shape(128, 16, 8, 2), dtype=torch.bfloat16)
+    o, lse = msa_prefill(case.q, case.pool, LAYER, case.meta, case.scale, return_lse=True,
+                         backend="torch")
+    assert o.dtype == torch.bfloat16
+    assert_matches(o, lse, reference(case), torch.bfloat16)
+
+
+@pytest.mark.parametrize("shape", SHAPES[::5], ids=str)
+@pytest.mark.parametrize("num_splits", [None, 1, 3])
+def test_torch_decode_matches_reference(shape: Shape, num_splits: int | None) -> None:
+    case = decode_case([1, 2 * shape.block_size + 3, 5 * shape.block_size], shape)
+    ref = reference(case, decode=True)
+    o, lse = msa_decode(case.q, case.pool, LAYER, case.meta, case.scale, return_lse=True,
+                        num_splits=num_splits, backend="torch")
+    assert_matches(o, lse, ref, torch.float32)
+    fast = msa_decode(case.q, case.pool, LAYER, case.meta, case.scale, num_splits=num_splits,
+                      backend="torch")
+    assert_matches(fast, None, ref, torch.float32)
+
+
+def test_default_backend_on_cpu_is_the_torch_path_and_matches_reference(monkeypatch) -> None:
+    monkeypatch.delenv(ENV_VAR, raising=False)
+    case = make_case("many_tiny_segments", Shape(64, 16, 8, 2))
+    o = msa_prefill(case.q, case.pool, LAYER, case.meta, case.scale)
+    torch.testing.assert_close(o, msa_prefill(case.q, case.pool, LAYER, case.meta, case.scale,
+                                              backend="torch"), rtol=0, atol=0)
+    assert_matches(o, None, reference(case), torch.float32)
