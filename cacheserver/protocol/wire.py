@@ -269,6 +269,11 @@ def _unpack_header(frames: Sequence[Buffer], lim: Limits) -> tuple[int, str, int
             max_map_len=1024, max_ext_len=0,
         )
     except Exception as e:  # msgpack raises several unrelated types for bad input
+        if "max_ext_len" in str(e):
+            raise ProtocolError(ErrorCode.BAD_MESSAGE, "msgpack extension types are not "
+                                "allowed") from None
+        if "exceeds max" in str(e):  # a msgpack size limit: too many keys, too long a string
+            raise ProtocolError(ErrorCode.TOO_LARGE, f"header over a size limit: {e}") from None
         raise ProtocolError(ErrorCode.BAD_MESSAGE, f"header is not valid msgpack: {e}") from None
     if type(obj) is not list or len(obj) != 4:
         raise ProtocolError(ErrorCode.BAD_MESSAGE, "header must be [version, op, id, fields]")

@@ -1,0 +1,110 @@
+"""Wire protocol: every message survives encode/decode; bad input raises one ProtocolError."""
+
+from __future__ import annotations
+
+import msgpack
+import pytest
+
+from cacheserver import protocol as p
+from tests.cacheserver.daemon_fixtures import make_refs
+
+REFS = make_refs(3)
+KEYS = [r.key for r in REFS]
+
+REQUESTS = [
+    p.Hello(engine_id="e", model_fingerprint="m", layout={"num_layers": 1}, gpu_slots=8,
+            held=REFS[:2], held_slots=[3, 4]),
+    p.Lookup(keys=KEYS, lease=False), p.Allocate(tier="gpu", n=3),
+    p.Allocate(tier="cpu", blocks=REFS), p.Commit(tier="gpu", blocks=REFS, slots=[0, 1, 2]),
+    p.Release(keys=KEYS), p.Release(everything=True), p.Pin(keys=KEYS, ttl_s=2.5),
+    p.Pin(keys=KEYS), p.Unpin(keys=KEYS), p.Promote(keys=KEYS),
+    p.Put(blocks=REFS[:1], durable=True, frames=[b"x" * 10]), p.Get(keys=KEYS), p.Flush(),
+    p.Stats(), p.Ping(engine_id="e"),
+]
+REPLIES = [
+    p.HelloReply(epoch=5, engine_id="e", restored=1, cpu_shm_name="s", cpu_slot_bytes=8,
+                 cpu_num_slots=2, lease_timeout_s=1.5, max_inflight=4, max_keys=9),
+    p.LookupReply(where=[0, 1, 2], slots=[-1, 3, 4]),
+    p.AllocateReply(slots=[1], keys=KEYS[:1], demote_to=[-1]), p.CommitReply(accepted=[True]),
+    p.ReleaseReply(released=2), p.PinReply(count=1), p.UnpinReply(count=0),
+    p.PromoteReply(slots=[2]), p.PutReply(stored=[True], durable=False),
+    p.GetReply(found=[True, False], frames=[b"abc"]), p.FlushReply(disk_blocks=3),
+    p.StatsReply(stats={"a": {"b": 1}}), p.PingReply(epoch=1, server_time=2.0, version=1,
+                                                      registered=False),
+]
+
+
+@pytest.mark.parametrize("msg", REQUESTS, ids=lambda m: type(m).__name__)
+def test_every_request_round_trips_exactly(msg: p.Message) -> None:
+    frames = [bytes(f) for f in msg.to_wire(42)]
+    assert p.decode_request(frames) == (42, msg)
+
+
+@pytest.mark.parametrize("msg", REPLIES, ids=lambda m: type(m).__name__)
+def test_every_reply_round_trips_exactly(msg: p.Message) -> None:
+    assert p.decode_reply([bytes(f) for f in msg.to_wire(7)]) == (7, msg)
+
+
+def test_every_op_has_a_request_and_a_reply_type() -> None:
+    assert {type(m).OP for m in REQUESTS} == set(p.request_ops())
+    assert {type(m).OP for m in REPLIES} == set(p.request_ops())
+
+
+def test_error_reply_decodes_as_error_with_code_and_message() -> None:
+    frames = p.ErrorReply("get", "busy", "slow down").to_wire(3)
+    assert p.decode_reply(frames) == (3, p.ErrorReply("get", "busy", "slow down"))
+
+
+def _header(*items: object) -> list[bytes]:
+    return [msgpack.packb(list(items), use_bin_type=True)]
+
+
+BAD = [
+    ([b"\xc1garbage"], p.ErrorCode.BAD_MESSAGE, 0),
+    ([msgpack.packb({"op": "ping"})], p.ErrorCode.BAD_MESSAGE, 0),
+    (_header(9, "ping", 5, {}), p.ErrorCode.BAD_VERSION, 5),
+    (_header(1, "frobnicate", 6, {}), p.ErrorCode.UNKNOWN_OP, 6),
+    (_header(1, "lookup", 7, {"keys": [b"short"]}), p.ErrorCode.BAD_FIELD, 7),
+    (_header(1, "lookup", 8, {"keys": "nope"}), p.ErrorCode.BAD_FIELD, 8),
+    (_header(1, "lookup", 9, {}), p.ErrorCode.BAD_FIELD, 9),
+    (_header(1, "lookup", 10, {"keys": [], "bogus": 1}), p.ErrorCode.BAD_FIELD, 10),
+    (_header(1, "lookup", 11, {"keys": [b"k" * 16] * 5000}), p.ErrorCode.TOO_LARGE, 0),
+    ([*_header(1, "ping", 12, {}), b"payload"], p.ErrorCode.BAD_FIELD, 12),
+    (_header(1, "pin", 13, {"keys": [], "ttl_s": float("nan")}), p.ErrorCode.BAD_FIELD, 13),
+    (_header(1, "commit", 14, {"tier": "gpu", "blocks": [[b"k" * 16]], "slots": [0]}),
+     p.ErrorCode.BAD_FIELD, 14),
+    ([], p.ErrorCode.BAD_MESSAGE, 0),
+]
+
+
+@pytest.mark.parametrize(("frames", "code", "rid"), BAD, ids=[b[1] + str(b[2]) for b in BAD])
+def test_bad_requests_raise_protocol_error_with_code_and_request_id(
+    frames: list[bytes], code: p.ErrorCode, rid: int
+) -> None:
+    with pytest.raises(p.ProtocolError) as info:
+        p.decode_request(frames)
+    assert info.value.code == code
+    assert info.value.request_id == rid
+
+
+def test_size_limits_are_enforced() -> None:
+    lim = p.Limits(max_header_bytes=64, max_frames=2, max_frame_bytes=8, max_keys=4)
+    cases = [
+        p.Lookup(keys=KEYS * 2).to_wire(1),  # header over 64 bytes
+        p.Put(blocks=REFS[:1], frames=[b"x" * 9]).to_wire(1),  # frame over 8 bytes
+        [*p.Ping().to_wire(1), b"a", b"b", b"c"],  # more than 2 frames
+    ]
+    for frames in cases:
+        with pytest.raises(p.ProtocolError) as info:
+            p.decode_request(frames, lim)
+        assert info.value.code == p.ErrorCode.TOO_LARGE
+    with pytest.raises(p.ProtocolError) as info:
+        p.decode_request(p.Lookup(keys=KEYS * 2).to_wire(1), p.Limits(max_keys=4))
+    assert info.value.code == p.ErrorCode.TOO_LARGE
+
+
+def test_extension_types_are_refused() -> None:
+    frames = [msgpack.packb([1, "ping", 1, {"engine_id": msgpack.ExtType(1, b"x")}])]
+    with pytest.raises(p.ProtocolError) as info:
+        p.decode_request(frames)
+    assert info.value.code == p.ErrorCode.BAD_MESSAGE
