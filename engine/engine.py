@@ -12,6 +12,7 @@ import itertools
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from prometheus_client import CollectorRegistry
 
@@ -22,6 +23,9 @@ from engine.request import Request, RequestStats, Status
 from engine.sampling import Sampler, SamplingParams, make_generator
 from engine.scheduler import ScheduledSeq, Scheduler
 from engine.setup import EngineParts, build_parts
+
+if TYPE_CHECKING:
+    import torch
 
 
 @dataclass(frozen=True)
@@ -40,6 +44,7 @@ class RequestOutput:
     finished: bool
     finish_reason: str | None
     stats: RequestStats
+    logprobs: list[list[tuple[int, float]]] | None = None
 
     @property
     def cached_tokens(self) -> int:
@@ -127,6 +132,7 @@ class LLMEngine:
             sampled = [s.request for s in batch if s.sample]
             tokens = self.sampler.sample(logits, [r.params for r in sampled],
                                          [r.generator for r in sampled])
+            self._keep_logprobs(logits, sampled)
             outputs = self._postprocess(batch, dict(zip(map(id, sampled), tokens, strict=True)))
             self.metrics.step_tokens.observe(sum(len(s.positions) for s in batch))
         elif self.scheduler.running or self.scheduler.waiting:
@@ -134,6 +140,12 @@ class LLMEngine:
         self.kv.flush_commits()
         self.metrics.step.observe(self.clock() - start)
         return outputs
+
+    def _keep_logprobs(self, logits: torch.Tensor, sampled: list[Request]) -> None:
+        for row, req in enumerate(sampled):
+            k = req.params.logprobs
+            if k is not None:
+                req.logprobs.append(self.sampler.top_logprobs(logits[row:row + 1], k)[0])
 
     def _admit(self, now: float) -> None:
         for req in self.scheduler.admit(now):
@@ -184,7 +196,8 @@ class LLMEngine:
         finished = req.status is Status.FINISHED
         text = self._detok[req.request_id].visible(finished)
         return RequestOutput(req.request_id, req.prompt_token_ids, list(req.output_token_ids),
-                             text, finished, req.finish_reason, req.stats)
+                             text, finished, req.finish_reason, req.stats,
+                             list(req.logprobs) if req.params.logprobs is not None else None)
 
     # ---- state ----------------------------------------------------------------------------
     def state(self) -> EngineState:

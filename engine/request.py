@@ -111,7 +111,7 @@ class Request:
         self.leased: list[bytes] = []      # keys the daemon leased to this request
         self.todo: deque[list[int]] = deque()  # [start, end) position ranges left to compute
         self.finish_reason: str | None = None
-        self.text = ""
+        self.logprobs: list[list[tuple[int, float]]] = []  # per output token, when asked
 
     # ---- tokens -------------------------------------------------------------------------
     @property

@@ -23,7 +23,8 @@ class SamplingParams:
     ``include_stop_str_in_output``); ``stop_token_ids`` and the model's EOS (unless
     ``ignore_eos``) end it too. ``cache_salt`` separates tenants' cached blocks;
     ``pin_ttl_s`` keeps the request's blocks cached that many seconds after it finishes (agent
-    sessions between tool calls).
+    sessions between tool calls). ``logprobs = k`` returns, for every output token, the
+    ``k`` most likely tokens with their log-probabilities (before temperature and filters).
     """
 
     max_tokens: int = 16
@@ -37,6 +38,7 @@ class SamplingParams:
     include_stop_str_in_output: bool = False
     cache_salt: str = ""
     pin_ttl_s: float | None = None
+    logprobs: int | None = None
 
     def __post_init__(self) -> None:
         if isinstance(self.stop, str):
@@ -52,6 +54,8 @@ class SamplingParams:
             raise ValueError(f"SamplingParams.top_p must be in (0, 1], got {self.top_p!r}")
         if self.seed is not None:
             _check_int("seed", self.seed, 0)
+        if self.logprobs is not None:
+            _check_int("logprobs", self.logprobs, 0)
         if any(not isinstance(s, str) or not s for s in self.stop):
             raise ValueError(f"SamplingParams.stop must hold non-empty strings, got {self.stop!r}")
         if any(t < 0 for t in self.stop_token_ids):
@@ -111,6 +115,15 @@ class Sampler:
                     raise ValueError(f"row {i} samples with temperature but has no generator")
                 out[i] = int(torch.multinomial(probs[j], 1, generator=gen).item())
         return out
+
+    @staticmethod
+    def top_logprobs(logits: torch.Tensor, k: int) -> list[list[tuple[int, float]]]:
+        """The ``k`` most likely tokens of each row ``[N, V]`` with their log-probabilities
+        (of the raw logits), most likely first."""
+        logp = torch.log_softmax(logits.float(), dim=-1)
+        values, ids = torch.topk(logp, min(k, logp.shape[-1]), dim=-1)
+        return [list(zip(i, v, strict=True)) for i, v in zip(ids.tolist(), values.tolist(),
+                                                              strict=True)]
 
     @staticmethod
     def _probs(logits: torch.Tensor, params: Sequence[SamplingParams]) -> torch.Tensor:

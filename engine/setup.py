@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import socket
+import uuid
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -93,7 +94,9 @@ def resolve_cost_model(config: EngineConfig, model: torch.nn.Module, pool: KVPoo
 
 
 def default_engine_id() -> str:
-    return f"{socket.gethostname()}-{os.getpid()}"
+    """Host, process and a random suffix: unique even for two engines in one process (the
+    daemon routes replies by engine id)."""
+    return f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:8]}"
 
 
 def make_link(config: EngineConfig, fingerprint: str, layout: KVLayout,

@@ -1,0 +1,188 @@
+"""The engine's side of the cache daemon: a client that may be absent, die, or come back.
+
+Every op degrades instead of failing: while the daemon is unreachable, LOOKUP finds nothing,
+ALLOCATE names no victims, COMMIT/RELEASE/PIN are skipped, and the engine serves from its own
+pool (local LRU) and recomputes the rest. A background probe (its own socket, pinging every
+``probe_s``) notices when the daemon answers again; the next :meth:`tick` then re-registers
+with HELLO, announcing the blocks the engine holds (the client also re-HELLOs by itself when a
+request meets a restarted daemon). Blocks in the CPU tier are read and written through the
+zero-copy shared-memory mapping when the tier is on this host, else with GET and PUT.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Callable, Sequence
+from typing import Any, TypeVar
+
+from cacheserver.blocks import KVLayout
+from cacheserver.protocol import BlockRef, Where
+from engine.client import CacheClient, CacheClientError, DaemonUnavailable
+from engine.planner import MISS, Location
+
+log = logging.getLogger(__name__)
+Buffer = bytes | bytearray | memoryview
+Held = Callable[[], list[tuple[BlockRef, int]]]
+T = TypeVar("T")
+_WHERE = {Where.GPU: "gpu", Where.CPU: "cpu", Where.DISK: "disk"}
+
+
+class CacheLink:
+    """See the module docstring. Used from the engine's thread only (the probe has its own
+    socket and only sets a flag)."""
+
+    def __init__(self, endpoint: str, engine_id: str, fingerprint: str, layout: KVLayout,
+                 gpu_slots: int, timeout_s: float, probe_s: float = 0.5) -> None:
+        self.endpoint, self.engine_id = endpoint, engine_id
+        self.fingerprint, self.layout, self.gpu_slots = fingerprint, layout, gpu_slots
+        self.client = CacheClient(endpoint, engine_id=engine_id, timeout_s=timeout_s)
+        self.connected = False
+        self.reconnects = 0
+        self.errors = 0
+        self.mapped = True  # the CPU tier's shared memory is reachable from here
+        self.refused: str | None = None  # why the daemon refused our HELLO, if it did
+        self._registered_before = False
+        self._held: Held | None = None
+        self._answering = threading.Event()
+        self._stop = threading.Event()
+        self._timeout_s, self._probe_s = timeout_s, probe_s
+        self._answering.set()  # try at once on the first tick
+        self._probe: threading.Thread | None = None
+
+    # ---- connection -----------------------------------------------------------------------
+    def tick(self, now: float, held: Held) -> None:
+        """Called once per engine step: (re-)register when the daemon answers again."""
+        self._held = held
+        if self.connected or self.refused is not None or not self._answering.is_set():
+            return
+        try:
+            self.client.hello(self.fingerprint, self.layout, self.gpu_slots, self._held_refs)
+        except DaemonUnavailable as e:
+            self._down(e)
+            return
+        except CacheClientError as e:  # e.g. a layout the daemon's CPU tier cannot hold
+            self.refused = str(e)
+            log.error("the cache daemon refused this engine (%s); serving without it", e)
+            return
+        self.reconnects += self._registered_before
+        self._registered_before = True
+        self.connected = True
+        reg = self.client.registration
+        log.info("registered with the cache daemon at %s (epoch %s)", self.endpoint,
+                 reg.epoch if reg is not None else "?")
+
+    def _held_refs(self) -> tuple[list[BlockRef], list[int]]:
+        held = self._held() if self._held is not None else []
+        return [ref for ref, _ in held], [slot for _, slot in held]
+
+    def _down(self, err: Exception) -> None:
+        if self.connected:
+            log.warning("cache daemon at %s unavailable (%s); serving from the local pool",
+                        self.endpoint, err)
+        self.connected = False
+        self.errors += 1
+        self._answering.clear()
+        if self._probe is None:
+            self._probe = threading.Thread(target=self._run_probe, daemon=True,
+                                           name=f"asymcache-probe-{self.engine_id}")
+            self._probe.start()
+
+    def _run_probe(self) -> None:
+        probe = CacheClient(self.endpoint, timeout_s=self._timeout_s, heartbeat=False)
+        try:
+            while not self._stop.wait(self._probe_s):
+                if self._answering.is_set():
+                    continue
+                try:
+                    probe.ping()
+                    self._answering.set()
+                except CacheClientError:
+                    continue
+        finally:
+            probe.close()
+
+    def _guard(self, fn: Callable[[], T], default: T) -> T:
+        if not self.connected:
+            return default
+        try:
+            return fn()
+        except DaemonUnavailable as e:
+            self._down(e)
+        except CacheClientError as e:
+            self.errors += 1
+            log.warning("cache daemon refused a request: %s", e)
+        return default
+
+    # ---- ops ------------------------------------------------------------------------------
+    def lookup(self, keys: Sequence[bytes]) -> list[Location]:
+        """Where each block is (leased when found); all misses while down."""
+        if not keys:
+            return []
+        res = self._guard(lambda: self.client.lookup(keys), None)
+        if res is None:
+            return [MISS] * len(keys)
+        return [MISS if w is Where.MISS else Location(_WHERE[w], s if s >= 0 else None)
+                for w, s in zip(res.where, res.slots, strict=True)]
+
+    def promote(self, keys: Sequence[bytes]) -> list[int]:
+        """CPU slots of disk blocks brought up (leased); -1 where that failed."""
+        return self._guard(lambda: self.client.promote(keys), [-1] * len(keys))
+
+    def read_cpu(self, slots: Sequence[int | None], keys: Sequence[bytes]) -> list[Buffer | None]:
+        """Host bytes of leased CPU-tier blocks: zero-copy views, or GET when not mapped."""
+        nbytes = self.layout.bytes_per_block
+        if self.mapped:
+            views = [self.cpu_view(s) if s is not None else None for s in slots]
+            if self.mapped or not self.connected:
+                return views
+        got = self._guard(lambda: self.client.get(keys), [None] * len(keys))
+        return [g if g is not None and len(g) == nbytes else None for g in got]
+
+    def cpu_view(self, slot: int) -> memoryview | None:
+        """Writable view of a CPU slot this engine leased or reserved (``None`` when the tier
+        cannot be mapped from here or the daemon is down)."""
+        if not self.mapped:
+            return None
+        nbytes = self.layout.bytes_per_block
+        try:
+            return self._guard(lambda: self.client.cpu_slot(slot)[:nbytes], None)
+        except (OSError, ValueError) as e:  # no such segment here: the daemon is on another host
+            log.info("CPU tier of %s is not mappable here (%s); using GET/PUT", self.endpoint, e)
+            self.mapped = False
+            return None
+
+    def victims(self, n: int) -> list[tuple[int, bytes, int]]:
+        """``(gpu_slot, key, demote_to)`` of blocks to give up; none while down."""
+        got = self._guard(lambda: self.client.allocate(n), [])
+        return [(v.gpu_slot, v.key, v.demote_to) for v in got]
+
+    def reserve_cpu(self, refs: Sequence[BlockRef]) -> list[int]:
+        return self._guard(lambda: self.client.reserve_cpu(refs), [-1] * len(refs))
+
+    def commit(self, tier: str, refs: Sequence[BlockRef], slots: Sequence[int]) -> None:
+        if refs:
+            self._guard(lambda: self.client.commit(refs, slots, tier=tier), None)
+
+    def put(self, refs: Sequence[BlockRef], payloads: Sequence[bytes]) -> list[bool]:
+        res = self._guard(lambda: self.client.put(refs, payloads), None)
+        return [False] * len(refs) if res is None else list(res.stored)
+
+    def release(self, keys: Sequence[bytes]) -> None:
+        if keys:
+            self._guard(lambda: self.client.release(keys), 0)
+
+    def pin(self, keys: Sequence[bytes], ttl_s: float) -> None:
+        if keys:
+            self._guard(lambda: self.client.pin(keys, ttl_s), 0)
+
+    def close(self) -> None:
+        """Release every lease, stop the probe and close the client."""
+        self._guard(lambda: self.client.release(everything=True), 0)
+        self._stop.set()
+        if self._probe is not None:
+            self._probe.join(timeout=2 * self._timeout_s + self._probe_s)
+        self.client.close()
+
+    def stats(self) -> dict[str, Any]:
+        return {"connected": self.connected, "reconnects": self.reconnects, "errors": self.errors}
