@@ -12,31 +12,40 @@ import logging
 import os
 import sys
 
-_FLAGS: tuple[tuple[str, str, type, str], ...] = (
-    ("--endpoint", "endpoint", str, "ipc://PATH or tcp://HOST:PORT to bind"),
-    ("--data-dir", "data_dir", str, "directory of the LMDB disk tier"),
-    ("--metrics-port", "metrics_port", int, "HTTP port of /metrics, /healthz, /readyz (0 = off)"),
-    ("--metrics-host", "metrics_host", str, "HTTP address (default 127.0.0.1)"),
-    ("--cpu-bytes", "cpu_bytes", str, "CPU tier size, e.g. 4GiB"),
-    ("--cpu-slot-bytes", "cpu_slot_bytes", str, "CPU slot size (largest block), e.g. 2MiB"),
-    ("--disk-bytes", "disk_bytes", str, "disk tier capacity, e.g. 100GiB (0 = no disk tier)"),
-    ("--policy", "policy", str, "residency policy of every tier (e.g. lru)"),
-    ("--lease-timeout-s", "lease_timeout_s", float, "drop a silent engine's leases after this"),
-    ("--max-inflight", "max_inflight", int, "requests in flight per peer before BUSY"),
-    ("--log-level", "log_level", str, "debug, info, warning or error"),
-)
+_HELP = {
+    "endpoint": "ipc://PATH or tcp://HOST:PORT to bind",
+    "data_dir": "directory of the LMDB disk tier",
+    "metrics_port": "HTTP port of /metrics, /healthz, /readyz (0 = no HTTP)",
+    "cpu_bytes": "CPU tier size, e.g. 4GiB",
+    "cpu_slot_bytes": "CPU slot size = the largest block, e.g. 2MiB",
+    "disk_bytes": "disk tier capacity, e.g. 100GiB (0 = no disk tier)",
+    "policy": "residency policy of every tier (e.g. lru)",
+    "lease_timeout_s": "drop a silent engine's leases after this many seconds",
+    "max_inflight": "requests in flight per peer before BUSY",
+}
+
+
+def _fields() -> list[str]:
+    from dataclasses import fields
+
+    from cacheserver.config import ServerConfig
+
+    return [f.name for f in fields(ServerConfig)]
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """``--config FILE`` and one ``--field-name VALUE`` flag per ``ServerConfig`` field."""
     parser.add_argument("--config", metavar="FILE", help="TOML file with configuration fields")
-    for flag, dest, typ, help_ in _FLAGS:
-        parser.add_argument(flag, dest=dest, type=typ, default=None, help=help_)
+    for name in _fields():
+        parser.add_argument("--" + name.replace("_", "-"), dest=name, default=None,
+                            metavar=name.split("_")[-1].upper(),
+                            help=_HELP.get(name, "see docs/daemon.md"))
 
 
 def run(args: argparse.Namespace) -> int:
     from cacheserver.config import load_config
 
-    overrides = {dest: getattr(args, dest, None) for _, dest, _, _ in _FLAGS}
+    overrides = {name: getattr(args, name, None) for name in _fields()}
     try:
         cfg = load_config(args.config, overrides, os.environ)
     except (ValueError, OSError) as e:

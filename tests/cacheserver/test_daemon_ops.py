@@ -1,0 +1,146 @@
+"""Every op against a real daemon process: exact replies on the wire."""
+
+from __future__ import annotations
+
+import pytest
+
+from cacheserver.protocol import Where
+from engine.client import CacheClient, NotRegisteredError
+from tests.cacheserver.daemon_fixtures import (
+    BLOCK_BYTES,
+    LAYOUT,
+    make_refs,
+    payload,
+    start_daemon,  # noqa: F401 - fixture
+)
+
+MISS, GPU, CPU, DISK = Where.MISS, Where.GPU, Where.CPU, Where.DISK
+
+
+@pytest.fixture
+def client(start_daemon):  # noqa: F811
+    d = start_daemon()
+    with CacheClient(d.endpoint, engine_id="eng", timeout_s=10, heartbeat=False) as c:
+        yield c
+
+
+def test_ping_answers_without_hello_and_ops_need_hello(client: CacheClient) -> None:
+    pong = client.ping()
+    assert pong.version == 1 and not pong.registered
+    with pytest.raises(NotRegisteredError):
+        client.lookup([make_refs(1)[0].key])
+
+
+def test_hello_reports_cpu_tier_geometry(client: CacheClient) -> None:
+    reg = client.hello("test-model", LAYOUT, gpu_slots=4)
+    assert (reg.cpu_slot_bytes, reg.cpu_num_slots, reg.restored) == (8192, 32, 0)
+    assert client.ping().registered
+
+
+def test_commit_lookup_release_on_gpu(client: CacheClient) -> None:
+    refs = make_refs(3)
+    keys = [r.key for r in refs]
+    client.hello("test-model", LAYOUT, gpu_slots=4)
+    assert client.lookup(keys).where == [MISS] * 3
+    assert client.commit(refs[:2], [2, 0]) == [True, True]
+    found = client.lookup(keys)
+    assert (found.where, found.slots) == ([GPU, GPU, MISS], [2, 0, -1])
+    assert client.release(keys) == 2  # the third key held no lease
+    assert client.release(keys) == 0
+
+
+def test_allocate_names_unleased_victims_and_cpu_slots_to_demote_to(client: CacheClient) -> None:
+    refs = make_refs(4)
+    keys = [r.key for r in refs]
+    client.hello("test-model", LAYOUT, gpu_slots=4)
+    client.commit(refs, [0, 1, 2, 3])
+    client.lookup(keys[:2])  # leases blocks 0 and 1: never victims
+    victims = client.allocate(2)
+    assert sorted(v.gpu_slot for v in victims) == [2, 3]
+    assert {v.key for v in victims} == set(keys[2:])
+    assert all(v.demote_to >= 0 for v in victims)
+    # reserved CPU slots are not readable before COMMIT
+    assert client.lookup(keys[2:], lease=False).where == [MISS, MISS]
+    for v in victims:
+        client.cpu_slot(v.demote_to)[:BLOCK_BYTES] = payload(refs[keys.index(v.key)])
+    assert client.commit(refs[2:], [v.demote_to for v in sorted(victims, key=lambda v:
+                                                                 keys.index(v.key))],
+                         tier="cpu") == [True, True]
+    found = client.lookup(keys, lease=False)
+    assert found.where == [GPU, GPU, CPU, CPU]
+    assert [bytes(g) for g in client.get(keys[2:])] == [payload(r) for r in refs[2:]]
+    assert client.allocate(2) == []  # what is left on the GPU is leased
+
+
+def test_commit_to_an_unreserved_cpu_slot_is_refused(client: CacheClient) -> None:
+    refs = make_refs(1)
+    client.hello("test-model", LAYOUT, gpu_slots=2)
+    assert client.commit(refs, [5], tier="cpu") == [False]
+    slots = client.reserve_cpu(refs)
+    assert slots[0] >= 0 and client.reserve_cpu(refs) == [-2]
+    assert client.commit(refs, [slots[0] + 1], tier="cpu") == [False]
+    assert client.commit(refs, slots, tier="cpu") == [True]
+
+
+def test_put_get_flush_and_durable_put(client: CacheClient) -> None:
+    refs = make_refs(3)
+    keys = [r.key for r in refs]
+    client.hello("test-model", LAYOUT, gpu_slots=2)
+    put = client.put(refs, [payload(r) for r in refs], durable=True)
+    assert (put.stored, put.durable) == ([True] * 3, True)
+    got = client.get([*keys, make_refs(1, salt="x")[0].key])
+    assert [bytes(g) for g in got[:3]] == [payload(r) for r in refs] and got[3] is None
+    assert client.flush() == 3
+    assert client.lookup(keys, lease=False).where == [CPU] * 3
+
+
+def test_put_with_a_wrong_payload_size_is_refused_with_bad_field(client: CacheClient) -> None:
+    client.hello("test-model", LAYOUT, gpu_slots=2)
+    with pytest.raises(Exception, match="bad_field.*payload 0 is 10 bytes"):
+        client.put(make_refs(1), [b"x" * 10])
+
+
+def test_promote_brings_disk_blocks_to_cpu(start_daemon) -> None:  # noqa: F811
+    d = start_daemon(cpu_bytes="16KiB")  # two CPU slots: the third PUT demotes to disk
+    refs = make_refs(3)
+    keys = [r.key for r in refs]
+    with CacheClient(d.endpoint, engine_id="eng", timeout_s=10, heartbeat=False) as c:
+        c.hello("test-model", LAYOUT, gpu_slots=2)
+        for r in refs:
+            c.put([r], [payload(r)])
+        c.flush()
+        where = c.lookup(keys, lease=False).where
+        assert where.count(CPU) == 2 and where.count(DISK) == 1
+        on_disk = keys[where.index(DISK)]
+        slot = c.promote([on_disk])[0]
+        assert slot >= 0
+        assert bytes(c.cpu_slot(slot)[:BLOCK_BYTES]) == payload(refs[keys.index(on_disk)])
+        assert c.lookup([on_disk], lease=False).where == [CPU]
+        assert c.promote([make_refs(1, salt="none")[0].key]) == [-1]
+
+
+def test_pin_keeps_blocks_resident_and_unpin_lets_them_go(start_daemon) -> None:  # noqa: F811
+    d = start_daemon(cpu_bytes="16KiB", disk_bytes=0)
+    refs = make_refs(4)
+    keys = [r.key for r in refs]
+    with CacheClient(d.endpoint, engine_id="eng", timeout_s=10, heartbeat=False) as c:
+        c.hello("test-model", LAYOUT, gpu_slots=2)
+        c.put(refs[:2], [payload(r) for r in refs[:2]])
+        assert c.pin(keys[:2], ttl_s=60) == 2
+        assert c.put(refs[2:3], [payload(refs[2])]).stored == [False]  # all CPU slots pinned
+        assert c.unpin(keys[:1]) == 1
+        assert c.put(refs[2:3], [payload(refs[2])]).stored == [True]
+        assert c.lookup(keys, lease=False).where == [MISS, CPU, CPU, MISS]
+
+
+def test_stats_reports_tiers_and_counters(client: CacheClient) -> None:
+    refs = make_refs(2)
+    client.hello("test-model", LAYOUT, gpu_slots=3)
+    client.commit(refs, [0, 1])
+    client.lookup([r.key for r in refs] + [make_refs(1, salt="s")[0].key])
+    stats = client.stats()
+    assert stats["engines"] == 1 and stats["index_blocks"] == 2 and stats["leases"] == 2
+    assert stats["tiers"]["gpu"] | {"errors": {}} == {
+        "blocks": 2, "capacity_blocks": 3, "hits": 2, "misses": 1, "evictions": 0,
+        "demotions": 0, "errors": {}}
+    assert stats["tiers"]["cpu"]["capacity_blocks"] == 32
