@@ -50,11 +50,13 @@ def promote(ctx: Context, identity: bytes, session: EngineSession, req: Promote)
     return PromoteReply(slots=slots)
 
 
-async def _wait_durable(ctx: Context) -> None:
+async def _wait_durable(ctx: Context) -> list[bytes]:
+    """Wait for the disk tier's queue to be synced; the keys whose writes failed."""
     disk = ctx.residency.disk
-    if disk is not None:
-        await asyncio.get_running_loop().run_in_executor(None, disk.flush)
-        ctx.residency.poll_disk_failures()
+    if disk is None:
+        return []
+    await asyncio.get_running_loop().run_in_executor(None, disk.flush)
+    return ctx.residency.poll_disk_failures()
 
 
 @handler("put", is_async=True)
@@ -66,20 +68,21 @@ async def put(ctx: Context, identity: bytes, session: EngineSession, req: Put) -
             raise bad(f"payload {i} is {len(frame)} bytes; this engine's blocks are "
                       f"{session.n_bytes} bytes")
     res, moved = ctx.residency, ctx.metrics.moved
-    records = []
+    stored, on_disk = [], []
     for ref, frame in zip(req.blocks, req.frames, strict=True):
         rec = ctx.index.ensure(ref, session.n_tokens, session.n_bytes, session.layout_text)
         if res.cpu_store(rec, frame):
             moved["net_to_cpu"].inc(rec.n_bytes)
         if (req.durable or rec.cpu < 0) and not rec.disk and res.disk_store(rec, frame):
             moved["net_to_disk"].inc(rec.n_bytes)
+        stored.append(rec.cpu >= 0 or rec.disk)  # a later block of this PUT may evict it
+        on_disk.append(rec.disk)
         ctx.index.discard_if_unheld(rec)
-        records.append(rec)
-    durable = req.durable and res.disk is not None
-    if durable:
-        await _wait_durable(ctx)
-    stored = [rec.cpu >= 0 or rec.disk for rec in records]
-    return PutReply(stored=stored, durable=durable and all(rec.disk for rec in records))
+    durable = req.durable and res.disk is not None and all(on_disk)
+    if req.durable:
+        failed = set(await _wait_durable(ctx))
+        durable = durable and not any(ref.key in failed for ref in req.blocks)
+    return PutReply(stored=stored, durable=durable)
 
 
 @handler("get", needs_session=False)

@@ -253,11 +253,11 @@ class Residency:
         if evicted:
             self.metrics.evictions["disk"].inc()
 
-    def poll_disk_failures(self) -> int:
-        """Forget blocks whose queued disk writes failed; returns how many."""
+    def poll_disk_failures(self) -> list[bytes]:
+        """Forget blocks whose queued disk writes failed (or were found corrupt); their keys."""
         if self.disk is None:
-            return 0
+            return []
         failed = self.disk.take_failed()
         for key in failed:
             self.disk_forget(key, evicted=False)
-        return len(failed)
+        return failed

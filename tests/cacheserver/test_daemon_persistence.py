@@ -1,0 +1,116 @@
+"""Blocks on disk survive restarts and crashes; bad disk values are misses, never wrong bytes."""
+
+from __future__ import annotations
+
+import lmdb
+
+from cacheserver.protocol import Where
+from cacheserver.startup import DISK_DIRNAME
+from engine.client import CacheClient
+from tests.cacheserver.daemon_fixtures import (
+    LAYOUT,
+    make_refs,
+    payload,
+    start_daemon,  # noqa: F401 - fixture
+)
+
+
+def _client(endpoint: str, engine_id: str = "eng") -> CacheClient:
+    c = CacheClient(endpoint, engine_id=engine_id, timeout_s=10, heartbeat=False)
+    c.hello("test-model", LAYOUT, gpu_slots=4)
+    return c
+
+
+def _put_durable(endpoint: str, n: int) -> list:
+    refs = make_refs(n)
+    with _client(endpoint) as c:
+        put = c.put(refs, [payload(r) for r in refs], durable=True)
+        assert put.stored == [True] * n and put.durable
+    return refs
+
+
+def _get(endpoint: str, refs: list) -> list:
+    with _client(endpoint) as c:
+        return [None if g is None else bytes(g) for g in c.get([r.key for r in refs])]
+
+
+def test_durable_put_survives_a_graceful_restart(start_daemon, tmp_path) -> None:  # noqa: F811
+    d = start_daemon()
+    refs = _put_durable(d.endpoint, 5)
+    assert d.stop() == 0
+    d2 = start_daemon(data_dir=tmp_path / "data")
+    assert _get(d2.endpoint, refs) == [payload(r) for r in refs]
+    with _client(d2.endpoint) as c:
+        assert c.lookup([r.key for r in refs], lease=False).where == [Where.DISK] * 5
+
+
+def test_durable_put_survives_sigkill(start_daemon, tmp_path) -> None:  # noqa: F811
+    d = start_daemon()
+    refs = _put_durable(d.endpoint, 4)
+    d.kill()
+    d2 = start_daemon(data_dir=tmp_path / "data")
+    assert _get(d2.endpoint, refs) == [payload(r) for r in refs]
+
+
+def test_graceful_stop_flushes_pending_disk_writes(start_daemon, tmp_path) -> None:  # noqa: F811
+    d = start_daemon(cpu_bytes="16KiB")  # 2 CPU slots: PUTs beyond them demote to disk
+    refs = make_refs(6)
+    with _client(d.endpoint) as c:
+        for r in refs:
+            assert c.put([r], [payload(r)]).stored == [True]  # not durable: queued writes
+    assert d.stop() == 0  # SIGTERM: shutdown flushes the queue
+    d2 = start_daemon(data_dir=tmp_path / "data", cpu_bytes="16KiB")
+    got = _get(d2.endpoint, refs)
+    assert sum(g is not None for g in got) == 4  # the 4 demoted blocks; 2 were only in CPU
+    assert all(g == payload(r) for g, r in zip(got, refs, strict=True) if g is not None)
+
+
+def _corrupt_one_value(data_dir, key: bytes) -> None:
+    env = lmdb.open(str(data_dir / DISK_DIRNAME), max_dbs=4, subdir=True, lock=True)
+    try:
+        db = env.open_db(b"data")
+        with env.begin(write=True) as txn:
+            value = bytearray(txn.get(key, db=db))
+            value[-1] ^= 0xFF  # flip the last payload byte
+            txn.put(key, bytes(value), db=db)
+    finally:
+        env.close()
+
+
+def test_corrupted_disk_value_is_a_counted_miss(start_daemon, tmp_path) -> None:  # noqa: F811
+    d = start_daemon()
+    refs = _put_durable(d.endpoint, 3)
+    d.stop()
+    _corrupt_one_value(tmp_path / "data", refs[1].key)
+    d2 = start_daemon(data_dir=tmp_path / "data")
+    got = _get(d2.endpoint, refs)
+    assert got == [payload(refs[0]), None, payload(refs[2])]
+    with _client(d2.endpoint) as c:
+        assert c.stats()["tiers"]["disk"]["errors"].get("checksum") == 1
+        assert c.lookup([refs[1].key], lease=False).where == [Where.MISS]  # forgotten
+
+
+def test_full_disk_evicts_to_stay_within_capacity(start_daemon) -> None:  # noqa: F811
+    d = start_daemon(cpu_bytes="16KiB", disk_bytes="64KiB")
+    refs = make_refs(40)
+    with _client(d.endpoint) as c:
+        put = c.put(refs, [payload(r) for r in refs], durable=True)
+        assert put.stored == [True] * 40
+        disk = c.stats()["tiers"]["disk"]
+        assert 0 < disk["blocks"] < 40 and disk["evictions"] > 0
+        got = c.get([r.key for r in refs])
+        assert all(bytes(g) == payload(r) for g, r in zip(got, refs, strict=True) if g)
+
+
+def test_full_lmdb_map_refuses_cleanly_and_keeps_serving(start_daemon) -> None:  # noqa: F811
+    d = start_daemon(disk_bytes="64MiB", disk_map_bytes="64KiB")
+    refs = make_refs(30)
+    with _client(d.endpoint) as c:
+        put = c.put(refs, [payload(r) for r in refs], durable=True)
+        assert put.stored == [True] * 30  # the CPU tier still holds them
+        assert not put.durable
+        stats = c.stats()
+        assert stats["tiers"]["disk"]["errors"].get("full", 0) > 0
+        assert stats["tiers"]["disk"]["blocks"] < 30
+        assert [bytes(g) for g in c.get([r.key for r in refs])] == [payload(r) for r in refs]
+        assert c.ping().version == 1
