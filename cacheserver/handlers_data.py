@@ -138,10 +138,10 @@ def snapshot(ctx: Context, ready: bool = True, dropped: int = 0) -> StateSnapsho
     """The daemon's levels now (what ``/metrics`` and STATS report)."""
     res = ctx.residency
     occupancy = {"gpu": sum(len(s.slot_keys) for s in ctx.sessions), "cpu": len(res.cpu)}
-    capacity = {"gpu": ctx.sessions.total_gpu_slots, "cpu": res.cpu.capacity_blocks}
+    capacity = {"gpu": ctx.sessions.total_gpu_slots, **res.max_blocks}
     errors = {("cpu", k): v for k, v in res.cpu.error_counts().items()}
     if res.disk is not None:
-        occupancy["disk"], capacity["disk"] = len(res.disk), res.disk.capacity_blocks
+        occupancy["disk"] = len(res.disk)
         errors.update({("disk", k): v for k, v in res.disk.error_counts().items()})
     return StateSnapshot(occupancy=occupancy, capacity=capacity, tier_errors=errors,
                          engines=len(ctx.sessions), index_blocks=len(ctx.index),

@@ -17,14 +17,14 @@ from collections.abc import Mapping
 import zmq
 
 from cacheserver.protocol import Ping, PingReply, decode_reply
-from cacheserver.protocol.sockets import DealerSocket
+from cacheserver.protocol.sockets import ClientCurve, DealerSocket
 
 
-def ping(endpoint: str, timeout_s: float = 1.0, context: zmq.Context | None = None
-         ) -> PingReply | None:
+def ping(endpoint: str, timeout_s: float = 1.0, context: zmq.Context | None = None,
+         curve: ClientCurve | None = None) -> PingReply | None:
     """One PING over a fresh socket; the reply, or ``None`` if nothing answered in time."""
     ctx = context or zmq.Context.instance()
-    sock = DealerSocket(ctx, endpoint)
+    sock = DealerSocket(ctx, endpoint, curve=curve)
     try:
         sock.send(Ping().to_wire(1))
         frames = sock.recv(timeout_s)
@@ -38,11 +38,14 @@ def ping(endpoint: str, timeout_s: float = 1.0, context: zmq.Context | None = No
 
 class DaemonProcess:
     """A daemon child process bound to ``endpoint`` with ``data_dir``; ``flags`` are more
-    ``--name value`` pairs (``{"cpu_bytes": "64MiB"}`` -> ``--cpu-bytes 64MiB``)."""
+    ``--name value`` pairs (``{"cpu_bytes": "64MiB"}`` -> ``--cpu-bytes 64MiB``); ``curve`` are
+    the keys the readiness PING uses against a CURVE daemon."""
 
     def __init__(self, endpoint: str, data_dir: str, flags: Mapping[str, object] | None = None,
-                 env: Mapping[str, str] | None = None, log_path: str | None = None) -> None:
+                 env: Mapping[str, str] | None = None, log_path: str | None = None,
+                 curve: ClientCurve | None = None) -> None:
         self.endpoint = endpoint
+        self.curve = curve
         self.data_dir = data_dir
         self.flags = dict(flags or {})
         self.env = {**os.environ, **(env or {})}
@@ -67,7 +70,7 @@ class DaemonProcess:
             if self.proc.poll() is not None:
                 raise RuntimeError(f"daemon exited with status {self.proc.returncode} during "
                                    f"start-up{self._log_hint()}")
-            reply = ping(self.endpoint, timeout_s=0.2)
+            reply = ping(self.endpoint, timeout_s=0.2, curve=self.curve)
             if reply is not None:
                 return reply
         self.kill()

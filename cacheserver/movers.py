@@ -45,6 +45,10 @@ class Residency:
         self.metrics = metrics
         self.clock = clock
         self.write_through = write_through
+        self.max_blocks = {"cpu": cpu.capacity_blocks}
+        if disk is not None:  # the most blocks of any size: capacity over the smallest entry
+            smallest = disk.entry_bytes(BlockHeader(bytes(16), bytes(16), 0, "", 0, 0))
+            self.max_blocks["disk"] = disk.capacity_bytes // smallest
 
     # ---- GPU (index only) ---------------------------------------------------------------
     def gpu_commit(self, session: EngineSession, rec: BlockRecord, slot: int) -> None:

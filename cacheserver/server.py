@@ -85,13 +85,13 @@ class CacheServer:
         t0 = time.perf_counter()
         cpu, disk = open_tiers(cfg)
         make_policy = policy_factory(cfg)
-        policies = {"cpu": make_policy("cpu", cpu.capacity_blocks)}
-        if disk is not None:
-            policies["disk"] = make_policy("disk", disk.capacity_blocks)
-        tier_blocks = cpu.capacity_blocks + (disk.capacity_blocks if disk is not None else 0)
-        index, sessions = BlockIndex(tier_blocks), SessionTable(cfg.max_engines)
+        index, sessions, policies = BlockIndex(1), SessionTable(cfg.max_engines), {}
         residency = Residency(index, sessions, cpu, disk, policies, self.metrics,
                               time.monotonic, cfg.disk_write_through)
+        for tier, n in residency.max_blocks.items():
+            policies[tier] = make_policy(tier, n)
+        tier_blocks = sum(residency.max_blocks.values())
+        index.resize(tier_blocks)
         self.ctx = Context(cfg, index, sessions, residency, self.metrics, self.epoch,
                            time.monotonic, lambda n: make_policy("gpu", n), tier_blocks)
         n = rebuild_index(self.ctx)

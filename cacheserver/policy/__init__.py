@@ -5,6 +5,7 @@ Importing this package registers every built-in policy, so ``create_policy(name,
 
 from __future__ import annotations
 
+from cacheserver.policy import asym as _asym  # noqa: F401 - registers asym
 from cacheserver.policy import belady as _belady  # noqa: F401 - registers belady
 from cacheserver.policy import gdsf as _gdsf  # noqa: F401 - registers gdsf
 from cacheserver.policy import lfu as _lfu  # noqa: F401 - registers lfu

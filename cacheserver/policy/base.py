@@ -119,11 +119,9 @@ class ResidencyPolicy(ABC):
         self.blocks[info.key] = info
         self._now = now
         self._on_insert(info, now)
-        if self.tracks_structure and info.parent is not None:
-            self._kids.setdefault(info.parent, set()).add(info.key)
-            if info.parent in self.blocks:
-                self._refresh(info.parent, now)
         self._refresh(info.key, now)
+        if self.tracks_structure:
+            self._link(info, now)
 
     def access(self, key: Key, now: float) -> None:
         if key not in self.blocks:
@@ -276,14 +274,29 @@ class ResidencyPolicy(ABC):
         info = self.blocks.pop(key)
         self._backing.pop(key, None)
         self._on_remove(key)
-        if self.tracks_structure and info.parent is not None:
+        if self.tracks_structure:
+            self._unlink(info, now)
+
+    def _link(self, info: BlockInfo, now: float) -> None:
+        """Record resident ``info`` under its parent; re-rank the neighbours it affects."""
+        if info.parent is not None:
+            self._kids.setdefault(info.parent, set()).add(info.key)
+            if info.parent in self.blocks:
+                self._refresh(info.parent, now)
+        for kid in self._kids.get(info.key, ()):
+            self._refresh(kid, now)
+
+    def _unlink(self, info: BlockInfo, now: float) -> None:
+        if info.parent is not None:
             kids = self._kids.get(info.parent)
             if kids is not None:
-                kids.discard(key)
+                kids.discard(info.key)
                 if not kids:
                     del self._kids[info.parent]
-                if info.parent in self.blocks:
-                    self._refresh(info.parent, now)
+            if info.parent in self.blocks:
+                self._refresh(info.parent, now)
+        for kid in self._kids.get(info.key, ()):
+            self._refresh(kid, now)
 
     def _park(self, key: Key) -> None:
         if key in self.blocks and key not in self._parked:

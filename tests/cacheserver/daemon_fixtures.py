@@ -19,6 +19,7 @@ import pytest
 from cacheserver.blocks import KVLayout, block_keys, namespace_id
 from cacheserver.launch import DaemonProcess
 from cacheserver.protocol import BlockRef
+from cacheserver.protocol.sockets import ClientCurve
 
 LAYOUT = KVLayout(num_layers=2, num_kv_heads=2, head_dim=16, block_size=16, dtype="float16")
 BLOCK_BYTES = LAYOUT.bytes_per_block  # 4096
@@ -56,11 +57,11 @@ class DaemonFactory:
         self.started: list[DaemonProcess] = []
 
     def __call__(self, data_dir: Path | None = None, endpoint: str | None = None,
-                 **flags: object) -> DaemonProcess:
+                 curve: ClientCurve | None = None, **flags: object) -> DaemonProcess:
         endpoint = endpoint or f"ipc://{self.ipc_dir}/d{len(self.started)}.ipc"
         data = str(data_dir or self.tmp_path / "data")
         d = DaemonProcess(endpoint, data, flags={**SMALL, **flags},
-                          log_path=str(self.tmp_path / "daemon.log"))
+                          log_path=str(self.tmp_path / "daemon.log"), curve=curve)
         d.start()
         self.started.append(d)
         return d

@@ -96,7 +96,7 @@ def test_put_get_flush_and_durable_put(client: CacheClient) -> None:
 
 def test_put_with_a_wrong_payload_size_is_refused_with_bad_field(client: CacheClient) -> None:
     client.hello("test-model", LAYOUT, gpu_slots=2)
-    with pytest.raises(Exception, match="bad_field.*payload 0 is 10 bytes"):
+    with pytest.raises(Exception, match=r"bad_field.*payload 0 is 10 bytes"):
         client.put(make_refs(1), [b"x" * 10])
 
 
