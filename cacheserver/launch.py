@@ -51,6 +51,7 @@ class DaemonProcess:
         self.env = {**os.environ, **(env or {})}
         self.log_path = log_path
         self.proc: subprocess.Popen | None = None
+        self.start_epoch: int | None = None  # the daemon's epoch, from the readiness PING
         self._log = None
 
     def command(self) -> list[str]:
@@ -72,6 +73,7 @@ class DaemonProcess:
                                    f"start-up{self._log_hint()}")
             reply = ping(self.endpoint, timeout_s=0.2, curve=self.curve)
             if reply is not None:
+                self.start_epoch = reply.epoch
                 return reply
         self.kill()
         raise TimeoutError(f"daemon did not answer on {self.endpoint} within {timeout_s}s")
