@@ -1,0 +1,91 @@
+"""Helpers for engine tests: the built-in model, real-text prompts, a no-cache reference run
+with its top-1 margins asserted, and a real daemon process on a temporary ipc path.
+
+Tolerance: the engine runs float32 on CPU. Log-probabilities of one prompt computed in
+different batch shapes, chunkings (7 to 2048 tokens) and with cached blocks differ by at most
+3e-5 (measured on the built-in model); every reference token must win by more than
+:data:`MARGIN` = 5e-4 (in log-probability, i.e. logit difference), so a different greedy token
+is always a bug, never float noise (DESIGN.md section 6).
+"""
+
+from __future__ import annotations
+
+import shutil
+import tempfile
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from cacheserver.launch import DaemonProcess
+from engine import LLM, SamplingParams
+from engine.engine import RequestOutput
+
+MARGIN = 5e-4
+COST = "h100-llama3-8b"  # a preset: fetching always beats recomputing, so plans are exact
+BLOCK_BYTES = 32768  # one block of the built-in model (4 layers, 2 KV heads of 32, fp32, 16 tok)
+DAEMON_FLAGS = {"cpu_bytes": "4MiB", "cpu_slot_bytes": "32KiB", "disk_bytes": "16MiB",
+                "disk_map_bytes": "64MiB", "metrics_port": 0, "lease_timeout_s": 30}
+
+
+def make_llm(**options: Any) -> LLM:
+    """An engine on the built-in model with test defaults (fixed 64-token chunks)."""
+    defaults = {"num_gpu_blocks": 64, "cost_model": COST, "chunking": "fixed",
+                "chunk_tokens": 64, "daemon_timeout_s": 1.0}
+    return LLM("builtin", **{**defaults, **options})
+
+
+def corpus_ids(llm: LLM, n: int, length: int, offset: int = 0) -> list[list[int]]:
+    """``n`` different prompts of ``length`` token ids cut from the shipped corpus text."""
+    from engine.builtin.vocab import corpus_paragraphs
+
+    ids = llm.tokenizer.encode(" ".join(corpus_paragraphs()), add_special_tokens=False)
+    step = max(1, (len(ids) - length) // max(1, n))
+    out = [ids[offset + i * step: offset + i * step + length] for i in range(n)]
+    assert all(len(p) == length for p in out), "the corpus is too short for these prompts"
+    return out
+
+
+def greedy(max_tokens: int, **kw: Any) -> SamplingParams:
+    return SamplingParams(temperature=0.0, max_tokens=max_tokens, ignore_eos=True, logprobs=2,
+                          **kw)
+
+
+def reference(prompts: Sequence[list[int]], max_tokens: int) -> list[list[int]]:
+    """Greedy tokens of a no-cache engine, each with its top-1 margin asserted > MARGIN."""
+    llm = make_llm(reuse="none")
+    outs = llm.generate(list(prompts), greedy(max_tokens))
+    llm.close()
+    for out in outs:
+        assert out.logprobs is not None
+        for pos, top in enumerate(out.logprobs):
+            margin = top[0][1] - top[1][1]
+            assert margin > MARGIN, f"reference token {pos} wins by only {margin:.2e}"
+    return [o.token_ids for o in outs]
+
+
+def assert_same(outs: Sequence[RequestOutput], ref: Sequence[list[int]]) -> None:
+    for i, (out, want) in enumerate(zip(outs, ref, strict=True)):
+        assert out.token_ids == want, f"prompt {i}: tokens differ from the no-cache run"
+
+
+class Daemons:
+    """Real daemon processes for one test, on a short temporary ipc path; all stopped after."""
+
+    def __init__(self, tmp_path: Path) -> None:
+        self.tmp_path = tmp_path
+        self.ipc_dir = tempfile.mkdtemp(prefix="ace-")
+        self.endpoint = f"ipc://{self.ipc_dir}/daemon.ipc"
+        self.data_dir = str(tmp_path / "daemon-data")
+        self.procs: list[DaemonProcess] = []
+
+    def start(self, **flags: object) -> DaemonProcess:
+        proc = DaemonProcess(self.endpoint, self.data_dir, flags={**DAEMON_FLAGS, **flags},
+                             log_path=str(self.tmp_path / "daemon.log"))
+        proc.start()
+        self.procs.append(proc)
+        return proc
+
+    def close(self) -> None:
+        for proc in self.procs:
+            proc.stop()
+        shutil.rmtree(self.ipc_dir, ignore_errors=True)
