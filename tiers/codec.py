@@ -91,15 +91,23 @@ def encode_header(header: BlockHeader) -> bytes:
     return body + _DIGEST.pack(checksum(body))
 
 
-def encode_value(header: BlockHeader, payload: Buffer) -> bytearray:
-    """Header + a copy of ``payload`` in one new buffer (the only copy made)."""
+def encode_value(header: BlockHeader, payload: Buffer, out: bytearray | None = None) -> bytearray:
+    """Header + a copy of ``payload`` in one buffer: ``out`` (exactly :func:`value_bytes` long,
+    e.g. a recycled staging buffer) or a new one. The payload copy is the only copy made."""
     view = memoryview(payload).cast("B")
     if view.nbytes != header.length:
         raise ValueError(f"payload is {view.nbytes} bytes but header.length is {header.length}")
     head = encode_header(header)
-    out = bytearray(len(head) + view.nbytes)
-    out[: len(head)] = head
-    out[len(head):] = view
+    if out is None:
+        out = bytearray(head)
+        out += view  # one memcpy (bytearray slice assignment from a memoryview is far slower)
+        return out
+    if len(out) != len(head) + view.nbytes:
+        raise ValueError(f"output buffer is {len(out)} bytes; the value is "
+                         f"{len(head) + view.nbytes}")
+    with memoryview(out) as dest:
+        dest[: len(head)] = head
+        dest[len(head):] = view
     return out
 
 

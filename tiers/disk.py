@@ -23,56 +23,20 @@ from __future__ import annotations
 import logging
 from collections import Counter
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import replace
 
 import lmdb
 
 from tiers.base import BlockHeader, Buffer, Tier, check_key, checksum, register_tier
 from tiers.codec import CorruptValue, decode_header, decode_value, encode_value, value_bytes
+from tiers.disk_config import DiskTierConfig, MiB
 from tiers.disk_writer import WriteQueue
 from tiers.lmdb_store import LmdbStore, WriteOp
 
 log = logging.getLogger(__name__)
-MiB = 1 << 20
 _LMDB_PAGE_HEADER = 16
 _INDEX_OVERHEAD = 256  # two B-tree leaf nodes per block (data + headers), rounded up
 _TYPICAL_HEADER = 168  # encoded header with a ~90-byte layout text
-
-
-@dataclass(frozen=True)
-class DiskTierConfig:
-    """Where and how big. ``block_bytes`` (typical payload) only sizes ``capacity_blocks``;
-    ``map_bytes`` overrides the LMDB map size (default ``capacity·5/4 + 64 MiB``)."""
-
-    path: str
-    capacity_bytes: int
-    block_bytes: int = 0
-    map_bytes: int | None = None
-    writemap: bool = True
-    queue_bytes: int = 256 * MiB
-    batch_bytes: int = 64 * MiB
-    batch_ops: int = 4096
-
-    def __post_init__(self) -> None:
-        if not isinstance(self.path, str) or not self.path:
-            raise ValueError(f"DiskTierConfig.path must be a non-empty str, got {self.path!r}")
-        for field in ("capacity_bytes", "queue_bytes", "batch_bytes", "batch_ops"):
-            _positive(field, getattr(self, field))
-        _positive("block_bytes", self.block_bytes, allow_zero=True)
-        if self.map_bytes is not None:
-            _positive("map_bytes", self.map_bytes)
-
-    @property
-    def map_size(self) -> int:
-        if self.map_bytes is not None:
-            return self.map_bytes
-        return self.capacity_bytes + self.capacity_bytes // 4 + 64 * MiB
-
-
-def _positive(field: str, value: object, allow_zero: bool = False) -> None:
-    low = 0 if allow_zero else 1
-    if not isinstance(value, int) or isinstance(value, bool) or value < low:
-        raise ValueError(f"DiskTierConfig.{field} must be an int >= {low}, got {value!r}")
 
 
 @register_tier("disk")
@@ -144,11 +108,24 @@ class DiskTier(Tier):
         self._check_open()
         results: list[bool] = []
         waits: list[tuple[int, WriteOp]] = []
+        group: list[WriteOp] = []
+        group_bytes = 0
         for key, header, payload in items:
-            ok, op = self._accept(key, header, payload)
+            ok, op, fresh = self._accept(key, header, payload)
             results.append(ok)
-            if op is not None:
-                waits.append((len(results) - 1, op))
+            if op is None:
+                continue
+            waits.append((len(results) - 1, op))
+            if not fresh:
+                continue
+            size = len(op.value or b"")
+            if group and group_bytes + size > self.config.batch_bytes:
+                self._queue.submit(group)  # a full batch: the writer commits it meanwhile
+                group, group_bytes = [], 0
+            group.append(op)
+            group_bytes += size
+        if group:
+            self._queue.submit(group)
         if durable and waits:
             self._queue.wait_for(max(op.seq for _, op in waits))
             for index, op in waits:
@@ -156,7 +133,8 @@ class DiskTier(Tier):
         return results
 
     def _accept(self, key: bytes, header: BlockHeader,
-                payload: Buffer) -> tuple[bool, WriteOp | None]:
+                payload: Buffer) -> tuple[bool, WriteOp | None, bool]:
+        """(accepted, the op that writes the key if one is queued or new, whether it is new)."""
         view = memoryview(payload).cast("B")
         if view.nbytes != header.length:
             raise ValueError(f"payload of block {check_key(key).hex()} is {view.nbytes} bytes "
@@ -164,24 +142,22 @@ class DiskTier(Tier):
         check_key(key)
         with self._lock:
             if key in self._sizes:
-                return True, self._queue.latest.get(key)
+                return True, self._queue.latest.get(key), False
         if self._store.broken:
-            return False, None
+            return False, None, False
         digest = checksum(view)
         if header.checksum not in (0, digest):
             self._count("put_checksum")
-            return False, None
+            return False, None, False
         header = header if header.checksum == digest else replace(header, checksum=digest)
         size = self.entry_bytes(header)
         with self._lock:
             if self._used + size > self.capacity_bytes:
-                return False, None
+                return False, None, False
             self._sizes[key] = size
             self._used += size
-        value = encode_value(header, view)
-        op = WriteOp(key, value, len(value) - view.nbytes)
-        self._queue.submit(op)
-        return True, op
+        value = encode_value(header, view, self._queue.take_buffer(value_bytes(header)))
+        return True, WriteOp(key, value, len(value) - view.nbytes), True
 
     def delete(self, keys: Sequence[bytes]) -> int:
         """Forget held keys now (space is free for ``put`` at once); the LMDB delete is queued."""
@@ -193,7 +169,7 @@ class DiskTier(Tier):
                 if size is None:
                     continue
                 self._used -= size
-            self._queue.submit(WriteOp(key, None))
+            self._queue.submit([WriteOp(key, None)])
             removed += 1
         return removed
 
@@ -233,8 +209,7 @@ class DiskTier(Tier):
         return [key in sizes for key in keys]
 
     def get(self, keys: Sequence[bytes]) -> list[Buffer | None]:
-        """A verified copy of each block's payload (``bytes``; a read-only view for a block
-        still in the write queue), or ``None`` for a miss."""
+        """A verified copy of each block's payload (``bytes``), or ``None`` for a miss."""
         return [None if (found := self._read(key, bytes)) is None else found[1] for key in keys]
 
     def read_into(self, key: bytes, dest: Buffer) -> BlockHeader | None:
@@ -261,11 +236,11 @@ class DiskTier(Tier):
             op = self._queue.latest.get(key)
             if op is None and key not in self._sizes:
                 return None
-        if op is not None:  # queued: serve the buffer that will be written (checksummed at put)
-            if op.value is None:
-                return None
-            header, payload = decode_value(op.value, verify=False)
-            return header, payload.toreadonly() if copy is bytes else copy(payload)
+            if op is not None:  # queued: copy from the staging buffer (checksummed at put)
+                if op.value is None:  # before the writer may recycle it
+                    return None
+                header, payload = decode_value(op.value, verify=False)
+                return header, copy(payload)
         try:
             with self._store.reader() as read:
                 value = read(key)
@@ -288,9 +263,10 @@ class DiskTier(Tier):
     def headers(self) -> Iterator[tuple[bytes, BlockHeader]]:
         """Every held block's (key, header): committed ones from LMDB in key order, then queued
         ones. Corrupt header entries are dropped and counted."""
-        with self._lock:
-            queued = dict(self._queue.latest)
         layouts: dict[bytes, str] = {}
+        with self._lock:  # decode queued headers before the writer may recycle their buffers
+            queued = {key: decode_header(op.value, layouts)[0] if op.value is not None else None
+                      for key, op in self._queue.latest.items()}
         sizes = self._sizes
         for chunk in self._store.headers():
             for key, raw in chunk:
@@ -300,9 +276,9 @@ class DiskTier(Tier):
                     yield key, decode_header(raw, layouts)[0]
                 except CorruptValue as exc:
                     self._drop(key, exc.kind)
-        for key, op in queued.items():
-            if op.value is not None and key in sizes:
-                yield key, decode_header(op.value, layouts)[0]
+        for key, header in queued.items():
+            if header is not None and key in sizes:
+                yield key, header
 
     # -- failures ---------------------------------------------------------------------------
     def _drop(self, key: bytes, kind: str) -> None:
@@ -315,7 +291,7 @@ class DiskTier(Tier):
                 return
             self._used -= size
             self._failed.append(key)
-        self._queue.submit(WriteOp(key, None))
+        self._queue.submit([WriteOp(key, None)])
 
     def _count(self, kind: str) -> None:
         with self._lock:

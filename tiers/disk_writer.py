@@ -2,14 +2,22 @@
 
 ``submit`` assigns each :class:`~tiers.lmdb_store.WriteOp` a sequence number and queues it; the
 writer thread takes up to ``batch_bytes`` of queued ops at a time and commits them in one LMDB
-transaction (``LmdbStore.apply``). Batches are FIFO, so once the op with sequence ``s`` is done,
-every op before it is too: ``wait_for(s)`` is how durable puts and ``flush`` wait.
+transaction (``LmdbStore.apply``). Callers submit ops in groups of up to ``batch_bytes``, so the
+writer commits full batches (one sync each) while the caller encodes the next group. Batches are
+FIFO: once the op with sequence ``s`` is done, every op before it is too, which is how durable
+puts and ``flush`` wait (``wait_for``).
 
 The queue is bounded by ``max_bytes`` of queued values: ``submit`` blocks while it is full (the
 disk sets the pace; memory stays bounded). ``latest`` maps each key with queued work to its most
 recent op, which is what readers consult before LMDB. After each batch ``on_done(batch)`` runs
 under :attr:`lock` (a re-entrant condition shared with the tier) so the tier can account for
 failed ops atomically with their removal from ``latest``.
+
+Staging buffers: the buffer of a committed put is kept for reuse (``take_buffer``) as long as
+queued plus idle buffers stay within ``max_bytes``. Fresh memory costs a page fault and a page
+clear per 4 KiB, several times the cost of the copy itself, so recycling buffers of the
+(usually single) block size is what makes the copy into a staging buffer cheap. A buffer is
+recycled only once its op has left ``latest``; callers read queued values under :attr:`lock`.
 """
 
 from __future__ import annotations
@@ -39,6 +47,8 @@ class WriteQueue:
         self._on_done = on_done
         self._ops: deque[WriteOp] = deque()
         self._queued_bytes = 0
+        self._idle: dict[int, list[bytearray]] = {}
+        self._idle_bytes = 0
         self._next_seq = 0
         self._done_seq = 0
         self._stopping = False
@@ -51,25 +61,41 @@ class WriteQueue:
         """Sequence number of the most recently submitted op (0 = none yet)."""
         return self._next_seq
 
-    def submit(self, op: WriteOp) -> int:
-        """Queue ``op`` (waiting for room if the queue is full); returns its sequence number.
-        A queued put of the same key that a delete supersedes is cancelled, not written."""
-        size = len(op.value) if op.value is not None else 0
+    def submit(self, ops: list[WriteOp]) -> int:
+        """Queue ``ops`` together, so the writer can commit them in one transaction (waiting
+        for room if the queue is full); returns the sequence number of the last one. A queued
+        put of a key that a later delete supersedes is cancelled, not written."""
+        size = sum(len(op.value) for op in ops if op.value is not None)
         with self.lock:
             while self._queued_bytes and self._queued_bytes + size > self._max_bytes:
                 self._wait()
             if self._stopping:
                 raise RuntimeError(f"disk tier {self._store.path!r} is closed")
-            prior = self.latest.get(op.key)
-            if op.value is None and prior is not None and prior.value is not None:
-                prior.cancelled = True
-            self._next_seq += 1
-            op.seq = self._next_seq
-            self.latest[op.key] = op
-            self._ops.append(op)
+            for op in ops:
+                prior = self.latest.get(op.key)
+                if op.value is None and prior is not None and prior.value is not None:
+                    prior.cancelled = True
+                self._next_seq += 1
+                op.seq = self._next_seq
+                self.latest[op.key] = op
+            self._ops.extend(ops)
             self._queued_bytes += size
             self.lock.notify_all()
-            return op.seq
+            return self._next_seq
+
+    def take_buffer(self, nbytes: int) -> bytearray:
+        """A staging buffer of exactly ``nbytes`` (recycled if one is idle; contents arbitrary)."""
+        with self.lock:
+            idle = self._idle.get(nbytes)
+            if idle:
+                self._idle_bytes -= nbytes
+                return idle.pop()
+        return bytearray(nbytes)
+
+    def _recycle(self, value: bytearray) -> None:
+        if self._queued_bytes + self._idle_bytes + len(value) <= self._max_bytes:
+            self._idle.setdefault(len(value), []).append(value)
+            self._idle_bytes += len(value)
 
     def wait_for(self, seq: int) -> None:
         """Block until every op up to sequence ``seq`` has been committed (or has failed)."""
@@ -125,6 +151,8 @@ class WriteQueue:
         for op in batch:
             if self.latest.get(op.key) is op:
                 del self.latest[op.key]
-            self._queued_bytes -= len(op.value) if op.value is not None else 0
+            if op.value is not None:
+                self._queued_bytes -= len(op.value)
+                self._recycle(op.value)
         self._done_seq = batch[-1].seq
         self.lock.notify_all()

@@ -183,3 +183,16 @@ def test_a_closed_tier_refuses_use_with_a_clear_error(db_path: str) -> None:
 def test_bad_configuration_names_the_field(db_path: str, kwargs: dict, field: str) -> None:
     with pytest.raises(ValueError, match=field):
         DiskTier(db_path, **kwargs)
+
+
+def test_recycled_staging_buffers_never_leak_into_stored_blocks(db_path: str) -> None:
+    tier = DiskTier(db_path, capacity_bytes=16 << 20, queue_bytes=1 << 20, batch_bytes=256 << 10)
+    try:
+        rounds = [[block(10 * r + i, BLOCK) for i in range(6)] for r in range(4)]
+        for items in rounds:  # each round reuses the buffers the previous one released
+            assert tier.put(items) == [True] * 6
+        tier.flush()
+        for items in rounds:
+            assert tier.get([key for key, _, _ in items]) == [p for _, _, p in items]
+    finally:
+        tier.close()
