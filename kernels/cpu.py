@@ -20,18 +20,35 @@ from kernels.metadata import AttentionMetadata
 MASK_ELEMS = 1 << 24  # booleans of one mask chunk (16 MiB)
 SCORE_BYTES = 64 << 20  # float32 scores of one math-path chunk
 GATHER_BYTES = 256 << 20  # gathered K+V of one decode chunk
+ROWS = 128  # query rows per masked chunk; a chunk's keys end at its last query's position
 
 
-def gather_kv(pool: torch.Tensor, layer: int, table: torch.Tensor,
-              num_tokens: int) -> tuple[torch.Tensor, torch.Tensor]:
+def scratch(meta: AttentionMetadata, name: str, numel: int, like: torch.Tensor) -> torch.Tensor:
+    """A flat buffer of ``numel`` elements of ``like``'s dtype and device from the step's
+    workspace: every layer of a step reuses it instead of allocating (and page-faulting) anew."""
+    key = f"{name}:{like.dtype}:{like.device}"
+    buf = meta.scratch.get(key)
+    if buf is None or buf.numel() < numel:
+        buf = like.new_empty(numel)
+        meta.scratch[key] = buf
+    return buf[:numel]
+
+
+def gather_kv(pool: torch.Tensor, layer: int, table: torch.Tensor, num_tokens: int,
+              meta: AttentionMetadata) -> tuple[torch.Tensor, torch.Tensor]:
     """K and V ``[rows, num_tokens, Hkv, D]`` of the ``rows`` block-table rows ``table``
-    (``[rows, n_blocks]``, ``-1`` read as block 0: mask those tokens). Copies only this layer."""
+    (``[rows, n_blocks]``, ``-1`` read as block 0: mask those tokens). Copies only this layer,
+    into the step's scratch buffers (valid until the next gather of the same step)."""
     block_size, heads, dim = pool.shape[3:]
     ids = table.clamp(min=0).reshape(-1).long()
     shape = (table.shape[0], table.shape[1] * block_size, heads, dim)
-    k = pool[:, layer, 0].index_select(0, ids).view(shape)[:, :num_tokens]
-    v = pool[:, layer, 1].index_select(0, ids).view(shape)[:, :num_tokens]
-    return k, v
+    numel = ids.numel() * block_size * heads * dim
+    gathered = []
+    for half, name in ((0, "k"), (1, "v")):
+        out = scratch(meta, name, numel, pool).view(ids.numel(), block_size, heads, dim)
+        torch.index_select(pool[:, layer, half], 0, ids, out=out)
+        gathered.append(out.view(shape)[:, :num_tokens])
+    return gathered[0], gathered[1]
 
 
 def attend_math(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, visible: torch.Tensor,
@@ -56,17 +73,25 @@ def _to_heads(x: torch.Tensor, kv_heads: int) -> torch.Tensor:
     return x.view(n, kv_heads, hq // kv_heads, d).permute(1, 2, 0, 3)
 
 
+def _chunks(host_pos: torch.Tensor, max_rows: int, length: int):
+    """Query row ranges ``(a, b)`` of one sequence with the key bound ``hi`` of each: keys past
+    the chunk's last (largest) position are never computed."""
+    rows = max(1, min(ROWS, max_rows))
+    for a in range(0, len(host_pos), rows):
+        b = min(len(host_pos), a + rows)
+        yield a, b, min(length, int(host_pos[b - 1]) + 1)
+
+
 def _prefill_math(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, pos: torch.Tensor,
-                  scale: float) -> tuple[torch.Tensor, torch.Tensor]:
+                  host_pos: torch.Tensor, scale: float) -> tuple[torch.Tensor, torch.Tensor]:
     """One sequence with LSE: ``q [n, Hq, D]``, ``k``/``v`` ``[Hkv, L, D]``, ``pos [n]`` ->
-    float32 ``o [n, Hq, D]`` and ``lse [n, Hq]``; query rows chunked to bound the scores."""
-    n, hq, d = q.shape
+    float32 ``o [n, Hq, D]`` and ``lse [n, Hq]``, in row chunks (bounded scores)."""
+    _, hq, d = q.shape
     length = k.shape[1]
-    rows = max(1, SCORE_BYTES // (4 * hq * max(length, 1)))
     outs, lses = [], []
-    for a in range(0, n, rows):
-        visible = torch.arange(length, device=q.device) <= pos[a:a + rows, None]
-        o, lse = attend_math(_to_heads(q[a:a + rows], k.shape[0]), k[:, None], v[:, None],
+    for a, b, hi in _chunks(host_pos, SCORE_BYTES // (4 * hq * max(length, 1)), length):
+        visible = torch.arange(hi, device=q.device) <= pos[a:b, None]
+        o, lse = attend_math(_to_heads(q[a:b], k.shape[0]), k[:, None, :hi], v[:, None, :hi],
                              visible, scale)
         outs.append(o.permute(2, 0, 1, 3).reshape(-1, hq, d))
         lses.append(lse.permute(2, 0, 1).reshape(-1, hq))
@@ -74,11 +99,11 @@ def _prefill_math(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, pos: torch.
 
 
 def _prefill_sdpa(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, pos: torch.Tensor,
-                  scale: float, suffix: bool) -> torch.Tensor:
+                  host_pos: torch.Tensor, scale: float, suffix: bool) -> torch.Tensor:
     """One sequence through SDPA: ``q [n, Hq, D]``, ``k``/``v`` ``[Hkv, L, D]`` -> ``[n, Hq, D]``.
 
-    ``suffix`` says the queries are positions ``[L - n, L)``: then the whole sequence is plain
-    causal attention and a single query needs no mask at all."""
+    ``suffix`` says the queries are positions ``[L - n, L)``: the whole sequence is then plain
+    causal attention, and a single query needs no mask. Otherwise row chunks with a mask."""
     n, length = q.shape[0], k.shape[1]
     qh, kh, vh = q.permute(1, 0, 2)[None], k[None], v[None]
     gqa = q.shape[1] != k.shape[0]
@@ -86,12 +111,12 @@ def _prefill_sdpa(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, pos: torch.
         o = F.scaled_dot_product_attention(qh, kh, vh, is_causal=n > 1, scale=scale,
                                            enable_gqa=gqa)
         return o[0].permute(1, 0, 2)
-    rows = max(1, MASK_ELEMS // max(length, 1))
     chunks = []
-    for a in range(0, n, rows):
-        mask = torch.arange(length, device=q.device) <= pos[a:a + rows, None]
+    for a, b, hi in _chunks(host_pos, MASK_ELEMS // max(length, 1), length):
+        mask = torch.arange(hi, device=q.device) <= pos[a:b, None]
         chunks.append(F.scaled_dot_product_attention(
-            qh[:, :, a:a + rows], kh, vh, attn_mask=mask, scale=scale, enable_gqa=gqa))
+            qh[:, :, a:b], kh[:, :, :hi], vh[:, :, :hi], attn_mask=mask, scale=scale,
+            enable_gqa=gqa))
     return torch.cat(chunks, dim=2)[0].permute(1, 0, 2)
 
 
@@ -120,15 +145,15 @@ class TorchBackend(Backend):
                 continue
             kv_len = meta.host_kv_lens[s]
             table = meta.block_tables[s:s + 1, :-(-kv_len // block_size)]
-            k, v = gather_kv(pool, layer, table, kv_len)
-            q_s, pos = q[cu[s]:cu[s + 1]], meta.q_positions[cu[s]:cu[s + 1]]
+            k, v = gather_kv(pool, layer, table, kv_len, meta)
+            rows = slice(cu[s], cu[s + 1])
+            q_s, pos, host_pos = q[rows], meta.q_positions[rows], meta.host_q_positions[rows]
             k_s, v_s = k[0].permute(1, 0, 2), v[0].permute(1, 0, 2)  # [Hkv, L, D]
             if lse is None:
-                out[cu[s]:cu[s + 1]] = _prefill_sdpa(q_s, k_s, v_s, pos, scale,
-                                                     meta.contiguous_suffix[s])
+                out[rows] = _prefill_sdpa(q_s, k_s, v_s, pos, host_pos, scale,
+                                          meta.contiguous_suffix[s])
             else:
-                out[cu[s]:cu[s + 1]], lse[cu[s]:cu[s + 1]] = _prefill_math(
-                    q_s, k_s, v_s, pos, scale)
+                out[rows], lse[rows] = _prefill_math(q_s, k_s, v_s, pos, host_pos, scale)
         return out, lse
 
     def decode(self, q: torch.Tensor, pool: torch.Tensor, layer: int, meta: AttentionMetadata,
@@ -170,7 +195,7 @@ def _decode_chunk(q: torch.Tensor, pool: torch.Tensor, layer: int, meta: Attenti
     kv_lens = meta.host_kv_lens[first:first + n]
     length, block_size, hkv = max(kv_lens), pool.shape[3], pool.shape[4]
     table = meta.block_tables[first:first + n, :-(-length // block_size)]
-    k, v = gather_kv(pool, layer, table, length)  # [n, L, Hkv, D]
+    k, v = gather_kv(pool, layer, table, length, meta)  # [n, L, Hkv, D]
     lens = meta.kv_lens[first:first + n, None].long()
     visible = torch.arange(length, device=q.device)[None, :] < lens  # [n, L]
     if min(kv_lens) < length:  # padding may hold any bytes, NaN included

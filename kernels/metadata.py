@@ -32,10 +32,13 @@ class AttentionMetadata:
 
     Query token ``t`` of sequence ``s`` attends to KV positions ``j < kv_lens[s]`` with
     ``j <= q_positions[t]``. Derived host values (``num_seqs``, ``num_tokens``, ``max_q_len``,
-    ``max_kv_len``, ``min_block_size``, ``max_block_id``, ``is_decode`` and the per-sequence
-    tuples ``host_cu_seqlens``, ``host_kv_lens``, ``contiguous_suffix``) are computed here once.
+    ``max_kv_len``, ``min_block_size``, ``max_block_id``, ``is_decode``, the per-sequence
+    tuples ``host_cu_seqlens``, ``host_kv_lens``, ``contiguous_suffix`` and the CPU int64 copy
+    ``host_q_positions``) are computed here once.
     Construction reads the fields back to the host once (one device sync per step on CUDA).
-    Raises ``ValueError`` naming the field that is wrong.
+    Raises ``ValueError`` naming the field that is wrong. ``scratch`` is a per-step workspace
+    that CPU kernels reuse across layers (gather buffers); it never carries data between calls
+    and is freed with the metadata.
     """
 
     cu_seqlens_q: torch.Tensor
@@ -52,7 +55,9 @@ class AttentionMetadata:
     is_decode: bool = field(init=False)
     host_cu_seqlens: tuple[int, ...] = field(init=False, repr=False)
     host_kv_lens: tuple[int, ...] = field(init=False, repr=False)
+    host_q_positions: torch.Tensor = field(init=False, repr=False)
     contiguous_suffix: tuple[bool, ...] = field(init=False, repr=False)
+    scratch: dict[str, torch.Tensor] = field(init=False, repr=False, default_factory=dict)
 
     def __post_init__(self) -> None:
         _check_tensor("cu_seqlens_q", self.cu_seqlens_q, torch.int32, 1)
@@ -82,6 +87,7 @@ class AttentionMetadata:
             "is_decode": bool((q_lens == 1).all() and suffix.all()),
             "host_cu_seqlens": tuple(cu.tolist()),
             "host_kv_lens": tuple(kv.tolist()),
+            "host_q_positions": pos,
             "contiguous_suffix": tuple(suffix.tolist()),
         }
         for name, value in derived.items():
