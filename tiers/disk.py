@@ -52,7 +52,11 @@ class DiskTier(Tier):
                                            writemap, queue_bytes, batch_bytes, batch_ops)
         self._store = LmdbStore(path, cfg.map_size, cfg.writemap)
         self._page = self._store.page_bytes
-        self._sizes = {key: self._footprint(n) for key, n in self._store.sizes()}
+        try:
+            self._sizes = {key: self._footprint(n) for key, n in self._store.sizes()}
+        except lmdb.Error:
+            self._store.close()
+            raise
         self._used = sum(self._sizes.values())
         self._failed: list[bytes] = []
         self._errors: Counter[str] = Counter()

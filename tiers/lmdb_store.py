@@ -69,13 +69,17 @@ class LmdbStore:
             self.writemap = writemap and self._preallocate(path, map_bytes)
             self.env = lmdb.open(path, map_size=map_bytes, subdir=True, max_dbs=3,
                                  writemap=self.writemap, sync=True, metasync=True, meminit=False)
+        except BaseException:
+            os.close(self._lock_fd)
+            raise
+        try:
             self.env.reader_check()  # clear reader slots left by a killed process
             self.data = self.env.open_db(b"data")
             self.hdrs = self.env.open_db(b"headers")
             self.meta = self.env.open_db(b"meta")
             self._check_format()
         except BaseException:
-            os.close(self._lock_fd)
+            self.close()
             raise
         self.page_bytes = self.env.stat()["psize"]
         self.broken = False

@@ -27,10 +27,11 @@ def _stored(db_path: str, n: int, nbytes: int = BLOCK) -> list[tuple]:
     return items
 
 
-def _rewrite(db_path: str, key: bytes, change: Callable[[bytes], bytes]) -> None:
+def _rewrite(db_path: str, key: bytes, change: Callable[[bytes], bytes],
+             db_name: bytes = b"data") -> None:
     """Replace the stored value of ``key`` by ``change(value)``, behind the tier's back."""
     env = lmdb.open(db_path, max_dbs=3, map_size=1 << 30)
-    data = env.open_db(b"data")
+    data = env.open_db(db_name)
     with env.begin(write=True) as txn:
         txn.put(key, change(bytes(txn.get(key, db=data))), db=data)
     env.close()
@@ -96,6 +97,19 @@ def test_a_value_with_a_bad_magic_is_a_counted_miss(db_path: str) -> None:
     tier = DiskTier(db_path, capacity_bytes=CAP)
     try:
         _assert_dropped(tier, items, 1, "magic")
+    finally:
+        tier.close()
+
+
+def test_a_corrupt_header_entry_is_skipped_by_the_rebuild_and_counted(db_path: str) -> None:
+    items = _stored(db_path, 3)
+    _rewrite(db_path, items[0][0], lambda v: v[:10] + bytes([v[10] ^ 1]) + v[11:], b"headers")
+    tier = DiskTier(db_path, capacity_bytes=CAP)
+    try:
+        assert dict(tier.headers()) == {key: header for key, header, _ in items[1:]}
+        assert tier.error_counts() == {"header": 1}
+        assert tier.take_failed() == [items[0][0]] and len(tier) == 2
+        assert tier.get([key for key, _, _ in items]) == [None, items[1][2], items[2][2]]
     finally:
         tier.close()
 
