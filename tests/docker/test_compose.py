@@ -1,0 +1,114 @@
+"""docker-compose accepts the deployment as checked out, and it is wired the way AsymCache needs:
+the CPU tier's shared memory and the daemon's socket reach the engines, LMDB sits on a named
+volume, the `gpu` profile reserves a GPU, every setting comes from ``docker/.env``."""
+
+from __future__ import annotations
+
+import tomllib
+from pathlib import Path
+
+import yaml
+
+from cacheserver.config import parse_size
+from tests.docker.compose import docker_size, dotenv, rendered, run_compose
+from tests.docker.services import DOCKER
+
+ENGINES = ("engine", "engine-gpu")
+
+
+def _flag(service: dict, name: str) -> str:
+    values = [a.split("=", 1)[1] for a in service["command"] if a.startswith(f"--{name}=")]
+    assert len(values) == 1, f"--{name}= appears {len(values)} times in {service['command']}"
+    return values[0]
+
+
+def _mounts(service: dict) -> dict[str, str]:
+    """Container path -> source (volume name or host path) of a rendered service."""
+    return {v.split(":")[1]: v.split(":")[0] for v in service.get("volumes", [])}
+
+
+def test_docker_compose_config_accepts_the_checkout_as_is() -> None:
+    done = run_compose("config", "--quiet")
+    assert done.returncode == 0, done.stderr
+    assert set(rendered()["services"]) == {"cacheserver", *ENGINES, "prometheus", "grafana"}
+
+
+def test_every_setting_comes_from_the_env_file_and_a_missing_one_is_named(tmp_path) -> None:
+    env = dotenv()
+    trimmed = tmp_path / "trimmed.env"
+    trimmed.write_text("".join(f"{k}={v}\n" for k, v in env.items() if k != "ASYMCACHE_CPU_BYTES"))
+    done = run_compose("config", "--quiet", env_file=trimmed)
+    assert done.returncode != 0
+    assert "set ASYMCACHE_CPU_BYTES in docker/.env" in done.stderr
+    daemon_env = rendered()["services"]["cacheserver"]["environment"]
+    assert daemon_env["ASYMCACHE_CPU_BYTES"] == env["ASYMCACHE_CPU_BYTES"]
+
+
+def test_daemon_shares_its_ipc_namespace_and_shm_holds_the_cpu_tier() -> None:
+    services = rendered()["services"]
+    daemon = services["cacheserver"]
+    assert daemon["ipc"] == "shareable"
+    for name in ENGINES:
+        assert services[name]["ipc"] == "service:cacheserver", name
+    cpu_tier = parse_size(daemon["environment"]["ASYMCACHE_CPU_BYTES"])
+    assert docker_size(daemon["shm_size"]) > cpu_tier
+
+
+def test_engines_connect_to_the_endpoint_the_daemon_binds_through_a_shared_volume() -> None:
+    services = rendered()["services"]
+    daemon = services["cacheserver"]
+    bind = daemon["environment"]["ASYMCACHE_ENDPOINT"]
+    for name in ENGINES:
+        connect = _flag(services[name], "cache-endpoint")
+        if bind.startswith("ipc://"):
+            assert connect == bind, name
+            socket_dir = bind.removeprefix("ipc://").rsplit("/", 1)[0]
+            volume = _mounts(daemon)[socket_dir]
+            assert volume in rendered()["volumes"], f"{socket_dir} is not on a named volume"
+            assert _mounts(services[name])[socket_dir] == volume, name
+        else:
+            assert connect.startswith("tcp://cacheserver:"), name
+
+
+def test_lmdb_data_dir_is_a_named_volume() -> None:
+    image_defaults = tomllib.loads((DOCKER / "daemon.toml").read_text())
+    daemon = rendered()["services"]["cacheserver"]
+    data_dir = daemon["environment"].get("ASYMCACHE_DATA_DIR", image_defaults["data_dir"])
+    assert _mounts(daemon)[data_dir] in rendered()["volumes"]
+
+
+def test_gpu_profile_reserves_a_gpu_and_the_default_cpu_profile_runs_on_cpu() -> None:
+    services = rendered()["services"]
+    assert dotenv()["COMPOSE_PROFILES"] == "cpu"
+    cpu, gpu = services["engine"], services["engine-gpu"]
+    assert cpu["profiles"] == ["cpu"] and _flag(cpu, "device") == "cpu" and "deploy" not in cpu
+    assert cpu["build"]["args"]["VARIANT"] == "cpu"
+    assert gpu["profiles"] == ["gpu"] and _flag(gpu, "device") == "cuda"
+    assert gpu["build"]["args"]["VARIANT"] == "cuda"
+    (device,) = gpu["deploy"]["resources"]["reservations"]["devices"]
+    assert device["capabilities"] == ["gpu"] and device["device_ids"] == [dotenv()[
+        "ASYMCACHE_GPU_DEVICE"]]
+    profiles = run_compose("config", "--profiles")
+    assert profiles.returncode == 0 and sorted(profiles.stdout.split()) == ["cpu", "gpu"]
+
+
+def test_bind_mounts_exist_in_the_checkout() -> None:
+    for name, service in rendered()["services"].items():
+        for source in _mounts(service).values():
+            if source.startswith("/"):  # docker-compose config made host paths absolute
+                assert Path(source).exists(), f"{name}: {source} does not exist"
+
+
+def test_prometheus_targets_match_the_ports_the_services_listen_on() -> None:
+    prom = yaml.safe_load((DOCKER / "prometheus" / "prometheus.yml").read_text())
+    jobs = {job["job_name"]: job for job in prom["scrape_configs"]}
+    services = rendered()["services"]
+    daemon_port = tomllib.loads((DOCKER / "daemon.toml").read_text())["metrics_port"]
+    assert jobs["asymcache-daemon"]["static_configs"][0]["targets"] == [
+        f"cacheserver:{daemon_port}"]
+    assert any(p.endswith(f":{daemon_port}/tcp") for p in services["cacheserver"]["ports"])
+    (dns,) = jobs["asymcache-engine"]["dns_sd_configs"]
+    assert dns["names"] == ["engine"]
+    for name in ENGINES:
+        assert _flag(services[name], "port") == str(dns["port"]), name
+    assert "engine" in services["engine-gpu"]["networks"]["default"]["aliases"]
