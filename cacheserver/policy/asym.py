@@ -37,6 +37,7 @@ class AsymConfig:
     history_factor: int = 8  # ghost history = this × capacity + 1024 keys
     victim_age_weight: float = 0.01  # EWMA weight of one victim's idle time
     admission: bool = True  # refuse blocks worth less than every victim
+    sharpness: float = 1.0  # value uses P̂ ** sharpness
 
     def __post_init__(self) -> None:
         if self.horizon_factor <= 0 or self.initial_horizon_s <= 0:
@@ -79,7 +80,7 @@ class AsymPolicy(CostedPolicy):
         cost = self.miss_cost(info)
         if self.semantics == "msa" and self.cost_model is not None and self._splits_run(info):
             cost += self.cost_model.segment_s
-        return self.reuse.probability(rec) * cost / self.size_of(info)
+        return self.reuse.probability(rec) ** self.config.sharpness * cost / self.size_of(info)
 
     def _splits_run(self, info: BlockInfo) -> bool:
         return info.parent in self.blocks and self.resident_children(info.key) > 0
