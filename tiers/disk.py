@@ -30,7 +30,7 @@ import lmdb
 from tiers.base import BlockHeader, Buffer, Tier, check_key, checksum, register_tier
 from tiers.codec import CorruptValue, decode_header, decode_value, encode_value, value_bytes
 from tiers.disk_config import DiskTierConfig, MiB
-from tiers.disk_writer import WriteQueue
+from tiers.disk_writer import GroupSubmitter, WriteQueue
 from tiers.lmdb_store import LmdbStore, WriteOp
 
 log = logging.getLogger(__name__)
@@ -112,24 +112,15 @@ class DiskTier(Tier):
         self._check_open()
         results: list[bool] = []
         waits: list[tuple[int, WriteOp]] = []
-        group: list[WriteOp] = []
-        group_bytes = 0
+        groups = GroupSubmitter(self._queue, self.config.batch_bytes)
         for key, header, payload in items:
             ok, op, fresh = self._accept(key, header, payload)
             results.append(ok)
-            if op is None:
-                continue
-            waits.append((len(results) - 1, op))
-            if not fresh:
-                continue
-            size = len(op.value or b"")
-            if group and group_bytes + size > self.config.batch_bytes:
-                self._queue.submit(group)  # a full batch: the writer commits it meanwhile
-                group, group_bytes = [], 0
-            group.append(op)
-            group_bytes += size
-        if group:
-            self._queue.submit(group)
+            if op is not None:
+                waits.append((len(results) - 1, op))
+                if fresh:
+                    groups.add(op)
+        groups.close()
         if durable and waits:
             self._queue.wait_for(max(op.seq for _, op in waits))
             for index, op in waits:
@@ -166,16 +157,16 @@ class DiskTier(Tier):
     def delete(self, keys: Sequence[bytes]) -> int:
         """Forget held keys now (space is free for ``put`` at once); the LMDB delete is queued."""
         self._check_open()
-        removed = 0
-        for key in keys:
-            with self._lock:
+        ops: list[WriteOp] = []
+        with self._lock:
+            for key in keys:
                 size = self._sizes.pop(key, None)
-                if size is None:
-                    continue
-                self._used -= size
-            self._queue.submit([WriteOp(key, None)])
-            removed += 1
-        return removed
+                if size is not None:
+                    self._used -= size
+                    ops.append(WriteOp(key, None))
+        if ops:
+            self._queue.submit(ops)  # one group: the deletes share a transaction
+        return len(ops)
 
     def _on_done(self, batch: list[WriteOp]) -> None:
         """Writer callback (under the lock): un-account puts that did not land."""
@@ -240,8 +231,8 @@ class DiskTier(Tier):
             op = self._queue.latest.get(key)
             if op is None and key not in self._sizes:
                 return None
-            if op is not None:  # queued: copy from the staging buffer (checksummed at put)
-                if op.value is None:  # before the writer may recycle it
+            if op is not None:  # queued: copy out of the staging buffer (checksummed at put)
+                if op.value is None:  # under the lock, before the writer may recycle it
                     return None
                 header, payload = decode_value(op.value, verify=False)
                 return header, copy(payload)

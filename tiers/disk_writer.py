@@ -156,3 +156,27 @@ class WriteQueue:
                 self._recycle(op.value)
         self._done_seq = batch[-1].seq
         self.lock.notify_all()
+
+
+class GroupSubmitter:
+    """Collects new ops and submits them to ``queue`` in groups of up to ``group_bytes``, so the
+    writer commits one full batch while the caller prepares the next; ``close`` submits the
+    rest. Returns nothing: each op's ``seq`` is set when its group is submitted."""
+
+    def __init__(self, queue: WriteQueue, group_bytes: int) -> None:
+        self._queue = queue
+        self._limit = group_bytes
+        self._ops: list[WriteOp] = []
+        self._bytes = 0
+
+    def add(self, op: WriteOp) -> None:
+        size = len(op.value) if op.value is not None else 0
+        if self._ops and self._bytes + size > self._limit:
+            self.close()
+        self._ops.append(op)
+        self._bytes += size
+
+    def close(self) -> None:
+        if self._ops:
+            self._queue.submit(self._ops)
+        self._ops, self._bytes = [], 0
