@@ -1,1 +1,7 @@
-"""Storage tiers for block bytes (CPU shared memory, LMDB disk, remote). See ``tiers.base``."""
+"""Storage tiers for block bytes, one interface (``tiers.base.Tier``), chosen by name.
+
+``base`` the Tier ABC, ``BlockHeader`` and the registry; ``codec`` the stored value format
+(header + payload) shared by the disk and remote tiers; ``cpu`` and ``shm`` the shared-memory
+slab tier and ``attach`` for other processes; ``disk`` (with ``disk_config``, ``disk_writer``,
+``lmdb_store``) the LMDB tier.
+"""

@@ -123,6 +123,17 @@ def test_slots_are_block_major_at_fixed_offsets(cpu: CpuTier) -> None:
     del whole
 
 
+def test_a_populated_slab_starts_zeroed_and_works() -> None:
+    tier = CpuTier(capacity_bytes=3 * SLOT, slot_bytes=SLOT, populate=True)
+    try:
+        assert bytes(tier.slot_view(2)) == bytes(SLOT)
+        key, header, payload = block(9)
+        assert tier.put([(key, header, payload)]) == [True]
+        assert bytes(tier.get([key])[0]) == payload
+    finally:
+        tier.close()
+
+
 def test_close_unlinks_the_segment() -> None:
     tier = CpuTier(capacity_bytes=SLOT, slot_bytes=SLOT, shm_name=f"asymcache-test-{os.getpid()}")
     path = f"/dev/shm/{tier.shm_name}"
