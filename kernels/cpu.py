@@ -21,6 +21,7 @@ MASK_ELEMS = 1 << 24  # booleans of one mask chunk (16 MiB)
 SCORE_BYTES = 64 << 20  # float32 scores of one math-path chunk
 GATHER_BYTES = 256 << 20  # gathered K+V of one decode chunk
 ROWS = 128  # query rows per masked chunk; a chunk's keys end at its last query's position
+MIN_ROWS = 32  # below this, SDPA on CPU costs more per row than a cut at a segment saves
 
 
 def scratch(meta: AttentionMetadata, name: str, numel: int, like: torch.Tensor) -> torch.Tensor:
@@ -74,12 +75,23 @@ def _to_heads(x: torch.Tensor, kv_heads: int) -> torch.Tensor:
 
 
 def _chunks(host_pos: torch.Tensor, max_rows: int, length: int):
-    """Query row ranges ``(a, b)`` of one sequence with the key bound ``hi`` of each: keys past
-    the chunk's last (largest) position are never computed."""
-    rows = max(1, min(ROWS, max_rows))
-    for a in range(0, len(host_pos), rows):
-        b = min(len(host_pos), a + rows)
+    """Query row ranges ``(a, b)`` of one sequence and the key bound ``hi`` of each.
+
+    Keys past a chunk's last (largest) position are never computed, and a chunk of at least
+    ``MIN_ROWS`` rows ends where the next segment starts, so that the rows before a jump in
+    position do not compute the keys of the gap (SDPA on CPU does not skip masked blocks)."""
+    n, rows = len(host_pos), max(1, min(ROWS, max_rows))
+    shortest = min(MIN_ROWS, rows)
+    starts = ((host_pos[1:] != host_pos[:-1] + 1).nonzero().flatten() + 1).tolist()
+    a, i = 0, 0
+    while a < n:
+        b = min(n, a + rows)
+        while i < len(starts) and starts[i] < a + shortest:
+            i += 1
+        if i < len(starts) and starts[i] < b:
+            b = starts[i]
         yield a, b, min(length, int(host_pos[b - 1]) + 1)
+        a = b
 
 
 def _prefill_math(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, pos: torch.Tensor,

@@ -3,8 +3,8 @@
 Grid: head dims 64/128/80/96 × block sizes 16/64 × GQA 1/4/8 × eight segment patterns, with
 NaN in every slot a sequence does not own and shuffled block tables (see ``cases.py``).
 Tolerances: ``cases.TOLERANCE`` (float32 2e-5, bfloat16 3e-2 absolute). The whole grid is
-cheap here (about 260 cases in a few seconds), so all of it runs in CI, once more with
-4-row query chunks so that the per-chunk key cut is exercised on every pattern.
+cheap here (about 300 cases in a few seconds), so all of it runs in CI, again with small
+query-row chunks so that cutting keys per chunk and chunks at segment starts is exercised.
 """
 
 from __future__ import annotations
@@ -37,11 +37,13 @@ def test_torch_prefill_matches_reference(pattern: str, shape: Shape) -> None:
     assert_matches(fast, None, ref, torch.float32)
 
 
+@pytest.mark.parametrize(("rows", "min_rows"), [(4, 4), (16, 2)])
 @pytest.mark.parametrize("shape", SHAPES[:6], ids=str)
 @pytest.mark.parametrize("pattern", PATTERNS)
-def test_torch_prefill_in_small_row_chunks_matches_reference(pattern: str, shape: Shape,
-                                                             monkeypatch) -> None:
-    monkeypatch.setattr("kernels.cpu.ROWS", 4)  # many chunks, each cut at its last position
+def test_torch_prefill_in_small_row_chunks_matches_reference(
+        pattern: str, shape: Shape, rows: int, min_rows: int, monkeypatch) -> None:
+    monkeypatch.setattr("kernels.cpu.ROWS", rows)  # many chunks, keys cut at each chunk's end
+    monkeypatch.setattr("kernels.cpu.MIN_ROWS", min_rows)  # and cut at segment starts
     case = make_case(pattern, shape)
     ref = reference(case)
     o, lse = msa_prefill(case.q, case.pool, LAYER, case.meta, case.scale, return_lse=True,
