@@ -1,0 +1,198 @@
+"""The OpenAI-compatible HTTP API (FastAPI): ``/v1/completions``, ``/v1/chat/completions``
+(streaming by server-sent events), ``/v1/models``, ``/health`` and ``/metrics``.
+
+A bad request (malformed JSON, a wrong or unknown field, an over-long prompt, an unsupported
+option, an unknown model) gets a 4xx with an OpenAI-style error body saying what was wrong, and
+the server keeps serving. A client that disconnects while streaming aborts its request.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse, Response, StreamingResponse
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
+
+from engine.async_engine import AsyncEngine, EngineDeadError
+from engine.engine import RequestOutput
+from engine.sampling import SamplingParams
+from engine.server import responses as R
+from engine.server.protocol import ChatCompletionRequest, CompletionRequest
+
+
+@dataclass(frozen=True)
+class ServerContext:
+    """What the routes need: the engine, its tokenizer, names and the metrics registry."""
+
+    engine: AsyncEngine
+    tokenizer: Any
+    model_name: str
+    registry: CollectorRegistry
+    max_model_len: int
+    default_max_tokens: int = 256
+
+
+class BadRequest(Exception):
+    def __init__(self, message: str, status: int = 400, param: str | None = None) -> None:
+        super().__init__(message)
+        self.message, self.status, self.param = message, status, param
+
+
+def create_app(ctx: ServerContext) -> FastAPI:
+    """The FastAPI application over ``ctx`` (the caller starts and stops the engine)."""
+    app = FastAPI(title="AsymCache engine", docs_url=None, redoc_url=None)
+    _add_error_handlers(app)
+
+    @app.get("/health")
+    async def health() -> Response:
+        ok = ctx.engine.healthy
+        return JSONResponse({"status": "ok" if ok else "engine stopped"}, 200 if ok else 503)
+
+    @app.get("/metrics")
+    async def metrics() -> Response:
+        return Response(generate_latest(ctx.registry), media_type=CONTENT_TYPE_LATEST)
+
+    @app.get("/v1/models")
+    async def models() -> dict[str, Any]:
+        return {"object": "list", "data": [{"id": ctx.model_name, "object": "model",
+                                            "created": 0, "owned_by": "asymcache",
+                                            "max_model_len": ctx.max_model_len}]}
+
+    @app.post("/v1/completions")
+    async def completions(body: CompletionRequest, request: Request) -> Response:
+        _check(ctx, body)
+        prompts = [_encode(ctx, p) for p in _prompts(body)]
+        params = _params(body, body.max_tokens, body.logprobs)
+        return await _respond(ctx, request, "cmpl", prompts, params, body, chat=False)
+
+    @app.post("/v1/chat/completions")
+    async def chat(body: ChatCompletionRequest, request: Request) -> Response:
+        _check(ctx, body)
+        try:
+            text = ctx.tokenizer.apply_chat_template(body.chat(), add_generation_prompt=True)
+        except ValueError as e:
+            raise BadRequest(str(e), param="messages") from None
+        ids = ctx.tokenizer.encode(text, add_special_tokens=False)
+        params = _params(body, body.max_new_tokens(ctx.default_max_tokens), body.logprob_count())
+        return await _respond(ctx, request, "chatcmpl", [ids], params, body, chat=True)
+
+    return app
+
+
+def _add_error_handlers(app: FastAPI) -> None:
+    @app.exception_handler(RequestValidationError)
+    async def invalid(_: Request, exc: RequestValidationError) -> JSONResponse:
+        parts = []
+        for err in exc.errors()[:5]:
+            loc = [str(x) for x in err.get("loc", ()) if x != "body"]
+            if err.get("type") == "json_invalid":
+                parts.append(f"malformed JSON at character {''.join(loc) or '?'}: "
+                             f"{err.get('ctx', {}).get('error', err.get('msg'))}")
+            else:
+                parts.append(f"{'.'.join(loc) or 'body'}: {err.get('msg')}")
+        return JSONResponse(R.error_body("; ".join(parts) or "invalid request"), 400)
+
+    @app.exception_handler(BadRequest)
+    async def bad(_: Request, exc: BadRequest) -> JSONResponse:
+        kind = "not_found_error" if exc.status == 404 else "invalid_request_error"
+        return JSONResponse(R.error_body(exc.message, kind, exc.param), exc.status)
+
+    @app.exception_handler(EngineDeadError)
+    async def dead(_: Request, exc: EngineDeadError) -> JSONResponse:
+        return JSONResponse(R.error_body(str(exc), "server_error"), 503)
+
+
+def _check(ctx: ServerContext, body: CompletionRequest | ChatCompletionRequest) -> None:
+    if body.model is not None and body.model != ctx.model_name:
+        raise BadRequest(f"model {body.model!r} does not exist; this server serves "
+                         f"{ctx.model_name!r}", 404, "model")
+    why = body.unsupported()
+    if why is not None:
+        raise BadRequest(why)
+
+
+def _prompts(body: CompletionRequest) -> list[str | list[int]]:
+    try:
+        return body.prompts()
+    except ValueError as e:
+        raise BadRequest(str(e), param="prompt") from None
+
+
+def _encode(ctx: ServerContext, prompt: str | list[int]) -> list[int]:
+    return ctx.tokenizer.encode(prompt) if isinstance(prompt, str) else list(prompt)
+
+
+def _params(body: Any, max_tokens: int, logprobs: int | None) -> SamplingParams:
+    try:
+        return body.sampling(max_tokens, logprobs)
+    except ValueError as e:
+        raise BadRequest(str(e)) from None
+
+
+async def _respond(ctx: ServerContext, request: Request, prefix: str, prompts: list[list[int]],
+                   params: SamplingParams, body: Any, chat: bool) -> Response:
+    for ids in prompts:  # every prompt is checked before any runs
+        try:
+            ctx.engine.engine.check_prompt(ids, params)
+        except ValueError as e:
+            raise BadRequest(str(e), param="prompt") from None
+    rid = f"{prefix}-{uuid.uuid4().hex}"
+    streams = [ctx.engine.generate(f"{rid}-{i}", ids, params) for i, ids in enumerate(prompts)]
+    firsts = list(await asyncio.gather(*(_first(s) for s in streams)))
+    if body.stream:
+        gen = _sse(ctx, rid, streams, firsts, chat, body.include_usage)
+        return StreamingResponse(gen, media_type="text/event-stream")
+    finals = [await _last(s, f) for s, f in zip(streams, firsts, strict=True)]
+    decode = ctx.tokenizer.decode
+    if chat:
+        return JSONResponse(R.chat_body(rid, ctx.model_name, finals[0], decode))
+    return JSONResponse(R.completion_body(rid, ctx.model_name, finals, decode))
+
+
+async def _first(stream: AsyncIterator[RequestOutput]) -> RequestOutput:
+    try:
+        return await stream.__anext__()
+    except ValueError as e:
+        raise BadRequest(str(e), param="prompt") from None
+
+
+async def _last(stream: AsyncIterator[RequestOutput], out: RequestOutput) -> RequestOutput:
+    async for out in stream:  # noqa: B007 - the last one is the finished output
+        pass
+    return out
+
+
+async def _sse(ctx: ServerContext, rid: str, streams: list[AsyncIterator[RequestOutput]],
+               firsts: list[RequestOutput], chat: bool, include_usage: bool) -> AsyncIterator[str]:
+    queue: asyncio.Queue = asyncio.Queue()
+
+    async def pump(i: int, stream: AsyncIterator[RequestOutput]) -> None:
+        async for out in stream:
+            await queue.put((i, out))
+
+    for i, out in enumerate(firsts):
+        queue.put_nowait((i, out))
+    tasks = [asyncio.create_task(pump(i, s))
+             for i, s in enumerate(streams) if not firsts[i].finished]
+    sent, finals = [0] * len(streams), {}
+    try:
+        while len(finals) < len(streams):
+            i, out = await queue.get()
+            delta, sent[i] = out.text[sent[i]:], len(out.text)
+            choice = R.delta_choice(i, delta, out.finish_reason if out.finished else None,
+                                    chat, first=len(out.token_ids) <= 1)
+            yield R.chunk(rid, ctx.model_name, chat, [choice])
+            if out.finished:
+                finals[i] = out
+        if include_usage:
+            yield R.chunk(rid, ctx.model_name, chat, [], R.usage(list(finals.values())))
+        yield R.DONE
+    finally:
+        for task in tasks:
+            task.cancel()
