@@ -65,6 +65,7 @@ def ensure_builtin_model(cache_root: str | Path | None = None,
         tmp = Path(tempfile.mkdtemp(prefix=f".builtin-{spec.version}-", dir=root))
         try:
             write_builtin(tmp, spec)
+            tmp.chmod(0o755)  # mkdtemp makes it private; the model folder is ordinary
             os.rename(tmp, target)
         except OSError:
             if not target.exists():  # not a lost race: a real error

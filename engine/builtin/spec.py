@@ -28,10 +28,11 @@ class BuiltinSpec:
     Weight scales (see :mod:`engine.builtin.weights`): the embedding has unit variance; every
     projection preserves variance (``gain / sqrt(fan_in)``); ``qk_gain`` sharpens attention so
     that outputs depend strongly on context; ``lm_head_gain`` spreads the logits (std about
-    ``lm_head_gain``) so that top-1 margins are large.
+    ``lm_head_gain``); ``successor_weight`` is the share of the LM head given to the successor
+    prior, which keeps top-1 margins large (see ``tests/engine/test_builtin_margins.py``).
     """
 
-    version: str = "v1"
+    version: str = "v2"
     seed: int = 20240611
     vocab_size: int = 2048
     hidden_size: int = 256
@@ -46,6 +47,7 @@ class BuiltinSpec:
     qk_gain: float = 1.5
     out_gain: float = 1.0
     lm_head_gain: float = 8.0
+    successor_weight: float = 0.4
 
     @property
     def bos_token_id(self) -> int:
