@@ -2,11 +2,11 @@
 
 ``ensure_builtin_model()`` returns the folder ``~/.cache/asymcache/builtin-<version>``
 (root overridable with ``ASYMCACHE_CACHE_DIR``), creating it deterministically on first use:
-byte-identical files in every process and on every machine (for one ``tokenizers`` version;
-a test pins their digest). It is
-a normal Hugging Face folder: load it with ``engine.model.load_model`` (or transformers), and
-its tokenizer with ``engine.model.load_tokenizer``. ``resolve_model_dir("builtin")`` does the
-same for a ``--model`` argument. Creating it needs no torch.
+byte-identical files in every process and on every machine, for one ``tokenizers`` version (a
+test pins their digest). It is a normal Hugging Face folder: load it with
+``engine.model.load_model`` (or transformers), and its tokenizer with
+``engine.model.load_tokenizer``. ``resolve_model_dir("builtin")`` does the same for a
+``--model`` argument. Creating it needs no torch.
 
 The model (:class:`BuiltinSpec`): 4 layers, hidden 256, 8 query / 2 KV heads of dim 32, FFN
 768, vocabulary 2048 (byte-level BPE trained on ``engine/builtin/corpus``), 4.06 M parameters
