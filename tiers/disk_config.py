@@ -14,7 +14,7 @@ class DiskTierConfig:
     * ``path``: the LMDB environment directory (created if missing, reopened if present);
     * ``capacity_bytes``: what stored blocks may occupy (``DiskTier.entry_bytes`` each);
     * ``block_bytes``: typical payload size, used only to report ``capacity_blocks``;
-    * ``map_bytes``: the LMDB map size (default ``capacity·5/4 + 64 MiB``: headroom for
+    * ``map_bytes``: the LMDB map size (default ``capacity·5/4 + 4 MiB``: headroom for
       copy-on-write pages, free-list fragmentation and the B-trees);
     * ``writemap``: let LMDB write straight into its map (with the file preallocated);
     * ``queue_bytes``: staging memory for queued writes, idle recycled buffers included;
@@ -43,7 +43,7 @@ class DiskTierConfig:
     def map_size(self) -> int:
         if self.map_bytes is not None:
             return self.map_bytes
-        return self.capacity_bytes + self.capacity_bytes // 4 + 64 * MiB
+        return self.capacity_bytes + self.capacity_bytes // 4 + 4 * MiB
 
 
 def _positive(field: str, value: object, allow_zero: bool = False) -> None:

@@ -17,7 +17,7 @@ BLOCK = 64 * 1024
 
 @pytest.fixture
 def disk(db_path: str) -> Iterator[DiskTier]:
-    tier = DiskTier(db_path, capacity_bytes=8 << 20)
+    tier = DiskTier(db_path, capacity_bytes=4 << 20)
     yield tier
     tier.close()
 
@@ -104,12 +104,12 @@ def test_read_into_copies_the_verified_payload_into_a_destination(disk: DiskTier
 
 def test_blocks_and_headers_survive_close_and_reopen(db_path: str) -> None:
     items = [block(i, BLOCK // 2 + 7 * i) for i in range(20)]
-    tier = DiskTier(db_path, capacity_bytes=8 << 20)
+    tier = DiskTier(db_path, capacity_bytes=4 << 20)
     tier.put(items)  # not durable: close() must flush the queue
     tier.delete([items[3][0]])
     used = tier.used_bytes
     tier.close()
-    tier = DiskTier(db_path, capacity_bytes=8 << 20)
+    tier = DiskTier(db_path, capacity_bytes=4 << 20)
     try:
         expected = {key: header for key, header, _ in items if key != items[3][0]}
         assert dict(tier.headers()) == expected
@@ -134,7 +134,7 @@ def test_a_durable_put_survives_sigkill_of_the_writing_process(db_path: str) -> 
         import time
         from tests.tiers.conftest import block
         from tiers.disk import DiskTier
-        tier = DiskTier({db_path!r}, capacity_bytes=8 << 20)
+        tier = DiskTier({db_path!r}, capacity_bytes=4 << 20)
         assert tier.put([block(i, {BLOCK}) for i in range(6)], durable=True) == [True] * 6
         print("durable", flush=True)
         time.sleep(60)
@@ -143,7 +143,7 @@ def test_a_durable_put_survives_sigkill_of_the_writing_process(db_path: str) -> 
     child.send_signal(signal.SIGKILL)
     child.communicate(timeout=30)
     assert child.returncode == -signal.SIGKILL
-    tier = DiskTier(db_path, capacity_bytes=8 << 20)  # the dead child's lock is gone
+    tier = DiskTier(db_path, capacity_bytes=4 << 20)  # the dead child's lock is gone
     try:
         items = [block(i, BLOCK) for i in range(6)]
         assert tier.get([key for key, _, _ in items]) == [p for _, _, p in items]
@@ -186,7 +186,7 @@ def test_bad_configuration_names_the_field(db_path: str, kwargs: dict, field: st
 
 
 def test_recycled_staging_buffers_never_leak_into_stored_blocks(db_path: str) -> None:
-    tier = DiskTier(db_path, capacity_bytes=16 << 20, queue_bytes=1 << 20, batch_bytes=256 << 10)
+    tier = DiskTier(db_path, capacity_bytes=4 << 20, queue_bytes=1 << 20, batch_bytes=256 << 10)
     try:
         rounds = [[block(10 * r + i, BLOCK) for i in range(6)] for r in range(4)]
         for items in rounds:  # each round reuses the buffers the previous one released

@@ -16,7 +16,7 @@ from tests.tiers.conftest import block, finish, run_child
 from tiers.disk import DiskTier
 
 BLOCK = 64 * 1024
-CAP = 8 << 20
+CAP = 4 << 20
 
 
 def _stored(db_path: str, n: int, nbytes: int = BLOCK) -> list[tuple]:
