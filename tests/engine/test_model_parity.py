@@ -13,7 +13,14 @@ from pathlib import Path
 
 import pytest
 import torch
-from transformers import LlamaConfig, LlamaForCausalLM, Qwen2Config, Qwen2ForCausalLM
+from transformers import (
+    LlamaConfig,
+    LlamaForCausalLM,
+    MistralConfig,
+    MistralForCausalLM,
+    Qwen2Config,
+    Qwen2ForCausalLM,
+)
 
 from engine.model import allocate_kv_pool, load_model
 from kernels import AttentionMetadata
@@ -32,6 +39,8 @@ CONFIGS = {
         **SMALL, rope_scaling={"rope_type": "linear", "factor": 4.0}, attention_bias=True,
         mlp_bias=True)),
     "qwen2-tied": (Qwen2ForCausalLM, lambda: Qwen2Config(**SMALL, tie_word_embeddings=True)),
+    "mistral": (MistralForCausalLM, lambda: MistralConfig(**SMALL, sliding_window=None,
+                                                          head_dim=24)),
 }
 
 
