@@ -51,6 +51,16 @@ class RequestOutput:
         return self.stats.cached_tokens
 
 
+@dataclass(frozen=True)
+class StepInfo:
+    """The shape of one step: decodes, prefill tokens, sequences, wall time."""
+
+    decodes: int
+    prefill_tokens: int
+    seqs: int
+    seconds: float
+
+
 class LLMEngine:
     """One engine over one model and one KV pool; see the module docstring."""
 
@@ -72,6 +82,7 @@ class LLMEngine:
         self._detok: dict[str, Detokenizer] = {}
         self._seq = itertools.count()
         self._overlap = self.runner.device.type == "cuda"
+        self.last_step = StepInfo(0, 0, 0, 0.0)
 
     # ---- requests -------------------------------------------------------------------------
     def add_request(self, request_id: str, prompt: str | Sequence[int],
@@ -138,8 +149,14 @@ class LLMEngine:
         elif self.scheduler.running or self.scheduler.waiting:
             self._admit(start)
         self.kv.flush_commits()
-        self.metrics.step.observe(self.clock() - start)
+        self._record(batch, self.clock() - start)
         return outputs
+
+    def _record(self, batch: list[ScheduledSeq], seconds: float) -> None:
+        decodes = sum(1 for s in batch if s.decode)
+        tokens = sum(len(s.positions) for s in batch)
+        self.last_step = StepInfo(decodes, tokens - decodes, len(batch), seconds)
+        self.metrics.step.observe(seconds)
 
     def _keep_logprobs(self, logits: torch.Tensor, sampled: list[Request]) -> None:
         for row, req in enumerate(sampled):

@@ -32,11 +32,13 @@ class KVManagerLike(Protocol):
 
 @dataclass(frozen=True)
 class ScheduledSeq:
-    """One request's part of a step: the positions it computes, whether its logits are sampled."""
+    """One request's part of a step: the positions it computes, whether its logits are sampled,
+    whether it is a decode (one new token) rather than a prefill chunk."""
 
     request: Request
     positions: list[int]
     sample: bool
+    decode: bool = False
 
 
 class Scheduler:
@@ -95,7 +97,7 @@ class Scheduler:
         counts = self.chunker.split(
             [r.num_tokens for r in decodes], [(r.frontier, r.num_todo) for r in prefills]
         )
-        out = [ScheduledSeq(r, [r.num_tokens - 1], True) for r in decodes]
+        out = [ScheduledSeq(r, [r.num_tokens - 1], True, decode=True) for r in decodes]
         for req, n in zip(prefills, counts, strict=True):
             if n:
                 out.append(ScheduledSeq(req, req.next_queries(n), n == req.num_todo))

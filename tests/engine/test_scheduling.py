@@ -1,0 +1,72 @@
+"""Continuous batching seen from the engine: decodes every step, prefill chunks sized by the
+fixed budget or by the adaptive step-time objective, and preemption instead of failure."""
+
+from __future__ import annotations
+
+import json
+
+from cacheserver.policy.cost import CostModel, TierLink
+from tests.engine.engine_fixtures import corpus_ids, greedy, make_llm
+
+LINEAR, PASS, TARGET = 1e-3, 0.01, 0.05
+
+
+def _profile(tmp_path) -> str:
+    cost = CostModel(device="test", model="builtin", kv_bytes_per_token=2048,
+                     linear_s_per_token=LINEAR, attn_s_per_token_position=0.0, pass_s=PASS,
+                     segment_s=0.0, load=(TierLink("cpu", 1e10, 1e-6),))
+    path = tmp_path / "profile.json"
+    path.write_text(json.dumps(cost.to_dict()))
+    return str(path)
+
+
+def _run(llm, decoders, long_prompt, steps=400):
+    """Start ``decoders`` decoding, then add the long prompt; record every step's shape."""
+    engine = llm.engine
+    for i, p in enumerate(decoders):
+        engine.add_request(f"d{i}", p, greedy(200))
+    while any(r.in_prefill or not r.output_token_ids for r in engine.scheduler.running) \
+            or engine.scheduler.waiting:
+        engine.step()
+    engine.add_request("long", long_prompt, greedy(4))
+    shapes = []
+    for _ in range(steps):
+        engine.step()
+        shapes.append(engine.last_step)
+        if "long" not in engine._requests:
+            break
+    return shapes
+
+
+def test_adaptive_chunks_fit_the_step_objective_beside_the_decodes(tmp_path) -> None:
+    llm = make_llm(chunking="adaptive", cost_model=_profile(tmp_path), target_step_s=TARGET,
+                   min_prefill_tokens=8, num_gpu_blocks=128)
+    prompts = corpus_ids(llm, 5, 64)
+    shapes = _run(llm, prompts[:4], corpus_ids(llm, 1, 600, offset=3)[0])
+    llm.close()
+    with_decodes = [s for s in shapes if s.decodes == 4 and s.prefill_tokens]
+    assert with_decodes, "the long prompt never ran beside the decodes"
+    budget = round((TARGET - PASS - 4 * LINEAR) / LINEAR)  # 36 tokens
+    assert all(s.prefill_tokens <= budget for s in with_decodes)
+    assert max(s.prefill_tokens for s in with_decodes) == budget
+    assert all(s.decodes >= 4 for s in shapes)  # no decode ever skipped a step
+
+
+def test_fixed_chunks_share_one_token_budget_with_the_decodes() -> None:
+    llm = make_llm(chunking="fixed", chunk_tokens=48, num_gpu_blocks=128)
+    prompts = corpus_ids(llm, 5, 64)
+    shapes = _run(llm, prompts[:4], corpus_ids(llm, 1, 400, offset=3)[0])
+    llm.close()
+    assert all(s.decodes + s.prefill_tokens <= 48 for s in shapes)
+    assert max(s.prefill_tokens for s in shapes) == 44
+    assert all(s.decodes >= 4 for s in shapes)
+
+
+def test_without_decodes_a_prefill_takes_the_whole_step(tmp_path) -> None:
+    llm = make_llm(chunking="adaptive", cost_model=_profile(tmp_path), target_step_s=TARGET,
+                   max_num_batched_tokens=256, num_gpu_blocks=128)
+    engine = llm.engine
+    engine.add_request("solo", corpus_ids(llm, 1, 600)[0], greedy(1))
+    engine.step()
+    assert engine.last_step.prefill_tokens == 256
+    llm.close()
