@@ -152,44 +152,53 @@ def hello(ctx: Context, identity: bytes, session: EngineSession | None, req: Hel
 
 
 # ---- LOOKUP -------------------------------------------------------------------------------
-def _locate(ctx: Context, session: EngineSession, key: bytes) -> tuple[Where, int]:
-    """Where ``key`` is for this engine, counting one hit or miss per tier probed."""
-    m = ctx.metrics
-    rec = ctx.index.get(key)
-    slot = session.key_slots.get(key)
-    if slot is not None:
-        m.hits["gpu"].inc()
-        return Where.GPU, slot
-    m.misses["gpu"].inc()
-    if rec is not None and rec.cpu >= 0:
-        m.hits["cpu"].inc()
-        return Where.CPU, rec.cpu
-    m.misses["cpu"].inc()
-    if rec is not None and rec.disk:
-        m.hits["disk"].inc()
-        return Where.DISK, -1
-    m.misses["disk"].inc()
-    return Where.MISS, -1
+_TIER_NAMES = ("", "gpu", "cpu", "disk")  # indexed by Where code
 
 
-_TIER_OF = {Where.GPU: "gpu", Where.CPU: "cpu", Where.DISK: "disk"}
+def count_lookups(ctx: Context, found: list[int]) -> None:
+    """``found[w]`` blocks were found at Where code ``w``: one hit in that tier, one miss in
+    each tier probed before it (GPU, then CPU, then disk)."""
+    m, n = ctx.metrics, sum(found)
+    probed = n
+    for code in (Where.GPU, Where.CPU, Where.DISK):
+        tier = _TIER_NAMES[code]
+        if found[code]:
+            m.hits[tier].inc(found[code])
+        if probed - found[code]:
+            m.misses[tier].inc(probed - found[code])
+        probed -= found[code]
 
 
 @handler("lookup")
 def lookup(ctx: Context, identity: bytes, session: EngineSession, req: Lookup) -> Message:
+    """Per key: this engine's GPU slot, else a readable CPU slot, else DISK, else MISS.
+    Each hit is an access in that tier's policy and, with ``lease``, a lease there."""
     now = ctx.clock()
-    policies = ctx.policies(session)
+    policies = (None, session.gpu_policy, *(ctx.residency.policies.get(t) for t in
+                                             ("cpu", "disk")))
+    key_slots, records = session.key_slots, ctx.index.get
     where: list[int] = []
     slots: list[int] = []
+    found = [0, 0, 0, 0]
     for key in req.keys:
-        w, slot = _locate(ctx, session, key)
-        if w is not Where.MISS:
-            policy = policies[_TIER_OF[w]]
+        slot = key_slots.get(key)
+        if slot is not None:
+            w = 1
+        elif (rec := records(key)) is None:
+            w, slot = 0, -1
+        elif rec.cpu >= 0:
+            w, slot = 2, rec.cpu
+        else:
+            w, slot = (3, -1) if rec.disk else (0, -1)
+        if w:
+            policy = policies[w]
             policy.access(key, now)
             if req.lease:
-                session.take_lease(key, _TIER_OF[w], policy)
-        where.append(int(w))
+                session.take_lease(key, _TIER_NAMES[w], policy)
+        found[w] += 1
+        where.append(w)
         slots.append(slot)
+    count_lookups(ctx, found)
     return LookupReply(where=where, slots=slots)
 
 

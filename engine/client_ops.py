@@ -230,6 +230,12 @@ class ClientBase(_Ops):
             self._slab = attach(reg.cpu_shm_name, reg.cpu_slot_bytes, reg.cpu_num_slots)
         return self._slab.slot(slot)
 
+    def cpu_tier_view(self) -> memoryview:
+        """Writable zero-copy view of the whole CPU tier (``cpu_num_slots * cpu_slot_bytes``
+        bytes, slot ``i`` at offset ``i * cpu_slot_bytes``), e.g. for one numpy/torch array."""
+        self.cpu_slot(0)
+        return self._slab.buffer
+
     def _close_slab(self) -> None:
         if self._slab is not None:
             self._slab.close()

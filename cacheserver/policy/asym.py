@@ -38,6 +38,8 @@ class AsymConfig:
     victim_age_weight: float = 0.01  # EWMA weight of one victim's idle time
     admission: bool = True  # refuse blocks worth less than every victim
     sharpness: float = 1.0  # value uses P̂ ** sharpness
+    use_cost: bool = True
+    use_reuse: bool = True
 
     def __post_init__(self) -> None:
         if self.horizon_factor <= 0 or self.initial_horizon_s <= 0:
@@ -77,7 +79,9 @@ class AsymPolicy(CostedPolicy):
         return self._base[key] + self.value(key)
 
     def _value(self, info: BlockInfo, rec: UseRecord) -> float:
-        cost = self.miss_cost(info)
+        cost = self.miss_cost(info) if self.config.use_cost else 0.01
+        if not self.config.use_reuse:
+            return cost / self.size_of(info)
         if self.semantics == "msa" and self.cost_model is not None and self._splits_run(info):
             cost += self.cost_model.segment_s
         return self.reuse.probability(rec) ** self.config.sharpness * cost / self.size_of(info)

@@ -75,6 +75,9 @@ class Limits:
     max_str: int = 4096
 
 
+_DEFAULT_LIMITS = Limits()
+
+
 @dataclass(frozen=True, slots=True)
 class BlockRef:
     """A block's identity and place: ``key`` and ``namespace`` are 16-byte digests, ``parent``
@@ -158,9 +161,21 @@ def _list_of(item: Callable[[Any, str, Limits], Any]) -> Callable[[Any, str, Lim
     return decode
 
 
+def _key_list(v: Any, name: str, lim: Limits) -> list[bytes]:
+    """``list[Key]`` with one pass of cheap checks (the hot path: LOOKUP, RELEASE, GET)."""
+    if type(v) is not list:
+        raise _fail(name, f"must be a list, got {type(v).__name__}")
+    if len(v) > lim.max_keys:
+        raise _fail(name, f"has {len(v)} items, more than {lim.max_keys}", ErrorCode.TOO_LARGE)
+    for x in v:
+        if type(x) is not bytes or len(x) != KEY_BYTES:
+            _key(x, name, lim)  # raises with the message
+    return v
+
+
 _DECODERS: dict[str, Callable[[Any, str, Limits], Any]] = {
     "int": _int, "float": _float, "bool": _bool, "str": _str, "Key": _key, "dict": _dict,
-    "float | None": _opt_float, "list[Key]": _list_of(_key), "list[int]": _list_of(_int),
+    "float | None": _opt_float, "list[Key]": _key_list, "list[int]": _list_of(_int),
     "list[bool]": _list_of(_bool), "list[BlockRef]": _list_of(_blockref),
 }
 
@@ -187,6 +202,8 @@ class Message:
     OP: ClassVar[str] = ""
     IS_REPLY: ClassVar[bool] = False
     _schema: ClassVar[tuple[tuple[str, Callable, bool], ...]] = ()
+    _names: ClassVar[frozenset[str]] = frozenset()  # header field names ("ok" too on replies)
+    _has_frames: ClassVar[bool] = False
 
     def header_fields(self) -> dict[str, Any]:
         out = {name: _encode_value(getattr(self, name)) for name, _, _ in self._schema}
@@ -209,10 +226,10 @@ class Message:
                 kwargs[name] = decode(raw[name], name, lim)
             elif required:
                 raise _fail(name, f"is required for {cls.OP.upper()}")
-        extra = set(raw) - {n for n, _, _ in cls._schema} - ({"ok"} if cls.IS_REPLY else set())
-        if extra:
-            raise _fail(sorted(extra)[0], f"is not a field of {cls.OP.upper()}")
-        if "frames" in {f.name for f in fields(cls)}:  # type: ignore[arg-type]
+        if len(kwargs) != len(raw) - (cls.IS_REPLY and "ok" in raw):
+            extra = sorted(set(raw) - cls._names)
+            raise _fail(extra[0], f"is not a field of {cls.OP.upper()}")
+        if cls._has_frames:
             kwargs["frames"] = payload
         elif payload:
             raise ProtocolError(ErrorCode.BAD_FIELD, f"{cls.OP.upper()} carries no payload frames")
@@ -233,6 +250,8 @@ def message(op: str, reply: bool = False) -> Callable[[type], type]:
             required = f.default is MISSING and f.default_factory is MISSING
             schema.append((f.name, _DECODERS[f.type], required))
         cls.OP, cls.IS_REPLY, cls._schema = op, reply, tuple(schema)
+        cls._names = frozenset([n for n, _, _ in schema] + (["ok"] if reply else []))
+        cls._has_frames = any(f.name == "frames" for f in fields(cls))
         (_REPLIES if reply else _REQUESTS)[op] = cls
         return cls
 
@@ -316,12 +335,12 @@ def _decode(frames: Sequence[Buffer], lim: Limits, table: dict) -> tuple[int, An
 
 def decode_request(frames: Sequence[Buffer], limits: Limits | None = None) -> tuple[int, Message]:
     """``(request_id, request)`` from received frames; raises :class:`ProtocolError`."""
-    return _decode(frames, limits or Limits(), _REQUESTS)
+    return _decode(frames, limits or _DEFAULT_LIMITS, _REQUESTS)
 
 
 def decode_reply(frames: Sequence[Buffer], limits: Limits | None = None) -> tuple[int, Reply]:
     """``(request_id, reply)``; an error reply decodes to :class:`ErrorReply` (not raised)."""
-    lim = limits or Limits()
+    lim = limits or _DEFAULT_LIMITS
     _, op, rid, raw = _unpack_header(frames, lim)
     if raw.get("ok") is False:
         code, msg = raw.get("code"), raw.get("message")

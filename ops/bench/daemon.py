@@ -1,0 +1,164 @@
+"""``asymcache bench daemon``: the daemon against plain baselines, side by side in one run.
+
+Rows (targets from issue 3):
+
+* control plane — LOOKUP of 32 blocks over ipc, 1 client and 4 client processes, against a plain
+  pyzmq ROUTER echo loop answering with the same reply size: ``control_ratio_vs_echo`` (1 client,
+  target >= 0.5) and ``control_p99_ms`` (1 client, target <= 2 ms);
+* CPU tier — 1 MiB and 16 MiB batches of 64 KiB blocks written and read through the shared-memory
+  tier with their requests, against a numpy copy of the same bytes: ``cpu_tier_ratio_vs_memcpy``
+  is total memcpy time over total tier time, all sizes and both directions (target >= 0.8);
+* disk tier — durable LMDB writes and reads against a plain file with fsync:
+  ``disk_write_ratio_vs_file`` (target >= 0.6), ``disk_read_ratio_vs_file`` (target >= 0.8);
+* index rebuild at start with ``--rebuild-entries`` entries (default one million);
+* Redis SET/GET of the same blocks, for reference, when ``redis-server`` is installed.
+"""
+
+from __future__ import annotations
+
+import argparse
+
+NAME = "daemon"
+HELP = "daemon vs plain baselines: control plane, CPU tier, disk tier, index rebuild"
+_SMALL = {"cpu_bytes": "64MiB", "cpu_slot_bytes": "64KiB", "disk_bytes": 0, "metrics_port": 0,
+          "log_level": "warning"}
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--json", metavar="PATH", help="also write the results as JSON here")
+    parser.add_argument("--seconds", type=float, default=3.0,
+                        help="duration of each control-plane measurement (default 3)")
+    parser.add_argument("--iters", type=int, default=20, help="CPU-tier batches per size")
+    parser.add_argument("--disk-mib", type=int, default=64, help="bytes per disk round, MiB")
+    parser.add_argument("--rebuild-entries", type=int, default=1_000_000,
+                        help="disk entries for the index rebuild (0 = skip)")
+
+
+def _control(tmp, seconds: float) -> dict:
+    from cacheserver.launch import DaemonProcess
+    from ops.bench import _daemon_control as ctl
+
+    out = {}
+    echo = ctl.start_echo(f"ipc://{tmp}/echo.ipc")
+    try:
+        for n in (1, 4):
+            out[f"echo_{n}"] = ctl.run_clients(f"ipc://{tmp}/echo.ipc", seconds, "echo", n)
+    finally:
+        echo.terminate()
+        echo.wait(10)
+    with DaemonProcess(f"ipc://{tmp}/d.ipc", str(tmp / "data"), flags=_SMALL) as d:
+        for n in (1, 4):
+            out[f"daemon_{n}"] = ctl.run_clients(d.endpoint, seconds, "daemon", n)
+    return out
+
+
+def _cpu(tmp, iters: int) -> dict:
+    from cacheserver.launch import DaemonProcess
+    from ops.bench import _daemon_tiers as tiers
+
+    with DaemonProcess(f"ipc://{tmp}/c.ipc", str(tmp / "cdata"), flags=_SMALL) as d:
+        return {f"{mib}MiB": {"mib": mib, **tiers.cpu_tier(d.endpoint, mib << 20, iters)}
+                for mib in (1, 16)}
+
+
+def _rebuild(tmp, entries: int) -> dict:
+    from cacheserver.launch import DaemonProcess
+    from ops.bench import _daemon_tiers as tiers
+
+    capacity = tiers.fill_disk(tmp / "rdata" / "blocks.lmdb", entries)
+    log = tmp / "rebuild.log"
+    flags = {**_SMALL, "disk_bytes": capacity, "log_level": "info"}
+    with DaemonProcess(f"ipc://{tmp}/r.ipc", str(tmp / "rdata"), flags=flags,
+                       log_path=str(log)):
+        pass
+    n, seconds = tiers.parse_rebuild(log.read_text())
+    return {"entries": n, "seconds": seconds, "entries_per_s": n / max(seconds, 1e-9)}
+
+
+def _table(res: dict) -> list[tuple[str, str, str, str, str]]:
+    c, cpu, disk = res["control"], res["cpu"], res["disk"]
+    rows = [
+        ("LOOKUP x32, 1 client, ops/s", f"{c['daemon_1']['ops_per_s']:,.0f}",
+         f"{c['echo_1']['ops_per_s']:,.0f}", f"{res['control_ratio_vs_echo']:.2f}", ">= 0.50"),
+        ("LOOKUP x32, 1 client, p50 / p99 ms",
+         f"{c['daemon_1']['p50_ms']:.3f} / {c['daemon_1']['p99_ms']:.3f}",
+         f"{c['echo_1']['p50_ms']:.3f} / {c['echo_1']['p99_ms']:.3f}", "", "p99 <= 2 ms"),
+        ("LOOKUP x32, 4 clients, ops/s", f"{c['daemon_4']['ops_per_s']:,.0f}",
+         f"{c['echo_4']['ops_per_s']:,.0f}",
+         f"{c['daemon_4']['ops_per_s'] / c['echo_4']['ops_per_s']:.2f}", ""),
+    ]
+    for size, r in cpu.items():
+        for way in ("write", "read"):
+            rows.append((f"CPU tier {way} {size} batch, GB/s", f"{r[way + '_gbps']:.2f}",
+                         f"{r['memcpy_gbps']:.2f}", f"{r[way + '_gbps'] / r['memcpy_gbps']:.2f}",
+                         ">= 0.80"))
+    rows.append(("CPU tier, all sizes and directions", "", "",
+                 f"{res['cpu_tier_ratio_vs_memcpy']:.2f}", ">= 0.80"))
+    rows.append(("disk write (durable), GB/s", f"{disk['write_gbps']:.2f}",
+                 f"{disk['file_write_gbps']:.2f}", f"{res['disk_write_ratio_vs_file']:.2f}",
+                 ">= 0.60"))
+    rows.append(("disk read, GB/s", f"{disk['read_gbps']:.2f}", f"{disk['file_read_gbps']:.2f}",
+                 f"{res['disk_read_ratio_vs_file']:.2f}", ">= 0.80"))
+    if res.get("rebuild"):
+        r = res["rebuild"]
+        rows.append((f"index rebuild, {r['entries']:,} entries", f"{r['seconds']:.2f} s",
+                     "", f"{r['entries_per_s']:,.0f}/s", ""))
+    if res.get("redis"):
+        rows.append(("Redis SET / GET (reference), GB/s",
+                     f"{res['redis']['set_gbps']:.2f} / {res['redis']['get_gbps']:.2f}", "", "",
+                     ""))
+    return rows
+
+
+def _summarise(res: dict) -> None:
+    c, cpu, disk = res["control"], res["cpu"], res["disk"]
+    res["control_ratio_vs_echo"] = c["daemon_1"]["ops_per_s"] / c["echo_1"]["ops_per_s"]
+    res["control_p99_ms"] = c["daemon_1"]["p99_ms"]
+    tier_s = sum(r["mib"] / r[w + "_gbps"] for r in cpu.values() for w in ("write", "read"))
+    copy_s = sum(2 * r["mib"] / r["memcpy_gbps"] for r in cpu.values())
+    res["cpu_tier_ratio_vs_memcpy"] = copy_s / tier_s
+    res["disk_write_ratio_vs_file"] = disk["write_gbps"] / disk["file_write_gbps"]
+    res["disk_read_ratio_vs_file"] = disk["read_gbps"] / disk["file_read_gbps"]
+
+
+def _print_table(rows: list[tuple[str, ...]]) -> None:
+    head = ("measure", "asymcache", "baseline", "ratio", "target")
+    widths = [max(len(r[i]) for r in [head, *rows]) for i in range(len(head))]
+    for r in [head, *rows]:
+        print("  ".join(v.ljust(w) if i == 0 else v.rjust(w)
+                        for i, (v, w) in enumerate(zip(r, widths, strict=True))))
+
+
+def run(args: argparse.Namespace) -> int:
+    import json
+    import shutil
+    import socket
+    import tempfile
+    from pathlib import Path
+
+    from ops.bench import _daemon_tiers as tiers
+
+    tmp = Path(tempfile.mkdtemp(prefix="acb-"))
+    res: dict = {}
+    try:
+        print(f"control plane: echo and daemon, 1 and 4 clients, {args.seconds:g} s each",
+              flush=True)
+        res["control"] = _control(tmp, args.seconds)
+        print(f"CPU tier: {args.iters} batches of 1 MiB and 16 MiB", flush=True)
+        res["cpu"] = _cpu(tmp, args.iters)
+        print(f"disk tier: 3 rounds of {args.disk_mib} MiB", flush=True)
+        res["disk"] = tiers.disk_tier(tmp, args.disk_mib << 20, rounds=3)
+        res["rebuild"] = _rebuild(tmp, args.rebuild_entries) if args.rebuild_entries else None
+        with socket.socket() as sock:
+            sock.bind(("127.0.0.1", 0))
+            port = sock.getsockname()[1]
+        res["redis"] = tiers.redis_reference(16 << 20, port)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    _summarise(res)
+    print()
+    _print_table(_table(res))
+    if args.json:
+        Path(args.json).write_text(json.dumps(res, indent=2, sort_keys=True))
+        print(f"\nwrote {args.json}")
+    return 0
