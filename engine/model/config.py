@@ -133,8 +133,7 @@ def _no_window(raw: Mapping[str, Any]) -> int | None:
 
 
 def _mistral_window(raw: Mapping[str, Any]) -> int | None:
-    window = raw.get("sliding_window")
-    return None if window is None else int(window)
+    return _number(raw, "sliding_window", int, None)
 
 
 def _qwen2_window(raw: Mapping[str, Any]) -> int | None:
@@ -164,6 +163,23 @@ def _model_type(raw: Mapping[str, Any]) -> str:
     return kind
 
 
+_REQUIRED = object()
+
+
+def _number(raw: Mapping[str, Any], key: str, kind: type, default: Any = _REQUIRED) -> Any:
+    """``raw[key]`` as ``kind`` (None or absent → ``default``); errors name the field."""
+    value = raw.get(key)
+    if value is None:
+        if default is _REQUIRED:
+            raise ValueError(f"config.json is missing the field {key!r}")
+        return default
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise ValueError(f"config.json field {key!r} must be a number, got {value!r}")
+    if kind is int and value != int(value):
+        raise ValueError(f"config.json field {key!r} must be an integer, got {value!r}")
+    return kind(value)
+
+
 def parse_rope(raw: Mapping[str, Any]) -> RopeConfig:
     """Read RoPE from ``rope_parameters`` (transformers >= 5) or ``rope_theta``/``rope_scaling``."""
     params = raw.get("rope_parameters") or raw.get("rope_scaling") or {}
@@ -178,20 +194,20 @@ def parse_rope(raw: Mapping[str, Any]) -> RopeConfig:
     if missing:
         raise ValueError(f"rope type {kind!r} is missing {', '.join(missing)}")
     return RopeConfig(
-        theta=float(params.get("rope_theta", raw.get("rope_theta", 10000.0))),
+        theta=_number(params, "rope_theta", float, _number(raw, "rope_theta", float, 10000.0)),
         kind=kind,
-        factor=float(params.get("factor", 1.0)),
-        low_freq_factor=float(params.get("low_freq_factor", 1.0)),
-        high_freq_factor=float(params.get("high_freq_factor", 4.0)),
-        original_max_positions=int(params.get("original_max_position_embeddings", 0)),
+        factor=_number(params, "factor", float, 1.0),
+        low_freq_factor=_number(params, "low_freq_factor", float, 1.0),
+        high_freq_factor=_number(params, "high_freq_factor", float, 4.0),
+        original_max_positions=_number(params, "original_max_position_embeddings", int, 0),
     )
 
 
 def _token_ids(value: Any) -> tuple[int, ...]:
-    if value is None:
-        return ()
-    values = value if isinstance(value, list | tuple) else [value]
-    return tuple(int(v) for v in values)
+    values = [] if value is None else value if isinstance(value, list | tuple) else [value]
+    if not all(isinstance(v, int) and not isinstance(v, bool) for v in values):
+        raise ValueError(f"config.json field 'eos_token_id' must be int or list of int: {value!r}")
+    return tuple(values)
 
 
 def parse_config(raw: Mapping[str, Any]) -> ModelConfig:
@@ -199,25 +215,24 @@ def parse_config(raw: Mapping[str, Any]) -> ModelConfig:
     kind = _model_type(raw)
     if raw.get("hidden_act", "silu") != "silu":
         raise ValueError(f"hidden_act {raw.get('hidden_act')!r} is not supported (only 'silu')")
-    try:
-        hidden, heads = int(raw["hidden_size"]), int(raw["num_attention_heads"])
-        qkv_bias, o_bias, mlp_bias = ARCHITECTURES[kind].biases(raw)
-        return ModelConfig(
-            model_type=kind, vocab_size=int(raw["vocab_size"]), hidden_size=hidden,
-            intermediate_size=int(raw["intermediate_size"]),
-            num_layers=int(raw["num_hidden_layers"]), num_heads=heads,
-            num_kv_heads=int(raw.get("num_key_value_heads") or heads),
-            head_dim=int(raw.get("head_dim") or hidden // heads),
-            rms_norm_eps=float(raw.get("rms_norm_eps", 1e-6)),
-            max_position_embeddings=int(raw.get("max_position_embeddings", 2048)),
-            rope=parse_rope(raw), qkv_bias=qkv_bias, o_bias=o_bias, mlp_bias=mlp_bias,
-            tie_word_embeddings=bool(raw.get("tie_word_embeddings", False)),
-            sliding_window=ARCHITECTURES[kind].window(raw),
-            bos_token_id=raw.get("bos_token_id"),
-            eos_token_ids=_token_ids(raw.get("eos_token_id")),
-        )
-    except KeyError as e:
-        raise ValueError(f"config.json is missing the field {e.args[0]!r}") from None
+    hidden, heads = _number(raw, "hidden_size", int), _number(raw, "num_attention_heads", int)
+    if heads <= 0:
+        raise ValueError(f"model config: num_attention_heads must be positive, got {heads}")
+    qkv_bias, o_bias, mlp_bias = ARCHITECTURES[kind].biases(raw)
+    return ModelConfig(
+        model_type=kind, vocab_size=_number(raw, "vocab_size", int), hidden_size=hidden,
+        intermediate_size=_number(raw, "intermediate_size", int),
+        num_layers=_number(raw, "num_hidden_layers", int), num_heads=heads,
+        num_kv_heads=_number(raw, "num_key_value_heads", int, heads),
+        head_dim=_number(raw, "head_dim", int, hidden // heads),
+        rms_norm_eps=_number(raw, "rms_norm_eps", float, 1e-6),
+        max_position_embeddings=_number(raw, "max_position_embeddings", int, 2048),
+        rope=parse_rope(raw), qkv_bias=qkv_bias, o_bias=o_bias, mlp_bias=mlp_bias,
+        tie_word_embeddings=bool(raw.get("tie_word_embeddings", False)),
+        sliding_window=ARCHITECTURES[kind].window(raw),
+        bos_token_id=_number(raw, "bos_token_id", int, None),
+        eos_token_ids=_token_ids(raw.get("eos_token_id")),
+    )
 
 
 def load_config(model_dir: str | Path) -> ModelConfig:

@@ -79,6 +79,11 @@ def test_model_type_falls_back_to_the_architecture_class():
     ({"rope_scaling": {"rope_type": "llama3", "factor": 8.0}}, "missing low_freq_factor"),
     ({"vocab_size": 0}, "vocab_size must be a positive int"),
     ({"partial_rotary_factor": 0.5}, "partial_rotary_factor"),
+    ({"hidden_size": "4096"}, "field 'hidden_size' must be a number"),
+    ({"num_hidden_layers": 2.5}, "field 'num_hidden_layers' must be an integer"),
+    ({"num_attention_heads": 0}, "num_attention_heads must be positive"),
+    ({"eos_token_id": ["</s>"]}, "'eos_token_id' must be int"),
+    ({"rope_scaling": {"rope_type": "linear", "factor": "x"}}, "field 'factor' must be"),
 ])
 def test_bad_configs_are_refused_with_the_reason(change, message):
     with pytest.raises(ValueError, match=message):
