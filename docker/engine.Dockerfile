@@ -53,9 +53,12 @@ RUN useradd --system --uid "${ASYMCACHE_UID}" --user-group --no-create-home \
 COPY docker/healthcheck.py /usr/local/bin/asymcache-healthcheck
 
 # HOME holds the built-in model (ASYMCACHE_CACHE_DIR) and Triton's compiled kernels (~/.triton).
+# Engine settings are ASYMCACHE_ENGINE_<FIELD> variables (engine/settings.py); the device
+# follows the variant, so `docker run asymcache-engine:cuda` runs on the GPU it is given.
 ENV PYTHONUNBUFFERED=1 \
     HOME=/var/cache/asymcache \
     ASYMCACHE_CACHE_DIR=/var/cache/asymcache \
+    ASYMCACHE_ENGINE_DEVICE=${VARIANT} \
     NVIDIA_DRIVER_CAPABILITIES=compute,utility
 USER asymcache
 WORKDIR /var/cache/asymcache
@@ -68,4 +71,4 @@ STOPSIGNAL SIGTERM
 HEALTHCHECK --interval=15s --timeout=5s --start-period=600s --retries=3 \
     CMD python /usr/local/bin/asymcache-healthcheck "http://127.0.0.1:8000/health"
 ENTRYPOINT ["asymcache"]
-CMD ["engine", "--model", "builtin", "--host", "0.0.0.0", "--port", "8000"]
+CMD ["engine", "--host", "0.0.0.0", "--port", "8000"]

@@ -59,7 +59,7 @@ def test_engines_connect_to_the_endpoint_the_daemon_binds_through_a_shared_volum
     daemon = services["cacheserver"]
     bind = daemon["environment"]["ASYMCACHE_ENDPOINT"]
     for name in ENGINES:
-        connect = _flag(services[name], "cache-endpoint")
+        connect = services[name]["environment"]["ASYMCACHE_ENGINE_CACHE_ENDPOINT"]
         if bind.startswith("ipc://"):
             assert connect == bind, name
             socket_dir = bind.removeprefix("ipc://").rsplit("/", 1)[0]
@@ -81,13 +81,14 @@ def test_gpu_profile_reserves_a_gpu_and_the_default_cpu_profile_runs_on_cpu() ->
     services = rendered()["services"]
     assert dotenv()["COMPOSE_PROFILES"] == "cpu"
     cpu, gpu = services["engine"], services["engine-gpu"]
-    assert cpu["profiles"] == ["cpu"] and _flag(cpu, "device") == "cpu" and "deploy" not in cpu
+    assert cpu["profiles"] == ["cpu"] and "deploy" not in cpu
+    assert cpu["environment"]["ASYMCACHE_ENGINE_DEVICE"] == "cpu"
     assert cpu["build"]["args"]["VARIANT"] == "cpu"
-    assert gpu["profiles"] == ["gpu"] and _flag(gpu, "device") == "cuda"
+    assert gpu["profiles"] == ["gpu"] and gpu["environment"]["ASYMCACHE_ENGINE_DEVICE"] == "cuda"
     assert gpu["build"]["args"]["VARIANT"] == "cuda"
     (device,) = gpu["deploy"]["resources"]["reservations"]["devices"]
     assert device["capabilities"] == ["gpu"] and device["device_ids"] == [dotenv()[
-        "ASYMCACHE_GPU_DEVICE"]]
+        "GPU_DEVICE"]]
     profiles = run_compose("config", "--profiles")
     assert profiles.returncode == 0 and sorted(profiles.stdout.split()) == ["cpu", "gpu"]
 
@@ -112,3 +113,18 @@ def test_prometheus_targets_match_the_ports_the_services_listen_on() -> None:
     for name in ENGINES:
         assert _flag(services[name], "port") == str(dns["port"]), name
     assert "engine" in services["engine-gpu"]["networks"]["default"]["aliases"]
+
+
+def test_service_settings_are_accepted_by_the_daemon_and_engine_loaders() -> None:
+    from cacheserver.config import load_config
+    from engine.settings import load_settings
+
+    services = rendered()["services"]
+    image_defaults = DOCKER / "daemon.toml"
+    daemon = load_config(image_defaults, environ=services["cacheserver"]["environment"])
+    assert daemon.metrics_host == "0.0.0.0" and daemon.cpu_num_slots > 0
+    assert daemon.endpoint == services["cacheserver"]["environment"]["ASYMCACHE_ENDPOINT"]
+    for name in ENGINES:
+        engine = load_settings(env=services[name]["environment"])
+        assert engine.model == dotenv()["ASYMCACHE_ENGINE_MODEL"], name
+        assert engine.cache_endpoint == daemon.endpoint or daemon.endpoint.startswith("tcp://")
