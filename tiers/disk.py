@@ -7,7 +7,8 @@ only a compact B-tree. See ``tiers/lmdb_store.py`` for the environment and
 
 Accounting: the tier keeps key → bytes occupied for every held block (committed or queued) in
 memory; ``contains``/``len``/``used_bytes`` answer from it. A block occupies its value rounded
-up to LMDB pages plus a fixed index overhead (:meth:`DiskTier.entry_bytes`). ``put`` refuses
+up to LMDB pages (twice its size if small enough to sit in a B-tree leaf) plus a fixed index
+overhead (:meth:`DiskTier.entry_bytes`). ``put`` refuses
 what would take ``used_bytes`` past ``capacity_bytes``; the LMDB map is larger than the capacity
 (``DiskTierConfig.map_size``) so that fragmentation and copy-on-write never fill it in normal
 operation, and if it fills anyway (or the file system does) the failed writes are refused,
@@ -35,6 +36,7 @@ from tiers.lmdb_store import LmdbStore, WriteOp
 
 log = logging.getLogger(__name__)
 _LMDB_PAGE_HEADER = 16
+_LEAF_NODE = 24  # LMDB node header + 16-byte key
 _INDEX_OVERHEAD = 256  # two B-tree leaf nodes per block (data + headers), rounded up
 _TYPICAL_HEADER = 168  # encoded header with a ~90-byte layout text
 
@@ -69,7 +71,9 @@ class DiskTier(Tier):
 
     # -- sizes ------------------------------------------------------------------------------
     def _footprint(self, value_len: int) -> int:
-        pages = -(-(value_len + _LMDB_PAGE_HEADER) // self._page)
+        if value_len <= self._page // 2 - 64:  # LMDB keeps it inside a leaf page (≥ half full)
+            return 2 * (value_len + _LEAF_NODE) + _INDEX_OVERHEAD
+        pages = -(-(value_len + _LMDB_PAGE_HEADER) // self._page)  # its own overflow pages
         return pages * self._page + _INDEX_OVERHEAD
 
     def entry_bytes(self, header: BlockHeader) -> int:

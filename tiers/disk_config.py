@@ -14,8 +14,8 @@ class DiskTierConfig:
     * ``path``: the LMDB environment directory (created if missing, reopened if present);
     * ``capacity_bytes``: what stored blocks may occupy (``DiskTier.entry_bytes`` each);
     * ``block_bytes``: typical payload size, used only to report ``capacity_blocks``;
-    * ``map_bytes``: the LMDB map size (default ``capacity·5/4 + 4 MiB``: headroom for
-      copy-on-write pages, free-list fragmentation and the B-trees);
+    * ``map_bytes``: the LMDB map size (default: ``capacity·5/4``, plus two write batches,
+      plus 4 MiB; see :attr:`map_size`);
     * ``writemap``: let LMDB write straight into its map (with the file preallocated);
     * ``queue_bytes``: staging memory for queued writes, idle recycled buffers included;
     * ``batch_bytes`` / ``batch_ops``: most bytes / ops committed in one synced transaction.
@@ -43,7 +43,11 @@ class DiskTierConfig:
     def map_size(self) -> int:
         if self.map_bytes is not None:
             return self.map_bytes
-        return self.capacity_bytes + self.capacity_bytes // 4 + 4 * MiB
+        # Pages a transaction frees are reusable two commits later, so up to two batches of
+        # writes land on fresh pages while evicted blocks' pages wait: room for both, plus a
+        # quarter for free-list fragmentation (overflow pages need contiguous runs).
+        lag = 2 * min(self.batch_bytes, self.capacity_bytes)
+        return self.capacity_bytes + self.capacity_bytes // 4 + lag + 4 * MiB
 
 
 def _positive(field: str, value: object, allow_zero: bool = False) -> None:
