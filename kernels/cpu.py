@@ -1,12 +1,13 @@
 """The fast torch path (``backend="torch"``): what the engine runs on a CPU.
 
-Per layer, each sequence's blocks are gathered once (one ``index_select`` for K, one for V)
-and attended with ``scaled_dot_product_attention``: ``is_causal`` when the queries are the
-whole sequence, no mask for a single last-position query, an explicit ``j <= q_pos`` mask
-otherwise. Decode batches sequences (padded, padding zeroed so that garbage or NaN in foreign
-slots never reaches the output). When the LSE is asked for, or decode is split, an explicit
-float32 matmul/softmax path runs instead. Working memory is bounded by chunking query rows and
-sequences (``MASK_ELEMS``, ``SCORE_BYTES``, ``GATHER_BYTES``).
+Per layer, each sequence's blocks are gathered once (one ``index_select`` for K, one for V;
+``kernels.cpu_gather``) and attended with ``scaled_dot_product_attention``: ``is_causal``
+when the queries are the whole sequence, no mask for a single last-position query, otherwise
+a ``j <= q_pos`` mask in row chunks whose keys end at each chunk's last position. Decode
+batches sequences, padded with finite filler that the mask hides (never foreign bytes). When
+the LSE is asked for, or decode is split, an explicit float32 matmul/softmax path runs.
+Working memory is bounded by chunking query rows and sequences (``MASK_ELEMS``,
+``SCORE_BYTES``, ``GATHER_BYTES``).
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ import torch
 import torch.nn.functional as F
 
 from kernels.backends import Backend
+from kernels.cpu_gather import gather_blocks, gather_padded
 from kernels.metadata import AttentionMetadata
 
 MASK_ELEMS = 1 << 24  # booleans of one mask chunk (16 MiB)
@@ -22,34 +24,6 @@ SCORE_BYTES = 64 << 20  # float32 scores of one math-path chunk
 GATHER_BYTES = 256 << 20  # gathered K+V of one decode chunk
 ROWS = 128  # query rows per masked chunk; a chunk's keys end at its last query's position
 MIN_ROWS = 32  # below this, SDPA on CPU costs more per row than a cut at a segment saves
-
-
-def scratch(meta: AttentionMetadata, name: str, numel: int, like: torch.Tensor) -> torch.Tensor:
-    """A flat buffer of ``numel`` elements of ``like``'s dtype and device from the step's
-    workspace: every layer of a step reuses it instead of allocating (and page-faulting) anew."""
-    key = f"{name}:{like.dtype}:{like.device}"
-    buf = meta.scratch.get(key)
-    if buf is None or buf.numel() < numel:
-        buf = like.new_empty(numel)
-        meta.scratch[key] = buf
-    return buf[:numel]
-
-
-def gather_kv(pool: torch.Tensor, layer: int, table: torch.Tensor, num_tokens: int,
-              meta: AttentionMetadata) -> tuple[torch.Tensor, torch.Tensor]:
-    """K and V ``[rows, num_tokens, Hkv, D]`` of the ``rows`` block-table rows ``table``
-    (``[rows, n_blocks]``, ``-1`` read as block 0: mask those tokens). Copies only this layer,
-    into the step's scratch buffers (valid until the next gather of the same step)."""
-    block_size, heads, dim = pool.shape[3:]
-    ids = table.clamp(min=0).reshape(-1).long()
-    shape = (table.shape[0], table.shape[1] * block_size, heads, dim)
-    numel = ids.numel() * block_size * heads * dim
-    gathered = []
-    for half, name in ((0, "k"), (1, "v")):
-        out = scratch(meta, name, numel, pool).view(ids.numel(), block_size, heads, dim)
-        torch.index_select(pool[:, layer, half], 0, ids, out=out)
-        gathered.append(out.view(shape)[:, :num_tokens])
-    return gathered[0], gathered[1]
 
 
 def attend_math(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, visible: torch.Tensor,
@@ -157,7 +131,7 @@ class TorchBackend(Backend):
                 continue
             kv_len = meta.host_kv_lens[s]
             table = meta.block_tables[s:s + 1, :-(-kv_len // block_size)]
-            k, v = gather_kv(pool, layer, table, kv_len, meta)
+            k, v = gather_blocks(pool, layer, table, kv_len, meta)
             rows = slice(cu[s], cu[s + 1])
             q_s, pos, host_pos = q[rows], meta.q_positions[rows], meta.host_q_positions[rows]
             k_s, v_s = k[0].permute(1, 0, 2), v[0].permute(1, 0, 2)  # [Hkv, L, D]
@@ -205,13 +179,10 @@ def _decode_chunk(q: torch.Tensor, pool: torch.Tensor, layer: int, meta: Attenti
     """Decode sequences ``[first, first + len(q))``; returns ``(o [n, Hq, D], lse | None)``."""
     n, hq, d = q.shape
     kv_lens = meta.host_kv_lens[first:first + n]
-    length, block_size, hkv = max(kv_lens), pool.shape[3], pool.shape[4]
-    table = meta.block_tables[first:first + n, :-(-length // block_size)]
-    k, v = gather_kv(pool, layer, table, length, meta)  # [n, L, Hkv, D]
+    length, hkv = max(kv_lens), pool.shape[4]
+    k, v = gather_padded(pool, layer, meta, first, n, length)  # [n, L, Hkv, D]
     lens = meta.kv_lens[first:first + n, None].long()
     visible = torch.arange(length, device=q.device)[None, :] < lens  # [n, L]
-    if min(kv_lens) < length:  # padding may hold any bytes, NaN included
-        k[~visible], v[~visible] = 0, 0
     qh = q.view(n, hkv, hq // hkv, d)  # the group's query heads are the rows
     kh, vh = k.permute(0, 2, 1, 3), v.permute(0, 2, 1, 3)  # [n, Hkv, L, D]
     if not return_lse and num_splits == 1:

@@ -82,3 +82,15 @@ def test_default_backend_on_cpu_is_the_torch_path_and_matches_reference(monkeypa
     torch.testing.assert_close(o, msa_prefill(case.q, case.pool, LAYER, case.meta, case.scale,
                                               backend="torch"), rtol=0, atol=0)
     assert_matches(o, None, reference(case), torch.float32)
+
+
+@pytest.mark.parametrize("return_lse", [False, True])
+def test_torch_decode_on_a_pool_without_a_row_view_matches_reference(return_lse: bool) -> None:
+    case = decode_case([1, 40, 77], Shape(64, 16, 8, 2))
+    wide = torch.full((*case.pool.shape[:5], 96), float("nan"), device=case.pool.device)
+    wide[..., :64] = case.pool
+    strided = wide[..., :64]  # head_dim stride 1, head stride 96: no [rows, Hkv*D] view
+    out = msa_decode(case.q, strided, LAYER, case.meta, case.scale, return_lse=return_lse,
+                     backend="torch")
+    o, lse = out if return_lse else (out, None)
+    assert_matches(o, lse, reference(case, decode=True), torch.float32)

@@ -1,0 +1,101 @@
+"""Gathering a layer's K/V out of the paged pool for the torch path.
+
+Copies land in per-step scratch buffers (``AttentionMetadata.scratch``): every layer of a step
+reuses them instead of allocating, and page-faulting, fresh memory. A gathered tensor is valid
+until the next gather of the same step.
+
+* ``gather_blocks`` copies whole blocks (prefill: one sequence's blocks, cut at its KV length).
+* ``gather_padded`` gives ``S`` sequences a common length for batched decode. Positions past a
+  sequence's KV length hold finite copies of its position 0 (gathered token by token through
+  a per-step row index), or zeros when the pool's strides do not allow a row view: never the
+  bytes of a foreign or unwritten slot, which may be NaN. Callers mask them.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from kernels.metadata import AttentionMetadata
+
+
+def scratch(meta: AttentionMetadata, name: str, numel: int, like: torch.Tensor) -> torch.Tensor:
+    """A flat buffer of ``numel`` elements of ``like``'s dtype and device from the step's
+    workspace (grown when a later call needs more)."""
+    key = f"{name}:{like.dtype}:{like.device}"
+    buf = meta.scratch.get(key)
+    if buf is None or buf.numel() < numel:
+        buf = like.new_empty(numel)
+        meta.scratch[key] = buf
+    return buf[:numel]
+
+
+def gather_blocks(pool: torch.Tensor, layer: int, table: torch.Tensor, num_tokens: int,
+                  meta: AttentionMetadata) -> tuple[torch.Tensor, torch.Tensor]:
+    """K and V ``[rows, num_tokens, Hkv, D]`` of the block-table rows ``table``
+    (``[rows, n_blocks]``; ``-1`` reads block 0, whose tokens the caller must mask)."""
+    block_size, heads, dim = pool.shape[3:]
+    ids = table.clamp(min=0).reshape(-1).long()
+    shape = (table.shape[0], table.shape[1] * block_size, heads, dim)
+    numel = ids.numel() * block_size * heads * dim
+    gathered = []
+    for half, name in ((0, "k"), (1, "v")):
+        out = scratch(meta, name, numel, pool).view(ids.numel(), block_size, heads, dim)
+        torch.index_select(pool[:, layer, half], 0, ids, out=out)
+        gathered.append(out.view(shape)[:, :num_tokens])
+    return gathered[0], gathered[1]
+
+
+def row_view(pool: torch.Tensor) -> torch.Tensor | None:
+    """The pool as ``[rows, Hkv * D]``, one row per token slot of any block, layer and half, or
+    ``None`` if its strides do not allow that view (a contiguous pool always does)."""
+    heads, dim = pool.shape[4:]
+    strides = pool.stride()
+    width = heads * dim
+    if strides[5] != 1 or strides[4] != dim or strides[3] != width:
+        return None
+    if any(s % width for s in strides[:3]):
+        return None
+    last = sum((n - 1) * s for n, s in zip(pool.shape[:4], strides[:4], strict=True))
+    return pool.as_strided((last // width + 1, width), (width, 1))
+
+
+def _token_rows(meta: AttentionMetadata, pool: torch.Tensor, first: int, count: int,
+                length: int) -> torch.Tensor:
+    """Row (in ``row_view`` units, layer 0, K) of each position ``< length`` of sequences
+    ``[first, first + count)``; positions past a KV length point at position 0. Per step."""
+    key = f"rows:{first}:{count}:{length}:{tuple(pool.shape)}:{tuple(pool.stride())}"
+    rows = meta.scratch.get(key)
+    if rows is None:
+        width = pool.shape[4] * pool.shape[5]
+        block_size = pool.shape[3]
+        pos = torch.arange(length, device=pool.device)[None, :]
+        pos = torch.where(pos < meta.kv_lens[first:first + count, None].long(), pos, 0)
+        blocks = meta.block_tables[first:first + count].long().gather(1, pos // block_size)
+        rows = (blocks * (pool.stride(0) // width)
+                + (pos % block_size) * (pool.stride(3) // width)).reshape(-1)
+        meta.scratch[key] = rows
+    return rows
+
+
+def gather_padded(pool: torch.Tensor, layer: int, meta: AttentionMetadata, first: int,
+                  count: int, length: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """K and V ``[count, length, Hkv, D]`` of sequences ``[first, first + count)``; positions
+    past a sequence's KV length hold finite filler (see the module docstring)."""
+    rows = row_view(pool)
+    shape = (count, length, *pool.shape[4:])
+    if rows is None:
+        table = meta.block_tables[first:first + count, :-(-length // pool.shape[3])]
+        k, v = gather_blocks(pool, layer, table, length, meta)
+        for row, kv_len in enumerate(meta.host_kv_lens[first:first + count]):
+            k[row, kv_len:] = 0
+            v[row, kv_len:] = 0
+        return k, v
+    index = _token_rows(meta, pool, first, count, length)
+    width = rows.shape[1]
+    base = index + layer * (pool.stride(1) // width)
+    gathered = []
+    for half, name in ((0, "k"), (1, "v")):
+        out = scratch(meta, name, index.numel() * width, pool).view(-1, width)
+        torch.index_select(rows, 0, base + half * (pool.stride(2) // width), out=out)
+        gathered.append(out.view(shape))
+    return gathered[0], gathered[1]
