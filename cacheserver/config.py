@@ -36,6 +36,7 @@ class ServerConfig:
     metrics_port: int = 9465  # HTTP /metrics, /healthz, /readyz; 0 = no HTTP server
     cpu_bytes: int = 1 << 30  # shared-memory CPU tier, fixed at start
     cpu_slot_bytes: int = 2 << 20  # one block per slot: engines' blocks must fit
+    cpu_populate: bool = True  # commit every page of the CPU tier at start (no first-use faults)
     disk_bytes: int = 16 << 30  # disk tier capacity; 0 = no disk tier
     disk_map_bytes: int = 0  # LMDB map size; 0 = the tier's default (capacity + 25% + 64 MiB)
     disk_write_through: bool = False  # also write every CPU-tier block to disk at once

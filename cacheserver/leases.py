@@ -34,17 +34,14 @@ class EngineSession:
     leases: dict[bytes, dict[str, int]] = field(default_factory=dict)  # key -> tier -> units
     reservations: set[bytes] = field(default_factory=set)  # keys with a CPU slot reserved
 
-    @property
-    def layout_text(self) -> str:
-        return self.layout.canonical()
+    layout_text: str = field(init=False)  # derived from ``layout`` once (hot path)
+    n_bytes: int = field(init=False)
+    n_tokens: int = field(init=False)
 
-    @property
-    def n_bytes(self) -> int:
-        return self.layout.bytes_per_block
-
-    @property
-    def n_tokens(self) -> int:
-        return self.layout.block_size
+    def __post_init__(self) -> None:
+        self.layout_text = self.layout.canonical()
+        self.n_bytes = self.layout.bytes_per_block
+        self.n_tokens = self.layout.block_size
 
     @property
     def lease_count(self) -> int:

@@ -24,7 +24,8 @@ _BLOCK_SIZE = re.compile(r"(?:^|;)block=(\d+)(?:;|$)")
 def open_tiers(cfg: ServerConfig) -> tuple[CpuTier, Tier | None]:
     """The CPU tier (a new shared-memory slab) and, unless ``disk_bytes`` is 0, the LMDB tier
     in ``<data_dir>/blocks.lmdb`` (created if missing, reopened with its blocks if present)."""
-    cpu = create_tier("cpu", capacity_bytes=cfg.cpu_bytes, slot_bytes=cfg.cpu_slot_bytes)
+    cpu = create_tier("cpu", capacity_bytes=cfg.cpu_bytes, slot_bytes=cfg.cpu_slot_bytes,
+                      populate=cfg.cpu_populate)
     assert isinstance(cpu, CpuTier)
     if not cfg.disk_bytes:
         return cpu, None

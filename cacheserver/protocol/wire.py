@@ -143,11 +143,15 @@ def _dict(v: Any, name: str, lim: Limits) -> dict:
 def _blockref(v: Any, name: str, lim: Limits) -> BlockRef:
     if type(v) is not list or len(v) != 4:
         raise _fail(name, "must be [key, namespace, parent|nil, position]")
-    pos = _int(v[3], name + ".position", lim)
-    if pos < 0:
-        raise _fail(name, f"has a negative position {pos}")
-    return BlockRef(_key(v[0], name + ".key", lim), _key(v[1], name + ".namespace", lim),
-                    _opt_key(v[2], name + ".parent", lim), pos)
+    key, ns, parent, pos = v
+    if not (type(key) is bytes and len(key) == KEY_BYTES and type(ns) is bytes
+            and len(ns) == KEY_BYTES and type(pos) is int and pos >= 0
+            and (parent is None or (type(parent) is bytes and len(parent) == KEY_BYTES))):
+        _key(key, name + ".key", lim)  # each raises with a message naming the part
+        _key(ns, name + ".namespace", lim)
+        _opt_key(parent, name + ".parent", lim)
+        raise _fail(name + ".position", f"must be an int >= 0, got {pos!r:.40}")
+    return BlockRef(key, ns, parent, pos)
 
 
 def _list_of(item: Callable[[Any, str, Limits], Any]) -> Callable[[Any, str, Limits], list]:

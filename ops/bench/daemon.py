@@ -5,7 +5,7 @@ Rows (targets from issue 3):
 * control plane — LOOKUP of 32 blocks over ipc, 1 client and 4 client processes, against a plain
   pyzmq ROUTER echo loop answering with the same reply size: ``control_ratio_vs_echo`` (1 client,
   target >= 0.5) and ``control_p99_ms`` (1 client, target <= 2 ms);
-* CPU tier — 1 MiB and 16 MiB batches of 64 KiB blocks written and read through the shared-memory
+* CPU tier — 1 MiB and 16 MiB batches of 256 KiB blocks written and read through the shared-memory
   tier with their requests, against a numpy copy of the same bytes: ``cpu_tier_ratio_vs_memcpy``
   is total memcpy time over total tier time, all sizes and both directions (target >= 0.8);
 * disk tier — durable LMDB writes and reads against a plain file with fsync:
@@ -20,8 +20,8 @@ import argparse
 
 NAME = "daemon"
 HELP = "daemon vs plain baselines: control plane, CPU tier, disk tier, index rebuild"
-_SMALL = {"cpu_bytes": "64MiB", "cpu_slot_bytes": "64KiB", "disk_bytes": 0, "metrics_port": 0,
-          "log_level": "warning"}
+_SMALL = {"cpu_bytes": "128MiB", "cpu_slot_bytes": "256KiB", "disk_bytes": 0,
+          "metrics_port": 0, "log_level": "warning"}
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -30,6 +30,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="duration of each control-plane measurement (default 3)")
     parser.add_argument("--iters", type=int, default=20, help="CPU-tier batches per size")
     parser.add_argument("--disk-mib", type=int, default=64, help="bytes per disk round, MiB")
+    parser.add_argument("--disk-rounds", type=int, default=5, help="disk rounds (median)")
     parser.add_argument("--rebuild-entries", type=int, default=1_000_000,
                         help="disk entries for the index rebuild (0 = skip)")
 
@@ -146,8 +147,8 @@ def run(args: argparse.Namespace) -> int:
         res["control"] = _control(tmp, args.seconds)
         print(f"CPU tier: {args.iters} batches of 1 MiB and 16 MiB", flush=True)
         res["cpu"] = _cpu(tmp, args.iters)
-        print(f"disk tier: 3 rounds of {args.disk_mib} MiB", flush=True)
-        res["disk"] = tiers.disk_tier(tmp, args.disk_mib << 20, rounds=3)
+        print(f"disk tier: {args.disk_rounds} rounds of {args.disk_mib} MiB", flush=True)
+        res["disk"] = tiers.disk_tier(tmp, args.disk_mib << 20, rounds=args.disk_rounds)
         res["rebuild"] = _rebuild(tmp, args.rebuild_entries) if args.rebuild_entries else None
         with socket.socket() as sock:
             sock.bind(("127.0.0.1", 0))
