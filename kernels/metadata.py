@@ -114,6 +114,10 @@ class AttentionMetadata:
         """
         if block_size <= 0:
             raise ValueError(f"block_size must be positive, got {block_size}")
+        if not len(positions) == len(kv_lens) == len(block_tables):
+            raise ValueError(f"positions, kv_lens and block_tables must have one entry per "
+                             f"sequence, got {len(positions)}, {len(kv_lens)}, "
+                             f"{len(block_tables)}")
         width = max((len(row) for row in block_tables), default=0)
         table = [list(row) + [-1] * (width - len(row)) for row in block_tables]
         flat = [p for run in positions for p in run]

@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from kernels import ENV_VAR, merge_state, msa_decode, msa_prefill, resolve_backend, write_kv
-from tests.kernels.cases import LAYER, Shape, decode_case, make_case
+from tests.kernels.cases import DEVICE, LAYER, Shape, decode_case, make_case
 
 
 def test_default_backend_is_torch_on_cpu_and_triton_on_cuda(monkeypatch) -> None:
@@ -85,3 +85,18 @@ def test_empty_batches_return_empty_outputs() -> None:
     o, lse = msa_prefill(q, pool, 0, meta, 0.125, return_lse=True)
     assert o.shape == (0, 4, 64) and lse.shape == (0, 4)
     assert msa_decode(q, pool, 0, meta, 0.125).shape == (0, 4, 64)
+
+
+@pytest.mark.skipif(DEVICE.type == "cuda", reason="checks the CPU-without-interpreter error")
+def test_triton_backend_on_cpu_without_the_interpreter_says_what_to_do(monkeypatch) -> None:
+    monkeypatch.delenv("TRITON_INTERPRET")
+    case = make_case("one_segment", Shape(64, 16, 2, 2))
+    with pytest.raises(ValueError, match=r"needs CUDA tensors .* TRITON_INTERPRET=1"):
+        msa_prefill(case.q, case.pool, LAYER, case.meta, case.scale, backend="triton")
+
+
+def test_for_sequences_rejects_lists_of_different_lengths() -> None:
+    from kernels import AttentionMetadata
+
+    with pytest.raises(ValueError, match="one entry per sequence, got 2, 1, 2"):
+        AttentionMetadata.for_sequences([[0], [0]], [1], [[0], [1]], block_size=16)
