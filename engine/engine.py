@@ -102,17 +102,23 @@ class LLMEngine:
         return req
 
     def check_prompt(self, ids: Sequence[int], params: SamplingParams) -> None:
-        """Raise ``ValueError`` saying why ``ids`` cannot run with ``params``."""
+        """Raise ``ValueError`` saying why ``ids`` cannot run with ``params`` (and count it)."""
+        why = self._why_bad(ids, params)
+        if why is not None:
+            self.metrics.rejected.inc()
+            raise ValueError(why)
+
+    def _why_bad(self, ids: Sequence[int], params: SamplingParams) -> str | None:
         if not ids:
-            raise ValueError("the prompt is empty")
+            return "the prompt is empty"
         vocab = self.info.vocab_size
         if any(not isinstance(t, int) or isinstance(t, bool) or not 0 <= t < vocab for t in ids):
-            raise ValueError(f"prompt token ids must be ints in [0, {vocab})")
+            return f"prompt token ids must be ints in [0, {vocab})"
         total = len(ids) + params.max_tokens
-        if len(ids) >= self.max_model_len or total > self.max_model_len:
-            raise ValueError(
-                f"prompt ({len(ids)} tokens) + max_tokens ({params.max_tokens}) = {total} exceeds "
-                f"the maximum context length {self.max_model_len}")
+        if total > self.max_model_len:
+            return (f"prompt ({len(ids)} tokens) + max_tokens ({params.max_tokens}) = {total} "
+                    f"exceeds the maximum context length {self.max_model_len}")
+        return None
 
     def abort(self, request_id: str) -> RequestOutput | None:
         """Stop a request now (its finished output has reason ``abort``); ``None`` if unknown."""

@@ -63,7 +63,7 @@ class EngineMetrics:
                         ["direction"], registry=registry)
         self.moved = {d: moved.labels(d) for d in DIRECTIONS}
         self.rejected = Counter("asymcache_engine_rejected_requests_total",
-                                "Requests refused before running (bad input, too long)",
+                                "Prompts refused before running (empty, bad token ids, too long)",
                                 registry=registry)
 
     def on_admitted(self, req: Request) -> None:
