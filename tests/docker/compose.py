@@ -25,21 +25,25 @@ ENV_FILE = DOCKER / ".env"
 _DOCKER_UNITS = {"": 1, "b": 1, "k": 1 << 10, "m": 1 << 20, "g": 1 << 30}
 
 
-def run_compose(*args: str, env_file: Path | None = None) -> subprocess.CompletedProcess:
-    """``docker-compose [--env-file F] -f docker/docker-compose.yml ARGS`` from ``docker/``."""
+def run_compose(*args: str, env_file: Path | None = None,
+                extra_files: tuple[str, ...] = ()) -> subprocess.CompletedProcess:
+    """``docker-compose [--env-file F] -f docker/docker-compose.yml [-f docker/EXTRA] ARGS``,
+    run from ``docker/``."""
     binary = shutil.which("docker-compose")
     if binary is None:
         raise RuntimeError("docker-compose is not installed: run `bash .ci/setup --test` (apt)")
     env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "HOME": os.environ.get("HOME", "/")}
     cmd = [binary] + (["--env-file", str(env_file)] if env_file else [])
-    cmd += ["-f", str(COMPOSE_FILE), *args]
+    for path in (COMPOSE_FILE, *(DOCKER / name for name in extra_files)):
+        cmd += ["-f", str(path)]
+    cmd += list(args)
     return subprocess.run(cmd, cwd=DOCKER, env=env, capture_output=True, text=True, timeout=120)
 
 
 @cache
-def rendered() -> dict:
-    """The validated, interpolated compose file (fails with docker-compose's own message)."""
-    done = run_compose("config")
+def rendered(*extra_files: str) -> dict:
+    """The validated, interpolated compose file(s) (fails with docker-compose's own message)."""
+    done = run_compose("config", extra_files=extra_files)
     if done.returncode != 0:
         raise AssertionError(f"docker-compose config refused the file:\n{done.stderr}")
     return yaml.safe_load(done.stdout)

@@ -128,3 +128,16 @@ def test_service_settings_are_accepted_by_the_daemon_and_engine_loaders() -> Non
         engine = load_settings(env=services[name]["environment"])
         assert engine.model == dotenv()["ASYMCACHE_ENGINE_MODEL"], name
         assert engine.cache_endpoint == daemon.endpoint or daemon.endpoint.startswith("tcp://")
+
+
+def test_second_gpu_engine_differs_from_the_first_only_in_its_gpu_and_port() -> None:
+    services = rendered("docker-compose.second-gpu.yml")["services"]
+    first, second = dict(services["engine-gpu"]), dict(services["engine-gpu1"])
+    assert first["deploy"]["resources"]["reservations"]["devices"][0]["device_ids"] != \
+        second["deploy"]["resources"]["reservations"]["devices"][0]["device_ids"]
+    assert first["ports"] != second["ports"]
+    for service in (first, second):
+        for key in ("deploy", "ports", "build"):
+            service.pop(key, None)
+        service["volumes"] = sorted(service["volumes"])
+    assert first == second
