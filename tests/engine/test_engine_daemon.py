@@ -148,3 +148,42 @@ def _corrupt(path: Path, key: bytes) -> None:
             txn.put(key, bytes(value))
     finally:
         env.close()
+
+
+def test_an_absent_daemon_is_joined_when_it_appears(daemons, prompts, ref) -> None:
+    prompts, ref = prompts[:N], ref[:N]
+    llm = make_llm(cache_endpoint=daemons.endpoint, daemon_timeout_s=0.3)
+    assert_same(llm.generate(prompts, greedy(OUT)), ref)  # nothing listens yet: local serving
+    assert not llm.engine.kv.link.connected
+    daemons.start()
+    _step_until_connected(llm)
+    with CacheClient(daemons.endpoint, heartbeat=False) as c:
+        assert c.stats()["tiers"]["gpu"]["blocks"] == len(llm.engine.kv.held()) > 0
+    llm.close()
+
+
+def test_victims_named_by_the_daemon_are_demoted_then_fetched(daemons, prompts, ref) -> None:
+    daemons.start()
+    # 3 prompts × 14 blocks do not fit 30 slots: admitting later prompts evicts earlier blocks;
+    # without write-through, the daemon has them demoted to the CPU tier first.
+    with make_llm(cache_endpoint=daemons.endpoint, num_gpu_blocks=30,
+                  write_through=False) as llm:
+        first = llm.generate(prompts[:3], greedy(OUT))
+        again = llm.generate(prompts[:1], greedy(OUT))[0]
+    assert_same(first, ref[:3])
+    assert again.token_ids == ref[0]
+    assert sum(o.stats.bytes_demoted for o in first) > 0
+    assert again.stats.fetched_tokens > 0
+    assert again.stats.fetched_tokens + again.stats.resident_tokens == FULL
+
+
+def test_tenants_never_share_blocks_in_any_tier(daemons, prompts, ref) -> None:
+    daemons.start(disk_write_through="true")
+    with make_llm(cache_endpoint=daemons.endpoint) as a:
+        a.generate(prompts[:1], greedy(OUT, cache_salt="tenant-a"))
+    with make_llm(cache_endpoint=daemons.endpoint) as b:
+        other = b.generate(prompts[:1], greedy(OUT, cache_salt="tenant-b"))[0]
+        same = b.generate(prompts[:1], greedy(OUT, cache_salt="tenant-a"))[0]
+    assert other.token_ids == same.token_ids == ref[0]
+    assert (other.stats.fetched_tokens, other.stats.new_tokens) == (0, LEN)
+    assert same.stats.fetched_tokens == FULL

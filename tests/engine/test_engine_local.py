@@ -117,3 +117,18 @@ def _prompt_keys(llm, ids: list[int]) -> list[bytes]:
     from cacheserver.blocks import block_keys
 
     return block_keys(llm.engine.kv.namespace(""), ids, B)
+
+
+def test_a_ttl_pin_keeps_blocks_through_pressure_until_it_expires(prompts) -> None:
+    llm = make_llm(num_gpu_blocks=30)
+    now = [0.0]
+    llm.engine.clock = lambda: now[0]
+    llm.generate(prompts[:1], greedy(4, pin_ttl_s=100.0))
+    llm.generate(prompts[1:3], greedy(4))  # 28 more slots: only unpinned blocks can go
+    pinned = llm.generate(prompts[:1], greedy(4))[0]
+    assert pinned.stats.resident_tokens == 192
+    now[0] = 200.0  # the pin lapsed: the blocks compete again (least recently used first)
+    llm.generate(prompts[1:3], greedy(4))
+    later = llm.generate(prompts[:1], greedy(4))[0]
+    llm.close()
+    assert later.stats.resident_tokens < 192

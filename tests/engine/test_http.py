@@ -169,3 +169,21 @@ def _sample(text: str, name: str) -> float:
         if line.startswith(name + " "):
             return float(line.split()[-1])
     raise AssertionError(f"{name} not in /metrics")
+
+
+def test_a_client_leaving_mid_stream_aborts_its_request(server) -> None:
+    before = _sample(httpx.get(f"{server}/metrics", timeout=10).text,
+                     'asymcache_engine_requests_total{finish_reason="abort"}')
+    body = {"prompt": PROMPT, "max_tokens": 1500, "temperature": 0, "ignore_eos": True,
+            "stream": True}
+    with httpx.stream("POST", f"{server}/v1/completions", json=body, timeout=60) as r:
+        next(r.iter_lines())  # one event, then hang up
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        text = httpx.get(f"{server}/metrics", timeout=10).text
+        if _sample(text, 'asymcache_engine_requests_total{finish_reason="abort"}') > before:
+            break
+        time.sleep(0.1)
+    else:
+        raise AssertionError("the abandoned request was not aborted")
+    assert _sample(text, 'asymcache_engine_requests{state="running"}') == 0
