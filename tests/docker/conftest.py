@@ -15,12 +15,16 @@ from pathlib import Path
 
 import pytest
 
+from tests.docker.compose import dotenv
 from tests.docker.prom import Prometheus, loopback_config, start_prometheus
 from tests.docker.services import Service, free_port, spawn, start_daemon
 
 # Small tiers; a slot holds one block of the built-in model (4 layers x 2 x 16 x 2 x 32 fp32).
+# The residency policy and cost model are the deployment's (docker/.env).
 DAEMON_FLAGS = {"cpu-bytes": "4MiB", "cpu-slot-bytes": "64KiB", "disk-bytes": "16MiB",
-                "lease-timeout-s": "30", "log-level": "info"}
+                "lease-timeout-s": "30", "log-level": "info",
+                "policy": dotenv()["ASYMCACHE_POLICY"],
+                "cost-preset": dotenv()["ASYMCACHE_COST_PRESET"]}
 ENGINE_STARTUP_S = 180.0
 
 
