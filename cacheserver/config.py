@@ -40,11 +40,12 @@ class ServerConfig:
     disk_bytes: int = 16 << 30  # disk tier capacity; 0 = no disk tier
     disk_map_bytes: int = 0  # LMDB map size; 0 = the tier's default (capacity + 25% + 64 MiB)
     disk_write_through: bool = False  # also write every CPU-tier block to disk at once
-    policy: str = "lru"  # residency policy of every tier unless overridden below
+    policy: str = "asym"  # residency policy of every tier unless overridden below
     gpu_policy: str = ""
     cpu_policy: str = ""
     disk_policy: str = ""
-    cost_preset: str = ""  # CostModel.preset(name) for cost-aware policies ("" = none)
+    cost_preset: str = "h100-llama3-8b"  # CostModel.preset(name) for cost-aware policies
+    # ("" = none: cost-aware policies then price every miss alike)
     lease_timeout_s: float = 30.0  # an engine silent this long loses its leases and GPU index
     max_engines: int = 16
     max_gpu_slots: int = 1 << 20  # per engine
@@ -67,6 +68,12 @@ class ServerConfig:
                 raise ValueError(f"{name}: unknown policy {value!r}; known: {known}")
         if not self.policy:
             raise ValueError("policy: must name a policy")
+        if self.cost_preset:
+            from cacheserver.policy.cost import preset_names
+
+            if self.cost_preset not in preset_names():
+                raise ValueError(f"cost_preset: unknown preset {self.cost_preset!r}; known: "
+                                 f"{preset_names()}")
         if self.log_level.upper() not in ("DEBUG", "INFO", "WARNING", "ERROR"):
             raise ValueError(f"log_level: must be debug/info/warning/error, got {self.log_level!r}")
         if self.curve_clients_dir and not self.curve_secret_key_file:

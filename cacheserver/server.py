@@ -61,6 +61,7 @@ class CacheServer:
         self._http: HttpServer | None = None
         self._dispatcher: Dispatcher | None = None
         self._housekeeping: asyncio.Task | None = None
+        self._tiers: tuple | None = None  # (cpu, disk) once open, so shutdown always closes them
 
     # ---- lifecycle ----------------------------------------------------------------------
     def serve(self) -> None:
@@ -83,7 +84,7 @@ class CacheServer:
         cfg = self.config
         Path(cfg.data_dir).mkdir(parents=True, exist_ok=True)
         t0 = time.perf_counter()
-        cpu, disk = open_tiers(cfg)
+        cpu, disk = self._tiers = open_tiers(cfg)
         make_policy = policy_factory(cfg)
         index, sessions, policies = BlockIndex(1), SessionTable(cfg.max_engines), {}
         residency = Residency(index, sessions, cpu, disk, policies, self.metrics,
@@ -153,20 +154,20 @@ class CacheServer:
             self._router.close(asyncio.get_running_loop())
         if self._zmq is not None:
             self._zmq.term()
-        if self.ctx is not None:
+        if self._tiers is not None:
             self._close_tiers()
         if self._http is not None:
             await self._http.stop()
         log.info("stopped")
 
     def _close_tiers(self) -> None:
-        assert self.ctx is not None
-        res = self.ctx.residency
-        if res.disk is not None:
-            pending = getattr(res.disk, "pending_ops", 0)
-            log.info("flushing %d pending disk writes", pending)
-            res.disk.close()
-        res.cpu.close()
+        assert self._tiers is not None
+        cpu, disk = self._tiers
+        self._tiers = None
+        if disk is not None:
+            log.info("flushing %d pending disk writes", getattr(disk, "pending_ops", 0))
+            disk.close()
+        cpu.close()
 
     # ---- background ---------------------------------------------------------------------
     async def _housekeep(self) -> None:

@@ -23,8 +23,9 @@ from cacheserver.protocol.sockets import ClientCurve
 
 LAYOUT = KVLayout(num_layers=2, num_kv_heads=2, head_dim=16, block_size=16, dtype="float16")
 BLOCK_BYTES = LAYOUT.bytes_per_block  # 4096
+# LRU everywhere, so tests can say exactly which block a full tier gives up
 SMALL = {"cpu_bytes": "256KiB", "cpu_slot_bytes": "8KiB", "disk_bytes": "2MiB",
-         "disk_map_bytes": "16MiB", "metrics_port": 0, "log_level": "info"}
+         "disk_map_bytes": "16MiB", "metrics_port": 0, "log_level": "info", "policy": "lru"}
 
 
 def free_port() -> int:

@@ -50,4 +50,5 @@ def test_sizes_accept_units_and_derived_values_follow() -> None:
     assert cfg.cpu_num_slots == 16
     assert cfg.limits.max_frame_bytes == 64 << 10
     assert cfg.ipc_path == "/tmp/a.ipc"
-    assert cfg.policy_for("disk") == "lru"
+    assert cfg.policy_for("disk") == "asym"
+    assert ServerConfig(cpu_policy="lru").policy_for("cpu") == "lru"

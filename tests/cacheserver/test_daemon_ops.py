@@ -144,3 +144,25 @@ def test_stats_reports_tiers_and_counters(client: CacheClient) -> None:
         "blocks": 2, "capacity_blocks": 3, "hits": 2, "misses": 1, "evictions": 0,
         "demotions": 0, "errors": {}}
     assert stats["tiers"]["cpu"]["capacity_blocks"] == 32
+
+
+def test_default_policy_asym_with_cost_preset_serves_and_evicts(start_daemon) -> None:  # noqa: F811
+    from cacheserver.config import ServerConfig
+
+    cfg = ServerConfig()
+    d = start_daemon(policy=cfg.policy, cost_preset=cfg.cost_preset, cpu_bytes="32KiB",
+                     disk_bytes="64KiB")
+    refs = make_refs(30)
+    with CacheClient(d.endpoint, engine_id="eng", timeout_s=10, heartbeat=False) as c:
+        c.hello("test-model", LAYOUT, gpu_slots=4)
+        for i in range(0, 30, 5):
+            c.put(refs[i:i + 5], [payload(r) for r in refs[i:i + 5]])
+            c.commit(refs[i:i + 4], [0, 1, 2, 3])
+            assert len(c.allocate(2)) == 2
+        stats = c.stats()
+        assert stats["config"]["policy"] == "asym"
+        tiers = stats["tiers"]
+        assert all(tiers[t]["blocks"] <= tiers[t]["capacity_blocks"] for t in tiers)
+        assert tiers["cpu"]["evictions"] > 0
+        got = c.get([r.key for r in refs])
+        assert all(bytes(g) == payload(r) for g, r in zip(got, refs, strict=True) if g)
