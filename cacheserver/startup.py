@@ -69,9 +69,13 @@ def rebuild_index(ctx: Context) -> int:
     policy = ctx.residency.policies["disk"]
     now = ctx.clock()
     n = 0
+    tokens: dict[str, int] = {}  # layout text -> block size (few distinct layouts)
     for key, header in disk.headers():
         ref = BlockRef(key, header.namespace, header.parent, header.position)
-        rec = ctx.index.ensure(ref, block_size_of(header.layout), header.length, header.layout)
+        n_tokens = tokens.get(header.layout)
+        if n_tokens is None:
+            n_tokens = tokens[header.layout] = block_size_of(header.layout)
+        rec = ctx.index.ensure(ref, n_tokens, header.length, header.layout)
         rec.disk = True
         policy.insert(rec.info(), now)
         n += 1
