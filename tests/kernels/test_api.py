@@ -100,3 +100,21 @@ def test_for_sequences_rejects_lists_of_different_lengths() -> None:
 
     with pytest.raises(ValueError, match="one entry per sequence, got 2, 1, 2"):
         AttentionMetadata.for_sequences([[0], [0]], [1], [[0], [1]], block_size=16)
+
+
+@pytest.mark.parametrize("backend", ["torch", "triton"])
+def test_strided_q_gives_the_same_output_as_contiguous_q(backend: str) -> None:
+    case = make_case("hole_at_start", Shape(64, 16, 8, 2))
+    wide = torch.zeros((case.q.shape[0], 12, 64), device=case.q.device)
+    wide[:, 2:10] = case.q
+    strided = wide[:, 2:10]  # like q split out of a fused QKV projection
+    assert not strided.is_contiguous()
+    want = msa_prefill(case.q, case.pool, LAYER, case.meta, case.scale, backend=backend)
+    got = msa_prefill(strided, case.pool, LAYER, case.meta, case.scale, backend=backend)
+    torch.testing.assert_close(got, want, rtol=0, atol=1e-6)
+    dec = decode_case([5, 40], Shape(64, 16, 8, 2))
+    wide = torch.zeros((2, 12, 64), device=dec.q.device)
+    wide[:, 2:10] = dec.q
+    want = msa_decode(dec.q, dec.pool, LAYER, dec.meta, dec.scale, backend=backend)
+    got = msa_decode(wide[:, 2:10], dec.pool, LAYER, dec.meta, dec.scale, backend=backend)
+    torch.testing.assert_close(got, want, rtol=0, atol=1e-6)
