@@ -147,6 +147,13 @@ class _Bench:
         q = self._randn(meta.num_tokens, a.heads, a.head_dim)
         return q, pool, meta, kv
 
+    def _heads(self, kv):
+        """``[1, Hkv, L, D]`` as SDPA gets it: as is on CPU (``enable_gqa``), repeated to
+        ``Hq`` heads on CUDA, where not every SDPA backend takes GQA (untimed)."""
+        if self.device.type != "cuda":
+            return kv
+        return kv.repeat_interleave(self.args.heads // self.args.kv_heads, dim=1)
+
     def _flops(self, positions: list[int]) -> float:
         return 4.0 * self.args.heads * self.args.head_dim * sum(p + 1 for p in positions)
 
@@ -156,7 +163,7 @@ class _Bench:
         _log(f"prefill {length} tokens")
         q, pool, meta, kv = self._workload([list(range(length))], [length])
         q4 = q.transpose(0, 1)[None]
-        k4, v4 = (x[None] for x in kv[0])
+        k4, v4 = (self._heads(x[None]) for x in kv[0])
         row = {"tokens": length, "flops": self._flops(range(length)),
                "msa_s": self._seconds(lambda: msa_prefill(q, pool, 0, meta, self.scale,
                                                           backend=self.backend)),
@@ -182,7 +189,7 @@ class _Bench:
         q, pool, meta, kv = self._workload([positions], [context])
         mask = (torch.arange(context, device=self.device)[None, :]
                 <= meta.q_positions[:, None].long())
-        q4, (k4, v4) = q.transpose(0, 1)[None], (x[None] for x in kv[0])
+        q4, (k4, v4) = q.transpose(0, 1)[None], (self._heads(x[None]) for x in kv[0])
         return {"segments": count, "tokens": len(positions), "context": context,
                 "flops": self._flops(positions),
                 "msa_s": self._seconds(lambda: msa_prefill(q, pool, 0, meta, self.scale,
