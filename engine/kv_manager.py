@@ -21,7 +21,7 @@ from cacheserver.protocol import BlockRef
 from engine.block_manager import BlockManager
 from engine.kv_pool import KVPool
 from engine.planner import GONE, MISS, Location, PlanInputs, Reuse, plan_blocks, todo_ranges
-from engine.request import Action, Request
+from engine.request import Action, Request, Status
 from engine.transfers import Transfers
 
 if TYPE_CHECKING:
@@ -129,10 +129,25 @@ class KVManager:
         if not batch or self.link is None:
             return
         self.link.commit("gpu", [ref for ref, _, _ in batch], [slot for _, slot, _ in batch])
+        self._lease_in_use(batch)
         if self.cfg.write_through:
             written = self.transfers.write_through([(ref, slot) for ref, slot, _ in batch])
             for (_, _, req), ok in zip(batch, written, strict=True):
                 req.stats.bytes_offloaded += self.pool.bytes_per_block if ok else 0
+
+    def _lease_in_use(self, batch: list[tuple[BlockRef, int, Request]]) -> None:
+        """Lease committed blocks that running requests still use, so that the daemon never
+        names them as victims (ALLOCATE picks among unleased blocks)."""
+        owners: dict[bytes, Request] = {}
+        for ref, slot, req in batch:
+            if req.status is Status.RUNNING and slot in req.slots and ref.key not in req.leased:
+                owners[ref.key] = req
+        if not owners or self.link is None:
+            return
+        found = self.link.lookup(list(owners))
+        for (key, req), loc in zip(owners.items(), found, strict=True):
+            if loc.where != "miss":
+                req.leased.append(key)
 
     def finish(self, req: Request, now: float) -> None:
         """Pin (TTL), release leases and slots of a finished request (tail first)."""

@@ -50,23 +50,27 @@ class Transfers:
 
     def give_up(self, victims: Sequence[tuple[int, bytes, int]], blocks: BlockManager,
                 refs: dict[bytes, BlockRef]) -> tuple[list[int], int]:
-        """Free the daemon's victims ``(slot, key, demote_to)``: demote those with a CPU slot
+        """Free the daemon's victims ``(slot, key, demote_to)``, demoting those with a CPU slot
         first. Returns the freed slots (referenced once) and the bytes demoted. A victim the
-        engine still uses is kept and re-announced, so the daemon's index stays true."""
+        engine still uses is kept and announced again, so the daemon's index stays true (its
+        bytes still go to the reserved CPU slot: a correct copy, and no reservation is left)."""
         freed, demote, keep = [], [], []
         for slot, key, cpu_slot in victims:
             if not 0 <= slot < self.pool.num_blocks or blocks.key_of(slot) != key:
                 continue
-            if blocks.evict(slot) is None:
-                keep.append((refs[key], slot))
-                continue
-            ref = refs.pop(key)
-            freed.append(slot)
+            ref = refs[key]
             if cpu_slot >= 0:
                 demote.append((ref, slot, cpu_slot))
+            if blocks.is_idle(slot):
+                freed.append(slot)
+            else:
+                keep.append((ref, slot))
+        moved = self._to_cpu(demote)  # before the freed slots can be overwritten
+        for slot in freed:
+            refs.pop(blocks.evict(slot) or b"", None)
         if keep and self.link is not None:
             self.link.commit("gpu", [r for r, _ in keep], [s for _, s in keep])
-        return freed, self._to_cpu(demote)
+        return freed, moved
 
     def write_through(self, batch: Sequence[tuple[BlockRef, int]]) -> list[bool]:
         """Copy committed blocks into the CPU tier; one bool per block (bytes moved or not)."""
