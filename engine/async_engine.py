@@ -20,6 +20,7 @@ from engine.sampling import SamplingParams
 
 log = logging.getLogger(__name__)
 _IDLE_WAIT_S = 0.5
+_STALLED_WAIT_S = 0.005
 
 
 class EngineDeadError(RuntimeError):
@@ -84,6 +85,8 @@ class AsyncEngine:
                 self._drain()
                 if self.engine.has_unfinished:
                     self._deliver(self.engine.step())
+                    if not self.engine.last_step.seqs:  # nothing could run: no busy loop
+                        self._wake.wait(_STALLED_WAIT_S)
                 else:
                     self._wake.wait(_IDLE_WAIT_S)
         except BaseException as e:  # reported to every waiting request

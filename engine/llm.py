@@ -15,6 +15,7 @@ resident, fetched, recomputed, new; bytes moved; TTFT).
 from __future__ import annotations
 
 import itertools
+import time
 from collections.abc import Sequence
 from typing import Any
 
@@ -25,6 +26,7 @@ from engine.engine import LLMEngine, RequestOutput
 from engine.sampling import SamplingParams
 
 Prompt = str | Sequence[int]
+IDLE_SLEEP_S = 0.005
 
 
 class LLM:
@@ -72,6 +74,8 @@ class LLM:
             for out in self.engine.step():
                 if out.finished:
                     done[out.request_id] = out
+            if not self.engine.last_step.seqs:
+                time.sleep(IDLE_SLEEP_S)  # waiting for pinned slots to lapse: no busy loop
         return [done[rid] for rid in ids]
 
     def close(self) -> None:
