@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import logging
 import os
 import secrets
@@ -104,6 +105,10 @@ class CacheServer:
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, self.request_stop)
         self._housekeeping = loop.create_task(self._housekeep())
+        # The index is millions of long-lived, acyclic objects: keep the cyclic collector off
+        # them (freeze what start-up built) and collect young objects less often.
+        gc.freeze()
+        gc.set_threshold(50_000, 20, 100)
         self.ready = True
         log.info("serving %s (epoch %d, pid %d)", cfg.endpoint, self.epoch, os.getpid())
 

@@ -31,11 +31,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--iters", type=int, default=20, help="CPU-tier batches per size")
     parser.add_argument("--disk-mib", type=int, default=64, help="bytes per disk round, MiB")
     parser.add_argument("--disk-rounds", type=int, default=5, help="disk rounds (median)")
+    parser.add_argument("--policy", default=None,
+                        help="residency policy of the daemon (default: the daemon's default)")
     parser.add_argument("--rebuild-entries", type=int, default=1_000_000,
                         help="disk entries for the index rebuild (0 = skip)")
 
 
-def _control(tmp, seconds: float) -> dict:
+def _control(tmp, seconds: float, flags: dict) -> dict:
     from cacheserver.launch import DaemonProcess
     from ops.bench import _daemon_control as ctl
 
@@ -47,28 +49,28 @@ def _control(tmp, seconds: float) -> dict:
     finally:
         echo.terminate()
         echo.wait(10)
-    with DaemonProcess(f"ipc://{tmp}/d.ipc", str(tmp / "data"), flags=_SMALL) as d:
+    with DaemonProcess(f"ipc://{tmp}/d.ipc", str(tmp / "data"), flags=flags) as d:
         for n in (1, 4):
             out[f"daemon_{n}"] = ctl.run_clients(d.endpoint, seconds, "daemon", n)
     return out
 
 
-def _cpu(tmp, iters: int) -> dict:
+def _cpu(tmp, iters: int, flags: dict) -> dict:
     from cacheserver.launch import DaemonProcess
     from ops.bench import _daemon_tiers as tiers
 
-    with DaemonProcess(f"ipc://{tmp}/c.ipc", str(tmp / "cdata"), flags=_SMALL) as d:
+    with DaemonProcess(f"ipc://{tmp}/c.ipc", str(tmp / "cdata"), flags=flags) as d:
         return {f"{mib}MiB": {"mib": mib, **tiers.cpu_tier(d.endpoint, mib << 20, iters)}
                 for mib in (1, 16)}
 
 
-def _rebuild(tmp, entries: int) -> dict:
+def _rebuild(tmp, entries: int, flags: dict) -> dict:
     from cacheserver.launch import DaemonProcess
     from ops.bench import _daemon_tiers as tiers
 
     capacity = tiers.fill_disk(tmp / "rdata" / "blocks.lmdb", entries)
     log = tmp / "rebuild.log"
-    flags = {**_SMALL, "disk_bytes": capacity, "log_level": "info"}
+    flags = {**flags, "disk_bytes": capacity, "log_level": "info"}
     with DaemonProcess(f"ipc://{tmp}/r.ipc", str(tmp / "rdata"), flags=flags,
                        log_path=str(log)):
         pass
@@ -140,16 +142,18 @@ def run(args: argparse.Namespace) -> int:
     from ops.bench import _daemon_tiers as tiers
 
     tmp = Path(tempfile.mkdtemp(prefix="acb-"))
-    res: dict = {}
+    flags = {**_SMALL, **({"policy": args.policy} if args.policy else {})}
+    res: dict = {"policy": flags.get("policy", "default")}
     try:
         print(f"control plane: echo and daemon, 1 and 4 clients, {args.seconds:g} s each",
               flush=True)
-        res["control"] = _control(tmp, args.seconds)
+        res["control"] = _control(tmp, args.seconds, flags)
         print(f"CPU tier: {args.iters} batches of 1 MiB and 16 MiB", flush=True)
-        res["cpu"] = _cpu(tmp, args.iters)
+        res["cpu"] = _cpu(tmp, args.iters, flags)
         print(f"disk tier: {args.disk_rounds} rounds of {args.disk_mib} MiB", flush=True)
         res["disk"] = tiers.disk_tier(tmp, args.disk_mib << 20, rounds=args.disk_rounds)
-        res["rebuild"] = _rebuild(tmp, args.rebuild_entries) if args.rebuild_entries else None
+        res["rebuild"] = (_rebuild(tmp, args.rebuild_entries, flags) if args.rebuild_entries
+                          else None)
         with socket.socket() as sock:
             sock.bind(("127.0.0.1", 0))
             port = sock.getsockname()[1]
