@@ -49,13 +49,9 @@ def measure_cost_model(model: torch.nn.Module, pool: KVPool, grid: ProfileGrid,
                        disk_dir: str | Path | None = None, model_name: str = "") -> CostModel:
     """A :class:`CostModel` of ``model`` on ``pool``'s device (side effect: overwrites pool
     slots; call it before serving)."""
-    bs = pool.layout.block_size
-    cap = pool.num_blocks * bs
+    shapes = _shapes(grid, pool.num_blocks * pool.layout.block_size, pool.layout.block_size)
     samples = [(p, n, _time(lambda p=p, n=n: _pass(model, pool, [range(p, p + n)]), grid.repeats,
-                            pool.device))
-               for p in grid.positions for n in grid.sizes if p + n <= cap]
-    if len({(p, n) for p, n, _ in samples}) < 3 or len({p for p, _, _ in samples}) < 2:
-        raise ValueError(f"a pool of {pool.num_blocks} blocks is too small to profile")
+                            pool.device)) for p, n in shapes]
     coef = fit_prefill(samples)
     links = [_cpu_link(pool, grid)]
     if disk_dir is not None:
@@ -65,6 +61,19 @@ def measure_cost_model(model: torch.nn.Module, pool: KVPool, grid: ProfileGrid,
         kv_bytes_per_token=pool.layout.bytes_per_token, segment_s=_segment_s(model, pool, grid),
         load=tuple(links), gpu_kv_bytes=pool.num_blocks * pool.bytes_per_block,
         source=f"asymcache profile, {time.strftime('%Y-%m-%d')}", **coef)
+
+
+def _shapes(grid: ProfileGrid, cap: int, block_size: int) -> list[tuple[int, int]]:
+    """The grid's ``(position, tokens)`` pairs that fit a pool of ``cap`` tokens, or a smaller
+    grid scaled to the pool (two positions × two sizes, at least what a fit needs)."""
+    shapes = [(p, n) for p in grid.positions for n in grid.sizes if p + n <= cap]
+    if len({p for p, _ in shapes}) >= 2 and len({n for _, n in shapes}) >= 2:
+        return shapes
+    if cap < 4 * block_size:
+        raise ValueError(f"a pool of {cap} tokens is too small to profile; give a cost model "
+                         f"(a preset or a profile file) instead of 'auto'")
+    small, large = block_size, cap // 2 // block_size * block_size
+    return [(p, n) for p in (0, cap // 2) for n in (small, large) if p + n <= cap]
 
 
 def _pass(model: torch.nn.Module, pool: KVPool, segments: list[range]) -> None:
