@@ -149,23 +149,27 @@ def snapshot(ctx: Context, ready: bool = True, dropped: int = 0) -> StateSnapsho
                          dropped_replies=dropped, ready=ready)
 
 
-def _counter(ctx: Context, name: str, **labels: str) -> int:
-    return int(ctx.metrics.registry.get_sample_value(name, labels) or 0)
+def _tier_counters(ctx: Context) -> dict[tuple[str, str], int]:
+    """``(metric name, tier) -> value`` of the per-tier counters, in one pass."""
+    out: dict[tuple[str, str], int] = {}
+    for family in ctx.metrics.registry.collect():
+        if family.name.startswith("asymcache_tier_") and family.type == "counter":
+            for sample in family.samples:
+                if sample.name.endswith("_total") and "tier" in sample.labels:
+                    out[(sample.name, sample.labels["tier"])] = int(sample.value)
+    return out
 
 
 def stats_dict(ctx: Context) -> dict:
     """STATS reply: levels, per-tier counters and the main configuration, plain types only."""
     snap = snapshot(ctx)
+    counters = _tier_counters(ctx)
     tiers = {}
     for t in TIERS:
-        tiers[t] = {
-            "blocks": snap.occupancy.get(t, 0), "capacity_blocks": snap.capacity.get(t, 0),
-            "hits": _counter(ctx, "asymcache_tier_hits_total", tier=t),
-            "misses": _counter(ctx, "asymcache_tier_misses_total", tier=t),
-            "evictions": _counter(ctx, "asymcache_tier_evictions_total", tier=t),
-            "demotions": _counter(ctx, "asymcache_tier_demotions_total", tier=t),
-            "errors": {k: v for (tier, k), v in snap.tier_errors.items() if tier == t},
-        }
+        tiers[t] = {"blocks": snap.occupancy.get(t, 0), "capacity_blocks": snap.capacity.get(t, 0)}
+        for what in ("hits", "misses", "evictions", "demotions"):
+            tiers[t][what] = counters.get((f"asymcache_tier_{what}_total", t), 0)
+        tiers[t]["errors"] = {k: v for (tier, k), v in snap.tier_errors.items() if tier == t}
     cfg = ctx.config
     return {
         "epoch": ctx.epoch, "engines": snap.engines, "index_blocks": snap.index_blocks,

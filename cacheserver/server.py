@@ -33,6 +33,7 @@ from cacheserver.dispatch import Dispatcher
 from cacheserver.handlers import Context, drop_session
 from cacheserver.http import HttpServer
 from cacheserver.index import BlockIndex
+from cacheserver.launch import ping
 from cacheserver.leases import SessionTable
 from cacheserver.metrics import DaemonMetrics, StateCollector
 from cacheserver.movers import Residency
@@ -119,8 +120,16 @@ class CacheServer:
                                                     self.config.metrics_port)
             log.info("http on %s:%d", self.config.metrics_host, self.http_port)
 
+    def _check_endpoint_free(self) -> None:
+        """Refuse to take over an ipc path another live daemon answers on."""
+        path = self.config.ipc_path
+        if path and os.path.exists(path) and ping(self.config.endpoint, timeout_s=0.3):
+            raise OSError(f"another daemon answers on {self.config.endpoint}; stop it or choose "
+                          f"another endpoint")
+
     def _bind(self) -> None:
         cfg = self.config
+        self._check_endpoint_free()
         curve = (ServerCurve(cfg.curve_secret_key_file, cfg.curve_clients_dir)
                  if cfg.curve_secret_key_file else None)
         self._zmq = zmq.Context()
