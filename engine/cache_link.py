@@ -26,6 +26,8 @@ Buffer = bytes | bytearray | memoryview
 Held = Callable[[], list[tuple[BlockRef, int]]]
 T = TypeVar("T")
 _WHERE = {Where.GPU: "gpu", Where.CPU: "cpu", Where.DISK: "disk"}
+MAX_KEYS = 1024  # keys per request: well under the daemon's default limit (4096)
+MAX_BLOCKS_PER_MESSAGE = 32  # block payloads per PUT/GET: bounded message size
 
 
 class CacheLink:
@@ -114,20 +116,23 @@ class CacheLink:
             log.warning("cache daemon refused a request: %s", e)
         return default
 
-    # ---- ops ------------------------------------------------------------------------------
+    # ---- ops (long key lists go in batches under the daemon's per-request limits) ---------
     def lookup(self, keys: Sequence[bytes]) -> list[Location]:
-        """Where each block is (leased when found); all misses while down."""
-        if not keys:
-            return []
-        res = self._guard(lambda: self.client.lookup(keys), None)
-        if res is None:
-            return [MISS] * len(keys)
-        return [MISS if w is Where.MISS else Location(_WHERE[w], s if s >= 0 else None)
+        """Where each block is (leased when found); misses while down."""
+        out: list[Location] = []
+        for part in _batches(keys, MAX_KEYS):
+            res = self._guard(lambda part=part: self.client.lookup(part), None)
+            out += [MISS] * len(part) if res is None else [
+                MISS if w is Where.MISS else Location(_WHERE[w], s if s >= 0 else None)
                 for w, s in zip(res.where, res.slots, strict=True)]
+        return out
 
     def promote(self, keys: Sequence[bytes]) -> list[int]:
         """CPU slots of disk blocks brought up (leased); -1 where that failed."""
-        return self._guard(lambda: self.client.promote(keys), [-1] * len(keys))
+        out: list[int] = []
+        for part in _batches(keys, MAX_KEYS):
+            out += self._guard(lambda part=part: self.client.promote(part), [-1] * len(part))
+        return out
 
     def read_cpu(self, slots: Sequence[int | None], keys: Sequence[bytes]) -> list[Buffer | None]:
         """Host bytes of leased CPU-tier blocks: zero-copy views, or GET when not mapped."""
@@ -136,7 +141,9 @@ class CacheLink:
             views = [self.cpu_view(s) if s is not None else None for s in slots]
             if self.mapped or not self.connected:
                 return views
-        got = self._guard(lambda: self.client.get(keys), [None] * len(keys))
+        got: list[Buffer | None] = []
+        for part in _batches(keys, MAX_BLOCKS_PER_MESSAGE):
+            got += self._guard(lambda part=part: self.client.get(part), [None] * len(part))
         return [g if g is not None and len(g) == nbytes else None for g in got]
 
     def cpu_view(self, slot: int) -> memoryview | None:
@@ -158,23 +165,31 @@ class CacheLink:
         return [(v.gpu_slot, v.key, v.demote_to) for v in got]
 
     def reserve_cpu(self, refs: Sequence[BlockRef]) -> list[int]:
-        return self._guard(lambda: self.client.reserve_cpu(refs), [-1] * len(refs))
+        out: list[int] = []
+        for part in _batches(refs, MAX_KEYS):
+            out += self._guard(lambda part=part: self.client.reserve_cpu(part), [-1] * len(part))
+        return out
 
     def commit(self, tier: str, refs: Sequence[BlockRef], slots: Sequence[int]) -> None:
-        if refs:
-            self._guard(lambda: self.client.commit(refs, slots, tier=tier), None)
+        for i in range(0, len(refs), MAX_KEYS):
+            part, at = refs[i:i + MAX_KEYS], slots[i:i + MAX_KEYS]
+            self._guard(lambda part=part, at=at: self.client.commit(part, at, tier=tier), None)
 
     def put(self, refs: Sequence[BlockRef], payloads: Sequence[bytes]) -> list[bool]:
-        res = self._guard(lambda: self.client.put(refs, payloads), None)
-        return [False] * len(refs) if res is None else list(res.stored)
+        out: list[bool] = []
+        for i in range(0, len(refs), MAX_BLOCKS_PER_MESSAGE):
+            part, data = refs[i:i + MAX_BLOCKS_PER_MESSAGE], payloads[i:i + MAX_BLOCKS_PER_MESSAGE]
+            res = self._guard(lambda part=part, data=data: self.client.put(part, data), None)
+            out += [False] * len(part) if res is None else list(res.stored)
+        return out
 
     def release(self, keys: Sequence[bytes]) -> None:
-        if keys:
-            self._guard(lambda: self.client.release(keys), 0)
+        for part in _batches(keys, MAX_KEYS):
+            self._guard(lambda part=part: self.client.release(part), 0)
 
     def pin(self, keys: Sequence[bytes], ttl_s: float) -> None:
-        if keys:
-            self._guard(lambda: self.client.pin(keys, ttl_s), 0)
+        for part in _batches(keys, MAX_KEYS):
+            self._guard(lambda part=part: self.client.pin(part, ttl_s), 0)
 
     def close(self) -> None:
         """Release every lease, stop the probe and close the client."""
@@ -186,3 +201,7 @@ class CacheLink:
 
     def stats(self) -> dict[str, Any]:
         return {"connected": self.connected, "reconnects": self.reconnects, "errors": self.errors}
+
+
+def _batches(items: Sequence[T], size: int) -> list[list[T]]:
+    return [list(items[i:i + size]) for i in range(0, len(items), size)]

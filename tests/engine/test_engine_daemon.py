@@ -187,3 +187,16 @@ def test_tenants_never_share_blocks_in_any_tier(daemons, prompts, ref) -> None:
     assert other.token_ids == same.token_ids == ref[0]
     assert (other.stats.fetched_tokens, other.stats.new_tokens) == (0, LEN)
     assert same.stats.fetched_tokens == FULL
+
+
+def test_an_engine_that_cannot_map_the_cpu_tier_uses_put_and_get(daemons, prompts, ref) -> None:
+    daemons.start()
+    with make_llm(cache_endpoint=daemons.endpoint) as a:
+        a.engine.kv.link.mapped = False  # as on another host: bytes travel in messages
+        written = a.generate(prompts[:1], greedy(OUT))[0]
+    with make_llm(cache_endpoint=daemons.endpoint) as b:
+        b.engine.kv.link.mapped = False
+        fetched = b.generate(prompts[:1], greedy(OUT))[0]
+    assert written.token_ids == fetched.token_ids == ref[0]
+    assert written.stats.bytes_offloaded > 0
+    assert fetched.stats.fetched_tokens == FULL
