@@ -87,11 +87,9 @@ class RouterSocket:
         while True:
             while len(out) < max_n:
                 try:
-                    parts = self._sock.recv_multipart(zmq.NOBLOCK, copy=False)
+                    out.append(self._recv_one())
                 except zmq.Again:
                     break
-                out.append([parts[0].bytes, parts[1].bytes if len(parts) > 1 else b"",
-                            *(p.buffer for p in parts[2:])])
             if out or self._woken:
                 self._woken = False
                 return out
@@ -103,6 +101,20 @@ class RouterSocket:
                 await self._ready.wait()
             finally:
                 self._waiting = False
+
+    def _recv_one(self) -> list[Buffer]:
+        """``[identity, header, *payload]``: identity and header copied (small; copying is
+        cheaper than zero-copy frames), payload frames as zero-copy views. A multipart message
+        is delivered whole, so only the first part can find nothing waiting."""
+        sock = self._sock
+        msg: list[Buffer] = [sock.recv(zmq.NOBLOCK)]
+        if sock.getsockopt(zmq.RCVMORE):
+            msg.append(sock.recv())
+        else:
+            msg.append(b"")
+        while sock.getsockopt(zmq.RCVMORE):
+            msg.append(sock.recv(copy=False).buffer)
+        return msg
 
     def wake(self) -> None:
         """Make a pending ``recv_batch`` return (used to stop the main loop)."""
