@@ -43,7 +43,7 @@ KEY_BYTES = 16
 
 # Tiers that ship with AsymCache, imported on first use so that ``create_tier("disk", ...)``
 # works without the caller importing the module (and ``import tiers`` stays light).
-_BUILTIN_MODULES = {"cpu": "tiers.cpu", "disk": "tiers.disk"}
+_BUILTIN_MODULES = {"cpu": "tiers.cpu", "disk": "tiers.disk", "remote": "tiers.remote"}
 
 
 def checksum(data: Buffer) -> int:

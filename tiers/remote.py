@@ -1,0 +1,340 @@
+"""The REMOTE tier: blocks in a Redis (or Valkey) Cluster, shared by the daemons of many hosts.
+
+Key ``<prefix><32 hex digits of the block key>``, value ``tiers/codec.py``'s header + payload
+(the same bytes the disk tier stores). Block keys already separate tenants (``cache_salt`` is in
+the namespace), so two salts never meet here either.
+
+* ``put`` encodes and queues; a background thread sends SETs in pipelined rounds
+  (``tiers/remote_writer.py``). A put is refused (``False``) when no node is reachable, when the
+  write queue is full or when it would take this daemon past ``capacity_bytes``; a write that
+  fails later is reported by ``take_failed``.
+* ``get``/``fetch`` send one GET per key, one pipeline per node (``tiers/remote_link.py``). A
+  missing key is a miss; a timeout, a dead node, a redirection or a value that fails any codec
+  check (magic, version, header digest, length, checksum) is a miss *and* a counted error; a
+  corrupt value is also deleted. Bytes are never returned unverified.
+* ``contains`` asks the cluster (``EXISTS``): other hosts' blocks are found there too.
+* ``used_bytes``/``len`` count what *this* tier stored and has not deleted; the cluster may
+  drop blocks on its own (TTL, ``maxmemory-policy``), which then surface as misses.
+
+The tier starts without its cluster (``ready`` is False, puts are refused, reads miss) and picks
+it up when it answers. Its load cost (:meth:`RemoteTier.load_figures`) is configured, or measured
+on each connect and refined from large reads (``tiers/remote_probe.py``).
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections import Counter
+from collections.abc import Iterator, Sequence
+from dataclasses import replace
+
+from tiers.base import KEY_BYTES, BlockHeader, Buffer, Tier, check_key, checksum, register_tier
+from tiers.codec import CorruptValue, decode_value, encode_value, value_bytes
+from tiers.remote_config import RemoteTierConfig
+from tiers.remote_link import ClusterLink, error_kind
+from tiers.remote_probe import LinkFigures, scan_headers
+from tiers.remote_writer import BatchObserver, RemoteOp, RemoteWriter
+
+log = logging.getLogger(__name__)
+_KEY_OVERHEAD = 64  # a Redis key's dict entry and object headers, roughly
+_TYPICAL_HEADER = 168  # encoded header with a ~90-byte layout text
+Found = tuple[BlockHeader, memoryview]
+
+
+@register_tier("remote")
+class RemoteTier(Tier):
+    """Redis Cluster tier; see the module docstring. ``observe(op, seconds, nbytes)`` (optional)
+    is called after every pipelined round (``get``, ``exists``, ``write``), from the calling
+    thread or the writer thread."""
+
+    def __init__(self, config: RemoteTierConfig, observe: BatchObserver | None = None) -> None:
+        if not isinstance(config, RemoteTierConfig):
+            raise ValueError(f"RemoteTier needs a RemoteTierConfig, got {type(config).__name__}")
+        self.config = config
+        self._prefix = config.prefix.encode("utf-8")
+        self._observe = observe
+        self._sizes: dict[bytes, int] = {}
+        self._used = 0
+        self._failed: list[bytes] = []
+        self._errors: Counter[str] = Counter()
+        self._stats: Counter[str] = Counter()
+        self.figures = LinkFigures(config)
+        self._link = ClusterLink(config, on_connect=self.figures.measure)
+        self._writer = RemoteWriter(self._link, self.redis_key, config.ttl_ms, config.queue_bytes,
+                                    config.batch_bytes, config.batch_ops, self._on_done, observe)
+        self._lock = self._writer.lock
+        self._closed = False
+
+    # -- sizes and state --------------------------------------------------------------------
+    def redis_key(self, key: bytes) -> bytes:
+        """The cluster key of block ``key``."""
+        return self._prefix + key.hex().encode("ascii")
+
+    def entry_bytes(self, header: BlockHeader) -> int:
+        return value_bytes(header) + len(self._prefix) + 2 * KEY_BYTES + _KEY_OVERHEAD
+
+    @property
+    def capacity_bytes(self) -> int:
+        return self.config.capacity_bytes
+
+    @property
+    def used_bytes(self) -> int:
+        return self._used
+
+    @property
+    def capacity_blocks(self) -> int:
+        typical = _TYPICAL_HEADER + self.config.block_bytes + len(self._prefix) + 2 * KEY_BYTES
+        return self.capacity_bytes // (typical + _KEY_OVERHEAD)
+
+    @property
+    def ready(self) -> bool:
+        """Whether at least one node of the cluster is reachable now."""
+        return self._link.ready
+
+    @property
+    def link(self) -> ClusterLink:
+        return self._link
+
+    def __len__(self) -> int:
+        return len(self._sizes)
+
+    def load_figures(self) -> tuple[float, float] | None:
+        """``(latency_s, bandwidth_bps)`` of a load from this tier, or None until measured."""
+        return self.figures.current()
+
+    def stats(self) -> dict[str, int]:
+        """Counters so far: ``hits``, ``misses``, ``read_bytes``, ``written_bytes``,
+        ``write_failures``, ``put_refused``."""
+        with self._lock:
+            return dict(self._stats)
+
+    # -- writes -----------------------------------------------------------------------------
+    def put(self, items: Sequence[tuple[bytes, BlockHeader, Buffer]],
+            durable: bool = False) -> list[bool]:
+        """Queue each block for the cluster; ``False`` = refused (see the module docstring).
+        The payload is copied. ``durable=True`` waits (at most ``durable_timeout_s``) until
+        the writes are acknowledged and reports failed ones as ``False``."""
+        self._check_open()
+        results: list[bool] = []
+        fresh: list[tuple[int, RemoteOp]] = []  # new writes
+        waits: list[tuple[int, RemoteOp]] = []  # writes a durable put waits for
+        ready = self._link.ready
+        for key, header, payload in items:
+            ok, op, new = self._accept(key, header, payload, ready)
+            results.append(ok)
+            if op is not None:
+                (fresh if new else waits).append((len(results) - 1, op))
+        taken = self._writer.submit_prefix([op for _, op in fresh])
+        for index, op in fresh[taken:]:
+            self._refuse(op, "queue_full")
+            results[index] = False
+        waits += fresh[:taken]
+        if durable and waits:
+            self._wait_durable(results, waits)
+        return results
+
+    def _accept(self, key: bytes, header: BlockHeader, payload: Buffer,
+                ready: bool) -> tuple[bool, RemoteOp | None, bool]:
+        """(accepted, the op that writes the key if one is queued or new, whether it is new)."""
+        view = memoryview(payload).cast("B")
+        check_key(key)
+        if view.nbytes != header.length:
+            raise ValueError(f"payload of block {key.hex()} is {view.nbytes} bytes but "
+                             f"header.length is {header.length}")
+        with self._lock:
+            if key in self._sizes:
+                return True, self._writer.latest.get(key), False
+        if not ready:
+            return self._refused("unavailable"), None, False
+        digest = checksum(view)
+        if header.checksum not in (0, digest):
+            return self._refused("put_checksum"), None, False
+        header = header if header.checksum == digest else replace(header, checksum=digest)
+        size = self.entry_bytes(header)
+        with self._lock:
+            if self._used + size > self.capacity_bytes:
+                self._stats["put_refused"] += 1
+                return False, None, False
+            self._sizes[key] = size
+            self._used += size
+        value = encode_value(header, view, self._writer.take_buffer(value_bytes(header)))
+        return True, RemoteOp(key, value), True
+
+    def _refused(self, kind: str) -> bool:
+        with self._lock:
+            self._errors[kind] += 1
+            self._stats["put_refused"] += 1
+        return False
+
+    def _refuse(self, op: RemoteOp, kind: str) -> None:
+        with self._lock:
+            size = self._sizes.pop(op.key, None)
+            self._used -= size or 0
+        self._refused(kind)
+
+    def _wait_durable(self, results: list[bool], waits: list[tuple[int, RemoteOp]]) -> None:
+        if not self._writer.wait_for(max(op.seq for _, op in waits),
+                                     self.config.durable_timeout_s):
+            self._count("timeout")
+        with self._lock:
+            latest = self._writer.latest
+            for index, op in waits:
+                if op.failed is not None or latest.get(op.key) is op:
+                    results[index] = False
+
+    def delete(self, keys: Sequence[bytes]) -> int:
+        """Forget the keys at once and queue a DEL for each (other hosts' copies included, as
+        the cluster holds one copy); returns how many of this tier's stored blocks it removed."""
+        self._check_open()
+        removed = 0
+        with self._lock:
+            for key in keys:
+                size = self._sizes.pop(check_key(key), None)
+                if size is not None:
+                    self._used -= size
+                    removed += 1
+        if keys:
+            self._writer.submit_prefix([RemoteOp(key, None) for key in dict.fromkeys(keys)])
+        return removed
+
+    def _on_done(self, batch: list[RemoteOp]) -> None:
+        """Writer callback (under the lock): un-account writes that did not land."""
+        for op in batch:
+            if op.value is not None and not op.cancelled:
+                self._stats["written_bytes" if op.failed is None else "write_failures"] += (
+                    len(op.value) if op.failed is None else 1)
+            if op.failed is None:
+                continue
+            self._errors[op.failed] += 1
+            if op.value is not None and self._writer.latest.get(op.key) is op:
+                size = self._sizes.pop(op.key, None)
+                if size is not None:
+                    self._used -= size
+                    self._failed.append(op.key)
+
+    def flush(self) -> None:
+        """Wait (at most ``durable_timeout_s``) until every queued write is sent."""
+        self._check_open()
+        if not self._writer.wait_for(self._writer.last_seq, self.config.durable_timeout_s):
+            self._count("timeout")
+
+    def close(self) -> None:
+        """Send queued writes (bounded), stop the threads, close the connections. Idempotent."""
+        if self._closed:
+            return
+        self._closed = True
+        self._writer.close(self.config.durable_timeout_s)
+        self._link.close()
+
+    def _check_open(self) -> None:
+        if self._closed:
+            raise RuntimeError("the remote tier is closed")
+
+    # -- reads ------------------------------------------------------------------------------
+    def get(self, keys: Sequence[bytes]) -> list[Buffer | None]:
+        """A verified payload (``memoryview`` of a private ``bytes``) per key, or ``None``."""
+        return [None if found is None else found[1] for found in self.fetch(keys)]
+
+    def fetch(self, keys: Sequence[bytes]) -> list[Found | None]:
+        """``(header, payload)`` of each block, verified, or ``None`` for a miss; one GET
+        pipeline per node. Corrupt values are counted by kind and deleted."""
+        self._check_open()
+        out: list[Found | None] = [None] * len(keys)
+        pending = self._from_queue(keys, out)
+        if pending:
+            rkeys = [self.redis_key(keys[i]) for i in pending]
+            start = time.perf_counter()
+            replies = self._link.execute([(rk, ("GET", rk)) for rk in rkeys])
+            seconds = time.perf_counter() - start
+            nbytes = sum(len(r) for r in replies if isinstance(r, bytes))
+            self.figures.observe(seconds, nbytes)
+            if self._observe is not None:
+                self._observe("get", seconds, nbytes)
+            for i, reply in zip(pending, replies, strict=True):
+                out[i] = self._decode(keys[i], reply)
+        hits = sum(found is not None for found in out)
+        with self._lock:
+            self._stats["hits"] += hits
+            self._stats["misses"] += len(keys) - hits
+            self._stats["read_bytes"] += sum(f[1].nbytes for f in out if f is not None)
+        return out
+
+    def _from_queue(self, keys: Sequence[bytes], out: list[Found | None]) -> list[int]:
+        """Serve keys with a queued SET from the queue (a copy); the indexes left to fetch."""
+        pending = []
+        with self._lock:
+            latest = self._writer.latest
+            for i, key in enumerate(keys):
+                op = latest.get(key)
+                if op is None:
+                    pending.append(i)
+                elif op.value is not None:
+                    header, payload = decode_value(op.value, verify=False)
+                    out[i] = header, memoryview(bytes(payload))
+        return pending
+
+    def _decode(self, key: bytes, reply: object) -> Found | None:
+        if reply is None:
+            return None
+        if isinstance(reply, Exception):
+            self._count(error_kind(reply))
+            return None
+        try:
+            header, payload = decode_value(reply)  # type: ignore[arg-type]
+        except CorruptValue as exc:
+            log.warning("remote tier: block %s is corrupt (%s); deleted", key.hex(), exc.kind)
+            self._count(exc.kind)
+            with self._lock:
+                size = self._sizes.pop(key, None)
+                if size is not None:
+                    self._used -= size
+                    self._failed.append(key)
+            self._writer.submit_prefix([RemoteOp(key, None)])
+            return None
+        return header, payload
+
+    def contains(self, keys: Sequence[bytes]) -> list[bool]:
+        """Whether each key is in the cluster (or queued here); one EXISTS pipeline per node.
+        A key on an unreachable node is reported absent (and the error counted)."""
+        self._check_open()
+        out = [False] * len(keys)
+        with self._lock:
+            latest = self._writer.latest
+            pending = [i for i, key in enumerate(keys)
+                       if not (latest.get(key) is not None and latest[key].value is not None)]
+            for i in set(range(len(keys))) - set(pending):
+                out[i] = True
+        if pending:
+            rkeys = [self.redis_key(keys[i]) for i in pending]
+            start = time.perf_counter()
+            replies = self._link.execute([(rk, ("EXISTS", rk)) for rk in rkeys])
+            if self._observe is not None:
+                self._observe("exists", time.perf_counter() - start, 0)
+            for i, reply in zip(pending, replies, strict=True):
+                if isinstance(reply, Exception):
+                    self._count(error_kind(reply))
+                else:
+                    out[i] = reply == 1
+        return out
+
+    def headers(self) -> Iterator[tuple[bytes, BlockHeader]]:
+        """Every block under this prefix in the cluster (all hosts' blocks; SCAN on each
+        reachable primary, headers read with GETRANGE). Corrupt headers are counted and
+        skipped. Not used at daemon start: the cluster is discovered by lookups."""
+        return scan_headers(self._link, self._prefix, self._count)
+
+    # -- failures ---------------------------------------------------------------------------
+    def _count(self, kind: str) -> None:
+        with self._lock:
+            self._errors[kind] += 1
+
+    def take_failed(self) -> list[bytes]:
+        with self._lock:
+            lost = [key for key in dict.fromkeys(self._failed) if key not in self._sizes]
+            self._failed.clear()
+        return lost
+
+    def error_counts(self) -> dict[str, int]:
+        with self._lock:
+            return dict(self._errors)

@@ -1,0 +1,192 @@
+"""The remote tier's background writer: a bounded FIFO of SET/DEL ops sent in pipelined rounds.
+
+``submit`` queues ops without blocking: if the queue already holds ``max_bytes`` of values it
+refuses them (the caller's ``put`` returns ``False``), so a slow or absent cluster never stalls
+the daemon. The writer thread takes up to ``batch_bytes``/``batch_ops`` of queued ops at a time
+and runs them as one :meth:`ClusterLink.execute` (one pipeline per node, written to every node
+before any reply is read). Ops finish in FIFO order; :meth:`wait_for` waits, bounded, until the
+op with a given sequence number is done.
+
+``latest`` maps each key with queued work to its most recent op; readers consult it (under
+:attr:`lock`) before the cluster, so a block is readable from the moment ``put`` accepted it.
+After each round ``on_done(batch)`` runs under the lock, before the ops leave ``latest``, so the
+tier can un-account failed writes atomically. A queued SET that a later DEL supersedes is
+cancelled (never sent).
+
+Staging buffers of finished SETs are kept for reuse (``take_buffer``) while queued plus idle
+bytes stay within ``max_bytes``: fresh memory costs a page fault per 4 KiB, more than the copy.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from tiers.remote_link import ClusterLink, error_kind
+
+log = logging.getLogger(__name__)
+BatchObserver = Callable[[str, float, int], None]  # (op name, seconds, bytes)
+
+
+@dataclass(slots=True, eq=False)
+class RemoteOp:
+    """One queued write: ``value`` is the encoded block (``None`` = delete the key)."""
+
+    key: bytes
+    value: bytearray | None
+    seq: int = 0
+    failed: str | None = None
+    cancelled: bool = False
+
+
+class RemoteWriter:
+    """Bounded queue of remote writes and the thread that sends them (module docstring)."""
+
+    def __init__(self, link: ClusterLink, redis_key: Callable[[bytes], bytes], ttl_ms: int,
+                 max_bytes: int, batch_bytes: int, batch_ops: int,
+                 on_done: Callable[[list[RemoteOp]], None],
+                 observe: BatchObserver | None = None) -> None:
+        self.lock = threading.Condition(threading.RLock())
+        self.latest: dict[bytes, RemoteOp] = {}
+        self._link = link
+        self._redis_key = redis_key
+        self._ttl = ("PX", ttl_ms) if ttl_ms > 0 else ()
+        self._max_bytes, self._batch_bytes, self._batch_ops = max_bytes, batch_bytes, batch_ops
+        self._on_done = on_done
+        self._observe = observe
+        self._ops: deque[RemoteOp] = deque()
+        self._queued_bytes = 0
+        self._idle: dict[int, list[bytearray]] = {}
+        self._idle_bytes = 0
+        self._next_seq = 0
+        self._done_seq = 0
+        self._stopping = False
+        self._thread = threading.Thread(target=self._run, name="remote-writer", daemon=True)
+        self._thread.start()
+
+    @property
+    def last_seq(self) -> int:
+        """Sequence number of the most recently queued op (0 = none yet)."""
+        return self._next_seq
+
+    @property
+    def queued_bytes(self) -> int:
+        return self._queued_bytes
+
+    def submit_prefix(self, ops: list[RemoteOp]) -> int:
+        """Queue the longest prefix of ``ops`` whose values fit in the queue; how many it took.
+        Deletes (no value) always fit."""
+        with self.lock:
+            if self._stopping:
+                raise RuntimeError("the remote tier is closed")
+            size = taken = 0
+            for op in ops:
+                need = len(op.value) if op.value is not None else 0
+                if need and self._queued_bytes + size + need > self._max_bytes:
+                    break
+                size += need
+                taken += 1
+            for op in ops[:taken]:
+                prior = self.latest.get(op.key)
+                if op.value is None and prior is not None and prior.value is not None:
+                    prior.cancelled = True
+                self._next_seq += 1
+                op.seq = self._next_seq
+                self.latest[op.key] = op
+            self._ops.extend(ops[:taken])
+            self._queued_bytes += size
+            self.lock.notify_all()
+            return taken
+
+    def take_buffer(self, nbytes: int) -> bytearray:
+        """A staging buffer of exactly ``nbytes`` (recycled if one is idle; contents arbitrary)."""
+        with self.lock:
+            idle = self._idle.get(nbytes)
+            if idle:
+                self._idle_bytes -= nbytes
+                return idle.pop()
+        return bytearray(nbytes)
+
+    def wait_for(self, seq: int, timeout: float) -> bool:
+        """Wait until every op up to ``seq`` is done; ``False`` if ``timeout`` passed first."""
+        deadline = time.monotonic() + timeout
+        with self.lock:
+            while self._done_seq < seq:
+                left = deadline - time.monotonic()
+                if left <= 0 or not self._thread.is_alive():
+                    return False
+                self.lock.wait(left)
+        return True
+
+    def close(self, timeout: float) -> None:
+        """Send what is queued (bounded by ``timeout``), then stop the thread. Idempotent."""
+        with self.lock:
+            self._stopping = True
+            self.lock.notify_all()
+        self._thread.join(timeout)
+
+    # -- the writer thread ------------------------------------------------------------------
+    def _run(self) -> None:
+        while True:
+            with self.lock:
+                while not self._ops and not self._stopping:
+                    self.lock.wait()
+                if not self._ops:
+                    return
+                batch = self._take_batch()
+            try:
+                self._send(batch)
+            except Exception:  # a bug must not kill the writer and hang every waiter
+                log.exception("remote writer failed a batch")
+                for op in batch:
+                    op.failed = op.failed or "io"
+            with self.lock:
+                self._finish(batch)
+
+    def _take_batch(self) -> list[RemoteOp]:
+        batch = [self._ops.popleft()]
+        size = len(batch[0].value or b"")
+        while self._ops and len(batch) < self._batch_ops:
+            nxt = len(self._ops[0].value or b"")
+            if size + nxt > self._batch_bytes:
+                break
+            batch.append(self._ops.popleft())
+            size += nxt
+        return batch
+
+    def _send(self, batch: list[RemoteOp]) -> None:
+        live = [op for op in batch if not op.cancelled]
+        commands = []
+        for op in live:
+            rkey = self._redis_key(op.key)
+            args = ("DEL", rkey) if op.value is None else ("SET", rkey, op.value, *self._ttl)
+            commands.append((rkey, args))
+        start = time.perf_counter()
+        replies = self._link.execute(commands)
+        seconds = time.perf_counter() - start
+        for op, reply in zip(live, replies, strict=True):
+            if isinstance(reply, Exception):
+                op.failed = error_kind(reply)
+        if self._observe is not None and live:
+            nbytes = sum(len(op.value) for op in live if op.value is not None)
+            self._observe("write", seconds, nbytes)
+
+    def _finish(self, batch: list[RemoteOp]) -> None:
+        try:
+            self._on_done(batch)
+        except Exception:
+            log.exception("remote tier accounting failed after a batch")
+        for op in batch:
+            if self.latest.get(op.key) is op:
+                del self.latest[op.key]
+            if op.value is not None:
+                self._queued_bytes -= len(op.value)
+                if self._queued_bytes + self._idle_bytes + len(op.value) <= self._max_bytes:
+                    self._idle.setdefault(len(op.value), []).append(op.value)
+                    self._idle_bytes += len(op.value)
+        self._done_seq = batch[-1].seq
+        self.lock.notify_all()
