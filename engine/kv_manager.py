@@ -167,9 +167,10 @@ class KVManager:
 
     # ---- internals ------------------------------------------------------------------------
     def _extend_keys(self, req: Request) -> None:
-        if not self.caching:
+        bs = self.block_size
+        if not self.caching or len(req.keys) >= req.num_tokens // bs:
             return
-        tokens, bs = req.tokens, self.block_size
+        tokens = req.tokens
         while len(req.keys) < len(tokens) // bs:
             i = len(req.keys)
             parent = req.keys[-1] if req.keys else ROOT_PARENT

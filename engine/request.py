@@ -118,6 +118,11 @@ class Request:
     def tokens(self) -> list[int]:
         return self.prompt_token_ids + self.output_token_ids
 
+    def tokens_at(self, positions: list[int]) -> list[int]:
+        """Token ids at ``positions`` (without copying the whole context)."""
+        n, out = len(self.prompt_token_ids), self.output_token_ids
+        return [self.prompt_token_ids[p] if p < n else out[p - n] for p in positions]
+
     @property
     def num_tokens(self) -> int:
         return len(self.prompt_token_ids) + len(self.output_token_ids)

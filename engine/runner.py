@@ -45,8 +45,7 @@ class ModelRunner:
         ids: list[int] = []
         rows: list[int] = []
         for s in batch:
-            tokens = s.request.tokens
-            ids.extend(tokens[p] for p in s.positions)
+            ids.extend(s.request.tokens_at(s.positions))
             if s.sample:
                 rows.append(len(ids) - 1)
         input_ids = torch.tensor(ids, dtype=torch.int64, device=self.device)
