@@ -79,7 +79,8 @@ def create_app(ctx: ServerContext) -> FastAPI:
         except ValueError as e:
             raise BadRequest(str(e), param="messages") from None
         ids = ctx.tokenizer.encode(text, add_special_tokens=False)
-        params = _params(body, body.max_new_tokens(ctx.default_max_tokens), body.logprob_count())
+        room = max(1, min(ctx.default_max_tokens, ctx.max_model_len - len(ids)))
+        params = _params(body, body.max_new_tokens(room), body.logprob_count())
         return await _respond(ctx, request, "chatcmpl", [ids], params, body, chat=True)
 
     return app
@@ -144,7 +145,12 @@ async def _respond(ctx: ServerContext, request: Request, prefix: str, prompts: l
             raise BadRequest(str(e), param="prompt") from None
     rid = f"{prefix}-{uuid.uuid4().hex}"
     streams = [ctx.engine.generate(f"{rid}-{i}", ids, params) for i, ids in enumerate(prompts)]
-    firsts = list(await asyncio.gather(*(_first(s) for s in streams)))
+    try:
+        firsts = list(await asyncio.gather(*(_first(s) for s in streams)))
+    except BaseException:
+        for s in streams:  # abort the prompts that did start
+            await s.aclose()
+        raise
     if body.stream:
         gen = _sse(ctx, rid, streams, firsts, chat, body.include_usage)
         return StreamingResponse(gen, media_type="text/event-stream")
