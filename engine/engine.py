@@ -74,7 +74,10 @@ class LLMEngine:
         self.tokenizer, self.info, self.kv, self.runner = p.tokenizer, p.info, p.kv, p.runner
         self.max_model_len = p.max_model_len
         self.metrics = EngineMetrics(registry or CollectorRegistry())
-        self.metrics.registry.register(EngineStateCollector(self.state))
+        self.metrics.registry.register(EngineStateCollector(self.state, {
+            "model": str(config.model), "fingerprint": self.info.fingerprint,
+            "reuse": config.reuse, "chunking": config.chunking, "device": config.device,
+            "block_size": str(config.block_size), "blocks": str(self.kv.blocks.num_slots)}))
         self.scheduler = Scheduler(self.kv, p.chunker, config.max_num_seqs,
                                    on_preempt=lambda _: self.metrics.preemptions.inc())
         self.sampler = Sampler()

@@ -111,12 +111,18 @@ class EngineState:
 
 
 class EngineStateCollector:
-    """Exports :class:`EngineState` levels; register with ``registry.register(collector)``."""
+    """Exports :class:`EngineState` levels, and ``info`` labels (model, fingerprint, reuse,
+    chunking, ...) as ``asymcache_engine_info``; register with ``registry.register(...)``."""
 
-    def __init__(self, state: Callable[[], EngineState]) -> None:
+    def __init__(self, state: Callable[[], EngineState], info: dict[str, str]) -> None:
         self.state = state
+        self.info = dict(info)
 
     def collect(self) -> Iterator[Metric]:
+        info = GaugeMetricFamily("asymcache_engine_info", "Constant 1, labelled with the "
+                                 "engine's model and configuration", labels=sorted(self.info))
+        info.add_metric([self.info[k] for k in sorted(self.info)], 1)
+        yield info
         st = self.state()
         reqs = GaugeMetricFamily("asymcache_engine_requests", "Requests in the engine by state",
                                  labels=["state"])
