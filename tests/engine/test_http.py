@@ -144,11 +144,12 @@ def test_models_health_and_metrics(server) -> None:
     assert models["data"][0]["id"] == "builtin"
     assert httpx.get(f"{server}/health", timeout=10).json() == {"status": "ok"}
     _complete(server, prompt=PROMPT, max_tokens=2)
+    _complete(server, prompt=PROMPT, max_tokens=2)  # the second finds the first's blocks
     text = httpx.get(f"{server}/metrics", timeout=10).text
     for name in ('asymcache_engine_prompt_tokens_total{source="resident"}',
                  'asymcache_engine_prompt_tokens_total{source="new"}',
                  "asymcache_engine_ttft_seconds_count", "asymcache_engine_tpot_seconds_count",
-                 'asymcache_engine_kv_blocks{state="idle"}'):
+                 'asymcache_engine_kv_blocks{state="idle"}', "asymcache_engine_info{"):
         assert name in text
     assert _sample(text, 'asymcache_engine_prompt_tokens_total{source="resident"}') > 0
 
