@@ -84,6 +84,17 @@ class Dispatcher:
         else:
             reply = self._guard(req.OP, lambda: spec.fn(self.ctx, identity, session, req))
         self._send(identity, rid, reply, t0, True)
+        if self.ctx.deferred:
+            self._run_deferred()
+
+    def _run_deferred(self) -> None:
+        """Work a handler left for after its reply (see ``Context.after_reply``)."""
+        work, self.ctx.deferred = self.ctx.deferred, []
+        for fn in work:
+            try:
+                fn()
+            except Exception:
+                log.exception("deferred work failed")
 
     async def _run_async(self, spec: HandlerSpec, identity: bytes, session: EngineSession | None,
                          rid: int, req: Message, t0: float) -> None:

@@ -9,7 +9,7 @@ The data-plane ops (PROMOTE, PUT, GET, FLUSH, STATS, PING) are in ``handlers_dat
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from cacheserver.blocks import KVLayout
 from cacheserver.config import ServerConfig
@@ -54,6 +54,13 @@ class Context:
     clock: Callable[[], float]
     make_gpu_policy: Callable[[int], ResidencyPolicy]
     tier_blocks: int  # CPU + DISK capacity in blocks: the index bound without engines
+    deferred: list[Callable[[], None]] = field(default_factory=list)
+
+    def after_reply(self, fn: Callable[[], None]) -> None:
+        """Run ``fn`` right after the current reply is sent, before any other request is
+        handled: its effects are ordered exactly as if it ran first, but the reply leaves
+        sooner (used for policy bookkeeping on the LOOKUP path)."""
+        self.deferred.append(fn)
 
     def policies(self, session: EngineSession) -> dict[str, ResidencyPolicy]:
         return session.policies(self.residency.policies)
@@ -173,9 +180,6 @@ def count_lookups(ctx: Context, found: list[int]) -> None:
 def lookup(ctx: Context, identity: bytes, session: EngineSession, req: Lookup) -> Message:
     """Per key: this engine's GPU slot, else a readable CPU slot, else DISK, else MISS.
     Each hit is an access in that tier's policy and, with ``lease``, a lease there."""
-    now = ctx.clock()
-    policies = (None, session.gpu_policy, *(ctx.residency.policies.get(t) for t in
-                                             ("cpu", "disk")))
     key_slots, records = session.key_slots, ctx.index.get
     where: list[int] = []
     slots: list[int] = []
@@ -190,16 +194,27 @@ def lookup(ctx: Context, identity: bytes, session: EngineSession, req: Lookup) -
             w, slot = 2, rec.cpu
         else:
             w, slot = (3, -1) if rec.disk else (0, -1)
-        if w:
-            policy = policies[w]
-            policy.access(key, now)
-            if req.lease:
-                session.take_lease(key, _TIER_NAMES[w], policy)
         found[w] += 1
         where.append(w)
         slots.append(slot)
     count_lookups(ctx, found)
+    if sum(found[1:]):
+        ctx.after_reply(lambda: _touch(ctx, session, req.keys, where, req.lease))
     return LookupReply(where=where, slots=slots)
+
+
+def _touch(ctx: Context, session: EngineSession, keys: list[bytes], where: list[int],
+           lease: bool) -> None:
+    """LOOKUP's policy bookkeeping: an access per hit and, with ``lease``, a lease there."""
+    now = ctx.clock()
+    policies = (None, session.gpu_policy, *(ctx.residency.policies.get(t) for t in
+                                             ("cpu", "disk")))
+    for key, w in zip(keys, where, strict=True):
+        if w:
+            policy = policies[w]
+            policy.access(key, now)
+            if lease:
+                session.take_lease(key, _TIER_NAMES[w], policy)
 
 
 # ---- ALLOCATE / COMMIT --------------------------------------------------------------------
