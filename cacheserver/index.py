@@ -39,10 +39,12 @@ class BlockRecord:
     disk: bool = False
     pinned: bool = False
     pin_until: float | None = None  # None with ``pinned`` = until UNPIN
+    busy: int = 0  # moves in progress: the record stays indexed while a tier is being filled
 
     @property
     def held(self) -> bool:
-        return bool(self.gpu) or self.cpu >= 0 or self.cpu_pending >= 0 or self.disk
+        return (bool(self.gpu) or self.cpu >= 0 or self.cpu_pending >= 0 or self.disk
+                or self.busy > 0)
 
     def info(self) -> BlockInfo:
         """The policy's view of this block."""

@@ -105,7 +105,7 @@ class Residency:
     # ---- CPU ----------------------------------------------------------------------------
     def cpu_reserve(self, rec: BlockRecord, session: EngineSession | None) -> int:
         """A ``FILLING`` CPU slot for ``rec`` (evicting if needed), or -1 if none can be had."""
-        if rec.n_bytes > self.cpu.slot_bytes or not self._cpu_room():
+        if rec.n_bytes > self.cpu.slot_bytes or not self._cpu_room(rec):
             return -1
         slot = self.cpu.reserve(rec.key, header_of(rec))
         if slot is None:
@@ -142,7 +142,7 @@ class Residency:
         """Copy ``data`` into a CPU slot (evicting if needed); ``False`` if there is no room."""
         if rec.cpu >= 0:
             return True
-        if rec.cpu_pending >= 0 or not self._cpu_room():
+        if rec.cpu_pending >= 0 or not self._cpu_room(rec):
             return False
         if not self.cpu.put([(rec.key, header_of(rec), data)])[0]:
             return False
@@ -175,14 +175,19 @@ class Residency:
             if session is not None:
                 session.gpu_policy.set_backing(rec.key, rec.next_tier("gpu"))
 
-    def _cpu_room(self) -> bool:
-        """Make one CPU slot free, demoting the policy's victim; ``False`` if all are held."""
-        while self.cpu.free_slots == 0:
-            victim = self.policies["cpu"].evict(self.clock())
-            if victim is None:
-                return False
-            self._cpu_drop(victim, demote=True)
-        return True
+    def _cpu_room(self, rec: BlockRecord) -> bool:
+        """Make one CPU slot free for ``rec``, demoting the policy's victims; ``False`` if every
+        slot is held. ``rec`` stays indexed meanwhile, even if a demotion evicts it from disk."""
+        rec.busy += 1
+        try:
+            while self.cpu.free_slots == 0:
+                victim = self.policies["cpu"].evict(self.clock())
+                if victim is None:
+                    return False
+                self._cpu_drop(victim, demote=True)
+            return True
+        finally:
+            rec.busy -= 1
 
     def _cpu_drop(self, key: bytes, demote: bool) -> None:
         rec = self.index.get(key)
