@@ -76,6 +76,8 @@ class KVManager:
         """Plan ``req`` and give it a full block table; ``False`` (holding nothing) if the
         pool cannot place it now."""
         self._extend_keys(req)
+        if not self._may_fit(req, now):
+            return False
         found = self._lookup(req)
         actions = plan_blocks(found, req.num_tokens, self.plan_inputs, self.cost)
         found = self._promote(req, found, actions)
@@ -205,6 +207,15 @@ class KVManager:
         for i, slot in zip(disk, slots, strict=True):
             found[i] = Location("cpu", slot) if slot >= 0 else GONE
         return found
+
+    def _may_fit(self, req: Request, now: float) -> bool:
+        """A cheap check before any daemon request: ``False`` when the pool surely cannot take
+        ``req`` now, even reusing every block of it that is resident (the daemon cannot add
+        resident blocks), so a waiting request costs no LOOKUP per step."""
+        resident = [s for k in req.keys if (s := self.blocks.lookup(k)) is not None]
+        idle = sum(1 for s in resident if self.blocks.is_idle(s))
+        need = req.blocks_needed(self.block_size) - len(resident)
+        return self.blocks.can_allocate(need + idle, now)
 
     def _reserve(self, req: Request, actions: list[Action], now: float) -> bool:
         resident = [i for i, a in enumerate(actions) if a is Action.RESIDENT]
