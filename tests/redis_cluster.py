@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import itertools
 import shutil
+import subprocess
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -45,6 +46,26 @@ def wait_until(predicate: Callable[[], bool], timeout: float = 15.0,
             return False
         time.sleep(interval)
     return True
+
+
+def make_certs(root: Path) -> tuple[str, str, str]:
+    """A throwaway CA and a server certificate for 127.0.0.1/localhost (``openssl``):
+    ``(ca.crt, server.crt, server.key)`` paths under ``root``."""
+    if shutil.which("openssl") is None:
+        pytest.skip("openssl is not installed")
+    root.mkdir(parents=True, exist_ok=True)
+    (root / "ext.cnf").write_text("subjectAltName=IP:127.0.0.1,DNS:localhost\n")
+    steps = [
+        ["req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes",
+         "-keyout", "ca.key", "-out", "ca.crt", "-days", "2", "-subj", "/CN=asymcache-test-ca"],
+        ["req", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes",
+         "-keyout", "server.key", "-out", "server.csr", "-subj", "/CN=localhost"],
+        ["x509", "-req", "-in", "server.csr", "-CA", "ca.crt", "-CAkey", "ca.key",
+         "-CAcreateserial", "-days", "2", "-extfile", "ext.cnf", "-out", "server.crt"],
+    ]
+    for step in steps:
+        subprocess.run(["openssl", *step], cwd=root, check=True, capture_output=True, timeout=30)
+    return str(root / "ca.crt"), str(root / "server.crt"), str(root / "server.key")
 
 
 def _cluster(root: Path, start: bool, **options: object) -> Iterator[LocalRedisCluster]:

@@ -299,12 +299,15 @@ class RemoteTier(Tier):
         A key on an unreachable node is reported absent (and the error counted)."""
         self._check_open()
         out = [False] * len(keys)
-        with self._lock:
+        pending = []
+        with self._lock:  # queued here: a SET is held, a DEL is gone
             latest = self._writer.latest
-            pending = [i for i, key in enumerate(keys)
-                       if not (latest.get(key) is not None and latest[key].value is not None)]
-            for i in set(range(len(keys))) - set(pending):
-                out[i] = True
+            for i, key in enumerate(keys):
+                op = latest.get(key)
+                if op is None:
+                    pending.append(i)
+                else:
+                    out[i] = op.value is not None
         if pending:
             rkeys = [self.redis_key(keys[i]) for i in pending]
             start = time.perf_counter()

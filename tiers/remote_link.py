@@ -20,7 +20,6 @@ command that failed; :func:`error_kind` names its kind for ``error_counts()``.
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import threading
 import time
@@ -207,6 +206,12 @@ class ClusterLink:
         self._wake.set()
 
     def _run(self) -> None:
+        try:
+            self._loop()
+        except Exception:  # pragma: no cover - a bug; the tier then reports not ready
+            log.exception("remote tier: the link thread stopped")
+
+    def _loop(self) -> None:
         delay = self.config.retry_min_s
         while not self._closed:
             if self._cluster is None:
@@ -227,8 +232,8 @@ class ClusterLink:
                 startup_nodes=[ClusterNode(h, p) for h, p in cfg.startup_nodes],
                 require_full_coverage=False, retry=Retry(NoBackoff(), 0),
                 **cfg.client_kwargs())
-        except (redis.RedisError, OSError) as exc:
-            self.last_error = f"connect: {exc}"
+        except Exception as exc:  # redis-py raises more than RedisError on odd topologies
+            self.last_error = f"connect: {type(exc).__name__}: {exc}"
             log.info("remote tier: cluster %s not reachable (%s); retrying", cfg.nodes, exc)
             return False
         if self._closed:
@@ -249,8 +254,10 @@ class ClusterLink:
         assert cluster is not None
         if self._refresh:
             self._refresh = False
-            with contextlib.suppress(redis.RedisError, OSError):
+            try:
                 cluster.nodes_manager.initialize()
+            except Exception as exc:  # keep the old slot map; retried on the next failure
+                self.last_error = f"refresh: {type(exc).__name__}: {exc}"
         now = time.monotonic()
         with self._lock:
             due = [name for name, b in self._skip.items() if b.until <= now]

@@ -40,13 +40,15 @@ class LocalRedisCluster:
     """``masters`` redis-server processes on 127.0.0.1 forming one cluster (no replicas).
 
     ``password`` sets ``requirepass``/``masterauth``; ``maxmemory`` (bytes, 0 = unlimited) and
-    ``policy`` set ``maxmemory``/``maxmemory-policy`` on every node; ``extra`` lines are appended
-    to every node's configuration file.
+    ``policy`` set ``maxmemory``/``maxmemory-policy`` on every node; ``tls`` = ``(ca, cert,
+    key)`` files makes every node (and the cluster bus) speak TLS only, without client
+    certificates; ``extra`` lines are appended to every node's configuration file.
     """
 
     def __init__(self, root: str | Path, masters: int = 3, password: str = "",
                  maxmemory: int = 0, policy: str = "allkeys-lru",
-                 extra: tuple[str, ...] = (), server: str = "redis-server") -> None:
+                 tls: tuple[str, str, str] | None = None, extra: tuple[str, ...] = (),
+                 server: str = "redis-server") -> None:
         exe = shutil.which(server)
         if exe is None:
             raise FileNotFoundError(f"{server!r} is not installed (apt-get install redis-server)")
@@ -55,6 +57,7 @@ class LocalRedisCluster:
         self.exe = exe
         self.root = Path(root)
         self.password = password
+        self.tls = tls
         self.ports = [free_port() for _ in range(masters)]
         self._bus = [free_port() for _ in range(masters)]
         self._conf = [self._config(i, maxmemory, policy, extra) for i in range(masters)]
@@ -66,7 +69,8 @@ class LocalRedisCluster:
         return [f"127.0.0.1:{port}" for port in self.ports]
 
     def _config(self, i: int, maxmemory: int, policy: str, extra: tuple[str, ...]) -> str:
-        lines = [f"port {self.ports[i]}", f"cluster-port {self._bus[i]}", "bind 127.0.0.1",
+        lines = [f"port {self.ports[i]}" if self.tls is None else "port 0",
+                 f"cluster-port {self._bus[i]}", "bind 127.0.0.1",
                  "cluster-enabled yes", "cluster-config-file nodes.conf",
                  "cluster-node-timeout 1000", "cluster-require-full-coverage no",
                  "cluster-allow-reads-when-down yes", 'save ""', "appendonly no",
@@ -74,11 +78,21 @@ class LocalRedisCluster:
                  f"maxmemory-policy {policy}"]
         if self.password:
             lines += [f"requirepass {self.password}", f"masterauth {self.password}"]
+        if self.tls is not None:
+            ca, cert, key = self.tls
+            lines += [f"tls-port {self.ports[i]}", "tls-cluster yes", f"tls-ca-cert-file {ca}",
+                      f"tls-cert-file {cert}", f"tls-key-file {key}", "tls-auth-clients no"]
         return "\n".join([*lines, *extra]) + "\n"
 
     def _client(self, i: int, timeout: float = 1.0) -> redis.Redis:
+        tls = {} if self.tls is None else {"ssl": True, "ssl_ca_certs": self.tls[0]}
         return redis.Redis("127.0.0.1", self.ports[i], password=self.password or None,
-                           socket_timeout=timeout, socket_connect_timeout=timeout)
+                           socket_timeout=timeout, socket_connect_timeout=timeout, **tls)
+
+    def command(self, i: int, *args: object) -> object:
+        """Run one command on node ``i`` directly (not through the cluster)."""
+        with self._client(i) as r:
+            return r.execute_command(*args)
 
     # -- lifecycle --------------------------------------------------------------------------
     def start(self, timeout: float = 20.0) -> LocalRedisCluster:
@@ -106,6 +120,13 @@ class LocalRedisCluster:
                                               stdout=log, stderr=subprocess.STDOUT)
         if wait:
             self._wait_ping(i, time.monotonic() + timeout)
+
+    def signal_node(self, i: int, sig: int) -> None:
+        """Send ``sig`` to node ``i`` (``SIGSTOP`` freezes it, ``SIGCONT`` resumes it)."""
+        proc = self._procs[i]
+        if proc is None or proc.poll() is not None:
+            raise RuntimeError(f"node {i} is not running")
+        proc.send_signal(sig)
 
     def stop_node(self, i: int) -> None:
         """Kill node ``i`` (SIGKILL: nothing is saved) and reap it."""

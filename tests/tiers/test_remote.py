@@ -26,8 +26,8 @@ MiB = 1 << 20
 def open_tier(cluster: LocalRedisCluster, prefix: str | None = None, **options) -> RemoteTier:
     """A remote tier on ``cluster``, waited for (bounded) until it is ready."""
     cfg = RemoteTierConfig(cluster.nodes, options.pop("capacity_bytes", 64 * MiB),
-                           prefix=prefix or unique_prefix(), socket_timeout_s=0.5,
-                           connect_timeout_s=0.5, probe_bytes=64 << 10, **options)
+                           prefix=prefix or unique_prefix(), socket_timeout_s=2.0,
+                           connect_timeout_s=2.0, probe_bytes=64 << 10, **options)
     tier = RemoteTier(cfg)
     assert wait_until(lambda: tier.ready, 15), f"tier never ready: {tier.link.last_error}"
     return tier
