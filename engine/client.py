@@ -173,6 +173,7 @@ class AsyncCacheClient(ClientBase):
         self._pending: dict[int, asyncio.Future] = {}
         self._heartbeat = heartbeat
         self._hb_task: asyncio.Task | None = None
+        self._connecting = asyncio.Lock()
 
     async def hello(self, model_fingerprint: str, layout: KVLayout, gpu_slots: int,
                     held: HeldBlocks | None = None) -> Registration:
@@ -186,7 +187,9 @@ class AsyncCacheClient(ClientBase):
 
     async def _call(self, msg: p.Message, post: Callable[[Any], Any]) -> Any:
         if self._stale or self._sock is None:
-            await self._reconnect()
+            async with self._connecting:  # one reconnect at a time (requests, heartbeat)
+                if self._stale or self._sock is None:
+                    await self._reconnect()
         reply = await self._request(msg)
         if (isinstance(reply, p.ErrorReply) and reply.code == p.ErrorCode.NOT_REGISTERED
                 and self._hello is not None and msg.OP != "hello"):
