@@ -61,8 +61,9 @@ def round_trip(endpoint: str) -> dict:
                   if w.name == "CPU"]
         _step("  b reads CPU slots zero-copy, bytes equal", shared)
         got = b.get(keys)
-        _step("GET 6 blocks (2-3 live only in a's GPU)", [g is not None and bytes(g) == blocks[k]
-                                            for g, k in zip(got, keys, strict=True)])
+        gpu_only = [i for i, k in enumerate(keys[:4]) if k not in {v.key for v in victims}]
+        _step(f"GET 6 blocks ({gpu_only} only in a's GPU)", [
+            g is not None and bytes(g) == blocks[k] for g, k in zip(got, keys, strict=True)])
         _step("PROMOTE (DISK -> CPU)", b.promote(keys[4:]))
         _step("PIN with 60 s TTL / UNPIN", (a.pin(keys, ttl_s=60), a.unpin(keys)))
         _step("RELEASE b's leases", b.release(everything=True))
