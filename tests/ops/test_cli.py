@@ -48,3 +48,22 @@ def test_demo_runs_a_round_trip_prints_stats_and_cleans_up() -> None:
     assert "b reads CPU slots zero-copy, bytes equal   [True, True, True, True]" in out
     assert "PUT blocks 4-5 (durable)" in out and "durable True" in out
     assert "daemon stats:" in out and "daemon stopped (exit status 0)" in out
+
+
+def test_demo_interrupted_stops_its_daemon_and_removes_its_files() -> None:
+    import os
+    import re
+    import signal
+
+    proc = subprocess.Popen([sys.executable, "-m", "ops.cli", "demo"], stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
+    first = proc.stdout.readline()  # "daemon pid N on ipc:///tmp/asymcache-demo-XXXX/..."
+    m = re.match(r"daemon pid (\d+) on ipc://(\S+)/daemon.ipc", first)
+    assert m, first
+    proc.send_signal(signal.SIGINT)
+    out, _ = proc.communicate(timeout=60)
+    assert proc.returncode in (0, 130)  # interrupted, or it had just finished
+    assert "daemon stopped (exit status 0)" in out
+    assert not os.path.exists(m.group(2))
+    assert not os.path.exists(f"/proc/{m.group(1)}")  # stopped and reaped
