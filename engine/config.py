@@ -39,6 +39,9 @@ class EngineConfig:
       ``daemon_timeout_s`` bounds every request to it.
     * ``attn_backend``: kernel backend (``None`` automatic, ``torch``, ``triton``, ``reference``).
     * ``seed``: seeds requests that sample without their own seed.
+    * ``cpu_threads``: torch intra-op threads of a CPU engine (``None``: torch's default). A
+      process-wide setting, applied when the engine is built; on a shared machine, fewer
+      threads than cores avoid OpenMP threads waiting on each other.
     """
 
     model: str = "builtin"
@@ -63,13 +66,14 @@ class EngineConfig:
     daemon_timeout_s: float = 2.0
     attn_backend: str | None = None
     seed: int = 0
+    cpu_threads: int | None = None
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "fetch_tiers", tuple(self.fetch_tiers))
         for name in ("block_size", "max_num_seqs", "max_num_batched_tokens", "chunk_tokens",
                      "min_prefill_tokens"):
             _positive_int(name, getattr(self, name))
-        for name in ("num_gpu_blocks", "kv_cache_bytes", "max_model_len"):
+        for name in ("num_gpu_blocks", "kv_cache_bytes", "max_model_len", "cpu_threads"):
             if getattr(self, name) is not None:
                 _positive_int(name, getattr(self, name))
         for name in ("target_step_s", "daemon_timeout_s"):

@@ -47,6 +47,8 @@ def build_parts(config: EngineConfig) -> EngineParts:
     from engine.builtin import resolve_model_dir
     from engine.model import load_model, load_tokenizer
 
+    if config.cpu_threads is not None and torch.device(config.device).type == "cpu":
+        torch.set_num_threads(config.cpu_threads)  # process-wide, documented on the field
     model_dir = resolve_model_dir(config.model)
     model, info = load_model(model_dir, config.device, config.dtype, config.attn_backend)
     tokenizer = load_tokenizer(model_dir)

@@ -32,6 +32,7 @@ _FLAGS: dict[str, tuple[str, type, str]] = {
     "--reuse": ("reuse", str, "msa (default), prefix or none"),
     "--engine-id": ("engine_id", str, "name of this engine at the daemon"),
     "--attn-backend": ("attn_backend", str, "kernel backend: torch, triton or reference"),
+    "--cpu-threads": ("cpu_threads", int, "torch threads of a CPU engine (default: torch's)"),
 }
 
 
