@@ -37,6 +37,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--decode", type=int, default=64, help="decode tokens (default 64)")
     parser.add_argument("--repeats", type=int, default=3, help="prompts per TTFT cell")
     parser.add_argument("--quick", action="store_true", help="256-token prompts, 4×16 decode")
+    parser.add_argument("--cpu-threads", type=int, default=None,
+                        help="torch threads for both sides (default: torch's)")
     parser.add_argument("--json", metavar="PATH", help="write the results as JSON here")
     parser.add_argument("--plot", metavar="PATH", help="write a PNG of the TTFT table here")
 
@@ -45,6 +47,8 @@ def run(args: argparse.Namespace) -> int:
     import torch
 
     torch.manual_seed(0)
+    if args.cpu_threads:
+        torch.set_num_threads(args.cpu_threads)
     if args.quick:
         args.prompt, args.batch, args.decode, args.repeats = 256, 4, 16, 1
     from engine.builtin import resolve_model_dir
@@ -56,7 +60,8 @@ def run(args: argparse.Namespace) -> int:
     print("[engine bench] TTFT with cached blocks ...", flush=True)
     ttft = _ttft(model_dir, args)
     result = {"model": model_dir.name, "prompt_tokens": args.prompt, "batch": args.batch,
-              "decode_tokens": args.decode, **speed, "ttft_ms": ttft}
+              "decode_tokens": args.decode, "torch_threads": torch.get_num_threads(), **speed,
+              "ttft_ms": ttft}
     _print(result)
     if args.json:
         Path(args.json).write_text(json.dumps(result, indent=2) + "\n")
