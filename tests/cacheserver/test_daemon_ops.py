@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import time
+
 import pytest
 
 from cacheserver.protocol import Where
@@ -166,3 +168,38 @@ def test_default_policy_asym_with_cost_preset_serves_and_evicts(start_daemon) ->
         assert tiers["cpu"]["evictions"] > 0
         got = c.get([r.key for r in refs])
         assert all(bytes(g) == payload(r) for g, r in zip(got, refs, strict=True) if g)
+
+
+def test_engines_past_max_engines_get_a_capacity_error(start_daemon) -> None:  # noqa: F811
+    d = start_daemon(max_engines=1, disk_bytes=0)
+    with CacheClient(d.endpoint, engine_id="one", timeout_s=10, heartbeat=False) as a, \
+            CacheClient(d.endpoint, engine_id="two", timeout_s=10, heartbeat=False) as b:
+        a.hello("test-model", LAYOUT, gpu_slots=2)
+        with pytest.raises(Exception, match=r"capacity.*max_engines"):
+            b.hello("test-model", LAYOUT, gpu_slots=2)
+        a.hello("test-model", LAYOUT, gpu_slots=2)  # a re-HELLO replaces its own session
+        assert a.stats()["engines"] == 1
+
+
+def test_a_ttl_pin_lapses_by_itself(start_daemon) -> None:  # noqa: F811
+    d = start_daemon(cpu_bytes="16KiB", disk_bytes=0)
+    refs = make_refs(3)
+    with CacheClient(d.endpoint, engine_id="eng", timeout_s=10, heartbeat=False) as c:
+        c.hello("test-model", LAYOUT, gpu_slots=2)
+        c.put(refs[:2], [payload(r) for r in refs[:2]])
+        assert c.pin([r.key for r in refs[:2]], ttl_s=0.3) == 2
+        assert c.put(refs[2:], [payload(refs[2])]).stored == [False]  # both slots pinned
+        time.sleep(0.5)
+        assert c.put(refs[2:], [payload(refs[2])]).stored == [True]
+
+
+def test_write_through_puts_committed_cpu_blocks_on_disk(start_daemon) -> None:  # noqa: F811
+    d = start_daemon(disk_write_through="true")
+    refs = make_refs(2)
+    with CacheClient(d.endpoint, engine_id="eng", timeout_s=10, heartbeat=False) as c:
+        c.hello("test-model", LAYOUT, gpu_slots=2)
+        slots = c.reserve_cpu(refs)
+        for r, s in zip(refs, slots, strict=True):
+            c.cpu_slot(s)[:BLOCK_BYTES] = payload(r)
+        assert c.commit(refs, slots, tier="cpu") == [True, True]
+        assert c.flush() == 2
