@@ -17,7 +17,7 @@ from collections.abc import Callable, Sequence
 from typing import Any, TypeVar
 
 from cacheserver.blocks import KVLayout
-from cacheserver.protocol import BlockRef, Where
+from cacheserver.protocol import BlockRef, ProtocolError, Where
 from engine.client import CacheClient, CacheClientError, DaemonUnavailable
 from engine.planner import MISS, Location
 
@@ -111,9 +111,9 @@ class CacheLink:
             return fn()
         except DaemonUnavailable as e:
             self._down(e)
-        except CacheClientError as e:
+        except (CacheClientError, ProtocolError) as e:  # refused, or a reply we cannot read
             self.errors += 1
-            log.warning("cache daemon refused a request: %s", e)
+            log.warning("cache daemon request failed: %s", e)
         return default
 
     # ---- ops (long key lists go in batches under the daemon's per-request limits) ---------
