@@ -130,3 +130,16 @@ def test_a_flood_past_max_inflight_gets_busy_and_every_request_a_reply(
         assert isinstance(_reply(sock)[1], p.PingReply)
     finally:
         sock.close()
+
+
+def test_a_second_daemon_on_a_live_endpoint_refuses_to_start(start_daemon, tmp_path) -> None:  # noqa: F811
+    d = start_daemon()
+    with pytest.raises(RuntimeError, match="exited with status 1"):
+        start_daemon(endpoint=d.endpoint, data_dir=tmp_path / "other")
+    assert "another daemon answers on" in (tmp_path / "daemon.log").read_text()
+    sock = DealerSocket(zmq.Context.instance(), d.endpoint)
+    try:
+        sock.send(p.Ping().to_wire(3))
+        assert _reply(sock)[1].epoch == d.start_epoch  # the first one still serves
+    finally:
+        sock.close()
