@@ -4,7 +4,8 @@ Key ``<prefix><32 hex digits of the block key>``, value ``tiers/codec.py``'s hea
 (the same bytes the disk tier stores). Block keys already separate tenants (``cache_salt`` is in
 the namespace), so two salts never meet here either.
 
-* ``put`` encodes and queues; a background thread sends SETs in pipelined rounds
+* ``put`` encodes the header, keeps the payload (``bytes``, which cannot change) or a copy of it
+  (any other buffer) and queues; a background thread sends SETs in pipelined rounds
   (``tiers/remote_writer.py``). A put is refused (``False``) when no node is reachable, when the
   write queue is full or when it would take this daemon past ``capacity_bytes``; a write that
   fails later is reported by ``take_failed``.
@@ -27,10 +28,9 @@ import logging
 import time
 from collections import Counter
 from collections.abc import Iterator, Sequence
-from dataclasses import replace
 
 from tiers.base import KEY_BYTES, BlockHeader, Buffer, Tier, check_key, checksum, register_tier
-from tiers.codec import CorruptValue, decode_value, encode_value, value_bytes
+from tiers.codec import CorruptValue, decode_header, decode_value, encode_header, value_bytes
 from tiers.remote_config import RemoteTierConfig
 from tiers.remote_link import ClusterLink, error_kind
 from tiers.remote_probe import LinkFigures, scan_headers
@@ -53,6 +53,7 @@ class RemoteTier(Tier):
             raise ValueError(f"RemoteTier needs a RemoteTierConfig, got {type(config).__name__}")
         self.config = config
         self._prefix = config.prefix.encode("utf-8")
+        self._key_overhead = len(self._prefix) + 2 * KEY_BYTES + _KEY_OVERHEAD
         self._observe = observe
         self._sizes: dict[bytes, int] = {}
         self._used = 0
@@ -72,7 +73,7 @@ class RemoteTier(Tier):
         return self._prefix + key.hex().encode("ascii")
 
     def entry_bytes(self, header: BlockHeader) -> int:
-        return value_bytes(header) + len(self._prefix) + 2 * KEY_BYTES + _KEY_OVERHEAD
+        return value_bytes(header) + self._key_overhead
 
     @property
     def capacity_bytes(self) -> int:
@@ -84,8 +85,8 @@ class RemoteTier(Tier):
 
     @property
     def capacity_blocks(self) -> int:
-        typical = _TYPICAL_HEADER + self.config.block_bytes + len(self._prefix) + 2 * KEY_BYTES
-        return self.capacity_bytes // (typical + _KEY_OVERHEAD)
+        return self.capacity_bytes // (_TYPICAL_HEADER + self.config.block_bytes
+                                       + self._key_overhead)
 
     @property
     def ready(self) -> bool:
@@ -113,53 +114,67 @@ class RemoteTier(Tier):
     def put(self, items: Sequence[tuple[bytes, BlockHeader, Buffer]],
             durable: bool = False) -> list[bool]:
         """Queue each block for the cluster; ``False`` = refused (see the module docstring).
-        The payload is copied. ``durable=True`` waits (at most ``durable_timeout_s``) until
-        the writes are acknowledged and reports failed ones as ``False``."""
+        A payload that is not ``bytes`` is copied, so the caller may reuse its buffer at once;
+        ``bytes`` are kept as they are. Encoded blocks go to the writer in groups while the rest are
+        encoded, and leave in full pipelines. ``durable=True`` waits (at most
+        ``durable_timeout_s``) until the writes are acknowledged and reports failed ones as
+        ``False``."""
         self._check_open()
         results: list[bool] = []
-        fresh: list[tuple[int, RemoteOp]] = []  # new writes
         waits: list[tuple[int, RemoteOp]] = []  # writes a durable put waits for
+        group = _Group(self, results, waits)
         ready = self._link.ready
-        for key, header, payload in items:
-            ok, op, new = self._accept(key, header, payload, ready)
-            results.append(ok)
-            if op is not None:
-                (fresh if new else waits).append((len(results) - 1, op))
-        taken = self._writer.submit_prefix([op for _, op in fresh])
-        for index, op in fresh[taken:]:
-            self._refuse(op, "queue_full")
-            results[index] = False
-        waits += fresh[:taken]
+        with self._writer.producing():
+            for key, header, payload in items:
+                ok, op, new = self._accept(key, header, payload, ready and not group.full)
+                results.append(ok)
+                if op is not None and new:
+                    group.add(len(results) - 1, op)
+                elif op is not None:
+                    waits.append((len(results) - 1, op))
+            group.submit()
         if durable and waits:
             self._wait_durable(results, waits)
         return results
 
     def _accept(self, key: bytes, header: BlockHeader, payload: Buffer,
-                ready: bool) -> tuple[bool, RemoteOp | None, bool]:
-        """(accepted, the op that writes the key if one is queued or new, whether it is new)."""
+                room: bool) -> tuple[bool, RemoteOp | None, bool]:
+        """(accepted, the op that writes the key if one is queued or new, whether it is new).
+        ``room`` False = refuse new blocks (no node reachable, or the queue is full)."""
         view = memoryview(payload).cast("B")
-        check_key(key)
         if view.nbytes != header.length:
-            raise ValueError(f"payload of block {key.hex()} is {view.nbytes} bytes but "
-                             f"header.length is {header.length}")
+            raise ValueError(f"payload of block {check_key(key).hex()} is {view.nbytes} bytes "
+                             f"but header.length is {header.length}")
         with self._lock:
-            if key in self._sizes:
+            if check_key(key) in self._sizes:
                 return True, self._writer.latest.get(key), False
-        if not ready:
-            return self._refused("unavailable"), None, False
+        if not room:
+            return self._refused("unavailable" if not self._link.ready else "queue_full"), \
+                None, False
         digest = checksum(view)
-        if header.checksum not in (0, digest):
-            return self._refused("put_checksum"), None, False
-        header = header if header.checksum == digest else replace(header, checksum=digest)
-        size = self.entry_bytes(header)
+        if header.checksum != digest:
+            if header.checksum:
+                return self._refused("put_checksum"), None, False
+            header = BlockHeader(header.namespace, header.parent, header.position, header.layout,
+                                 header.length, digest)
+        head = encode_header(header)
+        size = len(head) + view.nbytes + self._key_overhead
         with self._lock:
             if self._used + size > self.capacity_bytes:
                 self._stats["put_refused"] += 1
                 return False, None, False
             self._sizes[key] = size
             self._used += size
-        value = encode_value(header, view, self._writer.take_buffer(value_bytes(header)))
-        return True, RemoteOp(key, value), True
+        return True, RemoteOp(key, head, self._hold(payload, view)), True
+
+    def _hold(self, payload: Buffer, view: memoryview) -> bytes | bytearray:
+        """``payload`` itself if it is immutable ``bytes``, else a private copy of it."""
+        if type(payload) is bytes:
+            return payload
+        copy = self._writer.take_buffer(view.nbytes)
+        with memoryview(copy) as dest:
+            dest[:] = view
+        return copy
 
     def _refused(self, kind: str) -> bool:
         with self._lock:
@@ -195,19 +210,19 @@ class RemoteTier(Tier):
                     self._used -= size
                     removed += 1
         if keys:
-            self._writer.submit_prefix([RemoteOp(key, None) for key in dict.fromkeys(keys)])
+            self._writer.submit_prefix([RemoteOp(key) for key in dict.fromkeys(keys)])
         return removed
 
     def _on_done(self, batch: list[RemoteOp]) -> None:
         """Writer callback (under the lock): un-account writes that did not land."""
         for op in batch:
-            if op.value is not None and not op.cancelled:
+            if op.is_set and not op.cancelled:
                 self._stats["written_bytes" if op.failed is None else "write_failures"] += (
-                    len(op.value) if op.failed is None else 1)
+                    op.nbytes if op.failed is None else 1)
             if op.failed is None:
                 continue
             self._errors[op.failed] += 1
-            if op.value is not None and self._writer.latest.get(op.key) is op:
+            if op.is_set and self._writer.latest.get(op.key) is op:
                 size = self._sizes.pop(op.key, None)
                 if size is not None:
                     self._used -= size
@@ -269,9 +284,9 @@ class RemoteTier(Tier):
                 op = latest.get(key)
                 if op is None:
                     pending.append(i)
-                elif op.value is not None:
-                    header, payload = decode_value(op.value, verify=False)
-                    out[i] = header, memoryview(bytes(payload))
+                elif op.head is not None and op.payload is not None:
+                    payload = op.payload if type(op.payload) is bytes else bytes(op.payload)
+                    out[i] = decode_header(op.head)[0], memoryview(payload)
         return pending
 
     def _decode(self, key: bytes, reply: object) -> Found | None:
@@ -290,7 +305,7 @@ class RemoteTier(Tier):
                 if size is not None:
                     self._used -= size
                     self._failed.append(key)
-            self._writer.submit_prefix([RemoteOp(key, None)])
+            self._writer.submit_prefix([RemoteOp(key)])
             return None
         return header, payload
 
@@ -307,7 +322,7 @@ class RemoteTier(Tier):
                 if op is None:
                     pending.append(i)
                 else:
-                    out[i] = op.value is not None
+                    out[i] = op.is_set
         if pending:
             rkeys = [self.redis_key(keys[i]) for i in pending]
             start = time.perf_counter()
@@ -341,3 +356,35 @@ class RemoteTier(Tier):
     def error_counts(self) -> dict[str, int]:
         with self._lock:
             return dict(self._errors)
+
+
+class _Group:
+    """New writes of one ``put``, handed to the writer every ``batch_bytes / 4`` so it sends
+    while the rest are encoded; writes the queue has no room for are refused (``full``)."""
+
+    def __init__(self, tier: RemoteTier, results: list[bool],
+                 waits: list[tuple[int, RemoteOp]]) -> None:
+        self._tier = tier
+        self._results = results
+        self._waits = waits
+        self._limit = max(1, tier.config.batch_bytes // 4)
+        self._ops: list[tuple[int, RemoteOp]] = []
+        self._bytes = 0
+        self.full = False
+
+    def add(self, index: int, op: RemoteOp) -> None:
+        self._ops.append((index, op))
+        self._bytes += op.nbytes
+        if self._bytes >= self._limit:
+            self.submit()
+
+    def submit(self) -> None:
+        if not self._ops:
+            return
+        taken = self._tier._writer.submit_prefix([op for _, op in self._ops])
+        for index, op in self._ops[taken:]:
+            self._tier._refuse(op, "queue_full")
+            self._results[index] = False
+            self.full = True
+        self._waits += self._ops[:taken]
+        self._ops, self._bytes = [], 0

@@ -35,7 +35,17 @@ from redis.retry import Retry
 from tiers.remote_config import RemoteTierConfig
 
 log = logging.getLogger(__name__)
-Command = tuple[bytes, tuple]  # (routing key, command arguments)
+_COALESCE = 6000  # pieces below this are joined before sending (redis-py's buffer cutoff)
+
+
+@dataclass(frozen=True, slots=True)
+class RawCommand:
+    """A command already in RESP, as pieces sent in order (large ones without a copy)."""
+
+    pieces: tuple[bytes | bytearray | memoryview, ...]
+
+
+Command = tuple[bytes, "tuple | RawCommand"]  # (routing key, arguments or a RawCommand)
 
 
 class NotConnected(redis.ConnectionError):
@@ -150,13 +160,13 @@ class ClusterLink:
             groups.setdefault(node.name, (node, []))[1].append(i)
         return groups
 
-    def _send(self, node: ClusterNode, args: list[tuple], idx: list[int],
+    def _send(self, node: ClusterNode, args: list, idx: list[int],
               results: list[object]) -> redis.connection.Connection | None:
         pool = node.redis_connection.connection_pool
         conn = None
         try:
             conn = pool.get_connection()
-            conn.send_packed_command(conn.pack_commands(args), check_health=False)
+            conn.send_packed_command(_pack(conn, args), check_health=False)
             return conn
         except (redis.ConnectionError, redis.TimeoutError, OSError) as exc:
             failure = exc if isinstance(exc, redis.RedisError) else redis.ConnectionError(str(exc))
@@ -291,3 +301,29 @@ class ClusterLink:
         cluster, self._cluster = self._cluster, None
         if cluster is not None:
             cluster.close()
+
+
+def _pack(conn: redis.connection.Connection, commands: list) -> list:
+    """RESP pieces of ``commands`` (argument tuples or :class:`RawCommand`): small pieces joined,
+    large ones passed through, as ``Connection.pack_commands`` does."""
+    out: list = []
+    small: list = []
+    size = 0
+    for args in commands:
+        pieces = args.pieces if isinstance(args, RawCommand) else conn.pack_command(*args)
+        for piece in pieces:
+            n = len(piece)
+            if n > _COALESCE:
+                if small:
+                    out.append(b"".join(small))
+                    small, size = [], 0
+                out.append(piece)
+                continue
+            small.append(piece)
+            size += n
+            if size > _COALESCE:
+                out.append(b"".join(small))
+                small, size = [], 0
+    if small:
+        out.append(b"".join(small))
+    return out

@@ -1,6 +1,6 @@
 """The remote tier's background writer: a bounded FIFO of SET/DEL ops sent in pipelined rounds.
 
-``submit`` queues ops without blocking: if the queue already holds ``max_bytes`` of values it
+``submit_prefix`` queues ops without blocking: if the queue already holds ``max_bytes`` of values it
 refuses them (the caller's ``put`` returns ``False``), so a slow or absent cluster never stalls
 the daemon. The writer thread takes up to ``batch_bytes``/``batch_ops`` of queued ops at a time
 and runs them as one :meth:`ClusterLink.execute` (one pipeline per node, written to every node
@@ -13,20 +13,24 @@ After each round ``on_done(batch)`` runs under the lock, before the ops leave ``
 tier can un-account failed writes atomically. A queued SET that a later DEL supersedes is
 cancelled (never sent).
 
-Staging buffers of finished SETs are kept for reuse (``take_buffer``) while queued plus idle
-bytes stay within ``max_bytes``: fresh memory costs a page fault per 4 KiB, more than the copy.
+A SET is sent as its encoded header followed by the payload, as separate pieces of one bulk
+string (``set_command``): the stored value is exactly ``tiers/codec.py``'s ``encode_value``, but
+an immutable payload (``bytes``) is sent without being copied. Mutable payloads are copied into
+staging buffers, which are kept for reuse (``take_buffer``) while queued plus idle bytes stay
+within ``max_bytes``: fresh memory costs a page fault per 4 KiB, more than the copy.
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import threading
 import time
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
-from tiers.remote_link import ClusterLink, error_kind
+from tiers.remote_link import ClusterLink, RawCommand, error_kind
 
 log = logging.getLogger(__name__)
 BatchObserver = Callable[[str, float, int], None]  # (op name, seconds, bytes)
@@ -34,13 +38,36 @@ BatchObserver = Callable[[str, float, int], None]  # (op name, seconds, bytes)
 
 @dataclass(slots=True, eq=False)
 class RemoteOp:
-    """One queued write: ``value`` is the encoded block (``None`` = delete the key)."""
+    """One queued write: a SET of ``head`` (encoded header) + ``payload``, or with both
+    ``None`` a DEL of the key. ``payload`` is immutable ``bytes`` or a private staging copy."""
 
     key: bytes
-    value: bytearray | None
+    head: bytes | None = None
+    payload: bytes | bytearray | None = None
     seq: int = 0
     failed: str | None = None
     cancelled: bool = False
+
+    @property
+    def is_set(self) -> bool:
+        return self.head is not None
+
+    @property
+    def nbytes(self) -> int:
+        """Bytes of the stored value (0 for a DEL)."""
+        return 0 if self.head is None else len(self.head) + len(self.payload or b"")
+
+
+def set_command(rkey: bytes, head: bytes, payload: bytes | bytearray, ttl_ms: int) -> RawCommand:
+    """``SET rkey <head + payload> [PX ttl_ms]`` in RESP, the value in two pieces (no copy)."""
+    length = len(head) + len(payload)
+    count = 5 if ttl_ms > 0 else 3
+    start = b"*%d\r\n$3\r\nSET\r\n$%d\r\n%b\r\n$%d\r\n" % (count, len(rkey), rkey, length)
+    end = b"\r\n"
+    if ttl_ms > 0:
+        ttl = b"%d" % ttl_ms
+        end += b"$2\r\nPX\r\n$%d\r\n%b\r\n" % (len(ttl), ttl)
+    return RawCommand((start, head, payload, end))
 
 
 class RemoteWriter:
@@ -54,7 +81,7 @@ class RemoteWriter:
         self.latest: dict[bytes, RemoteOp] = {}
         self._link = link
         self._redis_key = redis_key
-        self._ttl = ("PX", ttl_ms) if ttl_ms > 0 else ()
+        self._ttl_ms = ttl_ms
         self._max_bytes, self._batch_bytes, self._batch_ops = max_bytes, batch_bytes, batch_ops
         self._on_done = on_done
         self._observe = observe
@@ -64,6 +91,7 @@ class RemoteWriter:
         self._idle_bytes = 0
         self._next_seq = 0
         self._done_seq = 0
+        self._producers = 0
         self._stopping = False
         self._thread = threading.Thread(target=self._run, name="remote-writer", daemon=True)
         self._thread.start()
@@ -85,14 +113,14 @@ class RemoteWriter:
                 raise RuntimeError("the remote tier is closed")
             size = taken = 0
             for op in ops:
-                need = len(op.value) if op.value is not None else 0
+                need = op.nbytes
                 if need and self._queued_bytes + size + need > self._max_bytes:
                     break
                 size += need
                 taken += 1
             for op in ops[:taken]:
                 prior = self.latest.get(op.key)
-                if op.value is None and prior is not None and prior.value is not None:
+                if not op.is_set and prior is not None and prior.is_set:
                     prior.cancelled = True
                 self._next_seq += 1
                 op.seq = self._next_seq
@@ -101,6 +129,26 @@ class RemoteWriter:
             self._queued_bytes += size
             self.lock.notify_all()
             return taken
+
+    @contextlib.contextmanager
+    def producing(self) -> Iterator[None]:
+        """While a caller is inside, the writer waits for a full batch (``batch_bytes`` or
+        ``batch_ops``) before it sends, so one ``put`` of many blocks goes out in full
+        pipelines while the rest are encoded; leaving releases whatever is queued."""
+        with self.lock:
+            self._producers += 1
+        try:
+            yield
+        finally:
+            with self.lock:
+                self._producers -= 1
+                self.lock.notify_all()
+
+    def _batch_ready(self) -> bool:
+        if not self._ops:
+            return False
+        full = self._queued_bytes >= self._batch_bytes or len(self._ops) >= self._batch_ops
+        return full or not self._producers or self._stopping
 
     def take_buffer(self, nbytes: int) -> bytearray:
         """A staging buffer of exactly ``nbytes`` (recycled if one is idle; contents arbitrary)."""
@@ -133,7 +181,7 @@ class RemoteWriter:
     def _run(self) -> None:
         while True:
             with self.lock:
-                while not self._ops and not self._stopping:
+                while not self._batch_ready() and not (self._stopping and not self._ops):
                     self.lock.wait()
                 if not self._ops:
                     return
@@ -149,9 +197,9 @@ class RemoteWriter:
 
     def _take_batch(self) -> list[RemoteOp]:
         batch = [self._ops.popleft()]
-        size = len(batch[0].value or b"")
+        size = batch[0].nbytes
         while self._ops and len(batch) < self._batch_ops:
-            nxt = len(self._ops[0].value or b"")
+            nxt = self._ops[0].nbytes
             if size + nxt > self._batch_bytes:
                 break
             batch.append(self._ops.popleft())
@@ -160,11 +208,13 @@ class RemoteWriter:
 
     def _send(self, batch: list[RemoteOp]) -> None:
         live = [op for op in batch if not op.cancelled]
-        commands = []
+        commands: list[tuple[bytes, tuple | RawCommand]] = []
         for op in live:
             rkey = self._redis_key(op.key)
-            args = ("DEL", rkey) if op.value is None else ("SET", rkey, op.value, *self._ttl)
-            commands.append((rkey, args))
+            if op.head is None or op.payload is None:
+                commands.append((rkey, ("DEL", rkey)))
+            else:
+                commands.append((rkey, set_command(rkey, op.head, op.payload, self._ttl_ms)))
         start = time.perf_counter()
         replies = self._link.execute(commands)
         seconds = time.perf_counter() - start
@@ -172,8 +222,7 @@ class RemoteWriter:
             if isinstance(reply, Exception):
                 op.failed = error_kind(reply)
         if self._observe is not None and live:
-            nbytes = sum(len(op.value) for op in live if op.value is not None)
-            self._observe("write", seconds, nbytes)
+            self._observe("write", seconds, sum(op.nbytes for op in live))
 
     def _finish(self, batch: list[RemoteOp]) -> None:
         try:
@@ -183,10 +232,11 @@ class RemoteWriter:
         for op in batch:
             if self.latest.get(op.key) is op:
                 del self.latest[op.key]
-            if op.value is not None:
-                self._queued_bytes -= len(op.value)
-                if self._queued_bytes + self._idle_bytes + len(op.value) <= self._max_bytes:
-                    self._idle.setdefault(len(op.value), []).append(op.value)
-                    self._idle_bytes += len(op.value)
+            self._queued_bytes -= op.nbytes
+            buf = op.payload
+            if isinstance(buf, bytearray) and (self._queued_bytes + self._idle_bytes + len(buf)
+                                               <= self._max_bytes):
+                self._idle.setdefault(len(buf), []).append(buf)
+                self._idle_bytes += len(buf)
         self._done_seq = batch[-1].seq
         self.lock.notify_all()

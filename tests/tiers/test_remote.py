@@ -86,6 +86,15 @@ def test_a_block_is_readable_as_soon_as_put_accepts_it(tier: RemoteTier) -> None
 
 
 @pytest.mark.parametrize("damage", ["checksum", "header", "short", "magic"])
+def test_a_mutable_payload_is_copied_so_the_caller_may_reuse_it(tier: RemoteTier) -> None:
+    key, header, payload = block(8)
+    buffer = bytearray(payload)
+    assert tier.put([(key, header, memoryview(buffer))]) == [True]
+    buffer[:] = bytes(len(buffer))  # the caller reuses its buffer before the write is sent
+    tier.flush()
+    assert bytes(tier.get([key])[0]) == payload
+
+
 def test_corrupted_value_is_a_counted_miss_and_is_deleted(tier: RemoteTier, bare: RedisCluster,
                                                           damage: str) -> None:
     key, header, payload = block(3)
