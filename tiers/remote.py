@@ -14,8 +14,10 @@ the namespace), so two salts never meet here either.
   check (magic, version, header digest, length, checksum) is a miss *and* a counted error; a
   corrupt value is also deleted. Bytes are never returned unverified.
 * ``contains`` asks the cluster (``EXISTS``): other hosts' blocks are found there too.
-* ``used_bytes``/``len`` count what *this* tier stored and has not deleted; the cluster may
-  drop blocks on its own (TTL, ``maxmemory-policy``), which then surface as misses.
+* ``used_bytes``/``len`` count what *this* tier stored and has not deleted, plus blocks it
+  ``adopt``-ed (found in the cluster, stored by another host: deleting those only forgets
+  them); the cluster may drop blocks on its own (TTL, ``maxmemory-policy``), which then surface
+  as misses.
 
 The tier starts without its cluster (``ready`` is False, puts are refused, reads miss) and picks
 it up when it answers. Its load cost (:meth:`RemoteTier.load_figures`) is configured, or measured
@@ -26,15 +28,15 @@ from __future__ import annotations
 
 import logging
 import time
-from collections import Counter
 from collections.abc import Iterator, Sequence
 
 from tiers.base import KEY_BYTES, BlockHeader, Buffer, Tier, check_key, checksum, register_tier
 from tiers.codec import CorruptValue, decode_header, decode_value, encode_header, value_bytes
+from tiers.remote_accounts import RemoteAccounts
 from tiers.remote_config import RemoteTierConfig
 from tiers.remote_link import ClusterLink, error_kind
 from tiers.remote_probe import LinkFigures, scan_headers
-from tiers.remote_writer import BatchObserver, RemoteOp, RemoteWriter
+from tiers.remote_writer import BatchObserver, PutGroup, RemoteOp, RemoteWriter
 
 log = logging.getLogger(__name__)
 _KEY_OVERHEAD = 64  # a Redis key's dict entry and object headers, roughly
@@ -55,16 +57,12 @@ class RemoteTier(Tier):
         self._prefix = config.prefix.encode("utf-8")
         self._key_overhead = len(self._prefix) + 2 * KEY_BYTES + _KEY_OVERHEAD
         self._observe = observe
-        self._sizes: dict[bytes, int] = {}
-        self._used = 0
-        self._failed: list[bytes] = []
-        self._errors: Counter[str] = Counter()
-        self._stats: Counter[str] = Counter()
         self.figures = LinkFigures(config)
         self._link = ClusterLink(config, on_connect=self.figures.measure)
         self._writer = RemoteWriter(self._link, self.redis_key, config.ttl_ms, config.queue_bytes,
                                     config.batch_bytes, config.batch_ops, self._on_done, observe)
         self._lock = self._writer.lock
+        self._acct = RemoteAccounts(config.capacity_bytes, self._lock)
         self._closed = False
 
     # -- sizes and state --------------------------------------------------------------------
@@ -81,7 +79,7 @@ class RemoteTier(Tier):
 
     @property
     def used_bytes(self) -> int:
-        return self._used
+        return self._acct.used
 
     @property
     def capacity_blocks(self) -> int:
@@ -98,7 +96,7 @@ class RemoteTier(Tier):
         return self._link
 
     def __len__(self) -> int:
-        return len(self._sizes)
+        return len(self._acct.sizes)
 
     def load_figures(self) -> tuple[float, float] | None:
         """``(latency_s, bandwidth_bps)`` of a load from this tier, or None until measured."""
@@ -107,22 +105,26 @@ class RemoteTier(Tier):
     def stats(self) -> dict[str, int]:
         """Counters so far: ``hits``, ``misses``, ``read_bytes``, ``written_bytes``,
         ``write_failures``, ``put_refused``."""
-        with self._lock:
-            return dict(self._stats)
+        return self._acct.stats()
 
     # -- writes -----------------------------------------------------------------------------
     def put(self, items: Sequence[tuple[bytes, BlockHeader, Buffer]],
             durable: bool = False) -> list[bool]:
         """Queue each block for the cluster; ``False`` = refused (see the module docstring).
         A payload that is not ``bytes`` is copied, so the caller may reuse its buffer at once;
-        ``bytes`` are kept as they are. Encoded blocks go to the writer in groups while the rest are
+        ``bytes`` are kept as they are. Blocks go to the writer in groups while the rest are
         encoded, and leave in full pipelines. ``durable=True`` waits (at most
         ``durable_timeout_s``) until the writes are acknowledged and reports failed ones as
         ``False``."""
         self._check_open()
         results: list[bool] = []
-        waits: list[tuple[int, RemoteOp]] = []  # writes a durable put waits for
-        group = _Group(self, results, waits)
+        waits: list[tuple[int, RemoteOp]] = []  # already queued writes of the same keys
+
+        def refuse(index: int, op: RemoteOp) -> None:
+            self._acct.forget(op.key)
+            results[index] = self._acct.refused("queue_full")
+
+        group = PutGroup(self._writer, self.config.batch_bytes // 4, refuse)
         ready = self._link.ready
         with self._writer.producing():
             for key, header, payload in items:
@@ -133,8 +135,8 @@ class RemoteTier(Tier):
                 elif op is not None:
                     waits.append((len(results) - 1, op))
             group.submit()
-        if durable and waits:
-            self._wait_durable(results, waits)
+        if durable and (waits or group.taken):
+            self._wait_durable(results, waits + group.taken)
         return results
 
     def _accept(self, key: bytes, header: BlockHeader, payload: Buffer,
@@ -145,26 +147,21 @@ class RemoteTier(Tier):
         if view.nbytes != header.length:
             raise ValueError(f"payload of block {check_key(key).hex()} is {view.nbytes} bytes "
                              f"but header.length is {header.length}")
-        with self._lock:
-            if check_key(key) in self._sizes:
+        if check_key(key) in self._acct:
+            with self._lock:
                 return True, self._writer.latest.get(key), False
         if not room:
-            return self._refused("unavailable" if not self._link.ready else "queue_full"), \
+            return self._acct.refused("unavailable" if not self._link.ready else "queue_full"), \
                 None, False
         digest = checksum(view)
         if header.checksum != digest:
             if header.checksum:
-                return self._refused("put_checksum"), None, False
+                return self._acct.refused("put_checksum"), None, False
             header = BlockHeader(header.namespace, header.parent, header.position, header.layout,
                                  header.length, digest)
         head = encode_header(header)
-        size = len(head) + view.nbytes + self._key_overhead
-        with self._lock:
-            if self._used + size > self.capacity_bytes:
-                self._stats["put_refused"] += 1
-                return False, None, False
-            self._sizes[key] = size
-            self._used += size
+        if not self._acct.take(key, len(head) + view.nbytes + self._key_overhead):
+            return self._acct.refused(None), None, False
         return True, RemoteOp(key, head, self._hold(payload, view)), True
 
     def _hold(self, payload: Buffer, view: memoryview) -> bytes | bytearray:
@@ -176,63 +173,57 @@ class RemoteTier(Tier):
             dest[:] = view
         return copy
 
-    def _refused(self, kind: str) -> bool:
-        with self._lock:
-            self._errors[kind] += 1
-            self._stats["put_refused"] += 1
-        return False
-
-    def _refuse(self, op: RemoteOp, kind: str) -> None:
-        with self._lock:
-            size = self._sizes.pop(op.key, None)
-            self._used -= size or 0
-        self._refused(kind)
-
     def _wait_durable(self, results: list[bool], waits: list[tuple[int, RemoteOp]]) -> None:
         if not self._writer.wait_for(max(op.seq for _, op in waits),
                                      self.config.durable_timeout_s):
-            self._count("timeout")
+            self._acct.count("timeout")
         with self._lock:
             latest = self._writer.latest
             for index, op in waits:
                 if op.failed is not None or latest.get(op.key) is op:
                     results[index] = False
 
+    def adopt(self, items: Sequence[tuple[bytes, BlockHeader]]) -> list[bool]:
+        """Account blocks found in the cluster (stored by another host) without writing them,
+        so this daemon can track and bound them; ``False`` = over capacity (not accounted)."""
+        self._check_open()
+        return [self._acct.take(check_key(key), self.entry_bytes(header), adopted=True)
+                for key, header in items]
+
     def delete(self, keys: Sequence[bytes]) -> int:
-        """Forget the keys at once and queue a DEL for each (other hosts' copies included, as
-        the cluster holds one copy); returns how many of this tier's stored blocks it removed."""
+        """Forget the keys at once and queue a DEL for each, except adopted blocks (another
+        host's: only forgotten); returns how many accounted blocks it removed."""
         self._check_open()
         removed = 0
-        with self._lock:
-            for key in keys:
-                size = self._sizes.pop(check_key(key), None)
-                if size is not None:
-                    self._used -= size
-                    removed += 1
-        if keys:
-            self._writer.submit_prefix([RemoteOp(key) for key in dict.fromkeys(keys)])
+        doomed = []
+        for key in dict.fromkeys(keys):
+            held, stored = self._acct.forget(check_key(key))
+            removed += held
+            if stored:
+                doomed.append(RemoteOp(key))
+        if doomed:
+            self._writer.submit_prefix(doomed)
         return removed
 
     def _on_done(self, batch: list[RemoteOp]) -> None:
         """Writer callback (under the lock): un-account writes that did not land."""
         for op in batch:
             if op.is_set and not op.cancelled:
-                self._stats["written_bytes" if op.failed is None else "write_failures"] += (
-                    op.nbytes if op.failed is None else 1)
+                if op.failed is None:
+                    self._acct.event("written_bytes", op.nbytes)
+                else:
+                    self._acct.event("write_failures")
             if op.failed is None:
                 continue
-            self._errors[op.failed] += 1
+            self._acct.count(op.failed)
             if op.is_set and self._writer.latest.get(op.key) is op:
-                size = self._sizes.pop(op.key, None)
-                if size is not None:
-                    self._used -= size
-                    self._failed.append(op.key)
+                self._acct.forget(op.key, lost=True)
 
     def flush(self) -> None:
         """Wait (at most ``durable_timeout_s``) until every queued write is sent."""
         self._check_open()
         if not self._writer.wait_for(self._writer.last_seq, self.config.durable_timeout_s):
-            self._count("timeout")
+            self._acct.count("timeout")
 
     def close(self) -> None:
         """Send queued writes (bounded), stop the threads, close the connections. Idempotent."""
@@ -269,10 +260,9 @@ class RemoteTier(Tier):
             for i, reply in zip(pending, replies, strict=True):
                 out[i] = self._decode(keys[i], reply)
         hits = sum(found is not None for found in out)
-        with self._lock:
-            self._stats["hits"] += hits
-            self._stats["misses"] += len(keys) - hits
-            self._stats["read_bytes"] += sum(f[1].nbytes for f in out if f is not None)
+        self._acct.event("hits", hits)
+        self._acct.event("misses", len(keys) - hits)
+        self._acct.event("read_bytes", sum(f[1].nbytes for f in out if f is not None))
         return out
 
     def _from_queue(self, keys: Sequence[bytes], out: list[Found | None]) -> list[int]:
@@ -293,21 +283,16 @@ class RemoteTier(Tier):
         if reply is None:
             return None
         if isinstance(reply, Exception):
-            self._count(error_kind(reply))
+            self._acct.count(error_kind(reply))
             return None
         try:
-            header, payload = decode_value(reply)  # type: ignore[arg-type]
+            return decode_value(reply)  # type: ignore[arg-type]
         except CorruptValue as exc:
             log.warning("remote tier: block %s is corrupt (%s); deleted", key.hex(), exc.kind)
-            self._count(exc.kind)
-            with self._lock:
-                size = self._sizes.pop(key, None)
-                if size is not None:
-                    self._used -= size
-                    self._failed.append(key)
+            self._acct.count(exc.kind)
+            self._acct.forget(key, lost=True)
             self._writer.submit_prefix([RemoteOp(key)])
             return None
-        return header, payload
 
     def contains(self, keys: Sequence[bytes]) -> list[bool]:
         """Whether each key is in the cluster (or queued here); one EXISTS pipeline per node.
@@ -331,7 +316,7 @@ class RemoteTier(Tier):
                 self._observe("exists", time.perf_counter() - start, 0)
             for i, reply in zip(pending, replies, strict=True):
                 if isinstance(reply, Exception):
-                    self._count(error_kind(reply))
+                    self._acct.count(error_kind(reply))
                 else:
                     out[i] = reply == 1
         return out
@@ -340,51 +325,10 @@ class RemoteTier(Tier):
         """Every block under this prefix in the cluster (all hosts' blocks; SCAN on each
         reachable primary, headers read with GETRANGE). Corrupt headers are counted and
         skipped. Not used at daemon start: the cluster is discovered by lookups."""
-        return scan_headers(self._link, self._prefix, self._count)
-
-    # -- failures ---------------------------------------------------------------------------
-    def _count(self, kind: str) -> None:
-        with self._lock:
-            self._errors[kind] += 1
+        return scan_headers(self._link, self._prefix, self._acct.count)
 
     def take_failed(self) -> list[bytes]:
-        with self._lock:
-            lost = [key for key in dict.fromkeys(self._failed) if key not in self._sizes]
-            self._failed.clear()
-        return lost
+        return self._acct.take_failed()
 
     def error_counts(self) -> dict[str, int]:
-        with self._lock:
-            return dict(self._errors)
-
-
-class _Group:
-    """New writes of one ``put``, handed to the writer every ``batch_bytes / 4`` so it sends
-    while the rest are encoded; writes the queue has no room for are refused (``full``)."""
-
-    def __init__(self, tier: RemoteTier, results: list[bool],
-                 waits: list[tuple[int, RemoteOp]]) -> None:
-        self._tier = tier
-        self._results = results
-        self._waits = waits
-        self._limit = max(1, tier.config.batch_bytes // 4)
-        self._ops: list[tuple[int, RemoteOp]] = []
-        self._bytes = 0
-        self.full = False
-
-    def add(self, index: int, op: RemoteOp) -> None:
-        self._ops.append((index, op))
-        self._bytes += op.nbytes
-        if self._bytes >= self._limit:
-            self.submit()
-
-    def submit(self) -> None:
-        if not self._ops:
-            return
-        taken = self._tier._writer.submit_prefix([op for _, op in self._ops])
-        for index, op in self._ops[taken:]:
-            self._tier._refuse(op, "queue_full")
-            self._results[index] = False
-            self.full = True
-        self._waits += self._ops[:taken]
-        self._ops, self._bytes = [], 0
+        return self._acct.errors()

@@ -101,7 +101,8 @@ class RemoteTierConfig:
             if not isinstance(getattr(self, name), str):
                 raise ValueError(f"RemoteTierConfig.{name} must be a str")
         if (self.tls_ca_file or self.tls_cert_file or self.tls_key_file) and not self.tls:
-            raise ValueError("RemoteTierConfig.tls_*_file given but tls is off: set tls=True")
+            raise ValueError("RemoteTierConfig.tls: tls_ca_file, tls_cert_file and tls_key_file "
+                             "need tls=True")
 
     @property
     def startup_nodes(self) -> list[tuple[str, int]]:

@@ -240,3 +240,36 @@ class RemoteWriter:
                 self._idle_bytes += len(buf)
         self._done_seq = batch[-1].seq
         self.lock.notify_all()
+
+
+class PutGroup:
+    """The new writes of one ``put``, handed to ``writer`` every ``group_bytes`` so it sends
+    while the rest are encoded. A write the queue has no room for is passed to ``refuse(index,
+    op)`` and ``full`` turns True (the caller then refuses the rest before encoding them);
+    ``taken`` lists ``(index, op)`` of the queued ones."""
+
+    def __init__(self, writer: RemoteWriter, group_bytes: int,
+                 refuse: Callable[[int, RemoteOp], None]) -> None:
+        self._writer = writer
+        self._limit = max(1, group_bytes)
+        self._refuse = refuse
+        self._ops: list[tuple[int, RemoteOp]] = []
+        self._bytes = 0
+        self.full = False
+        self.taken: list[tuple[int, RemoteOp]] = []
+
+    def add(self, index: int, op: RemoteOp) -> None:
+        self._ops.append((index, op))
+        self._bytes += op.nbytes
+        if self._bytes >= self._limit:
+            self.submit()
+
+    def submit(self) -> None:
+        if not self._ops:
+            return
+        taken = self._writer.submit_prefix([op for _, op in self._ops])
+        for index, op in self._ops[taken:]:
+            self._refuse(index, op)
+            self.full = True
+        self.taken += self._ops[:taken]
+        self._ops, self._bytes = [], 0

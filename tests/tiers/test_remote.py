@@ -77,6 +77,27 @@ def test_blocks_put_by_one_tier_are_read_by_another(redis_cluster: LocalRedisClu
         second.close()
 
 
+def test_adopted_blocks_are_accounted_and_only_forgotten_on_delete(
+        redis_cluster: LocalRedisCluster) -> None:  # noqa: F811
+    prefix = unique_prefix()
+    owner, other = open_tier(redis_cluster, prefix), open_tier(redis_cluster, prefix)
+    try:
+        key, header, payload = block(9)
+        assert owner.put([(key, header, payload)], durable=True) == [True]
+        assert other.adopt([(key, header)]) == [True]
+        assert len(other) == 1 and other.used_bytes == other.entry_bytes(header)
+        assert other.put([(key, header, payload)]) == [True]  # held: not written again
+        assert other.delete([key]) == 1
+        other.flush()
+        assert len(other) == 0 and other.contains([key]) == [True]  # still the owner's
+        assert owner.delete([key]) == 1
+        owner.flush()
+        assert other.contains([key]) == [False]
+    finally:
+        owner.close()
+        other.close()
+
+
 def test_a_block_is_readable_as_soon_as_put_accepts_it(tier: RemoteTier) -> None:
     key, header, payload = block(7)
     assert tier.put([(key, header, payload)]) == [True]
