@@ -13,12 +13,13 @@ import os
 import re
 import tomllib
 from collections.abc import Mapping
-from dataclasses import MISSING, asdict, dataclass, fields
+from dataclasses import MISSING, asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
 from cacheserver.policy import policy_names
 from cacheserver.protocol import Limits
+from tiers.remote_config import RemoteTierConfig
 
 ENV_PREFIX = "ASYMCACHE_"
 _UNITS = {"": 1, "B": 1, "KB": 10**3, "MB": 10**6, "GB": 10**9, "TB": 10**12,
@@ -55,13 +56,30 @@ class ServerConfig:
     curve_secret_key_file: str = ""  # a zmq certificate with the server's secret key
     curve_clients_dir: str = ""  # public certificates of allowed clients ("" = any CURVE client)
     log_level: str = "info"
+    # The remote tier (a Redis/Valkey Cluster shared by hosts; see docs/remote.md)
+    remote_nodes: str = ""  # host:port,... startup nodes; "" = no remote tier
+    remote_bytes: int = 16 << 30  # what this daemon may have stored in the cluster
+    remote_prefix: str = "asymcache:"  # key prefix, the same on every host that shares blocks
+    remote_ttl_s: float = 0.0  # expiry of stored blocks (0 = none: maxmemory-policy evicts)
+    remote_username: str = ""  # ACL user ("" = default user)
+    remote_password: str = field(default="", repr=False)  # prefer ASYMCACHE_REMOTE_PASSWORD
+    remote_tls: bool = False
+    remote_tls_ca_file: str = ""
+    remote_tls_cert_file: str = ""
+    remote_tls_key_file: str = ""
+    remote_tls_verify: bool = True  # check the server certificate and host name
+    remote_timeout_s: float = 0.25  # every connect and socket read; a failed node is skipped
+    remote_write_through: bool = True  # share each block entering the CPU tier at once
+    remote_policy: str = ""
+    remote_bandwidth_bps: float = 0.0  # load cost of the cost model; 0 = measured on connect
+    remote_latency_s: float = 0.0
 
     def __post_init__(self) -> None:
         for f in fields(self):
             _check_type(f.name, getattr(self, f.name), f.type)
         _check_endpoint(self.endpoint)
         self._check_sizes()
-        for name in ("policy", "gpu_policy", "cpu_policy", "disk_policy"):
+        for name in ("policy", "gpu_policy", "cpu_policy", "disk_policy", "remote_policy"):
             value = getattr(self, name)
             known = policy_names(include_offline=False)
             if value and value not in known:
@@ -78,6 +96,8 @@ class ServerConfig:
             raise ValueError(f"log_level: must be debug/info/warning/error, got {self.log_level!r}")
         if self.curve_clients_dir and not self.curve_secret_key_file:
             raise ValueError("curve_clients_dir: needs curve_secret_key_file as well")
+        if self.remote_nodes:
+            self.remote_tier_config()  # raises naming the remote_* field
 
     def _check_sizes(self) -> None:
         positive = ("cpu_slot_bytes", "max_engines", "max_gpu_slots", "max_inflight", "max_keys",
@@ -88,7 +108,7 @@ class ServerConfig:
         if self.cpu_bytes < self.cpu_slot_bytes:
             raise ValueError(f"cpu_bytes: {self.cpu_bytes} holds no slot of "
                              f"cpu_slot_bytes={self.cpu_slot_bytes}")
-        for name in ("disk_bytes", "disk_map_bytes"):
+        for name in ("disk_bytes", "disk_map_bytes", "remote_bytes"):
             if getattr(self, name) < 0:
                 raise ValueError(f"{name}: must be >= 0, got {getattr(self, name)}")
         if not 0 <= self.metrics_port <= 65535:
@@ -112,11 +132,43 @@ class ServerConfig:
         return self.endpoint[len("ipc://"):] if self.endpoint.startswith("ipc://") else None
 
     def policy_for(self, tier: str) -> str:
-        """The policy name of ``tier`` (``gpu``, ``cpu`` or ``disk``)."""
+        """The policy name of ``tier`` (``gpu``, ``cpu``, ``disk`` or ``remote``)."""
         return getattr(self, f"{tier}_policy") or self.policy
+
+    def remote_tier_config(self) -> RemoteTierConfig:
+        """The remote tier's configuration (``tiers/remote_config.py``) from the ``remote_*``
+        fields; ``ValueError`` names the daemon field that is wrong."""
+        try:
+            return RemoteTierConfig(
+                self.remote_nodes, self.remote_bytes, block_bytes=self.cpu_slot_bytes,
+                prefix=self.remote_prefix, ttl_s=self.remote_ttl_s,
+                username=self.remote_username, password=self.remote_password,
+                tls=self.remote_tls, tls_ca_file=self.remote_tls_ca_file,
+                tls_cert_file=self.remote_tls_cert_file, tls_key_file=self.remote_tls_key_file,
+                tls_verify=self.remote_tls_verify, socket_timeout_s=self.remote_timeout_s,
+                connect_timeout_s=self.remote_timeout_s,
+                load_bandwidth_bps=self.remote_bandwidth_bps,
+                load_latency_s=self.remote_latency_s)
+        except ValueError as e:
+            raise ValueError(_remote_field_error(str(e))) from None
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
+
+
+_REMOTE_FIELDS = {"nodes": "remote_nodes", "capacity_bytes": "remote_bytes",
+                  "socket_timeout_s": "remote_timeout_s", "connect_timeout_s": "remote_timeout_s",
+                  "load_bandwidth_bps": "remote_bandwidth_bps",
+                  "load_latency_s": "remote_latency_s", "tls": "remote_tls"}
+
+
+def _remote_field_error(message: str) -> str:
+    """``RemoteTierConfig.nodes: ...`` -> ``remote_nodes: ...`` (the field a user sets)."""
+    m = re.match(r"RemoteTierConfig\.(\w+):? ?(.*)", message, re.DOTALL)
+    if m is None:
+        return f"remote_*: {message}"
+    name = _REMOTE_FIELDS.get(m.group(1), "remote_" + m.group(1))
+    return f"{name}: {m.group(2)}"
 
 
 def _check_type(name: str, value: Any, declared: str) -> None:

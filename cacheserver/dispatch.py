@@ -2,7 +2,9 @@
 
 :class:`Dispatcher` decodes each message of a batch, admits it against its peer's in-flight
 bound, finds the handler (``handlers.HANDLERS``), runs it (inline, or as a task for asynchronous
-ops) and sends the reply, recording latency and errors. A request that cannot be decoded, is
+ops) and sends the reply, recording latency and errors. An inline handler that needs I/O for part
+of its answer (the remote tier) returns an awaitable instead of a reply: the reply is sent when it
+completes, and the loop keeps serving meanwhile. A request that cannot be decoded, is
 refused or makes a handler fail still gets an error reply; the daemon keeps serving.
 
 "In flight" counts a peer's requests from receipt to reply. A batch is admitted as a whole before
@@ -12,9 +14,10 @@ any of it runs, so a peer that floods the socket gets BUSY for what is over the 
 from __future__ import annotations
 
 import asyncio
+import inspect
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 
 from cacheserver import handlers_data  # noqa: F401 - registers the data-plane handlers
 from cacheserver.handlers import HANDLERS, Context, HandlerSpec
@@ -76,16 +79,31 @@ class Dispatcher:
                                       f"{req.OP.upper()} needs a HELLO first (daemon epoch "
                                       f"{self.ctx.epoch}; it may have restarted)")
         elif spec.is_async:
-            task = asyncio.get_running_loop().create_task(
-                self._run_async(spec, identity, session, rid, req, t0))
-            self._tasks.add(task)
-            task.add_done_callback(self._tasks.discard)
+            self._spawn(self._run_async(spec, identity, session, rid, req, t0))
             return
         else:
             reply = self._guard(req.OP, lambda: spec.fn(self.ctx, identity, session, req))
+            if inspect.isawaitable(reply):  # the handler needs I/O for part of its answer
+                self._spawn(self._finish(req.OP, reply, identity, rid, t0))
+                if self.ctx.deferred:
+                    self._run_deferred()
+                return
         self._send(identity, rid, reply, t0, True)
         if self.ctx.deferred:
             self._run_deferred()
+
+    def _spawn(self, coro: Awaitable[None]) -> None:
+        task = asyncio.get_running_loop().create_task(coro)  # type: ignore[arg-type]
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _finish(self, op: str, pending: Awaitable[Reply], identity: bytes, rid: int,
+                      t0: float) -> None:
+        try:
+            reply = await pending
+        except Exception as e:
+            reply = _error_reply(op, e)
+        self._send(identity, rid, reply, t0, True)
 
     def _run_deferred(self) -> None:
         """Work a handler left for after its reply (see ``Context.after_reply``)."""

@@ -1,10 +1,12 @@
 """The daemon's block index: what is known about every block some tier holds.
 
 A :class:`BlockRecord` exists exactly while at least one tier holds (or is being filled with) the
-block: an engine's GPU slot, a confirmed or reserved CPU slot, or the disk. Records are dropped as
-soon as nothing holds them, so the index is bounded by the sum of the tiers' capacities and the
-registered engines' GPU pools; :class:`BlockIndex` enforces that bound (``max_blocks``) and is
-resized when engines register or leave. Pure bookkeeping: no I/O, no sockets, no tier calls.
+block: an engine's GPU slot, a confirmed or reserved CPU slot, the disk, or the remote tier (the
+cluster's blocks this daemon stored or promoted; others are found by asking the cluster).
+Records are dropped as soon as nothing holds them, so the index is bounded by the sum of the
+tiers' capacities and the registered engines' GPU pools; :class:`BlockIndex` enforces that bound
+(``max_blocks``) and is resized when engines register or leave. Pure bookkeeping: no I/O, no
+sockets, no tier calls.
 """
 
 from __future__ import annotations
@@ -37,6 +39,7 @@ class BlockRecord:
     cpu_pending: int = -1
     cpu_owner: str = ""  # engine id that reserved ``cpu_pending`` ("" = the daemon itself)
     disk: bool = False
+    remote: bool = False  # in the remote tier, accounted by this daemon (stored or adopted)
     pinned: bool = False
     pin_until: float | None = None  # None with ``pinned`` = until UNPIN
     busy: int = 0  # moves in progress: the record stays indexed while a tier is being filled
@@ -44,7 +47,7 @@ class BlockRecord:
     @property
     def held(self) -> bool:
         return (bool(self.gpu) or self.cpu >= 0 or self.cpu_pending >= 0 or self.disk
-                or self.busy > 0)
+                or self.remote or self.busy > 0)
 
     def info(self) -> BlockInfo:
         """The policy's view of this block."""
@@ -55,9 +58,10 @@ class BlockRecord:
 
     def next_tier(self, below: str) -> str | None:
         """The next tier under ``below`` that still holds the block (for ``set_backing``)."""
-        order = ("gpu", "cpu", "disk")
+        order = ("gpu", "cpu", "disk", "remote")
         for tier in order[order.index(below) + 1:]:
-            if (tier == "cpu" and self.cpu >= 0) or (tier == "disk" and self.disk):
+            if ((tier == "cpu" and self.cpu >= 0) or (tier == "disk" and self.disk)
+                    or (tier == "remote" and self.remote)):
                 return tier
         return None
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import field
 
-from cacheserver.protocol.wire import BlockRef, Buffer, Key, Message, message
+from cacheserver.protocol.wire import OMIT_DEFAULT, BlockRef, Buffer, Key, Message, message
 
 
 # ---- requests (engine/tool -> daemon) -----------------------------------------------------
@@ -23,10 +23,13 @@ class Hello(Message):
 
 @message("lookup")
 class Lookup(Message):
-    """Where is each block? With ``lease``, what was found is leased until RELEASE."""
+    """Where is each block? With ``lease``, what was found is leased until RELEASE. With
+    ``remote``, blocks only the remote tier holds are reported as REMOTE (else MISS); the field
+    is sent only when set, so daemons that predate it keep answering other LOOKUPs."""
 
     keys: list[Key]
     lease: bool = True
+    remote: bool = field(default=False, metadata={OMIT_DEFAULT: True})
 
 
 @message("allocate")
@@ -72,7 +75,8 @@ class Unpin(Message):
 
 @message("promote")
 class Promote(Message):
-    """Bring DISK-only blocks to CPU slots ahead of use; ``lease`` leases the CPU slots."""
+    """Bring DISK- or REMOTE-only blocks to CPU slots ahead of use; ``lease`` leases the CPU
+    slots."""
 
     keys: list[Key]
     lease: bool = True
@@ -125,7 +129,8 @@ class HelloReply(Message):
 
 @message("lookup", reply=True)
 class LookupReply(Message):
-    """``where[i]`` is a :class:`Where` code; ``slots[i]`` the GPU or CPU slot, else -1."""
+    """``where[i]`` is a :class:`Where` code; ``slots[i]`` the GPU or CPU slot, else -1
+    (REMOTE only when the request set ``remote``)."""
 
     where: list[int]
     slots: list[int]
@@ -164,7 +169,8 @@ class UnpinReply(Message):
 
 @message("promote", reply=True)
 class PromoteReply(Message):
-    """CPU slot of each key, -1 when it is on no tier or its disk copy failed its checks."""
+    """CPU slot of each key, -1 when it is on no tier or its disk or remote copy failed its
+    checks (or could not be reached)."""
 
     slots: list[int]
 

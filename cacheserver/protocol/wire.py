@@ -62,6 +62,8 @@ class Where(IntEnum):
     GPU = 1  # in the asking engine's GPU pool; ``slot`` is its GPU slot
     CPU = 2  # in the shared CPU tier; ``slot`` is the CPU slot
     DISK = 3  # on disk only; PROMOTE brings it to a CPU slot
+    REMOTE = 4  # in the remote tier (shared cluster) only; PROMOTE brings it to a CPU slot.
+    # Reported only to a LOOKUP that sets ``remote`` (older clients get MISS instead)
 
 
 @dataclass(frozen=True)
@@ -191,6 +193,10 @@ def _encode_value(v: Any) -> Any:
 
 
 # ---- message base -------------------------------------------------------------------------
+# Field metadata: a field added after version 1 is sent only when it differs from its default,
+# so a peer that predates it still decodes every message that does not use it.
+OMIT_DEFAULT = "omit_default"
+
 _REQUESTS: dict[str, type[Message]] = {}
 _REPLIES: dict[str, type[Message]] = {}
 
@@ -208,9 +214,11 @@ class Message:
     _schema: ClassVar[tuple[tuple[str, Callable, bool], ...]] = ()
     _names: ClassVar[frozenset[str]] = frozenset()  # header field names ("ok" too on replies)
     _has_frames: ClassVar[bool] = False
+    _omit: ClassVar[dict[str, Any]] = {}  # field -> default: not sent while at its default
 
     def header_fields(self) -> dict[str, Any]:
-        out = {name: _encode_value(getattr(self, name)) for name, _, _ in self._schema}
+        out = {name: _encode_value(getattr(self, name)) for name, _, _ in self._schema
+               if name not in self._omit or getattr(self, name) != self._omit[name]}
         if self.IS_REPLY:
             out["ok"] = True
         return out
@@ -256,6 +264,7 @@ def message(op: str, reply: bool = False) -> Callable[[type], type]:
         cls.OP, cls.IS_REPLY, cls._schema = op, reply, tuple(schema)
         cls._names = frozenset([n for n, _, _ in schema] + (["ok"] if reply else []))
         cls._has_frames = any(f.name == "frames" for f in fields(cls))
+        cls._omit = {f.name: f.default for f in fields(cls) if f.metadata.get(OMIT_DEFAULT)}
         (_REPLIES if reply else _REQUESTS)[op] = cls
         return cls
 
