@@ -1,0 +1,154 @@
+"""Replay a workload against an engine's step loop in this process, on the wall clock.
+
+Open loop: request ``i`` is due at ``t0 + arrival_s``, whatever the engine is doing. Between two
+steps every due request is added, so a request that falls due during a step waits for that step
+to end, as it would at a real server. Times are taken against the *due* time, never against
+the moment the driver got to it, so TTFT includes all of it: the step in flight, the queue in
+front of admission, and every prefill step it takes:
+
+* ``ttft`` = first token − due time; ``tpot`` = (last token − first token) / (tokens − 1);
+* the breakdown of TTFT: ``lag`` (due → added, the step in flight), ``queue`` (added → first
+  admitted), ``prefill`` (admitted → first token);
+* engine busy time = the summed wall time of steps that ran something.
+
+The engine is driven greedy with EOS ignored, so every configuration generates the same number
+of tokens per request and outputs can be compared token by token.
+"""
+
+from __future__ import annotations
+
+import time
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+from ops.e2e.workload import E2ERequest, Workload
+
+if TYPE_CHECKING:
+    from engine.engine import LLMEngine, RequestOutput
+    from engine.request import Request
+
+IDLE_SLEEP_S = 0.002
+LEAD_S = 0.05  # the first request is due this long after the replay starts
+
+
+@dataclass
+class Outcome:
+    """What one request saw (absolute times on the engine's monotonic clock)."""
+
+    request_id: str
+    due: float
+    added: float
+    token_ids: list[int]
+    token_times: list[float]
+    first_scheduled: float
+    sources: dict[str, int]
+    moved: dict[str, int]
+    min_margin: float | None = None
+
+    @property
+    def ttft(self) -> float:
+        return self.token_times[0] - self.due
+
+    @property
+    def tpot(self) -> float | None:
+        n = len(self.token_times)
+        return (self.token_times[-1] - self.token_times[0]) / (n - 1) if n > 1 else None
+
+
+@dataclass
+class Replay:
+    """A whole replay: outcomes in workload order, per-step shapes, wall and busy seconds."""
+
+    outcomes: list[Outcome]
+    steps: list[tuple[int, int, float]] = field(default_factory=list)  # decodes, prefill, s
+    wall_s: float = 0.0
+
+    @property
+    def busy_s(self) -> float:
+        return sum(s for d, p, s in self.steps if d or p)
+
+    @property
+    def busy_share(self) -> float:
+        return self.busy_s / self.wall_s if self.wall_s > 0 else 0.0
+
+
+def replay(engine: LLMEngine, workload: Workload, *, margins: bool = False,
+           on_done: Callable[[Outcome], None] | None = None,
+           stall_s: float = 300.0) -> Replay:
+    """Run every request of ``workload`` through ``engine`` (see the module doc).
+
+    ``margins`` asks for top-2 log-probabilities and keeps each request's smallest top-1 margin.
+    Raises ``TimeoutError`` if no request finishes for ``stall_s`` seconds while some are due.
+    """
+    clock = engine.clock
+    pending = deque(workload.requests)
+    live: dict[str, tuple[E2ERequest, Request, float]] = {}
+    from_disk: dict[str, int] = {}  # disk-fetched tokens, read from the plan at admission
+    done: dict[str, Outcome] = {}
+    steps: list[tuple[int, int, float]] = []
+    t0 = clock() + LEAD_S
+    last_progress = t0
+    while pending or live:
+        now = clock()
+        while pending and t0 + pending[0].arrival_s <= now:
+            r = pending.popleft()
+            live[r.request_id] = (r, engine.add_request(r.request_id, list(r.prompt),
+                                                        _params(r, margins)), t0 + r.arrival_s)
+        if not live:
+            time.sleep(min(1.0, max(0.0, t0 + pending[0].arrival_s - clock())))
+            continue
+        outputs = engine.step()
+        info = engine.last_step
+        steps.append((info.decodes, info.prefill_tokens, info.seconds))
+        _note_disk_fetches(live, from_disk, engine.kv.block_size)
+        for out in outputs:
+            if out.finished:
+                r, _, due = live.pop(out.request_id)
+                done[r.request_id] = _outcome(out, due, from_disk.pop(r.request_id, 0))
+                last_progress = clock()
+                if on_done is not None:
+                    on_done(done[r.request_id])
+        if not info.seqs:
+            time.sleep(IDLE_SLEEP_S)
+        if clock() - last_progress > stall_s:
+            raise TimeoutError(f"no request finished for {stall_s:.0f} s; "
+                               f"{len(live)} in the engine, {len(pending)} not yet due")
+    wall = max(o.token_times[-1] for o in done.values()) - t0
+    return Replay([done[r.request_id] for r in workload.requests], steps, wall)
+
+
+def _params(r: E2ERequest, margins: bool):  # -> SamplingParams
+    from engine import SamplingParams
+
+    return SamplingParams(temperature=0.0, max_tokens=r.max_tokens, ignore_eos=True,
+                          pin_ttl_s=r.pin_ttl_s if r.pin_ttl_s > 0 else None,
+                          logprobs=2 if margins else None)
+
+
+def _note_disk_fetches(live: dict[str, tuple[E2ERequest, Request, float]],
+                       from_disk: dict[str, int], block_size: int) -> None:
+    """Tokens each newly admitted request fetches from disk (its first plan, as the engine's
+    own per-source counts are taken on first admission)."""
+    from engine.request import Action
+
+    for rid, (_, req, _) in live.items():
+        if rid not in from_disk and req.stats.first_scheduled is not None:
+            from_disk[rid] = block_size * sum(a is Action.FETCH_DISK for a in req.actions)
+
+
+def _outcome(out: RequestOutput, due: float, disk_tokens: int) -> Outcome:
+    st = out.stats
+    sources = {"resident": st.resident_tokens, "fetched_cpu": st.fetched_tokens - disk_tokens,
+               "fetched_disk": disk_tokens,
+               "recomputed": st.recomputed_tokens, "new": st.new_tokens,
+               "preempted_recompute": st.preempted_recompute_tokens}
+    moved = {"fetched": st.bytes_fetched, "demoted": st.bytes_demoted,
+             "offloaded": st.bytes_offloaded}
+    margin = None
+    if out.logprobs:
+        margin = min(top[0][1] - top[1][1] for top in out.logprobs)
+    return Outcome(out.request_id, due, st.arrival, list(out.token_ids), list(st.token_times),
+                   st.first_scheduled if st.first_scheduled is not None else st.first_token,
+                   sources, moved, margin)

@@ -1,0 +1,152 @@
+"""One workload end to end: build it, size the tiers, calibrate the load, run every
+configuration at that load (and optionally at other rates), check outputs, predict, summarize.
+
+Configuration 1 (no cache) always runs first at each rate: its greedy tokens are the reference
+every other configuration is compared with, request by request.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+
+from ops.e2e.calibrate import Calibration, calibrate
+from ops.e2e.configs import BenchConfig, Capacities
+from ops.e2e.driver import Outcome
+from ops.e2e.predict import H100, H100_PRESET, LOCAL, predict
+from ops.e2e.runner import RunSetup, run_config
+from ops.e2e.sources import SourceSpec, build
+from ops.e2e.summary import Mismatch, compare_outputs, summarize
+from ops.e2e.workload import Workload
+
+TTFT_GOAL, TPOT_GOAL, TTFT_SLACK = 2.0, 1.6, 1.05
+
+
+@dataclass(frozen=True)
+class Plan:
+    """What a run does (see ``asymcache bench e2e --help`` for each knob)."""
+
+    configs: tuple[BenchConfig, ...]
+    source: SourceSpec
+    fractions: tuple[float, float, float] = (0.1, 0.2, 0.4)
+    gpu_min_contexts: float = 2.0
+    target_busy: float = 0.6
+    rate: float | None = None
+    calib_sample: int = 40
+    calib_rounds: int = 2
+    sweep: tuple[float, ...] = ()
+    sweep_configs: tuple[str, ...] = ("1", "3", "4")
+    target_step_s: float = 0.04
+    cpu_threads: int = 1
+
+
+@dataclass
+class WorkloadResult:
+    """Rows of one workload (headline first, then sweep), its mismatches, sizes and goals."""
+
+    name: str
+    rows: list[dict[str, object]]
+    mismatches: list[Mismatch]
+    capacities: Capacities
+    calibration: Calibration | None
+    goals: dict[str, object] = field(default_factory=dict)
+    description: str = ""
+
+
+Progress = Callable[[str, int], Callable[[Outcome], None]]  # (label, requests) -> per-request
+
+
+def run_workload(name: str, plan: Plan, profile: str, block_bytes: int, progress: Progress,
+                 log: Callable[[str], None] = print) -> WorkloadResult:
+    """Everything for workload ``name`` (side effects: daemon processes, log lines)."""
+    base = build(name, plan.source)
+    caps = capacities(base, plan, block_bytes)
+    setup = RunSetup(caps, profile, cpu_threads=plan.cpu_threads,
+                     target_step_s=plan.target_step_s)
+    raised = f", raised to hold {plan.gpu_min_contexts:g} longest contexts" \
+        if caps.gpu_raised else ""
+    log(f"[{base.name}] {len(base)} requests, {caps.unique_blocks} unique blocks; tiers gpu "
+        f"{caps.gpu_blocks} ({caps.frac('gpu'):.1%}{raised}), cpu {caps.cpu_blocks}, disk "
+        f"{caps.disk_blocks} blocks")
+    calib = None
+    rate = plan.rate
+    if rate is None:
+        calib = calibrate(base, setup, target=plan.target_busy, sample=plan.calib_sample,
+                          rounds=plan.calib_rounds, log=log)
+        rate = calib.rate
+    result = WorkloadResult(base.name, [], [], caps, calib, description=base.description)
+    head = _run_rate(base.at_rate(rate), plan.configs, setup, "headline", 1.0, progress, log)
+    result.rows += head[0]
+    result.mismatches += head[1]
+    _attach_predictions(result.rows, base.at_rate(rate), caps, plan.configs, profile)
+    result.goals = goals(result.rows)
+    sweep_cfgs = [c for c in plan.configs if c.key in plan.sweep_configs]
+    for factor in plan.sweep:
+        rows, bad = _run_rate(base.at_rate(rate * factor), sweep_cfgs, setup, "sweep", factor,
+                              progress, log)
+        result.rows += rows
+        result.mismatches += bad
+    return result
+
+
+def capacities(workload: Workload, plan: Plan, block_bytes: int) -> Capacities:
+    floor = math.ceil(plan.gpu_min_contexts * workload.max_context_blocks())
+    return Capacities.from_fractions(workload.unique_blocks(), *plan.fractions, gpu_floor=floor,
+                                     block_bytes=block_bytes)
+
+
+def _run_rate(workload: Workload, configs: Sequence[BenchConfig], setup: RunSetup, kind: str,
+              factor: float, progress: Progress, log: Callable[[str], None]
+              ) -> tuple[list[dict[str, object]], list[Mismatch]]:
+    rows, mismatches, reference = [], [], None
+    for cfg in configs:
+        run = run_config(cfg, workload, setup, margins=cfg.key == "1",
+                         on_done=progress(f"{workload.name} {cfg.key} {cfg.name}", len(workload)))
+        if reference is None:
+            reference = {o.request_id: o.token_ids for o in run.replay.outcomes}
+        bad = compare_outputs(cfg.name, reference, run.replay.outcomes)
+        row = {"workload": workload.name, "kind": kind, "rate_per_s": workload.rate,
+               "rate_factor": factor, **summarize(run, bad)}
+        row["moved_mb"] = sum(int(row[f"bytes_{w}"]) for w in  # type: ignore[call-overload]
+                              ("fetched", "demoted", "offloaded")) / 1e6
+        rows.append(row)
+        mismatches += bad
+        log(f"  {workload.name} {kind} x{factor:g} {cfg.key} {cfg.name}: TTFT mean "
+            f"{row['ttft_mean_s'] * 1e3:.1f} ms, TPOT {row['tpot_mean_s'] * 1e3:.2f} ms, "  # type: ignore[operator]
+            f"busy {row['engine_busy_share']:.0%}, identical {row['outputs_identical']}")
+    return rows, mismatches
+
+
+def _attach_predictions(rows: list[dict[str, object]], workload: Workload, caps: Capacities,
+                        configs: Sequence[BenchConfig], profile: str) -> None:
+    pred = predict(workload, caps, configs, [(H100, H100_PRESET), (LOCAL, profile)])
+    for row in rows:
+        for label, fig in pred[str(row["config_id"])].items():
+            row[f"sim_{label}_ttft_s"] = fig["ttft_queue_mean_s"]
+            row[f"sim_{label}_gpu_hit"] = fig["gpu_hit_ratio"]
+            row[f"sim_{label}_cpu_hit"] = fig.get("cpu_hit_ratio")
+            row[f"sim_{label}_disk_hit"] = fig.get("disk_hit_ratio")
+            row[f"sim_{label}_computed_share"] = fig["tokens_recomputed_share"]
+
+
+def goals(rows: Sequence[dict[str, object]]) -> dict[str, object]:
+    """Issue 7's goal ratios from the headline rows (absent configurations: no entry)."""
+    by = {str(r["config_id"]): r for r in rows if r.get("kind") == "headline"}
+    out: dict[str, object] = {}
+
+    def val(key: str, field_: str) -> float:
+        return float(by[key][field_])  # type: ignore[arg-type]
+
+    if "3" in by and "4" in by:
+        out["ttft_ratio_vs_prefix_offload"] = val("3", "ttft_mean_s") / val("4", "ttft_mean_s")
+        out["ttft_goal_met"] = out["ttft_ratio_vs_prefix_offload"] >= TTFT_GOAL
+        for label in (H100, LOCAL):
+            a, b = by["3"].get(f"sim_{label}_ttft_s"), by["4"].get(f"sim_{label}_ttft_s")
+            out[f"sim_ttft_ratio_{label}"] = float(a) / float(b) if a and b else None  # type: ignore[arg-type]
+    if "5c" in by and "4" in by:
+        out["tpot_ratio_vs_fixed2048"] = val("5c", "tpot_mean_s") / val("4", "tpot_mean_s")
+        out["ttft_ratio_vs_fixed2048"] = val("5c", "ttft_mean_s") / val("4", "ttft_mean_s")
+        ttft_ok = val("4", "ttft_mean_s") <= TTFT_SLACK * val("5c", "ttft_mean_s")
+        out["tpot_goal_met"] = out["tpot_ratio_vs_fixed2048"] >= TPOT_GOAL and ttft_ok
+    return out

@@ -1,0 +1,63 @@
+"""The simulator's prediction for the very workload and capacities of a benchmark run.
+
+The workload's prompts become a simulator trace at the engine's block size
+(:meth:`ops.e2e.workload.Workload.to_trace`), the tiers get the same block counts as the run,
+and each configuration is replayed by ``ops.sim.replay`` with its policy and reuse semantics
+under a cost model: the ``h100-llama3-8b`` preset (what the design targets) and, beside it, this
+machine's measured profile (how far the simulator explains the measured run). The simulator
+models neither decoding nor chunking, so the chunking ablations share configuration 4's
+prediction, and its TTFT is the prefill time with one FIFO prefill server (``ttft_queue``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from cacheserver.policy.cost import CostModel
+from ops.e2e.configs import BenchConfig, Capacities
+from ops.e2e.workload import Workload
+from ops.sim.config import RunSpec, TierSpec
+from ops.sim.replay import Replay
+
+H100 = "h100"  # label of the h100-llama3-8b preset in rows and tables
+H100_PRESET = "h100-llama3-8b"
+LOCAL = "local"  # label of this machine's measured profile
+
+
+def sim_spec(cfg: BenchConfig, caps: Capacities) -> RunSpec:
+    """The simulator's run for ``cfg``: its policy, its reuse and the tiers it uses."""
+    gpu = TierSpec("gpu", caps.gpu_blocks)
+    if cfg.engine.get("reuse") == "none":
+        return RunSpec("lru_tail", "prefix", (TierSpec("gpu", 0),), queue=True)
+    if not cfg.uses_daemon:
+        return RunSpec("lru_tail", str(cfg.engine["reuse"]), (gpu,), queue=True)
+    tiers = (gpu, TierSpec("cpu", caps.cpu_blocks), TierSpec("disk", caps.disk_blocks))
+    return RunSpec(str(cfg.policy), str(cfg.engine["reuse"]),
+                   tuple(t for t in tiers if t.name == "gpu" or t.capacity > 0), queue=True)
+
+
+def predict(workload: Workload, caps: Capacities, configs: Sequence[BenchConfig],
+            cost_models: Sequence[tuple[str, str]]) -> dict[str, dict[str, dict[str, float]]]:
+    """``{config key: {cost label: figures}}`` for each ``(label, preset name or profile
+    path)``; figures are TTFT mean (with the FIFO queue and without), hit ratios and the share
+    of prompt tokens computed."""
+    trace = workload.to_trace()
+    costs = [(label, CostModel.resolve(name)) for label, name in cost_models]
+    cache: dict[tuple, dict[str, float]] = {}
+    out: dict[str, dict[str, dict[str, float]]] = {}
+    for cfg in configs:
+        spec = sim_spec(cfg, caps)
+        out[cfg.key] = {}
+        for label, cost in costs:
+            key = (spec, label)
+            if key not in cache:
+                cache[key] = _figures(Replay(trace, cost, spec).run().row())
+            out[cfg.key][label] = cache[key]
+    return out
+
+
+def _figures(row: dict[str, object]) -> dict[str, float]:
+    keys = ("ttft_queue_mean_s", "ttft_mean_s", "gpu_hit_ratio", "cpu_hit_ratio",
+            "disk_hit_ratio", "tokens_recomputed_share")
+    return {k: float(row[k]) for k in keys if k in row}  # type: ignore[arg-type]
+

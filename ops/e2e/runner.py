@@ -1,0 +1,130 @@
+"""Run one configuration on one workload: a fresh daemon (if any), a fresh engine, one replay.
+
+Every run starts from nothing: a new daemon process with its own temporary ipc path and LMDB
+folder (removed afterwards) and a new engine whose pool is empty, so no configuration inherits
+another's cache. The engine is warmed up first with a prompt shorter than one block (it leaves
+nothing in any cache). Everything started is stopped in ``finally`` blocks, also on Ctrl-C.
+"""
+
+from __future__ import annotations
+
+import shutil
+import tempfile
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from ops.e2e.configs import BenchConfig, Capacities, lmdb_entry_bytes
+from ops.e2e.driver import Outcome, Replay, replay
+from ops.e2e.workload import Workload
+
+if TYPE_CHECKING:
+    from engine.engine import LLMEngine
+
+
+@dataclass(frozen=True)
+class RunSetup:
+    """What every configuration shares: model, this machine's cost profile, capacities and the
+    engine's batch limits. ``target_step_s`` is the adaptive chunker's step-time objective."""
+
+    capacities: Capacities
+    cost_model: str
+    model: str = "builtin"
+    cpu_threads: int = 1
+    target_step_s: float = 0.04
+    max_num_seqs: int = 32
+    max_num_batched_tokens: int = 2048
+
+    def engine_options(self, cfg: BenchConfig, endpoint: str | None) -> dict[str, Any]:
+        """``EngineConfig`` fields of ``cfg`` on this setup."""
+        return {"model": self.model, "cpu_threads": self.cpu_threads,
+                "num_gpu_blocks": self.capacities.gpu_blocks, "cost_model": self.cost_model,
+                "target_step_s": self.target_step_s, "max_num_seqs": self.max_num_seqs,
+                "max_num_batched_tokens": self.max_num_batched_tokens,
+                "cache_endpoint": endpoint, **cfg.engine}
+
+
+@dataclass
+class ConfigRun:
+    """One configuration's replay and the daemon's final STATS (``None`` without a daemon)."""
+
+    config: BenchConfig
+    replay: Replay
+    daemon_stats: dict | None
+
+
+def run_config(cfg: BenchConfig, workload: Workload, setup: RunSetup, *, margins: bool = False,
+               on_done: Callable[[Outcome], None] | None = None) -> ConfigRun:
+    """Replay ``workload`` under ``cfg`` (side effects: a daemon process while it runs)."""
+    with _daemon(cfg, setup.capacities) as endpoint:
+        engine = build_engine(cfg, setup, endpoint)
+        try:
+            warm_up(engine)
+            result = replay(engine, workload, margins=margins, on_done=on_done)
+            stats = _daemon_stats(endpoint) if endpoint else None
+        finally:
+            engine.close()
+    return ConfigRun(cfg, result, stats)
+
+
+def build_engine(cfg: BenchConfig, setup: RunSetup, endpoint: str | None) -> LLMEngine:
+    from engine.config import EngineConfig
+    from engine.engine import LLMEngine
+
+    return LLMEngine(EngineConfig.from_kwargs(**setup.engine_options(cfg, endpoint)))
+
+
+def warm_up(engine: LLMEngine) -> None:
+    """One short request (under one block: nothing is cached) to load kernels and the link."""
+    from engine import SamplingParams
+
+    ids = list(range(10, 10 + engine.kv.block_size - 1))
+    engine.add_request("warm-up", ids, SamplingParams(temperature=0.0, max_tokens=4,
+                                                      ignore_eos=True))
+    for _ in range(100):
+        if any(o.finished for o in engine.step()):
+            return
+    raise RuntimeError("the warm-up request did not finish in 100 steps")
+
+
+@contextmanager
+def _daemon(cfg: BenchConfig, caps: Capacities) -> Iterator[str | None]:
+    """A fresh daemon for ``cfg`` (its endpoint), or ``None`` for a configuration without."""
+    if not cfg.uses_daemon:
+        yield None
+        return
+    from cacheserver.launch import DaemonProcess
+
+    tmp = tempfile.mkdtemp(prefix="ace2e-")
+    flags = caps.daemon_flags(str(cfg.policy), lmdb_entry_bytes(caps.block_bytes))
+    daemon = DaemonProcess(f"ipc://{tmp}/d.ipc", f"{tmp}/data", flags=flags,
+                           log_path=f"{tmp}/daemon.log")
+    try:
+        daemon.start()
+        yield daemon.endpoint
+    except Exception:
+        _print_log_tail(f"{tmp}/daemon.log")
+        raise
+    finally:
+        daemon.stop()
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def _daemon_stats(endpoint: str) -> dict:
+    from engine.client import CacheClient
+
+    with CacheClient(endpoint, heartbeat=False) as client:
+        return client.stats()
+
+
+def _print_log_tail(path: str, lines: int = 20) -> None:
+    import sys
+
+    try:
+        with open(path, errors="replace") as fh:
+            tail = fh.readlines()[-lines:]
+    except OSError:
+        return
+    if tail:
+        print("daemon log (last lines):\n" + "".join(tail), file=sys.stderr)

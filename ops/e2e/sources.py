@@ -1,0 +1,132 @@
+"""The benchmark's three workloads, built from the simulator's generators and the Mooncake trace.
+
+Every length is scaled down from the simulator's defaults so that one run fits this machine
+(contexts of a few thousand tokens on the built-in model); the parameters below are fixed
+ASSUMPTIONS, chosen before any configuration was measured:
+
+* ``chat`` — ``ops.sim.formats.chat``: sessions start as a Poisson process, share Zipf-popular
+  system prompts, grow their history turn by turn and think between turns (lengths ÷ 4).
+* ``mooncake`` — the Mooncake FAST'25 conversation trace. Whole conversations are sampled
+  (requests grouped by their first two 512-token hash ids, groups drawn with a seeded generator
+  until ``requests`` are reached), which keeps the trace's share of repeated blocks (about a
+  third) where a time window would not; each 512-token block becomes 32 tokens, outputs ÷ 16,
+  and arrivals are redrawn as a Poisson process in the trace's order.
+* ``agent`` — ``ops.sim.formats.agent``: long shared templates, many steps, tool-call pauses
+  with TTL pins (lengths ÷ 8).
+
+``quick`` builds a small chat workload for ``--quick`` and the demo.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+import numpy as np
+
+from ops.e2e.workload import Mapping, Workload, from_trace
+from ops.sim.trace import Trace, load_trace
+
+TRACES = Path(__file__).resolve().parents[3] / "shared" / "traces"
+MOONCAKE = TRACES / "mooncake_fast25" / "conversation_trace.jsonl"
+WORKLOADS = ("chat", "mooncake", "agent")
+
+
+@dataclass(frozen=True)
+class SourceSpec:
+    """What to build: how many requests, from which seed, for which engine."""
+
+    requests: int = 160
+    seed: int = 0
+    block_size: int = 16
+    max_context: int = 3584
+    vocab_size: int = 2048
+    mooncake_path: str = str(MOONCAKE)
+
+
+def build(name: str, spec: SourceSpec) -> Workload:
+    """The workload ``name`` (``chat``, ``mooncake``, ``agent`` or ``quick``) at rate 1/s."""
+    builders: dict[str, Callable[[SourceSpec], Workload]] = {
+        "chat": chat, "mooncake": mooncake, "agent": agent, "quick": quick}
+    if name not in builders:
+        raise ValueError(f"unknown workload {name!r}; known: {sorted(builders)}")
+    return builders[name](spec)
+
+
+def _mapping(spec: SourceSpec, tokens_per_block: int, output_scale: float,
+             max_output: int) -> Mapping:
+    return Mapping(tokens_per_block, output_scale, max_output, spec.max_context,
+                   spec.vocab_size, spec.seed)
+
+
+def _first(trace: Trace, n: int) -> Trace:
+    return Trace(trace.name, trace.block_tokens, trace.requests[:n], trace.description,
+                 trace.params)
+
+
+def chat(spec: SourceSpec) -> Workload:
+    """Multi-turn chat: ``requests // 2`` sessions over 20 system prompts; the first
+    ``requests`` turns by arrival."""
+    opts = (f"chat:seed={spec.seed},sessions={max(8, spec.requests // 2)},session_rate=1,"
+            f"block_tokens={spec.block_size},prompts=20,prompt_min_tokens=128,"
+            f"prompt_max_tokens=1024,user_tokens=40,output_tokens=64,think_s=60,"
+            f"max_context={spec.max_context}")
+    trace = _first(load_trace(opts), spec.requests)
+    return from_trace("chat", trace, _mapping(spec, spec.block_size, 1.0, 96), spec.block_size,
+                      "multi-turn chat (ops.sim chat generator, lengths / 4)")
+
+
+def quick(spec: SourceSpec) -> Workload:
+    """A small chat workload: short prompts and replies, a few turns per session."""
+    opts = (f"chat:seed={spec.seed},sessions={max(4, spec.requests // 2)},session_rate=1,"
+            f"block_tokens={spec.block_size},prompts=4,prompt_min_tokens=64,"
+            f"prompt_max_tokens=256,user_tokens=24,output_tokens=16,turns_mean=3,think_s=20,"
+            f"max_context=768")
+    trace = _first(load_trace(opts), spec.requests)
+    return replace(from_trace("chat", trace, _mapping(spec, spec.block_size, 1.0, 24),
+                              spec.block_size, "short multi-turn chat (--quick, demo)"),
+                   name="chat-quick")
+
+
+def agent(spec: SourceSpec) -> Workload:
+    """Agent sessions: six templates, 3-8 steps, tool pauses, pins for 8 s of trace time;
+    sessions start every 20 s on average, so few are active (and pinned) at once."""
+    opts = (f"agent:seed={spec.seed},sessions={max(6, spec.requests // 4)},session_rate=0.05,"
+            f"block_tokens={spec.block_size},templates=6,template_min_tokens=512,"
+            f"template_max_tokens=1536,task_tokens=40,steps_min=3,steps_max=8,"
+            f"action_tokens=16,tool_tokens=80,tool_s=4,tool_max_s=30,pin_ttl_s=8,"
+            f"max_context={spec.max_context}")
+    trace = _first(load_trace(opts), spec.requests)
+    return from_trace("agent", trace, _mapping(spec, spec.block_size, 1.0, 32), spec.block_size,
+                      "agent sessions with tool-call pauses (ops.sim agent generator, / 8)")
+
+
+def mooncake(spec: SourceSpec) -> Workload:
+    """Conversations sampled from the Mooncake trace (see the module doc)."""
+    full = load_trace(spec.mooncake_path, "mooncake")
+    picked = sample_conversations(full, spec.requests, spec.seed)
+    rng = np.random.default_rng(spec.seed)
+    arrivals = np.cumsum(rng.exponential(1.0, size=len(picked)))
+    reqs = [replace(r, arrival_s=float(t)) for r, t in zip(picked, arrivals, strict=True)]
+    trace = Trace(full.name, full.block_tokens, reqs, full.description)
+    return from_trace("mooncake", trace, _mapping(spec, 2 * spec.block_size, 1 / 16, 64),
+                      spec.block_size, f"Mooncake conversation trace, {len(reqs)} requests of "
+                      "sampled conversations, 512-token blocks -> 32 tokens, Poisson arrivals")
+
+
+def sample_conversations(trace: Trace, n: int, seed: int) -> list:
+    """Requests of whole conversations (same first two block ids), drawn until ``n`` are
+    reached, in the trace's order."""
+    groups: dict[tuple, list[int]] = {}
+    for i, req in enumerate(trace.requests):
+        key = tuple(req.blocks[:2]) if len(req.blocks) >= 2 else ("single", i)
+        groups.setdefault(key, []).append(i)
+    keys = list(groups)
+    order = np.random.default_rng(seed).permutation(len(keys))
+    chosen: list[int] = []
+    for k in order:
+        if len(chosen) >= n:
+            break
+        chosen.extend(groups[keys[k]])
+    return [trace.requests[i] for i in sorted(chosen)[:n]]

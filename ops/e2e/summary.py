@@ -1,0 +1,149 @@
+"""From a configuration's replay to one JSON row, and the lossless check across configurations.
+
+Every configuration's greedy tokens must equal configuration 1's (no cache) request by request
+(DESIGN.md section 6: the built-in model's top-1 margins are far above float noise, so any
+difference is a bug). :func:`compare_outputs` finds the requests that differ and where;
+:func:`check_outputs` raises :class:`OutputMismatch` naming them.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+from ops.e2e.driver import Outcome, Replay
+from ops.e2e.runner import ConfigRun
+
+SOURCES = ("resident", "fetched_cpu", "fetched_disk", "recomputed", "new")
+
+
+@dataclass(frozen=True)
+class Mismatch:
+    """A request whose tokens differ from the reference: first differing position and tokens
+    (``None`` past the end of the shorter list)."""
+
+    config: str
+    request_id: str
+    position: int
+    expected: int | None
+    got: int | None
+
+
+class OutputMismatch(AssertionError):
+    """Some configuration's greedy outputs differ from the no-cache run's."""
+
+    def __init__(self, mismatches: Sequence[Mismatch]) -> None:
+        self.mismatches = list(mismatches)
+        shown = "\n".join(f"  {m.config}: {m.request_id} differs at output token {m.position} "
+                          f"(no cache: {m.expected}, got: {m.got})" for m in self.mismatches[:10])
+        more = len(self.mismatches) - 10
+        super().__init__(f"OUTPUTS DIFFER FROM THE NO-CACHE RUN in {len(self.mismatches)} "
+                         f"request(s) — a lossless cache must never change greedy tokens:\n"
+                         f"{shown}" + (f"\n  ... and {more} more" if more > 0 else ""))
+
+
+def compare_outputs(config: str, reference: Mapping[str, Sequence[int]],
+                    outcomes: Sequence[Outcome]) -> list[Mismatch]:
+    """Every request of ``outcomes`` whose tokens are not exactly ``reference[request_id]``
+    (a request missing from ``reference`` is a mismatch at position 0)."""
+    out = []
+    for o in outcomes:
+        want = reference.get(o.request_id)
+        if want is None:
+            out.append(Mismatch(config, o.request_id, 0, None, o.token_ids[0] if o.token_ids
+                                else None))
+            continue
+        if list(want) == list(o.token_ids):
+            continue
+        pos = next((i for i, (a, b) in enumerate(zip(want, o.token_ids, strict=False)) if a != b),
+                   min(len(want), len(o.token_ids)))
+        out.append(Mismatch(config, o.request_id, pos, _at(want, pos), _at(o.token_ids, pos)))
+    return out
+
+
+def check_outputs(rows: Sequence[Mapping[str, object]],
+                  mismatches: Sequence[Mismatch]) -> None:
+    """Raise :class:`OutputMismatch` if any row is not identical to the no-cache run."""
+    flagged = [r for r in rows if r.get("outputs_identical") is not True]
+    if mismatches or flagged:
+        raise OutputMismatch(mismatches or [Mismatch(str(r.get("config")), "?", 0, None, None)
+                                            for r in flagged])
+
+
+def _at(tokens: Sequence[int], i: int) -> int | None:
+    return tokens[i] if i < len(tokens) else None
+
+
+def summarize(run: ConfigRun, mismatches: Sequence[Mismatch]) -> dict[str, object]:
+    """The JSON row of one configuration's run (every key is documented in docs/benchmarks.md)."""
+    cfg, rep = run.config, run.replay
+    row: dict[str, object] = {
+        "config": cfg.name, "config_id": cfg.key, "stands_for": cfg.stands_for,
+        "reuse": cfg.engine.get("reuse"), "policy": cfg.policy or "engine-local lru",
+        "chunking": cfg.chunking_label, "requests": len(rep.outcomes),
+    }
+    row.update(latencies(rep.outcomes))
+    row.update(_throughput(rep))
+    row.update(_sources(rep.outcomes))
+    row.update(_breakdown(rep))
+    row["outputs_identical"] = not mismatches
+    row["mismatched_requests"] = len(mismatches)
+    margins = [o.min_margin for o in rep.outcomes if o.min_margin is not None]
+    if margins:
+        row["min_top1_margin"] = float(min(margins))
+    if run.daemon_stats is not None:
+        tiers = run.daemon_stats.get("tiers", {})
+        row["daemon_tiers"] = {t: {k: v.get(k) for k in ("capacity_blocks", "blocks", "hits",
+                                                         "evictions", "demotions")}
+                               for t, v in tiers.items()}
+    return row
+
+
+def latencies(outcomes: Sequence[Outcome]) -> dict[str, float]:
+    """TTFT mean/p50/p90/p99, per-request TPOT mean/p99, and the p99 gap between tokens."""
+    ttft = np.array([o.ttft for o in outcomes])
+    tpot = np.array([t for o in outcomes if (t := o.tpot) is not None] or [0.0])
+    gaps = np.concatenate([np.diff(o.token_times) for o in outcomes] + [np.zeros(1)])
+    p50, p90, p99 = np.percentile(ttft, [50, 90, 99])
+    return {"ttft_mean_s": float(ttft.mean()), "ttft_p50_s": float(p50),
+            "ttft_p90_s": float(p90), "ttft_p99_s": float(p99),
+            "tpot_mean_s": float(tpot.mean()), "tpot_p99_s": float(np.percentile(tpot, 99)),
+            "itl_p99_s": float(np.percentile(gaps, 99))}
+
+
+def _throughput(rep: Replay) -> dict[str, float]:
+    tokens = sum(len(o.token_ids) for o in rep.outcomes)
+    wall = max(rep.wall_s, 1e-9)
+    return {"wall_s": rep.wall_s, "output_tok_s": tokens / wall,
+            "requests_per_s": len(rep.outcomes) / wall, "engine_busy_s": rep.busy_s,
+            "engine_busy_share": rep.busy_share}
+
+
+def _sources(outcomes: Sequence[Outcome]) -> dict[str, object]:
+    totals = {s: sum(o.sources[s] for o in outcomes) for s in SOURCES}
+    prompt = max(1, sum(totals.values()))
+    out: dict[str, object] = {f"tokens_{s}": v for s, v in totals.items()}
+    out["tokens_preempted_recompute"] = sum(o.sources["preempted_recompute"] for o in outcomes)
+    out["hit_gpu"] = totals["resident"] / prompt
+    out["hit_cpu"] = totals["fetched_cpu"] / prompt
+    out["hit_disk"] = totals["fetched_disk"] / prompt
+    for what in ("fetched", "demoted", "offloaded"):
+        out[f"bytes_{what}"] = sum(o.moved[what] for o in outcomes)
+    return out
+
+
+def _breakdown(rep: Replay) -> dict[str, float]:
+    """Where TTFT and engine time go: lag, queue and prefill means; prefill and decode steps."""
+    o = rep.outcomes
+    prefill_steps = [s for d, p, s in rep.steps if p]
+    decode_steps = [s for d, p, s in rep.steps if d and not p]
+    return {
+        "ttft_lag_mean_s": float(np.mean([x.added - x.due for x in o])),
+        "ttft_queue_mean_s": float(np.mean([x.first_scheduled - x.added for x in o])),
+        "ttft_prefill_mean_s": float(np.mean([x.token_times[0] - x.first_scheduled for x in o])),
+        "prefill_steps": len(prefill_steps), "prefill_steps_s": float(sum(prefill_steps)),
+        "prefill_tokens_computed": int(sum(p for _, p, _ in rep.steps)),
+        "decode_only_steps": len(decode_steps), "decode_only_steps_s": float(sum(decode_steps)),
+    }

@@ -1,0 +1,69 @@
+"""The end-to-end benchmark's correctness checks: outputs are compared with the no-cache run
+request by request, token by token, and a difference fails the run loudly (exit status 1, the
+rows say which configuration). One real run: an engine on the built-in model, a real daemon
+process, four short chat requests (about 15 s)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from ops.e2e import experiment
+from ops.e2e.configs import select
+from ops.e2e.driver import Outcome
+from ops.e2e.experiment import Plan
+from ops.e2e.sources import SourceSpec
+from ops.e2e.summary import Mismatch, OutputMismatch, check_outputs, compare_outputs
+
+
+def _outcome(rid: str, tokens: list[int]) -> Outcome:
+    return Outcome(rid, 0.0, 0.0, tokens, [0.1 * i for i in range(len(tokens))], 0.0, {}, {})
+
+
+def test_outputs_are_compared_request_by_request_token_by_token() -> None:
+    ref = {"a": [5, 6, 7, 8], "b": [9, 9], "c": [1, 2, 3]}
+    got = [_outcome("a", [5, 6, 7, 8]), _outcome("b", [9, 4]), _outcome("c", [1, 2]),
+           _outcome("d", [3])]
+    assert compare_outputs("x", ref, got) == [
+        Mismatch("x", "b", 1, 9, 4), Mismatch("x", "c", 2, 3, None), Mismatch("x", "d", 0, None, 3)]
+    assert compare_outputs("x", ref, [_outcome("a", [5, 6, 7, 8])]) == []
+
+
+def test_a_mismatch_raises_naming_configuration_request_and_position() -> None:
+    rows = [{"config": "no-cache", "outputs_identical": True},
+            {"config": "asymcache", "outputs_identical": False}]
+    with pytest.raises(OutputMismatch, match=r"asymcache: r7 differs at output token 3 "
+                                             r"\(no cache: 11, got: 12\)"):
+        check_outputs(rows, [Mismatch("asymcache", "r7", 3, 11, 12)])
+    with pytest.raises(OutputMismatch, match="asymcache"):  # a row flagged without details
+        check_outputs(rows, [])
+    check_outputs(rows[:1], [])
+
+
+def test_quick_path_checks_real_outputs_and_fails_loudly_on_a_difference(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture) -> None:
+    from ops.bench import e2e
+
+    real = experiment.run_config
+
+    def corrupt_5c(cfg, workload, setup, **kw):  # one wrong token in configuration 5c
+        run = real(cfg, workload, setup, **kw)
+        if cfg.key == "5c":
+            run.replay.outcomes[1].token_ids[2] += 1
+        return run
+
+    monkeypatch.setattr(experiment, "run_config", corrupt_5c)
+    plan = Plan(configs=tuple(select(["4", "5c"])), source=SourceSpec(requests=4), rate=4.0)
+    code = e2e._run(plan, ["quick"], tmp_path, str(tmp_path / "rows.json"), True,
+                    Path(__file__).resolve().parents[2], lambda: (0.0, 0.0, 0.0))
+    out = capsys.readouterr().out
+    assert code == 1 and "OUTPUTS DIFFER FROM THE NO-CACHE RUN in 1 request(s)" in out
+    rows = json.loads((tmp_path / "rows.json").read_text())
+    assert [(r["config"], r["outputs_identical"], r["mismatched_requests"]) for r in rows] == [
+        ("no-cache", True, 0), ("asymcache", True, 0), ("asym-fixed2048", False, 1)]
+    assert all({"ttft_mean_s", "tpot_mean_s"} <= set(r) for r in rows)
+    assert rows[0]["min_top1_margin"] > 5e-4  # the reference's greedy tokens are not noise
+    assert rows[1]["tokens_resident"] + rows[1]["tokens_fetched_cpu"] > 0  # the cache served
+    assert (tmp_path / "e2e.png").stat().st_size > 0 and (tmp_path / "e2e.md").exists()
