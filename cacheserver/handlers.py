@@ -11,6 +11,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+from cacheserver import remote_io
 from cacheserver.blocks import KVLayout
 from cacheserver.config import ServerConfig
 from cacheserver.index import BlockIndex, BlockRecord
@@ -159,15 +160,18 @@ def hello(ctx: Context, identity: bytes, session: EngineSession | None, req: Hel
 
 
 # ---- LOOKUP -------------------------------------------------------------------------------
-_TIER_NAMES = ("", "gpu", "cpu", "disk")  # indexed by Where code
+_TIER_NAMES = ("", "gpu", "cpu", "disk", "remote")  # indexed by Where code
 
 
-def count_lookups(ctx: Context, found: list[int]) -> None:
+def count_lookups(ctx: Context, found: list[int], remote: bool = False) -> None:
     """``found[w]`` blocks were found at Where code ``w``: one hit in that tier, one miss in
-    each tier probed before it (GPU, then CPU, then disk)."""
+    each tier probed before it (GPU, then CPU, then disk, then, when ``remote`` was probed,
+    the remote tier)."""
     m, n = ctx.metrics, sum(found)
     probed = n
-    for code in (Where.GPU, Where.CPU, Where.DISK):
+    codes = (Where.GPU, Where.CPU, Where.DISK, Where.REMOTE) if remote else (
+        Where.GPU, Where.CPU, Where.DISK)
+    for code in codes:
         tier = _TIER_NAMES[code]
         if found[code]:
             m.hits[tier].inc(found[code])
@@ -178,12 +182,15 @@ def count_lookups(ctx: Context, found: list[int]) -> None:
 
 @handler("lookup")
 def lookup(ctx: Context, identity: bytes, session: EngineSession, req: Lookup) -> Message:
-    """Per key: this engine's GPU slot, else a readable CPU slot, else DISK, else MISS.
-    Each hit is an access in that tier's policy and, with ``lease``, a lease there."""
+    """Per key: this engine's GPU slot, else a readable CPU slot, else DISK, else (when the
+    request sets ``remote``) REMOTE, else MISS. Each hit is an access in that tier's policy and,
+    with ``lease``, a lease there. Keys no local tier knows are asked of the remote tier; the
+    reply then waits for that round trip (the loop keeps serving)."""
     key_slots, records = session.key_slots, ctx.index.get
+    remote = req.remote and ctx.residency.remote is not None
     where: list[int] = []
     slots: list[int] = []
-    found = [0, 0, 0, 0]
+    found = [0, 0, 0, 0, 0]
     for key in req.keys:
         slot = key_slots.get(key)
         if slot is not None:
@@ -192,14 +199,35 @@ def lookup(ctx: Context, identity: bytes, session: EngineSession, req: Lookup) -
             w, slot = 0, -1
         elif rec.cpu >= 0:
             w, slot = 2, rec.cpu
+        elif rec.disk:
+            w, slot = 3, -1
         else:
-            w, slot = (3, -1) if rec.disk else (0, -1)
+            w, slot = (4 if remote and rec.remote else 0), -1
         found[w] += 1
         where.append(w)
         slots.append(slot)
-    count_lookups(ctx, found)
+    if remote and found[0] and ctx.residency.remote.ready:  # type: ignore[union-attr]
+        _touch(ctx, session, req.keys, where, req.lease)  # now: leases before the loop moves on
+        return _lookup_rest(ctx, req.keys, where, slots, found)
+    count_lookups(ctx, found, remote)
     if sum(found[1:]):
         ctx.after_reply(lambda: _touch(ctx, session, req.keys, where, req.lease))
+    return LookupReply(where=where, slots=slots)
+
+
+async def _lookup_rest(ctx: Context, keys: list[bytes], where: list[int], slots: list[int],
+                       found: list[int]) -> LookupReply:
+    """Ask the remote tier about the keys nothing local holds; they become REMOTE (no lease:
+    PROMOTE leases the CPU slot it fills)."""
+    missing = [i for i, w in enumerate(where) if w == Where.MISS]
+    there = await remote_io.probe(ctx, [keys[i] for i in missing])
+    where = list(where)
+    for i, hit in zip(missing, there, strict=True):
+        if hit:
+            where[i] = int(Where.REMOTE)
+            found[Where.MISS] -= 1
+            found[Where.REMOTE] += 1
+    count_lookups(ctx, found, remote=True)
     return LookupReply(where=where, slots=slots)
 
 
@@ -208,7 +236,7 @@ def _touch(ctx: Context, session: EngineSession, keys: list[bytes], where: list[
     """LOOKUP's policy bookkeeping: an access per hit and, with ``lease``, a lease there."""
     now = ctx.clock()
     policies = (None, session.gpu_policy, *(ctx.residency.policies.get(t) for t in
-                                             ("cpu", "disk")))
+                                             ("cpu", "disk", "remote")))
     for key, w in zip(keys, where, strict=True):
         if w:
             policy = policies[w]
@@ -279,6 +307,8 @@ def _holders(ctx: Context, rec: BlockRecord) -> list[ResidencyPolicy]:
         out.append(ctx.residency.policies["cpu"])
     if rec.disk:
         out.append(ctx.residency.policies["disk"])
+    if rec.remote:
+        out.append(ctx.residency.policies["remote"])
     return out
 
 

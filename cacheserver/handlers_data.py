@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import time
 
+from cacheserver import remote_io
 from cacheserver.handlers import Context, bad, handler
 from cacheserver.leases import EngineSession
 from cacheserver.metrics import TIERS, StateSnapshot
@@ -33,6 +34,8 @@ from cacheserver.protocol import (
 
 @handler("promote")
 def promote(ctx: Context, identity: bytes, session: EngineSession, req: Promote) -> Message:
+    """CPU slot per key: already there, brought from disk, or (asynchronously) fetched from
+    the remote tier; -1 if nowhere. With ``lease`` each slot is leased."""
     res = ctx.residency
     cpu_policy = res.policies["cpu"]
     slots = []
@@ -47,6 +50,29 @@ def promote(ctx: Context, identity: bytes, session: EngineSession, req: Promote)
         if slot >= 0 and req.lease:
             session.take_lease(key, "cpu", cpu_policy)
         slots.append(slot)
+    missing = [i for i, slot in enumerate(slots) if slot < 0]
+    if missing and res.remote is not None and res.remote.ready:
+        return _promote_rest(ctx, session, req, slots, missing)
+    return PromoteReply(slots=slots)
+
+
+async def _promote_rest(ctx: Context, session: EngineSession, req: Promote, slots: list[int],
+                        missing: list[int]) -> PromoteReply:
+    """Fetch the blocks no local tier holds from the remote tier and place them in CPU slots."""
+    fetched = await remote_io.fetch(ctx, [req.keys[i] for i in missing])
+    live = ctx.sessions.by_engine(session.engine_id) is session  # it may have expired meanwhile
+    res = ctx.residency
+    for i, got in zip(missing, fetched, strict=True):
+        key = req.keys[i]
+        rec = ctx.index.get(key)
+        if got is not None and (rec is None or rec.cpu < 0) and live:
+            rec = remote_io.place(ctx, session, key, *got)
+        elif got is None and rec is not None and rec.remote:
+            res.remote_forget(key, evicted=False)  # gone from the cluster (TTL, eviction)
+            rec = ctx.index.get(key)
+        slots[i] = rec.cpu if rec is not None and live else -1
+        if slots[i] >= 0 and req.lease:
+            session.take_lease(key, "cpu", res.policies["cpu"])
     return PromoteReply(slots=slots)
 
 
@@ -87,9 +113,9 @@ async def put(ctx: Context, identity: bytes, session: EngineSession, req: Put) -
 
 @handler("get", needs_session=False)
 def get(ctx: Context, identity: bytes, session: EngineSession | None, req: Get) -> Message:
+    """Bytes of each block from the CPU tier, the disk or (asynchronously) the remote tier."""
     res, m = ctx.residency, ctx.metrics
-    found: list[bool] = []
-    frames: list[bytes] = []
+    datas: list[bytes | memoryview | None] = []
     for key in req.keys:
         rec = ctx.index.get(key)
         data = res.cpu_read(rec) if rec is not None else None
@@ -106,16 +132,36 @@ def get(ctx: Context, identity: bytes, session: EngineSession | None, req: Get) 
         else:
             m.misses["cpu"].inc()
             m.misses["disk"].inc()
-        found.append(data is not None)
-        if data is not None:
-            frames.append(data)
-    return GetReply(found=found, frames=frames)
+        datas.append(data)
+    missing = [i for i, data in enumerate(datas) if data is None]
+    if missing and res.remote is not None and res.remote.ready:
+        return _get_rest(ctx, req.keys, datas, missing)
+    return _get_reply(datas)
+
+
+async def _get_rest(ctx: Context, keys: list[bytes], datas: list[bytes | memoryview | None],
+                    missing: list[int]) -> GetReply:
+    fetched = await remote_io.fetch(ctx, [keys[i] for i in missing])
+    m = ctx.metrics
+    for i, got in zip(missing, fetched, strict=True):
+        (m.hits if got is not None else m.misses)["remote"].inc()
+        if got is not None:
+            datas[i] = got[1]
+            m.moved["remote_to_net"].inc(got[1].nbytes)
+    return _get_reply(datas)
+
+
+def _get_reply(datas: list[bytes | memoryview | None]) -> GetReply:
+    return GetReply(found=[d is not None for d in datas],
+                    frames=[d for d in datas if d is not None])
 
 
 @handler("flush", needs_session=False, is_async=True)
 async def flush(ctx: Context, identity: bytes, session: EngineSession | None,
                 req: Flush) -> Message:
     await _wait_durable(ctx)
+    await remote_io.flush(ctx)
+    ctx.residency.poll_remote_failures()
     disk = ctx.residency.disk
     return FlushReply(disk_blocks=len(disk) if disk is not None else 0)
 
@@ -140,13 +186,17 @@ def snapshot(ctx: Context, ready: bool = True, dropped: int = 0) -> StateSnapsho
     occupancy = {"gpu": sum(len(s.slot_keys) for s in ctx.sessions), "cpu": len(res.cpu)}
     capacity = {"gpu": ctx.sessions.total_gpu_slots, **res.max_blocks}
     errors = {("cpu", k): v for k, v in res.cpu.error_counts().items()}
-    if res.disk is not None:
-        occupancy["disk"] = len(res.disk)
-        errors.update({("disk", k): v for k, v in res.disk.error_counts().items()})
+    for name, tier in (("disk", res.disk), ("remote", res.remote)):
+        if tier is not None:
+            occupancy[name] = len(tier)
+            errors.update({(name, k): v for k, v in tier.error_counts().items()})
+    remote = res.remote
     return StateSnapshot(occupancy=occupancy, capacity=capacity, tier_errors=errors,
                          engines=len(ctx.sessions), index_blocks=len(ctx.index),
                          leases=sum(s.lease_count for s in ctx.sessions),
-                         dropped_replies=dropped, ready=ready)
+                         dropped_replies=dropped, ready=ready,
+                         remote_ready=None if remote is None else remote.ready,
+                         remote_load=res.remote_load())
 
 
 def _tier_counters(ctx: Context) -> dict[tuple[str, str], int]:
@@ -170,10 +220,14 @@ def stats_dict(ctx: Context) -> dict:
         for what in ("hits", "misses", "evictions", "demotions"):
             tiers[t][what] = counters.get((f"asymcache_tier_{what}_total", t), 0)
         tiers[t]["errors"] = {k: v for (tier, k), v in snap.tier_errors.items() if tier == t}
+    if snap.remote_ready is not None:
+        tiers["remote"]["ready"] = snap.remote_ready
+        tiers["remote"]["load"] = list(snap.remote_load) if snap.remote_load else None
     cfg = ctx.config
     return {
         "epoch": ctx.epoch, "engines": snap.engines, "index_blocks": snap.index_blocks,
         "leases": snap.leases, "tiers": tiers,
         "config": {"endpoint": cfg.endpoint, "data_dir": cfg.data_dir, "policy": cfg.policy,
-                   "cpu_slot_bytes": cfg.cpu_slot_bytes, "disk_bytes": cfg.disk_bytes},
+                   "cpu_slot_bytes": cfg.cpu_slot_bytes, "disk_bytes": cfg.disk_bytes,
+                   "remote_nodes": cfg.remote_nodes, "remote_bytes": cfg.remote_bytes},
     }

@@ -14,9 +14,10 @@ from dataclasses import dataclass, field
 from prometheus_client import CollectorRegistry, Counter, Histogram
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 
-TIERS = ("gpu", "cpu", "disk")
+TIERS = ("gpu", "cpu", "disk", "remote")
 DIRECTIONS = ("gpu_to_cpu", "cpu_to_disk", "disk_to_cpu", "net_to_cpu", "net_to_disk",
-              "cpu_to_net", "disk_to_net")
+              "cpu_to_net", "disk_to_net", "cpu_to_remote", "remote_to_cpu", "remote_to_net")
+REMOTE_OPS = ("get", "exists", "write")  # pipelined rounds of the remote tier
 _LATENCY_BUCKETS = (2e-5, 5e-5, 1e-4, 2e-4, 5e-4, 1e-3, 2e-3, 5e-3, 1e-2, 5e-2, 0.25, 1.0, 5.0)
 
 
@@ -48,13 +49,27 @@ class DaemonMetrics:
         self.evictions = {t: evictions.labels(t) for t in TIERS}
         self.demotions = {t: demotions.labels(t) for t in TIERS}
         self.promotions = Counter("asymcache_tier_promotions_total",
-                                  "Blocks promoted from disk to the CPU tier", registry=registry)
+                                  "Blocks promoted to the CPU tier (from disk or remote)",
+                                  registry=registry)
+        remote_s = Histogram("asymcache_tier_remote_seconds", "Remote tier round trips (one "
+                             "pipeline per node, all nodes), by op", ["op"], registry=registry,
+                             buckets=_LATENCY_BUCKETS)
+        remote_b = Counter("asymcache_tier_remote_bytes_total", "Value bytes moved by remote "
+                           "tier round trips, by op", ["op"], registry=registry)
+        self._remote = {op: (remote_s.labels(op), remote_b.labels(op)) for op in REMOTE_OPS}
         self.expired_engines = Counter("asymcache_server_expired_engines_total",
                                        "Engines dropped after missing heartbeats",
                                        registry=registry)
 
     def error(self, code: str) -> None:
         self._errors.labels(code).inc()
+
+    def remote_round(self, op: str, seconds: float, nbytes: int) -> None:
+        """One pipelined round of the remote tier (called from its threads: thread-safe)."""
+        latency, moved = self._remote[op]
+        latency.observe(seconds)
+        if nbytes:
+            moved.inc(nbytes)
 
 
 @dataclass
@@ -69,6 +84,8 @@ class StateSnapshot:
     leases: int = 0
     dropped_replies: int = 0
     ready: bool = False
+    remote_ready: bool | None = None  # None = no remote tier
+    remote_load: tuple[float, float] | None = None  # (latency_s, bandwidth_bps) in use
 
 
 class StateCollector:
@@ -100,6 +117,14 @@ class StateCollector:
                                       "Replies that could not be delivered (peer gone or full)")
         dropped.add_metric([], s.dropped_replies)
         yield dropped
+        if s.remote_ready is not None:
+            yield _gauge("asymcache_tier_remote_ready", "1 while a node of the remote cluster "
+                         "answers", int(s.remote_ready))
+        if s.remote_load is not None:
+            yield _gauge("asymcache_tier_remote_load_latency_seconds", "Latency of a load from "
+                         "the remote tier in the cost model", s.remote_load[0])
+            yield _gauge("asymcache_tier_remote_load_bandwidth_bytes_per_second", "Bandwidth of "
+                         "a load from the remote tier in the cost model", s.remote_load[1])
 
 
 def _gauge(name: str, doc: str, value: float) -> GaugeMetricFamily:

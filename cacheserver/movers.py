@@ -1,10 +1,11 @@
 """Tier movers: every change of where a block lives goes through :class:`Residency`.
 
-It owns the CPU and DISK tiers and their policies, keeps the :class:`BlockIndex` in step with
-them, and makes room when a tier is full: the tier's policy names a victim, a CPU victim is
-demoted to disk first (when the disk does not hold it yet and its policy admits it), a disk
-victim is dropped. GPU slots belong to the engines: here the daemon only records which key sits
-in which slot and, on ALLOCATE, names victims and reserves CPU slots to demote them to.
+It owns the CPU, DISK and REMOTE tiers and their policies, keeps the :class:`BlockIndex` in step
+with them, and makes room when a tier is full: the tier's policy names a victim, a CPU victim is
+demoted to disk and to the remote tier first (each when it does not hold it yet and its policy
+admits it), a disk victim is dropped; the remote tier's part is in ``movers_remote.py``. GPU
+slots belong to the engines: here the daemon only records which key sits in which slot and, on
+ALLOCATE, names victims and reserves CPU slots to demote them to.
 
 Every method runs on the event loop thread and never blocks on I/O except the disk tier's own
 (batched, background) writes; ``DiskWaiter`` turns "durable" into an awaitable.
@@ -14,41 +15,46 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 from cacheserver.index import BlockIndex, BlockRecord
 from cacheserver.leases import EngineSession, SessionTable
 from cacheserver.metrics import DaemonMetrics
+from cacheserver.movers_remote import RemoteMoves, header_of
 from cacheserver.policy import ResidencyPolicy
 from tiers.base import BlockHeader, Buffer, Tier
 from tiers.cpu import CpuTier
 
+if TYPE_CHECKING:
+    from tiers.remote import RemoteTier
+
 log = logging.getLogger(__name__)
 
 
-def header_of(rec: BlockRecord, checksum: int = 0) -> BlockHeader:
-    """The tier header of ``rec`` (checksum 0 = computed by the tier that verifies bytes)."""
-    return BlockHeader(rec.namespace, rec.parent_or_root, rec.position, rec.layout, rec.n_bytes,
-                       checksum)
-
-
-class Residency:
-    """Placement, eviction, demotion and promotion across GPU (index only), CPU and DISK."""
+class Residency(RemoteMoves):
+    """Placement, eviction, demotion and promotion across GPU (index only), CPU, DISK and
+    REMOTE (the remote tier's part is in ``movers_remote.py``)."""
 
     def __init__(self, index: BlockIndex, sessions: SessionTable, cpu: CpuTier,
                  disk: Tier | None, policies: dict[str, ResidencyPolicy], metrics: DaemonMetrics,
-                 clock: Callable[[], float], write_through: bool = False) -> None:
+                 clock: Callable[[], float], write_through: bool = False,
+                 remote: RemoteTier | None = None, remote_write_through: bool = True) -> None:
         self.index = index
         self.sessions = sessions
         self.cpu = cpu
         self.disk = disk
-        self.policies = policies  # "cpu" and, with a disk, "disk"
+        self.remote = remote
+        self.policies = policies  # "cpu" and, with a disk, "disk", with a remote tier "remote"
         self.metrics = metrics
         self.clock = clock
         self.write_through = write_through
+        self.remote_write_through = remote_write_through
         self.max_blocks = {"cpu": cpu.capacity_blocks}
-        if disk is not None:  # the most blocks of any size: capacity over the smallest entry
-            smallest = disk.entry_bytes(BlockHeader(bytes(16), bytes(16), 0, "", 0, 0))
-            self.max_blocks["disk"] = disk.capacity_bytes // smallest
+        empty = BlockHeader(bytes(16), bytes(16), 0, "", 0, 0)
+        # the most blocks of any size a tier holds: its capacity over the smallest entry
+        for name, tier in (("disk", disk), ("remote", remote)):
+            if tier is not None:
+                self.max_blocks[name] = tier.capacity_bytes // tier.entry_bytes(empty)
 
     # ---- GPU (index only) ---------------------------------------------------------------
     def gpu_commit(self, session: EngineSession, rec: BlockRecord, slot: int) -> None:
@@ -167,6 +173,8 @@ class Residency:
         if rec.pin_active(now):
             policy.pin(rec.key, rec.pin_until)
         self._refresh_gpu_backing(rec)
+        if self.remote_write_through:
+            self.remote_copy(rec)
 
     def _refresh_gpu_backing(self, rec: BlockRecord) -> None:
         """Tell each engine's GPU policy the next tier that still holds ``rec``."""
@@ -194,11 +202,16 @@ class Residency:
         if rec is None or rec.cpu < 0:
             self.cpu.delete([key])
             return
+        demoted = False
         if demote and self._disk_admits(rec):
             view = self.cpu.get([key])[0]
             if view is not None and self.disk_store(rec, view):
-                self.metrics.demotions["cpu"].inc()
+                demoted = True
                 self.metrics.moved["cpu_to_disk"].inc(rec.n_bytes)
+        if demote and self.remote_copy(rec):
+            demoted = True
+        if demoted:
+            self.metrics.demotions["cpu"].inc()
         self.cpu.delete([key])
         rec.cpu = -1
         self.metrics.evictions["cpu"].inc()
@@ -233,9 +246,7 @@ class Residency:
         policy.insert(rec.info(), now)
         if rec.pin_active(now):
             policy.pin(rec.key, rec.pin_until)
-        if rec.cpu >= 0:
-            self.policies["cpu"].set_backing(rec.key, "disk")
-        self._refresh_gpu_backing(rec)
+        self.refresh_backing(rec)
         return True
 
     def disk_read(self, rec: BlockRecord) -> Buffer | None:
@@ -255,9 +266,7 @@ class Residency:
         rec = self.index.get(key)
         if rec is not None and rec.disk:
             rec.disk = False
-            if rec.cpu >= 0:
-                self.policies["cpu"].set_backing(key, None)
-            self._refresh_gpu_backing(rec)
+            self.refresh_backing(rec)
             self.index.discard_if_unheld(rec)
         if evicted:
             self.metrics.evictions["disk"].inc()

@@ -1,15 +1,17 @@
 """The daemon's lifecycle: ``serve -> startup -> main_loop -> shutdown``.
 
-* **startup** opens the tiers (CPU shared-memory slab, LMDB disk), rebuilds the block index from
-  the disk's headers, starts HTTP (``/metrics``, ``/healthz``, ``/readyz``), binds the ROUTER and
-  installs SIGTERM/SIGINT handlers; then the daemon is ready.
+* **startup** opens the tiers (CPU shared-memory slab, LMDB disk, and the remote tier when
+  configured: it connects in the background, the daemon never waits for its cluster), rebuilds
+  the block index from the disk's headers, starts HTTP (``/metrics``, ``/healthz``,
+  ``/readyz``), binds the ROUTER and installs SIGTERM/SIGINT handlers; then the daemon is ready.
 * **main_loop** reads requests in batches, admits each against its peer's in-flight bound
   (``max_inflight``; past it a BUSY error), and dispatches to the handlers of ``handlers.py`` /
   ``handlers_data.py``. Every request gets exactly one reply. A housekeeping task expires silent
-  engines and forgets blocks whose disk writes failed.
+  engines, forgets blocks whose disk or remote writes failed and hands the remote tier's
+  measured load cost to the cost model.
 * **shutdown** (on a signal, or :meth:`CacheServer.request_stop`) stops reading, lets in-flight
-  asynchronous requests finish (bounded), flushes pending disk writes, closes the tiers (the CPU
-  segment is unlinked) and stops HTTP.
+  asynchronous requests finish (bounded), sends queued remote writes (bounded), flushes pending
+  disk writes, closes the tiers (the CPU segment is unlinked) and stops HTTP.
 """
 
 from __future__ import annotations
@@ -39,7 +41,7 @@ from cacheserver.metrics import DaemonMetrics, StateCollector
 from cacheserver.movers import Residency
 from cacheserver.protocol import request_ops
 from cacheserver.router import RouterSocket, ServerCurve
-from cacheserver.startup import open_tiers, policy_factory, rebuild_index
+from cacheserver.startup import PolicyFactory, open_remote, open_tiers, rebuild_index
 
 log = logging.getLogger("asymcache.server")
 _BATCH = 256
@@ -63,7 +65,8 @@ class CacheServer:
         self._http: HttpServer | None = None
         self._dispatcher: Dispatcher | None = None
         self._housekeeping: asyncio.Task | None = None
-        self._tiers: tuple | None = None  # (cpu, disk) once open, so shutdown always closes them
+        self._tiers: tuple | None = None  # (cpu, disk, remote) once open: shutdown closes them
+        self._policies: PolicyFactory | None = None
 
     # ---- lifecycle ----------------------------------------------------------------------
     def serve(self) -> None:
@@ -86,11 +89,15 @@ class CacheServer:
         cfg = self.config
         Path(cfg.data_dir).mkdir(parents=True, exist_ok=True)
         t0 = time.perf_counter()
-        cpu, disk = self._tiers = open_tiers(cfg)
-        make_policy = policy_factory(cfg)
+        cpu, disk = open_tiers(cfg)
+        self._tiers = (cpu, disk, None)
+        remote = open_remote(cfg, self.metrics)
+        self._tiers = (cpu, disk, remote)
+        self._policies = make_policy = PolicyFactory(cfg)
         index, sessions, policies = BlockIndex(1), SessionTable(cfg.max_engines), {}
         residency = Residency(index, sessions, cpu, disk, policies, self.metrics,
-                              time.monotonic, cfg.disk_write_through)
+                              time.monotonic, cfg.disk_write_through, remote,
+                              cfg.remote_write_through)
         for tier, n in residency.max_blocks.items():
             policies[tier] = make_policy(tier, n)
         tier_blocks = sum(residency.max_blocks.values())
@@ -176,8 +183,11 @@ class CacheServer:
 
     def _close_tiers(self) -> None:
         assert self._tiers is not None
-        cpu, disk = self._tiers
+        cpu, disk, remote = self._tiers
         self._tiers = None
+        if remote is not None:
+            log.info("sending queued remote writes")
+            remote.close()
         if disk is not None:
             log.info("flushing %d pending disk writes", getattr(disk, "pending_ops", 0))
             disk.close()
@@ -196,6 +206,20 @@ class CacheServer:
                 drop_session(ctx, session)
                 self.metrics.expired_engines.inc()
             ctx.residency.poll_disk_failures()
+            ctx.residency.poll_remote_failures()
+            self._use_remote_figures()
+
+    def _use_remote_figures(self) -> None:
+        """Once the remote tier has measured its link, cost-aware policies price with it."""
+        ctx = self.ctx
+        assert ctx is not None and self._policies is not None
+        figures = ctx.residency.remote_load()
+        if figures is None:
+            return
+        policies = [*ctx.residency.policies.values(), *(s.gpu_policy for s in ctx.sessions)]
+        if self._policies.use_remote_figures(figures, policies):
+            log.info("cost model: remote loads at %.3f ms + %.2f GB/s", figures[0] * 1e3,
+                     figures[1] / 1e9)
 
     def _snapshot(self) -> handlers_data.StateSnapshot:
         assert self.ctx is not None

@@ -1,21 +1,31 @@
 """Start-up steps: open the tiers, build the residency policies, rebuild the index from disk.
 
+The remote tier (``remote_nodes``) is opened without waiting for its cluster; its load figures
+(configured, or measured once it connects) replace the cost model's generic ``remote`` ones.
+
 Kept apart from ``server.py`` so the lifecycle reads as a list of steps and each step can be
 tested (and benchmarked: the index rebuild rate) on its own.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import re
-from collections.abc import Callable
+from collections.abc import Iterable
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from cacheserver.config import ServerConfig
 from cacheserver.handlers import Context
+from cacheserver.metrics import DaemonMetrics
 from cacheserver.policy import ResidencyPolicy, create_policy
+from cacheserver.policy.cost import CostModel, TierLink
 from cacheserver.protocol import BlockRef
 from tiers.base import Tier, create_tier
 from tiers.cpu import CpuTier
+
+if TYPE_CHECKING:
+    from tiers.remote import RemoteTier
 
 DISK_DIRNAME = "blocks.lmdb"
 _BLOCK_SIZE = re.compile(r"(?:^|;)block=(\d+)(?:;|$)")
@@ -39,20 +49,61 @@ def open_tiers(cfg: ServerConfig) -> tuple[CpuTier, Tier | None]:
     return cpu, disk
 
 
-def policy_factory(cfg: ServerConfig) -> Callable[[str, int], ResidencyPolicy]:
+def open_remote(cfg: ServerConfig, metrics: DaemonMetrics) -> RemoteTier | None:
+    """The remote tier when ``remote_nodes`` is set (else None). It never waits for the
+    cluster: it connects in the background and reports ``ready`` once a node answers."""
+    if not cfg.remote_nodes:
+        return None
+    remote = create_tier("remote", config=cfg.remote_tier_config(), observe=metrics.remote_round)
+    return remote  # type: ignore[return-value]
+
+
+class PolicyFactory:
     """``make(tier, capacity)``: the configured policy of ``tier`` with MSA reuse semantics and
-    the configured cost model (if any)."""
-    cost_model = None
-    if cfg.cost_preset:
-        from cacheserver.policy.cost import CostModel
+    the configured cost model (if any), whose remote load figures are the configured ones.
+    :meth:`use_remote_figures` swaps in measured figures for every policy made so far."""
 
-        cost_model = CostModel.preset(cfg.cost_preset)
+    def __init__(self, cfg: ServerConfig) -> None:
+        self.cfg = cfg
+        self.cost_model: CostModel | None = None
+        if cfg.cost_preset:
+            self.cost_model = CostModel.preset(cfg.cost_preset)
+            if cfg.remote_bandwidth_bps > 0:
+                self.cost_model = with_remote_link(self.cost_model, cfg.remote_latency_s,
+                                                   cfg.remote_bandwidth_bps)
 
-    def make(tier: str, capacity: int) -> ResidencyPolicy:
-        return create_policy(cfg.policy_for(tier), capacity, semantics="msa",
-                             cost_model=cost_model, tier=tier)
+    def __call__(self, tier: str, capacity: int) -> ResidencyPolicy:
+        return create_policy(self.cfg.policy_for(tier), capacity, semantics="msa",
+                             cost_model=self.cost_model, tier=tier)
 
-    return make
+    def use_remote_figures(self, figures: tuple[float, float],
+                           policies: Iterable[ResidencyPolicy]) -> bool:
+        """Price loads from the remote tier at ``(latency_s, bandwidth_bps)`` from now on, in
+        ``policies`` and in policies made later; False (nothing changed) without a cost model
+        or when the figures are within 10% of those in use."""
+        model = self.cost_model
+        if model is None:
+            return False
+        latency, bandwidth = figures
+        old = next((link for link in model.load if link.tier == "remote"), None)
+        if old is not None and _close(old.bandwidth_bps, bandwidth) and _close(
+                old.latency_s, latency):
+            return False
+        self.cost_model = with_remote_link(model, latency, bandwidth)
+        for policy in policies:
+            policy.cost_model = self.cost_model
+        return True
+
+
+def with_remote_link(model: CostModel, latency_s: float, bandwidth_bps: float) -> CostModel:
+    """``model`` with its ``remote`` load figures replaced (or added)."""
+    links = [link for link in model.load if link.tier != "remote"]
+    links.append(TierLink("remote", bandwidth_bps, latency_s))
+    return dataclasses.replace(model, load=tuple(links))
+
+
+def _close(a: float, b: float) -> bool:
+    return abs(a - b) <= 0.1 * max(abs(a), abs(b))
 
 
 def block_size_of(layout_text: str) -> int:

@@ -108,9 +108,13 @@ class _Ops:
     engine_id: str
     _call: Callable[[p.Message, Callable[[Any], Any]], Any]
 
-    def lookup(self, keys: Sequence[bytes], lease: bool = True) -> LookupResult:
-        """Where each key is for this engine; found blocks are leased until :meth:`release`."""
-        return self._call(p.Lookup(keys=list(keys), lease=lease),
+    def lookup(self, keys: Sequence[bytes], lease: bool = True,
+               remote: bool = False) -> LookupResult:
+        """Where each key is for this engine; found blocks are leased until :meth:`release`.
+        With ``remote``, blocks only the daemon's remote tier holds come back as
+        ``Where.REMOTE`` (bring them with :meth:`promote`) instead of MISS; the daemon may then
+        take a round trip to its cluster before it answers."""
+        return self._call(p.Lookup(keys=list(keys), lease=lease, remote=remote),
                           lambda r: LookupResult([p.Where(w) for w in r.where], r.slots))
 
     def allocate(self, n: int) -> list[Victim]:
@@ -143,7 +147,8 @@ class _Ops:
         return self._call(p.Unpin(keys=list(keys)), lambda r: r.count)
 
     def promote(self, keys: Sequence[bytes], lease: bool = True) -> list[int]:
-        """Bring DISK blocks into CPU slots (leased); -1 for a key that is nowhere."""
+        """Bring DISK or REMOTE blocks into CPU slots (leased); -1 for a key that is nowhere
+        (or whose copy failed its checks)."""
         return self._call(p.Promote(keys=list(keys), lease=lease), lambda r: r.slots)
 
     def put(self, blocks: Sequence[p.BlockRef], payloads: Sequence[p.Buffer],

@@ -58,7 +58,8 @@ class RemoteTier(Tier):
         self._key_overhead = len(self._prefix) + 2 * KEY_BYTES + _KEY_OVERHEAD
         self._observe = observe
         self.figures = LinkFigures(config)
-        self._link = ClusterLink(config, on_connect=self.figures.measure)
+        self._link = ClusterLink(config, on_connect=self.figures.measure,
+                                 on_idle=self.figures.complete)
         self._writer = RemoteWriter(self._link, self.redis_key, config.ttl_ms, config.queue_bytes,
                                     config.batch_bytes, config.batch_ops, self._on_done, observe)
         self._lock = self._writer.lock
@@ -329,6 +330,11 @@ class RemoteTier(Tier):
 
     def take_failed(self) -> list[bytes]:
         return self._acct.take_failed()
+
+    def count_error(self, kind: str) -> None:
+        """Count an error its caller found in a block this tier returned (e.g. ``mismatch``:
+        intact bytes of another layout under the key)."""
+        self._acct.count(kind)
 
     def error_counts(self) -> dict[str, int]:
         return self._acct.errors()

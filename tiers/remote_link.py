@@ -81,14 +81,17 @@ class _Backoff:
 class ClusterLink:
     """A cluster client that never stalls a batch; see the module docstring.
 
+    ``on_idle(link)`` runs there on every maintenance pass (at least every ``retry_max_s``).
     ``on_connect(link)`` runs on the background thread after each successful connect (e.g. to
     measure the link). Thread-safe: ``execute`` may be called from several threads.
     """
 
     def __init__(self, config: RemoteTierConfig,
-                 on_connect: Callable[[ClusterLink], None] | None = None) -> None:
+                 on_connect: Callable[[ClusterLink], None] | None = None,
+                 on_idle: Callable[[ClusterLink], None] | None = None) -> None:
         self.config = config
         self._on_connect = on_connect
+        self._on_idle = on_idle
         self._cluster: RedisCluster | None = None
         self._skip: dict[str, _Backoff] = {}
         self._lock = threading.Lock()
@@ -251,12 +254,15 @@ class ClusterLink:
             return False
         self._cluster = cluster
         log.info("remote tier: connected to %d primaries", len(self.primaries()))
-        if self._on_connect is not None:
-            try:
-                self._on_connect(self)
-            except Exception:  # a failed measurement must not stop the link
-                log.exception("remote tier: on_connect hook failed")
+        self._hook(self._on_connect)
         return True
+
+    def _hook(self, fn: Callable[[ClusterLink], None] | None) -> None:
+        if fn is not None:
+            try:
+                fn(self)
+            except Exception:  # a failed measurement must not stop the link
+                log.exception("remote tier: a link hook failed")
 
     def _maintain(self) -> None:
         """Reload the slot map if asked, and probe skipped nodes whose backoff is over."""
@@ -273,6 +279,7 @@ class ClusterLink:
             due = [name for name, b in self._skip.items() if b.until <= now]
         for name in due:
             self._probe(name)
+        self._hook(self._on_idle)
 
     def _probe(self, name: str) -> None:
         node = self._cluster.get_node(node_name=name) if self._cluster is not None else None

@@ -2,10 +2,11 @@
 
 :class:`LinkFigures` holds ``(latency_s, bandwidth_bps)`` of a load from the cluster for the cost
 model (``CostModel.load_cost("remote", n)`` = latency + n / bandwidth). Configured figures are
-used as they are; otherwise :meth:`LinkFigures.measure` runs on every connect (the median of a
-few EXISTS round trips, then a ``probe_bytes`` value written once and read back three times under
-a private probe key that expires on its own) and :meth:`LinkFigures.observe` refines the
-bandwidth from real reads of 256 KiB or more (exponential average).
+used as they are; otherwise :meth:`LinkFigures.measure` runs on every connect, and again while it
+lacks a figure (the median of a few EXISTS round trips, then a ``probe_bytes`` value written once
+and read back three times under a private probe key that expires on its own) and
+:meth:`LinkFigures.observe` refines the bandwidth from real reads of 256 KiB or more
+(exponential average).
 
 :func:`scan_headers` lists every block under a prefix: SCAN on each reachable primary, then the
 first bytes of each value (GETRANGE) decoded by ``tiers/codec.py``.
@@ -78,6 +79,12 @@ class LinkFigures:
                 self._bandwidth = bandwidth
         log.info("remote tier: load latency %.3f ms, bandwidth %s", latency * 1e3,
                  f"{bandwidth / 1e9:.2f} GB/s" if bandwidth else "not measured")
+
+    def complete(self, link: ClusterLink) -> None:
+        """Measure again if the last measurement did not get both figures (e.g. the cluster
+        was still forming when it connected)."""
+        if self._cfg.probe_bytes and self.current() is None and link.ready:
+            self.measure(link)
 
     def observe(self, seconds: float, nbytes: int) -> None:
         """Fold one read of ``nbytes`` that took ``seconds`` into the bandwidth estimate."""
