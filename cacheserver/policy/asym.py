@@ -1,60 +1,71 @@
-"""``asym``: greedy-dual residency by reuse likelihood × position-aware miss cost.
+"""``asym``: residency by reuse likelihood × position-aware miss cost, greedy-dual style.
 
-Each resident block ``b`` carries ``H_b = L + P̂_b · Cmiss_b / size_b``; the lowest ``H`` is
-evicted and ``L`` rises to it, so blocks that are not used again age out (DESIGN.md section 5).
-Ties go to the least recently used block, so with equal values ``asym`` is exactly LRU.
+Each resident block ``b`` carries a priority ``H_b = L_b + V_b`` and the lowest is evicted:
 
-* ``P̂_b`` comes from a ``ReuseEstimator``: the online share of blocks of ``b``'s class (uses so
-  far, gap between its last two uses, or for a new block its parent's lineage) that were used
-  again. When ``b`` stays idle past the gap within which its class is usually reused, ``P̂_b``
-  is revised down to the chance of a late reuse (its ``H`` is recomputed from the same ``L``),
-  so dead blocks of finished sessions do not linger however dear they were.
-* ``Cmiss_b`` is the cheaper of recomputing ``b`` at its token position and loading it from the
-  next tier that holds it (``set_backing``). Under ``msa`` reuse, evicting a block whose parent
-  and a child are both resident splits a run: one more MSA segment (``segment_s``) is charged.
-* Under ``prefix`` reuse a block with a resident child is never a victim (leaves first), and a
-  block whose parent was just refused is refused too: dropping or skipping a block strands
-  everything behind it, which is what sinks cost-only eviction.
-* ``admit`` refuses a block whose ``H`` would sit below every evictable resident block: caching
-  it would only evict something more valuable. In a lower tier this is the decision whether a
-  block is worth writing there (e.g. to disk) at all.
+* ``V_b = τ · ln(P̂_b · Cmiss_b / size_b / v_ref)`` (``value="log"``, default): ``e`` times
+  the value buys ``τ`` more seconds of residency, where ``τ = gap_scale ×`` the median gap
+  between uses of a block. ``L_b`` is the time of ``b``'s last use (``clock="time"``).
+  With equal values this is exactly LRU; a dearer or likelier block outlives a cheaper one
+  by ``τ · ln(ratio)``. (For reuse gaps with mean ``τ`` and a constant hazard this is the
+  residency that maximises saved cost per block-second; docs/policy.md shows the measured
+  comparison with the textbook form below.)
+* The textbook greedy-dual form (DESIGN.md section 5) is ``clock="inflation"``,
+  ``value="linear"``: ``H = L + P̂ · Cmiss / size`` with ``L ← H`` of each victim.
+
+``P̂_b`` comes from a ``ReuseEstimator``: the online share of blocks of ``b``'s class (its uses
+and their spacing, or for a new block its parent's lineage; and its depth) used again.
+``Cmiss_b`` is the cheaper of recomputing ``b`` at its token position and loading it from the
+next tier that holds it (``set_backing``). Under ``msa`` reuse, evicting a block whose parent
+and a child are both resident splits a run: one more MSA segment (``segment_s``) is charged.
+
+Under ``prefix`` reuse a block with a resident child is never a victim (leaves first) — cost
+alone would drop cheap leading blocks and strand everything behind them — and a leaf is
+valued per block of the prefix it completes. ``admit`` (``msa`` only: under prefix a refused
+block would strand its suffix) refuses a block that would rank below every evictable block;
+in a lower tier that is the decision whether a block is worth writing there at all.
 """
 
 from __future__ import annotations
 
-import heapq
-import itertools
+import math
 from collections import OrderedDict
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from cacheserver.policy.base import BlockInfo, Key, register_policy
 from cacheserver.policy.costed import CostedPolicy
+from cacheserver.policy.mini import ModeSelector
 from cacheserver.policy.reuse import ReuseEstimator, UseRecord
 
-_PENDING_MAX = 4096  # admitted blocks the caller has not inserted yet, refused keys (bounded)
+_PENDING_MAX = 4096  # admitted blocks the caller has not inserted yet (bounded)
 
 
 @dataclass(frozen=True)
 class AsymConfig:
-    """Tuning of ``asym`` (docs/policy.md says how the defaults were chosen)."""
+    """Tuning of ``asym``; docs/policy.md says how the defaults were chosen."""
 
-    quantile: float = 0.9  # a block is stale once idle past this quantile of its class's gaps
+    gap_scale: float = 2.0  # τ = gap_scale × median reuse gap (log value only)
     history_factor: int = 8  # ghost history = this × capacity + 1024 keys
-    admission: bool = True  # refuse blocks worth less than every victim
+    admission: bool = True  # msa: refuse blocks that would rank below every victim
+    clock: str = "time"  # "time": L = last use; "inflation": L ← H of each victim
+    value: str = "log"  # "log": τ·ln(v / v_ref); "linear": v (greedy-dual textbook form)
     use_cost: bool = True  # False: every miss costs the same (ablation)
     use_reuse: bool = True  # False: P̂ = 1 for every block (ablation)
-    use_expiry: bool = True  # False: P̂ is never revised for idleness (ablation)
+    select: bool = True  # rank by value only while a miniature copy shows it beats LRU
 
     def __post_init__(self) -> None:
-        if not 0 < self.quantile <= 1:
-            raise ValueError("AsymConfig.quantile must be in (0, 1]")
+        if self.gap_scale < 0:
+            raise ValueError("AsymConfig.gap_scale must be >= 0")
         if self.history_factor < 0:
             raise ValueError("AsymConfig.history_factor must be >= 0")
+        if self.clock not in ("time", "inflation"):
+            raise ValueError(f"AsymConfig.clock must be 'time' or 'inflation', not {self.clock!r}")
+        if self.value not in ("log", "linear"):
+            raise ValueError(f"AsymConfig.value must be 'log' or 'linear', not {self.value!r}")
 
 
 @register_policy("asym")
 class AsymPolicy(CostedPolicy):
-    """Greedy-dual on ``P̂ · Cmiss / size`` with admission, leaf-first under prefix reuse."""
+    """Evict the lowest ``H = L + V(P̂ · Cmiss / size)``; leaves first under prefix reuse."""
 
     tracks_structure = True
     prices_backing = True
@@ -63,117 +74,117 @@ class AsymPolicy(CostedPolicy):
                  **kwargs: object) -> None:
         super().__init__(capacity, **kwargs)  # type: ignore[arg-type]
         self.config = config or AsymConfig()
-        self.reuse = ReuseEstimator(history=self.config.history_factor * capacity + 1024,
-                                    quantile=self.config.quantile)
+        self.reuse = ReuseEstimator(history=self.config.history_factor * capacity + 1024)
         self.inflation = 0.0
         self._rec: dict[Key, UseRecord] = {}
         self._base: dict[Key, float] = {}
-        self._stale: set[Key] = set()
-        self._expiry: list[tuple[float, int, Key, UseRecord]] = []
-        self._seq = itertools.count()
         self._pending: OrderedDict[Key, UseRecord] = OrderedDict()
-        self._refused: OrderedDict[Key, None] = OrderedDict()
+        self._v_ref = 0.0
+        self.by_value = not self.config.select
+        self.selector: ModeSelector | None = None
+        if self.config.select and capacity > 0:
+            self.selector = ModeSelector(capacity, self._miniature, self._cost)
+
+    def _miniature(self, capacity: int, by_value: bool) -> AsymPolicy:
+        copy = AsymPolicy(capacity, config=replace(self.config, select=False),
+                          semantics=self.semantics, cost_model=self.cost_model, tier=self.tier)
+        copy.by_value = by_value
+        return copy
 
     # ---- value --------------------------------------------------------------------------
-    def value(self, key: Key) -> float:
+    def raw_value(self, key: Key) -> float:
         """``P̂ · Cmiss / size`` of resident ``key`` (seconds per byte, weighted by reuse)."""
-        return self._value(self.blocks[key], self._rec[key], key in self._stale)
+        return self._raw(self.blocks[key], self._rec[key])
 
     def score(self, key: Key) -> float:
-        """``H`` of resident ``key``: ``L`` at its last use plus its value."""
-        return self._base[key] + self.value(key)
+        """``H`` of resident ``key``."""
+        return self._base[key] + self._term(self._raw(self.blocks[key], self._rec[key]))
 
-    def _value(self, info: BlockInfo, rec: UseRecord, stale: bool = False) -> float:
-        cost = self.miss_cost(info) if self.config.use_cost else 1.0
-        if self.config.use_cost and self.semantics == "msa" and self._splits_run(info):
-            cost += self.cost_model.segment_s  # type: ignore[union-attr]
-        if not self.config.use_reuse:
-            return cost / self.size_of(info)
-        p = self.reuse.stale_probability(rec.cls) if stale else self.reuse.probability(rec.cls)
+    def _raw(self, info: BlockInfo, rec: UseRecord) -> float:
+        cost = self._cost(info) if self.config.use_cost else 1.0
+        p = self.reuse.probability(rec.slot) if self.config.use_reuse else 1.0
         return p * cost / self.size_of(info)
 
-    def _splits_run(self, info: BlockInfo) -> bool:
-        return self.cost_model is not None and info.parent in self.blocks \
-            and self.resident_children(info.key) > 0
+    def _term(self, raw: float) -> float:
+        if not self.by_value:
+            return 0.0
+        if self.config.value == "linear":
+            return raw
+        if self._v_ref <= 0.0:
+            self._v_ref = raw
+        tau = self.config.gap_scale * self.reuse.typical_gap_s()
+        return tau * math.log(max(raw, 1e-300) / self._v_ref)
+
+    def _cost(self, info: BlockInfo) -> float:
+        """Cmiss, plus a segment if it splits a run (msa), or per prefix block (prefix)."""
+        cost = self.miss_cost(info)
+        model = self.cost_model
+        if model is None:
+            return cost
+        if self.semantics == "prefix":
+            n = info.position + 1
+            return min(cost, model.recompute_cost(0, n * info.n_tokens) / n)
+        if info.parent in self.blocks and self.resident_children(info.key) > 0:
+            cost += model.segment_s
+        return cost
+
+    def _clock(self, now: float) -> float:
+        return now if self.config.clock == "time" else self.inflation
 
     # ---- admission ----------------------------------------------------------------------
     def admit(self, info: BlockInfo, now: float) -> bool:
-        """Count this use; say no if the block would be worth less than every victim."""
+        """Count this use; under msa, say no if the block would rank below every victim."""
         if info.key in self.blocks:
             return True
         rec = self._pending.pop(info.key, None) or self._observe_new(info, now)
         if self._refuses(info, rec, now):
             self.reuse.remember(info.key, rec)
-            _bounded_put(self._refused, info.key, None)
             return False
-        self._refused.pop(info.key, None)
-        evicted = _bounded_put(self._pending, info.key, rec)
-        if evicted is not None:
-            self.reuse.remember(*evicted)
+        self._pending[info.key] = rec
+        if len(self._pending) > _PENDING_MAX:
+            self.reuse.remember(*self._pending.popitem(last=False))
         return True
 
     def _refuses(self, info: BlockInfo, rec: UseRecord, now: float) -> bool:
-        if not self.config.admission:
+        if not self.config.admission or self.semantics == "prefix" \
+                or len(self.blocks) < self.capacity:
             return False
-        if self.semantics == "prefix" and info.parent in self._refused:
-            return True
-        if len(self.blocks) < self.capacity:
-            return False
-        self._expire(now)
-        top = self.order.peek()
-        return top is not None and self.inflation + self._value(info, rec) < top[1][0]
+        top = self.peek_victim(now)
+        return top is not None and self._clock(now) + self._term(self._raw(info, rec)) < top[1][0]
 
     def _observe_new(self, info: BlockInfo, now: float) -> UseRecord:
         """A use of a non-resident block: its ghost record, else its parent's lineage."""
+        self._select(info, now)
+        position = info.position * info.n_tokens
         prev = self.reuse.recall(info.key)
         if prev is not None or info.parent is None:
-            return self.reuse.observe(prev, now)
+            return self.reuse.observe(prev, now, position)
         parent = self._rec.get(info.parent) or self._pending.get(info.parent) \
             or self.reuse.peek(info.parent)
-        return self.reuse.observe(None, now, parent)
-
-    # ---- idleness -----------------------------------------------------------------------
-    def _arm(self, key: Key, rec: UseRecord) -> None:
-        self._stale.discard(key)
-        if self.config.use_expiry:
-            due = rec.last_s + self.reuse.expiry_s(rec.cls)
-            if due != float("inf"):
-                heapq.heappush(self._expiry, (due, next(self._seq), key, rec))
-        if len(self._expiry) > 4 * len(self.blocks) + 64:
-            self._expiry = [e for e in self._expiry if self._rec.get(e[2]) is e[3]]
-            heapq.heapify(self._expiry)
-
-    def _expire(self, now: float) -> None:
-        """Mark blocks idle past their class's reuse gaps stale and re-rank them."""
-        heap = self._expiry
-        while heap and heap[0][0] <= now:
-            _, _, key, rec = heapq.heappop(heap)
-            if self._rec.get(key) is rec and key not in self._stale:
-                self._stale.add(key)
-                if key not in self._parked:
-                    self._enqueue(key, now)
-
-    def _pop(self, now: float) -> Key | None:
-        self._expire(now)
-        return self.order.pop()
+        return self.reuse.observe(None, now, position, parent)
 
     # ---- hooks --------------------------------------------------------------------------
     def _on_insert(self, info: BlockInfo, now: float) -> None:
-        rec = self._pending.pop(info.key, None) or self._observe_new(info, now)
-        self._refused.pop(info.key, None)
-        self._rec[info.key] = rec
-        self._base[info.key] = self.inflation
-        self._arm(info.key, rec)
+        self._rec[info.key] = self._pending.pop(info.key, None) or self._observe_new(info, now)
+        self._base[info.key] = self._clock(now)
+
+    def _select(self, info: BlockInfo, now: float) -> None:
+        """Feed the miniature copies; on a new verdict re-rank every evictable block."""
+        if self.selector is None or not self.selector.use(info, now):
+            return
+        self.by_value = self.selector.by_value
+        for key in self.blocks:
+            if key not in self._parked:
+                self._enqueue(key, now)
 
     def _on_access(self, key: Key, now: float) -> None:
-        rec = self.reuse.observe(self._rec[key], now)
-        self._rec[key] = rec
-        self._base[key] = self.inflation
-        self._arm(key, rec)
+        info = self.blocks[key]
+        self._select(info, now)
+        self._rec[key] = self.reuse.observe(self._rec[key], now, info.position * info.n_tokens)
+        self._base[key] = self._clock(now)
 
     def _on_remove(self, key: Key) -> None:
         self._base.pop(key, None)
-        self._stale.discard(key)
         rec = self._rec.pop(key, None)
         if rec is not None:
             self.reuse.remember(key, rec)
@@ -183,12 +194,3 @@ class AsymPolicy(CostedPolicy):
 
     def _priority(self, key: Key, now: float) -> tuple:
         return (self.score(key), self._rec[key].last_s, -self.blocks[key].position)
-
-
-def _bounded_put(table: OrderedDict, key: Key, value: object) -> tuple | None:
-    """Insert into a bounded FIFO table; returns the ``(key, value)`` pushed out, if any."""
-    table[key] = value
-    table.move_to_end(key)
-    if len(table) > _PENDING_MAX:
-        return table.popitem(last=False)
-    return None

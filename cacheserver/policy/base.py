@@ -188,6 +188,19 @@ class ResidencyPolicy(ABC):
             self._drop(key, now)
             return key
 
+    def peek_victim(self, now: float) -> tuple[Key, tuple] | None:
+        """``(key, priority)`` of the block ``evict(now)`` would take, without taking it.
+
+        Only for policies ordered by ``self.order`` (the heap); others return ``None``.
+        """
+        self._expire_pins(now)
+        while True:
+            top = self.order.peek()
+            if top is None or not self._held(top[0], now):
+                return top
+            self.order.discard(top[0])
+            self._parked.add(top[0])
+
     def victims(self, n: int, now: float) -> list[Key]:
         out: list[Key] = []
         while len(out) < n:

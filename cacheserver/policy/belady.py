@@ -52,7 +52,7 @@ class BeladyPolicy(ResidencyPolicy):
         """Cache unless the tier is full and ``info`` is needed later than every victim."""
         if len(self.blocks) < self.capacity:
             return True
-        top = self.order.peek()
+        top = self.peek_victim(now)
         if top is None:
             return False
         return self.oracle.next_use(info.key, now) < -top[1][0]

@@ -1,0 +1,92 @@
+"""Miniature simulations that tell a policy whether its value ranking beats plain LRU here.
+
+Two small copies of the policy run on a fixed sample of the keys (Waldspurger et al., "Cache
+Modeling and Optimization using Miniature Simulations", ATC 2017): one ranks by value, one by
+recency alone, each ``rate`` times the real capacity, each fed every use of a sampled key.
+Each adds up the miss cost it saves (its hits, priced like the real tier) with decay. The real
+policy ranks by value only while the value copy has saved at least ``1 + margin`` times what the
+LRU copy saved, and goes back to recency when it falls below ``1 − margin``.
+
+Keys are sampled by a fixed hash (xxh3 of the key's bytes: ``int``, ``bytes`` or ``str``), never
+Python's ``hash()``, so a run is reproducible. Bounded: the copies hold ``rate × capacity``
+blocks each plus their ghost histories. Leases and pins are not mirrored (both copies miss them
+alike).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Hashable
+
+import xxhash
+
+from cacheserver.policy.base import BlockInfo, ResidencyPolicy
+
+HASH_SPACE = 1 << 64
+
+
+def key_bytes(key: Hashable) -> bytes:
+    """The bytes a key is sampled by; ``TypeError`` for keys that are not int, bytes or str."""
+    if isinstance(key, bytes | bytearray | memoryview):
+        return bytes(key)
+    if isinstance(key, int):
+        return key.to_bytes(16, "little", signed=True)
+    if isinstance(key, str):
+        return key.encode()
+    raise TypeError(f"policy keys must be int, bytes or str to be sampled, got {type(key)}")
+
+
+class ModeSelector:
+    """Two miniature copies (value ranking, recency ranking) and the verdict between them."""
+
+    def __init__(self, capacity: int, make: Callable[[int, bool], ResidencyPolicy],
+                 price: Callable[[BlockInfo], float], *, target_blocks: int = 2048,
+                 margin: float = 0.01, half_life: int = 50_000, dwell: int = 4096) -> None:
+        self.rate = min(1.0, target_blocks / max(1, capacity))
+        mini = max(1, round(capacity * self.rate))
+        self.copies = {True: make(mini, True), False: make(mini, False)}
+        self.saved = {True: 0.0, False: 0.0}
+        self.price, self.margin, self.half_life, self.dwell = price, margin, half_life, dwell
+        self.by_value = False
+        self.flips = 0
+        self._threshold = int(self.rate * HASH_SPACE)
+        self._events = 0
+        self._since_flip = 0
+
+    def sampled(self, key: Hashable) -> bool:
+        return self.rate >= 1.0 or xxhash.xxh3_64_intdigest(key_bytes(key)) < self._threshold
+
+    def use(self, info: BlockInfo, now: float) -> bool:
+        """Replay one use of ``info`` (if sampled) in both copies; True if the verdict flipped.
+
+        A verdict stands for at least ``dwell`` sampled uses, so it cannot flap.
+        """
+        if not self.sampled(info.key):
+            return False
+        cost = self.price(info)
+        for ranked_by_value, copy in self.copies.items():
+            if info.key in copy:
+                copy.access(info.key, now)
+                self.saved[ranked_by_value] += cost
+            elif copy.admit(info, now):
+                while len(copy) >= copy.capacity and copy.evict(now) is not None:
+                    pass
+                if len(copy) < copy.capacity:
+                    copy.insert(info, now)
+        self._events += 1
+        if self._events >= self.half_life:
+            self.saved = {k: v * 0.5 for k, v in self.saved.items()}
+            self._events = 0
+        self._since_flip += 1
+        return self._since_flip >= self.dwell and self._decide()
+
+    def _decide(self) -> bool:
+        value, recency = self.saved[True], self.saved[False]
+        if self.by_value:
+            verdict = value >= (1.0 - self.margin) * recency
+        else:
+            verdict = value > (1.0 + self.margin) * recency
+        if verdict == self.by_value:
+            return False
+        self.by_value, self._since_flip = verdict, 0
+        self.flips += 1
+        return True
