@@ -54,6 +54,11 @@ def open_remote(cfg: ServerConfig, metrics: DaemonMetrics) -> RemoteTier | None:
     cluster: it connects in the background and reports ``ready`` once a node answers."""
     if not cfg.remote_nodes:
         return None
+    try:
+        import redis  # noqa: F401 - the remote tier's client library, an optional dependency
+    except ImportError:
+        raise ValueError("remote_nodes is set but redis-py is not installed: "
+                         "pip install 'asymcache[remote]'") from None
     remote = create_tier("remote", config=cfg.remote_tier_config(), observe=metrics.remote_round)
     return remote  # type: ignore[return-value]
 

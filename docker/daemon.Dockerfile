@@ -18,7 +18,8 @@ COPY kernels kernels
 COPY ops ops
 RUN pip wheel --no-cache-dir --no-deps --wheel-dir /wheels .
 
-# ---- runtime: the wheel with the daemon's dependencies only (no [engine] extra) -------------
+# ---- runtime: the wheel with the daemon's dependencies only (no [engine] extra; [remote] is
+# redis-py, for the remote tier on a Redis Cluster) -------------------------------------------
 FROM python:${PYTHON_VERSION}-slim
 ARG ASYMCACHE_UID=10001
 RUN useradd --system --uid "${ASYMCACHE_UID}" --user-group --no-create-home \
@@ -26,7 +27,7 @@ RUN useradd --system --uid "${ASYMCACHE_UID}" --user-group --no-create-home \
     && mkdir -p /var/lib/asymcache /run/asymcache /etc/asymcache \
     && chown asymcache:asymcache /var/lib/asymcache /run/asymcache
 COPY --from=build /wheels /wheels
-RUN pip install --no-cache-dir /wheels/*.whl && rm -rf /wheels \
+RUN pip install --no-cache-dir "$(echo /wheels/*.whl)[remote]" && rm -rf /wheels \
     && python -c "import importlib.util as u, sys; sys.exit(u.find_spec('torch') is not None)"
 COPY docker/daemon.toml /etc/asymcache/daemon.toml
 COPY docker/healthcheck.py /usr/local/bin/asymcache-healthcheck

@@ -154,7 +154,8 @@ class RemoteTier(Tier):
         if not room:
             return self._acct.refused("unavailable" if not self._link.ready else "queue_full"), \
                 None, False
-        digest = checksum(view)
+        held = self._hold(payload, view)
+        digest = checksum(held)  # of the bytes that will be sent, not of a buffer that may change
         if header.checksum != digest:
             if header.checksum:
                 return self._acct.refused("put_checksum"), None, False
@@ -163,7 +164,7 @@ class RemoteTier(Tier):
         head = encode_header(header)
         if not self._acct.take(key, len(head) + view.nbytes + self._key_overhead):
             return self._acct.refused(None), None, False
-        return True, RemoteOp(key, head, self._hold(payload, view)), True
+        return True, RemoteOp(key, head, held), True
 
     def _hold(self, payload: Buffer, view: memoryview) -> bytes | bytearray:
         """``payload`` itself if it is immutable ``bytes``, else a private copy of it."""

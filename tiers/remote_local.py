@@ -64,6 +64,11 @@ class LocalRedisCluster:
         self._procs: list[subprocess.Popen | None] = [None] * masters
 
     @property
+    def bus_ports(self) -> list[int]:
+        """Cluster-bus port of every node (``cluster-port``)."""
+        return list(self._bus)
+
+    @property
     def nodes(self) -> list[str]:
         """``host:port`` of every master, for a client's startup nodes."""
         return [f"127.0.0.1:{port}" for port in self.ports]

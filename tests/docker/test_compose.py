@@ -14,6 +14,7 @@ from tests.docker.compose import docker_size, dotenv, rendered, run_compose
 from tests.docker.services import DOCKER
 
 ENGINES = ("engine", "engine-gpu")
+REDIS = ("redis-1", "redis-2", "redis-3", "redis-cluster-init")  # the `redis` profile
 
 
 def _flag(service: dict, name: str) -> str:
@@ -30,7 +31,8 @@ def _mounts(service: dict) -> dict[str, str]:
 def test_docker_compose_config_accepts_the_checkout_as_is() -> None:
     done = run_compose("config", "--quiet")
     assert done.returncode == 0, done.stderr
-    assert set(rendered()["services"]) == {"cacheserver", *ENGINES, "prometheus", "grafana"}
+    assert set(rendered()["services"]) == {"cacheserver", *ENGINES, "prometheus", "grafana",
+                                           *REDIS}
 
 
 def test_every_setting_comes_from_the_env_file_and_a_missing_one_is_named(tmp_path) -> None:
@@ -90,7 +92,8 @@ def test_gpu_profile_reserves_a_gpu_and_the_default_cpu_profile_runs_on_cpu() ->
     assert device["capabilities"] == ["gpu"] and device["device_ids"] == [dotenv()[
         "GPU_DEVICE"]]
     profiles = run_compose("config", "--profiles")
-    assert profiles.returncode == 0 and sorted(profiles.stdout.split()) == ["cpu", "gpu"]
+    assert profiles.returncode == 0 and sorted(profiles.stdout.split()) == ["cpu", "gpu",
+                                                                            "redis"]
 
 
 def test_bind_mounts_exist_in_the_checkout() -> None:
