@@ -1,19 +1,21 @@
 """``asymcache bench remote``: the remote tier against the bare redis-py cluster client.
 
 On one Redis Cluster (``--nodes``, or three local masters started from ``redis-server``), for
-each block size (default 64 KiB and 1 MiB), one untimed warm-up round and then ``--rounds``
-rounds, alternating which goes first:
+each block size (default 64 KiB and 1 MiB), the same blocks go through:
 
-* **bare** — ``redis.cluster.RedisCluster`` pipelines (``transaction=False``) of SET, then GET,
-  of the raw payloads, ``--batch-mib`` per pipeline;
+* **bare** — ``redis.cluster.RedisCluster`` pipelines (``transaction=False``) of SET (new keys),
+  then GET, of the raw payloads;
 * **tier** — ``RemoteTier.put`` of the same payloads (headers without checksums, so the tier
-  computes them as it does in the daemon) then ``flush``; ``RemoteTier.get`` in the same batches,
-  every value decoded and its checksum verified.
+  computes them as in the daemon) then ``flush``; ``RemoteTier.get``, every value decoded and its
+  checksum verified.
 
-Throughput is payload GB/s, median over rounds; ``ratio`` is the median over rounds of tier
-throughput / bare throughput measured in the same round (target >= 0.80 for both directions and
-both sizes). The tier's bytes are compared with the originals once per size,
-outside the timing. Prints a table; ``--json PATH`` writes every figure.
+After an untimed warm-up, each of ``--rounds`` rounds goes through the blocks one
+``--batch-mib`` chunk (one pipeline) at a time, timing bare and tier on the same chunk back to
+back, alternating which goes first. Throughput is payload GB/s over all rounds; ``ratio`` is the
+median over chunks of bare time / tier time on the same chunk (target >= 0.80 for both
+directions and both sizes), so load from other work that drifts during the run cancels out. The
+tier's bytes are compared with the originals once per size, outside the timing. Prints a table;
+``--json PATH`` writes every figure and sample.
 """
 
 from __future__ import annotations
@@ -56,81 +58,90 @@ def _chunks(n: int, per: int) -> list[range]:
     return [range(i, min(n, i + per)) for i in range(0, n, per)]
 
 
-def _bare_delete(client, rkeys: list[bytes]) -> None:
-    pipe = client.pipeline(transaction=False)
-    for rkey in rkeys:
-        pipe.delete(rkey)
-    pipe.execute()
+class _Pair:
+    """The same blocks through the bare client and through the tier, one chunk (a pipeline's
+    worth) at a time, so each tier timing has a bare timing taken right next to it."""
 
+    def __init__(self, client, tier, size: int, args) -> None:
+        self.client, self.tier = client, tier
+        self.keys, self.headers, self.payloads = _blocks(size, args.mib << 20)
+        self.rkeys = [b"bench:bare:" + k.hex().encode() for k in self.keys]
+        self.parts = _chunks(len(self.keys), max(1, (args.batch_mib << 20) // size))
 
-def _bare(client, keys: list[bytes], payloads: list[bytes], per: int) -> tuple[float, float]:
-    """Seconds to SET (new keys, as the tier's), then GET, every payload through bare cluster
-    pipelines."""
-    rkeys = [b"bench:bare:" + k.hex().encode() for k in keys]
-    _bare_delete(client, rkeys)
-    start = time.perf_counter()
-    for part in _chunks(len(keys), per):
-        pipe = client.pipeline(transaction=False)
-        for i in part:
-            pipe.set(rkeys[i], payloads[i])
-        pipe.execute()
-    wrote = time.perf_counter()
-    for part in _chunks(len(keys), per):
-        pipe = client.pipeline(transaction=False)
-        for i in part:
-            pipe.get(rkeys[i])
-        pipe.execute()
-    return wrote - start, time.perf_counter() - wrote
+    def nbytes(self, part: range) -> int:
+        return sum(len(self.payloads[i]) for i in part)
 
+    def set(self, who: str, part: range) -> float:
+        """Seconds to store ``part`` as new keys (the old ones are deleted first, untimed)."""
+        if who == "bare":
+            self._bare(part, "delete")
+            start = time.perf_counter()
+            pipe = self.client.pipeline(transaction=False)
+            for i in part:
+                pipe.set(self.rkeys[i], self.payloads[i])
+            pipe.execute()
+            return time.perf_counter() - start
+        self.tier.delete([self.keys[i] for i in part])
+        self.tier.flush()
+        start = time.perf_counter()
+        ok = self.tier.put([(self.keys[i], self.headers[i], self.payloads[i]) for i in part])
+        self.tier.flush()
+        seconds = time.perf_counter() - start
+        if not all(ok) or self.tier.take_failed():
+            raise RuntimeError(f"the tier refused or lost puts: {self.tier.error_counts()}")
+        return seconds
 
-def _tier(tier, keys: list[bytes], headers: list, payloads: list[bytes],
-          per: int) -> tuple[float, float]:
-    """Seconds to put (and flush), then get, every payload through the remote tier."""
-    tier.delete(keys)
-    tier.flush()
-    start = time.perf_counter()
-    for part in _chunks(len(keys), per):
-        ok = tier.put([(keys[i], headers[i], payloads[i]) for i in part])
-        if not all(ok):
-            raise RuntimeError(f"the tier refused {ok.count(False)} puts: {tier.error_counts()}")
-    tier.flush()
-    wrote = time.perf_counter()
-    for part in _chunks(len(keys), per):
-        got = tier.get([keys[i] for i in part])
+    def get(self, who: str, part: range) -> float:
+        start = time.perf_counter()
+        if who == "bare":
+            self._bare(part, "get")
+            return time.perf_counter() - start
+        got = self.tier.get([self.keys[i] for i in part])
+        seconds = time.perf_counter() - start
         if any(b is None for b in got):
-            raise RuntimeError(f"the tier missed blocks it stored: {tier.error_counts()}")
-    return wrote - start, time.perf_counter() - wrote
+            raise RuntimeError(f"the tier missed blocks it stored: {self.tier.error_counts()}")
+        return seconds
+
+    def _bare(self, part: range, op: str) -> None:
+        pipe = self.client.pipeline(transaction=False)
+        for i in part:
+            getattr(pipe, op)(self.rkeys[i])
+        pipe.execute()
+
+    def check_and_clean(self) -> None:
+        sample = range(min(8, len(self.keys)))
+        if [bytes(b) for b in self.tier.get([self.keys[i] for i in sample])] != \
+                [self.payloads[i] for i in sample]:
+            raise RuntimeError("the tier returned bytes that differ from what was stored")
+        self.tier.delete(self.keys)
+        self.tier.flush()
+        self._bare(range(len(self.keys)), "delete")
 
 
 def _size(label: str, size: int, args, client, tier) -> dict:
-    keys, headers, payloads = _blocks(size, args.mib << 20)
-    per = max(1, (args.batch_mib << 20) // size)
-    times: dict[str, list[tuple[float, float]]] = {"bare": [], "tier": []}
-    _bare(client, keys, payloads, per)  # warm-up, untimed: the servers' memory grows once
-    _tier(tier, keys, headers, payloads, per)
-    for r in range(args.rounds):
-        order = ("bare", "tier") if r % 2 == 0 else ("tier", "bare")
-        for who in order:
-            t = (_bare(client, keys, payloads, per) if who == "bare"
-                 else _tier(tier, keys, headers, payloads, per))
-            times[who].append(t)
-        print(f"  {label} round {r + 1}/{args.rounds}: "
-              + ", ".join(f"{w} set {times[w][-1][0]:.3f} s get {times[w][-1][1]:.3f} s"
-                          for w in ("bare", "tier")), flush=True)
-    if [bytes(b) for b in tier.get(keys[:8])] != payloads[:8]:
-        raise RuntimeError("the tier returned bytes that differ from what was stored")
-    tier.delete(keys)
-    tier.flush()
-    _bare_delete(client, [b"bench:bare:" + k.hex().encode() for k in keys])
-    gb = len(keys) * size / 1e9
-    out: dict = {"block_bytes": size, "blocks": len(keys), "seconds": times}
-    for d, name in ((0, "set"), (1, "get")):
+    pair = _Pair(client, tier, size, args)
+    for part in pair.parts:  # warm-up, untimed: the servers' memory grows once
         for who in ("bare", "tier"):
-            out[f"{who}_{name}_gbps"] = gb / statistics.median(t[d] for t in times[who])
-        # each round's tier time against the bare time measured next to it: load that drifts
-        # between rounds (a shared machine) cancels out
-        out[f"{name}_ratio"] = statistics.median(
-            b[d] / t[d] for b, t in zip(times["bare"], times["tier"], strict=True))
+            pair.set(who, part)
+    samples: dict[str, list[tuple[float, float, int]]] = {"set": [], "get": []}
+    for r in range(args.rounds):
+        for j, part in enumerate(pair.parts):
+            order = ("bare", "tier") if (r + j) % 2 == 0 else ("tier", "bare")
+            for op in ("set", "get"):
+                t = {who: getattr(pair, op)(who, part) for who in order}
+                samples[op].append((t["bare"], t["tier"], pair.nbytes(part)))
+        done = samples["set"][-len(pair.parts):]
+        print(f"  {label} round {r + 1}/{args.rounds}: SET bare {sum(b for b, _, _ in done):.3f}"
+              f" s, tier {sum(t for _, t, _ in done):.3f} s", flush=True)
+    pair.check_and_clean()
+    out: dict = {"block_bytes": size, "blocks": len(pair.keys), "samples": samples}
+    for op, rows in samples.items():
+        gb = sum(n for _, _, n in rows) / 1e9
+        out[f"bare_{op}_gbps"] = gb / sum(b for b, _, _ in rows)
+        out[f"tier_{op}_gbps"] = gb / sum(t for _, t, _ in rows)
+        # each chunk's tier time against the bare time taken next to it: load that drifts
+        # (a shared machine) cancels out
+        out[f"{op}_ratio"] = statistics.median(b / t for b, t, _ in rows)
     return out
 
 
