@@ -24,12 +24,11 @@ from __future__ import annotations
 import logging
 from collections import Counter
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import replace
 
 import lmdb
 
 from tiers.base import BlockHeader, Buffer, Tier, check_key, checksum, register_tier
-from tiers.codec import CorruptValue, decode_header, decode_value, encode_value, value_bytes
+from tiers.codec import CorruptValue, decode_header, decode_value, stage_value, value_bytes
 from tiers.disk_config import DiskTierConfig, MiB
 from tiers.disk_writer import GroupSubmitter, WriteQueue
 from tiers.lmdb_store import LmdbStore, WriteOp
@@ -47,15 +46,15 @@ class DiskTier(Tier):
     ``path`` and :meth:`headers` lists what a previous process stored durably."""
 
     def __init__(self, path: str, capacity_bytes: int, block_bytes: int = 0,
-                 map_bytes: int | None = None, writemap: bool = True,
+                 map_bytes: int | None = None, writemap: bool = False,
                  queue_bytes: int = 256 * MiB, batch_bytes: int = 64 * MiB,
                  batch_ops: int = 4096) -> None:
         self.config = cfg = DiskTierConfig(path, capacity_bytes, block_bytes, map_bytes,
                                            writemap, queue_bytes, batch_bytes, batch_ops)
-        self._store = LmdbStore(path, cfg.map_size, cfg.writemap)
+        self._store = LmdbStore(path, cfg.map_size, cfg.writemap, batch_bytes)
         self._page = self._store.page_bytes
         try:
-            self._sizes = {key: self._footprint(n) for key, n in self._store.sizes()}
+            self._sizes = self._load_sizes()
         except lmdb.Error:
             self._store.close()
             raise
@@ -70,6 +69,17 @@ class DiskTier(Tier):
                         path, self._used, capacity_bytes)
 
     # -- sizes ------------------------------------------------------------------------------
+    def _load_sizes(self) -> dict[bytes, int]:
+        """key → footprint of every stored block (few distinct value lengths: memoized)."""
+        known: dict[int, int] = {}
+        sizes: dict[bytes, int] = {}
+        for key, n in self._store.sizes():
+            size = known.get(n)
+            if size is None:
+                size = known[n] = self._footprint(n)
+            sizes[key] = size
+        return sizes
+
     def _footprint(self, value_len: int) -> int:
         if value_len <= self._page // 2 - 64:  # LMDB keeps it inside a leaf page (≥ half full)
             return 2 * (value_len + _LEAF_NODE) + _INDEX_OVERHEAD
@@ -144,22 +154,26 @@ class DiskTier(Tier):
                 return True, self._queue.latest.get(key), False
         if self._store.broken:
             return False, None, False
-        digest = checksum(view)
-        if header.checksum not in (0, digest):
+        value = self._queue.take_buffer(value_bytes(header))
+        try:
+            header = stage_value(header, view, value)
+        except CorruptValue:
+            self._queue.give_back(value)
             self._count("put_checksum")
             return False, None, False
-        header = header if header.checksum == digest else replace(header, checksum=digest)
         size = self.entry_bytes(header)
         with self._lock:
             if self._used + size > self.capacity_bytes:
+                self._queue.give_back(value)
                 return False, None, False
             self._sizes[key] = size
             self._used += size
-        value = encode_value(header, view, self._queue.take_buffer(value_bytes(header)))
         return True, WriteOp(key, value, len(value) - view.nbytes), True
 
     def delete(self, keys: Sequence[bytes]) -> int:
-        """Forget held keys now (space is free for ``put`` at once); the LMDB delete is queued."""
+        """Forget held keys now (space is free for ``put`` at once); the LMDB delete is queued
+        and committed with the next write (or flush), at the latest a fraction of a second
+        later."""
         self._check_open()
         ops: list[WriteOp] = []
         with self._lock:
@@ -168,8 +182,8 @@ class DiskTier(Tier):
                 if size is not None:
                     self._used -= size
                     ops.append(WriteOp(key, None))
-        if ops:
-            self._queue.submit(ops)  # one group: the deletes share a transaction
+        if ops:  # one group, lazily: it shares the transaction of the next write
+            self._queue.submit(ops, urgent=False)
         return len(ops)
 
     def _on_done(self, batch: list[WriteOp]) -> None:
@@ -266,13 +280,13 @@ class DiskTier(Tier):
         with self._lock:  # decode queued headers before the writer may recycle their buffers
             queued = {key: decode_header(op.value, layouts)[0] if op.value is not None else None
                       for key, op in self._queue.latest.items()}
-        sizes = self._sizes
+        sizes, decode = self._sizes, decode_header
         for chunk in self._store.headers():
             for key, raw in chunk:
-                if key in queued or key not in sizes:
+                if key not in sizes or (queued and key in queued):
                     continue
                 try:
-                    yield key, decode_header(raw, layouts)[0]
+                    yield key, decode(raw, layouts)[0]
                 except CorruptValue as exc:
                     self._drop(key, exc.kind)
         for key, header in queued.items():
@@ -290,7 +304,7 @@ class DiskTier(Tier):
                 return
             self._used -= size
             self._failed.append(key)
-        self._queue.submit([WriteOp(key, None)])
+        self._queue.submit([WriteOp(key, None)], urgent=False)
 
     def _count(self, kind: str) -> None:
         with self._lock:

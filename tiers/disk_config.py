@@ -16,7 +16,8 @@ class DiskTierConfig:
     * ``block_bytes``: typical payload size, used only to report ``capacity_blocks``;
     * ``map_bytes``: the LMDB map size (default: ``capacity·5/4``, plus two write batches,
       plus 4 MiB; see :attr:`map_size`);
-    * ``writemap``: let LMDB write straight into its map (with the file preallocated);
+    * ``writemap``: let LMDB write straight into its map (with the file preallocated) instead of
+      ``pwritev`` from its own buffers; off by default (see ``tiers/lmdb_store.py``);
     * ``queue_bytes``: staging memory for queued writes, idle recycled buffers included;
     * ``batch_bytes`` / ``batch_ops``: most bytes / ops committed in one synced transaction.
     """
@@ -25,7 +26,7 @@ class DiskTierConfig:
     capacity_bytes: int
     block_bytes: int = 0
     map_bytes: int | None = None
-    writemap: bool = True
+    writemap: bool = False
     queue_bytes: int = 256 * MiB
     batch_bytes: int = 64 * MiB
     batch_ops: int = 4096

@@ -7,6 +7,11 @@ writer commits full batches (one sync each) while the caller encodes the next gr
 FIFO: once the op with sequence ``s`` is done, every op before it is too, which is how durable
 puts and ``flush`` wait (``wait_for``).
 
+Deletes are queued *lazily* (``submit(..., urgent=False)``): they do not wake the writer, but
+ride in the transaction of the next write, ``flush`` or ``wait_for``, or are committed on their
+own after ``_LAZY_S``. An eviction followed by the write it makes room for thus costs one synced
+commit, not two.
+
 The queue is bounded by ``max_bytes`` of queued values: ``submit`` blocks while it is full (the
 disk sets the pace; memory stays bounded). ``latest`` maps each key with queued work to its most
 recent op, which is what readers consult before LMDB. After each batch ``on_done(batch)`` runs
@@ -24,6 +29,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from collections import deque
 from collections.abc import Callable
 
@@ -31,6 +37,7 @@ from tiers.lmdb_store import LmdbStore, WriteOp
 
 log = logging.getLogger(__name__)
 _POLL_S = 1.0  # how often a waiter re-checks that the writer thread is alive
+_LAZY_S = 0.2  # how long lazily queued ops (deletes) wait for a write to share a commit with
 
 
 class WriteQueue:
@@ -51,6 +58,8 @@ class WriteQueue:
         self._idle_bytes = 0
         self._next_seq = 0
         self._done_seq = 0
+        self._urgent_seq = 0  # ops up to this one are wanted now (a put, flush or wait_for)
+        self._lazy_since: float | None = None  # when the oldest queued lazy op was queued
         self._stopping = False
         self._thread = threading.Thread(target=self._run, name=f"disk-writer:{store.path}",
                                         daemon=True)
@@ -61,10 +70,11 @@ class WriteQueue:
         """Sequence number of the most recently submitted op (0 = none yet)."""
         return self._next_seq
 
-    def submit(self, ops: list[WriteOp]) -> int:
+    def submit(self, ops: list[WriteOp], urgent: bool = True) -> int:
         """Queue ``ops`` together, so the writer can commit them in one transaction (waiting
         for room if the queue is full); returns the sequence number of the last one. A queued
-        put of a key that a later delete supersedes is cancelled, not written."""
+        put of a key that a later delete supersedes is cancelled, not written. ``urgent=False``
+        lets them wait (up to ``_LAZY_S``) for other work to share a commit with."""
         size = sum(len(op.value) for op in ops if op.value is not None)
         with self.lock:
             while self._queued_bytes and self._queued_bytes + size > self._max_bytes:
@@ -80,6 +90,10 @@ class WriteQueue:
                 self.latest[op.key] = op
             self._ops.extend(ops)
             self._queued_bytes += size
+            if urgent:
+                self._urgent_seq = self._next_seq
+            elif self._lazy_since is None:
+                self._lazy_since = time.monotonic()
             self.lock.notify_all()
             return self._next_seq
 
@@ -92,6 +106,11 @@ class WriteQueue:
                 return idle.pop()
         return bytearray(nbytes)
 
+    def give_back(self, value: bytearray) -> None:
+        """Return an unused buffer from :meth:`take_buffer` (e.g. of a refused put)."""
+        with self.lock:
+            self._recycle(value)
+
     def _recycle(self, value: bytearray) -> None:
         if self._queued_bytes + self._idle_bytes + len(value) <= self._max_bytes:
             self._idle.setdefault(len(value), []).append(value)
@@ -100,6 +119,9 @@ class WriteQueue:
     def wait_for(self, seq: int) -> None:
         """Block until every op up to sequence ``seq`` has been committed (or has failed)."""
         with self.lock:
+            if self._urgent_seq < seq:
+                self._urgent_seq = seq
+                self.lock.notify_all()
             while self._done_seq < seq:
                 self._wait()
 
@@ -116,13 +138,7 @@ class WriteQueue:
         self._thread.join()
 
     def _run(self) -> None:
-        while True:
-            with self.lock:
-                while not self._ops and not self._stopping:
-                    self.lock.wait()
-                if not self._ops:
-                    return
-                batch = self._take_batch()
+        while (batch := self._next_batch()) is not None:
             try:
                 self._store.apply(batch)
             except Exception:  # a bug must not kill the writer and hang every waiter
@@ -131,6 +147,26 @@ class WriteQueue:
                     op.failed = op.failed or "io"
             with self.lock:
                 self._finish(batch)
+
+    def _next_batch(self) -> list[WriteOp] | None:
+        """Wait for work that is due and take it; None once stopping with nothing left."""
+        with self.lock:
+            while True:
+                if self._ops:
+                    left = self._lazy_left()
+                    if left <= 0:
+                        return self._take_batch()
+                    self.lock.wait(left)
+                elif self._stopping:
+                    return None
+                else:
+                    self.lock.wait()
+
+    def _lazy_left(self) -> float:
+        """Seconds until the queue head is due (<= 0: now); call with ops queued."""
+        if self._stopping or self._ops[0].seq <= self._urgent_seq or self._lazy_since is None:
+            return 0.0
+        return self._lazy_since + _LAZY_S - time.monotonic()
 
     def _take_batch(self) -> list[WriteOp]:
         batch = [self._ops.popleft()]
@@ -141,6 +177,7 @@ class WriteQueue:
                 break
             batch.append(self._ops.popleft())
             size += nxt
+        self._lazy_since = time.monotonic() if self._ops else None
         return batch
 
     def _finish(self, batch: list[WriteOp]) -> None:

@@ -8,10 +8,22 @@ One environment directory holds three named databases:
 * ``meta``: the store's format tag.
 
 Both entries of a block are written and deleted in the same transaction. Every commit is synced
-(``sync=True``): a committed batch survives a crash of the process *and* of the machine.
-With ``writemap`` LMDB writes into its memory map directly (one copy fewer); a write into a hole
-of a sparse file on a full file system would then kill the process with SIGBUS, so the data file
-is preallocated to the full map size first, and if that fails the store opens without writemap.
+(``sync=True``, ``metasync=True``): LMDB writes the transaction's pages, ``fdatasync``s them,
+then writes the meta page that makes them live with ``O_DSYNC``; a committed batch survives a
+crash of the process *and* of the machine.
+
+Writes go through ``pwritev`` from LMDB's own page buffers by default (``writemap=False``).
+LMDB's authors note that a writable map "is slower for DBs larger than RAM", which is what a disk
+tier is for: with ``writemap`` every write to a page that is not in the page cache first reads
+it from disk (a page fault), and even a cached page takes a write-protect fault per 4 KiB after
+each sync. Plain writes need neither, and a stray write through the map cannot corrupt the
+store. The price is LMDB's copy of each value into a ``malloc``'d buffer: glibc would hand those
+megabytes back to the kernel after every commit and fault them in fresh for the next one, so
+the store asks glibc (once per open, process-wide, see :func:`keep_freed_heap`) to keep up to
+two write batches of freed heap. ``writemap=True`` is still available: LMDB then writes straight
+into its memory map; a write into a hole of a sparse file on a full file system would kill the
+process with SIGBUS, so the data file is preallocated to the full map size first, and if that
+fails the store opens without writemap.
 
 A process-wide ``flock`` on ``asymcache.lock`` keeps a second daemon from opening the same
 directory. Not thread-safe by itself except as LMDB allows: one writer thread calls
@@ -20,6 +32,7 @@ directory. Not thread-safe by itself except as LMDB allows: one writer thread ca
 
 from __future__ import annotations
 
+import ctypes
 import errno
 import fcntl
 import logging
@@ -27,6 +40,7 @@ import os
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
+from itertools import islice
 from typing import TypeVar
 
 import lmdb
@@ -35,6 +49,9 @@ log = logging.getLogger(__name__)
 FORMAT_TAG = b"asymcache-disk-v1"
 _FULL_ERRNOS = (errno.ENOSPC, errno.EDQUOT, errno.EFBIG)
 _SCAN_CHUNK = 4096
+_M_TRIM_THRESHOLD, _M_MMAP_THRESHOLD = -1, -3  # mallopt parameters (glibc's malloc.h)
+_MMAP_THRESHOLD = 32 << 20  # glibc's own ceiling for its dynamic mmap threshold (64-bit)
+_INT_MAX = (1 << 31) - 1
 T = TypeVar("T")
 
 
@@ -51,6 +68,25 @@ class WriteOp:
     failed: str | None = None
 
 
+def keep_freed_heap(nbytes: int) -> bool:
+    """Ask glibc's ``malloc`` to keep up to ``nbytes`` of freed heap per arena (and to serve
+    blocks below 32 MiB from the heap) instead of returning it to the kernel at once.
+
+    Process-wide side effect, idempotent. glibc raises its mmap threshold by itself once a large
+    block is freed, but then trims the heap whenever more than twice that block is free, so the
+    ~64 MiB of page buffers LMDB frees after each commit would be unmapped and, in the next
+    commit, faulted in again page by page (zeroed by the kernel: slower than the copy into
+    them). Returns False where the C library has no ``mallopt`` (not glibc)."""
+    try:
+        mallopt = ctypes.CDLL(None).mallopt
+    except (OSError, AttributeError):
+        return False
+    mallopt.argtypes = (ctypes.c_int, ctypes.c_int)
+    mallopt.restype = ctypes.c_int
+    trim = min(max(nbytes, _MMAP_THRESHOLD), _INT_MAX)
+    return bool(mallopt(_M_MMAP_THRESHOLD, _MMAP_THRESHOLD) and mallopt(_M_TRIM_THRESHOLD, trim))
+
+
 def failure_kind(exc: lmdb.Error) -> str:
     """``full`` for a full map or file system, ``io`` for any other LMDB/OS error."""
     if isinstance(exc, lmdb.MapFullError) or getattr(exc, "code", None) in _FULL_ERRNOS:
@@ -58,15 +94,28 @@ def failure_kind(exc: lmdb.Error) -> str:
     return "io"
 
 
-class LmdbStore:
-    """An opened LMDB environment of ``map_bytes``; see the module docstring."""
+def _items(cur: lmdb.Cursor) -> list[tuple[bytes, bytes]]:
+    """Up to ``_SCAN_CHUNK`` (key, value) items from ``cur`` on (a ``buffers=False`` txn)."""
+    return list(islice(cur.iternext(), _SCAN_CHUNK))
 
-    def __init__(self, path: str, map_bytes: int, writemap: bool) -> None:
+
+def _lengths(cur: lmdb.Cursor) -> list[tuple[bytes, int]]:
+    """Up to ``_SCAN_CHUNK`` (key, value length) items from ``cur`` on (``buffers=True``)."""
+    return [(bytes(key), len(value)) for key, value in islice(cur.iternext(), _SCAN_CHUNK)]
+
+
+class LmdbStore:
+    """An opened LMDB environment of ``map_bytes``; see the module docstring. ``batch_bytes`` is
+    the most one transaction writes (sizes the freed heap kept for LMDB's page buffers)."""
+
+    def __init__(self, path: str, map_bytes: int, writemap: bool, batch_bytes: int) -> None:
         os.makedirs(path, exist_ok=True)
         self.path = path
         self._lock_fd = self._lock_dir(path)
         try:
             self.writemap = writemap and self._preallocate(path, map_bytes)
+            if not self.writemap:
+                keep_freed_heap(2 * batch_bytes)
             self.env = lmdb.open(path, map_size=map_bytes, subdir=True, max_dbs=3,
                                  writemap=self.writemap, sync=True, metasync=True, meminit=False)
         except BaseException:
@@ -184,38 +233,33 @@ class LmdbStore:
             yield txn.get
 
     def sizes(self) -> Iterator[tuple[bytes, int]]:
-        """(key, stored value length) of every block, read from the B-tree only."""
-        for chunk in self._chunks(self.data, len):
+        """(key, stored value length) of every block, read from the B-tree only (a value's
+        length sits in its leaf node; its overflow pages are not touched)."""
+        for chunk in self._chunks(self.data, _lengths, buffers=True):
             yield from chunk
 
     def headers(self) -> Iterator[list[tuple[bytes, bytes]]]:
         """Chunks of (key, encoded header) of every block, copied out of the map."""
-        return self._chunks(self.hdrs, bytes)
+        return self._chunks(self.hdrs, _items, buffers=False)
 
-    def _chunks(self, db: object, convert: Callable[[memoryview], T]
-                ) -> Iterator[list[tuple[bytes, T]]]:
-        # One short read transaction per chunk: a long-lived snapshot would keep the writer
-        # from reusing freed pages while a slow consumer iterates.
+    def _chunks(self, db: object, read: Callable[[lmdb.Cursor], list[tuple[bytes, T]]],
+                buffers: bool) -> Iterator[list[tuple[bytes, T]]]:
+        """``read(cursor)`` of successive chunks of ``db`` in key order, each in its own short
+        read transaction: a long-lived snapshot would keep the writer from reusing freed pages
+        while a slow consumer iterates."""
         start: bytes | None = None
         while True:
-            chunk: list[tuple[bytes, T]] = []
-            with self.env.begin(db=db, buffers=True) as txn:
+            with self.env.begin(db=db, buffers=buffers) as txn:
                 cur = txn.cursor()
-                more = cur.first() if start is None else cur.set_range(start)
-                if more and start is not None and cur.key() == start:
-                    more = cur.next()
-                if more:
-                    more = False
-                    for key, value in cur.iternext():
-                        chunk.append((bytes(key), convert(value)))
-                        if len(chunk) == _SCAN_CHUNK:
-                            more = True
-                            break
+                found = cur.first() if start is None else cur.set_range(start)
+                if found and start is not None and cur.key() == start:
+                    found = cur.next()
+                chunk = read(cur) if found else []
             if chunk:
+                start = chunk[-1][0]
                 yield chunk
-            if not more:
+            if len(chunk) < _SCAN_CHUNK:
                 return
-            start = chunk[-1][0]
 
     def close(self) -> None:
         self.env.close()

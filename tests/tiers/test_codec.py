@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import struct
+from dataclasses import replace
 
 import pytest
 
@@ -15,6 +16,7 @@ from tiers.codec import (
     encode_header,
     encode_value,
     header_bytes,
+    stage_value,
     value_bytes,
 )
 
@@ -122,3 +124,28 @@ def test_bad_header_fields_raise_value_error_naming_the_field(change: dict, fiel
 def test_encode_value_refuses_a_payload_of_the_wrong_length() -> None:
     with pytest.raises(ValueError, match=r"header\.length"):
         encode_value(HEADER, b"x" * 10)
+
+
+def test_stage_value_writes_the_same_bytes_as_encode_value_and_sets_the_checksum() -> None:
+    header, payload, value = _value()
+    out = bytearray(b"\xaa" * len(value))  # a recycled buffer: arbitrary old contents
+    staged = stage_value(replace(header, checksum=0), payload, out)
+    assert staged == header and staged.checksum == checksum(payload)
+    assert out == value
+    assert stage_value(header, memoryview(payload), out) == header and out == value
+
+
+def test_stage_value_refuses_a_payload_that_does_not_match_its_checksum() -> None:
+    header, payload, value = _value()
+    with pytest.raises(CorruptValue, match="checksum") as err:
+        stage_value(header, payload[:-1] + b"\x00", bytearray(len(value)))
+    assert err.value.kind == "checksum"
+    with pytest.raises(ValueError, match="output buffer is 10 bytes"):
+        stage_value(header, payload, bytearray(10))
+
+
+def test_decoded_headers_are_ordinary_block_headers() -> None:
+    decoded, _ = decode_header(encode_header(HEADER))
+    assert type(decoded) is BlockHeader and decoded == HEADER and hash(decoded) == hash(HEADER)
+    with pytest.raises(AttributeError):
+        decoded.position = 1  # type: ignore[misc]
