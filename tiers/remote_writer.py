@@ -132,8 +132,8 @@ class RemoteWriter:
 
     @contextlib.contextmanager
     def producing(self) -> Iterator[None]:
-        """While a caller is inside, the writer waits for a full batch (``batch_bytes`` or
-        ``batch_ops``) before it sends, so one ``put`` of many blocks goes out in full
+        """While a caller is inside, the writer waits for a quarter batch (``batch_bytes / 4``,
+        or ``batch_ops``) before it sends, so one ``put`` of many blocks goes out in large
         pipelines while the rest are encoded; leaving releases whatever is queued."""
         with self.lock:
             self._producers += 1
@@ -147,7 +147,7 @@ class RemoteWriter:
     def _batch_ready(self) -> bool:
         if not self._ops:
             return False
-        full = self._queued_bytes >= self._batch_bytes or len(self._ops) >= self._batch_ops
+        full = self._queued_bytes >= self._batch_bytes // 4 or len(self._ops) >= self._batch_ops
         return full or not self._producers or self._stopping
 
     def take_buffer(self, nbytes: int) -> bytearray:
