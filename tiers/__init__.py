@@ -4,6 +4,6 @@
 (header + payload) shared by the disk and remote tiers; ``cpu`` and ``shm`` the shared-memory
 slab tier and ``attach`` for other processes; ``disk`` (with ``disk_config``, ``disk_writer``,
 ``lmdb_store``) the LMDB tier; ``remote`` (with ``remote_config``, ``remote_link``,
-``remote_writer``, ``remote_probe``) the Redis Cluster tier and ``remote_local`` a throwaway
-local cluster for tests and benchmarks.
+``remote_resp``, ``remote_writer``, ``remote_accounts``, ``remote_probe``) the Redis Cluster
+tier and ``remote_local`` a throwaway local cluster for tests and benchmarks.
 """

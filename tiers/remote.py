@@ -34,8 +34,9 @@ from tiers.base import KEY_BYTES, BlockHeader, Buffer, Tier, check_key, checksum
 from tiers.codec import CorruptValue, decode_header, decode_value, encode_header, value_bytes
 from tiers.remote_accounts import RemoteAccounts
 from tiers.remote_config import RemoteTierConfig
-from tiers.remote_link import ClusterLink, error_kind
+from tiers.remote_link import ClusterLink
 from tiers.remote_probe import LinkFigures, scan_headers
+from tiers.remote_resp import error_kind
 from tiers.remote_writer import BatchObserver, PutGroup, RemoteOp, RemoteWriter
 
 log = logging.getLogger(__name__)

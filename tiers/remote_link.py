@@ -15,7 +15,7 @@ can start before its cluster. Redirections (MOVED/ASK) and uncovered slots are f
 ask the thread to refresh the slot map.
 
 Results are the raw replies (``bytes``, ``int``, ``None``...) or the exception instance of the
-command that failed; :func:`error_kind` names its kind for ``error_counts()``.
+command that failed; ``tiers.remote_resp.error_kind`` names its kind for ``error_counts()``.
 """
 
 from __future__ import annotations
@@ -33,45 +33,9 @@ from redis.crc import key_slot
 from redis.retry import Retry
 
 from tiers.remote_config import RemoteTierConfig
+from tiers.remote_resp import Command, NodeSkipped, NotConnected, pack
 
 log = logging.getLogger(__name__)
-_COALESCE = 6000  # pieces below this are joined before sending (redis-py's buffer cutoff)
-
-
-@dataclass(frozen=True, slots=True)
-class RawCommand:
-    """A command already in RESP, as pieces sent in order (large ones without a copy)."""
-
-    pieces: tuple[bytes | bytearray | memoryview, ...]
-
-
-Command = tuple[bytes, "tuple | RawCommand"]  # (routing key, arguments or a RawCommand)
-
-
-class NotConnected(redis.ConnectionError):
-    """No cluster client yet (the cluster was never reached)."""
-
-
-class NodeSkipped(redis.ConnectionError):
-    """The node serving the key failed recently and is skipped until a probe finds it back."""
-
-
-def error_kind(exc: BaseException) -> str:
-    """The ``error_counts()`` key of a failed command."""
-    kinds = ((NotConnected, "unavailable"), (NodeSkipped, "unavailable"),
-             (redis.TimeoutError, "timeout"), (redis.AuthenticationError, "auth"),
-             (redis.ConnectionError, "connection"), (redis.exceptions.AskError, "moved"),
-             (redis.exceptions.SlotNotCoveredError, "slot"),
-             (redis.exceptions.ClusterDownError, "cluster_down"),
-             (redis.exceptions.TryAgainError, "cluster_down"),
-             (redis.exceptions.OutOfMemoryError, "oom"),
-             (redis.exceptions.NoPermissionError, "auth"))
-    for cls, kind in kinds:
-        if isinstance(exc, cls):
-            return kind
-    return "response"
-
-
 @dataclass
 class _Backoff:
     until: float
@@ -169,7 +133,7 @@ class ClusterLink:
         conn = None
         try:
             conn = pool.get_connection()
-            conn.send_packed_command(_pack(conn, args), check_health=False)
+            conn.send_packed_command(pack(conn, args), check_health=False)
             return conn
         except (redis.ConnectionError, redis.TimeoutError, OSError) as exc:
             failure = exc if isinstance(exc, redis.RedisError) else redis.ConnectionError(str(exc))
@@ -309,28 +273,3 @@ class ClusterLink:
         if cluster is not None:
             cluster.close()
 
-
-def _pack(conn: redis.connection.Connection, commands: list) -> list:
-    """RESP pieces of ``commands`` (argument tuples or :class:`RawCommand`): small pieces joined,
-    large ones passed through, as ``Connection.pack_commands`` does."""
-    out: list = []
-    small: list = []
-    size = 0
-    for args in commands:
-        pieces = args.pieces if isinstance(args, RawCommand) else conn.pack_command(*args)
-        for piece in pieces:
-            n = len(piece)
-            if n > _COALESCE:
-                if small:
-                    out.append(b"".join(small))
-                    small, size = [], 0
-                out.append(piece)
-                continue
-            small.append(piece)
-            size += n
-            if size > _COALESCE:
-                out.append(b"".join(small))
-                small, size = [], 0
-    if small:
-        out.append(b"".join(small))
-    return out

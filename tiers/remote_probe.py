@@ -26,7 +26,8 @@ import redis
 from tiers.base import KEY_BYTES, BlockHeader
 from tiers.codec import MAX_LAYOUT_BYTES, CorruptValue, decode_header, header_bytes
 from tiers.remote_config import RemoteTierConfig
-from tiers.remote_link import ClusterLink, error_kind
+from tiers.remote_link import ClusterLink
+from tiers.remote_resp import error_kind
 
 log = logging.getLogger(__name__)
 _ROUNDS = 5

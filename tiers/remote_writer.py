@@ -30,7 +30,8 @@ from collections import deque
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
-from tiers.remote_link import ClusterLink, RawCommand, error_kind
+from tiers.remote_link import ClusterLink
+from tiers.remote_resp import RawCommand, error_kind, set_command
 
 log = logging.getLogger(__name__)
 BatchObserver = Callable[[str, float, int], None]  # (op name, seconds, bytes)
@@ -56,18 +57,6 @@ class RemoteOp:
     def nbytes(self) -> int:
         """Bytes of the stored value (0 for a DEL)."""
         return 0 if self.head is None else len(self.head) + len(self.payload or b"")
-
-
-def set_command(rkey: bytes, head: bytes, payload: bytes | bytearray, ttl_ms: int) -> RawCommand:
-    """``SET rkey <head + payload> [PX ttl_ms]`` in RESP, the value in two pieces (no copy)."""
-    length = len(head) + len(payload)
-    count = 5 if ttl_ms > 0 else 3
-    start = b"*%d\r\n$3\r\nSET\r\n$%d\r\n%b\r\n$%d\r\n" % (count, len(rkey), rkey, length)
-    end = b"\r\n"
-    if ttl_ms > 0:
-        ttl = b"%d" % ttl_ms
-        end += b"$2\r\nPX\r\n$%d\r\n%b\r\n" % (len(ttl), ttl)
-    return RawCommand((start, head, payload, end))
 
 
 class RemoteWriter:
