@@ -21,6 +21,7 @@ tier's bytes are compared with the originals once per size, outside the timing. 
 from __future__ import annotations
 
 import argparse
+import os
 import statistics
 import time
 
@@ -33,11 +34,13 @@ _LAYOUT = "layers=32;kv_heads=8;head_dim=128;block=16;dtype=bfloat16;tp=0/1"
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--nodes", default="", help="host:port,... of an existing cluster "
                         "(default: start three local masters from redis-server)")
-    parser.add_argument("--password", default="", help="cluster password (AUTH)")
+    parser.add_argument("--password", default=os.environ.get("ASYMCACHE_REMOTE_PASSWORD", ""),
+                        help="cluster password (AUTH; default $ASYMCACHE_REMOTE_PASSWORD)")
     parser.add_argument("--sizes", default="64KiB,1MiB", help="block sizes (default 64KiB,1MiB)")
     parser.add_argument("--mib", type=int, default=64, help="bytes written per size and round")
     parser.add_argument("--batch-mib", type=int, default=16, help="bytes per pipeline or call")
-    parser.add_argument("--rounds", type=int, default=7, help="rounds per size (median)")
+    parser.add_argument("--rounds", type=int, default=7,
+                        help="rounds per size, each through every chunk (default 7)")
     parser.add_argument("--json", metavar="PATH", help="also write the results as JSON here")
 
 
