@@ -222,13 +222,18 @@ class DiskTier(Tier):
         return [key in sizes for key in keys]
 
     def get(self, keys: Sequence[bytes]) -> list[Buffer | None]:
-        """A verified copy of each block's payload (``bytes``), or ``None`` for a miss."""
-        return [None if (found := self._read(key, bytes)) is None else found[1] for key in keys]
+        """A verified copy of each block's payload (``bytes``), or ``None`` for a miss. One LMDB
+        read snapshot serves the whole batch."""
+        self._check_open()
+        with self._store.reader() as read:
+            return [None if (found := self._read(key, bytes, read)) is None else found[1]
+                    for key in keys]
 
     def read_into(self, key: bytes, dest: Buffer) -> BlockHeader | None:
         """Copy the verified payload of ``key`` into the start of ``dest`` (e.g. a reserved CPU
         slot) and return its header; ``None`` = miss, and then ``dest`` may hold garbage.
         ``ValueError`` if ``dest`` is smaller than the payload."""
+        self._check_open()
         out = memoryview(dest).cast("B")
 
         def copy(payload: memoryview) -> memoryview:
@@ -238,13 +243,15 @@ class DiskTier(Tier):
             out[: payload.nbytes] = payload
             return out[: payload.nbytes]
 
-        found = self._read(key, copy)
+        with self._store.reader() as read:
+            found = self._read(key, copy, read)
         return found[0] if found is not None else None
 
-    def _read(self, key: bytes, copy: Callable[[memoryview], Buffer]
+    def _read(self, key: bytes, copy: Callable[[memoryview], Buffer],
+              read: Callable[[bytes], memoryview | None] | None
               ) -> tuple[BlockHeader, Buffer] | None:
-        """(header, ``copy(payload)``) of a held, intact block, else None (corrupt = dropped)."""
-        self._check_open()
+        """(header, ``copy(payload)``) of a held, intact block, else None (corrupt = dropped).
+        ``read`` is an open LMDB snapshot (None if it could not be opened)."""
         with self._lock:
             op = self._queue.latest.get(key)
             if op is None and key not in self._sizes:
@@ -255,18 +262,27 @@ class DiskTier(Tier):
                 header, payload = decode_value(op.value, verify=False)
                 return header, copy(payload)
         try:
-            with self._store.reader() as read:
-                value = read(key)
-                if value is None:
-                    raise CorruptValue("missing", "indexed block is not in LMDB")
-                header, payload = decode_value(value, verify=False)
-                data = copy(payload)
-        except CorruptValue as exc:
-            self._drop(key, exc.kind)
-            return None
+            value = None if read is None else read(key)
+            if value is not None:
+                return self._verified(key, value, copy)
+            with self._store.reader() as fresh:  # committed after the snapshot began, or lost
+                if fresh is not None:
+                    return self._verified(key, fresh(key), copy)
         except lmdb.Error as exc:
             log.warning("disk tier: reading %s failed: %s", key.hex(), exc)
-            self._count("io")
+        self._count("io")
+        return None
+
+    def _verified(self, key: bytes, value: memoryview | None,
+                  copy: Callable[[memoryview], Buffer]) -> tuple[BlockHeader, Buffer] | None:
+        """(header, ``copy(payload)``) if ``value`` is intact, else drop the key and None."""
+        try:
+            if value is None:
+                raise CorruptValue("missing", "indexed block is not in LMDB")
+            header, payload = decode_value(value, verify=False)
+            data = copy(payload)
+        except CorruptValue as exc:
+            self._drop(key, exc.kind)
             return None
         if checksum(data) != header.checksum:  # verify the very bytes handed out
             self._drop(key, "checksum")

@@ -226,10 +226,16 @@ class LmdbStore:
 
     # -- reads (any thread) -----------------------------------------------------------------
     @contextmanager
-    def reader(self) -> Iterator[Callable[[bytes], memoryview | None]]:
+    def reader(self) -> Iterator[Callable[[bytes], memoryview | None] | None]:
         """A read snapshot: yields ``get(key)`` returning a view of the stored value that is
-        valid only inside the ``with`` block."""
-        with self.env.begin(db=self.data, buffers=True) as txn:
+        valid only inside the ``with`` block, or None if LMDB could not open one (logged)."""
+        try:
+            txn = self.env.begin(db=self.data, buffers=True)
+        except lmdb.Error as exc:
+            log.warning("disk tier %s: cannot open a read snapshot: %s", self.path, exc)
+            yield None
+            return
+        with txn:
             yield txn.get
 
     def sizes(self) -> Iterator[tuple[bytes, int]]:
