@@ -11,10 +11,12 @@ arrivals tie so that it always moves forward):
    last block (at least one token), loads from lower tiers, and one ``segment_s`` per extra
    run of recomputed tokens. That is the request's prefill time, its TTFT without a queue.
 4. **Update**: the request's resident GPU blocks are leased; every other block is offered to
-   the GPU (promotion from disk goes through the CPU tier); a tier that needs room evicts with
-   its policy and demotes the victim to the next tier unless a lower tier still holds a copy
-   (``admit`` may refuse, which is how a policy declines to write a block to disk). Leases
-   are dropped at the end; an agent request's blocks are then pinned for ``pin_ttl_s``.
+   the GPU (promotion from disk goes through the CPU tier; a block the GPU does not keep is
+   offered to the tiers below, as a write-through of its computed bytes). A tier that needs
+   room evicts with its policy and demotes the victim to the first lower tier that admits it,
+   unless a lower tier still holds a copy (``admit`` may refuse: that is how a policy declines
+   to keep a block in CPU memory or to write it to disk). Leases are dropped at the end; an
+   agent request's blocks are then pinned for ``pin_ttl_s``.
 
 Tiers are inclusive: a block loaded from CPU stays there, and the tier above knows it through
 ``set_backing``. Capacities are in blocks and are never exceeded.
@@ -165,6 +167,8 @@ class Replay:
                 if self._place(0, info, now):
                     gpu.protect(key)
                     leased.append(key)
+                else:  # the GPU keeps no copy: the computed bytes may still go to CPU or disk
+                    self._spill(0, key, now)
             parent = key
         for key in leased:
             gpu.unprotect(key, now)
@@ -194,9 +198,16 @@ class Replay:
 
     def _demote(self, t: int, key: int, now: float) -> None:
         self.stats.evictions[self.names[t]] += 1
+        self._spill(t, key, now)
+
+    def _spill(self, t: int, key: int, now: float) -> None:
+        """Move a block leaving tier ``t`` down: into the first lower tier that takes it, unless
+        a lower tier already holds a copy. A tier that refuses it is skipped, not the block."""
         lower = range(t + 1, len(self.pols))
-        if lower and not any(key in self.pols[u] for u in lower):
-            self._place(t + 1, self._infos[key], now)
+        if not any(key in self.pols[u] for u in lower):
+            for u in lower:
+                if self._place(u, self._infos[key], now):
+                    break
         self._sync_backing(key)
 
     def _sync_backing(self, key: int) -> None:

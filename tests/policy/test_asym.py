@@ -1,0 +1,133 @@
+"""``asym``: LRU when values tie, cost- and reuse-aware otherwise, leaves first under prefix."""
+
+from __future__ import annotations
+
+import random
+
+import pytest
+
+from cacheserver.policy import create_policy
+from cacheserver.policy.asym import AsymConfig, AsymPolicy
+from cacheserver.policy.cost import CostModel
+from cacheserver.policy.mini import ModeSelector, key_bytes
+from cacheserver.policy.reuse import ReuseEstimator
+from tests.policy.drive import info, reference
+
+COST = CostModel.preset("h100-llama3-8b")
+BLOCK = dict(n_tokens=512, n_bytes=512 * 131072)
+
+
+def asym(capacity: int, semantics: str = "msa", **cfg: object) -> AsymPolicy:
+    config = AsymConfig(**{"select": False, **cfg})  # type: ignore[arg-type]
+    return AsymPolicy(capacity, semantics=semantics, cost_model=COST, config=config)
+
+
+def test_with_equal_values_asym_evicts_exactly_like_lru() -> None:
+    rng = random.Random(3)
+    a = asym(6, use_cost=False, use_reuse=False, admission=False)
+    lru = create_policy("lru", 6, semantics="msa")
+    for t in range(400):
+        block = info(rng.randrange(20), position=rng.randrange(4))
+        assert reference(a, block, float(t)) == reference(lru, block, float(t))
+
+
+def test_under_msa_the_cheap_leading_block_goes_before_the_dear_tail() -> None:
+    pol = asym(3, use_reuse=False)  # equal P̂: the position-aware cost decides
+    chain = [info(k, position=p, parent=k - 1 if p else None, **BLOCK)
+             for k, p in ((10, 0), (11, 1), (12, 40))]
+    for block in chain:
+        pol.insert(block, 0.0)
+    assert pol.evict(1.0) == 10  # position 0 is the cheapest to recompute
+
+
+def test_under_prefix_a_block_with_a_resident_child_is_never_a_victim() -> None:
+    pol = asym(3, semantics="prefix")
+    for p in range(3):
+        pol.insert(info(p, position=p, parent=p - 1 if p else None, **BLOCK), float(p))
+    assert pol.resident_children(0) == 1
+    assert pol.victims(3, 5.0) == [2, 1, 0]  # leaf after leaf, although 0 is the cheapest
+
+
+def test_a_block_that_splits_a_resident_run_is_charged_one_more_segment() -> None:
+    pol = asym(4)
+    for p in range(3):
+        pol.insert(info(p, position=p, parent=p - 1 if p else None, **BLOCK), 0.0)
+    middle, end = pol.blocks[1], pol.blocks[2]
+    assert pol._cost(middle) == pytest.approx(COST.recompute_cost(512, 512) + COST.segment_s)
+    assert pol._cost(end) == pytest.approx(COST.recompute_cost(1024, 512))
+
+
+def test_reuse_estimates_rise_for_blocks_that_are_used_again() -> None:
+    est = ReuseEstimator(history=100)
+    for k in range(200):  # blocks used once, and blocks used three times a second apart
+        est.observe(None, float(k), 0)
+        rec = est.observe(None, float(k), 0)
+        rec = est.observe(rec, k + 1.0, 0)
+        est.observe(rec, k + 2.0, 0)
+    first = est.probability(0)
+    second = est.probability(est.repeat_history(2, 1.0))
+    assert first == pytest.approx((200 + 1) / (400 + 2))
+    assert second > 0.95 > first
+
+
+def test_a_new_block_inherits_the_lineage_of_its_parent() -> None:
+    est = ReuseEstimator(history=10)
+    hot = est.observe(est.observe(None, 0.0, 0), 0.5, 0)  # a reused parent
+    child = est.observe(None, 1.0, 512, parent=hot)
+    grandchild = est.observe(None, 1.0, 1024, parent=child)
+    assert child.history == grandchild.history != 0
+
+
+def test_the_ghost_history_is_bounded() -> None:
+    est = ReuseEstimator(history=3)
+    for k in range(10):
+        est.remember(k, est.observe(None, 0.0, 0))
+    assert [k for k in range(10) if est.peek(k) is not None] == [7, 8, 9]
+
+
+def test_admission_refuses_a_block_worth_less_than_every_victim() -> None:
+    pol = asym(2)
+    rng = random.Random(0)
+    for t in range(300):  # teach it that repeats are reused and first uses are not
+        k = rng.randrange(2)
+        reference(pol, info(k, position=40, **BLOCK), float(t))
+        reference(pol, info(1000 + t, position=0, **BLOCK), float(t))
+    assert not pol.admit(info(5000, position=0, **BLOCK), 301.0)
+    assert 0 in pol and 1 in pol
+    prefix = asym(2, semantics="prefix")
+    prefix.insert(info(1, **BLOCK), 0.0)
+    prefix.insert(info(2, **BLOCK), 0.0)
+    assert prefix.admit(info(3, **BLOCK), 1.0)  # under prefix reuse nothing is refused
+
+
+def test_the_selector_starts_with_lru_and_samples_keys_by_a_fixed_hash() -> None:
+    pol = AsymPolicy(10_000, semantics="msa", cost_model=COST)
+    assert pol.selector is not None and not pol.by_value
+    sel = pol.selector
+    picks = [k for k in range(2000) if sel.sampled(k)]
+    assert picks == [k for k in range(2000) if sel.sampled(k)]
+    assert 0.1 < len(picks) / 2000 < 0.3  # rate = 2048 / 10000
+    assert key_bytes(b"\x01" * 16) == b"\x01" * 16 and key_bytes(1) == (1).to_bytes(16, "little")
+    with pytest.raises(TypeError, match="int, bytes or str"):
+        key_bytes(1.5)
+
+
+def test_the_selector_switches_to_the_ranking_that_saves_more() -> None:
+    class Stub:
+        capacity = 4
+
+        def __init__(self, by_value: bool) -> None:
+            self.by_value = by_value
+
+        def __contains__(self, key: object) -> bool:
+            return self.by_value  # the value copy hits everything, the LRU copy nothing
+
+        def access(self, key: object, now: float) -> None:
+            pass
+
+        def admit(self, block: object, now: float) -> bool:
+            return False
+
+    sel = ModeSelector(4, lambda cap, v: Stub(v), lambda i: 1.0, dwell=10)  # type: ignore
+    flips = [sel.use(info(k), float(k)) for k in range(20)]
+    assert sel.by_value and flips.index(True) == 9 and sel.flips == 1
