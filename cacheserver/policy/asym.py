@@ -69,6 +69,7 @@ class AsymPolicy(CostedPolicy):
 
     tracks_structure = True
     prices_backing = True
+    config_class = AsymConfig
 
     def __init__(self, capacity: int, *, config: AsymConfig | None = None,
                  **kwargs: object) -> None:

@@ -1,10 +1,9 @@
-"""Data-plane workloads of ``asymcache bench daemon``: CPU tier, disk tier, index rebuild, Redis.
+"""Data-plane workloads of ``asymcache bench daemon``: CPU tier, index rebuild, Redis.
 
 * CPU tier: an engine moves a batch of 256 KiB blocks through the shared-memory tier with the
   requests that go with it (write: ALLOCATE cpu + copies into the mapped slots + COMMIT; read:
   LOOKUP + copies out + RELEASE), against one numpy copy of the same bytes.
-* Disk tier: ``DiskTier.put(durable=True)`` and ``get`` of the same blocks, against writing them
-  to a plain file with ``fsync`` and reading them back.
+* Disk tier: in ``ops/bench/_daemon_disk.py``.
 * Index rebuild: a daemon started on a disk tier holding N entries; its start-up log says how long
   indexing took.
 * Redis (reference only): SET/GET of the same blocks, pipelined, to a local ``redis-server``.
@@ -76,46 +75,6 @@ def cpu_tier(endpoint: str, batch_bytes: int, iters: int) -> dict:
 def _rates(times: dict[str, list[float]], nbytes: int) -> dict[str, float]:
     """GB/s from the median time of each measure (robust to a busy machine's spikes)."""
     return {k + "_gbps": nbytes / 1e9 / float(np.median(v)) for k, v in times.items()}
-
-
-def disk_tier(workdir: Path, total_bytes: int, rounds: int) -> dict:
-    """GB/s of durable LMDB writes and reads vs a plain file with fsync, same blocks."""
-    from tiers.disk import DiskTier
-
-    n = total_bytes // BLOCK
-    data = np.random.default_rng(1).integers(0, 255, (n, BLOCK), dtype=np.uint8)
-    t: dict[str, list[float]] = {"write": [], "read": [], "file_write": [], "file_read": []}
-    tier = DiskTier(str(workdir / "lmdb"), capacity_bytes=4 * total_bytes * (rounds + 1),
-                    block_bytes=BLOCK)
-    try:
-        for r in range(rounds + 1):
-            batch = refs(n, r * n * LAYOUT.block_size, "bench-disk")
-            items = [(b.key, BlockHeader.describe(b.namespace, b.parent or bytes(16),
-                                                  b.position, LAYOUT.canonical(), data[i]),
-                      data[i]) for i, b in enumerate(batch)]
-            t0 = time.perf_counter()
-            assert all(tier.put(items, durable=True))
-            t1 = time.perf_counter()
-            got = tier.get([b.key for b in batch])
-            t2 = time.perf_counter()
-            assert all(g is not None for g in got)
-            path = workdir / f"plain-{r}.bin"
-            with open(path, "wb") as fh:
-                for row in data:
-                    fh.write(row)
-                fh.flush()
-                os.fsync(fh.fileno())
-            t3 = time.perf_counter()
-            with open(path, "rb") as fh:
-                back = [fh.read(BLOCK) for _ in range(n)]
-            t4 = time.perf_counter()
-            assert len(back[-1]) == BLOCK
-            if r:  # round 0 warms up
-                for k, dt in zip(t, (t1 - t0, t2 - t1, t3 - t2, t4 - t3), strict=True):
-                    t[k].append(dt)
-    finally:
-        tier.close()
-    return _rates(t, total_bytes)
 
 
 def fill_disk(path: Path, entries: int, progress: bool = True) -> int:

@@ -30,7 +30,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--trace-opts", default="",
                         help="key=value,... for the format (e.g. Azure synthesis parameters)")
     parser.add_argument("--policy", type=_csv, default=["lru_tail", "asym", "belady"],
-                        help="policies, comma-separated (default: lru_tail,asym,belady)")
+                        help="policies, comma-separated (default: lru_tail,asym,belady); "
+                        "options as NAME:key=value;key=value, e.g. asym:select=false")
     parser.add_argument("--semantics", type=_csv, default=["prefix", "msa"],
                         help="reuse semantics: prefix, msa or both (default: prefix,msa)")
     parser.add_argument("--gpu-frac", type=_csv, default=None, metavar="F[,F...]",
@@ -50,6 +51,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--limit", type=int, default=0, help="replay only the first N requests")
     parser.add_argument("--json", default=None, help="write one JSON row per run here")
     parser.add_argument("--plot", default=None, help="write a PNG of TTFT against GPU size")
+    parser.add_argument("--markdown", default=None, help="write the table as Markdown here")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
 
 

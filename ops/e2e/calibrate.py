@@ -1,11 +1,12 @@
 """Load calibration: the arrival rate at which configuration 1 (no cache) keeps the engine
 about ``target`` busy, and this machine's cost profile that every engine shares.
 
-Rate: a sample of the workload (its first requests) is replayed under configuration 1 all at
-once; busy seconds per request give a first rate ``target / demand``. Batching makes requests
-cheaper when they overlap, so that first guess is checked by replaying the sample open-loop at
-that rate and corrected by ``target / measured busy share``, up to ``rounds`` times or until
-within ``tolerance``. The headline run reports the busy share it really had.
+Rate: a sample of the workload (every k-th request, so that its prompt and output lengths are
+those of the whole run) is replayed under configuration 1 all at once; busy seconds per request
+give a first rate ``target / demand``. Batching makes requests cheaper when they overlap, so
+that first guess is checked by replaying the sample open-loop at that rate and corrected by
+``target / measured busy share``, up to ``rounds`` times or until within ``tolerance``. The
+headline run reports the busy share it really had.
 """
 
 from __future__ import annotations
@@ -41,7 +42,7 @@ def calibrate(workload: Workload, setup: RunSetup, *, target: float = 0.6, sampl
     """Find the rate for ``target`` busy (see the module doc); runs configuration 1 only."""
     if not 0 < target < 1:
         raise ValueError(f"target busy share must be in (0, 1), got {target}")
-    part = workload.head(sample)
+    part = workload.spread_sample(sample)
     burst = run_config(CONFIGS[0], part.at_rate(BURST_RATE), setup).replay
     demand = burst.busy_s / len(part)
     rate = target / demand

@@ -113,7 +113,7 @@ class Capacities:
         return {"cpu_bytes": max(1, self.cpu_blocks) * self.block_bytes,
                 "cpu_slot_bytes": self.block_bytes,
                 "disk_bytes": self.disk_blocks * disk_entry_bytes,
-                "policy": policy, "metrics_port": 0, "log_level": "warning"}
+                "policy": policy, "log_level": "warning"}
 
     def to_dict(self) -> dict[str, object]:
         return {"unique_blocks": self.unique_blocks, "gpu_blocks": self.gpu_blocks,

@@ -85,7 +85,6 @@ def replay(engine: LLMEngine, workload: Workload, *, margins: bool = False,
     clock = engine.clock
     pending = deque(workload.requests)
     live: dict[str, tuple[E2ERequest, Request, float]] = {}
-    from_disk: dict[str, int] = {}  # disk-fetched tokens, read from the plan at admission
     done: dict[str, Outcome] = {}
     steps: list[tuple[int, int, float]] = []
     t0 = clock() + LEAD_S
@@ -102,11 +101,10 @@ def replay(engine: LLMEngine, workload: Workload, *, margins: bool = False,
         outputs = engine.step()
         info = engine.last_step
         steps.append((info.decodes, info.prefill_tokens, info.seconds))
-        _note_disk_fetches(live, from_disk, engine.kv.block_size)
         for out in outputs:
             if out.finished:
                 r, _, due = live.pop(out.request_id)
-                done[r.request_id] = _outcome(out, due, from_disk.pop(r.request_id, 0))
+                done[r.request_id] = _outcome(out, due)
                 last_progress = clock()
                 if on_done is not None:
                     on_done(done[r.request_id])
@@ -127,21 +125,9 @@ def _params(r: E2ERequest, margins: bool):  # -> SamplingParams
                           logprobs=2 if margins else None)
 
 
-def _note_disk_fetches(live: dict[str, tuple[E2ERequest, Request, float]],
-                       from_disk: dict[str, int], block_size: int) -> None:
-    """Tokens each newly admitted request fetches from disk (its first plan, as the engine's
-    own per-source counts are taken on first admission)."""
-    from engine.request import Action
-
-    for rid, (_, req, _) in live.items():
-        if rid not in from_disk and req.stats.first_scheduled is not None:
-            from_disk[rid] = block_size * sum(a is Action.FETCH_DISK for a in req.actions)
-
-
-def _outcome(out: RequestOutput, due: float, disk_tokens: int) -> Outcome:
+def _outcome(out: RequestOutput, due: float) -> Outcome:
     st = out.stats
-    sources = {"resident": st.resident_tokens, "fetched_cpu": st.fetched_tokens - disk_tokens,
-               "fetched_disk": disk_tokens,
+    sources = {"resident": st.resident_tokens, "fetched": st.fetched_tokens,
                "recomputed": st.recomputed_tokens, "new": st.new_tokens,
                "preempted_recompute": st.preempted_recompute_tokens}
     moved = {"fetched": st.bytes_fetched, "demoted": st.bytes_demoted,

@@ -107,7 +107,7 @@ def _run_rate(workload: Workload, configs: Sequence[BenchConfig], setup: RunSetu
             reference = {o.request_id: o.token_ids for o in run.replay.outcomes}
         bad = compare_outputs(cfg.name, reference, run.replay.outcomes)
         row = {"workload": workload.name, "kind": kind, "rate_per_s": workload.rate,
-               "rate_factor": factor, **summarize(run, bad)}
+               "rate_factor": factor, **summarize(run, bad, workload.block_size)}
         row["moved_mb"] = sum(int(row[f"bytes_{w}"]) for w in  # type: ignore[call-overload]
                               ("fetched", "demoted", "offloaded")) / 1e6
         rows.append(row)

@@ -47,25 +47,29 @@ class RunSetup:
 
 @dataclass
 class ConfigRun:
-    """One configuration's replay and the daemon's final STATS (``None`` without a daemon)."""
+    """One configuration's replay, the daemon's final STATS and its counters from ``/metrics``
+    (``asymcache_tier_promotions_total``: blocks the engine fetched from disk); ``None``
+    without a daemon."""
 
     config: BenchConfig
     replay: Replay
     daemon_stats: dict | None
+    daemon_counters: dict[str, float] | None = None
 
 
 def run_config(cfg: BenchConfig, workload: Workload, setup: RunSetup, *, margins: bool = False,
                on_done: Callable[[Outcome], None] | None = None) -> ConfigRun:
     """Replay ``workload`` under ``cfg`` (side effects: a daemon process while it runs)."""
-    with _daemon(cfg, setup.capacities) as endpoint:
+    with _daemon(cfg, setup.capacities) as (endpoint, metrics_url):
         engine = build_engine(cfg, setup, endpoint)
         try:
             warm_up(engine)
             result = replay(engine, workload, margins=margins, on_done=on_done)
             stats = _daemon_stats(endpoint) if endpoint else None
+            counters = _scrape(metrics_url) if metrics_url else None
         finally:
             engine.close()
-    return ConfigRun(cfg, result, stats)
+    return ConfigRun(cfg, result, stats, counters)
 
 
 def build_engine(cfg: BenchConfig, setup: RunSetup, endpoint: str | None) -> LLMEngine:
@@ -89,20 +93,23 @@ def warm_up(engine: LLMEngine) -> None:
 
 
 @contextmanager
-def _daemon(cfg: BenchConfig, caps: Capacities) -> Iterator[str | None]:
-    """A fresh daemon for ``cfg`` (its endpoint), or ``None`` for a configuration without."""
+def _daemon(cfg: BenchConfig, caps: Capacities) -> Iterator[tuple[str | None, str | None]]:
+    """A fresh daemon for ``cfg``: its endpoint and ``/metrics`` URL (``None`` for a
+    configuration without a daemon)."""
     if not cfg.uses_daemon:
-        yield None
+        yield None, None
         return
     from cacheserver.launch import DaemonProcess
 
     tmp = tempfile.mkdtemp(prefix="ace2e-")
-    flags = caps.daemon_flags(str(cfg.policy), lmdb_entry_bytes(caps.block_bytes))
+    port = _free_port()
+    flags = {**caps.daemon_flags(str(cfg.policy), lmdb_entry_bytes(caps.block_bytes)),
+             "metrics_port": port}
     daemon = DaemonProcess(f"ipc://{tmp}/d.ipc", f"{tmp}/data", flags=flags,
                            log_path=f"{tmp}/daemon.log")
     try:
         daemon.start()
-        yield daemon.endpoint
+        yield daemon.endpoint, f"http://127.0.0.1:{port}/metrics"
     except Exception:
         _print_log_tail(f"{tmp}/daemon.log")
         raise
@@ -116,6 +123,31 @@ def _daemon_stats(endpoint: str) -> dict:
 
     with CacheClient(endpoint, heartbeat=False) as client:
         return client.stats()
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def _scrape(url: str) -> dict[str, float]:
+    """Counter samples of the daemon's ``/metrics`` (name with labels -> value)."""
+    import urllib.request
+
+    from prometheus_client.parser import text_string_to_metric_families
+
+    with urllib.request.urlopen(url, timeout=5) as resp:
+        text = resp.read().decode()
+    out = {}
+    for family in text_string_to_metric_families(text):
+        if family.type == "counter":
+            for s in family.samples:
+                labels = ",".join(f"{k}={v}" for k, v in sorted(s.labels.items()))
+                out[s.name + (f"{{{labels}}}" if labels else "")] = float(s.value)
+    return out
 
 
 def _print_log_tail(path: str, lines: int = 20) -> None:

@@ -16,7 +16,8 @@ import numpy as np
 from ops.e2e.driver import Outcome, Replay
 from ops.e2e.runner import ConfigRun
 
-SOURCES = ("resident", "fetched_cpu", "fetched_disk", "recomputed", "new")
+SOURCES = ("resident", "fetched", "recomputed", "new")
+PROMOTIONS = "asymcache_tier_promotions_total"
 
 
 @dataclass(frozen=True)
@@ -76,7 +77,8 @@ def _at(tokens: Sequence[int], i: int) -> int | None:
     return tokens[i] if i < len(tokens) else None
 
 
-def summarize(run: ConfigRun, mismatches: Sequence[Mismatch]) -> dict[str, object]:
+def summarize(run: ConfigRun, mismatches: Sequence[Mismatch], block_size: int
+              ) -> dict[str, object]:
     """The JSON row of one configuration's run (every key is documented in docs/benchmarks.md)."""
     cfg, rep = run.config, run.replay
     row: dict[str, object] = {
@@ -86,7 +88,7 @@ def summarize(run: ConfigRun, mismatches: Sequence[Mismatch]) -> dict[str, objec
     }
     row.update(latencies(rep.outcomes))
     row.update(_throughput(rep))
-    row.update(_sources(rep.outcomes))
+    row.update(_sources(rep.outcomes, run.daemon_counters, block_size))
     row.update(_breakdown(rep))
     row["outputs_identical"] = not mismatches
     row["mismatched_requests"] = len(mismatches)
@@ -121,16 +123,27 @@ def _throughput(rep: Replay) -> dict[str, float]:
             "engine_busy_share": rep.busy_share}
 
 
-def _sources(outcomes: Sequence[Outcome]) -> dict[str, object]:
+def _sources(outcomes: Sequence[Outcome], counters: Mapping[str, float] | None,
+             block_size: int) -> dict[str, object]:
+    """Prompt tokens by source and the hit share of each tier. The engine counts fetched
+    tokens without their tier; the disk's share is the daemon's promotions (disk blocks the
+    engine asked for, brought to the CPU tier to be fetched from there)."""
     totals = {s: sum(o.sources[s] for o in outcomes) for s in SOURCES}
     prompt = max(1, sum(totals.values()))
-    out: dict[str, object] = {f"tokens_{s}": v for s, v in totals.items()}
+    disk = min(totals["fetched"], int((counters or {}).get(PROMOTIONS, 0)) * block_size)
+    out: dict[str, object] = {"tokens_resident": totals["resident"],
+                              "tokens_fetched_cpu": totals["fetched"] - disk,
+                              "tokens_fetched_disk": disk, "tokens_recomputed":
+                              totals["recomputed"], "tokens_new": totals["new"]}
     out["tokens_preempted_recompute"] = sum(o.sources["preempted_recompute"] for o in outcomes)
     out["hit_gpu"] = totals["resident"] / prompt
-    out["hit_cpu"] = totals["fetched_cpu"] / prompt
-    out["hit_disk"] = totals["fetched_disk"] / prompt
+    out["hit_cpu"] = (totals["fetched"] - disk) / prompt
+    out["hit_disk"] = disk / prompt
     for what in ("fetched", "demoted", "offloaded"):
         out[f"bytes_{what}"] = sum(o.moved[what] for o in outcomes)
+    prefix = "asymcache_tier_moved_bytes_total{direction="
+    out["daemon_moved_bytes"] = {k[len(prefix):-1]: int(v) for k, v in (counters or {}).items()
+                                 if k.startswith(prefix)}
     return out
 
 

@@ -72,9 +72,11 @@ class Workload:
                      for r in self.requests)
         return replace(self, requests=reqs, rate=rate)
 
-    def head(self, n: int) -> Workload:
-        """The first ``n`` requests (same rate)."""
-        return replace(self, requests=self.requests[: max(1, n)])
+    def spread_sample(self, n: int) -> Workload:
+        """About ``n`` requests taken evenly across the whole workload (every k-th), on their
+        own arrival times: lengths as in the whole run, e.g. late turns of long sessions."""
+        k = max(1, len(self.requests) // max(1, n))
+        return replace(self, requests=self.requests[::k][: max(1, n)], rate=self.rate / k)
 
     @property
     def span_s(self) -> float:

@@ -5,11 +5,14 @@ from __future__ import annotations
 import argparse
 import sys
 import time
+from pathlib import Path
 
 from cacheserver.policy import REUSE_SEMANTICS, policy_names
 from cacheserver.policy.cost import CostModel
+from ops.sim.config import RunSpec, TierSpec
 from ops.sim.grid import Setup, run_grid
-from ops.sim.report import format_table, plot, write_json
+from ops.sim.replay import policy_kwargs
+from ops.sim.report import format_table, markdown_table, plot, write_json
 from ops.sim.trace import Trace, load_trace
 
 
@@ -36,6 +39,9 @@ def simulate(args: argparse.Namespace) -> int:
     if args.json:
         write_json(rows, args.json)
         print(f"wrote {args.json}")
+    if args.markdown:
+        Path(args.markdown).write_text(markdown_table(rows) + "\n")
+        print(f"wrote {args.markdown}")
     if args.plot:
         plot(rows, args.plot, f"{trace.name} · {cost.name}")
         print(f"wrote {args.plot}")
@@ -43,9 +49,11 @@ def simulate(args: argparse.Namespace) -> int:
 
 
 def _prepare(args: argparse.Namespace) -> tuple[Trace, CostModel, list[Setup]]:
-    for name in args.policy:
+    for text in args.policy:
+        name, options = RunSpec.parse_policy(text)
         if name not in policy_names():
             raise ValueError(f"unknown policy {name!r}; known: {policy_names()}")
+        policy_kwargs(RunSpec(name, "msa", (TierSpec("gpu", 0),), options=options))
     for sem in args.semantics:
         if sem not in REUSE_SEMANTICS:
             raise ValueError(f"unknown semantics {sem!r}; known: {list(REUSE_SEMANTICS)}")

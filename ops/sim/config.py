@@ -39,6 +39,7 @@ class RunSpec:
     semantics: str
     tiers: tuple[TierSpec, ...]
     queue: bool = False
+    options: tuple[tuple[str, str], ...] = ()  # fields of the policy's config_class
 
     def __post_init__(self) -> None:
         if self.policy not in policy_names():
@@ -50,6 +51,25 @@ class RunSpec:
         order = [TIER_NAMES.index(t.name) for t in self.tiers]
         if order != sorted(set(order)):
             raise ValueError(f"RunSpec.tiers must be gpu, cpu, disk in order, each once: {order}")
+
+    @property
+    def label(self) -> str:
+        """The policy name with its options, as ``asym:select=false;clock=inflation``."""
+        if not self.options:
+            return self.policy
+        return self.policy + ":" + ";".join(f"{k}={v}" for k, v in self.options)
+
+    @classmethod
+    def parse_policy(cls, text: str) -> tuple[str, tuple[tuple[str, str], ...]]:
+        """``"asym:select=false;clock=inflation"`` -> ``("asym", (("select", "false"), ...))``."""
+        name, _, rest = text.partition(":")
+        options = []
+        for item in filter(None, (p.strip() for p in rest.split(";"))):
+            key, eq, value = item.partition("=")
+            if not eq or not key:
+                raise ValueError(f"bad policy option {item!r} in {text!r}: expected key=value")
+            options.append((key.strip(), value.strip()))
+        return name.strip(), tuple(options)
 
     @property
     def offline(self) -> bool:

@@ -54,8 +54,9 @@ def run_grid(trace: Trace, cost: CostModel, policies: Sequence[str], semantics: 
     for setup in setups:
         tiers = setup.tiers(trace, cost)
         for policy in policies:
+            name, options = RunSpec.parse_policy(policy)
             for sem in semantics:
-                spec = RunSpec(policy, sem, tiers, queue)
+                spec = RunSpec(name, sem, tiers, queue, options)
                 if spec.offline and oracle is None:
                     oracle = build_oracle(trace, policy_clock(trace))
                 stats = Replay(trace, cost, spec, oracle).run(progress)
@@ -71,7 +72,7 @@ def _row(trace: Trace, cost: CostModel, spec: RunSpec, setup: Setup,
          figures: dict[str, object]) -> dict[str, object]:
     unique = trace.unique_blocks
     row: dict[str, object] = {
-        "trace": trace.name, "cost_model": cost.name, "policy": spec.policy,
+        "trace": trace.name, "cost_model": cost.name, "policy": spec.label,
         "semantics": spec.semantics, "setup": setup.label, "block_tokens": trace.block_tokens,
         "unique_blocks": unique,
     }

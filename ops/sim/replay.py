@@ -27,10 +27,11 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 
-from cacheserver.policy import BlockInfo, ResidencyPolicy, create_policy
+from cacheserver.policy import BlockInfo, ResidencyPolicy, create_policy, policy_class
 from cacheserver.policy.belady import NextUseOracle
 from cacheserver.policy.cost import CostModel
 from ops.sim.config import RunSpec
+from ops.sim.formats.options import apply_options
 from ops.sim.stats import RunStats
 from ops.sim.trace import Request, Trace
 
@@ -67,7 +68,9 @@ class Replay:
         self.names = tuple(t.name for t in spec.tiers)
         self.caps = [t.capacity for t in spec.tiers]
         self.clock = policy_clock(trace)
-        extra = {"oracle": oracle or build_oracle(trace, self.clock)} if spec.offline else {}
+        extra = policy_kwargs(spec)
+        if spec.offline:
+            extra["oracle"] = oracle or build_oracle(trace, self.clock)
         self.pols: list[ResidencyPolicy] = [
             create_policy(spec.policy, t.capacity, semantics=spec.semantics, cost_model=cost,
                           tier=t.name, **extra)
@@ -224,6 +227,16 @@ class Replay:
             info = BlockInfo(key, parent, index, self.block_tokens, self.block_bytes)
             self._infos[key] = info
         return info
+
+
+def policy_kwargs(spec: RunSpec) -> dict[str, object]:
+    """``config=`` built from the spec's options for policies that declare a ``config_class``."""
+    if not spec.options:
+        return {}
+    config_class = getattr(policy_class(spec.policy), "config_class", None)
+    if config_class is None:
+        raise ValueError(f"policy {spec.policy!r} takes no options (got {spec.label!r})")
+    return {"config": apply_options(config_class(), dict(spec.options))}
 
 
 def _fifo_ttft(arrivals: list[float], service) -> object:

@@ -37,3 +37,16 @@ def test_simulate_rejects_unknown_policies_and_missing_sizes(capsys) -> None:
     assert "mru" in capsys.readouterr().err
     assert main(["simulate", "--trace", "chat:sessions=2", "--no-progress"]) == 2
     assert "--gpu-frac" in capsys.readouterr().err
+
+
+def test_policy_options_reach_the_policy_and_label_the_row(tmp_path) -> None:
+    out, md = tmp_path / "rows.json", tmp_path / "table.md"
+    assert main(["simulate", "--trace", "chat:sessions=10", "--policy",
+                 "asym:select=false;clock=inflation", "--semantics", "msa", "--gpu-frac", "0.1",
+                 "--json", str(out), "--markdown", str(md), "--no-progress"]) == 0
+    assert json.loads(out.read_text())[0]["policy"] == "asym:select=false;clock=inflation"
+    assert md.read_text().startswith("| setup | gpu | policy |")
+    assert main(["simulate", "--trace", "chat:sessions=10", "--policy", "asym:colour=red",
+                 "--gpu-frac", "0.1", "--no-progress"]) == 2
+    assert main(["simulate", "--trace", "chat:sessions=10", "--policy", "lru:select=false",
+                 "--gpu-frac", "0.1", "--no-progress"]) == 2
