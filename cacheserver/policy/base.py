@@ -33,12 +33,20 @@ from __future__ import annotations
 import heapq
 import itertools
 from abc import ABC, abstractmethod
-from collections.abc import Callable, Hashable
+from collections.abc import Hashable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, ClassVar, Literal
 
+from cacheserver.policy.order import HeapOrder
+from cacheserver.policy.registry import create_policy, policy_class, policy_names, register_policy
+
 if TYPE_CHECKING:
     from cacheserver.policy.cost import CostModel
+
+__all__ = [
+    "REUSE_SEMANTICS", "BlockInfo", "HeapOrder", "Key", "ResidencyPolicy", "Reuse",
+    "create_policy", "policy_class", "policy_names", "register_policy",
+]
 
 Key = Hashable
 Reuse = Literal["prefix", "msa"]
@@ -328,81 +336,3 @@ class ResidencyPolicy(ABC):
             if key in self._pins and self._pins[key] == until:
                 del self._pins[key]
                 self._unpark_if_free(key, now)
-
-
-class HeapOrder:
-    """A min-priority order with lazy deletion: O(log n) push, amortized O(log n) pop."""
-
-    def __init__(self) -> None:
-        self._heap: list[tuple[tuple, int, Key]] = []
-        self._live: dict[Key, int] = {}
-        self._seq = itertools.count()
-
-    def push(self, key: Key, priority: tuple) -> None:
-        stamp = next(self._seq)
-        self._live[key] = stamp
-        heapq.heappush(self._heap, (priority, stamp, key))
-        if len(self._heap) > 4 * len(self._live) + 64:
-            self._compact()
-
-    def discard(self, key: Key) -> None:
-        self._live.pop(key, None)
-
-    def pop(self) -> Key | None:
-        heap = self._heap
-        while heap:
-            _, stamp, key = heapq.heappop(heap)
-            if self._live.get(key) == stamp:
-                del self._live[key]
-                return key
-        return None
-
-    def peek(self) -> tuple[Key, tuple] | None:
-        """The lowest ``(key, priority)`` without removing it (``None`` if empty)."""
-        heap = self._heap
-        while heap:
-            priority, stamp, key = heap[0]
-            if self._live.get(key) == stamp:
-                return key, priority
-            heapq.heappop(heap)
-        return None
-
-    def __len__(self) -> int:
-        return len(self._live)
-
-    def _compact(self) -> None:
-        self._heap = [e for e in self._heap if self._live.get(e[2]) == e[1]]
-        heapq.heapify(self._heap)
-
-
-_REGISTRY: dict[str, type[ResidencyPolicy]] = {}
-
-
-def register_policy(name: str) -> Callable[[type[ResidencyPolicy]], type[ResidencyPolicy]]:
-    """Class decorator: make a policy constructible by ``create_policy(name, ...)``."""
-
-    def deco(cls: type[ResidencyPolicy]) -> type[ResidencyPolicy]:
-        if name in _REGISTRY and _REGISTRY[name] is not cls:
-            raise ValueError(f"policy name {name!r} registered twice")
-        cls.name = name
-        _REGISTRY[name] = cls
-        return cls
-
-    return deco
-
-
-def policy_names(include_offline: bool = True) -> list[str]:
-    return sorted(n for n, c in _REGISTRY.items() if include_offline or not c.offline)
-
-
-def policy_class(name: str) -> type[ResidencyPolicy]:
-    """The class registered under ``name``; unknown names fail with the list of known ones."""
-    try:
-        return _REGISTRY[name]
-    except KeyError:
-        raise ValueError(f"unknown policy {name!r}; known: {policy_names()}") from None
-
-
-def create_policy(name: str, capacity: int, **kwargs: object) -> ResidencyPolicy:
-    """Build a registered policy by name; unknown names fail with the list of known ones."""
-    return policy_class(name)(capacity, **kwargs)  # type: ignore[arg-type]
