@@ -27,7 +27,7 @@ from __future__ import annotations
 
 import struct
 from collections.abc import Callable
-from dataclasses import fields, replace
+from dataclasses import fields
 from types import MemberDescriptorType
 
 import xxhash
@@ -156,19 +156,24 @@ def stage_value(header: BlockHeader, payload: Buffer, out: bytearray) -> BlockHe
     view = memoryview(payload).cast("B")
     if view.nbytes != header.length:
         raise ValueError(f"payload is {view.nbytes} bytes but header.length is {header.length}")
-    head_len = len(out) - view.nbytes
-    if head_len != header_bytes(len(_check(header))):
+    layout = _check(header)
+    end = _FIXED.size + _padded(len(layout))
+    if len(out) != end + _DIGEST.size + view.nbytes:
         raise ValueError(f"output buffer is {len(out)} bytes; the value is "
-                         f"{value_bytes(header)}")
+                         f"{end + _DIGEST.size + view.nbytes}")
     with memoryview(out) as dest:
-        dest[head_len:] = view
-        digest = checksum(dest[head_len:])
+        dest[end + _DIGEST.size:] = view
+        digest = _xxh3(dest[end + _DIGEST.size:])
         if header.checksum not in (0, digest):
             raise CorruptValue("checksum", "payload does not match header.checksum")
-        if header.checksum != digest:
-            header = replace(header, checksum=digest)
-        dest[:head_len] = encode_header(header)
-    return header
+        _FIXED.pack_into(dest, 0, MAGIC, FORMAT_VERSION, len(layout), header.namespace,
+                         header.parent, header.position, header.length, digest)
+        dest[_FIXED.size:end] = layout.ljust(end - _FIXED.size, b"\0")
+        _DIGEST.pack_into(dest, end, _xxh3(dest[:end]))
+    if header.checksum == digest:
+        return header
+    return _make_header(header.namespace, header.parent, header.position, header.layout,
+                        header.length, digest)
 
 
 def decode_header(buf: Buffer, layouts: dict[bytes, str] | None = None) -> tuple[BlockHeader, int]:

@@ -154,14 +154,15 @@ class DiskTier(Tier):
                 return True, self._queue.latest.get(key), False
         if self._store.broken:
             return False, None, False
-        value = self._queue.take_buffer(value_bytes(header))
+        nbytes = value_bytes(header)
+        value = self._queue.take_buffer(nbytes)
         try:
             header = stage_value(header, view, value)
         except CorruptValue:
             self._queue.give_back(value)
             self._count("put_checksum")
             return False, None, False
-        size = self.entry_bytes(header)
+        size = self._footprint(nbytes)
         with self._lock:
             if self._used + size > self.capacity_bytes:
                 self._queue.give_back(value)
