@@ -10,6 +10,7 @@ from cacheserver.policy import belady as _belady  # noqa: F401 - registers belad
 from cacheserver.policy import gdsf as _gdsf  # noqa: F401 - registers gdsf
 from cacheserver.policy import lfu as _lfu  # noqa: F401 - registers lfu
 from cacheserver.policy import lru as _lru  # noqa: F401 - registers lru, lru_tail
+from cacheserver.policy import oracle as _oracle  # noqa: F401 - registers asym_oracle
 from cacheserver.policy import pensieve as _pensieve  # noqa: F401 - registers pensieve
 from cacheserver.policy.base import (
     REUSE_SEMANTICS,

@@ -21,8 +21,9 @@ and a child are both resident splits a run: one more MSA segment (``segment_s``)
 Under ``prefix`` reuse a block with a resident child is never a victim (leaves first) — cost
 alone would drop cheap leading blocks and strand everything behind them — and a leaf is
 valued per block of the prefix it completes. ``admit`` (``msa`` only: under prefix a refused
-block would strand its suffix) refuses a block that would rank below every evictable block;
-in a lower tier that is the decision whether a block is worth writing there at all.
+block would strand its suffix) refuses a block that would rank below every evictable block,
+and, in a lower tier, a block that loads slower from there than it recomputes (a leading
+block on disk with a slow drive): whether a block is worth writing to disk at all.
 """
 
 from __future__ import annotations
@@ -147,11 +148,22 @@ class AsymPolicy(CostedPolicy):
         return True
 
     def _refuses(self, info: BlockInfo, rec: UseRecord, now: float) -> bool:
-        if not self.config.admission or self.semantics == "prefix" \
-                or len(self.blocks) < self.capacity:
+        if not self.config.admission or self.semantics == "prefix":
+            return False
+        if self._never_pays(info):
+            return True
+        if len(self.blocks) < self.capacity:
             return False
         top = self.peek_victim(now)
         return top is not None and self._clock(now) + self._term(self._raw(info, rec)) < top[1][0]
+
+    def _never_pays(self, info: BlockInfo) -> bool:
+        """A lower tier whose load costs more than recomputing the block: never worth a copy."""
+        model = self.cost_model
+        if model is None or self.tier == "gpu" or not model.has_tier(self.tier):
+            return False
+        recompute = model.recompute_cost(info.position * info.n_tokens, info.n_tokens)
+        return model.load_cost(self.tier, info.n_bytes) >= recompute
 
     def _observe_new(self, info: BlockInfo, now: float) -> UseRecord:
         """A use of a non-resident block: its ghost record, else its parent's lineage."""

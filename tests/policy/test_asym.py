@@ -131,3 +131,14 @@ def test_the_selector_switches_to_the_ranking_that_saves_more() -> None:
     sel = ModeSelector(4, lambda cap, v: Stub(v), lambda i: 1.0, dwell=10)  # type: ignore
     flips = [sel.use(info(k), float(k)) for k in range(20)]
     assert sel.by_value and flips.index(True) == 9 and sel.flips == 1
+
+
+def test_a_disk_tier_refuses_blocks_that_recompute_faster_than_they_load() -> None:
+    slow = CostModel.preset("a100-llama2-7b")  # disk load of a 256 MiB block: 38 ms
+    block = dict(n_tokens=512, n_bytes=512 * slow.kv_bytes_per_token)
+    disk = AsymPolicy(100, semantics="msa", cost_model=slow, tier="disk",
+                      config=AsymConfig(select=False))
+    assert not disk.admit(info(1, position=0, **block), 0.0)  # recompute: 33 ms
+    assert disk.admit(info(2, position=8, **block), 0.0)  # recompute at 4096: 41 ms
+    gpu = AsymPolicy(100, semantics="msa", cost_model=slow, config=AsymConfig(select=False))
+    assert gpu.admit(info(1, position=0, **block), 0.0)
