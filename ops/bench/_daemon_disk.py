@@ -6,15 +6,21 @@ the same ``numpy`` rows, made durable once per batch.
 
 * **LMDB write** (timed): in the steady regime, ``DiskTier.delete`` of the blocks written
   ``keep`` rounds earlier (the eviction that makes room), then ``DiskTier.put(batch,
-  durable=True)``: per block an xxh3 checksum, a header, a copy into a staging buffer; the
-  writer thread puts the whole batch into one LMDB transaction (the tier's ``batch_bytes`` is
-  sized to hold it) and commits it synced (data pages, then the meta page; see
-  ``tiers/lmdb_store.py``). ``put`` returns once that commit is durable.
-* **file write** (timed): one ``write`` per block into a file, then one ``fsync``. In the
-  steady regime the file is the one written ``keep`` rounds earlier, rewritten in place.
+  durable=True)``: per block a copy into a staging buffer, an xxh3 checksum of that copy
+  (checked against the caller's header) and the header in front; the writer thread then runs
+  one LMDB transaction for the batch and the deletes (the tier's ``batch_bytes`` is sized to
+  hold it): LMDB copies each value into its own page buffer, ``pwritev``s the pages,
+  ``fdatasync``s, then writes its meta page with ``O_DSYNC`` (see ``tiers/lmdb_store.py``).
+  ``put`` returns once that commit is durable.
+* **file write** (timed): one buffered ``write`` per block into a file, then one ``fsync``. In
+  the steady regime the file is the one written ``keep`` rounds earlier, rewritten in place.
 * **LMDB read** (timed): ``DiskTier.get`` of the batch's keys: a ``bytes`` copy of each
-  payload, checksum verified, straight after the write (page cache warm on both sides).
-* **file read** (timed): ``read`` of each block, as ``bytes``, from the file just written.
+  payload out of the map, its checksum verified, straight after the write (page cache warm on
+  both sides).
+* **file read** (timed): one ``read`` per block, as ``bytes``, from the file just written.
+
+Both sides run in this process, so the disk tier's ``malloc`` setting (``keep_freed_heap`` in
+``tiers/lmdb_store.py``) serves both sides' 256 KiB ``bytes`` from a warm heap.
 
 Regimes:
 
