@@ -11,11 +11,10 @@ import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
-from ops.e2e.calibrate import Calibration, calibrate
+from ops.e2e.calibrate import Calibration, Progress, calibrated, first_rate
 from ops.e2e.configs import BenchConfig, Capacities
-from ops.e2e.driver import Outcome
 from ops.e2e.predict import H100, H100_PRESET, LOCAL, predict
-from ops.e2e.runner import RunSetup, run_config
+from ops.e2e.runner import ConfigRun, RunSetup, run_config
 from ops.e2e.sources import SourceSpec, build
 from ops.e2e.summary import Mismatch, compare_outputs, summarize
 from ops.e2e.workload import Workload
@@ -35,6 +34,7 @@ class Plan:
     rate: float | None = None
     calib_sample: int = 40
     calib_rounds: int = 2
+    calib_tolerance: float = 0.07
     sweep: tuple[float, ...] = ()
     sweep_configs: tuple[str, ...] = ("1", "3", "4")
     target_step_s: float = 0.04
@@ -54,8 +54,6 @@ class WorkloadResult:
     description: str = ""
 
 
-Progress = Callable[[str, int], Callable[[Outcome], None]]  # (label, requests) -> per-request
-
 
 def run_workload(name: str, plan: Plan, profile: str, block_bytes: int, progress: Progress,
                  log: Callable[[str], None] = print) -> WorkloadResult:
@@ -69,14 +67,11 @@ def run_workload(name: str, plan: Plan, profile: str, block_bytes: int, progress
     log(f"[{base.name}] {len(base)} requests, {caps.unique_blocks} unique blocks; tiers gpu "
         f"{caps.gpu_blocks} ({caps.frac('gpu'):.1%}{raised}), cpu {caps.cpu_blocks}, disk "
         f"{caps.disk_blocks} blocks")
-    calib = None
-    rate = plan.rate
-    if rate is None:
-        calib = calibrate(base, setup, target=plan.target_busy, sample=plan.calib_sample,
-                          rounds=plan.calib_rounds, log=log)
-        rate = calib.rate
+    reference, calib = _reference(base, plan, setup, progress, log)
+    rate = calib.rate
     result = WorkloadResult(base.name, [], [], caps, calib, description=base.description)
-    head = _run_rate(base.at_rate(rate), plan.configs, setup, "headline", 1.0, progress, log)
+    head = _run_rate(base.at_rate(rate), plan.configs, setup, "headline", 1.0, progress, log,
+                     reference)
     result.rows += head[0]
     result.mismatches += head[1]
     _attach_predictions(result.rows, base.at_rate(rate), caps, plan.configs, profile)
@@ -90,6 +85,20 @@ def run_workload(name: str, plan: Plan, profile: str, block_bytes: int, progress
     return result
 
 
+def _reference(base: Workload, plan: Plan, setup: RunSetup, progress: Progress,
+               log: Callable[[str], None]) -> tuple[ConfigRun, Calibration]:
+    """Configuration 1's headline run: at ``plan.rate``, or at the calibrated rate."""
+    if plan.rate is not None:
+        w = base.at_rate(plan.rate)
+        run = run_config(plan.configs[0], w, setup, margins=True,
+                         on_done=progress(f"{w.name} 1 no-cache", len(w)))
+        return run, Calibration(plan.rate, 0.0, ((plan.rate, run.replay.busy_share),))
+    rate, demand = first_rate(base, setup, plan.target_busy, plan.calib_sample, log)
+    run, tried = calibrated(base, setup, rate, target=plan.target_busy, rounds=plan.calib_rounds,
+                            tolerance=plan.calib_tolerance, progress=progress, log=log)
+    return run, Calibration(tried[-1][0], demand, tuple(tried))
+
+
 def capacities(workload: Workload, plan: Plan, block_bytes: int) -> Capacities:
     floor = math.ceil(plan.gpu_min_contexts * workload.max_context_blocks())
     return Capacities.from_fractions(workload.unique_blocks(), *plan.fractions, gpu_floor=floor,
@@ -97,12 +106,18 @@ def capacities(workload: Workload, plan: Plan, block_bytes: int) -> Capacities:
 
 
 def _run_rate(workload: Workload, configs: Sequence[BenchConfig], setup: RunSetup, kind: str,
-              factor: float, progress: Progress, log: Callable[[str], None]
-              ) -> tuple[list[dict[str, object]], list[Mismatch]]:
+              factor: float, progress: Progress, log: Callable[[str], None],
+              first: ConfigRun | None = None) -> tuple[list[dict[str, object]], list[Mismatch]]:
+    """Every configuration at ``workload``'s rate (configuration 1 first: the reference
+    tokens; ``first`` is its run when already done)."""
     rows, mismatches, reference = [], [], None
     for cfg in configs:
-        run = run_config(cfg, workload, setup, margins=cfg.key == "1",
-                         on_done=progress(f"{workload.name} {cfg.key} {cfg.name}", len(workload)))
+        if cfg.key == "1" and first is not None:
+            run = first
+        else:
+            label = f"{workload.name} {cfg.key} {cfg.name}"
+            run = run_config(cfg, workload, setup, margins=cfg.key == "1",
+                             on_done=progress(label, len(workload)))
         if reference is None:
             reference = {o.request_id: o.token_ids for o in run.replay.outcomes}
         bad = compare_outputs(cfg.name, reference, run.replay.outcomes)
