@@ -59,31 +59,38 @@ def write_json(rows: Sequence[dict[str, object]], path: str | Path) -> None:
 
 
 def plot(rows: Sequence[dict[str, object]], path: str | Path, title: str) -> None:
-    """TTFT against GPU capacity, one line per policy and semantics, one panel per setup."""
+    """TTFT against GPU capacity: one colour per policy, solid for msa and dashed for prefix
+    reuse, one panel per tier set-up (side effect: writes the PNG at ``path``)."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     setups = list(dict.fromkeys(str(r["setup"]) for r in rows))
-    fig, axes = plt.subplots(1, len(setups), figsize=(6 * len(setups), 4.5), squeeze=False)
+    policies = list(dict.fromkeys(str(r["policy"]) for r in rows))
+    colours = plt.get_cmap("tab10")
+    fig, axes = plt.subplots(1, len(setups), figsize=(7 * len(setups), 4.5), squeeze=False)
     for ax, setup in zip(axes[0], setups, strict=True):
-        lines: dict[tuple[str, str], list[tuple[float, float]]] = {}
-        for r in rows:
-            if r["setup"] == setup:
-                lines.setdefault((str(r["policy"]), str(r["semantics"])), []).append(
-                    (float(r["gpu_frac"]), float(r["ttft_mean_s"])))  # type: ignore[arg-type]
-        for (policy, sem), pts in lines.items():
-            pts.sort()
+        for (policy, sem), pts in _lines(rows, setup).items():
             ax.plot([p[0] * 100 for p in pts], [p[1] for p in pts], marker="o",
+                    color=colours(policies.index(policy) % 10),
                     linestyle="-" if sem == "msa" else "--", label=f"{policy} / {sem}")
-        if len({p[0] for pts in lines.values() for p in pts}) > 1:
+        if len({float(r["gpu_frac"]) for r in rows}) > 1:  # type: ignore[arg-type]
             ax.set_xscale("log")
         ax.set_xlabel("GPU tier, % of unique blocks")
         ax.set_ylabel("mean TTFT (s, no queue)")
         ax.set_title(f"{title} — {setup}", fontsize=9)
         ax.grid(True, alpha=0.3)
-        ax.legend(fontsize=7)
+        ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0))
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
+
+
+def _lines(rows: Sequence[dict[str, object]], setup: str) -> dict[tuple[str, str], list]:
+    lines: dict[tuple[str, str], list[tuple[float, float]]] = {}
+    for r in rows:
+        if r["setup"] == setup:
+            lines.setdefault((str(r["policy"]), str(r["semantics"])), []).append(
+                (float(r["gpu_frac"]), float(r["ttft_mean_s"])))  # type: ignore[arg-type]
+    return {k: sorted(v) for k, v in lines.items()}
