@@ -17,6 +17,8 @@ Side effects: processes, files under ``root`` (created, never deleted here), loo
 from __future__ import annotations
 
 import contextlib
+import os
+import random
 import shutil
 import socket
 import subprocess
@@ -29,8 +31,19 @@ SLOTS = 16384
 _POLL_S = 0.05
 
 
-def free_port() -> int:
-    """A TCP port on 127.0.0.1 that was free a moment ago."""
+def free_port(low: int = 20000, high: int = 32000, attempts: int = 200) -> int:
+    """A TCP port on 127.0.0.1 that was free a moment ago, drawn from ``[low, high)``: below
+    Linux's ephemeral range (32768+), so the kernel never hands it to an outgoing connection
+    between this check and the server's bind. Falls back to any free port."""
+    rng = random.Random(os.urandom(8))
+    for _ in range(attempts):
+        port = rng.randrange(low, high)
+        with socket.socket() as sock:
+            try:
+                sock.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+            return port
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return sock.getsockname()[1]
