@@ -48,6 +48,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--requests", type=int, default=None,
                         help="requests per workload (default 160; --quick 24)")
     parser.add_argument("--seed", type=int, default=0, help="workload seed (default 0)")
+    parser.add_argument("--agent-pin-ttl-s", type=float, default=0.0,
+                        help="TTL pins between agent steps, seconds of the generator's timeline "
+                             "(default 0: none)")
     parser.add_argument("--mooncake-trace", default=None, help="Mooncake conversation trace "
                         "(default: ../shared/traces/mooncake_fast25/ next to the repository)")
     parser.add_argument("--gpu-frac", type=float, default=0.1, help="GPU pool, share of unique "
@@ -64,6 +67,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="rate factors of the sweep (default 0.5,1.5; --quick: none)")
     parser.add_argument("--sweep-configs", type=_csv, default=["1", "3", "4", "5c"],
                         help="configurations the sweep runs (default 1,3,4,5c)")
+    parser.add_argument("--sweep-workloads", type=_csv, default=["chat"],
+                        help="workloads the sweep runs on (default chat)")
     parser.add_argument("--target-step-s", type=float, default=0.04,
                         help="adaptive chunking's step-time objective (default 0.04 s)")
     parser.add_argument("--cpu-threads", type=int, default=1,
@@ -83,7 +88,8 @@ def run(args: argparse.Namespace) -> int:
         plan = Plan(
             configs=tuple(configs),
             source=SourceSpec(requests=args.requests or (24 if args.quick else 160),
-                              seed=args.seed, **_trace_path(args.mooncake_trace)),
+                              seed=args.seed, agent_pin_ttl_s=args.agent_pin_ttl_s,
+                              **_trace_path(args.mooncake_trace)),
             fractions=(args.gpu_frac, args.cpu_frac, args.disk_frac),
             gpu_min_contexts=args.gpu_min_contexts, target_busy=args.target_busy,
             rate=args.rate, calib_sample=12 if args.quick else 40,
@@ -91,6 +97,7 @@ def run(args: argparse.Namespace) -> int:
             sweep=tuple(args.sweep if args.sweep is not None else ([] if args.quick
                                                                     else [0.5, 1.5])),
             sweep_configs=tuple(c.key for c in select(args.sweep_configs)),
+            sweep_workloads=tuple(args.sweep_workloads),
             target_step_s=args.target_step_s, cpu_threads=args.cpu_threads)
     except ValueError as exc:
         print(f"asymcache bench e2e: {exc}")

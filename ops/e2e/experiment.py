@@ -36,7 +36,8 @@ class Plan:
     calib_rounds: int = 2
     calib_tolerance: float = 0.07
     sweep: tuple[float, ...] = ()
-    sweep_configs: tuple[str, ...] = ("1", "3", "4")
+    sweep_configs: tuple[str, ...] = ("1", "3", "4", "5c")
+    sweep_workloads: tuple[str, ...] = ("chat",)
     target_step_s: float = 0.04
     cpu_threads: int = 1
 
@@ -77,7 +78,7 @@ def run_workload(name: str, plan: Plan, profile: str, block_bytes: int, progress
     _attach_predictions(result.rows, base.at_rate(rate), caps, plan.configs, profile)
     result.goals = goals(result.rows)
     sweep_cfgs = [c for c in plan.configs if c.key in plan.sweep_configs]
-    for factor in plan.sweep:
+    for factor in plan.sweep if name in plan.sweep_workloads else ():
         rows, bad = _run_rate(base.at_rate(rate * factor), sweep_cfgs, setup, "sweep", factor,
                               progress, log)
         result.rows += rows

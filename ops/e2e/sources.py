@@ -12,7 +12,9 @@ ASSUMPTIONS, chosen before any configuration was measured:
   third) where a time window would not; each 512-token block becomes 32 tokens, outputs ÷ 16,
   and arrivals are redrawn as a Poisson process in the trace's order.
 * ``agent`` — ``ops.sim.formats.agent``: long shared templates, many steps, tool-call pauses
-  with TTL pins (lengths ÷ 8).
+  (lengths ÷ 8). TTL pins between steps are off unless ``agent_pin_ttl_s`` > 0: at this scale
+  the GPU pool holds about two contexts, so the pins of three sessions paused at once would
+  make every cached configuration wait for them to lapse (see docs/benchmarks.md).
 
 ``quick`` builds a small chat workload for ``--quick`` and the demo.
 """
@@ -43,6 +45,7 @@ class SourceSpec:
     max_context: int = 3584
     vocab_size: int = 2048
     mooncake_path: str = str(MOONCAKE)
+    agent_pin_ttl_s: float = 0.0  # seconds of the generator's timeline; 0 = no pins
 
 
 def build(name: str, spec: SourceSpec) -> Workload:
@@ -90,12 +93,12 @@ def quick(spec: SourceSpec) -> Workload:
 
 
 def agent(spec: SourceSpec) -> Workload:
-    """Agent sessions: six templates, 3-8 steps, tool pauses, pins for 8 s of trace time;
-    sessions start every 20 s on average, so few are active (and pinned) at once."""
+    """Agent sessions: six templates, 3-8 steps, tool pauses (optional TTL pins); sessions
+    start every 20 s on average, so few are active at once."""
     opts = (f"agent:seed={spec.seed},sessions={max(6, spec.requests // 4)},session_rate=0.05,"
             f"block_tokens={spec.block_size},templates=6,template_min_tokens=512,"
             f"template_max_tokens=1536,task_tokens=40,steps_min=3,steps_max=8,"
-            f"action_tokens=16,tool_tokens=80,tool_s=4,tool_max_s=30,pin_ttl_s=8,"
+            f"action_tokens=16,tool_tokens=80,tool_s=4,tool_max_s=30,pin_ttl_s={spec.agent_pin_ttl_s},"
             f"max_context={spec.max_context}")
     trace = _first(load_trace(opts), spec.requests)
     return from_trace("agent", trace, _mapping(spec, spec.block_size, 1.0, 32), spec.block_size,

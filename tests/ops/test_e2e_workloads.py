@@ -75,7 +75,10 @@ def test_generated_workloads_are_seeded_and_share_prefixes(name: str) -> None:
     assert w.requests == again.requests and w.requests != other.requests
     assert len(w) == 30 and w.unique_blocks() < sum(len(b) for b in w.block_ids())
     assert all(len(r.prompt) + r.max_tokens <= spec.max_context for r in w.requests)
-    assert (name == "agent") == any(r.pin_ttl_s > 0 for r in w.requests)
+    assert not any(r.pin_ttl_s > 0 for r in w.requests)
+    if name == "agent":
+        pinned = build(name, SourceSpec(requests=30, agent_pin_ttl_s=8.0))
+        assert any(r.pin_ttl_s > 0 for r in pinned.requests)
 
 
 def test_mooncake_sampling_keeps_whole_conversations_in_trace_order(tmp_path) -> None:
