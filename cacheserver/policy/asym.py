@@ -87,6 +87,12 @@ class AsymPolicy(CostedPolicy):
         if self.config.select and capacity > 0:
             self.selector = ModeSelector(capacity, self._miniature, self._cost)
 
+    def set_spill_tier(self, tier: str | None) -> None:
+        super().set_spill_tier(tier)
+        if self.selector is not None:
+            for copy in self.selector.copies.values():
+                copy.set_spill_tier(tier)
+
     def _miniature(self, capacity: int, by_value: bool) -> AsymPolicy:
         copy = AsymPolicy(capacity, config=replace(self.config, select=False),
                           semantics=self.semantics, cost_model=self.cost_model, tier=self.tier)

@@ -14,7 +14,9 @@ Events a policy receives, all amortized O(log n):
 * ``pin(key, until)`` / ``unpin(key)`` — a pin, optionally with a TTL (``until`` in the same
   clock as ``now``; ``None`` = until unpinned). An expired TTL pin lapses by itself;
 * ``set_backing(key, tier)`` — the next tier that still holds the block (``None`` = nowhere), so
-  cost-aware policies can price a miss as the cheaper of reloading and recomputing.
+  cost-aware policies can price a miss as the cheaper of reloading and recomputing;
+* ``set_spill_tier(tier)`` — where this tier's victims are demoted to (``None``: dropped), so a
+  block with no lower copy yet is priced at what it will cost once demoted there.
 
 And the decision: ``evict(now)`` removes and returns the lowest-value *unprotected, unpinned*
 block, or ``None`` when every held block is protected. Protected and pinned blocks are never
@@ -114,6 +116,7 @@ class ResidencyPolicy(ABC):
         self._backing: dict[Key, str | None] = {}
         self._kids: dict[Key, set[Key]] = {}  # parent key -> its resident children
         self._now = 0.0  # latest event time seen, for re-ranking on set_backing
+        self.spill_tier: str | None = None
 
     # ---- events -------------------------------------------------------------------------
     def admit(self, info: BlockInfo, now: float) -> bool:
@@ -177,6 +180,10 @@ class ResidencyPolicy(ABC):
             self._backing[key] = tier
         if self.prices_backing and key not in self._parked:
             self._enqueue(key, self._now)
+
+    def set_spill_tier(self, tier: str | None) -> None:
+        """Victims of this tier are demoted to ``tier`` (``None``: they are dropped)."""
+        self.spill_tier = tier
 
     def backing(self, key: Key) -> str | None:
         return self._backing.get(key)

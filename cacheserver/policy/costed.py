@@ -10,7 +10,8 @@ class CostedPolicy(ResidencyPolicy):
 
     ``miss_cost(info)`` is the cheaper of recomputing the block at its token position
     (``position · n_tokens``) and loading it from the next tier that still holds it
-    (``set_backing``), in seconds. Without a cost model every block costs 1.0, so the
+    (``set_backing``) or, with no lower copy, from the tier it would be demoted to
+    (``set_spill_tier``), in seconds. Without a cost model every block costs 1.0, so the
     policy degrades to its cost-blind form.
     """
 
@@ -18,9 +19,8 @@ class CostedPolicy(ResidencyPolicy):
         cost = self.cost_model
         if cost is None:
             return 1.0
-        return cost.miss_cost(
-            info.position * info.n_tokens, info.n_tokens, info.n_bytes, self._backing.get(info.key)
-        )
+        tier = self._backing.get(info.key) or self.spill_tier
+        return cost.miss_cost(info.position * info.n_tokens, info.n_tokens, info.n_bytes, tier)
 
     @staticmethod
     def size_of(info: BlockInfo) -> float:

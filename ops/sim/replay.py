@@ -76,6 +76,8 @@ class Replay:
                           tier=t.name, **extra)
             for t in spec.tiers
         ]
+        for upper, lower in zip(self.pols, self.names[1:], strict=False):
+            upper.set_spill_tier(lower)
         self.load = [0.0] + [cost.load_cost(n, self.block_bytes) for n in self.names[1:]]
         self._rc: list[float] = []
         self._infos: dict[int, BlockInfo] = {}
