@@ -1,8 +1,14 @@
-"""``asymcache demo``: start a daemon, run a client round trip of the main ops, print its stats.
+"""``asymcache demo``: the same multi-turn chat served twice, by a prefix cache with CPU and
+disk offload (LRU, like LMCache with vLLM) and by AsymCache, side by side.
 
-Everything is temporary: an ipc endpoint and a data directory under a fresh temp directory,
-removed at the end; the daemon is stopped (SIGTERM, flushing its disk writes) also on Ctrl-C or
-an error. Two engines take part, so the demo also shows a block shared through the CPU tier.
+Each run starts its own cache daemon (a temporary ipc path and LMDB folder, removed at the end)
+and an engine on the built-in model, replays the chat with Poisson-started sessions on the wall
+clock (``ops/e2e``: the benchmark's driver), then stops both. The tiers are sized from the
+workload (GPU 10% of its unique blocks, at least two of its longest contexts; CPU 20%; disk
+40%), so blocks really move between tiers. The arrival rate keeps a cache-less engine about
+60% busy (measured first on a sample). Ends with a table (TTFT mean and p90, prompt tokens per
+tier, recomputed tokens, whether both runs produced the same greedy tokens) and a PNG in the
+output folder. Everything started is stopped, also on Ctrl-C. About a minute on two cores.
 """
 
 from __future__ import annotations
@@ -10,93 +16,97 @@ from __future__ import annotations
 import argparse
 
 NAME = "demo"
-HELP = "start a temporary daemon, run a client round trip, print the daemon's stats"
-_LAYOUT = {"num_layers": 2, "num_kv_heads": 2, "head_dim": 32, "block_size": 16,
-           "dtype": "float16"}
+HELP = "serve a short chat twice: prefix cache with CPU/disk offload, then AsymCache; compare"
+COLUMNS = (
+    ("config", "config", "{}"), ("TTFT mean ms", "ttft_mean_s", "ms"),
+    ("p90 ms", "ttft_p90_s", "ms"), ("hit gpu", "hit_gpu", "{:.0%}"),
+    ("cpu", "hit_cpu", "{:.0%}"), ("disk", "hit_disk", "{:.0%}"),
+    ("recomputed", "tokens_recomputed", "{}"), ("computed", "prefill_tokens_computed", "{}"),
+    ("same outputs", "outputs_identical", "yesno"),
+)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--keep", action="store_true", help="keep the temp directory (logs)")
-
-
-def _step(name: str, result: object) -> None:
-    print(f"  {name:<44} {result}")
-
-
-def round_trip(endpoint: str) -> dict:
-    """The engine side of the demo; returns the daemon's final STATS."""
-    import os
-
-    from cacheserver.blocks import KVLayout, block_keys, namespace_id
-    from cacheserver.protocol import BlockRef
-    from engine.client import CacheClient
-
-    layout = KVLayout(**_LAYOUT)
-    n = layout.bytes_per_block
-    ns = namespace_id("demo-model", layout)
-    keys = block_keys(ns, list(range(6 * layout.block_size)), layout.block_size)
-    refs = [BlockRef(k, ns, keys[i - 1] if i else None, i) for i, k in enumerate(keys)]
-    blocks = {k: os.urandom(n) for k in keys}  # stand-ins for KV bytes
-    with CacheClient(endpoint, engine_id="demo-a") as a, \
-            CacheClient(endpoint, engine_id="demo-b") as b:
-        reg = a.hello("demo-model", layout, gpu_slots=4)
-        _step("HELLO engine a (4 GPU slots)", f"epoch {reg.epoch}, CPU tier "
-              f"{reg.cpu_num_slots} x {reg.cpu_slot_bytes} B")
-        _step("LOOKUP 6 blocks", [w.name for w in a.lookup(keys, lease=False).where])
-        _step("COMMIT blocks 0-3 to GPU slots 0-3", a.commit(refs[:4], [0, 1, 2, 3]))
-        victims = a.allocate(2)
-        _step("ALLOCATE 2 more GPU slots", [(v.gpu_slot, v.demote_to) for v in victims])
-        by_key = {r.key: r for r in refs}
-        for v in victims:  # the engine copies the victims' bytes into the CPU tier itself
-            a.cpu_slot(v.demote_to)[:n] = blocks[v.key]
-        _step("  demote them into CPU slots, COMMIT cpu", a.commit(
-            [by_key[v.key] for v in victims], [v.demote_to for v in victims], tier="cpu"))
-        put = a.put(refs[4:], [blocks[k] for k in keys[4:]], durable=True)
-        _step("PUT blocks 4-5 (durable)", f"stored {put.stored}, durable {put.durable}")
-        b.hello("demo-model", layout, gpu_slots=4)
-        found = b.lookup(keys)
-        _step("HELLO engine b, LOOKUP (leases)", [w.name for w in found.where])
-        shared = [bytes(b.cpu_slot(s)[:n]) == blocks[k]
-                  for k, s, w in zip(keys, found.slots, found.where, strict=True)
-                  if w.name == "CPU"]
-        _step("  b reads CPU slots zero-copy, bytes equal", shared)
-        got = b.get(keys)
-        gpu_only = [i for i, k in enumerate(keys[:4]) if k not in {v.key for v in victims}]
-        _step(f"GET 6 blocks ({gpu_only} only in a's GPU)", [
-            g is not None and bytes(g) == blocks[k] for g, k in zip(got, keys, strict=True)])
-        _step("PROMOTE (DISK -> CPU)", b.promote(keys[4:]))
-        _step("PIN with 60 s TTL / UNPIN", (a.pin(keys, ttl_s=60), a.unpin(keys)))
-        _step("RELEASE b's leases", b.release(everything=True))
-        _step("FLUSH: blocks on disk", a.flush())
-        return a.stats()
+    parser.add_argument("--out", default=None,
+                        help="output folder (default: a new asymcache-demo-* temp folder)")
+    parser.add_argument("--requests", type=int, default=96, help="chat turns (default 96)")
+    parser.add_argument("--seed", type=int, default=0, help="workload seed (default 0)")
 
 
 def run(args: argparse.Namespace) -> int:
-    import shutil
+    import sys
     import tempfile
     from pathlib import Path
 
-    from cacheserver.launch import DaemonProcess
-    from ops.commands.stats import format_stats
-
-    tmp = Path(tempfile.mkdtemp(prefix="asymcache-demo-"))
-    daemon = DaemonProcess(f"ipc://{tmp}/daemon.ipc", str(tmp / "data"), log_path=str(
-        tmp / "daemon.log"), flags={"cpu_bytes": "4MiB", "cpu_slot_bytes": "64KiB",
-                                    "disk_bytes": "64MiB", "metrics_port": 0})
+    if args.requests < 2:
+        print("asymcache demo: --requests must be at least 2", file=sys.stderr)
+        return 2
+    out = Path(args.out or tempfile.mkdtemp(prefix="asymcache-demo-"))
+    out.mkdir(parents=True, exist_ok=True)
     try:
-        reply = daemon.start()
-        print(f"daemon pid {daemon.pid} on {daemon.endpoint} (epoch {reply.epoch})")
-        stats = round_trip(daemon.endpoint)
-        print("\ndaemon stats:")
-        print(format_stats(stats))
-        return 0
+        return _demo(args, out)
     except KeyboardInterrupt:
-        print("\ninterrupted: stopping the daemon")
+        print("\ninterrupted: everything the demo started is stopped", flush=True)
         return 130
-    finally:
-        code = daemon.stop()
-        print(f"daemon stopped (exit status {code})")
-        if args.keep:
-            print(f"kept {tmp}")
-        else:
-            shutil.rmtree(tmp, ignore_errors=True)
+
+
+def _demo(args: argparse.Namespace, out) -> int:
+    import math
+
+    import torch
+
+    from cacheserver.policy.cost import CostModel
+    from ops.e2e.calibrate import first_rate, measure_profile
+    from ops.e2e.configs import CONFIGS, Capacities
+    from ops.e2e.runner import RunSetup
+    from ops.e2e.sources import SourceSpec, build
+
+    torch.set_num_threads(1)
+    workload = build("quick", SourceSpec(requests=args.requests, seed=args.seed))
+    print(f"asymcache demo: {len(workload)} chat turns on the built-in model, output in {out}",
+          flush=True)
+    profile = measure_profile(out / "cost-profile.json", quick=True)
+    kv_bytes = CostModel.from_profile(profile).kv_bytes_per_token
+    caps = Capacities.from_fractions(workload.unique_blocks(), 0.1, 0.2, 0.4,
+                                     gpu_floor=math.ceil(2 * workload.max_context_blocks()),
+                                     block_bytes=kv_bytes * workload.block_size)
+    setup = RunSetup(caps, str(profile))
+    print(f"tiers: GPU {caps.gpu_blocks} blocks, CPU {caps.cpu_blocks}, disk "
+          f"{caps.disk_blocks} ({caps.unique_blocks} unique blocks in the workload)")
+    rate, _ = first_rate(workload, setup, 0.6, 12, log=print)
+    runs = [_serve(cfg, workload.at_rate(rate), setup) for cfg in (CONFIGS[2], CONFIGS[3])]
+    return _report(runs, workload, out)
+
+
+def _serve(cfg, workload, setup):  # -> ConfigRun
+    import sys
+
+    from tqdm import tqdm
+
+    from ops.e2e.runner import run_config
+
+    print(f"\n[{cfg.key}] {cfg.name}: {cfg.stands_for}", flush=True)
+    with tqdm(total=len(workload), unit="req", file=sys.stderr, mininterval=0.5,
+              desc=cfg.name) as bar:
+        return run_config(cfg, workload, setup, on_done=lambda _o: bar.update(1),
+                          log=lambda line: print(line, flush=True))
+
+
+def _report(runs, workload, out) -> int:
+    from ops.e2e.report import plot, text_table
+    from ops.e2e.summary import compare_outputs, summarize
+
+    first = {o.request_id: o.token_ids for o in runs[0].replay.outcomes}
+    rows = []
+    for run in runs:
+        same = compare_outputs(run.config.name, first, run.replay.outcomes)
+        rows.append({"workload": "demo chat", "kind": "headline", "rate_per_s": workload.rate,
+                     **summarize(run, same, workload.block_size)})
+    print("\n" + text_table(rows, COLUMNS))
+    png = out / "demo.png"
+    plot(rows, png, f"asymcache demo: {len(workload)} chat turns, {workload.rate:.1f}/s")
+    a, b = (float(r["ttft_mean_s"]) for r in rows)  # type: ignore[arg-type]
+    print(f"\nmean TTFT, prefix cache with offload / AsymCache: {a / b:.2f}x; same greedy "
+          f"outputs: {'yes' if rows[1]['outputs_identical'] else 'NO'}")
+    print(f"plot: {png}")
+    return 0 if rows[1]["outputs_identical"] else 1

@@ -58,9 +58,11 @@ class ConfigRun:
 
 
 def run_config(cfg: BenchConfig, workload: Workload, setup: RunSetup, *, margins: bool = False,
-               on_done: Callable[[Outcome], None] | None = None) -> ConfigRun:
-    """Replay ``workload`` under ``cfg`` (side effects: a daemon process while it runs)."""
-    with _daemon(cfg, setup.capacities) as (endpoint, metrics_url):
+               on_done: Callable[[Outcome], None] | None = None,
+               log: Callable[[str], None] | None = None) -> ConfigRun:
+    """Replay ``workload`` under ``cfg`` (side effects: a daemon process while it runs; ``log``
+    hears when it started and stopped)."""
+    with _daemon(cfg, setup.capacities, log) as (endpoint, metrics_url):
         engine = build_engine(cfg, setup, endpoint)
         try:
             warm_up(engine)
@@ -93,7 +95,8 @@ def warm_up(engine: LLMEngine) -> None:
 
 
 @contextmanager
-def _daemon(cfg: BenchConfig, caps: Capacities) -> Iterator[tuple[str | None, str | None]]:
+def _daemon(cfg: BenchConfig, caps: Capacities, log: Callable[[str], None] | None
+            ) -> Iterator[tuple[str | None, str | None]]:
     """A fresh daemon for ``cfg``: its endpoint and ``/metrics`` URL (``None`` for a
     configuration without a daemon)."""
     if not cfg.uses_daemon:
@@ -105,17 +108,21 @@ def _daemon(cfg: BenchConfig, caps: Capacities) -> Iterator[tuple[str | None, st
     port = _free_port()
     flags = {**caps.daemon_flags(str(cfg.policy), lmdb_entry_bytes(caps.block_bytes)),
              "metrics_port": port}
-    daemon = DaemonProcess(f"ipc://{tmp}/d.ipc", f"{tmp}/data", flags=flags,
+    daemon = DaemonProcess(f"ipc://{tmp}/daemon.ipc", f"{tmp}/data", flags=flags,
                            log_path=f"{tmp}/daemon.log")
     try:
         daemon.start()
+        if log is not None:
+            log(f"daemon pid {daemon.pid} on {daemon.endpoint} (policy {cfg.policy})")
         yield daemon.endpoint, f"http://127.0.0.1:{port}/metrics"
     except Exception:
         _print_log_tail(f"{tmp}/daemon.log")
         raise
     finally:
-        daemon.stop()
+        code = daemon.stop()
         shutil.rmtree(tmp, ignore_errors=True)
+        if log is not None and daemon.proc is not None:
+            log(f"daemon stopped (exit status {code})")
 
 
 def _daemon_stats(endpoint: str) -> dict:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 
@@ -41,26 +42,37 @@ def test_serve_with_a_bad_value_exits_2_naming_the_field(tmp_path) -> None:
     assert bad.returncode == 2 and "cpu_bytes (from command line)" in bad.stderr
 
 
-def test_demo_runs_a_round_trip_prints_stats_and_cleans_up() -> None:
-    demo = _asymcache("demo", timeout=120)
+def test_demo_serves_the_chat_twice_prints_the_table_and_a_png_and_cleans_up(tmp_path) -> None:
+    import re
+
+    demo = _asymcache("demo", "--requests", "8", "--out", str(tmp_path / "out"), timeout=240)
     assert demo.returncode == 0, demo.stderr
     out = demo.stdout
-    assert "b reads CPU slots zero-copy, bytes equal   [True, True, True, True]" in out
-    assert "PUT blocks 4-5 (durable)" in out and "durable True" in out
-    assert "daemon stats:" in out and "daemon stopped (exit status 0)" in out
+    daemons = re.findall(r"daemon pid (\d+) on ipc://(\S+)/daemon.ipc \(policy (\w+)\)", out)
+    assert [d[2] for d in daemons] == ["lru", "asym"]
+    assert out.count("daemon stopped (exit status 0)") == 2
+    rows = [ln.split() for ln in out.splitlines()
+            if re.match(r"\s*(prefix-offload|asymcache)\s+[0-9.]+\s", ln)]
+    assert [r[0] for r in rows] == ["prefix-offload", "asymcache"] and rows[1][-1] == "yes"
+    assert f"plot: {tmp_path / 'out' / 'demo.png'}" in out
+    assert (tmp_path / "out" / "demo.png").stat().st_size > 0
+    assert not any(os.path.exists(d[1]) or os.path.exists(f"/proc/{d[0]}") for d in daemons)
 
 
-def test_demo_interrupted_stops_its_daemon_and_removes_its_files() -> None:
-    import os
+def test_demo_interrupted_stops_its_daemon_and_removes_its_files(tmp_path) -> None:
     import re
     import signal
 
-    proc = subprocess.Popen([sys.executable, "-m", "ops.cli", "demo"], stdout=subprocess.PIPE,
-                            stderr=subprocess.STDOUT, text=True,
+    proc = subprocess.Popen([sys.executable, "-m", "ops.cli", "demo", "--requests", "64",
+                             "--out", str(tmp_path)], stdout=subprocess.PIPE,
+                            stderr=subprocess.DEVNULL, text=True,
                             preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
-    first = proc.stdout.readline()  # "daemon pid N on ipc:///tmp/asymcache-demo-XXXX/..."
-    m = re.match(r"daemon pid (\d+) on ipc://(\S+)/daemon.ipc", first)
-    assert m, first
+    m = None
+    for _ in range(50):  # a few set-up lines, then the first daemon's
+        m = re.match(r"daemon pid (\d+) on ipc://(\S+)/daemon.ipc", proc.stdout.readline())
+        if m:
+            break
+    assert m, "the demo never started its daemon"
     proc.send_signal(signal.SIGINT)
     out, _ = proc.communicate(timeout=60)
     assert proc.returncode in (0, 130)  # interrupted, or it had just finished
