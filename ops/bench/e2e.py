@@ -76,7 +76,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    import os
     from pathlib import Path
 
     from ops.e2e.configs import select
@@ -104,21 +103,20 @@ def run(args: argparse.Namespace) -> int:
         return 2
     names = args.workloads or (["quick"] if args.quick else ["chat", "mooncake", "agent"])
     return _run(plan, names, Path(args.out), args.json, args.quick,
-                Path(__file__).resolve().parents[2], os.getloadavg)
+                Path(__file__).resolve().parents[2])
 
 
 def _trace_path(path: str | None) -> dict[str, str]:
     return {} if path is None else {"mooncake_path": path}
 
 
-def _run(plan, names: list[str], out, json_path: str | None, quick: bool, repo,
-         loadavg) -> int:
+def _run(plan, names: list[str], out, json_path: str | None, quick: bool, repo) -> int:
     import torch
 
     from cacheserver.policy.cost import CostModel
     from ops.e2e.calibrate import measure_profile
     from ops.e2e.experiment import run_workload
-    from ops.e2e.output import conditions, print_result, write_all
+    from ops.e2e.output import conditions, load_average, print_result, write_all
     from ops.e2e.summary import OutputMismatch, check_outputs
 
     torch.set_num_threads(plan.cpu_threads)
@@ -132,7 +130,7 @@ def _run(plan, names: list[str], out, json_path: str | None, quick: bool, repo,
     for name in names:
         results.append(run_workload(name, plan, str(profile), block_bytes, _progress))
         print_result(results[-1])
-    meta["load_average_end"] = loadavg()
+    meta["load_average_end"] = load_average()
     png = write_all(out, results, meta, json_path)
     print(f"\nwrote {out / 'e2e.json'}, {out / 'e2e.md'}, {png}"
           + (f" and {json_path}" if json_path else ""))

@@ -29,7 +29,12 @@ def conditions(repo: Path) -> dict[str, object]:
                                                          "--", "cacheserver", "engine",
                                                          "kernels", "tiers").splitlines()],
             "machine": f"{platform.machine()}, {os.cpu_count()} cores, {platform.python_version()}",
-            "load_average_start": os.getloadavg(), "started": time.strftime("%Y-%m-%d %H:%M:%S")}
+            "load_average_start": load_average(), "started": time.strftime("%Y-%m-%d %H:%M:%S")}
+
+
+def load_average() -> list[float]:
+    """1, 5 and 15 minute load averages, rounded."""
+    return [round(x, 2) for x in os.getloadavg()]
 
 
 def _git(repo: Path, *args: str) -> str:
@@ -74,15 +79,15 @@ def write_all(out_dir: Path, results: Sequence[WorkloadResult], meta: dict[str, 
     (out_dir / "e2e-report.json").write_text(json.dumps(report, indent=1, default=float) + "\n")
     (out_dir / "e2e.md").write_text(markdown(results, meta))
     png = out_dir / "e2e.png"
-    load = ", ".join(f"{x:.2f}" for x in meta.get("load_average_start", ()))  # type: ignore[attr-defined]
+    load = ", ".join(f"{x:.2f}" for x in meta.get("load_average_start", []))  # type: ignore[attr-defined]
     plot(rows, png, f"asymcache bench e2e · {meta.get('started', '')} · load average {load}")
     return png
 
 
 def markdown(results: Sequence[WorkloadResult], meta: dict[str, object]) -> str:
     """The report as Markdown (the same tables as printed)."""
-    out = ["# asymcache bench e2e", "", "Conditions: " + ", ".join(
-        f"{k} `{v}`" for k, v in meta.items()), ""]
+    out = ["# asymcache bench e2e", "", "Conditions:", ""]
+    out += [f"- {k.replace('_', ' ')}: `{v}`" for k, v in meta.items()] + [""]
     for res in results:
         head = [r for r in res.rows if r["kind"] == "headline"]
         caps = res.capacities

@@ -57,7 +57,7 @@ def test_quick_path_checks_real_outputs_and_fails_loudly_on_a_difference(
     monkeypatch.setattr(experiment, "run_config", corrupt_5c)
     plan = Plan(configs=tuple(select(["4", "5c"])), source=SourceSpec(requests=4), rate=4.0)
     code = e2e._run(plan, ["quick"], tmp_path, str(tmp_path / "rows.json"), True,
-                    Path(__file__).resolve().parents[2], lambda: (0.0, 0.0, 0.0))
+                    Path(__file__).resolve().parents[2])
     out = capsys.readouterr().out
     assert code == 1 and "OUTPUTS DIFFER FROM THE NO-CACHE RUN in 1 request(s)" in out
     rows = json.loads((tmp_path / "rows.json").read_text())
