@@ -80,7 +80,8 @@ def replay(engine: LLMEngine, workload: Workload, *, margins: bool = False,
     """Run every request of ``workload`` through ``engine`` (see the module doc).
 
     ``margins`` asks for top-2 log-probabilities and keeps each request's smallest top-1 margin.
-    Raises ``TimeoutError`` if no request finishes for ``stall_s`` seconds while some are due.
+    Raises ``TimeoutError`` if no request finishes for ``stall_s`` seconds while some are in
+    the engine (counted from the last finish, or from the arrival that ended an idle spell).
     """
     clock = engine.clock
     pending = deque(workload.requests)
@@ -95,12 +96,14 @@ def replay(engine: LLMEngine, workload: Workload, *, margins: bool = False,
             r = pending.popleft()
             live[r.request_id] = (r, engine.add_request(r.request_id, list(r.prompt),
                                                         _params(r, margins)), t0 + r.arrival_s)
+            last_progress = max(last_progress, now) if len(live) == 1 else last_progress
         if not live:
             time.sleep(min(1.0, max(0.0, t0 + pending[0].arrival_s - clock())))
             continue
         outputs = engine.step()
         info = engine.last_step
-        steps.append((info.decodes, info.prefill_tokens, info.seconds))
+        if info.seqs:
+            steps.append((info.decodes, info.prefill_tokens, info.seconds))
         for out in outputs:
             if out.finished:
                 r, _, due = live.pop(out.request_id)
