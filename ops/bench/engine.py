@@ -25,7 +25,8 @@ from pathlib import Path
 from typing import Any
 
 NAME = "engine"
-HELP = "engine vs transformers (prefill/decode tokens/s) and TTFT with 0/50/90% cached blocks"
+HELP = ("engine vs transformers (prefill/decode tokens/s) and TTFT with 0, 50 and 90 percent "
+        "of the blocks cached")
 FRACTIONS = (0.0, 0.5, 0.9)
 TIERS = ("gpu", "cpu", "disk")
 
