@@ -76,3 +76,18 @@ def test_a_full_tier_that_evicts_before_each_durable_put_keeps_its_size(db_path:
         assert tier.get([key for key, _, _ in last]) == [p for _, _, p in last]
     finally:
         tier.close()
+
+
+def test_the_rebuild_scan_lists_every_block_once_across_chunks(db_path: str) -> None:
+    n = 2 * 4096 + 5  # the scan reads 4096 entries per read transaction
+    items = [block(i, 16) for i in range(n)]
+    tier = DiskTier(db_path, capacity_bytes=64 << 20)
+    assert tier.put(items, durable=True) == [True] * n
+    tier.close()
+    tier = DiskTier(db_path, capacity_bytes=64 << 20)
+    try:
+        assert len(tier) == n
+        listed = list(tier.headers())
+        assert len(listed) == n and dict(listed) == {key: h for key, h, _ in items}
+    finally:
+        tier.close()
