@@ -2,11 +2,13 @@
 
 Every op degrades instead of failing: while the daemon is unreachable, LOOKUP finds nothing,
 ALLOCATE names no victims, COMMIT/RELEASE/PIN are skipped, and the engine serves from its own
-pool (local LRU) and recomputes the rest. A background probe (its own socket, pinging every
+pool (local LRU) and recomputes the rest. The engine registers (HELLO) when it starts, so the
+daemon counts it before any request. A background probe (its own socket, pinging every
 ``probe_s``) notices when the daemon answers again; the next :meth:`tick` then re-registers
 with HELLO, announcing the blocks the engine holds (the client also re-HELLOs by itself when a
-request meets a restarted daemon). Blocks in the CPU tier are read and written through the
-zero-copy shared-memory mapping when the tier is on this host, else with GET and PUT.
+request meets a restarted daemon, and an idle engine's ticks PING to find out). Blocks in the
+CPU tier are read and written through the zero-copy shared-memory mapping when the tier is on
+this host, else with GET and PUT.
 """
 
 from __future__ import annotations
@@ -28,6 +30,7 @@ T = TypeVar("T")
 _WHERE = {Where.GPU: "gpu", Where.CPU: "cpu", Where.DISK: "disk"}
 MAX_KEYS = 1024  # keys per request: well under the daemon's default limit (4096)
 MAX_BLOCKS_PER_MESSAGE = 32  # block payloads per PUT/GET: bounded message size
+CHECK_S = 2.0  # while idle: seconds between checks that the daemon still knows this engine
 
 
 class CacheLink:
@@ -51,11 +54,21 @@ class CacheLink:
         self._timeout_s, self._probe_s = timeout_s, probe_s
         self._answering.set()  # try at once on the first tick
         self._probe: threading.Thread | None = None
+        self.check_s = CHECK_S
+        self._checked = float("-inf")
 
     # ---- connection -----------------------------------------------------------------------
-    def tick(self, now: float, held: Held) -> None:
-        """Called once per engine step: (re-)register when the daemon answers again."""
+    def tick(self, now: float, held: Held, idle: bool = False) -> None:
+        """Called at start, once per engine step, and every so often while the engine is idle:
+        (re-)register when the daemon answers again. While ``idle`` (nothing else talks to the
+        daemon), at most every ``check_s`` a PING checks that the daemon still knows this
+        engine (it may have restarted meanwhile) and a HELLO registers it again if not."""
         self._held = held
+        if idle and self.connected and now - self._checked >= self.check_s:
+            self._checked = now
+            pong = self._guard(self.client.ping, None)
+            if pong is not None and not pong.registered:
+                self.connected = False
         if self.connected or self.refused is not None or not self._answering.is_set():
             return
         try:

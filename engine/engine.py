@@ -86,6 +86,7 @@ class LLMEngine:
         self._seq = itertools.count()
         self._overlap = self.runner.device.type == "cuda"
         self.last_step = StepInfo(0, 0, 0, 0.0)
+        self.tick_daemon(idle=False)  # register now: the daemon sees this engine before traffic
 
     # ---- requests -------------------------------------------------------------------------
     def add_request(self, request_id: str, prompt: str | Sequence[int],
@@ -136,6 +137,14 @@ class LLMEngine:
         return self.scheduler.has_work
 
     # ---- the step -------------------------------------------------------------------------
+    def tick_daemon(self, idle: bool = True) -> None:
+        """Register with the daemon if not registered (and it answers); while ``idle``, also
+        check now and then that it still knows this engine (see ``CacheLink.tick``). Called at
+        construction, by every step, and by a driver with no work (``AsyncEngine``). Side
+        effects: HELLO or PING requests; nothing without a daemon endpoint."""
+        if self.kv.link is not None:
+            self.kv.link.tick(self.clock(), self.kv.held, idle)
+
     def step(self) -> list[RequestOutput]:
         """Run one step; returns an output for every request that got a token or finished."""
         start = self.clock()
