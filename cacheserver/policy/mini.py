@@ -4,8 +4,9 @@ Two small copies of the policy run on a fixed sample of the keys (Waldspurger et
 Modeling and Optimization using Miniature Simulations", ATC 2017): one ranks by value, one by
 recency alone, each ``rate`` times the real capacity, each fed every use of a sampled key.
 Each adds up the miss cost it saves (its hits, priced like the real tier) with decay. The real
-policy ranks by value only while the value copy has saved at least ``1 + margin`` times what the
-LRU copy saved, and goes back to recency when it falls below ``1 − margin``.
+policy switches to ranking by value once the value copy's lead is both ``margin`` of what the
+LRU copy saved and ``z`` standard deviations of the paired difference (the uses where exactly
+one copy hit), and back to recency once the LRU copy leads by ``z`` standard deviations.
 
 Keys are sampled by a fixed hash (xxh3 of the key's bytes: ``int``, ``bytes`` or ``str``), never
 Python's ``hash()``, so a run is reproducible. Bounded: the copies hold ``rate × capacity``
@@ -15,6 +16,7 @@ alike).
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Hashable
 
 import xxhash
@@ -40,12 +42,15 @@ class ModeSelector:
 
     def __init__(self, capacity: int, make: Callable[[int, bool], ResidencyPolicy],
                  price: Callable[[BlockInfo], float], *, target_blocks: int = 2048,
-                 margin: float = 0.01, half_life: int = 50_000, dwell: int = 4096) -> None:
+                 margin: float = 0.01, z: float = 2.0, half_life: int = 50_000,
+                 dwell: int = 4096) -> None:
         self.rate = min(1.0, target_blocks / max(1, capacity))
         mini = max(1, round(capacity * self.rate))
         self.copies = {True: make(mini, True), False: make(mini, False)}
         self.saved = {True: 0.0, False: 0.0}
         self.price, self.margin, self.half_life, self.dwell = price, margin, half_life, dwell
+        self.z = z
+        self._squares = 0.0  # Σ cost² of uses where exactly one copy hit (decayed)
         self.by_value = False
         self.flips = 0
         self._threshold = int(self.rate * HASH_SPACE)
@@ -63,28 +68,38 @@ class ModeSelector:
         if not self.sampled(info.key):
             return False
         cost = self.price(info)
-        for ranked_by_value, copy in self.copies.items():
-            if info.key in copy:
-                copy.access(info.key, now)
-                self.saved[ranked_by_value] += cost
-            elif copy.admit(info, now):
-                while len(copy) >= copy.capacity and copy.evict(now) is not None:
-                    pass
-                if len(copy) < copy.capacity:
-                    copy.insert(info, now)
+        hit = {by_value: self._use(copy, info, now) for by_value, copy in self.copies.items()}
+        for by_value, was_hit in hit.items():
+            self.saved[by_value] += cost if was_hit else 0.0
+        if hit[True] != hit[False]:
+            self._squares += cost * cost
         self._events += 1
         if self._events >= self.half_life:
             self.saved = {k: v * 0.5 for k, v in self.saved.items()}
+            self._squares *= 0.5
             self._events = 0
         self._since_flip += 1
         return self._since_flip >= self.dwell and self._decide()
 
+    @staticmethod
+    def _use(copy: ResidencyPolicy, info: BlockInfo, now: float) -> bool:
+        if info.key in copy:
+            copy.access(info.key, now)
+            return True
+        if copy.admit(info, now):
+            while len(copy) >= copy.capacity and copy.evict(now) is not None:
+                pass
+            if len(copy) < copy.capacity:
+                copy.insert(info, now)
+        return False
+
     def _decide(self) -> bool:
-        value, recency = self.saved[True], self.saved[False]
+        lead = self.saved[True] - self.saved[False]
+        noise = self.z * math.sqrt(self._squares)
         if self.by_value:
-            verdict = value >= (1.0 - self.margin) * recency
+            verdict = lead >= -noise
         else:
-            verdict = value > (1.0 + self.margin) * recency
+            verdict = lead > max(self.margin * self.saved[False], noise)
         if verdict == self.by_value:
             return False
         self.by_value, self._since_flip = verdict, 0
