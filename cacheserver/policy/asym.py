@@ -33,6 +33,7 @@ from collections import OrderedDict
 from dataclasses import dataclass, replace
 
 from cacheserver.policy.base import BlockInfo, Key, register_policy
+from cacheserver.policy.cost import CostModel
 from cacheserver.policy.costed import CostedPolicy
 from cacheserver.policy.mini import ModeSelector
 from cacheserver.policy.reuse import ReuseEstimator, UseRecord
@@ -86,6 +87,20 @@ class AsymPolicy(CostedPolicy):
         self.selector: ModeSelector | None = None
         if self.config.select and capacity > 0:
             self.selector = ModeSelector(capacity, self._miniature, self._cost)
+
+    @property
+    def cost_model(self) -> CostModel | None:  # type: ignore[override]
+        return self._cost_model
+
+    @cost_model.setter
+    def cost_model(self, model: CostModel | None) -> None:
+        """Replace the cost model here and in the miniature copies (the daemon does this when
+        it learns new remote-tier figures)."""
+        self._cost_model = model
+        selector = getattr(self, "selector", None)
+        if selector is not None:
+            for copy in selector.copies.values():
+                copy.cost_model = model
 
     def set_spill_tier(self, tier: str | None) -> None:
         super().set_spill_tier(tier)

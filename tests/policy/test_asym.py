@@ -142,3 +142,12 @@ def test_a_disk_tier_refuses_blocks_that_recompute_faster_than_they_load() -> No
     assert disk.admit(info(2, position=8, **block), 0.0)  # recompute at 4096: 41 ms
     gpu = AsymPolicy(100, semantics="msa", cost_model=slow, config=AsymConfig(select=False))
     assert gpu.admit(info(1, position=0, **block), 0.0)
+
+
+def test_a_new_cost_model_reaches_the_miniature_copies() -> None:
+    pol = AsymPolicy(100, semantics="msa", cost_model=None, tier="cpu")
+    pol.cost_model = COST
+    pol.set_spill_tier("disk")
+    assert pol.selector is not None
+    assert all(c.cost_model is COST and c.spill_tier == "disk"
+               for c in pol.selector.copies.values())
