@@ -8,6 +8,7 @@ every other configuration is compared with, request by request.
 from __future__ import annotations
 
 import math
+import os
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
@@ -124,6 +125,7 @@ def _run_rate(workload: Workload, configs: Sequence[BenchConfig], setup: RunSetu
         bad = compare_outputs(cfg.name, reference, run.replay.outcomes)
         row = {"workload": workload.name, "kind": kind, "rate_per_s": workload.rate,
                "rate_factor": factor, **summarize(run, bad, workload.block_size)}
+        row["load_avg_1m_after"] = round(os.getloadavg()[0], 2)  # others' work on this machine
         row["moved_mb"] = sum(int(row[f"bytes_{w}"]) for w in  # type: ignore[call-overload]
                               ("fetched", "demoted", "offloaded")) / 1e6
         rows.append(row)
