@@ -288,6 +288,11 @@ def commit(ctx: Context, identity: bytes, session: EngineSession, req: Commit) -
             accepted.append(ok)
     else:
         raise bad(f"tier must be 'gpu' or 'cpu', got {req.tier!r}")
+    if req.lease:  # as LOOKUP's leases: no victim until RELEASE or the session ends
+        policy = ctx.policies(session)[req.tier]
+        for ref, ok in zip(req.blocks, accepted, strict=True):
+            if ok:
+                session.take_lease(ref.key, req.tier, policy)
     return CommitReply(accepted=accepted)
 
 

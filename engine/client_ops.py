@@ -129,10 +129,12 @@ class _Ops:
         return self._call(p.Allocate(tier="cpu", blocks=list(blocks)), lambda r: r.slots)
 
     def commit(self, blocks: Sequence[p.BlockRef], slots: Sequence[int],
-               tier: str = "gpu") -> list[bool]:
-        """``blocks[i]`` now holds its bytes in ``slots[i]`` of ``tier`` (``gpu``/``cpu``)."""
-        return self._call(p.Commit(tier=tier, blocks=list(blocks), slots=list(slots)),
-                          lambda r: r.accepted)
+               tier: str = "gpu", lease: bool = False) -> list[bool]:
+        """``blocks[i]`` now holds its bytes in ``slots[i]`` of ``tier`` (``gpu``/``cpu``).
+        With ``lease``, each accepted block is leased in that tier until :meth:`release`
+        (never named a victim meanwhile); daemons that predate the option refuse it."""
+        return self._call(p.Commit(tier=tier, blocks=list(blocks), slots=list(slots),
+                                   lease=lease), lambda r: r.accepted)
 
     def release(self, keys: Sequence[bytes] = (), everything: bool = False) -> int:
         """Drop one lease per key (or all of this engine's); returns how many were held."""

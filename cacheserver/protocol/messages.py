@@ -45,11 +45,15 @@ class Allocate(Message):
 @message("commit")
 class Commit(Message):
     """``blocks[i]`` now holds its bytes in ``slots[i]`` of ``tier`` (``gpu``, or ``cpu`` to
-    confirm a reserved CPU slot after the copy)."""
+    confirm a reserved CPU slot after the copy). With ``lease``, each accepted block is also
+    leased to this engine in that tier (never a victim until RELEASE, like LOOKUP's leases;
+    dropped with the engine's session); the field is sent only when set, so clients that
+    predate it keep the old behaviour."""
 
     tier: str
     blocks: list[BlockRef]
     slots: list[int]
+    lease: bool = field(default=False, metadata={OMIT_DEFAULT: True})
 
 
 @message("release")
