@@ -27,10 +27,11 @@ log = logging.getLogger(__name__)
 Buffer = bytes | bytearray | memoryview
 Held = Callable[[], list[tuple[BlockRef, int]]]
 T = TypeVar("T")
-_WHERE = {Where.GPU: "gpu", Where.CPU: "cpu", Where.DISK: "disk"}
+_WHERE = {Where.GPU: "gpu", Where.CPU: "cpu", Where.DISK: "disk", Where.REMOTE: "remote"}
 MAX_KEYS = 1024  # keys per request: well under the daemon's default limit (4096)
 MAX_BLOCKS_PER_MESSAGE = 32  # block payloads per PUT/GET: bounded message size
 CHECK_S = 2.0  # while idle: seconds between checks that the daemon still knows this engine
+INFO_S = 10.0  # seconds between reads of the daemon's remote-tier load figures (STATS)
 
 
 class CacheLink:
@@ -56,6 +57,9 @@ class CacheLink:
         self._probe: threading.Thread | None = None
         self.check_s = CHECK_S
         self._checked = float("-inf")
+        self.remote_tier = False  # the daemon has a remote tier (read from STATS)
+        self.remote_load: tuple[float, float] | None = None  # its (latency_s, bandwidth_bps)
+        self._info_at = float("-inf")
 
     # ---- connection -----------------------------------------------------------------------
     def tick(self, now: float, held: Held, idle: bool = False) -> None:
@@ -69,6 +73,8 @@ class CacheLink:
             pong = self._guard(self.client.ping, None)
             if pong is not None and not pong.registered:
                 self.connected = False
+        if self.connected and self.remote_tier and now - self._info_at >= INFO_S:
+            self._read_info(now)
         if self.connected or self.refused is not None or not self._answering.is_set():
             return
         try:
@@ -86,6 +92,16 @@ class CacheLink:
         reg = self.client.registration
         log.info("registered with the cache daemon at %s (epoch %s)", self.endpoint,
                  reg.epoch if reg is not None else "?")
+        self._read_info(now)
+
+    def _read_info(self, now: float) -> None:
+        """Whether the daemon has a remote tier, and its load figures (from STATS)."""
+        self._info_at = now
+        stats = self._guard(self.client.stats, None)
+        remote = stats.get("tiers", {}).get("remote", {}) if isinstance(stats, dict) else {}
+        self.remote_tier = "ready" in remote  # reported only when a remote tier is configured
+        load = remote.get("load")
+        self.remote_load = (float(load[0]), float(load[1])) if load else None
 
     def _held_refs(self) -> tuple[list[BlockRef], list[int]]:
         held = self._held() if self._held is not None else []
@@ -130,18 +146,21 @@ class CacheLink:
         return default
 
     # ---- ops (long key lists go in batches under the daemon's per-request limits) ---------
-    def lookup(self, keys: Sequence[bytes]) -> list[Location]:
-        """Where each block is (leased when found); misses while down."""
+    def lookup(self, keys: Sequence[bytes], remote: bool = False) -> list[Location]:
+        """Where each block is (leased when found in a local tier); misses while down. With
+        ``remote`` (asked only of a daemon that has a remote tier), blocks only the cluster
+        holds come back as ``remote`` (not leased: PROMOTE leases the CPU slot it fills)."""
+        remote = remote and self.remote_tier
         out: list[Location] = []
         for part in _batches(keys, MAX_KEYS):
-            res = self._guard(lambda part=part: self.client.lookup(part), None)
+            res = self._guard(lambda part=part: self.client.lookup(part, remote=remote), None)
             out += [MISS] * len(part) if res is None else [
                 MISS if w is Where.MISS else Location(_WHERE[w], s if s >= 0 else None)
                 for w, s in zip(res.where, res.slots, strict=True)]
         return out
 
     def promote(self, keys: Sequence[bytes]) -> list[int]:
-        """CPU slots of disk blocks brought up (leased); -1 where that failed."""
+        """CPU slots of disk or remote blocks brought up (leased); -1 where that failed."""
         out: list[int] = []
         for part in _batches(keys, MAX_KEYS):
             out += self._guard(lambda part=part: self.client.promote(part), [-1] * len(part))
@@ -183,10 +202,14 @@ class CacheLink:
             out += self._guard(lambda part=part: self.client.reserve_cpu(part), [-1] * len(part))
         return out
 
-    def commit(self, tier: str, refs: Sequence[BlockRef], slots: Sequence[int]) -> None:
+    def commit(self, tier: str, refs: Sequence[BlockRef], slots: Sequence[int],
+               lease: bool = False) -> None:
+        """COMMIT ``refs[i]`` in ``slots[i]`` of ``tier``; with ``lease``, leased until
+        RELEASE (the caller adds the keys to what it releases)."""
         for i in range(0, len(refs), MAX_KEYS):
             part, at = refs[i:i + MAX_KEYS], slots[i:i + MAX_KEYS]
-            self._guard(lambda part=part, at=at: self.client.commit(part, at, tier=tier), None)
+            self._guard(lambda part=part, at=at: self.client.commit(part, at, tier=tier,
+                                                                    lease=lease), None)
 
     def put(self, refs: Sequence[BlockRef], payloads: Sequence[bytes]) -> list[bool]:
         out: list[bool] = []

@@ -13,6 +13,7 @@ from dataclasses import dataclass, fields
 from typing import Any
 
 from engine.kv_manager import KVConfig
+from engine.planner import FETCH_TIERS
 
 CHUNKING_MODES = ("adaptive", "fixed")
 
@@ -59,7 +60,7 @@ class EngineConfig:
     min_prefill_tokens: int = 32
     cost_model: str = "auto"
     reuse: str = "msa"
-    fetch_tiers: tuple[str, ...] = ("cpu", "disk")
+    fetch_tiers: tuple[str, ...] = FETCH_TIERS
     write_through: bool = True
     cache_endpoint: str | None = None
     engine_id: str | None = None

@@ -20,7 +20,18 @@ from cacheserver.blocks import ROOT_PARENT, block_key, namespace_id
 from cacheserver.protocol import BlockRef
 from engine.block_manager import BlockManager
 from engine.kv_pool import KVPool
-from engine.planner import GONE, MISS, Location, PlanInputs, Reuse, plan_blocks, todo_ranges
+from engine.planner import (
+    FETCH_TIERS,
+    GONE,
+    MISS,
+    Location,
+    PlanInputs,
+    Reuse,
+    plan_blocks,
+    remote_may_pay,
+    todo_ranges,
+    with_remote_load,
+)
 from engine.request import Action, Request, Status
 from engine.transfers import Transfers
 
@@ -31,18 +42,20 @@ if TYPE_CHECKING:
 
 @dataclass(frozen=True)
 class KVConfig:
-    """How the engine reuses KV: semantics, tiers it fetches from, write-through to CPU."""
+    """How the engine reuses KV: semantics, tiers it fetches from (``remote``: the daemon's
+    remote tier, asked only when the daemon has one), write-through to CPU."""
 
     reuse: Reuse = "msa"
-    fetch_tiers: tuple[str, ...] = ("cpu", "disk")
+    fetch_tiers: tuple[str, ...] = FETCH_TIERS
     write_through: bool = True
 
     def __post_init__(self) -> None:
         if self.reuse not in ("none", "prefix", "msa"):
             raise ValueError(f"KVConfig.reuse must be none, prefix or msa, got {self.reuse!r}")
-        bad = set(self.fetch_tiers) - {"cpu", "disk"}
+        bad = set(self.fetch_tiers) - set(FETCH_TIERS)
         if bad:
-            raise ValueError(f"KVConfig.fetch_tiers may hold cpu and disk, got {sorted(bad)}")
+            raise ValueError(f"KVConfig.fetch_tiers may hold {', '.join(FETCH_TIERS)}, "
+                             f"got {sorted(bad)}")
 
 
 class KVManager:
@@ -78,13 +91,14 @@ class KVManager:
         self._extend_keys(req)
         if not self._may_fit(req, now):
             return False
-        found = self._lookup(req)
-        actions = plan_blocks(found, req.num_tokens, self.plan_inputs, self.cost)
+        cost = self._plan_cost()
+        found = self._lookup(req, cost)
+        actions = plan_blocks(found, req.num_tokens, self.plan_inputs, cost)
         found = self._promote(req, found, actions)
         views = self.transfers.views(found, actions, req.keys)
-        found = [GONE if f.where in ("cpu", "disk") and i not in views else f
+        found = [GONE if f.where in FETCH_TIERS and i not in views else f
                  for i, f in enumerate(found)]
-        actions = plan_blocks(found, req.num_tokens, self.plan_inputs, self.cost)
+        actions = plan_blocks(found, req.num_tokens, self.plan_inputs, cost)
         if not self._reserve(req, actions, now):
             self._release_leases(req)
             return False
@@ -125,31 +139,24 @@ class KVManager:
 
     def flush_commits(self) -> None:
         """Tell the daemon about the blocks committed since the last flush, and write them
-        through to the CPU tier when configured."""
+        through to the CPU tier when configured. Blocks a running request still uses are
+        committed with a lease (the daemon never names them as victims until the request's
+        RELEASE); the others (their request finished or was preempted meanwhile) without."""
         batch, self._to_commit = self._to_commit, []
         batch = [c for c in batch if self.blocks.key_of(c[1]) == c[0].key]  # still there
         if not batch or self.link is None:
             return
-        self.link.commit("gpu", [ref for ref, _, _ in batch], [slot for _, slot, _ in batch])
-        self._lease_in_use(batch)
+        in_use = [c for c in batch if _in_use(*c)]
+        done = [c for c in batch if not _in_use(*c)]
+        for part, lease in ((in_use, True), (done, False)):
+            if part:
+                self.link.commit("gpu", [r for r, _, _ in part], [s for _, s, _ in part], lease)
+        for ref, _, req in in_use:
+            req.leased[ref.key] = None  # one RELEASE drops every tier's lease of a key
         if self.cfg.write_through:
             written = self.transfers.write_through([(ref, slot) for ref, slot, _ in batch])
             for (_, _, req), ok in zip(batch, written, strict=True):
                 req.stats.bytes_offloaded += self.pool.bytes_per_block if ok else 0
-
-    def _lease_in_use(self, batch: list[tuple[BlockRef, int, Request]]) -> None:
-        """Lease committed blocks that running requests still use, so that the daemon never
-        names them as victims (ALLOCATE picks among unleased blocks)."""
-        owners: dict[bytes, Request] = {}
-        for ref, slot, req in batch:
-            if req.status is Status.RUNNING and slot in req.slots and ref.key not in req.leased:
-                owners[ref.key] = req
-        if not owners or self.link is None:
-            return
-        found = self.link.lookup(list(owners))
-        for (key, req), loc in zip(owners.items(), found, strict=True):
-            if loc.where != "miss":
-                req.leased.append(key)
 
     def finish(self, req: Request, now: float) -> None:
         """Pin (TTL), release leases and slots of a finished request (tail first)."""
@@ -184,28 +191,37 @@ class KVManager:
             self._refs[ref.key] = ref
             self._to_commit.append((ref, req.slots[i], req))
 
-    def _lookup(self, req: Request) -> list[Location]:
+    def _plan_cost(self) -> CostModel | None:
+        """The cost model, priced for the remote tier with the daemon's figures if needed."""
+        return with_remote_load(self.cost, self.link.remote_load if self.link else None)
+
+    def _lookup(self, req: Request, cost: CostModel | None) -> list[Location]:
         if not self.caching:
             return [MISS] * (req.num_tokens // self.block_size)
         local = [self.blocks.lookup(k) for k in req.keys]
         found = [MISS if s is None else Location("gpu", s) for s in local]
         if self.link is None:
             return found
-        remote = self.link.lookup(req.keys)
-        req.leased = [k for k, loc in zip(req.keys, remote, strict=True) if loc.where != "miss"]
+        daemon = self.link.lookup(
+            req.keys, remote=remote_may_pay(req.num_tokens, self.plan_inputs, cost))
+        req.leased = {k: None for k, loc in zip(req.keys, daemon, strict=True)
+                      if loc.where not in ("miss", "remote")}  # REMOTE answers lease nothing
         # Own slots are the truth for "gpu"; a daemon's stale "gpu" answer counts as a miss.
         return [f if f.where == "gpu" or r.where == "gpu" else r
-                for f, r in zip(found, remote, strict=True)]
+                for f, r in zip(found, daemon, strict=True)]
 
     def _promote(self, req: Request, found: list[Location], actions: list[Action]
                  ) -> list[Location]:
-        disk = [i for i, a in enumerate(actions) if a is Action.FETCH_DISK]
-        if not disk or self.link is None:
+        """PROMOTE the disk and remote blocks to fetch into CPU slots (leased there)."""
+        lower = [i for i, a in enumerate(actions) if a in (Action.FETCH_DISK, Action.FETCH_REMOTE)]
+        if not lower or self.link is None:
             return found
-        slots = self.link.promote([req.keys[i] for i in disk])
+        slots = self.link.promote([req.keys[i] for i in lower])
         found = list(found)
-        for i, slot in zip(disk, slots, strict=True):
+        for i, slot in zip(lower, slots, strict=True):
             found[i] = Location("cpu", slot) if slot >= 0 else GONE
+            if slot >= 0:
+                req.leased[req.keys[i]] = None
         return found
 
     def _may_fit(self, req: Request, now: float) -> bool:
@@ -250,8 +266,14 @@ class KVManager:
 
     def _release_leases(self, req: Request) -> None:
         if req.leased and self.link is not None:
-            self.link.release(req.leased)
-        req.leased = []
+            self.link.release(list(req.leased))
+        req.leased = {}
+
+
+def _in_use(ref: BlockRef, slot: int, req: Request) -> bool:
+    """Whether running ``req`` still holds block ``ref`` in ``slot`` of its table."""
+    i = ref.position
+    return req.status is Status.RUNNING and i < len(req.slots) and req.slots[i] == slot
 
 
 def _count_sources(req: Request, actions: list[Action], block_size: int) -> None:
@@ -263,6 +285,6 @@ def _count_sources(req: Request, actions: list[Action], block_size: int) -> None
     for a in actions:
         per[a] += block_size
     req.stats.resident_tokens = per[Action.RESIDENT]
-    req.stats.fetched_tokens = per[Action.FETCH_CPU] + per[Action.FETCH_DISK]
+    req.stats.fetched_tokens = sum(per[a] for a in Action if a.fetched)
     req.stats.recomputed_tokens = per[Action.RECOMPUTE]
     req.stats.new_tokens = per[Action.NEW] + req.num_tokens - len(actions) * block_size

@@ -1,8 +1,8 @@
 """Segment planner (DESIGN.md section 6, step 2): what to do with each full block of a context.
 
 Torch-free and I/O-free. Input: where each full block was found (this engine's pool, the CPU
-tier, disk, nowhere). Output: one :class:`~engine.request.Action` per block and the position
-ranges left to compute.
+tier, disk, the daemon's remote tier, nowhere). Output: one :class:`~engine.request.Action`
+per block and the position ranges left to compute.
 
 Reuse semantics:
 
@@ -10,8 +10,9 @@ Reuse semantics:
 * ``prefix`` — what vLLM/SGLang/LMCache do: the longest run of found blocks from position 0 is
   reused (fetching whatever is not resident); everything after the first miss is computed.
 * ``msa`` — every found block may be reused; each hole is recomputed. A block found in the CPU
-  tier or on disk is fetched only when loading it is cheaper than recomputing it *at its
-  position* (cost model), counting the extra segment a recompute between reused neighbours adds.
+  tier, on disk or in the remote tier is fetched only when loading it is cheaper than
+  recomputing it *at its position* (cost model), counting the extra segment a recompute between
+  reused neighbours adds.
 
 Counting: computed blocks after the last block found anywhere are NEW, computed blocks before it
 are RECOMPUTE. The last position of the context must be computed (its logits are sampled), so a
@@ -21,24 +22,26 @@ block holding it is never reused (vLLM does the same).
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
-from typing import TYPE_CHECKING, Literal
+from dataclasses import dataclass, replace
+from typing import Literal
 
+from cacheserver.policy.cost import CostModel, TierLink
 from engine.request import Action
-
-if TYPE_CHECKING:
-    from cacheserver.policy.cost import CostModel
 
 Reuse = Literal["none", "prefix", "msa"]
 REUSE_MODES: tuple[str, ...] = ("none", "prefix", "msa")
-Where = Literal["gpu", "cpu", "disk", "miss", "gone"]
+Where = Literal["gpu", "cpu", "disk", "remote", "miss", "gone"]
+FETCH_TIERS: tuple[str, ...] = ("cpu", "disk", "remote")
+_FETCH_ACTIONS = {"gpu": Action.RESIDENT, "cpu": Action.FETCH_CPU, "disk": Action.FETCH_DISK,
+                  "remote": Action.FETCH_REMOTE}
 
 
 @dataclass(frozen=True, slots=True)
 class Location:
-    """Where one block was found: this engine's ``gpu`` slot, a ``cpu`` tier slot, ``disk``
-    (``slot`` is ``None``), ``miss``, or ``gone``: found, but its bytes could not be had
-    (a failed promotion or checksum, the daemon went away); it is recomputed."""
+    """Where one block was found: this engine's ``gpu`` slot, a ``cpu`` tier slot, ``disk`` or
+    ``remote`` (``slot`` is ``None``; PROMOTE brings it to a CPU slot), ``miss``, or ``gone``:
+    found, but its bytes could not be had (a failed promotion or checksum, the daemon went
+    away); it is recomputed."""
 
     where: Where
     slot: int | None = None
@@ -55,7 +58,7 @@ class PlanInputs:
     reuse: Reuse
     block_size: int
     bytes_per_block: int
-    fetch_tiers: tuple[str, ...] = ("cpu", "disk")
+    fetch_tiers: tuple[str, ...] = FETCH_TIERS
 
 
 def plan_blocks(
@@ -98,7 +101,7 @@ def _usable(loc: Location, inputs: PlanInputs) -> bool:
 
 def _action(loc: Location, reused: bool, before_last_found: bool) -> Action:
     if reused:
-        return {"gpu": Action.RESIDENT, "cpu": Action.FETCH_CPU}.get(loc.where, Action.FETCH_DISK)
+        return _FETCH_ACTIONS[loc.where]
     return Action.RECOMPUTE if before_last_found else Action.NEW
 
 
@@ -120,6 +123,31 @@ def _cost_filter(
             recompute += cost.segment_cost(1)  # a hole between reused blocks: one more segment
         out[i] = load <= recompute
     return out
+
+
+def with_remote_load(cost: CostModel | None, figures: tuple[float, float] | None
+                     ) -> CostModel | None:
+    """``cost`` with a ``remote`` load link of ``figures`` = ``(latency_s, bandwidth_bps)``
+    (what the daemon measured or was configured with) when ``cost`` has none of its own."""
+    if cost is None or figures is None or cost.has_tier("remote"):
+        return cost
+    latency_s, bandwidth_bps = figures
+    return replace(cost, load=(*cost.load, TierLink("remote", bandwidth_bps, latency_s)))
+
+
+def remote_may_pay(num_tokens: int, inputs: PlanInputs, cost: CostModel | None) -> bool:
+    """Whether asking the remote tier can change a plan of a ``num_tokens`` context: the tier
+    is fetched from, and (``msa``, priced) loading a block from it is not dearer than
+    recomputing the deepest block that could be reused."""
+    if "remote" not in inputs.fetch_tiers or inputs.reuse == "none":
+        return False
+    deepest = (num_tokens - 1) // inputs.block_size - 1  # the last token's block is computed
+    if deepest < 0:
+        return False
+    if inputs.reuse != "msa" or cost is None or not cost.has_tier("remote"):
+        return True
+    return (cost.load_cost("remote", inputs.bytes_per_block)
+            <= cost.recompute_cost(deepest * inputs.block_size, inputs.block_size))
 
 
 def _append(ranges: list[list[int]], start: int, end: int) -> None:

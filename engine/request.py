@@ -32,6 +32,7 @@ class Action(enum.Enum):
     RESIDENT = "resident"      # in this engine's pool already
     FETCH_CPU = "fetch_cpu"    # copy from the daemon's CPU tier
     FETCH_DISK = "fetch_disk"  # the daemon promotes it to CPU, then copy
+    FETCH_REMOTE = "fetch_remote"  # the daemon promotes it from its remote tier, then copy
     RECOMPUTE = "recompute"    # cached somewhere before but computed again (holes, dear loads)
     NEW = "new"                # after the last block found anywhere: never cached
 
@@ -41,7 +42,7 @@ class Action(enum.Enum):
 
     @property
     def fetched(self) -> bool:
-        return self in (Action.FETCH_CPU, Action.FETCH_DISK)
+        return self in (Action.FETCH_CPU, Action.FETCH_DISK, Action.FETCH_REMOTE)
 
 
 @dataclass
@@ -108,7 +109,7 @@ class Request:
         self.slots: list[int] = []         # block table: physical slot of each logical block
         self.actions: list[Action] = []    # planner decision per full block of the context
         self.num_committed = 0             # leading blocks whose commit has been handled
-        self.leased: list[bytes] = []      # keys the daemon leased to this request
+        self.leased: dict[bytes, None] = {}  # keys the daemon leased to it (ordered set)
         self.todo: deque[list[int]] = deque()  # [start, end) position ranges left to compute
         self.finish_reason: str | None = None
         self.logprobs: list[list[tuple[int, float]]] = []  # per output token, when asked

@@ -3,7 +3,15 @@
 from __future__ import annotations
 
 from cacheserver.policy.cost import CostModel, TierLink
-from engine.planner import MISS, Location, PlanInputs, plan_blocks, todo_ranges
+from engine.planner import (
+    MISS,
+    Location,
+    PlanInputs,
+    plan_blocks,
+    remote_may_pay,
+    todo_ranges,
+    with_remote_load,
+)
 from engine.request import Action
 
 R, FC, FD, RC, NEW = (Action.RESIDENT, Action.FETCH_CPU, Action.FETCH_DISK, Action.RECOMPUTE,
@@ -63,3 +71,35 @@ def test_splitting_a_reused_run_is_charged_one_segment() -> None:
 def test_tiers_outside_fetch_tiers_count_as_found_but_are_recomputed() -> None:
     actions = plan_blocks([CPU, GPU, MISS], 12, _inputs("msa", fetch_tiers=()), _cost())
     assert actions == [RC, R, NEW]
+
+
+REMOTE = Location("remote")
+FR = Action.FETCH_REMOTE
+ALL_TIERS = ("cpu", "disk", "remote")
+
+
+def test_remote_blocks_are_fetched_when_loading_beats_recomputing_at_their_position() -> None:
+    # remote loads cost 5 s: block 0 (4.8 s to recompute) is computed, block 1 (6.4 s) fetched
+    cost = with_remote_load(_cost(), (5.0, 1e12))
+    actions = plan_blocks([REMOTE, REMOTE, MISS], 13, _inputs("msa", ALL_TIERS), cost)
+    assert actions == [RC, FR, NEW]
+    assert plan_blocks([REMOTE, MISS], 9, _inputs("msa"), cost) == [RC, NEW]  # not fetched from
+
+
+def test_the_remote_load_figures_price_only_a_cost_model_without_its_own() -> None:
+    cost = with_remote_load(_cost(), (0.5, 2000.0))
+    assert cost.load_cost("remote", 1000) == 0.5 + 1000 / 2000.0
+    own = with_remote_load(cost, (9.0, 1.0))
+    assert own.load_cost("remote", 1000) == 1.0  # its own figures win
+    assert with_remote_load(_cost(), None) == _cost()
+
+
+def test_the_remote_tier_is_asked_only_when_a_load_from_it_could_pay() -> None:
+    msa = _inputs("msa", ALL_TIERS)
+    # 13 tokens: the deepest reusable block is block 2 (position 8), 4·(1 + 1.0) = 8 s to redo
+    assert remote_may_pay(13, msa, with_remote_load(_cost(), (7.9, 1e12)))
+    assert not remote_may_pay(13, msa, with_remote_load(_cost(), (8.1, 1e12)))
+    assert remote_may_pay(13, msa, _cost())  # no figures yet: asked, as loads are assumed cheap
+    assert remote_may_pay(13, _inputs("prefix", ALL_TIERS), with_remote_load(_cost(), (99, 1)))
+    assert not remote_may_pay(13, _inputs("msa"), _cost())  # remote is not a fetch tier
+    assert not remote_may_pay(4, msa, _cost())  # one block, holding the last token
