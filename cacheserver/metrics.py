@@ -1,9 +1,13 @@
 """The daemon's Prometheus metrics, registered on a ``CollectorRegistry`` that is passed in.
 
 Names follow ``asymcache_<subsystem>_<what>_<unit>`` (``_total`` on counters); the full list,
-with labels, is in ``docs/daemon.md``. Event counters are incremented where things happen;
-levels (occupancy, capacity, engines, tier error counts) are read from the live state at scrape
-time through :class:`StateCollector`, so they are never stale and never double-counted.
+with labels, is in ``docs/daemon.md``. Event counters are incremented where things happen, on
+the event-loop thread, as plain numbers (``metrics_events.py``: no lock per request); every
+label value known up front (ops, tiers, directions, error codes) has its series from the start,
+at 0, so ``rate()`` sees the first event. Levels (occupancy, capacity, engines, tier error
+counts) are read from the live state at scrape time through :class:`StateCollector`, so they are
+never stale and never double-counted. The remote tier's round trips are counted from its
+threads, with ``prometheus_client``'s thread-safe classes.
 """
 
 from __future__ import annotations
@@ -14,6 +18,9 @@ from dataclasses import dataclass, field
 from prometheus_client import CollectorRegistry, Counter, Histogram
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 
+from cacheserver.metrics_events import EventCounter, EventFamily, EventHistogram
+from cacheserver.protocol import ErrorCode
+
 TIERS = ("gpu", "cpu", "disk", "remote")
 DIRECTIONS = ("gpu_to_cpu", "cpu_to_disk", "disk_to_cpu", "net_to_cpu", "net_to_disk",
               "cpu_to_net", "disk_to_net", "cpu_to_remote", "remote_to_cpu", "remote_to_net")
@@ -22,47 +29,59 @@ _LATENCY_BUCKETS = (2e-5, 5e-5, 1e-4, 2e-4, 5e-4, 1e-3, 2e-3, 5e-3, 1e-2, 5e-2, 
 
 
 class DaemonMetrics:
-    """Event counters and the RPC latency histogram; hot-path children are pre-resolved."""
+    """Event counters and the RPC latency histogram; hot-path children are pre-resolved.
+
+    ``latency[op]``, ``hits[tier]``, ``misses[tier]``, ``moved[direction]``,
+    ``evictions[tier]``, ``demotions[tier]``, ``promotions`` and ``expired_engines`` have
+    ``inc``/``observe`` like ``prometheus_client`` children; call them on the event-loop thread.
+    """
 
     def __init__(self, registry: CollectorRegistry, ops: list[str]) -> None:
         self.registry = registry
-        latency = Histogram("asymcache_rpc_latency_seconds", "Time from receipt to reply, by op",
-                            ["op"], registry=registry, buckets=_LATENCY_BUCKETS)
-        self.latency = {op: latency.labels(op) for op in ops}
-        self._errors = Counter("asymcache_rpc_errors_total", "Error replies, by error code",
-                               ["code"], registry=registry)
-        hits = Counter("asymcache_tier_hits_total", "Blocks found in a tier (LOOKUP, GET)",
-                       ["tier"], registry=registry)
-        misses = Counter("asymcache_tier_misses_total",
-                         "Blocks looked for in a tier and not found there", ["tier"],
-                         registry=registry)
-        self.hits = {t: hits.labels(t) for t in TIERS}
-        self.misses = {t: misses.labels(t) for t in TIERS}
-        moved = Counter("asymcache_tier_moved_bytes_total", "Block bytes moved, by direction",
-                        ["direction"], registry=registry)
-        self.moved = {d: moved.labels(d) for d in DIRECTIONS}
-        evictions = Counter("asymcache_tier_evictions_total",
-                            "Blocks that left a tier to make room", ["tier"], registry=registry)
-        demotions = Counter("asymcache_tier_demotions_total",
-                            "Evicted blocks copied to the next tier down", ["tier"],
-                            registry=registry)
-        self.evictions = {t: evictions.labels(t) for t in TIERS}
-        self.demotions = {t: demotions.labels(t) for t in TIERS}
-        self.promotions = Counter("asymcache_tier_promotions_total",
-                                  "Blocks promoted to the CPU tier (from disk or remote)",
-                                  registry=registry)
+        self._families: list[EventFamily] = []
+        self.latency: dict[str, EventHistogram] = self._family(  # type: ignore[assignment]
+            "asymcache_rpc_latency_seconds", "Time from receipt to reply, by op", "op", ops,
+            _LATENCY_BUCKETS)
+        self._errors = EventFamily("asymcache_rpc_errors_total", "Error replies, by error code",
+                                   "code", [c.value for c in ErrorCode])
+        self._families.append(self._errors)
+        self.hits = self._family("asymcache_tier_hits_total",
+                                 "Blocks found in a tier (LOOKUP, GET)", "tier", TIERS)
+        self.misses = self._family("asymcache_tier_misses_total",
+                                   "Blocks looked for in a tier and not found there", "tier", TIERS)
+        self.moved = self._family("asymcache_tier_moved_bytes_total",
+                                  "Block bytes moved, by direction", "direction", DIRECTIONS)
+        self.evictions = self._family("asymcache_tier_evictions_total",
+                                      "Blocks that left a tier to make room", "tier", TIERS)
+        self.demotions = self._family("asymcache_tier_demotions_total",
+                                      "Evicted blocks copied to the next tier down", "tier", TIERS)
+        self.promotions = self._family("asymcache_tier_promotions_total",
+                                       "Blocks promoted to the CPU tier (from disk or remote)",
+                                       None)[""]
         remote_s = Histogram("asymcache_tier_remote_seconds", "Remote tier round trips (one "
                              "pipeline per node, all nodes), by op", ["op"], registry=registry,
                              buckets=_LATENCY_BUCKETS)
         remote_b = Counter("asymcache_tier_remote_bytes_total", "Value bytes moved by remote "
                            "tier round trips, by op", ["op"], registry=registry)
         self._remote = {op: (remote_s.labels(op), remote_b.labels(op)) for op in REMOTE_OPS}
-        self.expired_engines = Counter("asymcache_server_expired_engines_total",
-                                       "Engines dropped after missing heartbeats",
-                                       registry=registry)
+        self.expired_engines = self._family("asymcache_server_expired_engines_total",
+                                            "Engines dropped after missing heartbeats", None)[""]
+        registry.register(self)
+
+    def _family(self, name: str, doc: str, label: str | None, values: tuple | list = ("",),
+                buckets: tuple[float, ...] | None = None) -> dict[str, EventCounter]:
+        family = EventFamily(name, doc, label, values, buckets)
+        self._families.append(family)
+        return family.children  # type: ignore[return-value]
+
+    def collect(self) -> Iterator[Metric]:
+        """The event families (the registry calls this on each scrape)."""
+        for family in self._families:
+            yield family.to_metric()
 
     def error(self, code: str) -> None:
-        self._errors.labels(code).inc()
+        """Count one error reply with ``code``."""
+        self._errors.child(code).inc()  # type: ignore[union-attr]
 
     def remote_round(self, op: str, seconds: float, nbytes: int) -> None:
         """One pipelined round of the remote tier (called from its threads: thread-safe)."""
