@@ -54,9 +54,13 @@ def run(args: argparse.Namespace) -> int:
     logging.basicConfig(level=cfg.log_level.upper(), stream=sys.stderr,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     from cacheserver.server import CacheServer
+    from cacheserver.startup import ShmTooSmall
 
     try:
         CacheServer(cfg).serve()
+    except ShmTooSmall as e:
+        logging.getLogger("asymcache.server").error("bad configuration: %s", e)
+        return 2
     except (OSError, ValueError) as e:
         logging.getLogger("asymcache.server").error("start-up failed: %s", e)
         return 1

@@ -10,6 +10,7 @@ tested (and benchmarked: the index rebuild rate) on its own.
 from __future__ import annotations
 
 import dataclasses
+import os
 import re
 from collections.abc import Iterable
 from pathlib import Path
@@ -28,12 +29,39 @@ if TYPE_CHECKING:
     from tiers.remote import RemoteTier
 
 DISK_DIRNAME = "blocks.lmdb"
+SHM_DIR = "/dev/shm"  # where Linux keeps POSIX shared memory (the CPU tier's slab)
 _BLOCK_SIZE = re.compile(r"(?:^|;)block=(\d+)(?:;|$)")
 
 
+class ShmTooSmall(ValueError):
+    """The CPU tier does not fit in the free shared memory: a configuration error (exit 2)."""
+
+
+def check_shm_room(cfg: ServerConfig, shm_dir: str = SHM_DIR) -> None:
+    """Raise :class:`ShmTooSmall` (naming ``cpu_bytes``) when the CPU tier's slab is larger
+    than the free space of ``shm_dir``: committing its pages would kill the daemon with SIGBUS.
+    Nothing to check where ``shm_dir`` does not exist."""
+    try:
+        st = os.statvfs(shm_dir)
+    except OSError:
+        return
+    need, free = cfg.cpu_num_slots * cfg.cpu_slot_bytes, st.f_bavail * st.f_frsize
+    if need > free:
+        raise ShmTooSmall(
+            f"cpu_bytes: the CPU tier needs {need} bytes ({_gib(need)}) of shared memory but "
+            f"{shm_dir} has {free} bytes ({_gib(free)}) free; lower cpu_bytes or give "
+            f"{shm_dir} more room (docker: shm_size)")
+
+
+def _gib(n: int) -> str:
+    return f"{n / (1 << 30):.2f} GiB"
+
+
 def open_tiers(cfg: ServerConfig) -> tuple[CpuTier, Tier | None]:
-    """The CPU tier (a new shared-memory slab) and, unless ``disk_bytes`` is 0, the LMDB tier
-    in ``<data_dir>/blocks.lmdb`` (created if missing, reopened with its blocks if present)."""
+    """The CPU tier (a new shared-memory slab, after :func:`check_shm_room`) and, unless
+    ``disk_bytes`` is 0, the LMDB tier in ``<data_dir>/blocks.lmdb`` (created if missing,
+    reopened with its blocks if present)."""
+    check_shm_room(cfg)
     cpu = create_tier("cpu", capacity_bytes=cfg.cpu_bytes, slot_bytes=cfg.cpu_slot_bytes,
                       populate=cfg.cpu_populate)
     assert isinstance(cpu, CpuTier)
