@@ -14,10 +14,9 @@ any of it runs, so a peer that floods the socket gets BUSY for what is over the 
 from __future__ import annotations
 
 import asyncio
-import inspect
 import logging
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable
 
 from cacheserver import handlers_data  # noqa: F401 - registers the data-plane handlers
 from cacheserver.handlers import HANDLERS, Context, HandlerSpec
@@ -35,6 +34,7 @@ from cacheserver.protocol import (
 from cacheserver.router import RouterSocket
 
 log = logging.getLogger("asymcache.dispatch")
+_REPLIES = (Message, ErrorReply)  # what a handler returns when it can answer at once
 
 
 class Dispatcher:
@@ -70,26 +70,30 @@ class Dispatcher:
             self._run(identity, rid, req, t0)
 
     def _run(self, identity: bytes, rid: int, req: Message, t0: float) -> None:
+        ctx = self.ctx
         spec = HANDLERS[req.OP]
-        session = self.ctx.sessions.by_identity(identity)
+        session = ctx.sessions.by_identity(identity)
         if session is not None:
-            session.last_seen = self.ctx.clock()
+            session.last_seen = ctx.clock()
         if spec.needs_session and session is None:
             reply: Reply = ErrorReply(req.OP, ErrorCode.NOT_REGISTERED,
                                       f"{req.OP.upper()} needs a HELLO first (daemon epoch "
-                                      f"{self.ctx.epoch}; it may have restarted)")
+                                      f"{ctx.epoch}; it may have restarted)")
         elif spec.is_async:
             self._spawn(self._run_async(spec, identity, session, rid, req, t0))
             return
         else:
-            reply = self._guard(req.OP, lambda: spec.fn(self.ctx, identity, session, req))
-            if inspect.isawaitable(reply):  # the handler needs I/O for part of its answer
+            try:
+                reply = spec.fn(ctx, identity, session, req)
+            except Exception as e:
+                reply = _error_reply(req.OP, e)
+            if not isinstance(reply, _REPLIES):  # an awaitable: the handler needs I/O first
                 self._spawn(self._finish(req.OP, reply, identity, rid, t0))
-                if self.ctx.deferred:
+                if ctx.deferred:
                     self._run_deferred()
                 return
         self._send(identity, rid, reply, t0, True)
-        if self.ctx.deferred:
+        if ctx.deferred:
             self._run_deferred()
 
     def _spawn(self, coro: Awaitable[None]) -> None:
@@ -122,16 +126,10 @@ class Dispatcher:
             reply = _error_reply(req.OP, e)
         self._send(identity, rid, reply, t0, True)
 
-    def _guard(self, op: str, call: Callable[[], Reply]) -> Reply:
-        try:
-            return call()
-        except Exception as e:
-            return _error_reply(op, e)
-
     def _send(self, identity: bytes, rid: int, reply: Reply, t0: float, admitted: bool) -> None:
         self.router.send(identity, reply.to_wire(rid))
         m = self.ctx.metrics
-        if isinstance(reply, ErrorReply):
+        if type(reply) is ErrorReply:
             m.error(reply.code)
             op = reply.op
         else:

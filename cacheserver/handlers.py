@@ -186,33 +186,43 @@ def lookup(ctx: Context, identity: bytes, session: EngineSession, req: Lookup) -
     request sets ``remote``) REMOTE, else MISS. Each hit is an access in that tier's policy and,
     with ``lease``, a lease there. Keys no local tier knows are asked of the remote tier; the
     reply then waits for that round trip (the loop keeps serving)."""
-    key_slots, records = session.key_slots, ctx.index.get
+    keys = req.keys
     remote = req.remote and ctx.residency.remote is not None
+    slots = [session.key_slots.get(key, -1) for key in keys]  # GPU slots are >= 0
+    if -1 in slots:
+        where, found = _locate(ctx.index, keys, slots, remote)
+    else:  # the common case: all in this engine's GPU pool
+        where, found = [int(Where.GPU)] * len(keys), [0, len(keys), 0, 0, 0]
+    if remote and found[0] and ctx.residency.remote.ready:  # type: ignore[union-attr]
+        _touch(ctx, session, keys, where, req.lease)  # now: leases before the loop moves on
+        return _lookup_rest(ctx, keys, where, slots, found)
+    count_lookups(ctx, found, remote)
+    if found[0] != len(keys):
+        ctx.after_reply(lambda: _touch(ctx, session, keys, where, req.lease))
+    return LookupReply(where=where, slots=slots)
+
+
+def _locate(index: BlockIndex, keys: list[bytes], slots: list[int],
+            remote: bool) -> tuple[list[int], list[int]]:
+    """``where`` code per key and ``found`` count per code; ``slots`` holds each key's GPU slot
+    (-1: not in the engine's pool) and gets the CPU slot of blocks found there."""
+    records = index.get
     where: list[int] = []
-    slots: list[int] = []
     found = [0, 0, 0, 0, 0]
-    for key in req.keys:
-        slot = key_slots.get(key)
-        if slot is not None:
+    for i, slot in enumerate(slots):
+        if slot >= 0:
             w = 1
-        elif (rec := records(key)) is None:
-            w, slot = 0, -1
+        elif (rec := records(keys[i])) is None:
+            w = 0
         elif rec.cpu >= 0:
-            w, slot = 2, rec.cpu
+            w, slots[i] = 2, rec.cpu
         elif rec.disk:
-            w, slot = 3, -1
+            w = 3
         else:
-            w, slot = (4 if remote and rec.remote else 0), -1
+            w = 4 if remote and rec.remote else 0
         found[w] += 1
         where.append(w)
-        slots.append(slot)
-    if remote and found[0] and ctx.residency.remote.ready:  # type: ignore[union-attr]
-        _touch(ctx, session, req.keys, where, req.lease)  # now: leases before the loop moves on
-        return _lookup_rest(ctx, req.keys, where, slots, found)
-    count_lookups(ctx, found, remote)
-    if sum(found[1:]):
-        ctx.after_reply(lambda: _touch(ctx, session, req.keys, where, req.lease))
-    return LookupReply(where=where, slots=slots)
+    return where, found
 
 
 async def _lookup_rest(ctx: Context, keys: list[bytes], where: list[int], slots: list[int],
@@ -235,14 +245,15 @@ def _touch(ctx: Context, session: EngineSession, keys: list[bytes], where: list[
            lease: bool) -> None:
     """LOOKUP's policy bookkeeping: an access per hit and, with ``lease``, a lease there."""
     now = ctx.clock()
-    policies = (None, session.gpu_policy, *(ctx.residency.policies.get(t) for t in
-                                             ("cpu", "disk", "remote")))
+    shared = ctx.residency.policies
+    policies = (None, session.gpu_policy, shared.get("cpu"), shared.get("disk"),
+                shared.get("remote"))
     for key, w in zip(keys, where, strict=True):
         if w:
             policy = policies[w]
-            policy.access(key, now)
+            policy.access(key, now)  # type: ignore[union-attr]
             if lease:
-                session.take_lease(key, _TIER_NAMES[w], policy)
+                session.take_lease(key, _TIER_NAMES[w], policy)  # type: ignore[arg-type]
 
 
 # ---- ALLOCATE / COMMIT --------------------------------------------------------------------

@@ -1,9 +1,11 @@
 """The daemon's socket role: a ROUTER bound to the endpoint, read in batches from asyncio.
 
 The socket itself is a plain (synchronous) pyzmq socket driven by the event loop through its
-file descriptor: ``recv_batch`` drains every waiting message without blocking and only awaits when
-there is none. ZeroMQ's descriptor is edge-triggered, so after every send the wrapper re-checks
-``EVENTS`` and wakes a waiting reader itself.
+file descriptor: a reader callback drains the waiting messages without blocking and hands each
+batch to the daemon's dispatcher right there (no task switch per request). ZeroMQ's descriptor is
+edge-triggered and a send can consume the edge of a message that arrived meanwhile, so the drain
+re-checks ``EVENTS`` after each batch, and a reply sent from outside a drain (an asynchronous
+handler) schedules one when a message is waiting.
 
 CURVE: with a server secret key the socket is a CURVE server; a ZAP authenticator thread admits
 only clients whose public certificates are in ``clients_dir`` (any CURVE client when it is empty).
@@ -15,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import zmq
@@ -23,6 +26,10 @@ from cacheserver.protocol.sockets import send_frames
 from cacheserver.protocol.wire import Buffer
 
 log = logging.getLogger(__name__)
+# Plain ints: pyzmq's flag enums make every ``|`` and comparison a Python-level call.
+_EVENTS, _POLLIN, _RCVMORE = int(zmq.EVENTS), int(zmq.POLLIN), int(zmq.RCVMORE)
+_NOBLOCK = int(zmq.NOBLOCK)
+_ROUNDS = 8  # batches per drain before other callbacks get the loop
 
 
 @dataclass(frozen=True)
@@ -52,9 +59,11 @@ class RouterSocket:
             self._sock.setsockopt(opt, value)
         if curve is not None:
             self._setup_curve(curve)
-        self._ready: asyncio.Event | None = None
-        self._waiting = False
-        self._woken = False
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._on_batch: Callable[[list[list[Buffer]]], None] | None = None
+        self._max_batch = 1
+        self._draining = False  # inside _drain: it re-checks EVENTS after each batch itself
+        self._scheduled = False  # a _drain is queued with call_soon
         self.dropped = 0
 
     def _setup_curve(self, curve: ServerCurve) -> None:
@@ -74,70 +83,84 @@ class RouterSocket:
         self._sock.curve_secretkey = secret
         self._sock.curve_publickey = public
 
-    def bind(self, loop: asyncio.AbstractEventLoop) -> None:
-        """Bind the endpoint and register the descriptor with ``loop``."""
+    def start(self, loop: asyncio.AbstractEventLoop,
+              on_batch: Callable[[list[list[Buffer]]], None], max_batch: int) -> None:
+        """Bind the endpoint; from now on ``on_batch(messages)`` is called on ``loop`` with up
+        to ``max_batch`` waiting ``[identity, header, *payload]`` messages at a time."""
         self._sock.bind(self.endpoint)
-        self._ready = asyncio.Event()
-        loop.add_reader(self._sock.getsockopt(zmq.FD), self._ready.set)
+        self._loop, self._on_batch, self._max_batch = loop, on_batch, max_batch
+        loop.add_reader(self._sock.get(zmq.FD), self._drain)
+        self._schedule()  # a peer may have queued messages before the reader was added
 
-    async def recv_batch(self, max_n: int) -> list[list[Buffer]]:
-        """Up to ``max_n`` waiting messages, waiting for at least one; ``[]`` after ``wake``."""
-        assert self._ready is not None, "bind() first"
-        out: list[list[Buffer]] = []
-        while True:
-            while len(out) < max_n:
+    def stop_reading(self) -> None:
+        """Deliver no more messages (replies can still be sent)."""
+        if self._loop is not None and self._on_batch is not None and not self._sock.closed:
+            self._loop.remove_reader(self._sock.get(zmq.FD))
+        self._on_batch = None
+
+    def _schedule(self) -> None:
+        if not self._scheduled and self._loop is not None:
+            self._scheduled = True
+            self._loop.call_soon(self._drain)
+
+    def _drain(self) -> None:
+        """Dispatch waiting messages batch by batch; after ``_ROUNDS`` batches, yield the loop
+        to other callbacks and come back (HTTP, housekeeping and tasks keep running)."""
+        self._scheduled = False
+        if self._on_batch is None or self._draining:
+            return
+        self._draining = True
+        try:
+            for _ in range(_ROUNDS):
+                batch = self._recv_batch()
+                if not batch or self._on_batch is None:
+                    return
                 try:
-                    out.append(self._recv_one())
-                except zmq.Again:
-                    break
-            if out or self._woken:
-                self._woken = False
-                return out
-            self._ready.clear()
-            if self._sock.getsockopt(zmq.EVENTS) & zmq.POLLIN:
-                continue
-            self._waiting = True
-            try:
-                await self._ready.wait()
-            finally:
-                self._waiting = False
+                    self._on_batch(batch)
+                except Exception:  # a dispatcher bug: log it, keep serving
+                    log.exception("dispatching a batch of %d messages failed", len(batch))
+            self._schedule()
+        finally:
+            self._draining = False
+
+    def _recv_batch(self) -> list[list[Buffer]]:
+        """Up to ``max_batch`` waiting messages, without blocking (``[]``: none waiting; the
+        descriptor's edge is re-armed by that ``EVENTS`` read)."""
+        sock, out = self._sock, []
+        try:
+            while len(out) < self._max_batch and sock.get(_EVENTS) & _POLLIN:
+                out.append(self._recv_one())
+        except zmq.Again:  # POLLIN promised a message that is not there
+            pass
+        return out
 
     def _recv_one(self) -> list[Buffer]:
-        """``[identity, header, *payload]``: identity and header copied (small; copying is
-        cheaper than zero-copy frames), payload frames as zero-copy views. A multipart message
-        is delivered whole, so only the first part can find nothing waiting."""
+        """``[identity, header, *payload]`` of a waiting message: identity and header copied
+        (small; copying is cheaper than zero-copy frames), payload frames as zero-copy views.
+        ZeroMQ delivers a multipart message whole, so once ``POLLIN`` says one is waiting every
+        part of it can be read without blocking."""
         sock = self._sock
-        msg: list[Buffer] = [sock.recv(zmq.NOBLOCK)]
-        if sock.getsockopt(zmq.RCVMORE):
-            msg.append(sock.recv())
-        else:
-            msg.append(b"")
-        while sock.getsockopt(zmq.RCVMORE):
+        msg: list[Buffer] = [sock.recv(_NOBLOCK)]
+        msg.append(sock.recv() if sock.get(_RCVMORE) else b"")
+        while sock.get(_RCVMORE):
             msg.append(sock.recv(copy=False).buffer)
         return msg
-
-    def wake(self) -> None:
-        """Make a pending ``recv_batch`` return (used to stop the main loop)."""
-        self._woken = True
-        if self._ready is not None:
-            self._ready.set()
 
     def send(self, identity: bytes, frames: list[Buffer]) -> bool:
         """Send a reply; ``False`` (and counted in ``dropped``) when the peer is gone or full."""
         try:
-            send_frames(self._sock, [identity, *frames], zmq.NOBLOCK)
+            send_frames(self._sock, [identity, *frames], _NOBLOCK)
             ok = True
         except (zmq.Again, zmq.ZMQError) as e:
             log.debug("reply to %r dropped: %s", identity, e)
             self.dropped += 1
             ok = False
-        if self._waiting and self._sock.getsockopt(zmq.EVENTS) & zmq.POLLIN:
-            self._ready.set()  # type: ignore[union-attr]
+        if not self._draining and self._sock.get(_EVENTS) & _POLLIN:
+            self._schedule()  # this send may have consumed the edge of a waiting message
         return ok
 
-    def close(self, loop: asyncio.AbstractEventLoop | None = None) -> None:
-        if loop is not None and not self._sock.closed:
-            loop.remove_reader(self._sock.getsockopt(zmq.FD))
+    def close(self) -> None:
+        self.stop_reading()
         self._sock.close(linger=0)
         if self._auth is not None:
             self._auth.stop()

@@ -60,6 +60,7 @@ class CacheServer:
         self.http_port: int | None = None
         self.ctx: Context | None = None
         self._stopping = False
+        self._stopped: asyncio.Event | None = None
         self._router: RouterSocket | None = None
         self._zmq: zmq.Context | None = None
         self._http: HttpServer | None = None
@@ -143,16 +144,18 @@ class CacheServer:
         max_msg = 2 * (cfg.cpu_slot_bytes + cfg.max_header_bytes)
         self._router = RouterSocket(self._zmq, cfg.endpoint, curve=curve,
                                     max_message_bytes=max_msg)
-        self._router.bind(asyncio.get_running_loop())
         assert self.ctx is not None
         self._dispatcher = Dispatcher(self.ctx, self._router, cfg.max_inflight)
+        self._stopped = asyncio.Event()
+        if self._stopping:  # a signal arrived during start-up
+            self._stopped.set()
+        self._router.start(asyncio.get_running_loop(), self._dispatcher.dispatch, _BATCH)
 
     async def main_loop(self) -> None:
-        assert self._router is not None and self._dispatcher is not None
-        while not self._stopping:
-            batch = await self._router.recv_batch(_BATCH)
-            if batch and not self._stopping:
-                self._dispatcher.dispatch(batch)
+        """Serve until :meth:`request_stop`: the router's reader callback dispatches each batch
+        of requests as it arrives (``router.py``)."""
+        assert self._stopped is not None
+        await self._stopped.wait()
 
     def request_stop(self) -> None:
         """Begin a graceful shutdown (safe to call from a signal handler on the loop)."""
@@ -161,7 +164,9 @@ class CacheServer:
         self._stopping = True
         self.ready = False
         if self._router is not None:
-            self._router.wake()
+            self._router.stop_reading()
+        if self._stopped is not None:
+            self._stopped.set()
 
     async def shutdown(self) -> None:
         self.ready = False
@@ -172,7 +177,7 @@ class CacheServer:
         if self._dispatcher is not None:
             await self._dispatcher.drain(_DRAIN_TIMEOUT_S)
         if self._router is not None:
-            self._router.close(asyncio.get_running_loop())
+            self._router.close()
         if self._zmq is not None:
             self._zmq.term()
         if self._tiers is not None:

@@ -15,6 +15,7 @@ import zmq.asyncio
 from cacheserver.protocol.wire import Buffer
 
 _ZERO_COPY_MIN = 64 * 1024  # frames at least this big are sent without a copy
+_SNDMORE = int(zmq.SNDMORE)  # a plain int: pyzmq's flag enums make ``|`` a Python-level call
 
 
 @dataclass(frozen=True)
@@ -49,10 +50,14 @@ def _configure(sock: zmq.Socket, routing_id: bytes | None, curve: ClientCurve | 
 
 def send_frames(sock: zmq.Socket, frames: list[Buffer], flags: int = 0) -> None:
     """Send a multipart message; small frames are copied, big ones go zero-copy."""
+    flags = int(flags)
+    more = flags | _SNDMORE
     last = len(frames) - 1
-    for i, frame in enumerate(frames):
-        more = zmq.SNDMORE if i < last else 0
-        sock.send(frame, flags | more, copy=len(frame) < _ZERO_COPY_MIN)
+    for i in range(last):
+        frame = frames[i]
+        sock.send(frame, more, copy=len(frame) < _ZERO_COPY_MIN)
+    frame = frames[last]
+    sock.send(frame, flags, copy=len(frame) < _ZERO_COPY_MIN)
 
 
 def split_frames(parts: list[zmq.Frame]) -> list[Buffer]:

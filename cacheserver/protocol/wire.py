@@ -193,6 +193,8 @@ def _encode_value(v: Any) -> Any:
 
 
 # ---- message base -------------------------------------------------------------------------
+_ABSENT = object()  # a field not in the received header
+_REQUIRED = object()  # the default of a field without one
 # Field metadata: a field added after version 1 is sent only when it differs from its default,
 # so a peer that predates it still decodes every message that does not use it.
 OMIT_DEFAULT = "omit_default"
@@ -215,10 +217,15 @@ class Message:
     _names: ClassVar[frozenset[str]] = frozenset()  # header field names ("ok" too on replies)
     _has_frames: ClassVar[bool] = False
     _omit: ClassVar[dict[str, Any]] = {}  # field -> default: not sent while at its default
+    _plain: ClassVar[bool] = False  # no frames, BlockRefs or omitted defaults: send __dict__
+    _decoding: ClassVar[tuple[tuple[str, Callable, Any], ...]] = ()  # (name, decode, default)
 
     def header_fields(self) -> dict[str, Any]:
-        out = {name: _encode_value(getattr(self, name)) for name, _, _ in self._schema
-               if name not in self._omit or getattr(self, name) != self._omit[name]}
+        if self._plain:  # every field is sent as it is, in declaration order
+            out = self.__dict__.copy()
+        else:
+            out = {name: _encode_value(getattr(self, name)) for name, _, _ in self._schema
+                   if name not in self._omit or getattr(self, name) != self._omit[name]}
         if self.IS_REPLY:
             out["ok"] = True
         return out
@@ -228,24 +235,33 @@ class Message:
         header = msgpack.packb(
             [PROTOCOL_VERSION, self.OP, request_id, self.header_fields()], use_bin_type=True
         )
-        return [header, *getattr(self, "frames", ())]
+        if self._has_frames:
+            return [header, *self.frames]  # type: ignore[attr-defined]
+        return [header]
 
     @classmethod
     def from_fields(cls, raw: dict, payload: list[Buffer], lim: Limits) -> Message:
-        kwargs: dict[str, Any] = {}
-        for name, decode, required in cls._schema:
-            if name in raw:
-                kwargs[name] = decode(raw[name], name, lim)
-            elif required:
+        values: dict[str, Any] = {}
+        n = 0
+        for name, decode, default in cls._decoding:
+            v = raw.get(name, _ABSENT)
+            if v is not _ABSENT:
+                values[name] = decode(v, name, lim)
+                n += 1
+            elif default is _REQUIRED:
                 raise _fail(name, f"is required for {cls.OP.upper()}")
-        if len(kwargs) != len(raw) - (cls.IS_REPLY and "ok" in raw):
+            else:
+                values[name] = default() if callable(default) else default
+        if n != len(raw) - (cls.IS_REPLY and "ok" in raw):
             extra = sorted(set(raw) - cls._names)
             raise _fail(extra[0], f"is not a field of {cls.OP.upper()}")
         if cls._has_frames:
-            kwargs["frames"] = payload
+            values["frames"] = payload
         elif payload:
             raise ProtocolError(ErrorCode.BAD_FIELD, f"{cls.OP.upper()} carries no payload frames")
-        return cls(**kwargs)
+        msg = object.__new__(cls)
+        msg.__dict__.update(values)  # what the frozen dataclass's __init__ would set, in order
+        return msg
 
 
 def message(op: str, reply: bool = False) -> Callable[[type], type]:
@@ -253,7 +269,7 @@ def message(op: str, reply: bool = False) -> Callable[[type], type]:
 
     def deco(cls: type) -> type:
         cls = dataclass(frozen=True)(cls)
-        schema = []
+        schema, decoding = [], []
         for f in fields(cls):
             if f.name == "frames":
                 continue
@@ -261,10 +277,18 @@ def message(op: str, reply: bool = False) -> Callable[[type], type]:
                 raise TypeError(f"{cls.__name__}.{f.name}: unsupported wire type {f.type!r}")
             required = f.default is MISSING and f.default_factory is MISSING
             schema.append((f.name, _DECODERS[f.type], required))
+            default = (_REQUIRED if required else f.default if f.default is not MISSING
+                       else f.default_factory)
+            if callable(default) and f.default_factory is MISSING:
+                raise TypeError(f"{cls.__name__}.{f.name}: a callable default is not a wire value")
+            decoding.append((f.name, _DECODERS[f.type], default))
         cls.OP, cls.IS_REPLY, cls._schema = op, reply, tuple(schema)
+        cls._decoding = tuple(decoding)
         cls._names = frozenset([n for n, _, _ in schema] + (["ok"] if reply else []))
         cls._has_frames = any(f.name == "frames" for f in fields(cls))
         cls._omit = {f.name: f.default for f in fields(cls) if f.metadata.get(OMIT_DEFAULT)}
+        cls._plain = not cls._has_frames and not cls._omit and all(
+            "BlockRef" not in str(f.type) for f in fields(cls))
         (_REPLIES if reply else _REQUESTS)[op] = cls
         return cls
 
