@@ -1,15 +1,18 @@
 """Control-plane workload of ``asymcache bench daemon``: LOOKUP of 32 blocks over ipc.
 
 Each client is a separate process (``python -m ops.bench._daemon_control worker ...``) that sends
-one pre-encoded request, waits for the reply, and repeats for a fixed time; it prints its count
-and latency percentiles as one JSON line. The baseline is a plain pyzmq ROUTER echo loop
-(``... echo ENDPOINT``) that answers every request with a reply of the daemon's reply size, so
-both sides move the same bytes through the same client loop.
+one pre-encoded request, waits for the reply, and repeats for a fixed time; it prints its count,
+latency percentiles and the size of the replies it got as one JSON line. The baseline is a plain
+pyzmq ROUTER echo loop (``... echo ENDPOINT``) over ipc that answers every request with the
+daemon's reply bytes, so both sides move the same bytes, over the same socket types, through the
+same client loop (the worker reports the reply size so the benchmark can check it).
+:func:`server_cpu_s` reads a server process's CPU time, for the CPU spent per request.
 """
 
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 import time
@@ -57,19 +60,21 @@ def worker(endpoint: str, seconds: float, kind: str, idx: int) -> dict:
         _register(sock, refs, idx)
     request = p.Lookup(keys=[r.key for r in refs], lease=False).to_wire(1)
     lat: list[float] = []
+    reply_len = 0
     t_start = time.perf_counter()
     end = t_start + seconds
     while (t0 := time.perf_counter()) < end:
         sock.send(request)
-        if sock.recv(5.0) is None:
+        if (frames := sock.recv(5.0)) is None:
             break
         lat.append(time.perf_counter() - t0)
+        reply_len = len(frames[0])
     elapsed = time.perf_counter() - t_start
     sock.close()
     ctx.term()
     ms = np.asarray(lat) * 1e3
     return {"ops": len(lat), "seconds": elapsed, "p50_ms": float(np.percentile(ms, 50)),
-            "p99_ms": float(np.percentile(ms, 99))}
+            "p99_ms": float(np.percentile(ms, 99)), "reply_bytes": reply_len}
 
 
 def echo(endpoint: str) -> None:
@@ -83,8 +88,11 @@ def echo(endpoint: str) -> None:
         sock.send_multipart([msg[0], reply])
 
 
-def run_clients(endpoint: str, seconds: float, kind: str, n: int) -> dict:
-    """``n`` client processes at once; total ops/s and the first client's percentiles."""
+def run_clients(endpoint: str, seconds: float, kind: str, n: int, server_pid: int) -> dict:
+    """``n`` client processes at once against the server process ``server_pid``: total ops/s,
+    the first client's percentiles and reply size, and the server's CPU time per request (its
+    I/O thread included) in microseconds."""
+    cpu0 = server_cpu_s(server_pid)
     procs = [subprocess.Popen([sys.executable, "-m", "ops.bench._daemon_control", "worker",
                                endpoint, str(seconds), kind, str(i)],
                               stdout=subprocess.PIPE, text=True) for i in range(n)]
@@ -95,7 +103,16 @@ def run_clients(endpoint: str, seconds: float, kind: str, n: int) -> dict:
             raise RuntimeError(f"benchmark client exited with {proc.returncode}")
         results.append(json.loads(out.strip().splitlines()[-1]))
     ops_s = sum(r["ops"] / r["seconds"] for r in results)
-    return {"ops_per_s": ops_s, "p50_ms": results[0]["p50_ms"], "p99_ms": results[0]["p99_ms"]}
+    cpu_us = (server_cpu_s(server_pid) - cpu0) / max(1, sum(r["ops"] for r in results)) * 1e6
+    return {"ops_per_s": ops_s, "p50_ms": results[0]["p50_ms"], "p99_ms": results[0]["p99_ms"],
+            "reply_bytes": results[0]["reply_bytes"], "server_cpu_us_per_op": cpu_us}
+
+
+def server_cpu_s(pid: int) -> float:
+    """User + system CPU seconds of process ``pid`` so far (all its threads), from /proc."""
+    with open(f"/proc/{pid}/stat") as fh:
+        fields = fh.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def start_echo(endpoint: str) -> subprocess.Popen:
