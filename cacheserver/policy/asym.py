@@ -32,7 +32,7 @@ import math
 from collections import OrderedDict
 from dataclasses import dataclass, replace
 
-from cacheserver.policy.base import BlockInfo, Key, register_policy
+from cacheserver.policy.base import BlockInfo, Key, ResidencyPolicy, register_policy
 from cacheserver.policy.cost import CostModel
 from cacheserver.policy.costed import CostedPolicy
 from cacheserver.policy.mini import ModeSelector
@@ -101,6 +101,33 @@ class AsymPolicy(CostedPolicy):
         if selector is not None:
             for copy in selector.copies.values():
                 copy.cost_model = model
+
+    # ---- leases and pins reach the miniature copies too ---------------------------------
+    def protect(self, key: Key) -> None:
+        super().protect(key)
+        for copy in self._copies_for(key):
+            copy.protect(key)
+
+    def unprotect(self, key: Key, now: float = 0.0) -> None:
+        super().unprotect(key, now)
+        for copy in self._copies_for(key):
+            copy.unprotect(key, now)
+
+    def pin(self, key: Key, until: float | None = None) -> None:
+        super().pin(key, until)
+        for copy in self._copies_for(key):
+            copy.pin(key, until)
+
+    def unpin(self, key: Key, now: float = 0.0) -> None:
+        super().unpin(key, now)
+        for copy in self._copies_for(key):
+            copy.unpin(key, now)
+
+    def _copies_for(self, key: Key) -> tuple[ResidencyPolicy, ...]:
+        selector = self.selector
+        if selector is None or not selector.sampled(key):
+            return ()
+        return tuple(selector.copies.values())
 
     def set_spill_tier(self, tier: str | None) -> None:
         super().set_spill_tier(tier)

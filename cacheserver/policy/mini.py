@@ -10,8 +10,8 @@ one copy hit), and back to recency once the LRU copy leads by ``z`` standard dev
 
 Keys are sampled by a fixed hash (xxh3 of the key's bytes: ``int``, ``bytes`` or ``str``), never
 Python's ``hash()``, so a run is reproducible. Bounded: the copies hold ``rate × capacity``
-blocks each plus their ghost histories. Leases and pins are not mirrored (both copies miss them
-alike).
+blocks each plus their ghost histories. The policy forwards leases and pins of sampled keys to
+both copies, so they are held there as they are in the real tier.
 """
 
 from __future__ import annotations
