@@ -11,7 +11,8 @@ sockets, no tier calls.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
+from typing import cast
 
 from cacheserver.blocks import ROOT_PARENT
 from cacheserver.policy import BlockInfo
@@ -24,8 +25,13 @@ class IndexFull(Exception):
 
 @dataclass(slots=True)
 class BlockRecord:
-    """One block's metadata. ``gpu`` maps engine id -> GPU slot; ``cpu`` is the confirmed CPU
-    slot (-1 none) and ``cpu_pending`` a reserved, not yet readable one (-1 none)."""
+    """One block's metadata. ``gpu`` names the engines whose GPU pool holds it (each session
+    knows the slot); ``cpu`` is the confirmed CPU slot (-1 none) and ``cpu_pending`` a
+    reserved, not yet readable one (-1 none).
+
+    Memory (one record per indexed block): ``__slots__``, ``gpu`` an immutable tuple (the
+    shared ``()`` for most blocks), and the record is its own policy view (:meth:`info`).
+    """
 
     key: bytes
     namespace: bytes
@@ -34,7 +40,7 @@ class BlockRecord:
     n_tokens: int
     n_bytes: int
     layout: str
-    gpu: dict[str, int] = field(default_factory=dict)
+    gpu: tuple[str, ...] = ()
     cpu: int = -1
     cpu_pending: int = -1
     cpu_owner: str = ""  # engine id that reserved ``cpu_pending`` ("" = the daemon itself)
@@ -50,8 +56,10 @@ class BlockRecord:
                 or self.remote or self.busy > 0)
 
     def info(self) -> BlockInfo:
-        """The policy's view of this block."""
-        return BlockInfo(self.key, self.parent, self.position, self.n_tokens, self.n_bytes)
+        """The policy's view of this block: the record itself, which has every field of
+        :class:`BlockInfo` (``key``, ``parent``, ``position``, ``n_tokens``, ``n_bytes``) and
+        never changes them, so no copy is made per tier (policies only read their infos)."""
+        return cast(BlockInfo, self)
 
     def pin_active(self, now: float) -> bool:
         return self.pinned and (self.pin_until is None or self.pin_until > now)
@@ -99,6 +107,14 @@ class BlockIndex:
         rec = BlockRecord(ref.key, ref.namespace, parent, ref.position, n_tokens, n_bytes, layout)
         self._records[ref.key] = rec
         return rec
+
+    def add(self, rec: BlockRecord) -> bool:
+        """Index a record built by the caller (the start-up rebuild); ``False`` (and nothing
+        changed) if ``rec.key`` is indexed already."""
+        records = self._records
+        if len(records) >= self.max_blocks:
+            raise IndexFull(f"block index is full ({self.max_blocks} blocks)")
+        return records.setdefault(rec.key, rec) is rec
 
     def discard_if_unheld(self, rec: BlockRecord) -> bool:
         """Drop ``rec`` if no tier holds it any more; returns whether it was dropped."""

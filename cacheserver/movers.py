@@ -67,7 +67,8 @@ class Residency(RemoteMoves):
             self.gpu_forget(session, prev)
         session.slot_keys[slot] = rec.key
         session.key_slots[rec.key] = slot
-        rec.gpu[session.engine_id] = slot
+        if session.engine_id not in rec.gpu:
+            rec.gpu = (*rec.gpu, session.engine_id)
         now = self.clock()
         session.gpu_policy.insert(rec.info(), now)
         session.gpu_policy.set_backing(rec.key, rec.next_tier("gpu"))
@@ -83,7 +84,7 @@ class Residency(RemoteMoves):
         session.gpu_policy.remove(key)
         rec = self.index.get(key)
         if rec is not None:
-            rec.gpu.pop(session.engine_id, None)
+            rec.gpu = _without(rec.gpu, session.engine_id)
             self.index.discard_if_unheld(rec)
         return key
 
@@ -97,7 +98,7 @@ class Residency(RemoteMoves):
             del session.slot_keys[slot]
             rec = self.index.get(key)
             assert rec is not None, "a GPU-resident block must be indexed"
-            del rec.gpu[session.engine_id]
+            rec.gpu = _without(rec.gpu, session.engine_id)
             demote_to = -1
             if rec.cpu < 0 and rec.cpu_pending < 0 and self.policies["cpu"].admit(rec.info(), now):
                 demote_to = self.cpu_reserve(rec, session)
@@ -279,3 +280,8 @@ class Residency(RemoteMoves):
         for key in failed:
             self.disk_forget(key, evicted=False)
         return failed
+
+
+def _without(engines: tuple[str, ...], engine_id: str) -> tuple[str, ...]:
+    """``engines`` less ``engine_id`` (``()`` shared when none is left)."""
+    return tuple(e for e in engines if e != engine_id) if engines != (engine_id,) else ()
