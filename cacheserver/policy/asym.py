@@ -13,10 +13,11 @@ Each resident block ``b`` carries a priority ``H_b = L_b + V_b`` and the lowest 
   ``value="linear"``: ``H = L + P̂ · Cmiss / size`` with ``L ← H`` of each victim.
 
 ``P̂_b`` comes from a ``ReuseEstimator``: the online share of blocks of ``b``'s class (its uses
-and their spacing, or for a new block its parent's lineage; and its depth) used again.
-``Cmiss_b`` is the cheaper of recomputing ``b`` at its token position and loading it from the
-next tier that holds it (``set_backing``). Under ``msa`` reuse, evicting a block whose parent
-and a child are both resident splits a run: one more MSA segment (``segment_s``) is charged.
+and their spacing, or for a new block its parent's lineage) that were used again. ``Cmiss_b``
+is the cheaper of recomputing ``b`` at its token position and loading it from the lower tier
+that holds it or will once ``b`` is demoted (``set_backing``, ``set_spill_tier``). Under
+``msa`` reuse, evicting a block whose parent and a child are both resident splits a run: one
+more MSA segment (``segment_s``) is charged.
 
 Under ``prefix`` reuse a block with a resident child is never a victim (leaves first) — cost
 alone would drop cheap leading blocks and strand everything behind them — and a leaf is
@@ -152,7 +153,7 @@ class AsymPolicy(CostedPolicy):
 
     def _raw(self, info: BlockInfo, rec: UseRecord) -> float:
         cost = self._cost(info) if self.config.use_cost else 1.0
-        p = self.reuse.probability(rec.slot) if self.config.use_reuse else 1.0
+        p = self.reuse.probability(rec.cls) if self.config.use_reuse else 1.0
         return p * cost / self.size_of(info)
 
     def _term(self, raw: float) -> float:
@@ -216,13 +217,12 @@ class AsymPolicy(CostedPolicy):
     def _observe_new(self, info: BlockInfo, now: float) -> UseRecord:
         """A use of a non-resident block: its ghost record, else its parent's lineage."""
         self._select(info, now)
-        position = info.position * info.n_tokens
         prev = self.reuse.recall(info.key)
         if prev is not None or info.parent is None:
-            return self.reuse.observe(prev, now, position)
+            return self.reuse.observe(prev, now)
         parent = self._rec.get(info.parent) or self._pending.get(info.parent) \
             or self.reuse.peek(info.parent)
-        return self.reuse.observe(None, now, position, parent)
+        return self.reuse.observe(None, now, parent)
 
     # ---- hooks --------------------------------------------------------------------------
     def _on_insert(self, info: BlockInfo, now: float) -> None:
@@ -239,9 +239,8 @@ class AsymPolicy(CostedPolicy):
                 self._enqueue(key, now)
 
     def _on_access(self, key: Key, now: float) -> None:
-        info = self.blocks[key]
-        self._select(info, now)
-        self._rec[key] = self.reuse.observe(self._rec[key], now, info.position * info.n_tokens)
+        self._select(self.blocks[key], now)
+        self._rec[key] = self.reuse.observe(self._rec[key], now)
         self._base[key] = self._clock(now)
 
     def _on_remove(self, key: Key) -> None:

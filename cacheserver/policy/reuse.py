@@ -1,18 +1,17 @@
 """``P̂``: how likely a block is to be used again, learned online from the uses of blocks.
 
 Most blocks of a chat trace are never used again; a block used several times, at short
-intervals, usually is; deep blocks of long contexts less often than shallow ones.
-``ReuseEstimator`` sorts every use into a class and learns, per class, the share of uses that
-were followed by another use of the same block. A class is a *history* and a *depth*:
+intervals, usually is. ``ReuseEstimator`` sorts every use into a class and learns, per class,
+the share of uses that were followed by another use of the same block:
 
-* history of a repeat use: the block's uses so far (2, 3, 4 or more) and the gap since its
+* a repeat use is classed by the block's uses so far (2, 3, 4 or more) and the gap since its
   previous use (``GAP_EDGES_S``);
-* history of a first use: its lineage — its parent's history if the parent was new too, else
-  "behind a reused block of history h" (the new suffix after a reused prefix behaves like that
-  prefix), else "unknown";
-* depth: the block's first token position (``POSITION_EDGES_TOKENS``).
+* a first use by its lineage: its parent's class if the parent was new too, else "behind a
+  reused block of class c" (the new suffix after a reused prefix behaves like that prefix),
+  else "unknown". (Classes by depth were tried and dropped: on the Mooncake synthetic trace
+  they made ``asym`` worse than LRU; docs/policy.md.)
 
-``probability(slot) = (followed + prior) / (reached + 2·prior)``, capped at 1. Counters are
+``probability(cls) = (followed + prior) / (reached + 2·prior)``, capped at 1. Counters are
 halved every ``half_life`` uses so the estimates follow drifting traffic. ``typical_gap_s`` is
 the median gap between consecutive uses of a block, over all classes.
 
@@ -29,35 +28,32 @@ from collections.abc import Hashable
 from dataclasses import dataclass
 
 GAP_EDGES_S = (1.0, 4.0, 16.0, 64.0, 256.0, 1024.0)  # ASSUMPTION: seconds to an hour
-POSITION_EDGES_TOKENS: tuple[int, ...] = ()  # no depth classes (see docs/policy.md)
 GAP_BUCKETS_S = tuple(2.0**k for k in range(-2, 13))  # 0.25 s .. 4096 s, for the median gap
 MAX_USES_CLASS = 4
 REPEAT_HISTORIES = 1 + (MAX_USES_CLASS - 1) * (len(GAP_EDGES_S) + 1)  # 0 = unknown
 HISTORIES = 2 * REPEAT_HISTORIES
-DEPTHS = len(POSITION_EDGES_TOKENS) + 1
 DEFAULT_GAP_S = 60.0  # ASSUMPTION: the typical gap until enough gaps were seen
 MIN_GAPS = 32.0
 
 
 @dataclass(frozen=True, slots=True)
 class UseRecord:
-    """A block's use history in brief: uses so far, last use, history class and stats slot."""
+    """A block's use history in brief: uses so far, last use time, and its class."""
 
     uses: int
     last_s: float
-    history: int
-    slot: int
+    cls: int
 
 
 class ReuseEstimator:
-    """Online reuse probability per (history, depth) class, plus a ghost history."""
+    """Online reuse probability per class, plus a ghost history."""
 
     def __init__(self, *, history: int, half_life: int = 100_000, prior: float = 1.0) -> None:
         if history < 0 or half_life < 1 or prior <= 0:
             raise ValueError("ReuseEstimator needs history >= 0, half_life >= 1, prior > 0")
         self.half_life, self.prior = half_life, prior
-        self._reached = [0.0] * (HISTORIES * DEPTHS)
-        self._followed = [0.0] * (HISTORIES * DEPTHS)
+        self._reached = [0.0] * HISTORIES
+        self._followed = [0.0] * HISTORIES
         self._gaps = [0.0] * (len(GAP_BUCKETS_S) + 1)
         self._typical = DEFAULT_GAP_S
         self._events = 0
@@ -65,34 +61,32 @@ class ReuseEstimator:
         self._ghosts: OrderedDict[Hashable, UseRecord] = OrderedDict()
 
     @staticmethod
-    def repeat_history(uses: int, gap_s: float) -> int:
-        """History class of a repeat use: uses (2..4+) and the gap since the previous use."""
+    def repeat_class(uses: int, gap_s: float) -> int:
+        """Class of a repeat use: uses (2..4+) and the gap since the previous use."""
         row = min(uses, MAX_USES_CLASS) - 2
         return 1 + row * (len(GAP_EDGES_S) + 1) + bisect.bisect_right(GAP_EDGES_S, gap_s)
 
     @staticmethod
-    def first_history(parent: UseRecord | None) -> int:
-        """History class of a first use, from its parent's record (see module docstring)."""
+    def first_class(parent: UseRecord | None) -> int:
+        """Class of a first use, from its parent's record (see module docstring)."""
         if parent is None:
             return 0
         if parent.uses <= 1:
-            return parent.history
-        return REPEAT_HISTORIES + parent.history
+            return parent.cls
+        return REPEAT_HISTORIES + parent.cls
 
-    def observe(self, prev: UseRecord | None, now: float, position_tokens: int,
+    def observe(self, prev: UseRecord | None, now: float,
                 parent: UseRecord | None = None) -> UseRecord:
-        """Record a use at ``now`` of a block starting at token ``position_tokens`` whose
-        previous record is ``prev`` (None: a first use, classed by ``parent`` if known)."""
-        depth = bisect.bisect_right(POSITION_EDGES_TOKENS, position_tokens)
+        """Record a use at ``now`` of a block whose previous record is ``prev`` (None: a first
+        use, classed by ``parent``, the record of the block before it, if known)."""
         if prev is None:
-            history, uses = self.first_history(parent), 1
+            rec = UseRecord(1, now, self.first_class(parent))
         else:
             gap = max(0.0, now - prev.last_s)
-            self._followed[prev.slot] += 1.0
+            self._followed[prev.cls] += 1.0
             self._gaps[bisect.bisect_left(GAP_BUCKETS_S, gap)] += 1.0
-            history, uses = self.repeat_history(prev.uses + 1, gap), prev.uses + 1
-        rec = UseRecord(uses, now, history, history * DEPTHS + depth)
-        self._reached[rec.slot] += 1.0
+            rec = UseRecord(prev.uses + 1, now, self.repeat_class(prev.uses + 1, gap))
+        self._reached[rec.cls] += 1.0
         self._events += 1
         if self._events % 1024 == 0:
             self._typical = self._median_gap()
@@ -100,9 +94,9 @@ class ReuseEstimator:
             self._decay()
         return rec
 
-    def probability(self, slot: int) -> float:
-        """The chance that a use in ``slot`` is followed by another use of the same block."""
-        p = (self._followed[slot] + self.prior) / (self._reached[slot] + 2 * self.prior)
+    def probability(self, cls: int) -> float:
+        """The chance that a use of class ``cls`` is followed by another use of the block."""
+        p = (self._followed[cls] + self.prior) / (self._reached[cls] + 2 * self.prior)
         return min(1.0, p)
 
     def typical_gap_s(self) -> float:
@@ -110,7 +104,7 @@ class ReuseEstimator:
         return self._typical
 
     def table(self) -> dict[int, tuple[float, float]]:
-        """``slot -> (reached, P̂)`` for every slot seen (for reports and tests)."""
+        """``class -> (reached, P̂)`` for every class seen (for reports and tests)."""
         return {s: (r, self.probability(s)) for s, r in enumerate(self._reached) if r > 0}
 
     # ---- ghost history ------------------------------------------------------------------

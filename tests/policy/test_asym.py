@@ -60,28 +60,28 @@ def test_a_block_that_splits_a_resident_run_is_charged_one_more_segment() -> Non
 def test_reuse_estimates_rise_for_blocks_that_are_used_again() -> None:
     est = ReuseEstimator(history=100)
     for k in range(200):  # blocks used once, and blocks used three times a second apart
-        est.observe(None, float(k), 0)
-        rec = est.observe(None, float(k), 0)
-        rec = est.observe(rec, k + 1.0, 0)
-        est.observe(rec, k + 2.0, 0)
+        est.observe(None, float(k))
+        rec = est.observe(None, float(k))
+        rec = est.observe(rec, k + 1.0)
+        est.observe(rec, k + 2.0)
     first = est.probability(0)
-    second = est.probability(est.repeat_history(2, 1.0))
+    second = est.probability(est.repeat_class(2, 1.0))
     assert first == pytest.approx((200 + 1) / (400 + 2))
     assert second > 0.95 > first
 
 
 def test_a_new_block_inherits_the_lineage_of_its_parent() -> None:
     est = ReuseEstimator(history=10)
-    hot = est.observe(est.observe(None, 0.0, 0), 0.5, 0)  # a reused parent
-    child = est.observe(None, 1.0, 512, parent=hot)
-    grandchild = est.observe(None, 1.0, 1024, parent=child)
-    assert child.history == grandchild.history != 0
+    hot = est.observe(est.observe(None, 0.0), 0.5)  # a reused parent
+    child = est.observe(None, 1.0, parent=hot)
+    grandchild = est.observe(None, 1.0, parent=child)
+    assert child.cls == grandchild.cls != 0
 
 
 def test_the_ghost_history_is_bounded() -> None:
     est = ReuseEstimator(history=3)
     for k in range(10):
-        est.remember(k, est.observe(None, 0.0, 0))
+        est.remember(k, est.observe(None, 0.0))
     assert [k for k in range(10) if est.peek(k) is not None] == [7, 8, 9]
 
 
