@@ -78,8 +78,17 @@ class DaemonProcess:
         self.kill()
         raise TimeoutError(f"daemon did not answer on {self.endpoint} within {timeout_s}s")
 
-    def _log_hint(self) -> str:
-        return f" (see {self.log_path})" if self.log_path else ""
+    def _log_hint(self, lines: int = 12) -> str:
+        """Where the daemon's log is, and its last ``lines`` lines (why start-up failed)."""
+        if not self.log_path:
+            return ""
+        try:
+            with open(self.log_path, "rb") as fh:
+                fh.seek(max(0, fh.seek(0, os.SEEK_END) - 8192))
+                tail = fh.read().decode(errors="replace").splitlines()[-lines:]
+        except OSError:
+            return f" (see {self.log_path})"
+        return f" (see {self.log_path}; it ends with:\n" + "\n".join(tail) + ")"
 
     @property
     def pid(self) -> int:

@@ -28,3 +28,16 @@ def test_a_cpu_tier_larger_than_free_shared_memory_fails_at_start_naming_cpu_byt
     assert f"{SHM_DIR} has " in out.stderr and " free" in out.stderr
     assert not os.path.exists(f"{ipc}/d.ipc")  # it stopped before binding anything
     os.rmdir(ipc)
+
+
+def test_a_daemon_that_fails_to_start_says_why_in_the_launchers_error(tmp_path) -> None:
+    ipc = tempfile.mkdtemp(prefix="ac-")
+    d = DaemonProcess(f"ipc://{ipc}/d.ipc", str(tmp_path / "data"),
+                      flags={"cpu_bytes": "8KiB", "cpu_slot_bytes": "16KiB", "metrics_port": 0},
+                      log_path=str(tmp_path / "daemon.log"))
+    with pytest.raises(RuntimeError) as failed:
+        d.start()
+    message = str(failed.value)
+    assert message.startswith("daemon exited with status 2 during start-up")
+    assert "cpu_bytes: 8192 holds no slot of cpu_slot_bytes=16384" in message  # the log's tail
+    os.rmdir(ipc)
