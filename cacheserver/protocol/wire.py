@@ -219,6 +219,7 @@ class Message:
     _omit: ClassVar[dict[str, Any]] = {}  # field -> default: not sent while at its default
     _plain: ClassVar[bool] = False  # no frames, BlockRefs or omitted defaults: send __dict__
     _decoding: ClassVar[tuple[tuple[str, Callable, Any], ...]] = ()  # (name, decode, default)
+    _checks: ClassVar[bool] = False  # has a __post_init__: decoding must run __init__
 
     def header_fields(self) -> dict[str, Any]:
         if self._plain:  # every field is sent as it is, in declaration order
@@ -259,6 +260,8 @@ class Message:
             values["frames"] = payload
         elif payload:
             raise ProtocolError(ErrorCode.BAD_FIELD, f"{cls.OP.upper()} carries no payload frames")
+        if cls._checks:
+            return cls(**values)
         msg = object.__new__(cls)
         msg.__dict__.update(values)  # what the frozen dataclass's __init__ would set, in order
         return msg
@@ -284,6 +287,7 @@ def message(op: str, reply: bool = False) -> Callable[[type], type]:
             decoding.append((f.name, _DECODERS[f.type], default))
         cls.OP, cls.IS_REPLY, cls._schema = op, reply, tuple(schema)
         cls._decoding = tuple(decoding)
+        cls._checks = hasattr(cls, "__post_init__")
         cls._names = frozenset([n for n, _, _ in schema] + (["ok"] if reply else []))
         cls._has_frames = any(f.name == "frames" for f in fields(cls))
         cls._omit = {f.name: f.default for f in fields(cls) if f.metadata.get(OMIT_DEFAULT)}
