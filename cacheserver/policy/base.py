@@ -24,8 +24,9 @@ victims. ``admit(info, now)`` says whether a block is worth placing in this tier
 
 ``capacity`` is counted in blocks; the caller enforces it (it calls ``evict`` until there is
 room) and policies use it to decide admission. Policies with ``tracks_structure`` keep the
-resident parent/child links: under ``prefix`` reuse a block whose child is resident is not a
-victim (leaves go first, like a radix tree), since dropping it would strand its descendants.
+resident parent/child links: under ``prefix`` reuse, in the GPU tier, a block whose child is
+resident is not a victim (leaves go first, like a radix tree), since dropping it would strand
+its descendants.
 
 Keys are opaque hashables (16-byte block keys in the daemon, ints in the simulator).
 """
@@ -117,6 +118,9 @@ class ResidencyPolicy(ABC):
         self._kids: dict[Key, set[Key]] = {}  # parent key -> its resident children
         self._now = 0.0  # latest event time seen, for re-ranking on set_backing
         self.spill_tier: str | None = None
+        # leaves first: only where a request places its blocks front to back (the GPU tier);
+        # below it blocks arrive in eviction order and a chain may span several tiers
+        self.leaf_first = self.tracks_structure and semantics == "prefix" and tier == "gpu"
 
     # ---- events -------------------------------------------------------------------------
     def admit(self, info: BlockInfo, now: float) -> bool:
@@ -286,7 +290,7 @@ class ResidencyPolicy(ABC):
         """Protected, or (structure-aware, prefix reuse) the parent of a resident block."""
         if self.is_protected(key, now):
             return True
-        return self.tracks_structure and self.semantics == "prefix" and bool(self._kids.get(key))
+        return self.leaf_first and bool(self._kids.get(key))
 
     def _refresh(self, key: Key, now: float) -> None:
         """Re-decide whether resident ``key`` is in the victim order, and re-rank it if so."""
