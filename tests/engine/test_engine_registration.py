@@ -26,7 +26,6 @@ def test_a_fresh_engine_shows_up_connected_in_the_daemons_stats_before_any_reque
         assert stats["tiers"]["gpu"]["capacity_blocks"] == 48
         assert llm.engine.state().daemon_connected is True
         assert llm.engine.kv.link.reconnects == 0
-    assert _stats(daemons.endpoint)["engines"] == 1  # closing releases leases, not the session
 
 
 def test_an_idle_engine_registers_again_after_the_daemon_restarts(daemons) -> None:
