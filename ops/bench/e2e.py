@@ -69,6 +69,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="configurations the sweep runs (default 1,3,4,5c)")
     parser.add_argument("--sweep-workloads", type=_csv, default=["chat"],
                         help="workloads the sweep runs on (default chat)")
+    parser.add_argument("--repeats", type=int, default=None,
+                        help="rounds of the headline runs of --repeat-configs, to show the "
+                             "spread on a shared machine (default 3; --quick 1)")
+    parser.add_argument("--repeat-configs", type=_csv, default=["1", "3", "4", "5c"],
+                        help="configurations repeated (default 1,3,4,5c)")
     parser.add_argument("--target-step-s", type=float, default=0.04,
                         help="adaptive chunking's step-time objective (default 0.04 s)")
     parser.add_argument("--cpu-threads", type=int, default=1,
@@ -97,6 +102,8 @@ def run(args: argparse.Namespace) -> int:
                                                                     else [0.5, 1.5])),
             sweep_configs=tuple(c.key for c in select(args.sweep_configs)),
             sweep_workloads=tuple(args.sweep_workloads),
+            repeats=args.repeats or (1 if args.quick else 3),
+            repeat_configs=tuple(c.key for c in select(args.repeat_configs)),
             target_step_s=args.target_step_s, cpu_threads=args.cpu_threads)
     except ValueError as exc:
         print(f"asymcache bench e2e: {exc}")

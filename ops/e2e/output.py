@@ -20,6 +20,8 @@ from ops.e2e.report import BREAKDOWN, MEASURED, PREDICTED, goal_lines, markdown_
 from ops.e2e.report import text_table as table
 
 SWEEP = (("rate/s", "rate_per_s", "{:.2f}"), *MEASURED[:8])
+REPEATS = (("round", "repeat", "{}"), *MEASURED[:8], ("busy", "engine_busy_share", "{:.0%}"),
+           ("load after", "load_avg_1m_after", "{:.2f}"))
 
 
 def conditions(repo: Path) -> dict[str, object]:
@@ -55,6 +57,10 @@ def print_result(res: WorkloadResult) -> None:
     print(table(head, BREAKDOWN))
     print("\nsimulator (ops/sim) on the same prompts, arrivals and tier sizes:")
     print(table(head, PREDICTED))
+    again = [r for r in res.rows if r["kind"] == "repeat"]
+    if again:
+        print("\nthe same runs repeated (round 0 is the table above):")
+        print(table(head + again, REPEATS))
     sweep = [r for r in res.rows if r["kind"] == "sweep"]
     if sweep:
         print("\nrate sweep:")
@@ -100,6 +106,10 @@ def markdown(results: Sequence[WorkloadResult], meta: dict[str, object]) -> str:
                 markdown_table(head, MEASURED), "", "Where the time goes:", "",
                 markdown_table(head, BREAKDOWN), "", "Simulator beside it:", "",
                 markdown_table(head, PREDICTED), ""]
+        again = [r for r in res.rows if r["kind"] == "repeat"]
+        if again:
+            out += ["The same runs repeated (round 0 is the first table):", "",
+                    markdown_table(head + again, REPEATS), ""]
         sweep = [r for r in res.rows if r["kind"] == "sweep"]
         if sweep:
             out += ["Rate sweep:", "", markdown_table(sweep, SWEEP), ""]

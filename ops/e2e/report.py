@@ -22,7 +22,9 @@ BREAKDOWN = (
     ("lag", "ttft_lag_mean_s", "ms"), ("queue", "ttft_queue_mean_s", "ms"),
     ("prefill", "ttft_prefill_mean_s", "ms"), ("prefill steps s", "prefill_steps_s", "{:.1f}"),
     ("decode steps s", "decode_only_steps_s", "{:.1f}"),
-    ("tokens computed", "prefill_tokens_computed", "{}"), ("ITL p99", "itl_p99_s", "ms"),
+    ("tokens computed", "prefill_tokens_computed", "{}"), ("daemon RPC s", "daemon_rpc_s",
+                                                             "{:.1f}"),
+    ("ITL p99", "itl_p99_s", "ms"),
 )
 PREDICTED = (
     ("id", "config_id", "{}"), ("config", "config", "{}"),
@@ -66,17 +68,27 @@ def goal_lines(goals: dict[str, object]) -> list[str]:
     ttft = goals.get("ttft_ratio_vs_prefix_offload")
     if ttft is not None:
         lines.append(
-            f"mean TTFT, prefix-offload (3) / asymcache (4): {ttft:.2f}x (goal >= 2.0: "
+            f"mean TTFT, prefix-offload (3) / asymcache (4): {ttft:.2f}x"
+            f"{_runs(goals.get('ttft_ratio_vs_prefix_offload_runs'))} (goal >= 2.0: "
             f"{'met' if goals['ttft_goal_met'] else 'MISSED'}); simulator: "
             f"{_x(goals.get('sim_ttft_ratio_h100'))} on h100-llama3-8b, "
             f"{_x(goals.get('sim_ttft_ratio_local'))} on this machine's profile")
     tpot = goals.get("tpot_ratio_vs_fixed2048")
     if tpot is not None:
         lines.append(
-            f"mean TPOT, fixed 2048 (5c) / adaptive (4): {tpot:.2f}x at a TTFT ratio of "
-            f"{goals['ttft_ratio_vs_fixed2048']:.2f}x (goal >= 1.6 at equal or better TTFT: "
-            f"{'met' if goals['tpot_goal_met'] else 'MISSED'})")
+            f"mean TPOT, fixed 2048 (5c) / adaptive (4): {tpot:.2f}x"
+            f"{_runs(goals.get('tpot_ratio_vs_fixed2048_runs'))} at a TTFT ratio of "
+            f"{goals['ttft_ratio_vs_fixed2048']:.2f}x"
+            f"{_runs(goals.get('ttft_ratio_vs_fixed2048_runs'))} (goal >= 1.6 at equal or "
+            f"better TTFT: {'met' if goals['tpot_goal_met'] else 'MISSED'})")
     return lines
+
+
+def _runs(values: object) -> str:
+    """`` (median of 3 runs: 0.91, 1.2, 0.8)``, or nothing for a single run."""
+    if not isinstance(values, list) or len(values) < 2:
+        return ""
+    return f" (median of {len(values)} runs: {', '.join(f'{v:.2f}' for v in values)})"
 
 
 def _x(value: object) -> str:
@@ -99,10 +111,13 @@ def plot(rows: Sequence[Row], path: str | Path, title: str) -> None:
     for ax_row, name in zip(axes, workloads, strict=True):
         head = [r for r in rows if r["workload"] == name and r.get("kind") == "headline"]
         labels = [f"{r['config_id']} {r['config']}" for r in head]
+        again = [r for r in rows if r["workload"] == name and r.get("kind") == "repeat"]
         _bars(ax_row[0], labels, [float(r["ttft_mean_s"]) for r in head],  # type: ignore[arg-type]
               [float(r["ttft_p90_s"]) for r in head], f"{name}: TTFT (ms), tick = p90")  # type: ignore[arg-type]
+        _repeats(ax_row[0], head, again, "ttft_mean_s")
         _bars(ax_row[1], labels, [float(r["tpot_mean_s"]) for r in head],  # type: ignore[arg-type]
               [float(r["tpot_p99_s"]) for r in head], f"{name}: TPOT (ms), tick = p99")  # type: ignore[arg-type]
+        _repeats(ax_row[1], head, again, "tpot_mean_s")
         _sources(ax_row[2], labels, head, name)
         if cols == 4:
             _sweep(ax_row[3], [r for r in rows if r["workload"] == name], name)
@@ -119,6 +134,17 @@ def _bars(ax, labels: list[str], means: list[float], ticks: list[float], title: 
     ax.set_xticks(list(xs), labels, rotation=35, ha="right", fontsize=7)
     ax.set_title(title, fontsize=9)
     ax.grid(True, axis="y", alpha=0.3)
+
+
+def _repeats(ax, head: Sequence[Row], again: Sequence[Row], key: str) -> None:
+    """Repeated runs' means as dots on their configuration's bar."""
+    where = {r["config_id"]: i for i, r in enumerate(head)}
+    pts = [(where[r["config_id"]], float(r[key]) * 1e3) for r in again  # type: ignore[arg-type]
+           if r["config_id"] in where]
+    if pts:
+        ax.scatter([p[0] for p in pts], [p[1] for p in pts], s=12, color="tab:orange",
+                   zorder=4, label="repeats")
+        ax.legend(fontsize=7)
 
 
 def _sources(ax, labels: list[str], rows: Sequence[Row], name: str) -> None:

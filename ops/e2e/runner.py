@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any
 
 from ops.e2e.configs import BenchConfig, Capacities, lmdb_entry_bytes
 from ops.e2e.driver import Outcome, Replay, replay
+from ops.e2e.rpc_timer import install
 from ops.e2e.workload import Workload
 
 if TYPE_CHECKING:
@@ -55,6 +56,7 @@ class ConfigRun:
     replay: Replay
     daemon_stats: dict | None
     daemon_counters: dict[str, float] | None = None
+    rpc: dict[str, dict[str, float]] | None = None  # engine -> daemon round trips, per op
 
 
 def run_config(cfg: BenchConfig, workload: Workload, setup: RunSetup, *, margins: bool = False,
@@ -66,12 +68,14 @@ def run_config(cfg: BenchConfig, workload: Workload, setup: RunSetup, *, margins
         engine = build_engine(cfg, setup, endpoint)
         try:
             warm_up(engine)
+            timer = install(engine)
             result = replay(engine, workload, margins=margins, on_done=on_done)
+            rpc = timer.totals() if timer is not None else None
             stats = _daemon_stats(endpoint) if endpoint else None
             counters = _scrape(metrics_url) if metrics_url else None
         finally:
             engine.close()
-    return ConfigRun(cfg, result, stats, counters)
+    return ConfigRun(cfg, result, stats, counters, rpc)
 
 
 def build_engine(cfg: BenchConfig, setup: RunSetup, endpoint: str | None) -> LLMEngine:

@@ -95,6 +95,9 @@ def summarize(run: ConfigRun, mismatches: Sequence[Mismatch], block_size: int
     margins = [o.min_margin for o in rep.outcomes if o.min_margin is not None]
     if margins:
         row["min_top1_margin"] = float(min(margins))
+    if run.rpc is not None:
+        row["daemon_rpc_s"] = sum(v["seconds"] for v in run.rpc.values())
+        row["daemon_rpc"] = run.rpc
     if run.daemon_stats is not None:
         tiers = run.daemon_stats.get("tiers", {})
         row["daemon_tiers"] = {t: {k: v.get(k) for k in ("capacity_blocks", "blocks", "hits",

@@ -67,3 +67,19 @@ def test_quick_path_checks_real_outputs_and_fails_loudly_on_a_difference(
     assert rows[0]["min_top1_margin"] > 5e-4  # the reference's greedy tokens are not noise
     assert rows[1]["tokens_resident"] + rows[1]["tokens_fetched_cpu"] > 0  # the cache served
     assert (tmp_path / "e2e.png").stat().st_size > 0 and (tmp_path / "e2e.md").exists()
+
+
+def test_goal_ratios_are_the_median_over_rounds_of_the_same_runs() -> None:
+    def row(cid: str, ttft: float, tpot: float, rnd: int) -> dict:
+        return {"config_id": cid, "kind": "headline" if rnd == 0 else "repeat", "repeat": rnd,
+                "ttft_mean_s": ttft, "tpot_mean_s": tpot}
+
+    rows = [row("3", 0.2, 0.01, 0), row("4", 0.1, 0.01, 0), row("5c", 0.1, 0.02, 0),
+            row("3", 0.3, 0.01, 1), row("4", 0.1, 0.01, 1), row("5c", 0.12, 0.016, 1),
+            row("3", 0.1, 0.01, 2), row("4", 0.1, 0.01, 2), row("5c", 0.1, 0.01, 2),
+            {"config_id": "4", "kind": "sweep", "ttft_mean_s": 9.0, "tpot_mean_s": 9.0}]
+    g = experiment.goals(rows)
+    assert g["ttft_ratio_vs_prefix_offload_runs"] == pytest.approx([2.0, 3.0, 1.0])
+    assert g["ttft_ratio_vs_prefix_offload"] == pytest.approx(2.0) and g["ttft_goal_met"]
+    assert g["tpot_ratio_vs_fixed2048"] == pytest.approx(1.6) and g["tpot_goal_met"]
+    assert g["ttft_ratio_vs_fixed2048"] == pytest.approx(1.0)
