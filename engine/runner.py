@@ -18,13 +18,15 @@ from engine.scheduler import ScheduledSeq
 from kernels import AttentionMetadata
 
 
-def build_metadata(batch: Sequence[ScheduledSeq], block_size: int,
-                   device: torch.device) -> AttentionMetadata:
-    """The step's metadata (DESIGN.md §7) from each scheduled sequence's positions and slots."""
+def build_metadata(batch: Sequence[ScheduledSeq], block_size: int, device: torch.device,
+                   workspace: dict[str, torch.Tensor] | None = None) -> AttentionMetadata:
+    """The step's metadata (DESIGN.md §7) from each scheduled sequence's positions and slots;
+    ``workspace``: the kernels' buffers, reused across steps (see ``AttentionMetadata``)."""
     positions = [s.positions for s in batch]
     kv_lens = [s.positions[-1] + 1 for s in batch]
     tables = [s.request.slots[: -(-n // block_size)] for s, n in zip(batch, kv_lens, strict=True)]
-    return AttentionMetadata.for_sequences(positions, kv_lens, tables, block_size, device)
+    return AttentionMetadata.for_sequences(positions, kv_lens, tables, block_size, device,
+                                           workspace)
 
 
 class ModelRunner:
@@ -35,13 +37,14 @@ class ModelRunner:
         self.pool = pool
         self.device = pool.device
         self.block_size = pool.layout.block_size
+        self.workspace: dict[str, torch.Tensor] = {}  # the kernels' buffers, kept across steps
 
     def launch(self, batch: Sequence[ScheduledSeq]) -> torch.Tensor:
         """Queue the forward pass of ``batch``; returns float32 logits ``[N, vocab]``, one row
         per sequence with ``sample`` set, in batch order (asynchronous on CUDA)."""
         if not batch:
             raise ValueError("launch needs at least one scheduled sequence")
-        meta = build_metadata(batch, self.block_size, self.device)
+        meta = build_metadata(batch, self.block_size, self.device, self.workspace)
         ids: list[int] = []
         rows: list[int] = []
         for s in batch:

@@ -16,7 +16,7 @@ import torch
 import torch.nn.functional as F
 
 from kernels.backends import Backend
-from kernels.cpu_gather import gather_blocks, gather_padded
+from kernels.cpu_gather import gather_blocks, gather_padded, row_view, scatter_rows
 from kernels.metadata import AttentionMetadata
 
 MASK_ELEMS = 1 << 24  # booleans of one mask chunk (16 MiB)
@@ -116,6 +116,10 @@ class TorchBackend(Backend):
         keep = slot_mapping >= 0
         if not bool(keep.all()):
             slot_mapping, k, v = slot_mapping[keep], k[keep], v[keep]
+        rows = row_view(pool)
+        if rows is not None:
+            scatter_rows(rows, pool, layer, k, v, slot_mapping)
+            return
         block_size = pool.shape[3]
         blocks, offsets = slot_mapping // block_size, slot_mapping % block_size
         pool[blocks, layer, 0, offsets] = k
@@ -151,6 +155,8 @@ class TorchBackend(Backend):
         rows = max(1, GATHER_BYTES // max(per_seq, 1))
         parts = [_decode_chunk(q[a:a + rows], pool, layer, meta, a, scale, num_splits or 1,
                                return_lse) for a in range(0, num_seqs, rows)]
+        if len(parts) == 1:
+            return parts[0]
         out = torch.cat([p[0] for p in parts])
         return out, (torch.cat([p[1] for p in parts]) if return_lse else None)
 
@@ -181,18 +187,29 @@ def _decode_chunk(q: torch.Tensor, pool: torch.Tensor, layer: int, meta: Attenti
     kv_lens = meta.host_kv_lens[first:first + n]
     length, hkv = max(kv_lens), pool.shape[4]
     k, v = gather_padded(pool, layer, meta, first, n, length)  # [n, L, Hkv, D]
-    lens = meta.kv_lens[first:first + n, None].long()
-    visible = torch.arange(length, device=q.device)[None, :] < lens  # [n, L]
+    visible = _visible(meta, first, n, length)  # [n, 1, 1, L]
     qh = q.view(n, hkv, hq // hkv, d)  # the group's query heads are the rows
     kh, vh = k.permute(0, 2, 1, 3), v.permute(0, 2, 1, 3)  # [n, Hkv, L, D]
     if not return_lse and num_splits == 1:
-        mask = None if min(kv_lens) == length else visible[:, None, None]
+        mask = None if min(kv_lens) == length else visible
         o = F.scaled_dot_product_attention(qh, kh, vh, attn_mask=mask, scale=scale)
         return o.reshape(n, hq, d), None
     o, lse = None, None
     step = -(-length // num_splits)
     for a in range(0, length, step):
         o_p, lse_p = attend_math(qh, kh[:, :, a:a + step], vh[:, :, a:a + step],
-                                 visible[:, None, None, a:a + step], scale)
+                                 visible[..., a:a + step], scale)
         o, lse = (o_p, lse_p) if o is None else merge_lse(o, lse, o_p, lse_p)
     return o.reshape(n, hq, d).to(q.dtype), lse.reshape(n, hq)
+
+
+def _visible(meta: AttentionMetadata, first: int, count: int, length: int) -> torch.Tensor:
+    """Bool ``[count, 1, 1, length]``: which padded KV positions of sequences ``[first, first
+    + count)`` are real (``j < kv_len``). Derived once per step, read by every layer."""
+    key = f"visible:{first}:{count}:{length}"
+    visible = meta.scratch.get(key)
+    if visible is None:
+        lens = meta.kv_lens[first:first + count, None].long()
+        visible = (torch.arange(length, device=lens.device)[None, :] < lens)[:, None, None]
+        meta.scratch[key] = visible
+    return visible

@@ -1,14 +1,18 @@
-"""Gathering a layer's K/V out of the paged pool for the torch path.
+"""Gathering a layer's K/V out of the paged pool for the torch path, and writing it in.
 
-Copies land in per-step scratch buffers (``AttentionMetadata.scratch``): every layer of a step
-reuses them instead of allocating, and page-faulting, fresh memory. A gathered tensor is valid
-until the next gather of the same step.
+Copies land in buffers of ``AttentionMetadata.workspace``: every layer of a step, and every
+step whose metadata gets the same workspace (the engine's runner passes one), reuses them
+instead of allocating, and page-faulting, fresh memory. A gathered tensor is valid until the
+next gather. Row indices are derived once per step (``AttentionMetadata.scratch``) and serve
+every layer: a layer's rows are the same rows shifted by the layer's stride.
 
 * ``gather_blocks`` copies whole blocks (prefill: one sequence's blocks, cut at its KV length).
-* ``gather_padded`` gives ``S`` sequences a common length for batched decode. Positions past a
-  sequence's KV length hold finite copies of its position 0 (gathered token by token through
-  a per-step row index), or zeros when the pool's strides do not allow a row view: never the
-  bytes of a foreign or unwritten slot, which may be NaN. Callers mask them.
+* ``gather_padded`` gives ``S`` sequences a common length for batched decode, K and V in one
+  ``index_select``. Positions past a sequence's KV length hold finite copies of its position 0
+  (gathered token by token through the per-step row index), or zeros when the pool's strides
+  do not allow a row view: never the bytes of a foreign or unwritten slot, which may be NaN.
+  Callers mask them.
+* ``scatter_rows`` writes a layer's new K/V at their slots (two ``index_copy_``).
 """
 
 from __future__ import annotations
@@ -19,13 +23,13 @@ from kernels.metadata import AttentionMetadata
 
 
 def scratch(meta: AttentionMetadata, name: str, numel: int, like: torch.Tensor) -> torch.Tensor:
-    """A flat buffer of ``numel`` elements of ``like``'s dtype and device from the step's
-    workspace (grown when a later call needs more)."""
+    """A flat buffer of ``numel`` elements of ``like``'s dtype and device from the metadata's
+    workspace (grown when a call needs more; reused across layers and steps)."""
     key = f"{name}:{like.dtype}:{like.device}"
-    buf = meta.scratch.get(key)
+    buf = meta.workspace.get(key)
     if buf is None or buf.numel() < numel:
         buf = like.new_empty(numel)
-        meta.scratch[key] = buf
+        meta.workspace[key] = buf
     return buf[:numel]
 
 
@@ -59,10 +63,19 @@ def row_view(pool: torch.Tensor) -> torch.Tensor | None:
     return pool.as_strided((last // width + 1, width), (width, 1))
 
 
+def layer_rows(rows: torch.Tensor, pool: torch.Tensor, layer: int, half: int) -> torch.Tensor:
+    """``rows`` (a :func:`row_view`) starting at layer ``layer``, half ``half`` (0 K, 1 V) of
+    block 0, so that layer-0 K row indices address that layer and half (a view)."""
+    width = rows.shape[1]
+    start = (layer * pool.stride(1) + half * pool.stride(2)) // width
+    return rows[start:]
+
+
 def _token_rows(meta: AttentionMetadata, pool: torch.Tensor, first: int, count: int,
                 length: int) -> torch.Tensor:
-    """Row (in ``row_view`` units, layer 0, K) of each position ``< length`` of sequences
-    ``[first, first + count)``; positions past a KV length point at position 0. Per step."""
+    """Rows (``row_view`` units, relative to layer 0) of K then V of each position
+    ``< length`` of sequences ``[first, first + count)``, ``[2 * count * length]``; positions
+    past a KV length point at position 0. Derived once per step."""
     key = f"rows:{first}:{count}:{length}:{tuple(pool.shape)}:{tuple(pool.stride())}"
     rows = meta.scratch.get(key)
     if rows is None:
@@ -71,8 +84,9 @@ def _token_rows(meta: AttentionMetadata, pool: torch.Tensor, first: int, count: 
         pos = torch.arange(length, device=pool.device)[None, :]
         pos = torch.where(pos < meta.kv_lens[first:first + count, None].long(), pos, 0)
         blocks = meta.block_tables[first:first + count].long().gather(1, pos // block_size)
-        rows = (blocks * (pool.stride(0) // width)
-                + (pos % block_size) * (pool.stride(3) // width)).reshape(-1)
+        k_rows = (blocks * (pool.stride(0) // width)
+                  + (pos % block_size) * (pool.stride(3) // width)).reshape(-1)
+        rows = torch.cat((k_rows, k_rows + pool.stride(2) // width))
         meta.scratch[key] = rows
     return rows
 
@@ -91,11 +105,20 @@ def gather_padded(pool: torch.Tensor, layer: int, meta: AttentionMetadata, first
             v[row, kv_len:] = 0
         return k, v
     index = _token_rows(meta, pool, first, count, length)
-    width = rows.shape[1]
-    base = index + layer * (pool.stride(1) // width)
-    gathered = []
-    for half, name in ((0, "k"), (1, "v")):
-        out = scratch(meta, name, index.numel() * width, pool).view(-1, width)
-        torch.index_select(rows, 0, base + half * (pool.stride(2) // width), out=out)
-        gathered.append(out.view(shape))
-    return gathered[0], gathered[1]
+    out = scratch(meta, "kv", index.numel() * rows.shape[1], pool).view(-1, rows.shape[1])
+    torch.index_select(layer_rows(rows, pool, layer, 0), 0, index, out=out)
+    k, v = out.view(2, *shape).unbind(0)
+    return k, v
+
+
+def scatter_rows(rows: torch.Tensor, pool: torch.Tensor, layer: int, k: torch.Tensor,
+                 v: torch.Tensor, slot_mapping: torch.Tensor) -> None:
+    """Write ``k``/``v`` ``[T, Hkv, D]`` at ``slot_mapping`` (int64 ``[T]``, all ``>= 0``) of
+    ``layer`` through the pool's row view ``rows`` (in place)."""
+    block_size, width = pool.shape[3], rows.shape[1]
+    assert pool.stride(3) == width, "a row view has one row per token"
+    # slot = block * B + offset and row = block * per_block + offset: row = slot + block * (..)
+    blocks = torch.div(slot_mapping, block_size, rounding_mode="floor")
+    index = blocks.mul_(pool.stride(0) // width - block_size).add_(slot_mapping)
+    layer_rows(rows, pool, layer, 0).index_copy_(0, index, k.reshape(-1, width))
+    layer_rows(rows, pool, layer, 1).index_copy_(0, index, v.reshape(-1, width))

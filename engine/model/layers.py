@@ -14,6 +14,7 @@ import torch
 import torch.nn.functional as F
 
 from engine.model.config import ModelConfig
+from engine.model.gemm import linear, pack_weight
 from engine.model.rope import apply_rope
 from kernels import AttentionMetadata, msa_decode, msa_prefill, write_kv
 
@@ -23,16 +24,25 @@ def _param(shape: tuple[int, ...], device: torch.device, dtype: torch.dtype) -> 
 
 
 class Linear(torch.nn.Module):
-    """``y = x @ W.T (+ b)`` with ``W [out, in]``; no initialisation (the loader fills it)."""
+    """``y = x @ W.T (+ b)`` with ``W [out, in]``; no initialisation (the loader fills it).
+
+    After the weights are final, :meth:`pack` keeps a copy in oneDNN's layout for the CPU
+    (see :mod:`engine.model.gemm`); until then, and where packing does not apply, ``F.linear``.
+    """
 
     def __init__(self, n_in: int, n_out: int, bias: bool, device: torch.device,
                  dtype: torch.dtype) -> None:
         super().__init__()
         self.weight = _param((n_out, n_in), device, dtype)
         self.bias = _param((n_out,), device, dtype) if bias else None
+        self.packed: torch.Tensor | None = None
+
+    def pack(self) -> None:
+        """(Re)build the packed copy of the current weight (side effect: its memory)."""
+        self.packed = pack_weight(self.weight)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return F.linear(x, self.weight, self.bias)
+        return linear(x, self.weight, self.bias, self.packed)
 
     def targets(self, names: list[str], sizes: list[int]) -> dict[str, torch.Tensor]:
         """Views of this layer's rows for each checkpoint name (``name.weight`` / ``.bias``)."""
@@ -55,6 +65,8 @@ class RMSNorm(torch.nn.Module):
         self.eps = eps
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if x.dtype == torch.float32:  # the same arithmetic in one fused op
+            return F.rms_norm(x, self.weight.shape, self.weight, self.eps)
         x32 = x.to(torch.float32)
         x32 = x32 * torch.rsqrt(x32.pow(2).mean(-1, keepdim=True) + self.eps)
         return self.weight * x32.to(x.dtype)
@@ -115,11 +127,12 @@ class Attention(torch.nn.Module):
         self.o = Linear(self.sizes[0], cfg.hidden_size, cfg.o_bias, device, dtype)
 
     def forward(self, x: torch.Tensor, step: StepContext) -> torch.Tensor:
-        tokens = x.shape[0]
-        q, k, v = self.qkv(x).split(self.sizes, dim=-1)
-        q = apply_rope(q.view(tokens, self.num_heads, self.head_dim), step.cos, step.sin)
-        k = apply_rope(k.view(tokens, self.num_kv_heads, self.head_dim), step.cos, step.sin)
-        v = v.view(tokens, self.num_kv_heads, self.head_dim)
+        tokens, heads = x.shape[0], self.num_heads
+        qkv = self.qkv(x)
+        qk = qkv[:, : self.sizes[0] + self.sizes[1]].view(tokens, -1, self.head_dim)
+        qk = apply_rope(qk, step.cos, step.sin)  # q and k rotated together: [T, Hq + Hkv, D]
+        q, k = qk[:, :heads], qk[:, heads:]
+        v = qkv[:, self.sizes[0] + self.sizes[1]:].view(tokens, self.num_kv_heads, self.head_dim)
         write_kv(step.kv_pool, self.layer, k, v, step.meta.slot_mapping, backend=step.backend)
         attend = msa_decode if step.decode else msa_prefill
         o = attend(q, step.kv_pool, self.layer, step.meta, self.scale, backend=step.backend)

@@ -11,6 +11,7 @@ from __future__ import annotations
 import torch
 
 from engine.model.config import ModelConfig
+from engine.model.gemm import linear, pack_weight
 from engine.model.layers import Attention, GatedMLP, Linear, RMSNorm, StepContext
 from engine.model.rope import RotaryEmbedding
 from kernels import AttentionMetadata
@@ -62,6 +63,16 @@ class CausalLM(torch.nn.Module):
         self.norm = RMSNorm(cfg.hidden_size, cfg.rms_norm_eps, device, dtype)
         self.lm_head = None if cfg.tie_word_embeddings else Linear(
             cfg.hidden_size, cfg.vocab_size, False, device, dtype)
+        self.tied_head_packed: torch.Tensor | None = None
+
+    def pack_weights(self) -> None:
+        """Pack every GEMM weight for the CPU (:mod:`engine.model.gemm`); call once the weights
+        are final (``load_model`` does). Side effect: a packed copy of each linear weight."""
+        for module in self.modules():
+            if isinstance(module, Linear):
+                module.pack()
+        if self.lm_head is None:
+            self.tied_head_packed = pack_weight(self.embed)
 
     @torch.inference_mode()
     def forward(self, input_ids: torch.Tensor, meta: AttentionMetadata, kv_pool: torch.Tensor,
@@ -84,8 +95,9 @@ class CausalLM(torch.nn.Module):
         if logits_indices is not None:
             h = h.index_select(0, logits_indices)
         h = self.norm(h)
-        weight = self.embed if self.lm_head is None else self.lm_head.weight
-        return torch.nn.functional.linear(h, weight).float()
+        if self.lm_head is not None:
+            return self.lm_head(h).float()
+        return linear(h, self.embed, None, self.tied_head_packed).float()
 
     def _check_inputs(self, input_ids: torch.Tensor, meta: AttentionMetadata,
                       kv_pool: torch.Tensor) -> None:

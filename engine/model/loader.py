@@ -104,7 +104,8 @@ def load_model(model_dir: str | Path, device: torch.device | str = "cpu",
 
     ``dtype``: None/"auto" (float32 on CPU, bfloat16 on CUDA), a name ("float32", "bfloat16",
     "float16") or a ``torch.dtype``. ``attn_backend`` goes to the kernels (None = automatic).
-    Returns ``(model, info)``; the model is in eval mode with gradients off.
+    Returns ``(model, info)``; the model is in eval mode with gradients off, its GEMM weights
+    packed for the CPU where that applies (``CausalLM.pack_weights``).
     """
     model_dir = Path(model_dir)
     cfg = load_config(model_dir)
@@ -113,6 +114,7 @@ def load_model(model_dir: str | Path, device: torch.device | str = "cpu",
     model = CausalLM(cfg, device, torch_dtype, attn_backend)
     fingerprinter = Fingerprinter(cfg.canonical())
     load_weights(model, model_dir, fingerprinter)
+    model.pack_weights()
     eos = tuple(dict.fromkeys(cfg.eos_token_ids + _generation_eos(model_dir)))
     info = ModelInfo(
         model_type=cfg.model_type, num_layers=cfg.num_layers, num_heads=cfg.num_heads,

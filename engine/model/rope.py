@@ -64,15 +64,21 @@ class RotaryEmbedding(torch.nn.Module):
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """``positions`` int ``[T]`` → ``(cos, sin)``, each ``[T, 1, head_dim]`` in ``dtype``.
 
-        The middle axis broadcasts over heads. Computed once per step, shared by all layers.
+        ``sin`` has its first half negated (the sign of "rotate half" folded in, see
+        :func:`apply_rope`). The middle axis broadcasts over heads. Computed once per step,
+        shared by all layers.
         """
         angles = positions.to(torch.float32)[:, None] * self.inv_freq[None, :]
         angles = torch.cat((angles, angles), dim=-1)
-        return angles.cos().to(dtype)[:, None, :], angles.sin().to(dtype)[:, None, :]
+        sin = angles.sin()
+        sin[:, : sin.shape[1] // 2].neg_()
+        return angles.cos().to(dtype)[:, None, :], sin.to(dtype)[:, None, :]
 
 
 def apply_rope(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
-    """Rotate ``x [T, H, D]`` by per-token angles (``cos``/``sin`` from :meth:`cos_sin`)."""
-    half = x.shape[-1] // 2
-    rotated = torch.cat((-x[..., half:], x[..., :half]), dim=-1)
-    return x * cos + rotated * sin
+    """Rotate ``x [T, H, D]`` by per-token angles (``cos``/``sin`` from :meth:`cos_sin`).
+
+    Hugging Face's ``x * cos + cat(-x2, x1) * sin`` with halves ``x1``, ``x2``: rolling ``x`` by
+    ``D/2`` gives ``cat(x2, x1)`` and the sign lives in ``sin``, so the result is bit-identical
+    with one copy fewer."""
+    return x * cos + x.roll(x.shape[-1] // 2, dims=-1) * sin
