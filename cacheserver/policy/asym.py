@@ -153,8 +153,12 @@ class AsymPolicy(CostedPolicy):
 
     def _raw(self, info: BlockInfo, rec: UseRecord) -> float:
         cost = self._cost(info) if self.config.use_cost else 1.0
-        p = self.reuse.probability(rec.cls) if self.config.use_reuse else 1.0
+        p = self.reuse_probability(info, rec) if self.config.use_reuse else 1.0
         return p * cost / self.size_of(info)
+
+    def reuse_probability(self, info: BlockInfo, rec: UseRecord) -> float:
+        """``P̂`` of a block whose latest use is ``rec`` (the oracle overrides this)."""
+        return self.reuse.probability(rec.cls)
 
     def _term(self, raw: float) -> float:
         if not self.by_value:
