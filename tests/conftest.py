@@ -22,7 +22,8 @@ def pytest_addoption(parser: pytest.Parser) -> None:
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     if config.getoption("--full"):
         return
-    skip = pytest.mark.skip(reason="full grid: run with --full")
-    for item in items:
-        if "full" in item.keywords:
-            item.add_marker(skip)
+    # The full grids are deselected (not skipped): a default run reports them as deselected.
+    keep = [item for item in items if "full" not in item.keywords]
+    if len(keep) != len(items):
+        config.hook.pytest_deselected(items=[i for i in items if "full" in i.keywords])
+        items[:] = keep
