@@ -22,9 +22,11 @@ def build_metadata(batch: Sequence[ScheduledSeq], block_size: int, device: torch
                    workspace: dict[str, torch.Tensor] | None = None) -> AttentionMetadata:
     """The step's metadata (DESIGN.md §7) from each scheduled sequence's positions and slots;
     ``workspace``: the kernels' buffers, reused across steps (see ``AttentionMetadata``)."""
-    positions = [s.positions for s in batch]
     kv_lens = [s.positions[-1] + 1 for s in batch]
     tables = [s.request.slots[: -(-n // block_size)] for s, n in zip(batch, kv_lens, strict=True)]
+    if all(s.decode for s in batch):  # one query at kv_len - 1 each: the cheaper constructor
+        return AttentionMetadata.for_decode(kv_lens, tables, block_size, device, workspace)
+    positions = [s.positions for s in batch]
     return AttentionMetadata.for_sequences(positions, kv_lens, tables, block_size, device,
                                            workspace)
 

@@ -4,10 +4,11 @@ Per layer, each sequence's blocks are gathered once (one ``index_select`` for K,
 ``kernels.cpu_gather``) and attended with ``scaled_dot_product_attention``: ``is_causal``
 when the queries are the whole sequence, no mask for a single last-position query, otherwise
 a ``j <= q_pos`` mask in row chunks whose keys end at each chunk's last position. Decode
-batches sequences, padded with finite filler that the mask hides (never foreign bytes). When
-the LSE is asked for, or decode is split, an explicit float32 matmul/softmax path runs.
-Working memory is bounded by chunking query rows and sequences (``MASK_ELEMS``,
-``SCORE_BYTES``, ``GATHER_BYTES``).
+batches sequences, padded with finite filler that the mask hides (never foreign bytes), one
+gather and one SDPA per layer (``kernels.cpu_decode``). When the LSE is asked for, or decode
+is split, an explicit float32 matmul/softmax path runs (``kernels.cpu_math``). Working memory
+is bounded by chunking query rows and sequences (``MASK_ELEMS``, ``SCORE_BYTES``,
+``kernels.cpu_decode.GATHER_BYTES``).
 """
 
 from __future__ import annotations
@@ -16,30 +17,15 @@ import torch
 import torch.nn.functional as F
 
 from kernels.backends import Backend
-from kernels.cpu_gather import gather_blocks, gather_padded, row_view, scatter_rows
+from kernels.cpu_decode import decode
+from kernels.cpu_gather import gather_blocks, row_view, scatter_rows
+from kernels.cpu_math import attend_math, merge_lse
 from kernels.metadata import AttentionMetadata
 
 MASK_ELEMS = 1 << 24  # booleans of one mask chunk (16 MiB)
 SCORE_BYTES = 64 << 20  # float32 scores of one math-path chunk
-GATHER_BYTES = 256 << 20  # gathered K+V of one decode chunk
 ROWS = 128  # query rows per masked chunk; a chunk's keys end at its last query's position
 MIN_ROWS = 32  # below this, SDPA on CPU costs more per row than a cut at a segment saves
-
-
-def attend_math(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, visible: torch.Tensor,
-                scale: float) -> tuple[torch.Tensor, torch.Tensor]:
-    """Explicit float32 attention with LSE.
-
-    ``q [..., Hkv, R, D]`` (``R`` rows per KV head), ``k``/``v`` ``[..., Hkv, L, D]``,
-    ``visible`` bool broadcastable to ``[..., Hkv, R, L]``. Returns float32 ``o`` and the
-    natural-log LSE float32 ``[..., Hkv, R]``; rows that see nothing get ``o = 0`` and
-    ``lse = -inf``.
-    """
-    scores = torch.matmul(q.float(), k.float().transpose(-1, -2)) * scale
-    scores.masked_fill_(~visible, float("-inf"))
-    lse = torch.logsumexp(scores, dim=-1)
-    probs = torch.exp(scores - lse.masked_fill(torch.isinf(lse), 0.0)[..., None])
-    return torch.matmul(probs, v.float()), lse
 
 
 def _to_heads(x: torch.Tensor, kv_heads: int) -> torch.Tensor:
@@ -149,67 +135,8 @@ class TorchBackend(Backend):
     def decode(self, q: torch.Tensor, pool: torch.Tensor, layer: int, meta: AttentionMetadata,
                scale: float, num_splits: int | None,
                return_lse: bool) -> tuple[torch.Tensor, torch.Tensor | None]:
-        num_seqs, _, d = q.shape
-        length = meta.max_kv_len
-        per_seq = 2 * length * pool.shape[4] * d * pool.element_size()
-        rows = max(1, GATHER_BYTES // max(per_seq, 1))
-        parts = [_decode_chunk(q[a:a + rows], pool, layer, meta, a, scale, num_splits or 1,
-                               return_lse) for a in range(0, num_seqs, rows)]
-        if len(parts) == 1:
-            return parts[0]
-        out = torch.cat([p[0] for p in parts])
-        return out, (torch.cat([p[1] for p in parts]) if return_lse else None)
+        return decode(q, pool, layer, meta, scale, num_splits or 1, return_lse)
 
     def merge(self, o_a: torch.Tensor, lse_a: torch.Tensor, o_b: torch.Tensor,
               lse_b: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         return merge_lse(o_a, lse_a, o_b, lse_b)
-
-
-def merge_lse(o_a: torch.Tensor, lse_a: torch.Tensor, o_b: torch.Tensor,
-              lse_b: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """``o = w_a·o_a + w_b·o_b`` with ``w = exp(lse - logaddexp(lse_a, lse_b))``, in float32.
-
-    ``o_*`` ``[..., D]``, ``lse_*`` float32 ``[...]``. A side with ``lse = -inf`` contributes
-    nothing (even if its ``o`` is garbage); both ``-inf`` gives ``o = 0``, ``lse = -inf``.
-    """
-    lse = torch.logaddexp(lse_a.float(), lse_b.float())
-    safe = lse.masked_fill(torch.isinf(lse), 0.0)
-    w_a = torch.exp(lse_a.float() - safe)[..., None]
-    w_b = torch.exp(lse_b.float() - safe)[..., None]
-    o = torch.where(w_a > 0, w_a * o_a.float(), 0.0) + torch.where(w_b > 0, w_b * o_b.float(), 0.0)
-    return o.to(o_a.dtype), lse
-
-
-def _decode_chunk(q: torch.Tensor, pool: torch.Tensor, layer: int, meta: AttentionMetadata,
-                  first: int, scale: float, num_splits: int, return_lse: bool):
-    """Decode sequences ``[first, first + len(q))``; returns ``(o [n, Hq, D], lse | None)``."""
-    n, hq, d = q.shape
-    kv_lens = meta.host_kv_lens[first:first + n]
-    length, hkv = max(kv_lens), pool.shape[4]
-    k, v = gather_padded(pool, layer, meta, first, n, length)  # [n, L, Hkv, D]
-    visible = _visible(meta, first, n, length)  # [n, 1, 1, L]
-    qh = q.view(n, hkv, hq // hkv, d)  # the group's query heads are the rows
-    kh, vh = k.permute(0, 2, 1, 3), v.permute(0, 2, 1, 3)  # [n, Hkv, L, D]
-    if not return_lse and num_splits == 1:
-        mask = None if min(kv_lens) == length else visible
-        o = F.scaled_dot_product_attention(qh, kh, vh, attn_mask=mask, scale=scale)
-        return o.reshape(n, hq, d), None
-    o, lse = None, None
-    step = -(-length // num_splits)
-    for a in range(0, length, step):
-        o_p, lse_p = attend_math(qh, kh[:, :, a:a + step], vh[:, :, a:a + step],
-                                 visible[..., a:a + step], scale)
-        o, lse = (o_p, lse_p) if o is None else merge_lse(o, lse, o_p, lse_p)
-    return o.reshape(n, hq, d).to(q.dtype), lse.reshape(n, hq)
-
-
-def _visible(meta: AttentionMetadata, first: int, count: int, length: int) -> torch.Tensor:
-    """Bool ``[count, 1, 1, length]``: which padded KV positions of sequences ``[first, first
-    + count)`` are real (``j < kv_len``). Derived once per step, read by every layer."""
-    key = f"visible:{first}:{count}:{length}"
-    visible = meta.scratch.get(key)
-    if visible is None:
-        lens = meta.kv_lens[first:first + count, None].long()
-        visible = (torch.arange(length, device=lens.device)[None, :] < lens)[:, None, None]
-        meta.scratch[key] = visible
-    return visible

@@ -3,15 +3,15 @@
 Copies land in buffers of ``AttentionMetadata.workspace``: every layer of a step, and every
 step whose metadata gets the same workspace (the engine's runner passes one), reuses them
 instead of allocating, and page-faulting, fresh memory. A gathered tensor is valid until the
-next gather. Row indices are derived once per step (``AttentionMetadata.scratch``) and serve
-every layer: a layer's rows are the same rows shifted by the layer's stride.
+next gather. Row indices are derived once per step and serve every layer: a layer's rows are
+the same rows shifted by the layer's stride.
 
 * ``gather_blocks`` copies whole blocks (prefill: one sequence's blocks, cut at its KV length).
-* ``gather_padded`` gives ``S`` sequences a common length for batched decode, K and V in one
-  ``index_select``. Positions past a sequence's KV length hold finite copies of its position 0
-  (gathered token by token through the per-step row index), or zeros when the pool's strides
-  do not allow a row view: never the bytes of a foreign or unwritten slot, which may be NaN.
-  Callers mask them.
+* ``padded_rows`` gives ``S`` sequences a common length for batched decode (gathered by
+  ``kernels.cpu_decode``, K and V in one ``index_select``): positions past a sequence's KV
+  length read its position 0, finite bytes (or zeros when the pool's strides do not allow a
+  row view): never the bytes of a foreign or unwritten slot, which may be NaN. Callers mask
+  them.
 * ``scatter_rows`` writes a layer's new K/V at their slots (two ``index_copy_``).
 """
 
@@ -53,6 +53,8 @@ def row_view(pool: torch.Tensor) -> torch.Tensor | None:
     """The pool as ``[rows, Hkv * D]``, one row per token slot of any block, layer and half, or
     ``None`` if its strides do not allow that view (a contiguous pool always does)."""
     heads, dim = pool.shape[4:]
+    if pool.is_contiguous():
+        return pool.view(-1, heads * dim)
     strides = pool.stride()
     width = heads * dim
     if strides[5] != 1 or strides[4] != dim or strides[3] != width:
@@ -71,44 +73,19 @@ def layer_rows(rows: torch.Tensor, pool: torch.Tensor, layer: int, half: int) ->
     return rows[start:]
 
 
-def _token_rows(meta: AttentionMetadata, pool: torch.Tensor, first: int, count: int,
+def padded_rows(meta: AttentionMetadata, pool: torch.Tensor, first: int, count: int,
                 length: int) -> torch.Tensor:
     """Rows (``row_view`` units, relative to layer 0) of K then V of each position
-    ``< length`` of sequences ``[first, first + count)``, ``[2 * count * length]``; positions
-    past a KV length point at position 0. Derived once per step."""
-    key = f"rows:{first}:{count}:{length}:{tuple(pool.shape)}:{tuple(pool.stride())}"
-    rows = meta.scratch.get(key)
-    if rows is None:
-        width = pool.shape[4] * pool.shape[5]
-        block_size = pool.shape[3]
-        pos = torch.arange(length, device=pool.device)[None, :]
-        pos = torch.where(pos < meta.kv_lens[first:first + count, None].long(), pos, 0)
-        blocks = meta.block_tables[first:first + count].long().gather(1, pos // block_size)
-        k_rows = (blocks * (pool.stride(0) // width)
-                  + (pos % block_size) * (pool.stride(3) // width)).reshape(-1)
-        rows = torch.cat((k_rows, k_rows + pool.stride(2) // width))
-        meta.scratch[key] = rows
-    return rows
-
-
-def gather_padded(pool: torch.Tensor, layer: int, meta: AttentionMetadata, first: int,
-                  count: int, length: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """K and V ``[count, length, Hkv, D]`` of sequences ``[first, first + count)``; positions
-    past a sequence's KV length hold finite filler (see the module docstring)."""
-    rows = row_view(pool)
-    shape = (count, length, *pool.shape[4:])
-    if rows is None:
-        table = meta.block_tables[first:first + count, :-(-length // pool.shape[3])]
-        k, v = gather_blocks(pool, layer, table, length, meta)
-        for row, kv_len in enumerate(meta.host_kv_lens[first:first + count]):
-            k[row, kv_len:] = 0
-            v[row, kv_len:] = 0
-        return k, v
-    index = _token_rows(meta, pool, first, count, length)
-    out = scratch(meta, "kv", index.numel() * rows.shape[1], pool).view(-1, rows.shape[1])
-    torch.index_select(layer_rows(rows, pool, layer, 0), 0, index, out=out)
-    k, v = out.view(2, *shape).unbind(0)
-    return k, v
+    ``< length`` of sequences ``[first, first + count)``, int64 ``[2 * count * length]``;
+    positions past a KV length point at position 0 (finite filler)."""
+    width = pool.shape[4] * pool.shape[5]
+    block_size = pool.shape[3]
+    pos = torch.arange(length, device=pool.device)[None, :]
+    pos = torch.where(pos < meta.kv_lens[first:first + count, None].long(), pos, 0)
+    blocks = meta.block_tables[first:first + count].long().gather(1, pos // block_size)
+    k_rows = (blocks * (pool.stride(0) // width)
+              + (pos % block_size) * (pool.stride(3) // width)).reshape(-1)
+    return torch.cat((k_rows, k_rows + pool.stride(2) // width))
 
 
 def scatter_rows(rows: torch.Tensor, pool: torch.Tensor, layer: int, k: torch.Tensor,

@@ -14,7 +14,15 @@ from dataclasses import InitVar, dataclass, field
 
 import torch
 
-from kernels.metadata_checks import FIELD_SPECS, HostFields, check_tensor, derive, validate
+from kernels.metadata_checks import (
+    FIELD_SPECS,
+    DecodeFields,
+    HostFields,
+    check_tensor,
+    decode_fields,
+    derive,
+    validate,
+)
 
 
 @dataclass(frozen=True, eq=False)
@@ -40,7 +48,8 @@ class AttentionMetadata:
     tuples ``host_cu_seqlens``, ``host_kv_lens``, ``contiguous_suffix`` and the CPU int64 copy
     ``host_q_positions``) are computed here once.
     Construction reads the fields back to the host once (one device read per step on CUDA),
-    unless ``host`` gives their host copies (``for_sequences`` does: no device read at all).
+    unless ``host`` gives their host copies (``for_sequences`` and ``for_decode`` do: no device
+    read at all; a ``DecodeFields`` comes checked, with its derived values).
     Raises ``ValueError`` naming the field that is wrong.
 
     ``workspace`` holds buffers that CPU kernels reuse (gathered K/V): pass the same dict to
@@ -55,7 +64,7 @@ class AttentionMetadata:
     block_tables: torch.Tensor
     slot_mapping: torch.Tensor
     workspace: dict[str, torch.Tensor] = field(default_factory=dict, repr=False)
-    host: InitVar[HostFields | None] = None
+    host: InitVar[HostFields | DecodeFields | None] = None
     num_seqs: int = field(init=False)
     num_tokens: int = field(init=False)
     max_q_len: int = field(init=False)
@@ -69,7 +78,7 @@ class AttentionMetadata:
     host_q_positions: torch.Tensor = field(init=False, repr=False)
     scratch: dict[str, torch.Tensor] = field(init=False, repr=False, default_factory=dict)
 
-    def __post_init__(self, host: HostFields | None) -> None:
+    def __post_init__(self, host: HostFields | DecodeFields | None) -> None:
         tensors = (self.cu_seqlens_q, self.q_positions, self.kv_lens, self.block_tables,
                    self.slot_mapping)
         for t, (name, dtype, ndim) in zip(tensors, FIELD_SPECS, strict=True):
@@ -77,10 +86,12 @@ class AttentionMetadata:
         devices = {t.device for t in tensors}
         if len(devices) != 1:
             raise ValueError(f"AttentionMetadata fields must share one device, got {devices}")
-        if host is None:
-            host = HostFields.read(tensors)
-        q_lens = validate(host)
-        for name, value in derive(host, q_lens).items():
+        if isinstance(host, DecodeFields):  # checked while built (for_decode)
+            derived = host.derived
+        else:
+            host = HostFields.read(tensors) if host is None else host
+            derived = derive(host, validate(host))
+        for name, value in derived.items():
             object.__setattr__(self, name, value)
 
     @property
@@ -111,8 +122,33 @@ class AttentionMetadata:
                              f"sequence, got {len(positions)}, {len(kv_lens)}, "
                              f"{len(block_tables)}")
         host = HostFields.build(positions, kv_lens, block_tables, block_size)
-        device = torch.device(device)
+        return cls._from_host(host, host, device, workspace)
+
+    @classmethod
+    def for_decode(
+        cls,
+        kv_lens: Sequence[int],
+        block_tables: Sequence[Sequence[int]],
+        block_size: int,
+        device: torch.device | str = "cpu",
+        workspace: dict[str, torch.Tensor] | None = None,
+    ) -> AttentionMetadata:
+        """Decode-shaped metadata: sequence ``s`` has one query, at ``kv_lens[s] - 1``.
+
+        The same object as ``for_sequences([[n - 1] for n in kv_lens], ...)``, checked in
+        Python per sequence (cheaper for a decode step); ``block_tables[s]`` must hold only
+        block ids (no ``-1``) and cover ``kv_lens[s]``.
+        """
+        if block_size <= 0:
+            raise ValueError(f"block_size must be positive, got {block_size}")
+        fields = decode_fields(kv_lens, block_tables, block_size)
+        return cls._from_host(fields.host, fields, device, workspace)
+
+    @classmethod
+    def _from_host(cls, host: HostFields, checked: HostFields | DecodeFields,
+                   device: torch.device | str, workspace: dict[str, torch.Tensor] | None
+                   ) -> AttentionMetadata:
         tensors = [torch.from_numpy(a) for a in host]
-        if device.type != "cpu":
+        if torch.device(device).type != "cpu":
             tensors = [t.to(device) for t in tensors]
-        return cls(*tensors, workspace={} if workspace is None else workspace, host=host)
+        return cls(*tensors, workspace={} if workspace is None else workspace, host=checked)

@@ -9,6 +9,7 @@ tokens. Every failed check raises ``ValueError`` naming the field (the messages 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any, NamedTuple
 
 import numpy as np
@@ -64,6 +65,53 @@ class HostFields(NamedTuple):
         slots = table[seq, block].astype(np.int64) * block_size + flat % block_size
         return cls(cu, flat.astype(np.int32), np.asarray(kv_lens, dtype=np.int32).reshape(-1),
                    table, slots)
+
+
+@dataclass(frozen=True)
+class DecodeFields:
+    """Decode-shaped fields built and checked by :func:`decode_fields` (Python over sequences,
+    no per-token work), with their derived values: what ``AttentionMetadata.for_decode``
+    hands to the constructor instead of :class:`HostFields`."""
+
+    host: HostFields
+    derived: dict[str, Any]
+
+
+def decode_fields(kv_lens: Sequence[int], block_tables: Sequence[Sequence[int]],
+                  block_size: int) -> DecodeFields:
+    """Sequence ``s`` has one query at ``kv_lens[s] - 1``; ``block_tables[s]`` holds its block
+    ids (all ``>= 0``), enough for ``kv_lens[s]`` positions. Raises ``ValueError`` otherwise."""
+    if len(kv_lens) != len(block_tables):
+        raise ValueError(f"kv_lens and block_tables must have one entry per sequence, got "
+                         f"{len(kv_lens)} and {len(block_tables)}")
+    slots, need, top = [], 1, -1
+    for s, (kv, row) in enumerate(zip(kv_lens, block_tables, strict=True)):
+        if kv < 1 or len(row) * block_size < kv:
+            raise ValueError(f"AttentionMetadata.kv_lens[{s}] = {kv}: a decode query needs "
+                             f"1 <= kv_len <= {len(row)} blocks * {block_size}")
+        low, high = min(row), max(row)
+        if low < 0:
+            raise ValueError(f"AttentionMetadata.block_tables row {s} has block id {low}")
+        slots.append(row[(kv - 1) // block_size] * block_size + (kv - 1) % block_size)
+        need, top = max(need, -(-kv // len(row))), max(top, high)
+    if len(set(slots)) != len(slots):
+        raise ValueError("AttentionMetadata.slot_mapping repeats a slot: two tokens, one place")
+    width = max(map(len, block_tables), default=0)
+    table = np.full((len(block_tables), width), -1, dtype=np.int32)
+    for s, row in enumerate(block_tables):
+        table[s, :len(row)] = row
+    kv = np.asarray(kv_lens, dtype=np.int32).reshape(-1)
+    pos = kv - 1
+    host = HostFields(np.arange(len(kv) + 1, dtype=np.int32), pos, kv, table,
+                      np.asarray(slots, dtype=np.int64).reshape(-1))
+    n = len(kv)
+    derived = {"num_seqs": n, "num_tokens": n, "max_q_len": 1 if n else 0,
+               "max_kv_len": max(kv_lens, default=0), "min_block_size": need,
+               "max_block_id": top, "is_decode": True,
+               "host_cu_seqlens": tuple(range(n + 1)), "host_kv_lens": tuple(kv_lens),
+               "host_q_positions": torch.from_numpy(pos.astype(np.int64)),
+               "contiguous_suffix": (True,) * n}
+    return DecodeFields(host, derived)
 
 
 def check_tensor(name: str, t: object, dtype: torch.dtype, ndim: int) -> None:

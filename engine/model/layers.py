@@ -82,8 +82,8 @@ class GatedMLP(torch.nn.Module):
         self.down = Linear(self.inner, cfg.hidden_size, cfg.mlp_bias, device, dtype)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        gate, up = self.gate_up(x).split(self.inner, dim=-1)
-        return self.down(F.silu(gate) * up)
+        gate, up = self.gate_up.forward(x).split(self.inner, dim=-1)
+        return self.down.forward(F.silu(gate) * up)
 
     def checkpoint_targets(self, prefix: str) -> dict[str, torch.Tensor]:
         names = [f"{prefix}.gate_proj", f"{prefix}.up_proj"]
@@ -96,7 +96,7 @@ class StepContext:
     """What every layer reads during one forward step (built once per step, never global).
 
     ``cos``/``sin`` are ``[T, 1, head_dim]`` in the activation dtype; ``decode`` selects the
-    one-query-per-sequence kernel; ``backend`` is passed to the kernels (None = automatic).
+    one-query-per-sequence kernel; ``backend`` is passed to the kernels (resolved once per step).
     """
 
     meta: AttentionMetadata
@@ -104,7 +104,7 @@ class StepContext:
     cos: torch.Tensor
     sin: torch.Tensor
     decode: bool
-    backend: str | None
+    backend: str
 
 
 class Attention(torch.nn.Module):
@@ -128,7 +128,7 @@ class Attention(torch.nn.Module):
 
     def forward(self, x: torch.Tensor, step: StepContext) -> torch.Tensor:
         tokens, heads = x.shape[0], self.num_heads
-        qkv = self.qkv(x)
+        qkv = self.qkv.forward(x)
         qk = qkv[:, : self.sizes[0] + self.sizes[1]].view(tokens, -1, self.head_dim)
         qk = apply_rope(qk, step.cos, step.sin)  # q and k rotated together: [T, Hq + Hkv, D]
         q, k = qk[:, :heads], qk[:, heads:]
@@ -136,7 +136,7 @@ class Attention(torch.nn.Module):
         write_kv(step.kv_pool, self.layer, k, v, step.meta.slot_mapping, backend=step.backend)
         attend = msa_decode if step.decode else msa_prefill
         o = attend(q, step.kv_pool, self.layer, step.meta, self.scale, backend=step.backend)
-        return self.o(o.reshape(tokens, self.sizes[0]))
+        return self.o.forward(o.reshape(tokens, self.sizes[0]))
 
     def checkpoint_targets(self, prefix: str) -> dict[str, torch.Tensor]:
         names = [f"{prefix}.{p}_proj" for p in "qkv"]

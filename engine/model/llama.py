@@ -4,6 +4,9 @@ One forward call is one engine step over a packed batch of query tokens from any
 sequences, each with any segments (recomputed holes and the new suffix), against the paged KV
 pool. Position information comes from ``meta.q_positions`` only, so RoPE and the causal mask can
 never disagree.
+
+Inside a step, submodules are called through ``.forward`` (no hooks are ever registered here):
+on a CPU, ``Module.__call__`` around some forty small calls is a visible share of a decode step.
 """
 
 from __future__ import annotations
@@ -15,6 +18,7 @@ from engine.model.gemm import linear, pack_weight
 from engine.model.layers import Attention, GatedMLP, Linear, RMSNorm, StepContext
 from engine.model.rope import RotaryEmbedding
 from kernels import AttentionMetadata
+from kernels.backends import default_backend_name
 
 
 class DecoderLayer(torch.nn.Module):
@@ -29,8 +33,8 @@ class DecoderLayer(torch.nn.Module):
         self.mlp = GatedMLP(cfg, device, dtype)
 
     def forward(self, h: torch.Tensor, step: StepContext) -> torch.Tensor:
-        h = h + self.attn(self.input_norm(h), step)
-        return h + self.mlp(self.post_norm(h))
+        h = h + self.attn.forward(self.input_norm.forward(h), step)
+        return h + self.mlp.forward(self.post_norm.forward(h))
 
     def checkpoint_targets(self, prefix: str) -> dict[str, torch.Tensor]:
         return {
@@ -88,15 +92,16 @@ class CausalLM(torch.nn.Module):
         """
         self._check_inputs(input_ids, meta, kv_pool)
         h = torch.nn.functional.embedding(input_ids, self.embed)
-        cos, sin = self.rotary.cos_sin(meta.q_positions, h.dtype)
-        step = StepContext(meta, kv_pool, cos, sin, meta.is_decode, self.attn_backend)
+        cos, sin = self.rotary.cos_sin(meta.q_positions, h.dtype, meta.max_kv_len)
+        backend = self.attn_backend or default_backend_name(kv_pool.device)  # once per step
+        step = StepContext(meta, kv_pool, cos, sin, meta.is_decode, backend)
         for layer in self.layers:
-            h = layer(h, step)
+            h = layer.forward(h, step)
         if logits_indices is not None:
             h = h.index_select(0, logits_indices)
-        h = self.norm(h)
+        h = self.norm.forward(h)
         if self.lm_head is not None:
-            return self.lm_head(h).float()
+            return self.lm_head.forward(h).float()
         return linear(h, self.embed, None, self.tied_head_packed).float()
 
     def _check_inputs(self, input_ids: torch.Tensor, meta: AttentionMetadata,

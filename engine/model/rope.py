@@ -53,26 +53,52 @@ def inv_freq(rope: RopeConfig, head_dim: int) -> torch.Tensor:
 
 
 class RotaryEmbedding(torch.nn.Module):
-    """Holds the inverse frequencies (a float32 buffer) and turns positions into cos/sin."""
+    """Holds the inverse frequencies (a float32 buffer) and turns positions into cos/sin.
+
+    cos/sin of positions below ``TABLE_POSITIONS`` are kept in a table grown on demand (to the
+    next power of two past the longest position seen, at most ``TABLE_POSITIONS`` rows: 16 MiB
+    for head_dim 128 in float32), so a step looks its rows up instead of computing them.
+    """
+
+    TABLE_POSITIONS = 16384
 
     def __init__(self, rope: RopeConfig, head_dim: int, device: torch.device | str) -> None:
         super().__init__()
         self.register_buffer("inv_freq", inv_freq(rope, head_dim).to(device), persistent=False)
+        self._table: tuple[torch.Tensor, torch.Tensor] | None = None
 
     def cos_sin(
-        self, positions: torch.Tensor, dtype: torch.dtype
+        self, positions: torch.Tensor, dtype: torch.dtype, limit: int | None = None
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """``positions`` int ``[T]`` → ``(cos, sin)``, each ``[T, 1, head_dim]`` in ``dtype``.
 
         ``sin`` has its first half negated (the sign of "rotate half" folded in, see
-        :func:`apply_rope`). The middle axis broadcasts over heads. Computed once per step,
-        shared by all layers.
+        :func:`apply_rope`). The middle axis broadcasts over heads. ``limit``, when given, is
+        above every position (the step's longest KV): the table serves the lookup. Computed
+        once per step, shared by all layers.
         """
+        if limit is None or limit > self.TABLE_POSITIONS:
+            cos, sin = self._compute(positions, dtype)
+        else:
+            cos, sin = (t.index_select(0, positions) for t in self._rows(limit, dtype))
+        return cos[:, None, :], sin[:, None, :]
+
+    def _rows(self, limit: int, dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor]:
+        table = self._table
+        if table is None or table[0].shape[0] < limit or table[0].dtype != dtype:
+            size = min(self.TABLE_POSITIONS, 1 << max(limit - 1, 1).bit_length())
+            positions = torch.arange(size, device=self.inv_freq.device)
+            table = self._table = self._compute(positions, dtype)
+        return table
+
+    def _compute(self, positions: torch.Tensor, dtype: torch.dtype
+                 ) -> tuple[torch.Tensor, torch.Tensor]:
+        """cos and signed sin ``[T, head_dim]`` (Hugging Face's float32 angles, then cast)."""
         angles = positions.to(torch.float32)[:, None] * self.inv_freq[None, :]
         angles = torch.cat((angles, angles), dim=-1)
         sin = angles.sin()
         sin[:, : sin.shape[1] // 2].neg_()
-        return angles.cos().to(dtype)[:, None, :], sin.to(dtype)[:, None, :]
+        return angles.cos().to(dtype), sin.to(dtype)
 
 
 def apply_rope(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:

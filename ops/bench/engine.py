@@ -3,24 +3,27 @@
 Measured side by side in one run on this machine, same weights (a Hugging Face folder, the
 built-in model by default), float32 on CPU:
 
-* prefill and decode tokens/s of the engine (no cache) against transformers eager: prefill of
-  one ``--prompt``-token prompt; decode of ``--batch`` sequences for ``--decode`` tokens.
-  Engine figures come from its step timings (prefill-only steps, decode-only steps), the
-  transformers ones from ``model(ids)`` and ``generate`` minus its prefill. Goal: ratio >= 1.
+* prefill and decode tokens/s of the engine (no cache) against transformers eager
+  (``ops/bench/_engine_speed.py``): prefill of one ``--prompt``-token prompt; decode of
+  ``--batch`` sequences (a comma list: ``1,8``) of ``--decode-context`` prompt tokens (a comma
+  list: ``32,2048``) for ``--decode`` tokens, every batch × context. Engine and transformers
+  alternate in ``--rounds`` rounds; medians and the median of the rounds' ratios. Goal: >= 1.
 * TTFT of a ``--prompt``-token prompt with 0%, 50% and 90% of its blocks cached (the leading
   blocks) in the engine's pool (GPU), in the daemon's CPU tier, or only on disk (after a daemon
-  restart), against a real daemon process. The median of ``--repeats`` fresh prompts each.
+  restart), against a real daemon process. The median of ``--repeats`` fresh prompts each
+  (``--no-ttft`` skips this part).
 
-Prints a table, writes JSON (``--json``) and a PNG of the TTFT bars (``--plot``).
+Prints a table (with the load averages before and after), writes JSON (``--json``) and a PNG of
+the TTFT bars (``--plot``).
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import statistics
 import tempfile
-import time
 from pathlib import Path
 from typing import Any
 
@@ -31,12 +34,29 @@ FRACTIONS = (0.0, 0.5, 0.9)
 TIERS = ("gpu", "cpu", "disk")
 
 
+def _ints(text: str) -> list[int]:
+    try:
+        values = [int(v) for v in text.split(",") if v.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"expected comma-separated integers, got {text!r}") from None
+    if not values or min(values) < 1:
+        raise argparse.ArgumentTypeError(f"expected positive integers, got {text!r}")
+    return values
+
+
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--model", default="builtin", help="model folder or 'builtin'")
     parser.add_argument("--prompt", type=int, default=1024, help="prompt tokens (default 1024)")
-    parser.add_argument("--batch", type=int, default=8, help="decoding sequences (default 8)")
+    parser.add_argument("--batch", type=_ints, default=[8],
+                        help="decoding sequences, comma list (default 8)")
+    parser.add_argument("--decode-context", type=_ints, default=[32],
+                        help="prompt tokens of each decoding sequence, comma list (default 32)")
     parser.add_argument("--decode", type=int, default=64, help="decode tokens (default 64)")
+    parser.add_argument("--rounds", type=int, default=3,
+                        help="alternating engine/transformers throughput rounds (default 3)")
     parser.add_argument("--repeats", type=int, default=3, help="prompts per TTFT cell")
+    parser.add_argument("--no-ttft", action="store_true", help="skip the TTFT part")
     parser.add_argument("--quick", action="store_true", help="256-token prompts, 4×16 decode")
     parser.add_argument("--cpu-threads", type=int, default=None,
                         help="torch threads for both sides (default: torch's)")
@@ -47,114 +67,57 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     import torch
 
+    from ops.bench._engine_speed import SpeedPlan, measure
+
     torch.manual_seed(0)
     if args.cpu_threads:
         torch.set_num_threads(args.cpu_threads)
     if args.quick:
-        args.prompt, args.batch, args.decode, args.repeats = 256, 4, 16, 1
+        args.prompt, args.batch, args.decode, args.repeats, args.rounds = 256, [4], 16, 1, 1
     from engine.builtin import resolve_model_dir
 
     model_dir = resolve_model_dir(args.model)
-    print(f"[engine bench] {model_dir.name}: prompt {args.prompt}, batch {args.batch} × "
-          f"{args.decode} decode tokens", flush=True)
-    speed = _throughput(model_dir, args)
-    print("[engine bench] TTFT with cached blocks ...", flush=True)
-    ttft = _ttft(model_dir, args)
-    result = {"model": model_dir.name, "prompt_tokens": args.prompt, "batch": args.batch,
-              "decode_tokens": args.decode, "torch_threads": torch.get_num_threads(), **speed,
-              "ttft_ms": ttft}
+    plan = SpeedPlan(args.prompt, tuple((b, c) for c in args.decode_context for b in args.batch),
+                     args.decode, args.rounds)
+    load_before = list(os.getloadavg())
+    print(f"[engine bench] {model_dir.name}: prompt {args.prompt}, decode {args.decode} tokens "
+          f"at batch {args.batch} x context {args.decode_context}, {args.rounds} rounds; "
+          f"load {load_before[0]:.2f}", flush=True)
+    speed = measure(model_dir, plan, lambda line: print(line, flush=True))
+    ttft = None
+    if not args.no_ttft:
+        print("[engine bench] TTFT with cached blocks ...", flush=True)
+        ttft = _ttft(model_dir, args)
+    result = {"model": model_dir.name, "prompt_tokens": args.prompt, "decode_tokens": args.decode,
+              "torch_threads": torch.get_num_threads(), "rounds": args.rounds,
+              "load_average_before": load_before, "load_average_after": list(os.getloadavg()),
+              **_headline(speed["rows"]), "throughput": speed["rows"], "ttft_ms": ttft}
     _print(result)
     if args.json:
         Path(args.json).write_text(json.dumps(result, indent=2) + "\n")
         print(f"wrote {args.json}")
-    if args.plot:
+    if args.plot and ttft is not None:
         _plot(result, args.plot)
         print(f"wrote {args.plot}")
     return 0
 
 
-# ---- throughput ---------------------------------------------------------------------------
-def _engine_options(args: argparse.Namespace, **extra: Any) -> dict[str, Any]:
-    tokens = max(args.prompt, args.batch) + args.decode
-    blocks = args.batch * (-(-tokens // 16) + 1) + 16
-    return {"num_gpu_blocks": blocks, "chunking": "fixed", "chunk_tokens": args.prompt * 2,
-            "max_num_batched_tokens": args.prompt * 2, "max_num_seqs": args.batch, **extra}
-
-
-def _prompts(n: int, length: int, vocab: int, seed: int) -> list[list[int]]:
-    import torch
-
-    g = torch.Generator().manual_seed(seed)
-    return torch.randint(3, vocab, (n, length), generator=g).tolist()
-
-
-def _throughput(model_dir: Path, args: argparse.Namespace) -> dict[str, float]:
-    from engine import LLM, SamplingParams
-
-    llm = LLM(str(model_dir), reuse="none", **_engine_options(args))
-    vocab = llm.engine.info.vocab_size
-    p = SamplingParams(temperature=0.0, max_tokens=1, ignore_eos=True)
-    llm.generate(_prompts(1, args.prompt, vocab, 1), p)  # warm-up
-    pre = _engine_steps(llm, _prompts(1, args.prompt, vocab, 2), p, prefill=True)
-    d = SamplingParams(temperature=0.0, max_tokens=args.decode, ignore_eos=True)
-    dec = _engine_steps(llm, _prompts(args.batch, 32, vocab, 3), d, prefill=False)
-    llm.close()
-    print(f"  engine: prefill {pre:,.0f} tok/s, decode {dec:,.0f} tok/s", flush=True)
-    hf_pre, hf_dec = _transformers(model_dir, args, vocab)
-    print(f"  transformers eager: prefill {hf_pre:,.0f} tok/s, decode {hf_dec:,.0f} tok/s",
-          flush=True)
-    return {"prefill_tok_s_engine": pre, "prefill_tok_s_transformers": hf_pre,
-            "decode_tok_s_engine": dec, "decode_tok_s_transformers": hf_dec,
-            "prefill_ratio": pre / hf_pre, "decode_ratio": dec / hf_dec}
-
-
-def _engine_steps(llm: Any, prompts: list[list[int]], params: Any, prefill: bool) -> float:
-    """Tokens per second over the engine's prefill-only (or decode-only) steps."""
-    engine = llm.engine
-    for i, ids in enumerate(prompts):
-        engine.add_request(f"bench-{prefill}-{i}", ids, params)
-    tokens, seconds = 0, 0.0
-    while engine.has_unfinished:
-        engine.step()
-        s = engine.last_step
-        if (prefill and s.prefill_tokens and not s.decodes) or \
-                (not prefill and s.decodes == len(prompts) and not s.prefill_tokens):
-            tokens += s.prefill_tokens + s.decodes
-            seconds += s.seconds
-    return tokens / max(seconds, 1e-9)
-
-
-def _transformers(model_dir: Path, args: argparse.Namespace, vocab: int) -> tuple[float, float]:
-    import torch
-    from transformers import AutoModelForCausalLM
-
-    model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32,
-                                                 attn_implementation="eager").eval()
-    ids = torch.tensor(_prompts(1, args.prompt, vocab, 2))
-    batch = torch.tensor(_prompts(args.batch, 32, vocab, 3))
-    with torch.inference_mode():
-        model(ids[:, :32])  # warm-up
-        pre = _best(lambda: model(ids), 2)
-        first = _best(lambda: model(batch), 2)
-        gen = _best(lambda: model.generate(batch, max_new_tokens=args.decode,
-                                           min_new_tokens=args.decode, do_sample=False,
-                                           pad_token_id=0), 1)
-    return args.prompt / pre, args.batch * (args.decode - 1) / max(gen - first, 1e-9)
-
-
-def _best(fn: Any, repeats: int) -> float:
-    out = []
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        fn()
-        out.append(time.perf_counter() - t0)
-    return min(out)
+def _headline(rows: list[dict[str, Any]]) -> dict[str, Any]:
+    """The flat figures of the prefill and of the first decode shape (older JSON readers)."""
+    pre, dec = rows[0], rows[1]
+    return {"batch": dec["batch"], "decode_context": dec["context"],
+            "prefill_tok_s_engine": pre["engine_tok_s"],
+            "prefill_tok_s_transformers": pre["transformers_tok_s"],
+            "decode_tok_s_engine": dec["engine_tok_s"],
+            "decode_tok_s_transformers": dec["transformers_tok_s"],
+            "prefill_ratio": pre["ratio"], "decode_ratio": dec["ratio"]}
 
 
 # ---- TTFT with cached blocks --------------------------------------------------------------
 def _ttft(model_dir: Path, args: argparse.Namespace) -> dict[str, dict[str, float]]:
     from cacheserver.launch import DaemonProcess
     from engine import LLM
+    from ops.bench._engine_speed import SpeedPlan
 
     with tempfile.TemporaryDirectory(prefix="acb-") as tmp:
         blocks = (len(TIERS) * len(FRACTIONS) * args.repeats + 4) * (args.prompt // 16 + 2)
@@ -164,8 +127,8 @@ def _ttft(model_dir: Path, args: argparse.Namespace) -> dict[str, dict[str, floa
         daemon = DaemonProcess(f"ipc://{tmp}/d.ipc", f"{tmp}/data", flags=flags,
                                log_path=f"{tmp}/daemon.log")
         daemon.start()
-        opts = _engine_options(args, cache_endpoint=daemon.endpoint, max_num_seqs=4)
-        opts["num_gpu_blocks"] = blocks
+        opts = {**SpeedPlan(args.prompt, ((1, 1),), 2, 1).engine_options(),
+                "cache_endpoint": daemon.endpoint, "max_num_seqs": 4, "num_gpu_blocks": blocks}
         writer, reader = LLM(str(model_dir), **opts), LLM(str(model_dir), **opts)
         try:
             return _ttft_cells(writer, reader, daemon, args)
@@ -179,6 +142,7 @@ def _ttft_cells(writer: Any, reader: Any, daemon: Any, args: argparse.Namespace
                 ) -> dict[str, dict[str, float]]:
     from engine import SamplingParams
     from engine.client import CacheClient
+    from ops.bench._engine_speed import prompts as _prompts
 
     one = SamplingParams(temperature=0.0, max_tokens=1, ignore_eos=True)
     vocab = reader.engine.info.vocab_size
@@ -212,10 +176,18 @@ def _ttft_cells(writer: Any, reader: Any, daemon: Any, args: argparse.Namespace
 # ---- output -------------------------------------------------------------------------------
 def _print(r: dict[str, Any]) -> None:
     print()
-    print(f"{'':24}{'engine':>12}{'transformers':>14}{'ratio':>8}")
-    for what in ("prefill", "decode"):
-        e, t = r[f"{what}_tok_s_engine"], r[f"{what}_tok_s_transformers"]
-        print(f"{what + ' tokens/s':24}{e:>12,.0f}{t:>14,.0f}{e / t:>8.2f}")
+    print(f"{'tokens/s (median of ' + str(r['rounds']) + ')':30}{'engine':>12}"
+          f"{'transformers':>14}{'ratio':>8}")
+    for row in r["throughput"]:
+        what = (f"prefill {row['context']}" if row["kind"] == "prefill"
+                else f"decode batch {row['batch']}, ctx {row['context']}")
+        print(f"{what:30}{row['engine_tok_s']:>12,.0f}{row['transformers_tok_s']:>14,.0f}"
+              f"{row['ratio']:>8.2f}")
+    before, after = r["load_average_before"], r["load_average_after"]
+    print(f"load average before {before[0]:.2f} {before[1]:.2f} {before[2]:.2f}, "
+          f"after {after[0]:.2f} {after[1]:.2f} {after[2]:.2f}")
+    if r["ttft_ms"] is None:
+        return
     print()
     print(f"{'TTFT ms':12}" + "".join(f"{f'{int(f * 100)}% cached':>14}" for f in FRACTIONS))
     for tier, row in r["ttft_ms"].items():
