@@ -44,7 +44,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--log-level", default="info", help="uvicorn and engine log level")
     for flag, (_, kind, text) in _FLAGS.items():
         parser.add_argument(flag, type=kind, help=text)
-    parser.add_argument("--fetch-tiers", help="comma list of tiers to fetch from (cpu,disk)")
+    parser.add_argument("--fetch-tiers", help="comma list of the tiers to fetch from, out of "
+                        "cpu, disk and remote (default: all three; '' for GPU-only reuse)")
     parser.add_argument("--no-write-through", action="store_true",
                         help="do not copy computed blocks to the CPU tier")
 
