@@ -42,7 +42,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--json", metavar="PATH", help="also write the rows as JSON here")
     parser.add_argument("--out", default="asymcache-e2e", help="folder for JSON, Markdown, PNG")
     parser.add_argument("--workloads", type=_csv, default=None,
-                        help="chat,mooncake,agent (default: all three; --quick: a small chat)")
+                        help="chat,mooncake,agent (default: these three; --quick: a small "
+                             "chat); longctx: long shared contexts, where reuse dominates")
     parser.add_argument("--configs", type=_csv, default=None,
                         help="configuration ids or names (1 always runs; default: all)")
     parser.add_argument("--requests", type=int, default=None,
@@ -108,7 +109,14 @@ def run(args: argparse.Namespace) -> int:
     except ValueError as exc:
         print(f"asymcache bench e2e: {exc}")
         return 2
-    names = args.workloads or (["quick"] if args.quick else ["chat", "mooncake", "agent"])
+    from ops.e2e.sources import EXTRA_WORKLOADS, WORKLOADS
+
+    names = args.workloads or (["quick"] if args.quick else list(WORKLOADS))
+    bad = [n for n in names if n not in (*WORKLOADS, *EXTRA_WORKLOADS, "quick")]
+    if bad:
+        print(f"asymcache bench e2e: unknown workload(s) {bad}; known: "
+              f"{[*WORKLOADS, *EXTRA_WORKLOADS, 'quick']}")
+        return 2
     return _run(plan, names, Path(args.out), args.json, args.quick,
                 Path(__file__).resolve().parents[2])
 

@@ -26,6 +26,7 @@ class BenchConfig:
     stands_for: str
     engine: dict = field(default_factory=dict)
     policy: str | None = None
+    bound: bool = False  # a bound, not a contender: its pool holds every block (no eviction)
 
     @property
     def uses_daemon(self) -> bool:
@@ -59,6 +60,10 @@ CONFIGS: tuple[BenchConfig, ...] = (
                 {"reuse": "msa", **_fixed(2048)}, "asym"),
     BenchConfig("5d", "asym-fixed512", "ablation: AsymCache with fixed 512-token chunks",
                 {"reuse": "msa", **_fixed(512)}, "asym"),
+    BenchConfig("P", "perfect-cache", "bound: every block seen before is resident (a pool "
+                "that never evicts), only new tokens computed", {"reuse": "msa", "fetch_tiers": (),
+                                                                 "write_through": False,
+                                                                 **_fixed(2048)}, bound=True),
 )
 QUICK_KEYS = tuple(c.key for c in CONFIGS)
 
@@ -81,7 +86,9 @@ def select(keys: list[str] | None) -> list[BenchConfig]:
 class Capacities:
     """Tier sizes in blocks. ``gpu_floor`` is the smallest pool that holds ``min_contexts`` of
     the longest contexts: below it a run could not admit its longest request while another
-    runs, so the GPU pool is raised to it (``gpu_raised``, reported)."""
+    runs, so the GPU pool is raised to it (``gpu_raised``, reported). ``all_blocks`` is a pool
+    that never has to evict on this workload (every prompt block, every block its outputs fill
+    and room for the running requests): the perfect-cache bound's pool."""
 
     unique_blocks: int
     gpu_blocks: int
@@ -89,16 +96,18 @@ class Capacities:
     disk_blocks: int
     gpu_asked: int
     block_bytes: int
+    all_blocks: int = 0
 
     @classmethod
     def from_fractions(cls, unique: int, gpu: float, cpu: float, disk: float,
-                       gpu_floor: int, block_bytes: int) -> Capacities:
+                       gpu_floor: int, block_bytes: int, output_blocks: int = 0) -> Capacities:
         for name, frac in (("gpu", gpu), ("cpu", cpu), ("disk", disk)):
             if not 0 <= frac <= 10:
                 raise ValueError(f"--{name}-frac must be within [0, 10], got {frac}")
         asked = max(1, round(gpu * unique))
-        return cls(unique, max(asked, gpu_floor), round(cpu * unique), round(disk * unique),
-                   asked, block_bytes)
+        pool = max(asked, gpu_floor)
+        return cls(unique, pool, round(cpu * unique), round(disk * unique), asked, block_bytes,
+                   unique + output_blocks + pool)
 
     @property
     def gpu_raised(self) -> bool:
@@ -118,7 +127,8 @@ class Capacities:
     def to_dict(self) -> dict[str, object]:
         return {"unique_blocks": self.unique_blocks, "gpu_blocks": self.gpu_blocks,
                 "gpu_blocks_asked": self.gpu_asked, "cpu_blocks": self.cpu_blocks,
-                "disk_blocks": self.disk_blocks, "block_bytes": self.block_bytes}
+                "disk_blocks": self.disk_blocks, "block_bytes": self.block_bytes,
+                "all_blocks": self.all_blocks}
 
 
 def lmdb_entry_bytes(block_bytes: int, page: int = 4096) -> int:

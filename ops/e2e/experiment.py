@@ -112,7 +112,8 @@ def _reference(base: Workload, plan: Plan, setup: RunSetup, progress: Progress,
 def capacities(workload: Workload, plan: Plan, block_bytes: int) -> Capacities:
     floor = math.ceil(plan.gpu_min_contexts * workload.max_context_blocks())
     return Capacities.from_fractions(workload.unique_blocks(), *plan.fractions, gpu_floor=floor,
-                                     block_bytes=block_bytes)
+                                     block_bytes=block_bytes,
+                                     output_blocks=workload.output_blocks())
 
 
 def _run_rate(workload: Workload, configs: Sequence[BenchConfig], setup: RunSetup, kind: str,
@@ -171,8 +172,12 @@ def goals(rows: Sequence[dict[str, object]]) -> dict[str, object]:
         out["ttft_goal_met"] = out["ttft_ratio_vs_prefix_offload"] >= TTFT_GOAL
         head = rounds.get(0, {})
         for label in (H100, LOCAL):
-            a, b = (head.get(k, {}).get(f"sim_{label}_ttft_s") for k in ("3", "4"))
-            out[f"sim_ttft_ratio_{label}"] = float(a) / float(b) if a and b else None  # type: ignore[arg-type]
+            out[f"sim_ttft_ratio_{label}"] = _sim_ratio(head, "4", label)
+            out[f"sim_ttft_bound_{label}"] = _sim_ratio(head, "P", label)
+    bound = [_ratio(rd, "3", "P", "ttft_mean_s") for rd in rounds.values() if {"3", "P"} <= set(rd)]
+    if bound:
+        out["ttft_bound_vs_prefix_offload"] = statistics.median(bound)
+        out["ttft_bound_vs_prefix_offload_runs"] = bound
     pairs = [rd for rd in rounds.values() if {"4", "5c"} <= set(rd)]
     if pairs:
         tpot = [_ratio(rd, "5c", "4", "tpot_mean_s") for rd in pairs]
@@ -183,7 +188,25 @@ def goals(rows: Sequence[dict[str, object]]) -> dict[str, object]:
         out["ttft_ratio_vs_fixed2048_runs"] = at_ttft
         out["tpot_goal_met"] = (out["tpot_ratio_vs_fixed2048"] >= TPOT_GOAL
                                 and out["ttft_ratio_vs_fixed2048"] >= 1 / TTFT_SLACK)
+        floors = [b for rd in pairs if (b := _tpot_bound(rd["5c"])) is not None]
+        out["tpot_bound_vs_fixed2048"] = statistics.median(floors) if floors else None
     return out
+
+
+def _sim_ratio(head: dict[str, dict[str, object]], key: str, label: str) -> float | None:
+    """The simulator's mean TTFT of configuration 3 over that of ``key`` (``None`` if absent)."""
+    a, b = (head.get(k, {}).get(f"sim_{label}_ttft_s") for k in ("3", key))
+    return float(a) / float(b) if a and b else None  # type: ignore[arg-type]
+
+
+def _tpot_bound(row: dict[str, object]) -> float | None:
+    """The largest TPOT ratio any chunking could reach over ``row``'s: its mean TPOT over its
+    mean decode-only step (the TPOT of a request no prefill ever delayed, at that run's batch);
+    ``None`` without decode-only steps."""
+    steps, seconds = row.get("decode_only_steps"), row.get("decode_only_steps_s")
+    if not steps or not seconds:
+        return None
+    return float(row["tpot_mean_s"]) / (float(seconds) / int(steps))  # type: ignore[arg-type, call-overload]
 
 
 def _ratio(rd: dict[str, dict[str, object]], base: str, better: str, key: str) -> float:

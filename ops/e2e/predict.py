@@ -29,6 +29,8 @@ def sim_spec(cfg: BenchConfig, caps: Capacities) -> RunSpec:
     gpu = TierSpec("gpu", caps.gpu_blocks)
     if cfg.engine.get("reuse") == "none":
         return RunSpec("lru_tail", "prefix", (TierSpec("gpu", 0),), queue=True)
+    if cfg.bound:
+        return RunSpec("lru_tail", "msa", (TierSpec("gpu", caps.all_blocks),), queue=True)
     if not cfg.uses_daemon:
         return RunSpec("lru_tail", str(cfg.engine["reuse"]), (gpu,), queue=True)
     tiers = (gpu, TierSpec("cpu", caps.cpu_blocks), TierSpec("disk", caps.disk_blocks))

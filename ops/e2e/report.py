@@ -73,6 +73,14 @@ def goal_lines(goals: dict[str, object]) -> list[str]:
             f"{'met' if goals['ttft_goal_met'] else 'MISSED'}); simulator: "
             f"{_x(goals.get('sim_ttft_ratio_h100'))} on h100-llama3-8b, "
             f"{_x(goals.get('sim_ttft_ratio_local'))} on this machine's profile")
+    bound = goals.get("ttft_bound_vs_prefix_offload")
+    if bound is not None:
+        lines.append(
+            f"  bound: prefix-offload (3) / perfect cache (P): {bound:.2f}x"
+            f"{_runs(goals.get('ttft_bound_vs_prefix_offload_runs'))}, the largest mean-TTFT "
+            f"ratio any cache reaches over 3 here; simulator: "
+            f"{_x(goals.get('sim_ttft_bound_h100'))} on h100-llama3-8b, "
+            f"{_x(goals.get('sim_ttft_bound_local'))} on this machine's profile")
     tpot = goals.get("tpot_ratio_vs_fixed2048")
     if tpot is not None:
         lines.append(
@@ -81,6 +89,10 @@ def goal_lines(goals: dict[str, object]) -> list[str]:
             f"{goals['ttft_ratio_vs_fixed2048']:.2f}x"
             f"{_runs(goals.get('ttft_ratio_vs_fixed2048_runs'))} (goal >= 1.6 at equal or "
             f"better TTFT: {'met' if goals['tpot_goal_met'] else 'MISSED'})")
+        lines.append(
+            f"  bound: TPOT of 5c / its mean decode-only step: "
+            f"{_x(goals.get('tpot_bound_vs_fixed2048'))}, the largest TPOT ratio any chunking "
+            f"reaches over 5c here (no prefill ever delaying a decode)")
     return lines
 
 

@@ -38,9 +38,11 @@ class RunSetup:
     max_num_batched_tokens: int = 2048
 
     def engine_options(self, cfg: BenchConfig, endpoint: str | None) -> dict[str, Any]:
-        """``EngineConfig`` fields of ``cfg`` on this setup."""
+        """``EngineConfig`` fields of ``cfg`` on this setup (a bound's pool holds everything)."""
+        caps = self.capacities
         return {"model": self.model, "cpu_threads": self.cpu_threads,
-                "num_gpu_blocks": self.capacities.gpu_blocks, "cost_model": self.cost_model,
+                "num_gpu_blocks": caps.all_blocks if cfg.bound else caps.gpu_blocks,
+                "cost_model": self.cost_model,
                 "target_step_s": self.target_step_s, "max_num_seqs": self.max_num_seqs,
                 "max_num_batched_tokens": self.max_num_batched_tokens,
                 "cache_endpoint": endpoint, **cfg.engine}

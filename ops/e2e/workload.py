@@ -96,6 +96,12 @@ class Workload:
         """Slots the longest request needs (prompt and output)."""
         return max(-(-(len(r.prompt) + r.max_tokens) // self.block_size) for r in self.requests)
 
+    def output_blocks(self) -> int:
+        """Blocks the outputs can fill, over all requests (each request's partial prompt tail
+        and its output tokens, rounded up, plus one)."""
+        bs = self.block_size
+        return sum(-(-(len(r.prompt) % bs + r.max_tokens) // bs) + 1 for r in self.requests)
+
     def to_trace(self) -> Trace:
         """The simulator trace of these prompts (engine block size, same arrivals and pins)."""
         reqs = [Request(r.arrival_s, tuple(b), len(r.prompt), r.max_tokens, r.pin_ttl_s,

@@ -55,18 +55,46 @@ def test_quick_path_checks_real_outputs_and_fails_loudly_on_a_difference(
         return run
 
     monkeypatch.setattr(experiment, "run_config", corrupt_5c)
-    plan = Plan(configs=tuple(select(["4", "5c"])), source=SourceSpec(requests=4), rate=4.0)
+    plan = Plan(configs=tuple(select(["4", "5c", "P"])), source=SourceSpec(requests=4),
+                rate=4.0)
     code = e2e._run(plan, ["quick"], tmp_path, str(tmp_path / "rows.json"), True,
                     Path(__file__).resolve().parents[2])
     out = capsys.readouterr().out
     assert code == 1 and "OUTPUTS DIFFER FROM THE NO-CACHE RUN in 1 request(s)" in out
     rows = json.loads((tmp_path / "rows.json").read_text())
     assert [(r["config"], r["outputs_identical"], r["mismatched_requests"]) for r in rows] == [
-        ("no-cache", True, 0), ("asymcache", True, 0), ("asym-fixed2048", False, 1)]
+        ("no-cache", True, 0), ("asymcache", True, 0), ("asym-fixed2048", False, 1),
+        ("perfect-cache", True, 0)]
     assert all({"ttft_mean_s", "tpot_mean_s"} <= set(r) for r in rows)
     assert rows[0]["min_top1_margin"] > 5e-4  # the reference's greedy tokens are not noise
     assert rows[1]["tokens_resident"] + rows[1]["tokens_fetched_cpu"] > 0  # the cache served
     assert (tmp_path / "e2e.png").stat().st_size > 0 and (tmp_path / "e2e.md").exists()
+    perfect = rows[3]  # the bound computes only tokens no earlier request had
+    assert perfect["tokens_recomputed"] == 0 and "daemon_tiers" not in perfect
+    assert perfect["tokens_resident"] > 0 and perfect["tokens_fetched_cpu"] == 0
+    assert perfect["prefill_tokens_computed"] < rows[0]["prefill_tokens_computed"]
+
+
+def test_the_perfect_cache_bound_gets_a_pool_that_never_evicts_and_no_daemon() -> None:
+    from ops.e2e.configs import Capacities
+    from ops.e2e.predict import sim_spec
+    from ops.e2e.runner import RunSetup
+    from ops.e2e.sources import build
+
+    w = build("quick", SourceSpec(requests=12))
+    caps = experiment.capacities(w, Plan(configs=(), source=SourceSpec()), 32768)
+    chosen = {c.key: c for c in select(["P", "4"])}
+    bound, asym = chosen["P"], chosen["4"]
+    assert (bound.bound, bound.uses_daemon, asym.bound) == (True, False, False)
+    opts = RunSetup(caps, "unused").engine_options(bound, None)
+    assert opts["num_gpu_blocks"] == caps.all_blocks == (
+        w.unique_blocks() + w.output_blocks() + caps.gpu_blocks)
+    assert (opts["reuse"], opts["fetch_tiers"], opts["chunking"]) == ("msa", (), "fixed")
+    assert RunSetup(caps, "unused").engine_options(asym, "ipc://x")["num_gpu_blocks"] == \
+        caps.gpu_blocks
+    spec = sim_spec(bound, caps)
+    assert [(t.name, t.capacity) for t in spec.tiers] == [("gpu", caps.all_blocks)]
+    assert isinstance(caps, Capacities) and caps.to_dict()["all_blocks"] == caps.all_blocks
 
 
 def test_goal_ratios_are_the_median_over_rounds_of_the_same_runs() -> None:
@@ -83,3 +111,16 @@ def test_goal_ratios_are_the_median_over_rounds_of_the_same_runs() -> None:
     assert g["ttft_ratio_vs_prefix_offload"] == pytest.approx(2.0) and g["ttft_goal_met"]
     assert g["tpot_ratio_vs_fixed2048"] == pytest.approx(1.6) and g["tpot_goal_met"]
     assert g["ttft_ratio_vs_fixed2048"] == pytest.approx(1.0)
+    assert "ttft_bound_vs_prefix_offload" not in g  # no perfect-cache run
+
+
+def test_bounds_are_configuration_3_over_the_perfect_cache_and_tpot_over_decode_steps() -> None:
+    rows = [{"config_id": c, "kind": "headline", "repeat": 0, "ttft_mean_s": t,
+             "tpot_mean_s": 0.006, "decode_only_steps": 100, "decode_only_steps_s": 0.4}
+            for c, t in (("3", 0.3), ("4", 0.2), ("5c", 0.25), ("P", 0.2))]
+    rows += [{**r, "kind": "repeat", "repeat": 1} for r in rows if r["config_id"] in ("3", "P")]
+    rows[-1]["ttft_mean_s"] = 0.1
+    g = experiment.goals(rows)
+    assert g["ttft_bound_vs_prefix_offload_runs"] == pytest.approx([1.5, 3.0])
+    assert g["ttft_bound_vs_prefix_offload"] == pytest.approx(2.25)
+    assert g["tpot_bound_vs_fixed2048"] == pytest.approx(1.5)  # 6 ms over 4 ms steps
