@@ -8,8 +8,8 @@ Torch-free and I/O-free; the daemon, the engine and the simulator all import it.
   the *full* blocks of a token sequence, with ``h_{-1}`` = 16 zero bytes. ``H`` is BLAKE2b with
   a 16-byte digest and a fixed personalisation string; tokens are hashed as little-endian
   uint32. The result is the same in every process and on every machine (never Python's
-  built-in, per-process salted string hashing), and ``tests/cacheserver/test_blocks.py`` pins golden digests so that a change of
-  hashing is never silent.
+  built-in, per-process salted string hashing), and ``tests/cacheserver/test_blocks.py`` pins
+  golden digests so that a change of hashing is never silent.
 """
 
 from __future__ import annotations
