@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import bisect
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 
 from cacheserver.policy.base import BlockInfo, Key, ResidencyPolicy, register_policy
 
@@ -32,6 +32,20 @@ class NextUseOracle:
             return math.inf
         i = bisect.bisect_right(times, now)
         return times[i] if i < len(times) else math.inf
+
+    def uses_until(self, key: Key, now: float) -> int:
+        """How many uses of ``key`` happened at or before ``now`` (0 for an unknown key)."""
+        return bisect.bisect_right(self._uses.get(key, ()), now)
+
+    def last_use(self, key: Key, now: float) -> float:
+        """The latest use of ``key`` at or before ``now`` (``-inf`` if none)."""
+        times = self._uses.get(key, ())
+        i = bisect.bisect_right(times, now)
+        return times[i - 1] if i else -math.inf
+
+    def histories(self) -> Iterator[Sequence[float]]:
+        """Every key's ascending use times (for fitting reuse statistics offline)."""
+        return iter(self._uses.values())
 
 
 @register_policy("belady")

@@ -1,4 +1,5 @@
-"""Offline oracles: ``asym_oracle`` and ``dead_first`` act on the truth about reuse."""
+"""Offline oracles: ``asym_oracle`` and ``dead_first`` act on the truth about reuse;
+``reuse_fit`` ranks online by statistics fit on the whole trace."""
 
 from __future__ import annotations
 
@@ -7,7 +8,7 @@ import pytest
 from cacheserver.policy import create_policy
 from cacheserver.policy.belady import NextUseOracle
 from cacheserver.policy.cost import CostModel
-from cacheserver.policy.oracle import FLOOR, AsymOracleConfig
+from cacheserver.policy.oracle import FLOOR, AsymOracleConfig, GapTable, ReuseFitConfig
 from tests.policy.drive import info, reference
 
 COST = CostModel.preset("h100-llama3-8b")
@@ -62,3 +63,44 @@ def test_dead_first_reaches_belady_when_every_live_block_fits() -> None:
         pol = create_policy(name, 3, semantics="msa", **kw)
         hits[name] = sum(reference(pol, info(k), float(t))[0] for t, k in enumerate(refs))
     assert hits["dead_first"] == hits["belady"] > hits["lru"]
+
+
+def test_gap_table_gives_the_chance_of_reuse_within_the_horizon_given_class_and_age() -> None:
+    # first uses (class 0): key 1 comes back after 10 s, key 2 after 100 s, key 3 never
+    oracle = NextUseOracle({1: [0.0, 10.0], 2: [0.0, 100.0], 3: [0.0]})
+    table = GapTable(oracle, classes=1)
+    assert table.uses == [3, 2] and table.gaps == [[10.0, 100.0], []]
+    assert table.hit_within(0, 0.0, 20.0) == pytest.approx(1 / 3)
+    assert table.hit_within(0, 20.0, 100.0) == pytest.approx(1 / 2)  # key 1's gap is past
+    assert table.hit_within(1, 0.0, 1e9) == 0.0  # second uses are never followed
+
+
+def test_reuse_fit_evicts_the_class_least_likely_to_come_back_not_the_oldest() -> None:
+    # first uses (class 0) come back after 1, 18 and 4 s; a second use (class 1) never does
+    uses = {10: [0.0, 1.0], 11: [2.0, 20.0], 12: [3.0, 7.0]}
+    pol = create_policy("reuse_fit", 3, semantics="msa", oracle=NextUseOracle(uses),
+                        config=ReuseFitConfig(horizon_s=5.0, classes=1))
+    reference(pol, info(10), 0.0)
+    reference(pol, info(10), 1.0)  # key 10: second use, class 1 (p = 0)
+    reference(pol, info(11), 2.0)
+    reference(pol, info(12), 3.0)
+    assert pol.score(11, 4.0)[0] == pytest.approx(1 / 2)  # age 2: gaps 4 and 18 wait, 4 <= 7
+    assert pol.victims(1, 4.0) == [10]  # most recent second use, yet least likely
+    with pytest.raises(ValueError, match="horizon_s"):
+        ReuseFitConfig(horizon_s=0.0)
+    with pytest.raises(ValueError, match="oracle"):
+        create_policy("reuse_fit", 2)
+
+
+def test_reuse_fit_with_the_same_seed_picks_the_same_victims() -> None:
+    refs = [(k * 7919) % 97 for k in range(400)]
+    uses: dict[int, list[float]] = {}
+    for t, k in enumerate(refs):
+        uses.setdefault(k, []).append(float(t))
+    runs = []
+    for _ in range(2):
+        pol = create_policy("reuse_fit", 16, semantics="msa", oracle=NextUseOracle(uses),
+                            config=ReuseFitConfig(sample=4, seed=3))
+        runs.append([reference(pol, info(k), float(t)) for t, k in enumerate(refs)])
+        assert len(pol) <= 16
+    assert runs[0] == runs[1]
