@@ -112,7 +112,11 @@ def test_every_dashboard_query_evaluates_on_the_scraped_data(
     poll("3 scrapes of each job (rate needs 2)", lambda: prometheus.query(
         "min(count_over_time(up[1m])) >= 3 and count(count_over_time(up[1m])) == 2"),
         timeout_s=20)
-    for target in _targets():
+    targets = _targets()
+    sampled = [t for t in targets if metric_names(t["expr"]) <= with_samples]
+    # The fixture's traffic must give most panels data, or this test would check nothing.
+    assert len(sampled) >= len(targets) // 2, (
+        f"only {len(sampled)} of {len(targets)} dashboard queries have sampled metrics")
+    for target in sampled:
         result = prometheus.query(for_prometheus(target["expr"]))
-        if metric_names(target["expr"]) <= with_samples:
-            assert result, f"{target['expr']!r} is empty although its metrics have samples"
+        assert result, f"{target['expr']!r} is empty although its metrics have samples"
