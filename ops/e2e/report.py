@@ -77,8 +77,8 @@ def goal_lines(goals: dict[str, object]) -> list[str]:
     if bound is not None:
         lines.append(
             f"  bound: prefix-offload (3) / perfect cache (P): {bound:.2f}x"
-            f"{_runs(goals.get('ttft_bound_vs_prefix_offload_runs'))}, the largest mean-TTFT "
-            f"ratio any cache reaches over 3 here; simulator: "
+            f"{_runs(goals.get('ttft_bound_vs_prefix_offload_runs'))}: what a cache holding "
+            f"every block seen before reaches over 3 on these arrivals; simulator: "
             f"{_x(goals.get('sim_ttft_bound_h100'))} on h100-llama3-8b, "
             f"{_x(goals.get('sim_ttft_bound_local'))} on this machine's profile")
     tpot = goals.get("tpot_ratio_vs_fixed2048")
@@ -91,8 +91,8 @@ def goal_lines(goals: dict[str, object]) -> list[str]:
             f"better TTFT: {'met' if goals['tpot_goal_met'] else 'MISSED'})")
         lines.append(
             f"  bound: TPOT of 5c / its mean decode-only step: "
-            f"{_x(goals.get('tpot_bound_vs_fixed2048'))}, the largest TPOT ratio any chunking "
-            f"reaches over 5c here (no prefill ever delaying a decode)")
+            f"{_x(goals.get('tpot_bound_vs_fixed2048'))}: what chunking reaches over 5c if no "
+            f"prefill ever delayed a decode")
     return lines
 
 
