@@ -1,7 +1,9 @@
 """The AsymCache wire protocol: every message, and the only code that touches msgpack.
 
-``wire.py`` holds the framing, wire types, limits and :class:`ProtocolError`; ``messages.py``
-holds one request and one reply dataclass per op. Torch-free; engines and tools import it.
+``wire_types.py`` holds the field types and their decoders, the limits and
+:class:`ProtocolError`; ``framing.py`` the msgpack header frame; ``wire.py`` the message base,
+its ``@message`` decorator and decoding; ``messages.py`` one request and one reply dataclass per
+op; ``sockets.py`` the client's socket roles. Torch-free; engines and tools import it.
 
 Usage::
 
@@ -12,6 +14,7 @@ Usage::
 
 from __future__ import annotations
 
+from cacheserver.protocol.framing import PROTOCOL_VERSION, Buffer
 from cacheserver.protocol.messages import (
     Allocate,
     AllocateReply,
@@ -41,20 +44,20 @@ from cacheserver.protocol.messages import (
     UnpinReply,
 )
 from cacheserver.protocol.wire import (
-    KEY_BYTES,
-    PROTOCOL_VERSION,
-    BlockRef,
-    Buffer,
-    ErrorCode,
     ErrorReply,
-    Limits,
     Message,
-    ProtocolError,
     Reply,
-    Where,
     decode_reply,
     decode_request,
     request_ops,
+)
+from cacheserver.protocol.wire_types import (
+    KEY_BYTES,
+    BlockRef,
+    ErrorCode,
+    Limits,
+    ProtocolError,
+    Where,
 )
 
 __all__ = [

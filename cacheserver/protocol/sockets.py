@@ -12,7 +12,7 @@ from dataclasses import dataclass
 import zmq
 import zmq.asyncio
 
-from cacheserver.protocol.wire import Buffer
+from cacheserver.protocol.framing import Buffer
 
 _ZERO_COPY_MIN = 64 * 1024  # frames at least this big are sent without a copy
 _SNDMORE = int(zmq.SNDMORE)  # a plain int: pyzmq's flag enums make ``|`` a Python-level call
@@ -38,7 +38,10 @@ class ClientCurve:
         return cls(server_public, public, secret)
 
 
-def _configure(sock: zmq.Socket, routing_id: bytes | None, curve: ClientCurve | None) -> None:
+def _dealer(ctx: zmq.Context, endpoint: str, routing_id: bytes | None,
+            curve: ClientCurve | None) -> zmq.Socket:
+    """A DEALER of ``ctx`` (sync or asyncio), configured, connected to ``endpoint``."""
+    sock = ctx.socket(zmq.DEALER)
     sock.setsockopt(zmq.LINGER, 0)
     if routing_id:
         sock.setsockopt(zmq.ROUTING_ID, routing_id)
@@ -46,6 +49,8 @@ def _configure(sock: zmq.Socket, routing_id: bytes | None, curve: ClientCurve | 
         sock.curve_serverkey = curve.server_public
         sock.curve_publickey = curve.public
         sock.curve_secretkey = curve.secret
+    sock.connect(endpoint)
+    return sock
 
 
 def send_frames(sock: zmq.Socket, frames: list[Buffer], flags: int = 0) -> None:
@@ -71,9 +76,7 @@ class DealerSocket:
     def __init__(self, ctx: zmq.Context, endpoint: str, routing_id: bytes | None = None,
                  curve: ClientCurve | None = None) -> None:
         self.endpoint = endpoint
-        self._sock = ctx.socket(zmq.DEALER)
-        _configure(self._sock, routing_id, curve)
-        self._sock.connect(endpoint)
+        self._sock = _dealer(ctx, endpoint, routing_id, curve)
 
     def send(self, frames: list[Buffer]) -> None:
         send_frames(self._sock, frames)
@@ -94,9 +97,7 @@ class AsyncDealerSocket:
     def __init__(self, ctx: zmq.asyncio.Context, endpoint: str, routing_id: bytes | None = None,
                  curve: ClientCurve | None = None) -> None:
         self.endpoint = endpoint
-        self._sock = ctx.socket(zmq.DEALER)
-        _configure(self._sock, routing_id, curve)
-        self._sock.connect(endpoint)
+        self._sock = _dealer(ctx, endpoint, routing_id, curve)
 
     async def send(self, frames: list[Buffer]) -> None:
         await self._sock.send_multipart(frames, copy=sum(map(len, frames)) < _ZERO_COPY_MIN)

@@ -1,196 +1,49 @@
-"""Wire encoding: the header format, wire types, size limits and the one ``ProtocolError``.
+"""Messages on the wire: the :class:`Message` base, its ``@message`` decorator and decoding.
 
 A message is a list of ZeroMQ frames: one msgpack **header** ``[version, op, request_id, fields]``
 followed by optional raw **payload** frames carrying block bytes (PUT requests, GET replies).
 Replies repeat the op and request id; their ``fields`` hold ``ok: true`` and the op's results, or
 ``{ok: false, code, message}`` (:class:`ErrorReply`).
 
-Message fields are declared with a small set of wire types (``int``, ``float``, ``bool``,
-``str``, ``Key`` = 16 bytes, ``list[...]``, ``BlockRef``, ``dict``). Decoding checks types,
-sizes and the protocol version and raises exactly one exception type, :class:`ProtocolError`,
-carrying an error ``code`` from :class:`ErrorCode`. No pickle, no msgpack extension types.
-This package is the only code that imports msgpack.
+The wire types, limits and :class:`ProtocolError` live in ``wire_types.py``, the header frame in
+``framing.py``; this module re-exports their public names, so ``cacheserver.protocol.wire``
+remains the one place to import them from. Decoding checks types, sizes and the protocol version
+and raises exactly one exception type, :class:`ProtocolError`, carrying an error ``code`` from
+:class:`ErrorCode`.
 """
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable, Sequence
 from dataclasses import MISSING, dataclass, fields
-from enum import IntEnum, StrEnum
 from typing import Any, ClassVar
 
-import msgpack
+from cacheserver.protocol.framing import (
+    PROTOCOL_VERSION,
+    Buffer,
+    check_payload,
+    pack_header,
+    unpack_header,
+)
+from cacheserver.protocol.wire_types import (
+    DECODERS,
+    DEFAULT_LIMITS,
+    KEY_BYTES,
+    BlockRef,
+    ErrorCode,
+    Key,
+    Limits,
+    ProtocolError,
+    Where,
+    encode_value,
+    field_error,
+)
 
-PROTOCOL_VERSION = 1
-KEY_BYTES = 16
-Buffer = bytes | bytearray | memoryview
-Key = bytes  # a 16-byte digest on the wire (wire type "Key")
-
-
-class ErrorCode(StrEnum):
-    """The ``code`` of an error reply."""
-
-    BAD_MESSAGE = "bad_message"  # not msgpack, or not a [version, op, id, fields] header
-    BAD_VERSION = "bad_version"
-    UNKNOWN_OP = "unknown_op"
-    BAD_FIELD = "bad_field"  # a missing, unknown or mistyped field
-    TOO_LARGE = "too_large"  # over a size limit (header, frames, keys, strings)
-    BUSY = "busy"  # this peer has too many requests in flight
-    NOT_REGISTERED = "not_registered"  # the op needs a HELLO first (or the daemon restarted)
-    BAD_LAYOUT = "bad_layout"  # HELLO's block does not fit the CPU tier's slot
-    CAPACITY = "capacity"  # too many engines or GPU slots for the configured bounds
-    UNAVAILABLE = "unavailable"  # a tier is closed or shutting down
-    INTERNAL = "internal"
-
-
-class ProtocolError(Exception):
-    """A message that cannot be accepted; ``code`` says why, ``message`` says what to fix."""
-
-    def __init__(self, code: ErrorCode, message: str, request_id: int = 0, op: str = "") -> None:
-        super().__init__(f"{code}: {message}")
-        self.code = ErrorCode(code)
-        self.message = message
-        self.request_id = request_id
-        self.op = op
-
-
-class Where(IntEnum):
-    """Where LOOKUP found a block (one code per key)."""
-
-    MISS = 0
-    GPU = 1  # in the asking engine's GPU pool; ``slot`` is its GPU slot
-    CPU = 2  # in the shared CPU tier; ``slot`` is the CPU slot
-    DISK = 3  # on disk only; PROMOTE brings it to a CPU slot
-    REMOTE = 4  # in the remote tier (shared cluster) only; PROMOTE brings it to a CPU slot.
-    # Reported only to a LOOKUP that sets ``remote`` (older clients get MISS instead)
-
-
-@dataclass(frozen=True)
-class Limits:
-    """Size limits enforced while decoding (the daemon passes its configured ones)."""
-
-    max_header_bytes: int = 1 << 20
-    max_frames: int = 4096
-    max_frame_bytes: int = 64 << 20
-    max_keys: int = 4096
-    max_str: int = 4096
-
-
-_DEFAULT_LIMITS = Limits()
-
-
-@dataclass(frozen=True, slots=True)
-class BlockRef:
-    """A block's identity and place: ``key`` and ``namespace`` are 16-byte digests, ``parent``
-    the previous block's key (``None`` for the first), ``position`` its index in the sequence."""
-
-    key: bytes
-    namespace: bytes
-    parent: bytes | None
-    position: int
-
-
-# ---- wire types ---------------------------------------------------------------------------
-def _fail(name: str, what: str, code: ErrorCode = ErrorCode.BAD_FIELD) -> ProtocolError:
-    return ProtocolError(code, f"field {name!r} {what}")
-
-
-def _int(v: Any, name: str, lim: Limits) -> int:
-    if type(v) is not int:
-        raise _fail(name, f"must be an int, got {type(v).__name__}")
-    return v
-
-
-def _float(v: Any, name: str, lim: Limits) -> float:
-    if type(v) not in (int, float) or not math.isfinite(v):
-        raise _fail(name, f"must be a finite number, got {v!r:.40}")
-    return float(v)
-
-
-def _bool(v: Any, name: str, lim: Limits) -> bool:
-    if type(v) is not bool:
-        raise _fail(name, f"must be a bool, got {type(v).__name__}")
-    return v
-
-
-def _str(v: Any, name: str, lim: Limits) -> str:
-    if type(v) is not str:
-        raise _fail(name, f"must be a str, got {type(v).__name__}")
-    if len(v) > lim.max_str:
-        raise _fail(name, f"is longer than {lim.max_str} characters", ErrorCode.TOO_LARGE)
-    return v
-
-
-def _key(v: Any, name: str, lim: Limits) -> bytes:
-    if type(v) is not bytes or len(v) != KEY_BYTES:
-        raise _fail(name, f"must be {KEY_BYTES} bytes, got {v!r:.40}")
-    return v
-
-
-def _opt_key(v: Any, name: str, lim: Limits) -> bytes | None:
-    return None if v is None else _key(v, name, lim)
-
-
-def _opt_float(v: Any, name: str, lim: Limits) -> float | None:
-    return None if v is None else _float(v, name, lim)
-
-
-def _dict(v: Any, name: str, lim: Limits) -> dict:
-    if type(v) is not dict:
-        raise _fail(name, f"must be a map, got {type(v).__name__}")
-    return v
-
-
-def _blockref(v: Any, name: str, lim: Limits) -> BlockRef:
-    if type(v) is not list or len(v) != 4:
-        raise _fail(name, "must be [key, namespace, parent|nil, position]")
-    key, ns, parent, pos = v
-    if not (type(key) is bytes and len(key) == KEY_BYTES and type(ns) is bytes
-            and len(ns) == KEY_BYTES and type(pos) is int and pos >= 0
-            and (parent is None or (type(parent) is bytes and len(parent) == KEY_BYTES))):
-        _key(key, name + ".key", lim)  # each raises with a message naming the part
-        _key(ns, name + ".namespace", lim)
-        _opt_key(parent, name + ".parent", lim)
-        raise _fail(name + ".position", f"must be an int >= 0, got {pos!r:.40}")
-    return BlockRef(key, ns, parent, pos)
-
-
-def _list_of(item: Callable[[Any, str, Limits], Any]) -> Callable[[Any, str, Limits], list]:
-    def decode(v: Any, name: str, lim: Limits) -> list:
-        if type(v) is not list:
-            raise _fail(name, f"must be a list, got {type(v).__name__}")
-        if len(v) > lim.max_keys:
-            raise _fail(name, f"has {len(v)} items, more than {lim.max_keys}", ErrorCode.TOO_LARGE)
-        return [item(x, name, lim) for x in v]
-
-    return decode
-
-
-def _key_list(v: Any, name: str, lim: Limits) -> list[bytes]:
-    """``list[Key]`` with one pass of cheap checks (the hot path: LOOKUP, RELEASE, GET)."""
-    if type(v) is not list:
-        raise _fail(name, f"must be a list, got {type(v).__name__}")
-    if len(v) > lim.max_keys:
-        raise _fail(name, f"has {len(v)} items, more than {lim.max_keys}", ErrorCode.TOO_LARGE)
-    for x in v:
-        if type(x) is not bytes or len(x) != KEY_BYTES:
-            _key(x, name, lim)  # raises with the message
-    return v
-
-
-_DECODERS: dict[str, Callable[[Any, str, Limits], Any]] = {
-    "int": _int, "float": _float, "bool": _bool, "str": _str, "Key": _key, "dict": _dict,
-    "float | None": _opt_float, "list[Key]": _key_list, "list[int]": _list_of(_int),
-    "list[bool]": _list_of(_bool), "list[BlockRef]": _list_of(_blockref),
-}
-
-
-def _encode_value(v: Any) -> Any:
-    if isinstance(v, list) and v and isinstance(v[0], BlockRef):
-        return [[b.key, b.namespace, b.parent, b.position] for b in v]
-    return v
-
+__all__ = [
+    "KEY_BYTES", "OMIT_DEFAULT", "PROTOCOL_VERSION", "BlockRef", "Buffer", "ErrorCode",
+    "ErrorReply", "Key", "Limits", "Message", "ProtocolError", "Reply", "Where", "decode_reply",
+    "decode_request", "message", "request_ops",
+]
 
 # ---- message base -------------------------------------------------------------------------
 _ABSENT = object()  # a field not in the received header
@@ -225,7 +78,7 @@ class Message:
         if self._plain:  # every field is sent as it is, in declaration order
             out = self.__dict__.copy()
         else:
-            out = {name: _encode_value(getattr(self, name)) for name, _, _ in self._schema
+            out = {name: encode_value(getattr(self, name)) for name, _, _ in self._schema
                    if name not in self._omit or getattr(self, name) != self._omit[name]}
         if self.IS_REPLY:
             out["ok"] = True
@@ -233,9 +86,7 @@ class Message:
 
     def to_wire(self, request_id: int) -> list[Buffer]:
         """``[header, *payload]`` frames; payload buffers are sent as they are (zero-copy)."""
-        header = msgpack.packb(
-            [PROTOCOL_VERSION, self.OP, request_id, self.header_fields()], use_bin_type=True
-        )
+        header = pack_header(self.OP, request_id, self.header_fields())
         if self._has_frames:
             return [header, *self.frames]  # type: ignore[attr-defined]
         return [header]
@@ -250,12 +101,12 @@ class Message:
                 values[name] = decode(v, name, lim)
                 n += 1
             elif default is _REQUIRED:
-                raise _fail(name, f"is required for {cls.OP.upper()}")
+                raise field_error(name, f"is required for {cls.OP.upper()}")
             else:
                 values[name] = default() if callable(default) else default
         if n != len(raw) - (cls.IS_REPLY and "ok" in raw):
             extra = sorted(set(raw) - cls._names)
-            raise _fail(extra[0], f"is not a field of {cls.OP.upper()}")
+            raise field_error(extra[0], f"is not a field of {cls.OP.upper()}")
         if cls._has_frames:
             values["frames"] = payload
         elif payload:
@@ -276,15 +127,15 @@ def message(op: str, reply: bool = False) -> Callable[[type], type]:
         for f in fields(cls):
             if f.name == "frames":
                 continue
-            if f.type not in _DECODERS:
+            if f.type not in DECODERS:
                 raise TypeError(f"{cls.__name__}.{f.name}: unsupported wire type {f.type!r}")
             required = f.default is MISSING and f.default_factory is MISSING
-            schema.append((f.name, _DECODERS[f.type], required))
+            schema.append((f.name, DECODERS[f.type], required))
             default = (_REQUIRED if required else f.default if f.default is not MISSING
                        else f.default_factory)
             if callable(default) and f.default_factory is MISSING:
                 raise TypeError(f"{cls.__name__}.{f.name}: a callable default is not a wire value")
-            decoding.append((f.name, _DECODERS[f.type], default))
+            decoding.append((f.name, DECODERS[f.type], default))
         cls.OP, cls.IS_REPLY, cls._schema = op, reply, tuple(schema)
         cls._decoding = tuple(decoding)
         cls._checks = hasattr(cls, "__post_init__")
@@ -309,60 +160,16 @@ class ErrorReply:
 
     def to_wire(self, request_id: int) -> list[Buffer]:
         fields_ = {"ok": False, "code": str(self.code), "message": self.message}
-        return [msgpack.packb([PROTOCOL_VERSION, self.op, request_id, fields_])]
+        return [pack_header(self.op, request_id, fields_)]
 
 
 Reply = Message | ErrorReply
 
 
 # ---- decoding -----------------------------------------------------------------------------
-def _unpack_header(frames: Sequence[Buffer], lim: Limits) -> tuple[int, str, int, dict]:
-    if not frames:
-        raise ProtocolError(ErrorCode.BAD_MESSAGE, "empty message")
-    head = frames[0]
-    if len(head) > lim.max_header_bytes:
-        raise ProtocolError(ErrorCode.TOO_LARGE, f"header over {lim.max_header_bytes} bytes")
-    try:
-        obj = msgpack.unpackb(
-            head, raw=False, strict_map_key=True, max_bin_len=lim.max_header_bytes,
-            max_str_len=lim.max_header_bytes, max_array_len=lim.max_keys + 16,
-            max_map_len=1024, max_ext_len=0,
-        )
-    except Exception as e:  # msgpack raises several unrelated types for bad input
-        if "max_ext_len" in str(e):
-            raise ProtocolError(ErrorCode.BAD_MESSAGE, "msgpack extension types are not "
-                                "allowed") from None
-        if "exceeds max" in str(e):  # a msgpack size limit: too many keys, too long a string
-            raise ProtocolError(ErrorCode.TOO_LARGE, f"header over a size limit: {e}") from None
-        raise ProtocolError(ErrorCode.BAD_MESSAGE, f"header is not valid msgpack: {e}") from None
-    if type(obj) is not list or len(obj) != 4:
-        raise ProtocolError(ErrorCode.BAD_MESSAGE, "header must be [version, op, id, fields]")
-    version, op, rid, raw = obj
-    rid = rid if type(rid) is int and 0 <= rid < 2**63 else 0
-    op = op if type(op) is str and len(op) <= 32 else ""
-    if version != PROTOCOL_VERSION:
-        raise ProtocolError(ErrorCode.BAD_VERSION, f"protocol version {version!r} is not "
-                            f"{PROTOCOL_VERSION}", rid, op)
-    if type(raw) is not dict:
-        raise ProtocolError(ErrorCode.BAD_MESSAGE, "header fields must be a map", rid, op)
-    return version, op, rid, raw
-
-
-def _check_payload(frames: Sequence[Buffer], lim: Limits, rid: int, op: str) -> list[Buffer]:
-    payload = list(frames[1:])
-    if len(payload) > lim.max_frames:
-        raise ProtocolError(ErrorCode.TOO_LARGE, f"{len(payload)} frames, more than "
-                            f"{lim.max_frames}", rid, op)
-    for f in payload:
-        if len(f) > lim.max_frame_bytes:
-            raise ProtocolError(ErrorCode.TOO_LARGE, f"a frame of {len(f)} bytes is over "
-                                f"{lim.max_frame_bytes}", rid, op)
-    return payload
-
-
 def _decode(frames: Sequence[Buffer], lim: Limits, table: dict) -> tuple[int, Any]:
-    _, op, rid, raw = _unpack_header(frames, lim)
-    payload = _check_payload(frames, lim, rid, op)
+    _, op, rid, raw = unpack_header(frames, lim)
+    payload = check_payload(frames, lim, rid, op)
     cls = table.get(op)
     if cls is None:
         raise ProtocolError(ErrorCode.UNKNOWN_OP, f"unknown op {op!r}; known: {sorted(table)}",
@@ -376,13 +183,13 @@ def _decode(frames: Sequence[Buffer], lim: Limits, table: dict) -> tuple[int, An
 
 def decode_request(frames: Sequence[Buffer], limits: Limits | None = None) -> tuple[int, Message]:
     """``(request_id, request)`` from received frames; raises :class:`ProtocolError`."""
-    return _decode(frames, limits or _DEFAULT_LIMITS, _REQUESTS)
+    return _decode(frames, limits or DEFAULT_LIMITS, _REQUESTS)
 
 
 def decode_reply(frames: Sequence[Buffer], limits: Limits | None = None) -> tuple[int, Reply]:
     """``(request_id, reply)``; an error reply decodes to :class:`ErrorReply` (not raised)."""
-    lim = limits or _DEFAULT_LIMITS
-    _, op, rid, raw = _unpack_header(frames, lim)
+    lim = limits or DEFAULT_LIMITS
+    _, op, rid, raw = unpack_header(frames, lim)
     if raw.get("ok") is False:
         code, msg = raw.get("code"), raw.get("message")
         if type(code) is not str or type(msg) is not str:
@@ -392,4 +199,5 @@ def decode_reply(frames: Sequence[Buffer], limits: Limits | None = None) -> tupl
 
 
 def request_ops() -> list[str]:
+    """The op names that have a request message, sorted."""
     return sorted(_REQUESTS)
