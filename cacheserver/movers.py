@@ -49,12 +49,7 @@ class Residency(RemoteMoves):
         self.clock = clock
         self.write_through = write_through
         self.remote_write_through = remote_write_through
-        self.max_blocks = {"cpu": cpu.capacity_blocks}
-        empty = BlockHeader(bytes(16), bytes(16), 0, "", 0, 0)
-        # the most blocks of any size a tier holds: its capacity over the smallest entry
-        for name, tier in (("disk", disk), ("remote", remote)):
-            if tier is not None:
-                self.max_blocks[name] = tier.capacity_bytes // tier.entry_bytes(empty)
+        self.max_blocks, self.bound_blocks = tier_capacities(cpu, disk, remote)
 
     # ---- GPU (index only) ---------------------------------------------------------------
     def gpu_commit(self, session: EngineSession, rec: BlockRecord, slot: int) -> None:
@@ -280,6 +275,25 @@ class Residency(RemoteMoves):
         for key in failed:
             self.disk_forget(key, evicted=False)
         return failed
+
+
+def tier_capacities(cpu: CpuTier, disk: Tier | None, remote: Tier | None
+                    ) -> tuple[dict[str, int], dict[str, int]]:
+    """``(capacity, bound)`` in blocks per tier (``cpu``, and ``disk``/``remote`` when open).
+
+    ``capacity`` sizes the policies and is what STATS and ``asymcache_tier_capacity_blocks``
+    report: the tier's bytes over the entry of the largest block the daemon accepts (one CPU
+    slot), so a tier full of such blocks shows 100%. ``bound`` is the most blocks of any size
+    the tier can hold (its bytes over the entry of an empty block): only the index is sized by
+    it, so it never refuses a block the tiers have room for."""
+    largest = BlockHeader(bytes(16), bytes(16), 0, "", cpu.slot_bytes, 0)
+    empty = BlockHeader(bytes(16), bytes(16), 0, "", 0, 0)
+    capacity, bound = {"cpu": cpu.capacity_blocks}, {"cpu": cpu.capacity_blocks}
+    for name, tier in (("disk", disk), ("remote", remote)):
+        if tier is not None:
+            capacity[name] = tier.capacity_bytes // tier.entry_bytes(largest)
+            bound[name] = tier.capacity_bytes // tier.entry_bytes(empty)
+    return capacity, bound
 
 
 def _without(engines: tuple[str, ...], engine_id: str) -> tuple[str, ...]:

@@ -101,7 +101,7 @@ class CacheServer:
                               cfg.remote_write_through)
         for tier, n in residency.max_blocks.items():
             policies[tier] = make_policy(tier, n)
-        tier_blocks = sum(residency.max_blocks.values())
+        tier_blocks = sum(residency.bound_blocks.values())  # the index's bound, not capacity
         index.resize(tier_blocks)
         self.ctx = Context(cfg, index, sessions, residency, self.metrics, self.epoch,
                            time.monotonic, lambda n: make_policy("gpu", n), tier_blocks)

@@ -152,8 +152,9 @@ def test_default_policy_asym_with_cost_preset_serves_and_evicts(start_daemon) ->
     from cacheserver.config import ServerConfig
 
     cfg = ServerConfig()
-    d = start_daemon(policy=cfg.policy, cost_preset=cfg.cost_preset, cpu_bytes="32KiB",
-                     disk_bytes="64KiB")
+    # blocks of one CPU slot: a tier's capacity_blocks is then exactly what it can hold
+    d = start_daemon(policy=cfg.policy, cost_preset=cfg.cost_preset, cpu_bytes="16KiB",
+                     cpu_slot_bytes="4KiB", disk_bytes="64KiB")
     refs = make_refs(30)
     with CacheClient(d.endpoint, engine_id="eng", timeout_s=10, heartbeat=False) as c:
         c.hello("test-model", LAYOUT, gpu_slots=4)

@@ -113,7 +113,8 @@ def test_leases_of_a_killed_client_expire(start_daemon) -> None:  # noqa: F811
 
 
 def test_eviction_keeps_every_tier_within_capacity(start_daemon) -> None:  # noqa: F811
-    d = start_daemon(cpu_bytes="32KiB", disk_bytes="96KiB")
+    # blocks of one CPU slot each: the stated capacities are exactly what the tiers hold
+    d = start_daemon(cpu_bytes="16KiB", cpu_slot_bytes="4KiB", disk_bytes="96KiB")
     refs = make_refs(60)
     with _client(d.endpoint, "eng") as c:
         for i in range(0, 60, 10):
@@ -124,8 +125,23 @@ def test_eviction_keeps_every_tier_within_capacity(start_daemon) -> None:  # noq
                 assert tiers[name]["blocks"] <= tiers[name]["capacity_blocks"], name
         c.flush()
         tiers = c.stats()["tiers"]
-        assert tiers["cpu"]["blocks"] == 4 and tiers["cpu"]["evictions"] > 0
+        # 96 KiB of LMDB entries of 4 KiB + header (2 pages + index overhead = 8448 B each)
+        assert tiers["disk"]["capacity_blocks"] == 96 * 1024 // 8448 == 11
+        assert tiers["disk"]["blocks"] == tiers["disk"]["capacity_blocks"]  # full = 100%
+        assert tiers["cpu"]["blocks"] == tiers["cpu"]["capacity_blocks"] == 4
+        assert tiers["cpu"]["evictions"] > 0
         assert tiers["cpu"]["demotions"] > 0 and tiers["disk"]["evictions"] > 0
+
+
+def test_disk_capacity_is_counted_in_blocks_of_one_cpu_slot(start_daemon) -> None:  # noqa: F811
+    # the default sizes: 16 GiB of disk holds 8,175 blocks of 2 MiB (513 LMDB pages + index
+    # overhead each), not 16 GiB over the entry of an empty block (~38 million)
+    d = start_daemon(cpu_bytes="4MiB", cpu_slot_bytes="2MiB", disk_bytes="16GiB",
+                     disk_map_bytes="0", cpu_populate=False)
+    with _client(d.endpoint, "eng") as c:
+        tiers = c.stats()["tiers"]
+    assert tiers["disk"]["capacity_blocks"] == (16 << 30) // (513 * 4096 + 256) == 8175
+    assert tiers["cpu"]["capacity_blocks"] == 2
 
 
 @pytest.fixture
