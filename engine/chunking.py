@@ -10,8 +10,12 @@ Two policies, chosen by name (``create_chunker``):
   gets at least ``min_prefill_tokens`` (prefills never starve) and, with no decode running, the
   whole ``max_tokens`` (nothing to protect, so the device never idles).
 
-Both hand tokens to prefilling requests first come, first served, and never exceed
-``max_tokens`` per step.
+``fixed`` hands tokens to prefilling requests first come, first served. ``adaptive`` with
+decodes running first finishes every prefill whose remaining tokens fit in what is left of the
+step (in service order), then gives the rest first come, first served: a short prefill never
+waits steps for a long one ahead of it (as shortest-remaining-first, for mean TTFT), while the
+oldest prefill still advances by at least ``min_prefill_tokens`` each step (no starvation).
+Neither exceeds ``max_tokens`` per step.
 """
 
 from __future__ import annotations
@@ -80,16 +84,32 @@ class AdaptiveChunker(Chunker):
         if not decode_contexts:
             return _fcfs(room, prefills)
         left = self.target_step_s - self.step_time(decode_contexts)
-        out = []
-        for start, todo in prefills:
-            n = self._fit(start, min(todo, room), left)
-            out.append(n)
-            left -= self.cost.recompute_cost(start, n) + (self.cost.segment_s if n else 0.0)
-            room -= n
-        floor = min(self.min_prefill_tokens, room + sum(out))
-        if prefills and sum(out) < floor:
-            return _fcfs(floor, prefills)
+        out = [0] * len(prefills)
+        if prefills:  # the oldest advances every step: its floor is set aside first
+            out[0] = min(self.min_prefill_tokens, prefills[0][1], room)
+            left -= self._more(prefills[0][0], 0, out[0])
+            room -= out[0]
+        for i, (start, todo) in enumerate(prefills):  # finish what fits, in service order
+            rest, extra = todo - out[i], self._more(start, out[i], todo - out[i])
+            if 0 < rest <= room and extra <= left + 1e-12:
+                out[i], left, room = todo, left - extra, room - rest
+        for i, (start, todo) in enumerate(prefills):  # then as much as fits, first come first
+            if out[i] < todo and room > 0:
+                n = self._fit(start + out[i], min(todo - out[i], room), left)
+                left -= self._more(start, out[i], n)
+                out[i], room = out[i] + n, room - n
+        short = min(self.min_prefill_tokens, room + sum(out)) - sum(out)
+        if short > 0:  # prefill never starves: the floor, first come first served
+            more = _fcfs(short, [(s + o, t - o) for (s, t), o in zip(prefills, out, strict=True)])
+            out = [o + m for o, m in zip(out, more, strict=True)]
         return out
+
+    def _more(self, start: int, have: int, n: int) -> float:
+        """Estimated seconds of ``n`` more tokens of a prefill from ``start`` that already has
+        ``have`` tokens in this step (its segment is charged once)."""
+        if not n:
+            return 0.0
+        return self.cost.recompute_cost(start + have, n) + (0.0 if have else self.cost.segment_s)
 
     def step_time(self, decode_contexts: Sequence[int]) -> float:
         """Estimated seconds of a pass holding only these decodes."""

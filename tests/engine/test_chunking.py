@@ -42,6 +42,19 @@ def test_adaptive_never_starves_prefill_and_uses_everything_without_decodes() ->
     assert chunker.split([], [(0, 5000)]) == [2048]
 
 
+def test_adaptive_finishes_a_short_prefill_behind_a_long_one_in_the_same_step() -> None:
+    chunker = AdaptiveChunker(4096, _cost(), target_step_s=0.05, min_prefill_tokens=4)
+    # 30 ms left: the oldest's floor (4), the 20-token prefill behind it whole, then the rest
+    assert chunker.split([100] * 10, [(0, 1000), (0, 20)]) == [10, 20]
+    assert chunker.split([100] * 10, [(0, 1000), (0, 26)]) == [4, 26]  # the oldest still moves
+    assert chunker.split([100] * 10, [(0, 1000), (0, 27)]) == [30, 0]  # too long to finish
+
+
+def test_adaptive_floor_is_shared_first_come_first_served() -> None:
+    chunker = AdaptiveChunker(4096, _cost(), target_step_s=0.05, min_prefill_tokens=16)
+    assert chunker.split([100] * 100, [(0, 5), (0, 100)]) == [5, 11]
+
+
 def test_create_chunker_by_name_and_errors() -> None:
     assert isinstance(create_chunker("fixed", max_tokens=8, chunk_tokens=4, cost=None,
                                      target_step_s=1.0, min_prefill_tokens=1), FixedChunker)
