@@ -73,8 +73,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--repeats", type=int, default=None,
                         help="rounds of the headline runs of --repeat-configs, to show the "
                              "spread on a shared machine (default 3; --quick 1)")
-    parser.add_argument("--repeat-configs", type=_csv, default=["1", "3", "4", "5c"],
-                        help="configurations repeated (default 1,3,4,5c)")
+    parser.add_argument("--repeat-configs", type=_csv, default=["1", "3", "4", "5c", "P"],
+                        help="configurations repeated (default 1,3,4,5c,P)")
     parser.add_argument("--target-step-s", type=float, default=0.04,
                         help="adaptive chunking's step-time objective (default 0.04 s)")
     parser.add_argument("--cpu-threads", type=int, default=1,

@@ -41,7 +41,7 @@ class Plan:
     sweep_configs: tuple[str, ...] = ("1", "3", "4", "5c")
     sweep_workloads: tuple[str, ...] = ("chat",)
     repeats: int = 1
-    repeat_configs: tuple[str, ...] = ("1", "3", "4", "5c")
+    repeat_configs: tuple[str, ...] = ("1", "3", "4", "5c", "P")
     target_step_s: float = 0.04
     cpu_threads: int = 1
 
