@@ -5,10 +5,10 @@ methods both clients expose, and connection state (backoff, CPU-tier mapping). N
 from __future__ import annotations
 
 import itertools
-import time
 import uuid
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from time import monotonic
 from typing import Any
 
 from cacheserver import protocol as p
@@ -220,14 +220,14 @@ class ClientBase(_Ops):
         return b"asymcache:" + self.engine_id.encode()
 
     def _check_backoff(self) -> None:
-        wait = self._down_until - time.monotonic()
+        wait = self._down_until - monotonic()
         if wait > 0:
             raise DaemonUnavailable(f"daemon at {self.endpoint} unreachable; retrying in "
                                     f"{wait:.2f}s")
 
     def _went_down(self) -> DaemonUnavailable:
         self._stale = True
-        self._down_until = time.monotonic() + self._backoff
+        self._down_until = monotonic() + self._backoff
         self._backoff = min(self._backoff * 2, _BACKOFF_MAX_S)
         return DaemonUnavailable(f"no reply from {self.endpoint} within {self.timeout_s}s")
 

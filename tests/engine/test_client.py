@@ -8,6 +8,7 @@ import time
 import pytest
 
 from cacheserver.protocol import Where
+from engine import client_ops
 from engine.client import (
     AsyncCacheClient,
     CacheClient,
@@ -41,7 +42,7 @@ def test_restarted_daemon_gets_the_engines_keys_back_from_its_new_hello(
 
 
 def test_unreachable_daemon_fails_fast_during_backoff_then_reconnects(
-    start_daemon  # noqa: F811
+    start_daemon, monkeypatch  # noqa: F811
 ) -> None:
     d = start_daemon(disk_bytes=0)
     with CacheClient(d.endpoint, engine_id="eng", timeout_s=0.5, heartbeat=False) as c:
@@ -49,10 +50,16 @@ def test_unreachable_daemon_fails_fast_during_backoff_then_reconnects(
         d.stop()
         with pytest.raises(DaemonUnavailable, match="no reply"):
             c.ping()
-        t0 = time.monotonic()
-        with pytest.raises(DaemonUnavailable, match="retrying in"):
-            c.ping()  # still backing off: no waiting at all
-        assert time.monotonic() - t0 < 0.2
+        sent: list[object] = []
+        real_send = c._sock.send
+        monkeypatch.setattr(c._sock, "send", lambda f: (sent.append(f), real_send(f))[1])
+        frozen = time.monotonic()
+        with monkeypatch.context() as m:  # the backoff clock stands still: still backing off
+            m.setattr(client_ops, "monotonic", lambda: frozen)
+            for _ in range(3):
+                with pytest.raises(DaemonUnavailable, match="retrying in"):
+                    c.ping()  # refused at once
+        assert sent == []  # no request reached the socket (nor the daemon) during the backoff
         start_daemon(endpoint=d.endpoint, disk_bytes=0)
         deadline = time.monotonic() + 15
         while True:
