@@ -3,7 +3,9 @@
 
 A bad request (malformed JSON, a wrong or unknown field, an over-long prompt, an unsupported
 option, an unknown model) gets a 4xx with an OpenAI-style error body saying what was wrong, and
-the server keeps serving. A client that disconnects while streaming aborts its request.
+the server keeps serving. A client that disconnects while streaming aborts its request. If the
+engine fails while a reply streams, the stream ends with an error event (``{"error": ...}``,
+type ``server_error``) and ``[DONE]``; the server then answers 503.
 """
 
 from __future__ import annotations
@@ -179,8 +181,11 @@ async def _sse(ctx: ServerContext, rid: str, streams: list[AsyncIterator[Request
     queue: asyncio.Queue = asyncio.Queue()
 
     async def pump(i: int, stream: AsyncIterator[RequestOutput]) -> None:
-        async for out in stream:
-            await queue.put((i, out))
+        try:
+            async for out in stream:
+                await queue.put((i, out))
+        except Exception as e:  # the engine died (EngineDeadError) or the request failed
+            await queue.put((i, e))
 
     for i, out in enumerate(firsts):
         queue.put_nowait((i, out))
@@ -190,6 +195,10 @@ async def _sse(ctx: ServerContext, rid: str, streams: list[AsyncIterator[Request
     try:
         while len(finals) < len(streams):
             i, out = await queue.get()
+            if isinstance(out, Exception):  # end the stream: an error event, then [DONE]
+                yield R.error_event(f"generation failed: {out}")
+                yield R.DONE
+                return
             delta, sent[i] = out.text[sent[i]:], len(out.text)
             choice = R.delta_choice(i, delta, out.finish_reason if out.finished else None,
                                     chat, first=len(out.token_ids) <= 1)

@@ -89,4 +89,9 @@ def error_body(message: str, kind: str = "invalid_request_error", param: str | N
     return {"error": {"message": message, "type": kind, "param": param, "code": code}}
 
 
+def error_event(message: str, kind: str = "server_error") -> str:
+    """One server-sent event carrying an OpenAI-style error body (a stream that fails midway)."""
+    return f"data: {json.dumps(error_body(message, kind))}\n\n"
+
+
 DONE = "data: [DONE]\n\n"
