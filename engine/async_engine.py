@@ -27,6 +27,10 @@ class EngineDeadError(RuntimeError):
     """The engine thread stopped after an error; no request can be served."""
 
 
+class EngineBusyError(RuntimeError):
+    """Too many requests wait to start (``EngineConfig.max_waiting_requests``); retry later."""
+
+
 class AsyncEngine:
     """See the module docstring. Call :meth:`start` once and :meth:`shutdown` at the end."""
 
@@ -37,6 +41,8 @@ class AsyncEngine:
         self._wake = threading.Event()
         self._stop = threading.Event()
         self._streams: dict[str, tuple[asyncio.AbstractEventLoop, asyncio.Queue]] = {}
+        self._adds_lock = threading.Lock()
+        self._pending_adds = 0  # submitted, not yet taken by the engine thread
         self._thread = threading.Thread(target=self._run, name="asymcache-engine", daemon=True)
 
     @property
@@ -45,6 +51,23 @@ class AsyncEngine:
 
     def start(self) -> None:
         self._thread.start()
+
+    @property
+    def num_waiting(self) -> int:
+        """Requests submitted and not yet running: queued for the engine thread, or waiting in
+        its scheduler (read from another thread: a snapshot)."""
+        with self._adds_lock:
+            pending = self._pending_adds
+        return pending + len(self.engine.scheduler.waiting)
+
+    def check_room(self) -> None:
+        """Raise :class:`EngineBusyError` (saying why) while ``max_waiting_requests`` or more
+        requests wait to start."""
+        limit = self.engine.config.max_waiting_requests
+        waiting = self.num_waiting
+        if waiting >= limit:
+            raise EngineBusyError(f"{waiting} requests are waiting to start "
+                                  f"(max_waiting_requests={limit}); retry later")
 
     def shutdown(self, timeout_s: float = 10.0) -> None:
         """Stop the thread (pending requests are aborted) and close the engine."""
@@ -61,6 +84,8 @@ class AsyncEngine:
         self.engine.check_prompt(prompt_ids, params)
         q: asyncio.Queue = asyncio.Queue()
         self._streams[request_id] = (asyncio.get_running_loop(), q)
+        with self._adds_lock:
+            self._pending_adds += 1
         self._cmds.put(("add", request_id, list(prompt_ids), params))
         self._wake.set()
         finished = False
@@ -108,6 +133,8 @@ class AsyncEngine:
                 return
             if cmd[0] == "add":
                 self._add(*cmd[1:])
+                with self._adds_lock:
+                    self._pending_adds -= 1
             else:
                 self.engine.abort(cmd[1])
 

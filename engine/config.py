@@ -30,6 +30,10 @@ class EngineConfig:
     * ``max_model_len``: longest context (default: the model's).
     * ``max_num_seqs`` / ``max_num_batched_tokens``: at most this many running requests and
       query tokens per step.
+    * ``max_waiting_requests``: backpressure of the HTTP server. While this many requests wait
+      to start (submitted, not yet running), a new request gets 429 with the reason; a request
+      that finds room may still bring a batch of prompts, so the queue stays below this plus
+      the per-request prompt limit. Default 256.
     * ``chunking``: ``adaptive`` (prefill share from ``target_step_s`` and the cost model; at
       least ``min_prefill_tokens`` per step) or ``fixed`` (``chunk_tokens`` tokens per step).
     * ``cost_model``: a preset name or a profile JSON path (``asymcache profile``); ``"auto"``
@@ -54,6 +58,7 @@ class EngineConfig:
     max_model_len: int | None = None
     max_num_seqs: int = 32
     max_num_batched_tokens: int = 2048
+    max_waiting_requests: int = 256
     chunking: str = "adaptive"
     chunk_tokens: int = 512
     target_step_s: float = 0.1
@@ -72,7 +77,7 @@ class EngineConfig:
     def __post_init__(self) -> None:
         object.__setattr__(self, "fetch_tiers", tuple(self.fetch_tiers))
         for name in ("block_size", "max_num_seqs", "max_num_batched_tokens", "chunk_tokens",
-                     "min_prefill_tokens"):
+                     "min_prefill_tokens", "max_waiting_requests"):
             _positive_int(name, getattr(self, name))
         for name in ("num_gpu_blocks", "kv_cache_bytes", "max_model_len", "cpu_threads"):
             if getattr(self, name) is not None:

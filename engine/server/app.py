@@ -1,11 +1,13 @@
 """The OpenAI-compatible HTTP API (FastAPI): ``/v1/completions``, ``/v1/chat/completions``
 (streaming by server-sent events), ``/v1/models``, ``/health`` and ``/metrics``.
 
-A bad request (malformed JSON, a wrong or unknown field, an over-long prompt, an unsupported
-option, an unknown model) gets a 4xx with an OpenAI-style error body saying what was wrong, and
-the server keeps serving. A client that disconnects while streaming aborts its request. If the
-engine fails while a reply streams, the stream ends with an error event (``{"error": ...}``,
-type ``server_error``) and ``[DONE]``; the server then answers 503.
+A bad request (malformed JSON, a wrong or unknown field, an over-long prompt, more than
+``protocol.MAX_PROMPTS`` prompts, an unsupported option, an unknown model) gets a 4xx with an
+OpenAI-style error body saying what was wrong, and the server keeps serving. While
+``EngineConfig.max_waiting_requests`` requests wait to start, a new one gets 429 (with
+``Retry-After: 1``) and the reason. A client that disconnects while streaming aborts its
+request. If the engine fails while a reply streams, the stream ends with an error event
+(``{"error": ...}``, type ``server_error``) and ``[DONE]``; the server then answers 503.
 """
 
 from __future__ import annotations
@@ -21,7 +23,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response, StreamingResponse
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 
-from engine.async_engine import AsyncEngine, EngineDeadError
+from engine.async_engine import AsyncEngine, EngineBusyError, EngineDeadError
 from engine.engine import RequestOutput
 from engine.sampling import SamplingParams
 from engine.server import responses as R
@@ -106,6 +108,11 @@ def _add_error_handlers(app: FastAPI) -> None:
         kind = "not_found_error" if exc.status == 404 else "invalid_request_error"
         return JSONResponse(R.error_body(exc.message, kind, exc.param), exc.status)
 
+    @app.exception_handler(EngineBusyError)
+    async def busy(_: Request, exc: EngineBusyError) -> JSONResponse:
+        return JSONResponse(R.error_body(str(exc), "rate_limit_error", code="queue_full"), 429,
+                            headers={"Retry-After": "1"})
+
     @app.exception_handler(EngineDeadError)
     async def dead(_: Request, exc: EngineDeadError) -> JSONResponse:
         return JSONResponse(R.error_body(str(exc), "server_error"), 503)
@@ -145,6 +152,7 @@ async def _respond(ctx: ServerContext, request: Request, prefix: str, prompts: l
             ctx.engine.engine.check_prompt(ids, params)
         except ValueError as e:
             raise BadRequest(str(e), param="prompt") from None
+    ctx.engine.check_room()  # 429 while too many requests wait to start
     rid = f"{prefix}-{uuid.uuid4().hex}"
     streams = [ctx.engine.generate(f"{rid}-{i}", ids, params) for i, ids in enumerate(prompts)]
     try:

@@ -16,6 +16,8 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from engine.sampling import SamplingParams
 
+MAX_PROMPTS = 64  # prompts in one /v1/completions request (a larger batch gets 400)
+
 
 class StreamOptions(BaseModel):
     model_config = ConfigDict(extra="forbid")
@@ -82,7 +84,7 @@ class CompletionRequest(_Common):
         return super().unsupported()
 
     def prompts(self) -> list[str | list[int]]:
-        """The batch of prompts (at least one)."""
+        """The batch of prompts (at least one, at most :data:`MAX_PROMPTS`)."""
         p = self.prompt
         if isinstance(p, str):
             return [p]
@@ -90,6 +92,8 @@ class CompletionRequest(_Common):
             raise ValueError("prompt must not be empty")
         if all(isinstance(x, int) for x in p):
             return [list(p)]  # type: ignore[arg-type]
+        if len(p) > MAX_PROMPTS:
+            raise ValueError(f"prompt holds {len(p)} prompts; at most {MAX_PROMPTS} per request")
         return list(p)  # type: ignore[arg-type]
 
 

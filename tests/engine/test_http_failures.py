@@ -1,12 +1,17 @@
 """The HTTP server when things go wrong, over real HTTP to an in-process server: the engine
-dying mid-stream."""
+dying mid-stream, too many prompts in one request, and a full waiting queue."""
 
 from __future__ import annotations
 
 import json
+import time
+from concurrent.futures import ThreadPoolExecutor
 
 import httpx
+import pytest
 
+from engine.config import EngineConfig
+from engine.server.protocol import MAX_PROMPTS
 from tests.engine.http_inprocess import serve_in_process
 
 PROMPT = "The harbor town woke early, and the fishing boats went out before the sun rose over"
@@ -41,3 +46,37 @@ def test_a_stream_ends_with_an_error_event_and_done_when_the_engine_dies_mid_str
         late = httpx.post(f"{s.url}/v1/completions", json=body, timeout=10)
         assert late.status_code == 503 and "engine stopped" in late.json()["error"]["message"]
 
+
+def test_too_many_prompts_in_one_request_get_400_with_the_limit() -> None:
+    with serve_in_process() as s:
+        r = httpx.post(f"{s.url}/v1/completions", timeout=30,
+                       json={"prompt": ["x"] * (MAX_PROMPTS + 1), "max_tokens": 1})
+        assert r.status_code == 400
+        assert f"at most {MAX_PROMPTS} per request" in r.json()["error"]["message"]
+        ok = httpx.post(f"{s.url}/v1/completions", timeout=30,
+                        json={"prompt": ["x"] * 2, "max_tokens": 1})
+        assert ok.status_code == 200 and len(ok.json()["choices"]) == 2
+
+
+def test_a_full_waiting_queue_gets_429_with_the_reason_then_serves_again() -> None:
+    body = {"prompt": PROMPT, "max_tokens": 2, "temperature": 0, "ignore_eos": True}
+    with serve_in_process(max_waiting_requests=2) as s, ThreadPoolExecutor(2) as pool:
+        s.gate.clear()  # the engine's steps stand still: submitted requests keep waiting
+        held = [pool.submit(httpx.post, f"{s.url}/v1/completions", json=body, timeout=60)
+                for _ in range(2)]
+        deadline = time.monotonic() + 30
+        while s.engine.num_waiting < 2:
+            assert time.monotonic() < deadline, "the two requests never reached the engine"
+            time.sleep(0.02)
+        r = httpx.post(f"{s.url}/v1/completions", json=body, timeout=30)
+        assert r.status_code == 429 and r.headers["retry-after"] == "1"
+        assert r.json()["error"]["message"] == (
+            "2 requests are waiting to start (max_waiting_requests=2); retry later")
+        s.gate.set()
+        assert [f.result(60).status_code for f in held] == [200, 200]
+        assert httpx.post(f"{s.url}/v1/completions", json=body, timeout=30).status_code == 200
+
+
+def test_max_waiting_requests_is_checked_at_start_naming_the_field() -> None:
+    with pytest.raises(ValueError, match=r"EngineConfig\.max_waiting_requests must be a positive"):
+        EngineConfig(max_waiting_requests=0)
