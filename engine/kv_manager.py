@@ -1,13 +1,13 @@
 """The KV manager: a request's path from block keys to a ready block table (DESIGN.md §6).
 
-Admission: hash the context's full blocks, look them up (own pool first, then the daemon),
-plan segments, promote chosen disk blocks, map the CPU-tier bytes to fetch, plan again with
-what is really available, get slots (free list, then the daemon's victims with their demotions,
-then local LRU) and copy the fetched blocks in; the positions to compute go to ``req.todo``.
-After each step :meth:`commit_ready` records every block that became complete, and
-:meth:`flush_commits` tells the daemon (and writes the blocks through to the CPU tier when
-configured). At the end :meth:`finish` pins (TTL), releases leases and slots, tail first.
-The daemon is optional: without it, or while it is down, the own pool and local LRU serve.
+Admission: :class:`~engine.kv_lookup.KVLookup` keys the context's full blocks, finds them (own
+pool first, then the daemon) and plans what to fetch; then the manager gets slots (free list,
+then the daemon's victims with their demotions, then local LRU) and copies the fetched blocks
+in; the positions to compute go to ``req.todo``. After each step :meth:`commit_ready` records
+every block that became complete, and :meth:`flush_commits` tells the daemon (and writes the
+blocks through to the CPU tier when configured). At the end :meth:`finish` pins (TTL), releases
+leases and slots, tail first. The daemon is optional: without it, or while it is down, the own
+pool and local LRU serve.
 """
 
 from __future__ import annotations
@@ -16,22 +16,12 @@ from collections import deque
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from cacheserver.blocks import ROOT_PARENT, block_key, namespace_id
+from cacheserver.blocks import namespace_id
 from cacheserver.protocol import BlockRef
 from engine.block_manager import BlockManager
+from engine.kv_lookup import KVLookup
 from engine.kv_pool import KVPool
-from engine.planner import (
-    FETCH_TIERS,
-    GONE,
-    MISS,
-    Location,
-    PlanInputs,
-    Reuse,
-    plan_blocks,
-    remote_may_pay,
-    todo_ranges,
-    with_remote_load,
-)
+from engine.planner import FETCH_TIERS, PlanInputs, Reuse, todo_ranges
 from engine.request import Action, Request, Status
 from engine.transfers import Transfers
 
@@ -70,6 +60,7 @@ class KVManager:
         self.plan_inputs = PlanInputs(cfg.reuse, self.block_size, pool.bytes_per_block,
                                       cfg.fetch_tiers)
         self.transfers = Transfers(pool, self.link)
+        self.lookup = KVLookup(self.blocks, self.link, self.transfers, self.plan_inputs, cost)
         self._refs: dict[bytes, BlockRef] = {}  # committed keys held in the pool
         self._to_commit: list[tuple[BlockRef, int, Request]] = []
 
@@ -88,17 +79,10 @@ class KVManager:
     def admit(self, req: Request, now: float) -> bool:
         """Plan ``req`` and give it a full block table; ``False`` (holding nothing) if the
         pool cannot place it now."""
-        self._extend_keys(req)
+        self.lookup.extend_keys(req)
         if not self._may_fit(req, now):
             return False
-        cost = self._plan_cost()
-        found = self._lookup(req, cost)
-        actions = plan_blocks(found, req.num_tokens, self.plan_inputs, cost)
-        found = self._promote(req, found, actions)
-        views = self.transfers.views(found, actions, req.keys)
-        found = [GONE if f.where in FETCH_TIERS and i not in views else f
-                 for i, f in enumerate(found)]
-        actions = plan_blocks(found, req.num_tokens, self.plan_inputs, cost)
+        actions, views = self.lookup.plan(req)
         if not self._reserve(req, actions, now):
             self._release_leases(req)
             return False
@@ -130,7 +114,7 @@ class KVManager:
         """Record every block of ``req`` completed so far (own map now, daemon at flush)."""
         if not self.caching:
             return
-        self._extend_keys(req)
+        self.lookup.extend_keys(req)
         done = min(req.frontier // self.block_size, len(req.keys))
         for i in range(req.num_committed, done):
             if i >= len(req.actions) or req.actions[i].computed:
@@ -175,54 +159,11 @@ class KVManager:
         req.todo.clear()
 
     # ---- internals ------------------------------------------------------------------------
-    def _extend_keys(self, req: Request) -> None:
-        bs = self.block_size
-        if not self.caching or len(req.keys) >= req.num_tokens // bs:
-            return
-        tokens = req.tokens
-        while len(req.keys) < len(tokens) // bs:
-            i = len(req.keys)
-            parent = req.keys[-1] if req.keys else ROOT_PARENT
-            req.keys.append(block_key(req.namespace, parent, tokens[i * bs:(i + 1) * bs]))
-
     def _commit_block(self, req: Request, i: int) -> None:
         ref = BlockRef(req.keys[i], req.namespace, req.keys[i - 1] if i else None, i)
         if self.blocks.commit(req.slots[i], ref.key):
             self._refs[ref.key] = ref
             self._to_commit.append((ref, req.slots[i], req))
-
-    def _plan_cost(self) -> CostModel | None:
-        """The cost model, priced for the remote tier with the daemon's figures if needed."""
-        return with_remote_load(self.cost, self.link.remote_load if self.link else None)
-
-    def _lookup(self, req: Request, cost: CostModel | None) -> list[Location]:
-        if not self.caching:
-            return [MISS] * (req.num_tokens // self.block_size)
-        local = [self.blocks.lookup(k) for k in req.keys]
-        found = [MISS if s is None else Location("gpu", s) for s in local]
-        if self.link is None:
-            return found
-        daemon = self.link.lookup(
-            req.keys, remote=remote_may_pay(req.num_tokens, self.plan_inputs, cost))
-        req.leased = {k: None for k, loc in zip(req.keys, daemon, strict=True)
-                      if loc.where not in ("miss", "remote")}  # REMOTE answers lease nothing
-        # Own slots are the truth for "gpu"; a daemon's stale "gpu" answer counts as a miss.
-        return [f if f.where == "gpu" or r.where == "gpu" else r
-                for f, r in zip(found, daemon, strict=True)]
-
-    def _promote(self, req: Request, found: list[Location], actions: list[Action]
-                 ) -> list[Location]:
-        """PROMOTE the disk and remote blocks to fetch into CPU slots (leased there)."""
-        lower = [i for i, a in enumerate(actions) if a in (Action.FETCH_DISK, Action.FETCH_REMOTE)]
-        if not lower or self.link is None:
-            return found
-        slots = self.link.promote([req.keys[i] for i in lower])
-        found = list(found)
-        for i, slot in zip(lower, slots, strict=True):
-            found[i] = Location("cpu", slot) if slot >= 0 else GONE
-            if slot >= 0:
-                req.leased[req.keys[i]] = None
-        return found
 
     def _may_fit(self, req: Request, now: float) -> bool:
         """A cheap check before any daemon request: ``False`` when the pool surely cannot take
