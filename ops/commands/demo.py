@@ -8,7 +8,8 @@ workload (GPU 10% of its unique blocks, at least two of its longest contexts; CP
 40%), so blocks really move between tiers. The arrival rate keeps a cache-less engine about
 60% busy (measured first on a sample). Ends with a table (TTFT mean and p90, prompt tokens per
 tier, recomputed tokens, whether both runs produced the same greedy tokens) and a PNG in the
-output folder. Everything started is stopped, also on Ctrl-C. About a minute on two cores.
+output folder. Everything started is stopped, also on Ctrl-C. Under half a minute on two
+shared cores (15 s measured with 96 turns).
 """
 
 from __future__ import annotations
@@ -74,8 +75,9 @@ def _demo(args: argparse.Namespace, out) -> int:
     print(f"tiers: GPU {caps.gpu_blocks} blocks, CPU {caps.cpu_blocks}, disk "
           f"{caps.disk_blocks} ({caps.unique_blocks} unique blocks in the workload)")
     rate, _ = first_rate(workload, setup, 0.6, 12, log=print)
-    runs = [_serve(cfg, workload.at_rate(rate), setup) for cfg in (CONFIGS[2], CONFIGS[3])]
-    return _report(runs, workload, out)
+    timed = workload.at_rate(rate)
+    runs = [_serve(cfg, timed, setup) for cfg in (CONFIGS[2], CONFIGS[3])]
+    return _report(runs, timed, out)
 
 
 def _serve(cfg, workload, setup):  # -> ConfigRun
@@ -106,7 +108,8 @@ def _report(runs, workload, out) -> int:
     png = out / "demo.png"
     plot(rows, png, f"asymcache demo: {len(workload)} chat turns, {workload.rate:.1f}/s")
     a, b = (float(r["ttft_mean_s"]) for r in rows)  # type: ignore[arg-type]
-    print(f"\nmean TTFT, prefix cache with offload / AsymCache: {a / b:.2f}x; same greedy "
+    print(f"\nat {workload.rate:.2f} requests/s, mean TTFT, prefix cache with offload / "
+          f"AsymCache: {a / b:.2f}x; same greedy "
           f"outputs: {'yes' if rows[1]['outputs_identical'] else 'NO'}")
     print(f"plot: {png}")
     return 0 if rows[1]["outputs_identical"] else 1

@@ -55,6 +55,8 @@ def test_demo_serves_the_chat_twice_prints_the_table_and_a_png_and_cleans_up(tmp
             if re.match(r"\s*(prefix-offload|asymcache)\s+[0-9.]+\s", ln)]
     assert [r[0] for r in rows] == ["prefix-offload", "asymcache"] and rows[1][-1] == "yes"
     assert f"plot: {tmp_path / 'out' / 'demo.png'}" in out
+    calibrated = re.search(r"-> ([0-9.]+) requests/s", out).group(1)
+    assert f"\nat {calibrated} requests/s, mean TTFT" in out  # both runs at the measured rate
     assert (tmp_path / "out" / "demo.png").stat().st_size > 0
     assert not any(os.path.exists(d[1]) or os.path.exists(f"/proc/{d[0]}") for d in daemons)
 
