@@ -41,6 +41,7 @@ class ServerConfig:
     disk_bytes: int = 16 << 30  # disk tier capacity; 0 = no disk tier
     disk_map_bytes: int = 0  # LMDB map size; 0 = the tier's default (capacity + 25% + 64 MiB)
     disk_write_through: bool = False  # also write every CPU-tier block to disk at once
+    disk_queue_bytes: int = 256 << 20  # staging memory of queued disk writes; full = refused
     policy: str = "asym"  # residency policy of every tier unless overridden below
     gpu_policy: str = ""
     cpu_policy: str = ""
@@ -101,7 +102,7 @@ class ServerConfig:
 
     def _check_sizes(self) -> None:
         positive = ("cpu_slot_bytes", "max_engines", "max_gpu_slots", "max_inflight", "max_keys",
-                    "max_header_bytes")
+                    "max_header_bytes", "disk_queue_bytes")
         for name in positive:
             if getattr(self, name) <= 0:
                 raise ValueError(f"{name}: must be positive, got {getattr(self, name)}")

@@ -72,7 +72,8 @@ def open_tiers(cfg: ServerConfig) -> tuple[CpuTier, Tier | None]:
     try:
         disk = create_tier("disk", path=str(Path(cfg.data_dir) / DISK_DIRNAME),
                            capacity_bytes=cfg.disk_bytes, block_bytes=cfg.cpu_slot_bytes,
-                           map_bytes=cfg.disk_map_bytes or None)
+                           map_bytes=cfg.disk_map_bytes or None,
+                           queue_bytes=cfg.disk_queue_bytes)
     except Exception:
         cpu.close()
         raise

@@ -120,13 +120,15 @@ class DiskTier(Tier):
     def put(self, items: Sequence[tuple[bytes, BlockHeader, Buffer]],
             durable: bool = False) -> list[bool]:
         """Queue each block for writing; ``False`` = refused (over capacity, checksum differs
-        from a non-zero ``header.checksum``, or the store is broken). The payload is copied, so
-        the caller may reuse its buffer at once. ``durable=True`` waits until the blocks are
-        committed and synced and reports writes that failed as ``False``."""
+        from a non-zero ``header.checksum``, the store is broken, or the write queue is full:
+        counted as ``queue_full``). Never blocks unless ``durable``: an event loop may call it.
+        The payload is copied, so the caller may reuse its buffer at once. ``durable=True``
+        (never from an event loop) waits for room in a full queue, then until the blocks are
+        committed and synced, and reports writes that failed as ``False``."""
         self._check_open()
         results: list[bool] = []
         waits: list[tuple[int, WriteOp]] = []
-        groups = GroupSubmitter(self._queue, self.config.batch_bytes)
+        groups = GroupSubmitter(self._queue, self.config.batch_bytes, wait=durable)
         for key, header, payload in items:
             ok, op, fresh = self._accept(key, header, payload)
             results.append(ok)
@@ -135,6 +137,10 @@ class DiskTier(Tier):
                 if fresh:
                     groups.add(op)
         groups.close()
+        if groups.refused:
+            refused = self._unaccept(groups.refused)
+            results = [ok and item[0] not in refused
+                       for ok, item in zip(results, items, strict=True)]
         if durable and waits:
             self._queue.wait_for(max(op.seq for _, op in waits))
             for index, op in waits:
@@ -170,6 +176,19 @@ class DiskTier(Tier):
             self._sizes[key] = size
             self._used += size
         return True, WriteOp(key, value, len(value) - view.nbytes), True
+
+    def _unaccept(self, ops: list[WriteOp]) -> set[bytes]:
+        """Undo :meth:`_accept` for puts the full write queue refused; their keys."""
+        with self._lock:
+            for op in ops:
+                size = self._sizes.pop(op.key, None)
+                if size is not None:
+                    self._used -= size
+                if op.value is not None:
+                    self._queue.give_back(op.value)
+            self._errors["queue_full"] += len(ops)
+        log.debug("disk tier: write queue full, %d blocks refused", len(ops))
+        return {op.key for op in ops}
 
     def delete(self, keys: Sequence[bytes]) -> int:
         """Forget held keys now (space is free for ``put`` at once); the LMDB delete is queued

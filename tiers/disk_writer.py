@@ -12,11 +12,14 @@ ride in the transaction of the next write, ``flush`` or ``wait_for``, or are com
 own after ``_LAZY_S``. An eviction followed by the write it makes room for thus costs one synced
 commit, not two.
 
-The queue is bounded by ``max_bytes`` of queued values: ``submit`` blocks while it is full (the
-disk sets the pace; memory stays bounded). ``latest`` maps each key with queued work to its most
-recent op, which is what readers consult before LMDB. After each batch ``on_done(batch)`` runs
-under :attr:`lock` (a re-entrant condition shared with the tier) so the tier can account for
-failed ops atomically with their removal from ``latest``.
+The queue is bounded by ``max_bytes`` of queued values. When it is full, ``submit(...,
+wait=False)`` refuses (returns ``None``, nothing queued): that is what the daemon's event loop
+uses, which must never block on the disk; ``wait=True`` (a caller off the loop that will wait
+for the sync anyway) blocks until there is room, so the disk sets the pace. Either way memory
+stays bounded. Deletes carry no value and are always queued at once. ``latest`` maps each key
+with queued work to its most recent op, which is what readers consult before LMDB. After each
+batch ``on_done(batch)`` runs under :attr:`lock` (a re-entrant condition shared with the tier)
+so the tier can account for failed ops atomically with their removal from ``latest``.
 
 Staging buffers: the buffer of a committed put is kept for reuse (``take_buffer``) as long as
 queued plus idle buffers stay within ``max_bytes``. Fresh memory costs a page fault and a page
@@ -70,14 +73,18 @@ class WriteQueue:
         """Sequence number of the most recently submitted op (0 = none yet)."""
         return self._next_seq
 
-    def submit(self, ops: list[WriteOp], urgent: bool = True) -> int:
-        """Queue ``ops`` together, so the writer can commit them in one transaction (waiting
-        for room if the queue is full); returns the sequence number of the last one. A queued
-        put of a key that a later delete supersedes is cancelled, not written. ``urgent=False``
-        lets them wait (up to ``_LAZY_S``) for other work to share a commit with."""
+    def submit(self, ops: list[WriteOp], urgent: bool = True, wait: bool = True) -> int | None:
+        """Queue ``ops`` together, so the writer can commit them in one transaction; returns
+        the sequence number of the last one. If their values do not fit in the queue now,
+        ``wait`` blocks until they do, else nothing is queued and the result is ``None`` (a
+        group always fits an empty queue). A queued put of a key that a later delete supersedes
+        is cancelled, not written. ``urgent=False`` lets them wait (up to ``_LAZY_S``) for
+        other work to share a commit with."""
         size = sum(len(op.value) for op in ops if op.value is not None)
         with self.lock:
-            while self._queued_bytes and self._queued_bytes + size > self._max_bytes:
+            while size and self._queued_bytes and self._queued_bytes + size > self._max_bytes:
+                if not wait:
+                    return None
                 self._wait()
             if self._stopping:
                 raise RuntimeError(f"disk tier {self._store.path!r} is closed")
@@ -198,13 +205,16 @@ class WriteQueue:
 class GroupSubmitter:
     """Collects new ops and submits them to ``queue`` in groups of up to ``group_bytes``, so the
     writer commits one full batch while the caller prepares the next; ``close`` submits the
-    rest. Returns nothing: each op's ``seq`` is set when its group is submitted."""
+    rest. Each op's ``seq`` is set when its group is queued; with ``wait=False`` the groups a
+    full queue refused are collected in :attr:`refused` (their ops were not queued)."""
 
-    def __init__(self, queue: WriteQueue, group_bytes: int) -> None:
+    def __init__(self, queue: WriteQueue, group_bytes: int, wait: bool = True) -> None:
         self._queue = queue
         self._limit = group_bytes
+        self._wait = wait
         self._ops: list[WriteOp] = []
         self._bytes = 0
+        self.refused: list[WriteOp] = []
 
     def add(self, op: WriteOp) -> None:
         size = len(op.value) if op.value is not None else 0
@@ -214,6 +224,6 @@ class GroupSubmitter:
         self._bytes += size
 
     def close(self) -> None:
-        if self._ops:
-            self._queue.submit(self._ops)
+        if self._ops and self._queue.submit(self._ops, wait=self._wait) is None:
+            self.refused.extend(self._ops)
         self._ops, self._bytes = [], 0

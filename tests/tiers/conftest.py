@@ -6,6 +6,8 @@ import os
 import subprocess
 import sys
 import textwrap
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -39,6 +41,38 @@ def finish(proc: subprocess.Popen, timeout: float = 60.0) -> tuple[str, str]:
     out, err = proc.communicate(timeout=timeout)
     assert proc.returncode == 0, f"child failed ({proc.returncode}):\n{err}"
     return out, err
+
+
+@contextmanager
+def held_write_lock(lmdb_dir: str) -> Iterator[Callable[[], None]]:
+    """A child process holds LMDB's write transaction on the environment ``lmdb_dir`` (so a
+    disk tier's writer thread stalls in its next commit) until the yielded ``release()`` is
+    called or the block ends; the child is reaped either way."""
+    child = run_child(f"""
+        import sys
+        import lmdb
+        env = lmdb.open({lmdb_dir!r}, max_dbs=4, subdir=True, lock=True)
+        txn = env.begin(write=True)
+        print("locked", flush=True)
+        sys.stdin.readline()
+        txn.abort()
+        env.close()
+    """, stdin=subprocess.PIPE)
+
+    released = []
+
+    def release() -> None:
+        if not released:
+            released.append(True)
+            child.stdin.write("go\n")
+            child.stdin.flush()
+
+    try:
+        assert child.stdout.readline().strip() == "locked", child.stderr.read()
+        yield release
+    finally:
+        release()
+        finish(child)
 
 
 @pytest.fixture

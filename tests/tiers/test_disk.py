@@ -190,8 +190,8 @@ def test_recycled_staging_buffers_never_leak_into_stored_blocks(db_path: str) ->
     try:
         rounds = [[block(10 * r + i, BLOCK) for i in range(6)] for r in range(4)]
         for items in rounds:  # each round reuses the buffers the previous one released
-            assert tier.put(items) == [True] * 6
-        tier.flush()
+            assert tier.put(items) == [True] * 6  # a plain put never waits: flush in between
+            tier.flush()
         for items in rounds:
             assert tier.get([key for key, _, _ in items]) == [p for _, _, p in items]
     finally:

@@ -4,10 +4,13 @@ wait for a write to share its commit but land on their own too, eviction in a fu
 from __future__ import annotations
 
 import signal
+import threading
+from collections.abc import Callable
 
 import pytest
 
-from tests.tiers.conftest import block, run_child
+from tests.tiers.conftest import block, held_write_lock, run_child
+from tiers.codec import value_bytes
 from tiers.disk import DiskTier
 
 BLOCK = 64 * 1024
@@ -89,5 +92,40 @@ def test_the_rebuild_scan_lists_every_block_once_across_chunks(db_path: str) -> 
         assert len(tier) == n
         listed = list(tier.headers())
         assert len(listed) == n and dict(listed) == {key: h for key, h, _ in items}
+    finally:
+        tier.close()
+
+
+def _bounded(fn: Callable[[], object], timeout_s: float) -> tuple[threading.Thread, list]:
+    """Run ``fn`` in a thread for at most ``timeout_s``: (the thread, [its result] or [])."""
+    out: list = []
+    thread = threading.Thread(target=lambda: out.append(fn()), daemon=True)
+    thread.start()
+    thread.join(timeout_s)
+    return thread, out
+
+
+def test_a_full_write_queue_refuses_a_plain_put_at_once_and_counts_it(db_path: str) -> None:
+    items = [block(i, BLOCK) for i in range(5)]
+    value = value_bytes(items[0][1])
+    tier = DiskTier(db_path, capacity_bytes=4 << 20, queue_bytes=3 * value)
+    try:
+        with held_write_lock(db_path) as release:  # the writer stalls: writes stay queued
+            thread, out = _bounded(lambda: [tier.put([it])[0] for it in items[:4]], 10.0)
+            assert not thread.is_alive(), "a plain put blocked on the full write queue"
+            assert out == [[True, True, True, False]]
+            assert tier.error_counts() == {"queue_full": 1}
+            assert len(tier) == 3 and tier.used_bytes == 3 * tier.entry_bytes(items[0][1])
+            assert tier.get([items[3][0]]) == [None]  # refused: not held, not half-accounted
+            assert tier.get([items[0][0]]) == [items[0][2]]  # queued blocks are served
+            # a durable put (off any event loop) waits for room, then for its commit
+            thread, out = _bounded(lambda: tier.put([items[4]], durable=True), 0.5)
+            assert thread.is_alive() and out == []
+            release()
+            thread.join(30)
+        assert out == [[True]]
+        tier.flush()
+        held = [items[i] for i in (0, 1, 2, 4)]
+        assert tier.get([k for k, _, _ in held]) == [p for _, _, p in held]
     finally:
         tier.close()
