@@ -8,7 +8,9 @@ daemon counts it before any request. A background probe (its own socket, pinging
 with HELLO, announcing the blocks the engine holds (the client also re-HELLOs by itself when a
 request meets a restarted daemon, and an idle engine's ticks PING to find out). Blocks in the
 CPU tier are read and written through the zero-copy shared-memory mapping when the tier is on
-this host, else with GET and PUT.
+this host, else with GET and PUT. A CPU slot is read or written only under the registration
+that handed it out (:mod:`engine.slot_grants`): a slot LOOKUP returned before the daemon
+restarted is a block gone (recomputed), never bytes of the new daemon's slab.
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ from cacheserver.blocks import KVLayout
 from cacheserver.protocol import BlockRef, ProtocolError, Where
 from engine.client import CacheClient, CacheClientError, DaemonUnavailable
 from engine.planner import MISS, Location
+from engine.slot_grants import SlotGrants
 
 log = logging.getLogger(__name__)
 Buffer = bytes | bytearray | memoryview
@@ -48,6 +51,8 @@ class CacheLink:
         self.errors = 0
         self.mapped = True  # the CPU tier's shared memory is reachable from here
         self.refused: str | None = None  # why the daemon refused our HELLO, if it did
+        self.grants = SlotGrants()  # CPU slots handed out, by the registration they belong to
+        self.stale_slots = 0  # CPU slots not used: handed out under an earlier registration
         self._registered_before = False
         self._held: Held | None = None
         self._answering = threading.Event()
@@ -154,6 +159,9 @@ class CacheLink:
         out: list[Location] = []
         for part in _batches(keys, MAX_KEYS):
             res = self._guard(lambda part=part: self.client.lookup(part, remote=remote), None)
+            if res is not None:
+                self._grant(part, [s if w is Where.CPU else -1
+                                   for w, s in zip(res.where, res.slots, strict=True)])
             out += [MISS] * len(part) if res is None else [
                 MISS if w is Where.MISS else Location(_WHERE[w], s if s >= 0 else None)
                 for w, s in zip(res.where, res.slots, strict=True)]
@@ -163,14 +171,25 @@ class CacheLink:
         """CPU slots of disk or remote blocks brought up (leased); -1 where that failed."""
         out: list[int] = []
         for part in _batches(keys, MAX_KEYS):
-            out += self._guard(lambda part=part: self.client.promote(part), [-1] * len(part))
+            got = self._guard(lambda part=part: self.client.promote(part), [-1] * len(part))
+            self._grant(part, got)
+            out += got
         return out
+
+    def _grant(self, keys: Sequence[bytes], slots: Sequence[int]) -> None:
+        """Record the CPU slots (``>= 0``) a reply just handed out, under the client's current
+        registration (the one the reply came in)."""
+        generation = self.client.generation
+        for key, slot in zip(keys, slots, strict=True):
+            if slot >= 0:
+                self.grants.grant(key, slot, generation)
 
     def read_cpu(self, slots: Sequence[int | None], keys: Sequence[bytes]) -> list[Buffer | None]:
         """Host bytes of leased CPU-tier blocks: zero-copy views, or GET when not mapped."""
         nbytes = self.layout.bytes_per_block
         if self.mapped:
-            views = [self.cpu_view(s) if s is not None else None for s in slots]
+            views = [self.cpu_view(s, k) if s is not None else None
+                     for s, k in zip(slots, keys, strict=True)]
             if self.mapped or not self.connected:
                 return views
         got: list[Buffer | None] = []
@@ -178,14 +197,20 @@ class CacheLink:
             got += self._guard(lambda part=part: self.client.get(part), [None] * len(part))
         return [g if g is not None and len(g) == nbytes else None for g in got]
 
-    def cpu_view(self, slot: int) -> memoryview | None:
-        """Writable view of a CPU slot this engine leased or reserved (``None`` when the tier
-        cannot be mapped from here or the daemon is down)."""
+    def cpu_view(self, slot: int, key: bytes) -> memoryview | None:
+        """Writable view of CPU slot ``slot``, leased or reserved for ``key`` (consumes that
+        grant). ``None`` when the tier cannot be mapped from here, the daemon is down, or the
+        slot was handed out under an earlier registration (counted in ``stale_slots``)."""
         if not self.mapped:
+            return None
+        generation = self.grants.take(key, slot)
+        if generation is None or generation != self.client.generation:
+            self.stale_slots += 1
             return None
         nbytes = self.layout.bytes_per_block
         try:
-            return self._guard(lambda: self.client.cpu_slot(slot)[:nbytes], None)
+            return self._guard(
+                lambda: self.client.cpu_slot(slot, generation=generation)[:nbytes], None)
         except (OSError, ValueError) as e:  # no such segment here: the daemon is on another host
             log.info("CPU tier of %s is not mappable here (%s); using GET/PUT", self.endpoint, e)
             self.mapped = False
@@ -194,12 +219,15 @@ class CacheLink:
     def victims(self, n: int) -> list[tuple[int, bytes, int]]:
         """``(gpu_slot, key, demote_to)`` of blocks to give up; none while down."""
         got = self._guard(lambda: self.client.allocate(n), [])
+        self._grant([v.key for v in got], [v.demote_to for v in got])
         return [(v.gpu_slot, v.key, v.demote_to) for v in got]
 
     def reserve_cpu(self, refs: Sequence[BlockRef]) -> list[int]:
         out: list[int] = []
         for part in _batches(refs, MAX_KEYS):
-            out += self._guard(lambda part=part: self.client.reserve_cpu(part), [-1] * len(part))
+            got = self._guard(lambda part=part: self.client.reserve_cpu(part), [-1] * len(part))
+            self._grant([ref.key for ref in part], got)
+            out += got
         return out
 
     def commit(self, tier: str, refs: Sequence[BlockRef], slots: Sequence[int],
@@ -220,6 +248,7 @@ class CacheLink:
         return out
 
     def release(self, keys: Sequence[bytes]) -> None:
+        self.grants.drop(keys)
         for part in _batches(keys, MAX_KEYS):
             self._guard(lambda part=part: self.client.release(part), 0)
 
@@ -236,7 +265,8 @@ class CacheLink:
         self.client.close()
 
     def stats(self) -> dict[str, Any]:
-        return {"connected": self.connected, "reconnects": self.reconnects, "errors": self.errors}
+        return {"connected": self.connected, "reconnects": self.reconnects, "errors": self.errors,
+                "stale_slots": self.stale_slots}
 
 
 def _batches(items: Sequence[T], size: int) -> list[list[T]]:

@@ -17,8 +17,12 @@ allows concurrent requests. Every op takes ``timeout_s`` from the constructor an
 (no waiting) until a reconnect backoff (50 ms doubling to 2 s) has passed, so an engine falls back
 to local LRU and keeps serving. On reconnect the client PINGs; if the daemon's epoch changed (it
 restarted) or it answers NOT_REGISTERED, the client re-sends HELLO with the keys ``held()``
-reports, then retries the request once. Refusals raise :class:`DaemonError` (``code``, ``message``;
-:class:`BusyError` and :class:`NotRegisteredError` are subclasses).
+reports, then retries the request once. Every HELLO reply starts a new :attr:`generation`: CPU
+slots a reply handed out (LOOKUP, PROMOTE, ALLOCATE) belong to the generation it arrived in and
+mean nothing in a later one (a restarted daemon has another slab; a re-HELLO drops leases and
+reservations), so ``cpu_slot(slot, generation=g)`` refuses them with :class:`StaleSlotError`.
+Refusals raise :class:`DaemonError` (``code``, ``message``; :class:`BusyError` and
+:class:`NotRegisteredError` are subclasses).
 
 Heartbeats: a daemon drops the leases of an engine silent for its ``lease_timeout_s``. Any
 request counts; the sync client also pings from a background thread (its own socket) every third
@@ -51,6 +55,7 @@ from engine.client_ops import (
     NotRegisteredError,
     PutResult,
     Registration,
+    StaleSlotError,
     Victim,
     raise_for,
     registration_of,
@@ -59,7 +64,7 @@ from engine.client_ops import (
 __all__ = [
     "AsyncCacheClient", "BusyError", "CacheClient", "CacheClientError", "DaemonError",
     "DaemonUnavailable", "HeldBlocks", "LookupResult", "NotRegisteredError", "PutResult",
-    "Registration", "Victim",
+    "Registration", "StaleSlotError", "Victim",
 ]
 
 
@@ -107,7 +112,7 @@ class CacheClient(ClientBase):
             got, reply = p.decode_reply(frames)
             if got == rid:
                 if isinstance(reply, p.HelloReply):
-                    self.registration = registration_of(reply)
+                    self._registered(reply)
                 self._came_back()
                 return reply
         raise self._went_down()
@@ -211,7 +216,7 @@ class AsyncCacheClient(ClientBase):
         finally:
             self._pending.pop(rid, None)
         if isinstance(reply, p.HelloReply):
-            self.registration = registration_of(reply)
+            self._registered(reply)
         self._came_back()
         return reply
 

@@ -43,6 +43,11 @@ class NotRegisteredError(DaemonError):
     """The op needs a HELLO first."""
 
 
+class StaleSlotError(CacheClientError):
+    """A CPU slot handed out under an earlier registration (the daemon restarted, or this
+    engine registered again): its bytes are gone; recompute the block, skip the demotion."""
+
+
 def raise_for(reply: p.ErrorReply) -> None:
     cls = {p.ErrorCode.BUSY: BusyError, p.ErrorCode.NOT_REGISTERED: NotRegisteredError}
     raise cls.get(reply.code, DaemonError)(reply.op, reply.code, reply.message)
@@ -207,6 +212,7 @@ class ClientBase(_Ops):
         self.timeout_s = timeout_s
         self.curve = curve
         self.registration: Registration | None = None
+        self.generation = 0  # HELLO replies so far: CPU slots are valid within one generation
         self._hello: HelloParams | None = None
         self._rid = itertools.count(1)
         self._down_until = 0.0
@@ -234,14 +240,24 @@ class ClientBase(_Ops):
     def _came_back(self) -> None:
         self._backoff = _BACKOFF_MIN_S
 
-    def cpu_slot(self, slot: int) -> memoryview:
+    def _registered(self, reply: p.HelloReply) -> None:
+        """A HELLO reply: the new registration starts a new generation."""
+        self.registration = registration_of(reply)
+        self.generation += 1
+
+    def cpu_slot(self, slot: int, generation: int | None = None) -> memoryview:
         """Writable zero-copy view of CPU-tier slot ``slot`` (``cpu_slot_bytes`` bytes). The tier
         is mapped on first use, every page faulted in once (``prefault``; about 0.1 s per GiB)
         so that copies run at memory speed. Only blocks this engine reserved (or leased) may be
-        touched."""
+        touched. ``generation``: the :attr:`generation` the slot was handed out in; raises
+        :class:`StaleSlotError` if the client registered again since (the slot number would
+        name another block, or another daemon's slab)."""
         reg = self.registration
         if reg is None:
             raise NotRegisteredError("hello", "not_registered", "call hello() first")
+        if generation is not None and generation != self.generation:
+            raise StaleSlotError(f"CPU slot {slot} is from registration {generation}; this "
+                                 f"client registered again since (now {self.generation})")
         if self._slab is None or self._slab.name != reg.cpu_shm_name.lstrip("/"):
             from tiers.shm import attach
 

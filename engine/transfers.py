@@ -88,7 +88,7 @@ class Transfers:
         """Copy ``(ref, pool slot, cpu slot)`` moves, then COMMIT the CPU slots; bytes moved."""
         if not moves or self.link is None:
             return 0
-        dests = [self.link.cpu_view(c) for _, _, c in moves]
+        dests = [self.link.cpu_view(c, r.key) for r, _, c in moves]
         moves = [m for m, d in zip(moves, dests, strict=True) if d is not None]
         dests = [d for d in dests if d is not None]
         if not moves:

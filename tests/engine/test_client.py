@@ -14,6 +14,7 @@ from engine.client import (
     CacheClient,
     DaemonUnavailable,
     NotRegisteredError,
+    StaleSlotError,
 )
 from tests.cacheserver.daemon_fixtures import (
     BLOCK_BYTES,
@@ -112,3 +113,19 @@ def test_async_client_runs_every_op_concurrently(start_daemon) -> None:  # noqa:
             assert (await c.ping()).registered
 
     asyncio.run(main())
+
+
+def test_a_cpu_slot_from_before_a_re_hello_is_refused_as_stale(start_daemon) -> None:  # noqa: F811
+    d = start_daemon(disk_bytes=0)
+    refs = make_refs(1)
+    with CacheClient(d.endpoint, engine_id="eng", timeout_s=5, heartbeat=False) as c:
+        c.hello("test-model", LAYOUT, gpu_slots=2)
+        c.put(refs, [payload(refs[0])])
+        slot, before = c.lookup([refs[0].key]).slots[0], c.generation
+        assert bytes(c.cpu_slot(slot, generation=before)[:BLOCK_BYTES]) == payload(refs[0])
+        d.stop()
+        start_daemon(endpoint=d.endpoint, disk_bytes=0)
+        assert c.lookup([refs[0].key]).where == [Where.MISS]  # re-HELLO to the new daemon
+        assert c.generation == before + 1
+        with pytest.raises(StaleSlotError, match="registered again"):
+            c.cpu_slot(slot, generation=before)
