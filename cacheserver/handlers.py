@@ -243,17 +243,28 @@ async def _lookup_rest(ctx: Context, keys: list[bytes], where: list[int], slots:
 
 def _touch(ctx: Context, session: EngineSession, keys: list[bytes], where: list[int],
            lease: bool) -> None:
-    """LOOKUP's policy bookkeeping: an access per hit and, with ``lease``, a lease there."""
+    """LOOKUP's policy bookkeeping: an access per hit and, with ``lease``, a lease there.
+
+    Without leases the hits of each tier go to its policy as one ``access_many`` (request
+    order); with leases each access is followed by its lease, as the policies' copies see them.
+    """
     now = ctx.clock()
     shared = ctx.residency.policies
     policies = (None, session.gpu_policy, shared.get("cpu"), shared.get("disk"),
                 shared.get("remote"))
+    if not lease:
+        hits: tuple[list[bytes], ...] = ([], [], [], [], [])
+        for key, w in zip(keys, where, strict=True):
+            hits[w].append(key)
+        for w in range(1, len(hits)):
+            if hits[w]:
+                policies[w].access_many(hits[w], now)  # type: ignore[union-attr]
+        return
     for key, w in zip(keys, where, strict=True):
         if w:
             policy = policies[w]
             policy.access(key, now)  # type: ignore[union-attr]
-            if lease:
-                session.take_lease(key, _TIER_NAMES[w], policy)  # type: ignore[arg-type]
+            session.take_lease(key, _TIER_NAMES[w], policy)  # type: ignore[arg-type]
 
 
 # ---- ALLOCATE / COMMIT --------------------------------------------------------------------

@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import math
 from collections import OrderedDict
+from collections.abc import Iterable
 from dataclasses import dataclass, replace
 
 from cacheserver.policy.base import BlockInfo, Key, ResidencyPolicy, register_policy
@@ -39,7 +40,10 @@ from cacheserver.policy.costed import CostedPolicy
 from cacheserver.policy.mini import ModeSelector
 from cacheserver.policy.reuse import ReuseEstimator, UseRecord
 
+_new_record = tuple.__new__  # a UseRecord without its generated __new__ (hot path)
+
 _PENDING_MAX = 4096  # admitted blocks the caller has not inserted yet (bounded)
+_PRICES_MAX = 4096  # cached miss costs per (position, tokens, bytes, tier) (bounded)
 
 
 @dataclass(frozen=True)
@@ -54,10 +58,13 @@ class AsymConfig:
     use_cost: bool = True  # False: every miss costs the same (ablation)
     use_reuse: bool = True  # False: P̂ = 1 for every block (ablation)
     select: bool = True  # rank by value only while a miniature copy shows it beats LRU
+    select_rate: float = 1.0  # most of the uses the miniature copies see (speed vs fidelity)
 
     def __post_init__(self) -> None:
         if self.gap_scale < 0:
             raise ValueError("AsymConfig.gap_scale must be >= 0")
+        if not 0.0 < self.select_rate <= 1.0:
+            raise ValueError(f"AsymConfig.select_rate must be in (0, 1], got {self.select_rate}")
         if self.history_factor < 0:
             raise ValueError("AsymConfig.history_factor must be >= 0")
         if self.clock not in ("time", "inflation"):
@@ -84,10 +91,13 @@ class AsymPolicy(CostedPolicy):
         self._base: dict[Key, float] = {}
         self._pending: OrderedDict[Key, UseRecord] = OrderedDict()
         self._v_ref = 0.0
+        self._time_clock = self.config.clock == "time"
+        self._learns = True  # keep reuse statistics (False only in a recency-ranked copy)
         self.by_value = not self.config.select
         self.selector: ModeSelector | None = None
         if self.config.select and capacity > 0:
-            self.selector = ModeSelector(capacity, self._miniature, self._cost)
+            self.selector = ModeSelector(capacity, self._miniature, self._cost,
+                                         max_rate=self.config.select_rate)
 
     @property
     def cost_model(self) -> CostModel | None:  # type: ignore[override]
@@ -98,6 +108,7 @@ class AsymPolicy(CostedPolicy):
         """Replace the cost model here and in the miniature copies (the daemon does this when
         it learns new remote-tier figures)."""
         self._cost_model = model
+        self._prices: dict[tuple, float] = {}
         selector = getattr(self, "selector", None)
         if selector is not None:
             for copy in selector.copies.values():
@@ -137,9 +148,14 @@ class AsymPolicy(CostedPolicy):
                 copy.set_spill_tier(tier)
 
     def _miniature(self, capacity: int, by_value: bool) -> AsymPolicy:
+        """A copy for the selector, ranking by value or by recency for good. The recency copy
+        keeps no reuse statistics: with ``V`` fixed at 0 they decide nothing there."""
         copy = AsymPolicy(capacity, config=replace(self.config, select=False),
                           semantics=self.semantics, cost_model=self.cost_model, tier=self.tier)
         copy.by_value = by_value
+        if not by_value:
+            copy._learns = False
+            copy.reuse = ReuseEstimator(history=0)  # no ghost records either
         return copy
 
     # ---- value --------------------------------------------------------------------------
@@ -148,7 +164,9 @@ class AsymPolicy(CostedPolicy):
         return self._raw(self.blocks[key], self._rec[key])
 
     def score(self, key: Key) -> float:
-        """``H`` of resident ``key``."""
+        """``H`` of resident ``key`` (ranked by recency alone, ``V`` is 0 and not computed)."""
+        if not self.by_value:
+            return self._base[key] + 0.0
         return self._base[key] + self._term(self._raw(self.blocks[key], self._rec[key]))
 
     def _raw(self, info: BlockInfo, rec: UseRecord) -> float:
@@ -171,16 +189,34 @@ class AsymPolicy(CostedPolicy):
         return tau * math.log(max(raw, 1e-300) / self._v_ref)
 
     def _cost(self, info: BlockInfo) -> float:
-        """Cmiss, plus a segment if it splits a run (msa), or per prefix block (prefix)."""
-        cost = self.miss_cost(info)
-        model = self.cost_model
+        """Cmiss, plus a segment if it splits a run (msa), or per prefix block (prefix).
+
+        The part that depends only on (position, tokens, bytes, pricing tier) is cached until
+        the cost model changes (bounded by ``_PRICES_MAX`` entries)."""
+        tier = self._backing.get(info.key) or self.spill_tier
+        slot = (info.position, info.n_tokens, info.n_bytes, tier)
+        cost = self._prices.get(slot)
+        if cost is None:
+            cost = self._price(info, tier)
+            if len(self._prices) >= _PRICES_MAX:
+                self._prices.clear()
+            self._prices[slot] = cost
+        model = self._cost_model
+        if model is not None and self.semantics == "msa" and info.parent in self.blocks \
+                and self._kids.get(info.key):
+            cost += model.segment_s
+        return cost
+
+    def _price(self, info: BlockInfo, tier: str | None) -> float:
+        """Cmiss from the cost model at ``info``'s position with backing ``tier`` (prefix: the
+        cheaper of that and the block's share of recomputing its whole prefix)."""
+        model = self._cost_model
         if model is None:
-            return cost
+            return 1.0
+        cost = model.miss_cost(info.position * info.n_tokens, info.n_tokens, info.n_bytes, tier)
         if self.semantics == "prefix":
             n = info.position + 1
             return min(cost, model.recompute_cost(0, n * info.n_tokens) / n)
-        if info.parent in self.blocks and self.resident_children(info.key) > 0:
-            cost += model.segment_s
         return cost
 
     def _clock(self, now: float) -> float:
@@ -221,6 +257,8 @@ class AsymPolicy(CostedPolicy):
     def _observe_new(self, info: BlockInfo, now: float) -> UseRecord:
         """A use of a non-resident block: its ghost record, else its parent's lineage."""
         self._select(info, now)
+        if not self._learns:
+            return _new_record(UseRecord, (1, now, 0))
         prev = self.reuse.recall(info.key)
         if prev is not None or info.parent is None:
             return self.reuse.observe(prev, now)
@@ -247,6 +285,38 @@ class AsymPolicy(CostedPolicy):
         self._rec[key] = self.reuse.observe(self._rec[key], now)
         self._base[key] = self._clock(now)
 
+    def access(self, key: Key, now: float) -> None:
+        info = self.blocks.get(key)
+        if info is not None:
+            self._use(key, info, now)
+
+    def access_many(self, keys: Iterable[Key], now: float) -> None:
+        """``access(key, now)`` for each key in order: the same decisions, less overhead."""
+        blocks, use = self.blocks, self._use
+        for key in keys:
+            info = blocks.get(key)
+            if info is not None:
+                use(key, info, now)
+
+    def _use(self, key: Key, info: BlockInfo, now: float) -> None:
+        """A use of resident ``key``: the base's ``access`` with the hooks inlined."""
+        self._now = now
+        if self.selector is not None:
+            self._select(info, now)
+        if self._learns:
+            rec = self._rec[key] = self.reuse.observe(self._rec[key], now)
+        else:
+            rec = self._rec[key] = _new_record(UseRecord, (0, now, 0))
+        base = self._base[key] = now if self._time_clock else self.inflation
+        if key not in self._parked:
+            self.order.push(key, self._rank(info, rec, base))
+
+    def _rank(self, info: BlockInfo, rec: UseRecord, base: float) -> tuple:
+        """``_priority`` of resident ``info`` from its record and clock value."""
+        if not self.by_value:
+            return (base + 0.0, rec.last_s, -info.position)
+        return (base + self._term(self._raw(info, rec)), rec.last_s, -info.position)
+
     def _on_remove(self, key: Key) -> None:
         self._base.pop(key, None)
         rec = self._rec.pop(key, None)
@@ -257,4 +327,4 @@ class AsymPolicy(CostedPolicy):
         self.inflation = max(self.inflation, self.score(key))
 
     def _priority(self, key: Key, now: float) -> tuple:
-        return (self.score(key), self._rec[key].last_s, -self.blocks[key].position)
+        return self._rank(self.blocks[key], self._rec[key], self._base[key])

@@ -8,6 +8,8 @@ Events a policy receives, all amortized O(log n):
 
 * ``insert(info, now)`` — the block entered this tier (after ``admit`` said yes);
 * ``access(key, now)`` — the block was used (a hit, or a re-reference while resident);
+* ``access_many(keys, now)`` / ``insert_many(infos, now)`` — the same for a batch, in order,
+  with exactly the decisions of one call per block (the daemon's call sites use these);
 * ``remove(key)`` — the block left this tier for a reason other than ``evict`` (deleted,
   invalidated, moved by the caller);
 * ``protect(key)`` / ``unprotect(key)`` — a lease is taken / dropped (reference counted);
@@ -36,7 +38,7 @@ from __future__ import annotations
 import heapq
 import itertools
 from abc import ABC, abstractmethod
-from collections.abc import Hashable
+from collections.abc import Hashable, Iterable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, ClassVar, Literal
 
@@ -145,6 +147,16 @@ class ResidencyPolicy(ABC):
         self._on_access(key, now)
         if key not in self._parked:
             self._enqueue(key, now)
+
+    def access_many(self, keys: Iterable[Key], now: float) -> None:
+        """``access(key, now)`` for each of ``keys`` in order (policies may do it faster)."""
+        for key in keys:
+            self.access(key, now)
+
+    def insert_many(self, infos: Iterable[BlockInfo], now: float) -> None:
+        """``insert(info, now)`` for each of ``infos`` in order (policies may do it faster)."""
+        for info in infos:
+            self.insert(info, now)
 
     def remove(self, key: Key, now: float = 0.0) -> None:
         if key not in self.blocks:

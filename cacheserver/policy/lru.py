@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+
 from cacheserver.policy.base import BlockInfo, Key, ResidencyPolicy, register_policy
+
+_BASE_ENQUEUE = ResidencyPolicy._enqueue
 
 
 @register_policy("lru")
@@ -15,6 +19,23 @@ class LRUPolicy(ResidencyPolicy):
 
     def _on_insert(self, info: BlockInfo, now: float) -> None:
         self._last[info.key] = now
+
+    def access_many(self, keys: Iterable[Key], now: float) -> None:
+        """``access`` of each key in order, with the hooks inlined (subclasses that replace a
+        hook or the victim order take the generic path)."""
+        cls = type(self)
+        if (cls._on_access is not LRUPolicy._on_access or cls._enqueue is not _BASE_ENQUEUE
+                or cls.tracks_structure):
+            super().access_many(keys, now)
+            return
+        blocks, last, parked, push, priority = (self.blocks, self._last, self._parked,
+                                                 self.order.push, self._priority)
+        for key in keys:
+            if key in blocks:
+                self._now = now
+                last[key] = now
+                if key not in parked:
+                    push(key, priority(key, now))
 
     def _on_access(self, key: Key, now: float) -> None:
         self._last[key] = now

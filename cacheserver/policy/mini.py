@@ -2,7 +2,10 @@
 
 Two small copies of the policy run on a fixed sample of the keys (Waldspurger et al., "Cache
 Modeling and Optimization using Miniature Simulations", ATC 2017): one ranks by value, one by
-recency alone, each ``rate`` times the real capacity, each fed every use of a sampled key.
+recency alone, each ``rate`` times the real capacity, each fed every use of a sampled key;
+``rate = min(max_rate, target_blocks / capacity)``: copies of ``target_blocks`` in large tiers,
+and in small ones at most ``max_rate`` of the keys (``AsymConfig.select_rate``; at 1.0 the
+copies of a small tier are full-size replicas, which triples the work of every use).
 Each adds up the miss cost it saves (its hits, priced like the real tier) with decay. The real
 policy switches to ranking by value once the value copy's lead is both ``margin`` of what the
 LRU copy saved and ``z`` standard deviations of the paired difference (the uses where exactly
@@ -28,6 +31,8 @@ HASH_SPACE = 1 << 64
 
 def key_bytes(key: Hashable) -> bytes:
     """The bytes a key is sampled by; ``TypeError`` for keys that are not int, bytes or str."""
+    if type(key) is bytes:
+        return key
     if isinstance(key, bytes | bytearray | memoryview):
         return bytes(key)
     if isinstance(key, int):
@@ -42,9 +47,9 @@ class ModeSelector:
 
     def __init__(self, capacity: int, make: Callable[[int, bool], ResidencyPolicy],
                  price: Callable[[BlockInfo], float], *, target_blocks: int = 2048,
-                 margin: float = 0.01, z: float = 2.0, half_life: int = 50_000,
-                 dwell: int = 4096) -> None:
-        self.rate = min(1.0, target_blocks / max(1, capacity))
+                 max_rate: float = 1.0, margin: float = 0.01, z: float = 2.0,
+                 half_life: int = 50_000, dwell: int = 4096) -> None:
+        self.rate = min(max_rate, target_blocks / max(1, capacity))
         mini = max(1, round(capacity * self.rate))
         self.copies = {True: make(mini, True), False: make(mini, False)}
         self.saved = {True: 0.0, False: 0.0}
@@ -65,13 +70,17 @@ class ModeSelector:
 
         A verdict stands for at least ``dwell`` sampled uses, so it cannot flap.
         """
-        if not self.sampled(info.key):
+        if self.rate < 1.0 and not self.sampled(info.key):
             return False
         cost = self.price(info)
-        hit = {by_value: self._use(copy, info, now) for by_value, copy in self.copies.items()}
-        for by_value, was_hit in hit.items():
-            self.saved[by_value] += cost if was_hit else 0.0
-        if hit[True] != hit[False]:
+        copies, saved = self.copies, self.saved
+        by_value_hit = self._use(copies[True], info, now)
+        lru_hit = self._use(copies[False], info, now)
+        if by_value_hit:
+            saved[True] += cost
+        if lru_hit:
+            saved[False] += cost
+        if by_value_hit != lru_hit:
             self._squares += cost * cost
         self._events += 1
         if self._events >= self.half_life:

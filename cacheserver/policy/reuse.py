@@ -25,7 +25,7 @@ from __future__ import annotations
 import bisect
 from collections import OrderedDict
 from collections.abc import Hashable
-from dataclasses import dataclass
+from typing import NamedTuple
 
 GAP_EDGES_S = (1.0, 4.0, 16.0, 64.0, 256.0, 1024.0)  # ASSUMPTION: seconds to an hour
 GAP_BUCKETS_S = tuple(2.0**k for k in range(-2, 13))  # 0.25 s .. 4096 s, for the median gap
@@ -34,15 +34,19 @@ REPEAT_HISTORIES = 1 + (MAX_USES_CLASS - 1) * (len(GAP_EDGES_S) + 1)  # 0 = unkn
 HISTORIES = 2 * REPEAT_HISTORIES
 DEFAULT_GAP_S = 60.0  # ASSUMPTION: the typical gap until enough gaps were seen
 MIN_GAPS = 32.0
+_ROW = len(GAP_EDGES_S) + 1  # classes per uses row
 
 
-@dataclass(frozen=True, slots=True)
-class UseRecord:
-    """A block's use history in brief: uses so far, last use time, and its class."""
+class UseRecord(NamedTuple):
+    """A block's use history in brief: uses so far, last use time, and its class (immutable;
+    a named tuple: one is made per use, so it must be cheap to build)."""
 
     uses: int
     last_s: float
     cls: int
+
+
+_new_record = tuple.__new__  # UseRecord from a tuple without the generated __new__ (hot path)
 
 
 class ReuseEstimator:
@@ -82,10 +86,16 @@ class ReuseEstimator:
         if prev is None:
             rec = UseRecord(1, now, self.first_class(parent))
         else:
-            gap = max(0.0, now - prev.last_s)
-            self._followed[prev.cls] += 1.0
+            uses, last_s, cls = prev
+            gap = now - last_s
+            if gap < 0.0:
+                gap = 0.0
+            self._followed[cls] += 1.0
             self._gaps[bisect.bisect_left(GAP_BUCKETS_S, gap)] += 1.0
-            rec = UseRecord(prev.uses + 1, now, self.repeat_class(prev.uses + 1, gap))
+            uses += 1
+            row = (uses if uses < MAX_USES_CLASS else MAX_USES_CLASS) - 2
+            cls = 1 + row * _ROW + bisect.bisect_right(GAP_EDGES_S, gap)
+            rec = _new_record(UseRecord, (uses, now, cls))
         self._reached[rec.cls] += 1.0
         self._events += 1
         if self._events % 1024 == 0:
