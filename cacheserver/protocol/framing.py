@@ -35,14 +35,18 @@ def unpack_header(frames: Sequence[Buffer], lim: Limits) -> tuple[int, str, int,
     obj = _unpack(head, lim)
     if type(obj) is not list or len(obj) != 4:
         raise ProtocolError(ErrorCode.BAD_MESSAGE, "header must be [version, op, id, fields]")
-    version, op, rid, raw = obj
-    rid = rid if type(rid) is int and 0 <= rid < 2**63 else 0
+    version, op, given_rid, raw = obj
+    rid_ok = type(given_rid) is int and 0 <= given_rid < 2**63
+    rid = given_rid if rid_ok else 0  # an error about it goes back under id 0
     op = op if type(op) is str and len(op) <= 32 else ""
     if version != PROTOCOL_VERSION:
         raise ProtocolError(ErrorCode.BAD_VERSION, f"protocol version {version!r} is not "
                             f"{PROTOCOL_VERSION}", rid, op)
     if type(raw) is not dict:
         raise ProtocolError(ErrorCode.BAD_MESSAGE, "header fields must be a map", rid, op)
+    if not rid_ok:  # never run a request whose reply the sender could not match
+        raise ProtocolError(ErrorCode.BAD_FIELD, f"request_id must be an integer in "
+                            f"[0, 2**63), got {given_rid!r}", 0, op)
     return version, op, rid, raw
 
 

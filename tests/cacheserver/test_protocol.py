@@ -74,6 +74,10 @@ BAD = [
     (_header(1, "commit", 14, {"tier": "gpu", "blocks": [[b"k" * 16]], "slots": [0]}),
      p.ErrorCode.BAD_FIELD, 14),
     ([], p.ErrorCode.BAD_MESSAGE, 0),
+    (_header(1, "lookup", 1.5, {"keys": []}), p.ErrorCode.BAD_FIELD, 0),
+    (_header(1, "lookup", -5, {"keys": []}), p.ErrorCode.BAD_FIELD, 0),
+    (_header(1, "lookup", 2**64 - 1, {"keys": []}), p.ErrorCode.BAD_FIELD, 0),
+    (_header(1, "lookup", "7", {"keys": []}), p.ErrorCode.BAD_FIELD, 0),
 ]
 
 
