@@ -35,6 +35,7 @@ MAX_KEYS = 1024  # keys per request: well under the daemon's default limit (4096
 MAX_BLOCKS_PER_MESSAGE = 32  # block payloads per PUT/GET: bounded message size
 CHECK_S = 2.0  # while idle: seconds between checks that the daemon still knows this engine
 INFO_S = 10.0  # seconds between reads of the daemon's remote-tier load figures (STATS)
+GIVE_BACK_S = 1.0  # at most one re-registration per this many seconds to give back reservations
 
 
 class CacheLink:
@@ -53,6 +54,9 @@ class CacheLink:
         self.refused: str | None = None  # why the daemon refused our HELLO, if it did
         self.grants = SlotGrants()  # CPU slots handed out, by the registration they belong to
         self.stale_slots = 0  # CPU slots not used: handed out under an earlier registration
+        self.given_back = 0  # unfilled CPU reservations given back (by registering again)
+        self.give_back_s = GIVE_BACK_S
+        self._gave_back_at = float("-inf")
         self._registered_before = False
         self._held: Held | None = None
         self._answering = threading.Event()
@@ -80,6 +84,8 @@ class CacheLink:
                 self.connected = False
         if self.connected and self.remote_tier and now - self._info_at >= INFO_S:
             self._read_info(now)
+        if self.connected and self.owed and now - self._gave_back_at >= self.give_back_s:
+            self._give_back(now)
         if self.connected or self.refused is not None or not self._answering.is_set():
             return
         try:
@@ -91,6 +97,7 @@ class CacheLink:
             self.refused = str(e)
             log.error("the cache daemon refused this engine (%s); serving without it", e)
             return
+        self.grants.settle()  # a new session: the old one's reservations are gone
         self.reconnects += self._registered_before
         self._registered_before = True
         self.connected = True
@@ -98,6 +105,24 @@ class CacheLink:
         log.info("registered with the cache daemon at %s (epoch %s)", self.endpoint,
                  reg.epoch if reg is not None else "?")
         self._read_info(now)
+
+    @property
+    def owed(self) -> int:
+        """CPU reservations of the current registration this engine could not fill."""
+        return self.grants.owed(self.client.generation)
+
+    def _give_back(self, now: float) -> None:
+        """Give back unfilled CPU reservations. The daemon frees a reserved (``FILLING``) slot
+        only with the engine's session, so register again: HELLO replaces the session (its
+        leases and reservations dropped) and re-announces the blocks this engine holds."""
+        self._gave_back_at = now
+        owed = self.owed
+        reg = self._guard(lambda: self.client.hello(self.fingerprint, self.layout,
+                                                    self.gpu_slots, self._held_refs), None)
+        if reg is not None:
+            self.grants.settle()
+            self.given_back += owed
+            log.info("gave back %d unfilled CPU reservations (registered again)", owed)
 
     def _read_info(self, now: float) -> None:
         """Whether the daemon has a remote tier, and its load figures (from STATS)."""
@@ -203,9 +228,32 @@ class CacheLink:
         slot was handed out under an earlier registration (counted in ``stale_slots``)."""
         if not self.mapped:
             return None
+        generation = self._current_grant(key, slot)
+        return None if generation is None else self._view(slot, generation)
+
+    def reserved_views(self, pairs: Sequence[tuple[bytes, int]]) -> list[memoryview | None]:
+        """Views of the CPU slots reserved for ``(key, slot)`` (demotions, write-through), to
+        copy into and then COMMIT. ``None`` where the slot is stale or cannot be written; a
+        reservation of the current registration left unfilled is owed back (next :meth:`tick`)."""
+        views: list[memoryview | None] = []
+        for key, slot in pairs:
+            generation = self._current_grant(key, slot)
+            view = None if generation is None else self._view(slot, generation)
+            if generation is not None and view is None:
+                self.grants.owe(generation)
+            views.append(view)
+        return views
+
+    def _current_grant(self, key: bytes, slot: int) -> int | None:
+        """The generation ``slot`` was granted in for ``key``, if it is the current one."""
         generation = self.grants.take(key, slot)
         if generation is None or generation != self.client.generation:
             self.stale_slots += 1
+            return None
+        return generation
+
+    def _view(self, slot: int, generation: int) -> memoryview | None:
+        if not self.mapped:
             return None
         nbytes = self.layout.bytes_per_block
         try:
@@ -215,6 +263,13 @@ class CacheLink:
             log.info("CPU tier of %s is not mappable here (%s); using GET/PUT", self.endpoint, e)
             self.mapped = False
             return None
+
+    def abandon(self, pairs: Sequence[tuple[bytes, int]]) -> None:
+        """Reservations ``(key, slot)`` the engine will not fill (e.g. a victim whose slot holds
+        another block by now): owed back if they belong to the current registration."""
+        for key, slot in pairs:
+            if self.grants.take(key, slot) == self.client.generation:
+                self.grants.owe(self.client.generation)
 
     def victims(self, n: int) -> list[tuple[int, bytes, int]]:
         """``(gpu_slot, key, demote_to)`` of blocks to give up; none while down."""

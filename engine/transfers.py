@@ -53,10 +53,14 @@ class Transfers:
         """Free the daemon's victims ``(slot, key, demote_to)``, demoting those with a CPU slot
         first. Returns the freed slots (referenced once) and the bytes demoted. A victim the
         engine still uses is kept and announced again, so the daemon's index stays true (its
-        bytes still go to the reserved CPU slot: a correct copy, and no reservation is left)."""
-        freed, demote, keep = [], [], []
+        bytes still go to the reserved CPU slot: a correct copy, and no reservation is left).
+        A victim whose slot no longer holds its key cannot be demoted: its reservation is
+        abandoned (the link gives it back)."""
+        freed, demote, keep, unfillable = [], [], [], []
         for slot, key, cpu_slot in victims:
             if not 0 <= slot < self.pool.num_blocks or blocks.key_of(slot) != key:
+                if cpu_slot >= 0:  # its bytes are not here: the reservation goes back
+                    unfillable.append((key, cpu_slot))
                 continue
             ref = refs[key]
             if cpu_slot >= 0:
@@ -65,6 +69,8 @@ class Transfers:
                 freed.append(slot)
             else:
                 keep.append((ref, slot))
+        if unfillable and self.link is not None:
+            self.link.abandon(unfillable)
         moved = self._to_cpu(demote)  # before the freed slots can be overwritten
         for slot in freed:
             refs.pop(blocks.evict(slot) or b"", None)
@@ -85,10 +91,11 @@ class Transfers:
         return [c >= 0 for c in cpu_slots]
 
     def _to_cpu(self, moves: Sequence[tuple[BlockRef, int, int]]) -> int:
-        """Copy ``(ref, pool slot, cpu slot)`` moves, then COMMIT the CPU slots; bytes moved."""
+        """Copy ``(ref, pool slot, cpu slot)`` moves, then COMMIT the CPU slots; bytes moved.
+        A reserved slot that cannot be written is left to the link, which gives it back."""
         if not moves or self.link is None:
             return 0
-        dests = [self.link.cpu_view(c, r.key) for r, _, c in moves]
+        dests = self.link.reserved_views([(r.key, c) for r, _, c in moves])
         moves = [m for m, d in zip(moves, dests, strict=True) if d is not None]
         dests = [d for d in dests if d is not None]
         if not moves:

@@ -1,0 +1,63 @@
+"""CPU-tier reservations the engine cannot fill are given back (real daemon process): an engine
+that cannot map the tier gets demotion slots from ALLOCATE all the same; left FILLING, they
+would keep the tier full for the engine's lifetime (PUT would store nothing)."""
+
+from __future__ import annotations
+
+from engine.cache_link import CacheLink
+from engine.client import CacheClient
+from tests.cacheserver.daemon_fixtures import LAYOUT, make_refs, payload
+from tests.engine.engine_fixtures import (
+    BLOCK_BYTES,
+    assert_same,
+    corpus_ids,
+    greedy,
+    make_llm,
+    reference,
+)
+
+LEN, OUT, SLOTS = 200, 8, 4
+
+
+def test_an_unmapped_engine_gives_back_the_cpu_slots_reserved_for_its_demotions(daemons) -> None:
+    prompts = corpus_ids(make_llm(reuse="none"), 3, LEN, offset=7)
+    want = reference(prompts, OUT)
+    daemons.start(cpu_bytes=f"{SLOTS * 32}KiB", disk_bytes=0)  # a CPU tier of 4 slots
+    # 3 prompts x 13 blocks do not fit 30 slots: ALLOCATE names victims and reserves CPU slots
+    llm = make_llm(cache_endpoint=daemons.endpoint, num_gpu_blocks=30, write_through=False)
+    link = llm.engine.kv.link
+    link.mapped, link.give_back_s = False, 0.0  # as on another host
+    try:
+        assert_same(llm.generate(prompts, greedy(OUT)), want)
+        llm.engine.tick_daemon(idle=False)  # gives back what the last steps left unfilled
+        with CacheClient(daemons.endpoint, engine_id="other", heartbeat=False) as c:
+            stats = c.stats()
+            reserved = stats["tiers"]["gpu"]["demotions"]
+            assert reserved >= SLOTS  # the daemon did reserve demotion slots, all 4 at least
+            c.hello("another-model", llm.engine.kv.pool.layout, gpu_slots=1)
+            refs = make_refs(SLOTS, model="another-model")
+            assert c.put(refs, [b"\x5a" * BLOCK_BYTES] * SLOTS).stored == [True] * SLOTS
+        assert link.given_back == reserved and link.owed == 0
+    finally:
+        llm.close()
+
+
+def test_reservations_of_victims_whose_slot_changed_are_given_back(daemons) -> None:
+    daemons.start(cpu_bytes=f"{SLOTS * 32}KiB", disk_bytes=0)
+    refs = make_refs(SLOTS)
+    held = [(ref, slot) for slot, ref in enumerate(refs)]
+    link = CacheLink(daemons.endpoint, "eng", "test-model", LAYOUT, SLOTS, timeout_s=5)
+    link.give_back_s = 0.0
+    try:
+        link.tick(0.0, lambda: held)
+        victims = link.victims(SLOTS)
+        assert sorted(d for _, _, d in victims) == list(range(SLOTS))  # the whole CPU tier
+        link.abandon([(key, d) for _, key, d in victims])  # their slots hold other blocks now
+        assert link.owed == SLOTS
+        link.tick(1.0, lambda: [])
+        assert (link.given_back, link.owed) == (SLOTS, 0)
+        with CacheClient(daemons.endpoint, engine_id="other", heartbeat=False) as c:
+            c.hello("test-model", LAYOUT, gpu_slots=1)
+            assert c.put(refs, [payload(r) for r in refs]).stored == [True] * SLOTS
+    finally:
+        link.close()
