@@ -54,6 +54,8 @@ class ServerConfig:
     max_inflight: int = 64  # per peer: requests received and not yet answered
     max_keys: int = 4096  # per request
     max_header_bytes: int = 1 << 20
+    max_message_bytes: int = 256 << 20  # a request's frames together (the engine sends <= 32
+    # blocks per PUT: keep it >= 32 x cpu_slot_bytes)
     curve_secret_key_file: str = ""  # a zmq certificate with the server's secret key
     curve_clients_dir: str = ""  # public certificates of allowed clients ("" = any CURVE client)
     log_level: str = "info"
@@ -106,6 +108,10 @@ class ServerConfig:
         for name in positive:
             if getattr(self, name) <= 0:
                 raise ValueError(f"{name}: must be positive, got {getattr(self, name)}")
+        one_block = self.cpu_slot_bytes + self.max_header_bytes
+        if self.max_message_bytes < one_block:
+            raise ValueError(f"max_message_bytes: {self.max_message_bytes} is less than one "
+                             f"block's request (cpu_slot_bytes + max_header_bytes = {one_block})")
         if self.cpu_bytes < self.cpu_slot_bytes:
             raise ValueError(f"cpu_bytes: {self.cpu_bytes} holds no slot of "
                              f"cpu_slot_bytes={self.cpu_slot_bytes}")
@@ -127,6 +133,14 @@ class ServerConfig:
         """Protocol decoding limits: a PUT frame is at most one CPU slot."""
         return Limits(max_header_bytes=self.max_header_bytes, max_frames=self.max_keys,
                       max_frame_bytes=self.cpu_slot_bytes, max_keys=self.max_keys)
+
+    @property
+    def recv_hwm(self) -> int:
+        """Requests the ROUTER queues unread per peer (ZeroMQ RCVHWM; past it the peer's
+        connection is not read: back-pressure, nothing dropped): twice what a peer may have
+        in flight (at least 64), so a peer that floods past ``max_inflight`` still gets BUSY
+        replies while unread requests stay bounded (peers x this x ``max_message_bytes``)."""
+        return max(2 * self.max_inflight, 64)
 
     @property
     def ipc_path(self) -> str | None:

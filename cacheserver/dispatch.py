@@ -45,6 +45,7 @@ class Dispatcher:
         self.router = router
         self.max_inflight = max_inflight
         self._limits = ctx.config.limits
+        self._max_message = ctx.config.max_message_bytes
         self._inflight: dict[bytes, int] = {}
         self._tasks: set[asyncio.Task] = set()
 
@@ -57,6 +58,12 @@ class Dispatcher:
                 rid, req = decode_request(msg[1:], self._limits)
             except ProtocolError as e:
                 self._send(identity, e.request_id, ErrorReply(e.op, e.code, e.message), t0, False)
+                continue
+            if len(msg) > 2 and (size := _payload_bytes(msg)) > self._max_message:
+                err = ErrorReply(req.OP, ErrorCode.TOO_LARGE, f"message of {size} bytes is over "
+                                 f"max_message_bytes={self._max_message}: send fewer blocks "
+                                 f"per request")
+                self._send(identity, rid, err, t0, False)
                 continue
             n = self._inflight.get(identity, 0)
             if n >= self.max_inflight:
@@ -148,6 +155,11 @@ class Dispatcher:
         """Wait (bounded) for asynchronous requests to reply."""
         if self._tasks:
             await asyncio.wait(set(self._tasks), timeout=timeout_s)
+
+
+def _payload_bytes(msg: list[Buffer]) -> int:
+    """Bytes of a received ``[identity, header, *payload]`` message's frames, header included."""
+    return sum(len(frame) for frame in msg[1:])
 
 
 def _error_reply(op: str, e: Exception) -> ErrorReply:

@@ -48,13 +48,13 @@ class RouterSocket:
     """
 
     def __init__(self, ctx: zmq.Context, endpoint: str, *, curve: ServerCurve | None = None,
-                 max_message_bytes: int = -1, hwm: int = 10_000) -> None:
+                 max_message_bytes: int = -1, hwm: int = 10_000, rcvhwm: int = 0) -> None:
         self.endpoint = endpoint
         self._ctx = ctx
         self._auth = None
         self._sock = ctx.socket(zmq.ROUTER)
         for opt, value in ((zmq.LINGER, 0), (zmq.ROUTER_MANDATORY, 1), (zmq.ROUTER_HANDOVER, 1),
-                           (zmq.SNDHWM, hwm), (zmq.RCVHWM, hwm),
+                           (zmq.SNDHWM, hwm), (zmq.RCVHWM, rcvhwm or hwm),
                            (zmq.MAXMSGSIZE, max_message_bytes)):
             self._sock.setsockopt(opt, value)
         if curve is not None:

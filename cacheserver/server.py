@@ -143,7 +143,7 @@ class CacheServer:
         self._zmq = zmq.Context()
         max_msg = 2 * (cfg.cpu_slot_bytes + cfg.max_header_bytes)
         self._router = RouterSocket(self._zmq, cfg.endpoint, curve=curve,
-                                    max_message_bytes=max_msg)
+                                    max_message_bytes=max_msg, rcvhwm=cfg.recv_hwm)
         assert self.ctx is not None
         self._dispatcher = Dispatcher(self.ctx, self._router, cfg.max_inflight)
         self._stopped = asyncio.Event()

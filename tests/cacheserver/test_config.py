@@ -28,6 +28,8 @@ def test_precedence_is_toml_then_flags_then_environment(tmp_path: Path) -> None:
     ({"max_inflight": 0}, "max_inflight"), ({"lease_timeout_s": 0}, "lease_timeout_s"),
     ({"max_engines": True}, "max_engines"), ({"log_level": "loud"}, "log_level"),
     ({"curve_clients_dir": "/x"}, "curve_clients_dir"), ({"disk_bytes": -1}, "disk_bytes"),
+    ({"max_message_bytes": 1 << 20}, "max_message_bytes"),  # < one slot + one header
+    ({"disk_queue_bytes": 0}, "disk_queue_bytes"),
 ])
 def test_bad_values_fail_naming_the_field(kwargs: dict, field: str) -> None:
     with pytest.raises(ValueError, match=f"^{field}"):

@@ -15,7 +15,13 @@ import zmq
 from cacheserver import protocol as p
 from cacheserver.launch import DaemonProcess
 from cacheserver.protocol.sockets import DealerSocket
-from tests.cacheserver.daemon_fixtures import start_daemon  # noqa: F401 - fixture
+from engine.client import CacheClient, DaemonError
+from tests.cacheserver.daemon_fixtures import (
+    LAYOUT,
+    make_refs,
+    payload,
+    start_daemon,  # noqa: F401 - fixture
+)
 
 
 def _rss_kib(pid: int) -> int:
@@ -145,3 +151,21 @@ def test_a_second_daemon_on_a_live_endpoint_refuses_to_start(start_daemon, tmp_p
         assert _reply(sock)[1].epoch == d.start_epoch  # the first one still serves
     finally:
         sock.close()
+
+
+def test_a_request_over_max_message_bytes_gets_too_large_naming_the_limit(
+    start_daemon  # noqa: F811
+) -> None:
+    # every frame is within its own limit (a block <= one 8 KiB slot, a 4 KiB header); the
+    # five blocks together (20 KiB and a header) are over the message's
+    d = start_daemon(max_header_bytes="4KiB", max_message_bytes="20KiB")
+    refs = make_refs(5)
+    with CacheClient(d.endpoint, engine_id="eng", timeout_s=10, heartbeat=False) as c:
+        c.hello("test-model", LAYOUT, gpu_slots=4)
+        with pytest.raises(DaemonError) as err:
+            c.put(refs, [payload(r) for r in refs])
+        assert err.value.code == p.ErrorCode.TOO_LARGE
+        assert "max_message_bytes=20480" in err.value.message
+        assert c.lookup([r.key for r in refs], lease=False).where == [p.Where.MISS] * 5
+        assert c.put(refs[:4], [payload(r) for r in refs[:4]]).stored == [True] * 4
+        assert c.stats()["tiers"]["cpu"]["blocks"] == 4
