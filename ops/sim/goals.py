@@ -6,7 +6,8 @@
   ``asym``/msa and ``belady``/msa (bound), and the share of the gap ``asym`` closes;
 * goal 2: per trace and set-up, ``asym`` against ``lru_tail`` under the same semantics and sizes;
 * every other policy on that comparison;
-* with ``--pivot``: GPU hit ratio and gap closed of the named runs side by side.
+* with ``--pivot``: GPU hit ratio and gap closed of the named runs side by side, and with
+  ``--plot PATH`` also their mean TTFT against GPU size (a PNG per the simulator's plot).
 
 Rows are compared on exact mean TTFT: identical decisions give identical figures ("equal").
 """
@@ -128,18 +129,32 @@ def pivot_table(rows: Sequence[Row], runs: Sequence[str]) -> str:
     return "\n".join(out)
 
 
+def select_runs(rows: Sequence[Row], runs: Sequence[str]) -> list[Row]:
+    """The rows whose ``policy/semantics`` is in ``runs``, in the order of ``runs``."""
+    rank = {r: i for i, r in enumerate(runs)}
+    chosen = [r for r in rows if f"{r['policy']}/{r['semantics']}" in rank]
+    return sorted(chosen, key=lambda r: rank[f"{r['policy']}/{r['semantics']}"])
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Print the goal tables (Markdown) of the JSON files named in ``argv``."""
     parser = argparse.ArgumentParser(prog="python -m ops.sim.goals",
                                      description="goal tables of docs/policy.md")
     parser.add_argument("json", nargs="+", help="files written by asymcache simulate --json")
     parser.add_argument("--pivot", default="", help="POLICY/SEMANTICS,... to show side by side")
+    parser.add_argument("--plot", default="", help="with --pivot: write a PNG of those runs")
+    parser.add_argument("--title", default="", help="title of the --plot figure")
     parser.add_argument("--others", default="lru,lfu,gdsf,pensieve",
                         help="policies for the comparison with lru_tail and asym")
     args = parser.parse_args(argv)
     rows = load_rows(args.json)
     if args.pivot:
-        print(pivot_table(rows, [p for p in args.pivot.split(",") if p]))
+        runs = [p for p in args.pivot.split(",") if p]
+        print(pivot_table(rows, runs))
+        if args.plot:
+            from ops.sim.report import plot
+
+            plot(select_runs(rows, runs), args.plot, args.title or str(rows[0]["trace"]))
         return 0
     print("Goal 1\n\n" + goal1_table(rows) + "\n\nGoal 2\n\n" + goal2_table(rows))
     print("\nOther policies\n\n" + others_table(rows, ["asym", *args.others.split(",")]))

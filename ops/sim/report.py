@@ -68,12 +68,12 @@ def plot(rows: Sequence[dict[str, object]], path: str | Path, title: str) -> Non
 
     setups = list(dict.fromkeys(str(r["setup"]) for r in rows))
     policies = list(dict.fromkeys(str(r["policy"]) for r in rows))
-    colours = plt.get_cmap("tab10")
+    colours = plt.get_cmap("tab10" if len(policies) <= 10 else "tab20")
     fig, axes = plt.subplots(1, len(setups), figsize=(7 * len(setups), 4.5), squeeze=False)
     for ax, setup in zip(axes[0], setups, strict=True):
         for (policy, sem), pts in _lines(rows, setup).items():
             ax.plot([p[0] * 100 for p in pts], [p[1] for p in pts], marker="o",
-                    color=colours(policies.index(policy) % 10),
+                    color=colours(policies.index(policy) % colours.N),
                     linestyle="-" if sem == "msa" else "--", label=f"{policy} / {sem}")
         if len({float(r["gpu_frac"]) for r in rows}) > 1:  # type: ignore[arg-type]
             ax.set_xscale("log")

@@ -6,7 +6,14 @@ import json
 
 import pytest
 
-from ops.sim.goals import goal1_table, goal2_table, main, others_table, pivot_table
+from ops.sim.goals import (
+    goal1_table,
+    goal2_table,
+    main,
+    others_table,
+    pivot_table,
+    select_runs,
+)
 
 
 def _row(policy: str, sem: str, ttft: float, gap: float | None, gpu: int = 10) -> dict:
@@ -52,3 +59,12 @@ def test_main_reads_json_files_and_rejects_a_file_that_is_not_a_list(tmp_path, c
     assert "| t | gpu | 10.0% | 1.0000 | 0.7000 | 0.5000 | 0.600 | yes |" in capsys.readouterr().out
     with pytest.raises(ValueError, match=r"bad\.json"):
         main([str(bad)])
+
+
+def test_pivot_with_plot_writes_a_png_of_the_chosen_runs_only(tmp_path, capsys) -> None:
+    good, png = tmp_path / "rows.json", tmp_path / "p.png"
+    good.write_text(json.dumps(ROWS))
+    assert main([str(good), "--pivot", "belady/msa,asym/msa", "--plot", str(png)]) == 0
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert [r["policy"] for r in select_runs(ROWS, ["belady/msa", "asym/msa"])] == [
+        "belady", "asym"]
