@@ -27,7 +27,7 @@ import time
 from pathlib import Path
 
 import zmq
-from prometheus_client import CollectorRegistry
+from prometheus_client import CollectorRegistry, Counter
 
 from cacheserver import handlers_data
 from cacheserver.config import ServerConfig
@@ -55,6 +55,9 @@ class CacheServer:
         self.config = config
         self.registry = registry if registry is not None else CollectorRegistry()
         self.metrics = DaemonMetrics(self.registry, request_ops())
+        self.housekeeping_errors = Counter(
+            "asymcache_server_housekeeping_errors_total", "Housekeeping rounds that failed (the "
+            "next round runs as usual; the log has the traceback)", registry=self.registry)
         self.epoch = secrets.randbits(63)
         self.ready = False
         self.http_port: int | None = None
@@ -200,19 +203,33 @@ class CacheServer:
 
     # ---- background ---------------------------------------------------------------------
     async def _housekeep(self) -> None:
+        """Every ``min(1 s, lease_timeout_s / 4)``: expire silent engines, forget blocks whose
+        disk or remote writes failed, hand the remote tier's measured figures to the cost
+        model. A step that fails is logged with its traceback and counted; the other steps
+        and the next round run as usual."""
         ctx = self.ctx
         assert ctx is not None
         period = min(1.0, ctx.config.lease_timeout_s / 4)
+        steps = (self._expire_engines, ctx.residency.poll_disk_failures,
+                 ctx.residency.poll_remote_failures, self._use_remote_figures)
         while True:
             await asyncio.sleep(period)
-            for session in ctx.sessions.expired(ctx.clock(), ctx.config.lease_timeout_s):
-                log.warning("engine %s silent for %.1fs: dropping its leases and GPU index",
-                            session.engine_id, ctx.clock() - session.last_seen)
-                drop_session(ctx, session)
-                self.metrics.expired_engines.inc()
-            ctx.residency.poll_disk_failures()
-            ctx.residency.poll_remote_failures()
-            self._use_remote_figures()
+            for step in steps:
+                try:
+                    step()
+                except Exception:
+                    self.housekeeping_errors.inc()
+                    log.exception("housekeeping step %s failed; it runs again in %.2fs",
+                                  step.__name__, period)
+
+    def _expire_engines(self) -> None:
+        ctx = self.ctx
+        assert ctx is not None
+        for session in ctx.sessions.expired(ctx.clock(), ctx.config.lease_timeout_s):
+            log.warning("engine %s silent for %.1fs: dropping its leases and GPU index",
+                        session.engine_id, ctx.clock() - session.last_seen)
+            drop_session(ctx, session)
+            self.metrics.expired_engines.inc()
 
     def _use_remote_figures(self) -> None:
         """Once the remote tier has measured its link, cost-aware policies price with it."""
