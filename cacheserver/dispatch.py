@@ -50,6 +50,8 @@ class Dispatcher:
         self._tasks: set[asyncio.Task] = set()
 
     def dispatch(self, batch: list[list[Buffer]]) -> None:
+        """Answer every message of ``batch``: one that fails outside its handler (a bug) gets
+        an INTERNAL reply, frees its in-flight unit and leaves the rest of the batch served."""
         t0 = time.perf_counter()
         admitted: list[tuple[bytes, int, Message]] = []
         for msg in batch:
@@ -58,6 +60,9 @@ class Dispatcher:
                 rid, req = decode_request(msg[1:], self._limits)
             except ProtocolError as e:
                 self._send(identity, e.request_id, ErrorReply(e.op, e.code, e.message), t0, False)
+                continue
+            except Exception as e:  # a decoder bug: answer it (no request id is known)
+                self._send(identity, 0, _error_reply("", e), t0, False)
                 continue
             if len(msg) > 2 and (size := _payload_bytes(msg)) > self._max_message:
                 err = ErrorReply(req.OP, ErrorCode.TOO_LARGE, f"message of {size} bytes is over "
@@ -74,7 +79,10 @@ class Dispatcher:
             self._inflight[identity] = n + 1
             admitted.append((identity, rid, req))
         for identity, rid, req in admitted:
-            self._run(identity, rid, req, t0)
+            try:
+                self._run(identity, rid, req, t0)
+            except Exception as e:  # before its reply was sent (``_send`` never raises)
+                self._send(identity, rid, _error_reply(req.OP, e), t0, True)
 
     def _run(self, identity: bytes, rid: int, req: Message, t0: float) -> None:
         ctx = self.ctx
@@ -134,7 +142,23 @@ class Dispatcher:
         self._send(identity, rid, reply, t0, True)
 
     def _send(self, identity: bytes, rid: int, reply: Reply, t0: float, admitted: bool) -> None:
-        self.router.send(identity, reply.to_wire(rid))
+        """Send ``reply`` (an INTERNAL error instead if it cannot be encoded), count it and,
+        if the request was ``admitted``, free its in-flight unit. Never raises."""
+        try:
+            try:
+                frames = reply.to_wire(rid)
+            except Exception as e:
+                reply = _error_reply(getattr(reply, "OP", ""), e)
+                frames = reply.to_wire(rid)
+            self.router.send(identity, frames)
+            self._count(reply, t0)
+        except Exception:
+            log.exception("sending a reply to request %d failed", rid)
+        finally:
+            if admitted:
+                self._release(identity)
+
+    def _count(self, reply: Reply, t0: float) -> None:
         m = self.ctx.metrics
         if type(reply) is ErrorReply:
             m.error(reply.code)
@@ -144,12 +168,13 @@ class Dispatcher:
         latency = m.latency.get(op)
         if latency is not None:
             latency.observe(time.perf_counter() - t0)
-        if admitted:
-            n = self._inflight[identity] - 1
-            if n:
-                self._inflight[identity] = n
-            else:
-                del self._inflight[identity]
+
+    def _release(self, identity: bytes) -> None:
+        n = self._inflight.get(identity, 0) - 1
+        if n > 0:
+            self._inflight[identity] = n
+        else:
+            self._inflight.pop(identity, None)
 
     async def drain(self, timeout_s: float) -> None:
         """Wait (bounded) for asynchronous requests to reply."""

@@ -84,7 +84,10 @@ class Peer:
                 out[rid] = reply
             return len(out) >= n
 
-        await until(poll, timeout_s)
+        try:
+            await until(poll, timeout_s)
+        except AssertionError:
+            raise AssertionError(f"{len(out)} of {n} replies within {timeout_s}s") from None
         return out
 
     def close(self) -> None:

@@ -5,11 +5,14 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from pathlib import Path
 
 import pytest
 
-from tests.cacheserver.inprocess import serving, until
+from cacheserver import protocol as p
+from cacheserver.handlers import HANDLERS, HandlerSpec
+from tests.cacheserver.inprocess import Peer, serving, until
 
 
 def test_a_failing_housekeeping_step_is_logged_counted_and_the_loop_goes_on(
@@ -37,3 +40,37 @@ def test_a_failing_housekeeping_step_is_logged_counted_and_the_loop_goes_on(
     failed = [r for r in caplog.records if "housekeeping" in r.getMessage()]
     assert len(failed) == 1 and failed[0].exc_info is not None
     assert "injected housekeeping fault" in str(failed[0].exc_info[1])
+
+
+def _unencodable_stats(ctx: object, identity: bytes, session: object, req: p.Stats) -> p.Message:
+    return p.StatsReply(stats={"not msgpack": object()})
+
+
+@pytest.mark.parametrize("fault", ["no handler", "reply cannot be encoded"])
+def test_a_request_failing_outside_its_handler_gets_internal_and_its_batch_is_served(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, fault: str) -> None:
+    if fault == "no handler":
+        monkeypatch.delitem(HANDLERS, "stats")  # a KeyError in dispatch, outside any handler
+    else:
+        monkeypatch.setitem(HANDLERS, "stats", HandlerSpec(_unencodable_stats, False, False))
+
+    async def scenario() -> list[dict[int, p.Reply]]:
+        async with serving(tmp_path, max_inflight=4) as server:
+            peer = Peer(server)
+            try:
+                rounds = []
+                for r in range(3):  # 12 requests: a leaked in-flight unit would mean BUSY
+                    peer.send(p.Stats(), 10 * r)
+                    for i in range(1, 4):
+                        peer.send(p.Ping(), 10 * r + i)
+                    time.sleep(0.3)  # the loop is held: all four arrive as one batch
+                    rounds.append(await peer.replies(4))
+                return rounds
+            finally:
+                peer.close()
+
+    for r, replies in enumerate(asyncio.run(scenario())):
+        failed = replies[10 * r]
+        assert isinstance(failed, p.ErrorReply) and failed.code == p.ErrorCode.INTERNAL
+        assert failed.op == "stats"
+        assert all(isinstance(replies[10 * r + i], p.PingReply) for i in range(1, 4))
