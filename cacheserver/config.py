@@ -9,6 +9,7 @@ strings with a unit (``512MiB``, ``4GiB``, ``64KiB``, ``1GB``). A bad value fail
 
 from __future__ import annotations
 
+import math
 import os
 import re
 import tomllib
@@ -190,6 +191,8 @@ def _check_type(name: str, value: Any, declared: str) -> None:
     expected = {"str": str, "int": int, "float": (int, float), "bool": bool}[declared]
     if (isinstance(value, bool) and declared != "bool") or not isinstance(value, expected):
         raise ValueError(f"{name}: must be {declared}, got {value!r}")
+    if declared == "float" and not math.isfinite(value):
+        raise ValueError(f"{name}: must be a finite number, got {value!r}")
 
 
 def _check_endpoint(endpoint: str) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import fields
 from pathlib import Path
 
 import pytest
@@ -54,3 +55,19 @@ def test_sizes_accept_units_and_derived_values_follow() -> None:
     assert cfg.ipc_path == "/tmp/a.ipc"
     assert cfg.policy_for("disk") == "asym"
     assert ServerConfig(cpu_policy="lru").policy_for("cpu") == "lru"
+
+
+FLOAT_FIELDS = [f.name for f in fields(ServerConfig) if f.type == "float"]
+
+
+@pytest.mark.parametrize("value", [float("nan"), float("inf"), float("-inf")])
+@pytest.mark.parametrize("field", FLOAT_FIELDS)
+def test_a_float_field_that_is_not_finite_fails_naming_the_field(field: str, value: float) -> None:
+    with pytest.raises(ValueError, match=f"^{field}: must be a finite number"):
+        ServerConfig(**{field: value})
+
+
+def test_nan_from_the_environment_fails_naming_the_field() -> None:
+    assert "lease_timeout_s" in FLOAT_FIELDS and len(FLOAT_FIELDS) >= 5
+    with pytest.raises(ValueError, match=r"^lease_timeout_s: must be a finite number"):
+        load_config(None, {}, {"ASYMCACHE_LEASE_TIMEOUT_S": "nan"})
