@@ -24,6 +24,8 @@ _FLAGS: dict[str, tuple[str, type, str]] = {
     "--kv-cache-bytes": ("kv_cache_bytes", int, "KV pool size in bytes"),
     "--max-model-len": ("max_model_len", int, "longest context (default: the model's)"),
     "--max-num-seqs": ("max_num_seqs", int, "most running requests"),
+    "--max-waiting-requests": ("max_waiting_requests", int,
+                               "requests waiting to start before new ones get 429"),
     "--max-num-batched-tokens": ("max_num_batched_tokens", int, "most query tokens per step"),
     "--chunking": ("chunking", str, "adaptive (default) or fixed"),
     "--chunk-tokens": ("chunk_tokens", int, "tokens per step in fixed chunking"),
