@@ -1,9 +1,10 @@
 """The daemon's lifecycle: ``serve -> startup -> main_loop -> shutdown``.
 
 * **startup** opens the tiers (CPU shared-memory slab, LMDB disk, and the remote tier when
-  configured: it connects in the background, the daemon never waits for its cluster), rebuilds
-  the block index from the disk's headers, starts HTTP (``/metrics``, ``/healthz``,
-  ``/readyz``), binds the ROUTER and installs SIGTERM/SIGINT handlers; then the daemon is ready.
+  configured: it connects in the background, the daemon never waits for its cluster), starts
+  HTTP (``/metrics``, ``/healthz``; ``/readyz`` answers 503 until ready), rebuilds the block
+  index from the disk's headers in a worker thread (HTTP keeps answering), binds the ROUTER and
+  installs SIGTERM/SIGINT handlers; then the daemon is ready.
 * **main_loop** reads requests in batches, admits each against its peer's in-flight bound
   (``max_inflight``; past it a BUSY error), and dispatches to the handlers of ``handlers.py`` /
   ``handlers_data.py``. Every request gets exactly one reply. A housekeeping task expires silent
@@ -108,10 +109,12 @@ class CacheServer:
         index.resize(tier_blocks)
         self.ctx = Context(cfg, index, sessions, residency, self.metrics, self.epoch,
                            time.monotonic, lambda n: make_policy("gpu", n), tier_blocks)
-        n = rebuild_index(self.ctx)
-        log.info("tiers open, %d blocks indexed from disk in %.2fs", n, time.perf_counter() - t0)
         self.registry.register(StateCollector(self._snapshot))
-        await self._start_http()
+        await self._start_http()  # /healthz answers and /readyz says 503 during the rebuild
+        # in a worker thread, so the loop serves HTTP meanwhile; nothing else touches the
+        # index and the policies until the socket is bound
+        n = await asyncio.get_running_loop().run_in_executor(None, rebuild_index, self.ctx)
+        log.info("tiers open, %d blocks indexed from disk in %.2fs", n, time.perf_counter() - t0)
         self._bind()
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):

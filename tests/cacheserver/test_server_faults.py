@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import threading
 import time
 from pathlib import Path
 
@@ -12,6 +13,7 @@ import pytest
 
 from cacheserver import protocol as p
 from cacheserver.handlers import HANDLERS, HandlerSpec
+from tests.cacheserver.daemon_fixtures import free_port
 from tests.cacheserver.inprocess import Peer, serving, until
 
 
@@ -74,3 +76,45 @@ def test_a_request_failing_outside_its_handler_gets_internal_and_its_batch_is_se
         assert isinstance(failed, p.ErrorReply) and failed.code == p.ErrorCode.INTERNAL
         assert failed.op == "stats"
         assert all(isinstance(replies[10 * r + i], p.PingReply) for i in range(1, 4))
+
+
+async def _http_get(port: int, path: str) -> tuple[int, bytes]:
+    """(status, body) of ``GET path`` on the daemon's HTTP port, without blocking the loop."""
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    writer.write(f"GET {path} HTTP/1.1\r\nHost: x\r\n\r\n".encode())
+    await writer.drain()
+    raw = await asyncio.wait_for(reader.read(), 10.0)
+    writer.close()
+    head, _, body = raw.partition(b"\r\n\r\n")
+    return int(head.split()[1]), body
+
+
+def test_readyz_is_503_while_the_index_rebuilds_and_healthz_answers(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from cacheserver import server as server_module
+
+    rebuilt = threading.Event()
+    real = server_module.rebuild_index
+
+    def slow_rebuild(ctx: object) -> int:
+        rebuilt.wait(5.0)  # the test lets it finish (bounded: a loop blocked here cannot)
+        return real(ctx)
+
+    monkeypatch.setattr(server_module, "rebuild_index", slow_rebuild)
+
+    async def scenario() -> tuple[list[tuple[int, bytes]], bool]:
+        async with serving(tmp_path, wait_ready=False, metrics_port=free_port()) as server:
+            await until(lambda: server.http_port is not None, 10.0)
+            seen = [await _http_get(server.http_port, path)
+                    for path in ("/healthz", "/readyz", "/metrics")]
+            rebuilding = not rebuilt.is_set() and not server.ready  # all three answered in it
+            rebuilt.set()
+            await until(lambda: server.ready, 10.0)
+            seen.append(await _http_get(server.http_port, "/readyz"))
+            return seen, rebuilding
+
+    (healthz, readyz, metrics, ready), rebuilding = asyncio.run(scenario())
+    assert rebuilding
+    assert healthz == (200, b"ok\n") and readyz == (503, b"starting\n")
+    assert metrics[0] == 200 and b"\nasymcache_server_ready 0.0\n" in metrics[1]
+    assert ready == (200, b"ready\n")
