@@ -25,6 +25,13 @@ valued per block of the prefix it completes. ``admit`` (``msa`` only: under pref
 block would strand its suffix) refuses a block that would rank below every evictable block,
 and, in a lower tier, a block that loads slower from there than it recomputes (a leading
 block on disk with a slow drive): whether a block is worth writing to disk at all.
+
+Ranking by value is used only while it beats recency here: a miniature-simulation selector
+(``mini.py``) replays a sample of the uses in two small copies and switches between the two.
+Its cost is a choice (``AsymConfig``): ``select_rate`` caps the share of uses it samples (1.0:
+in tiers up to 2048 blocks every use, in two full-size copies: three times the work), and a tier
+below ``select_min_blocks`` (default 64: no tier of the simulator's tables) runs no selector
+at all: it ranks by recency for good and keeps no reuse statistics.
 """
 
 from __future__ import annotations
@@ -59,10 +66,13 @@ class AsymConfig:
     use_reuse: bool = True  # False: P̂ = 1 for every block (ablation)
     select: bool = True  # rank by value only while a miniature copy shows it beats LRU
     select_rate: float = 1.0  # most of the uses the miniature copies see (speed vs fidelity)
+    select_min_blocks: int = 64  # smaller tiers rank by recency, no copies (speed; see below)
 
     def __post_init__(self) -> None:
         if self.gap_scale < 0:
             raise ValueError("AsymConfig.gap_scale must be >= 0")
+        if self.select_min_blocks < 0:
+            raise ValueError("AsymConfig.select_min_blocks must be >= 0")
         if not 0.0 < self.select_rate <= 1.0:
             raise ValueError(f"AsymConfig.select_rate must be in (0, 1], got {self.select_rate}")
         if self.history_factor < 0:
@@ -92,12 +102,21 @@ class AsymPolicy(CostedPolicy):
         self._pending: OrderedDict[Key, UseRecord] = OrderedDict()
         self._v_ref = 0.0
         self._time_clock = self.config.clock == "time"
-        self._learns = True  # keep reuse statistics (False only in a recency-ranked copy)
+        self._learns = True  # keep reuse statistics (False while ranked by recency for good)
         self.by_value = not self.config.select
         self.selector: ModeSelector | None = None
-        if self.config.select and capacity > 0:
+        if self.config.select and capacity >= max(1, self.config.select_min_blocks):
             self.selector = ModeSelector(capacity, self._miniature, self._cost,
                                          max_rate=self.config.select_rate)
+        elif self.config.select:
+            self._rank_by_recency_for_good()
+
+    def _rank_by_recency_for_good(self) -> None:
+        """No value ranking ever (a recency copy, or a tier below ``select_min_blocks``): with
+        ``V`` fixed at 0 the reuse statistics decide nothing, so none are kept."""
+        self.by_value = False
+        self._learns = False
+        self.reuse = ReuseEstimator(history=0)  # no ghost records either
 
     @property
     def cost_model(self) -> CostModel | None:  # type: ignore[override]
@@ -154,8 +173,7 @@ class AsymPolicy(CostedPolicy):
                           semantics=self.semantics, cost_model=self.cost_model, tier=self.tier)
         copy.by_value = by_value
         if not by_value:
-            copy._learns = False
-            copy.reuse = ReuseEstimator(history=0)  # no ghost records either
+            copy._rank_by_recency_for_good()
         return copy
 
     # ---- value --------------------------------------------------------------------------

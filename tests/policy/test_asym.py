@@ -151,3 +151,28 @@ def test_a_new_cost_model_reaches_the_miniature_copies() -> None:
     assert pol.selector is not None
     assert all(c.cost_model is COST and c.spill_tier == "disk"
                for c in pol.selector.copies.values())
+
+
+def test_a_tier_below_select_min_blocks_ranks_by_recency_like_lru_tail() -> None:
+    rng = random.Random(11)
+    small = AsymPolicy(32, semantics="msa", cost_model=COST)  # default select_min_blocks=64
+    assert small.selector is None and not small.by_value
+    lru_tail = create_policy("lru_tail", 32, semantics="msa")
+    for t in range(600):
+        block = info(rng.randrange(80), position=rng.randrange(6), **BLOCK)
+        assert reference(small, block, float(t // 3)) == reference(lru_tail, block, float(t // 3))
+    assert small.reuse.table() == {}  # no statistics kept: they would decide nothing
+    assert AsymPolicy(64, semantics="msa", cost_model=COST).selector is not None
+
+
+def test_select_rate_caps_the_share_of_uses_the_miniature_copies_see() -> None:
+    full = AsymPolicy(1000, semantics="msa", cost_model=COST)
+    capped = AsymPolicy(1000, semantics="msa", cost_model=COST,
+                        config=AsymConfig(select_rate=0.25))
+    assert full.selector is not None and full.selector.rate == 1.0
+    assert capped.selector is not None and capped.selector.rate == 0.25
+    assert [c.capacity for c in capped.selector.copies.values()] == [250, 250]
+    with pytest.raises(ValueError, match="select_rate"):
+        AsymConfig(select_rate=0.0)
+    with pytest.raises(ValueError, match="select_min_blocks"):
+        AsymConfig(select_min_blocks=-1)

@@ -8,6 +8,7 @@ import random
 import pytest
 
 from cacheserver.policy import HeapOrder, create_policy, policy_names
+from cacheserver.policy.asym import AsymConfig
 from cacheserver.policy.cost import CostModel
 from tests.policy.drive import info
 
@@ -65,8 +66,9 @@ def test_bulk_events_make_the_same_decisions_as_one_call_per_block(name: str,
 
 
 def test_asym_bulk_access_keeps_the_selector_and_the_estimator_in_step() -> None:
-    one = create_policy("asym", 8, semantics="msa", cost_model=COST)
-    many = create_policy("asym", 8, semantics="msa", cost_model=COST)
+    config = AsymConfig(select_min_blocks=0)  # a selector even in a tier of 8 blocks
+    one = create_policy("asym", 8, semantics="msa", cost_model=COST, config=config)
+    many = create_policy("asym", 8, semantics="msa", cost_model=COST, config=config)
     for policy in (one, many):
         for i in range(8):
             policy.insert(info(i, i, i - 1 if i else None), 0.0)
