@@ -1,6 +1,6 @@
 """The stored form of a block, header + payload bytes, shared by the DISK and REMOTE tiers.
 
-A fixed, versioned, little-endian binary layout (no pickle, no msgpack), format version 1:
+A fixed, versioned, little-endian binary layout (no pickle, no msgpack), format version 2:
 
 ====== ====== ===============================================================
 offset bytes  field
@@ -8,18 +8,23 @@ offset bytes  field
 0      4      magic ``b"AKVB"``
 4      2      format version (``FORMAT_VERSION``)
 6      2      ``L`` = length of the layout text in bytes (UTF-8)
-8      16     namespace
-24     16     parent block key
-40     8      position (block index in its sequence)
-48     8      payload length in bytes
-56     8      payload checksum, xxh3-64
-64     P      layout text, zero-padded to ``P`` = ``L`` rounded up to a multiple of 8
-64+P   8      header digest: xxh3-64 of bytes ``[0, 64+P)``
-72+P   n      payload (starts 8-byte aligned)
+8      16     block key (the key the value is stored under)
+24     16     namespace
+40     16     parent block key
+56     8      position (block index in its sequence)
+64     8      payload length in bytes
+72     8      payload checksum, xxh3-64
+80     P      layout text, zero-padded to ``P`` = ``L`` rounded up to a multiple of 8
+80+P   8      header digest: xxh3-64 of bytes ``[0, 80+P)``
+88+P   n      payload (starts 8-byte aligned)
 ====== ====== ===============================================================
 
-The header digest makes a flipped bit in the namespace, parent, position or layout detectable
-(the payload checksum covers only the payload). Every decoding error raises
+The header digest makes a flipped bit in the key, namespace, parent, position or layout
+detectable (the payload checksum covers only the payload). Readers that know which key they
+asked for pass it (``key=``): a value stored under another key (a misdirected write, a
+copy-and-paste in the store) is then :class:`CorruptValue` ``key``, never another block's
+bytes. Format version 1 (no key) is not read: such a value is :class:`CorruptValue`
+``version``, which the tiers count, drop and treat as a miss. Every decoding error raises
 :class:`CorruptValue` whose ``kind`` is the ``error_counts()`` key a tier charges it to.
 """
 
@@ -35,9 +40,9 @@ import xxhash
 from tiers.base import KEY_BYTES, BlockHeader, Buffer, checksum
 
 MAGIC = b"AKVB"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
 MAX_LAYOUT_BYTES = 4096
-_FIXED = struct.Struct("<4sHH16s16sQQQ")
+_FIXED = struct.Struct("<4sHH16s16s16sQQQ")
 _DIGEST = struct.Struct("<Q")
 _U64 = 1 << 64
 _xxh3 = xxhash.xxh3_64_intdigest  # == tiers.base.checksum, bound once for the rebuild loop
@@ -76,7 +81,8 @@ _make_header = _header_factory()
 
 class CorruptValue(ValueError):
     """A stored value that is not a valid encoding; ``kind`` is one of ``magic``, ``version``,
-    ``header`` (digest mismatch or bad layout text), ``short``, ``length``, ``checksum``."""
+    ``header`` (digest mismatch or bad layout text), ``key`` (stored under another key),
+    ``short``, ``length``, ``checksum``."""
 
     def __init__(self, kind: str, message: str) -> None:
         super().__init__(f"{kind}: {message}")
@@ -97,7 +103,9 @@ def value_bytes(header: BlockHeader) -> int:
     return header_bytes(len(header.layout.encode("utf-8"))) + header.length
 
 
-def _check(header: BlockHeader) -> bytes:
+def _check(header: BlockHeader, key: bytes) -> bytes:
+    if not isinstance(key, bytes) or len(key) != KEY_BYTES:
+        raise ValueError(f"block key must be {KEY_BYTES} bytes, got {key!r}")
     if not isinstance(header, BlockHeader):
         raise ValueError(f"expected a BlockHeader, got {type(header).__name__}")
     for field in ("namespace", "parent"):
@@ -116,22 +124,25 @@ def _check(header: BlockHeader) -> bytes:
     return layout
 
 
-def encode_header(header: BlockHeader) -> bytes:
-    """The encoded header of ``header`` (validated; ``ValueError`` names a bad field)."""
-    layout = _check(header)
-    head = _FIXED.pack(MAGIC, FORMAT_VERSION, len(layout), header.namespace, header.parent,
+def encode_header(header: BlockHeader, key: bytes) -> bytes:
+    """The encoded header of block ``key`` with ``header`` (validated; ``ValueError`` names a
+    bad field)."""
+    layout = _check(header, key)
+    head = _FIXED.pack(MAGIC, FORMAT_VERSION, len(layout), key, header.namespace, header.parent,
                        header.position, header.length, header.checksum)
     body = head + layout.ljust(_padded(len(layout)), b"\0")
     return body + _DIGEST.pack(checksum(body))
 
 
-def encode_value(header: BlockHeader, payload: Buffer, out: bytearray | None = None) -> bytearray:
-    """Header + a copy of ``payload`` in one buffer: ``out`` (exactly :func:`value_bytes` long,
-    e.g. a recycled staging buffer) or a new one. The payload copy is the only copy made."""
+def encode_value(header: BlockHeader, payload: Buffer, out: bytearray | None = None, *,
+                 key: bytes) -> bytearray:
+    """Header (of block ``key``) + a copy of ``payload`` in one buffer: ``out`` (exactly
+    :func:`value_bytes` long, e.g. a recycled staging buffer) or a new one. The payload copy is
+    the only copy made."""
     view = memoryview(payload).cast("B")
     if view.nbytes != header.length:
         raise ValueError(f"payload is {view.nbytes} bytes but header.length is {header.length}")
-    head = encode_header(header)
+    head = encode_header(header, key)
     if out is None:
         out = bytearray(head)
         out += view  # one memcpy (bytearray slice assignment from a memoryview is far slower)
@@ -145,10 +156,11 @@ def encode_value(header: BlockHeader, payload: Buffer, out: bytearray | None = N
     return out
 
 
-def stage_value(header: BlockHeader, payload: Buffer, out: bytearray) -> BlockHeader:
-    """Encode header + payload into ``out`` (exactly :func:`value_bytes` long), checksumming the
-    copy rather than the source: the stored bytes are the ones checked, and hashing 256 KiB
-    that the copy just brought into the CPU cache is about twice as fast as hashing the source.
+def stage_value(header: BlockHeader, payload: Buffer, out: bytearray, key: bytes) -> BlockHeader:
+    """Encode block ``key``'s header + payload into ``out`` (exactly :func:`value_bytes` long),
+    checksumming the copy rather than the source: the stored bytes are the ones checked, and
+    hashing 256 KiB that the copy just brought into the CPU cache is about twice as fast as
+    hashing the source.
 
     Returns ``header`` with its checksum set. ``CorruptValue("checksum")`` if ``header.checksum``
     is non-zero and differs from the payload's (``out`` then holds garbage); ``ValueError`` for
@@ -156,7 +168,7 @@ def stage_value(header: BlockHeader, payload: Buffer, out: bytearray) -> BlockHe
     view = memoryview(payload).cast("B")
     if view.nbytes != header.length:
         raise ValueError(f"payload is {view.nbytes} bytes but header.length is {header.length}")
-    layout = _check(header)
+    layout = _check(header, key)
     end = _FIXED.size + _padded(len(layout))
     if len(out) != end + _DIGEST.size + view.nbytes:
         raise ValueError(f"output buffer is {len(out)} bytes; the value is "
@@ -166,7 +178,7 @@ def stage_value(header: BlockHeader, payload: Buffer, out: bytearray) -> BlockHe
         digest = _xxh3(dest[end + _DIGEST.size:])
         if header.checksum not in (0, digest):
             raise CorruptValue("checksum", "payload does not match header.checksum")
-        _FIXED.pack_into(dest, 0, MAGIC, FORMAT_VERSION, len(layout), header.namespace,
+        _FIXED.pack_into(dest, 0, MAGIC, FORMAT_VERSION, len(layout), key, header.namespace,
                          header.parent, header.position, header.length, digest)
         dest[_FIXED.size:end] = layout.ljust(end - _FIXED.size, b"\0")
         _DIGEST.pack_into(dest, end, _xxh3(dest[:end]))
@@ -176,14 +188,16 @@ def stage_value(header: BlockHeader, payload: Buffer, out: bytearray) -> BlockHe
                         header.length, digest)
 
 
-def decode_header(buf: Buffer, layouts: dict[bytes, str] | None = None) -> tuple[BlockHeader, int]:
+def decode_header(buf: Buffer, layouts: dict[bytes, str] | None = None,
+                  key: bytes | None = None) -> tuple[BlockHeader, int]:
     """The header at the start of ``buf`` and the payload's offset; :class:`CorruptValue` if
-    the header is not intact. ``layouts`` (optional) interns layout texts across calls."""
+    the header is not intact, or (``key`` given) was written for another block. ``layouts``
+    (optional) interns layout texts across calls."""
     data = buf if isinstance(buf, bytes) else memoryview(buf).cast("B")
     size = len(data)
     if size < _FIXED.size:
         raise CorruptValue("short", f"value of {size} bytes has no complete header")
-    magic, version, n_layout, ns, parent, position, length, payload_sum = (
+    magic, version, n_layout, stored_key, ns, parent, position, length, payload_sum = (
         _FIXED.unpack_from(data))
     if magic != MAGIC or version != FORMAT_VERSION:
         raise (CorruptValue("magic", f"bad magic {magic!r}, expected {MAGIC!r}") if magic != MAGIC
@@ -194,6 +208,8 @@ def decode_header(buf: Buffer, layouts: dict[bytes, str] | None = None) -> tuple
         raise CorruptValue("short", f"value of {size} bytes ends inside its header")
     if _DIGEST.unpack_from(data, end)[0] != _xxh3(data[:end]):
         raise CorruptValue("header", "header digest mismatch")
+    if key is not None and stored_key != key:
+        raise CorruptValue("key", f"value of block {stored_key.hex()} found under {key.hex()}")
     raw = data[_FIXED.size:_FIXED.size + n_layout]
     raw = raw if isinstance(raw, bytes) else bytes(raw)
     layout = layouts.get(raw) if layouts is not None else None
@@ -211,14 +227,16 @@ def _layout_text(raw: bytes) -> str:
         raise CorruptValue("header", "layout text is not UTF-8") from None
 
 
-def decode_value(buf: Buffer, verify: bool = True) -> tuple[BlockHeader, memoryview]:
+def decode_value(buf: Buffer, verify: bool = True,
+                 key: bytes | None = None) -> tuple[BlockHeader, memoryview]:
     """Header and a zero-copy view of the payload of an encoded value.
 
-    Checks magic, version, header digest, the payload length and (``verify``) the payload
-    checksum; raises :class:`CorruptValue` on any mismatch, so a returned payload is intact.
-    The view shares ``buf``'s memory and is valid only as long as ``buf`` is.
+    Checks magic, version, header digest, (``key`` given) the block key, the payload length and
+    (``verify``) the payload checksum; raises :class:`CorruptValue` on any mismatch, so a
+    returned payload is intact. The view shares ``buf``'s memory and is valid only as long as
+    ``buf`` is.
     """
-    header, offset = decode_header(buf)
+    header, offset = decode_header(buf, key=key)
     view = memoryview(buf).cast("B")
     have = view.nbytes - offset
     if have < header.length:

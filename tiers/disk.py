@@ -14,9 +14,11 @@ what would take ``used_bytes`` past ``capacity_bytes``; the LMDB map is larger t
 operation, and if it fills anyway (or the file system does) the failed writes are refused,
 counted as ``full`` and reported by :meth:`DiskTier.take_failed`.
 
-Reads check magic, version, header digest, length and checksum; any mismatch is a miss, counted
-by kind, and the corrupt entry is deleted (and reported by ``take_failed``). Reads of blocks still
-in the write queue are served from the queue.
+Reads check magic, version, header digest, block key, length and checksum; any mismatch is a
+miss, counted by kind, and the corrupt entry is deleted (and reported by ``take_failed``): a
+value stored under another key is kind ``key``, one of format version 1 (written before values
+carried their key) kind ``version``, dropped at the first start of this build (the index
+rebuild) or on read. Reads of blocks still in the write queue are served from the queue.
 """
 
 from __future__ import annotations
@@ -163,7 +165,7 @@ class DiskTier(Tier):
         nbytes = value_bytes(header)
         value = self._queue.take_buffer(nbytes)
         try:
-            header = stage_value(header, view, value)
+            header = stage_value(header, view, value, key)
         except CorruptValue:
             self._queue.give_back(value)
             self._count("put_checksum")
@@ -299,7 +301,7 @@ class DiskTier(Tier):
         try:
             if value is None:
                 raise CorruptValue("missing", "indexed block is not in LMDB")
-            header, payload = decode_value(value, verify=False)
+            header, payload = decode_value(value, verify=False, key=key)
             data = copy(payload)
         except CorruptValue as exc:
             self._drop(key, exc.kind)
@@ -322,7 +324,7 @@ class DiskTier(Tier):
                 if key not in sizes or (queued and key in queued):
                     continue
                 try:
-                    yield key, decode(raw, layouts)[0]
+                    yield key, decode(raw, layouts, key)[0]
                 except CorruptValue as exc:
                     self._drop(key, exc.kind)
         for key, header in queued.items():

@@ -162,7 +162,7 @@ class RemoteTier(Tier):
                 return self._acct.refused("put_checksum"), None, False
             header = BlockHeader(header.namespace, header.parent, header.position, header.layout,
                                  header.length, digest)
-        head = encode_header(header)
+        head = encode_header(header, key)
         if not self._acct.take(key, len(head) + view.nbytes + self._key_overhead):
             return self._acct.refused(None), None, False
         return True, RemoteOp(key, head, held), True
@@ -289,7 +289,7 @@ class RemoteTier(Tier):
             self._acct.count(error_kind(reply))
             return None
         try:
-            return decode_value(reply)  # type: ignore[arg-type]
+            return decode_value(reply, key=key)  # type: ignore[arg-type]
         except CorruptValue as exc:
             log.warning("remote tier: block %s is corrupt (%s); deleted", key.hex(), exc.kind)
             self._acct.count(exc.kind)

@@ -149,7 +149,7 @@ def _headers_of(link: ClusterLink, prefix: bytes, rkeys: list[bytes],
             count(error_kind(reply))
         elif reply:  # empty: deleted or expired since the SCAN
             try:
-                yield key, decode_header(reply)[0]
+                yield key, decode_header(reply, key=key)[0]
             except CorruptValue as exc:
                 count(exc.kind)
                 log.warning("remote tier: header of %s is corrupt (%s)", rkey, exc.kind)

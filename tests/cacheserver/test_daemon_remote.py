@@ -131,7 +131,7 @@ def test_corrupted_remote_value_is_a_miss_and_counted(
         ref = refs[0]
         header = BlockHeader.describe(ref.namespace, bytes(16), 0, LAYOUT.canonical(),
                                       payload(ref))
-        value = bytearray(encode_value(header, payload(ref)))
+        value = bytearray(encode_value(header, payload(ref), key=ref.key))
         value[-1] ^= 0xFF
         rkey = (flags["remote_prefix"] + ref.key.hex()).encode()
         redis_cluster.command(_node_of(redis_cluster, rkey), "SET", rkey, bytes(value))

@@ -8,11 +8,13 @@ from __future__ import annotations
 
 import json
 import os
+import struct
 from collections.abc import Callable
 
 import lmdb
 
 from tests.tiers.conftest import block, finish, run_child
+from tiers.base import checksum
 from tiers.disk import DiskTier
 
 BLOCK = 64 * 1024
@@ -165,3 +167,43 @@ def test_a_failing_file_system_refuses_writes_and_the_tier_keeps_serving(db_path
     assert report["failed"] == [block(2)[0].hex()]
     assert set(report["errors"]) <= {"io", "full"} and sum(report["errors"].values()) == 1
     assert report["late"] is True and report["intact"] is True
+
+
+def test_a_value_stored_under_another_key_is_a_counted_key_miss(db_path: str) -> None:
+    items = _stored(db_path, 3)
+    env = lmdb.open(db_path, max_dbs=3, map_size=1 << 30)
+    data = env.open_db(b"data")
+    with env.begin() as txn:
+        other = bytes(txn.get(items[0][0], db=data))
+    env.close()
+    _rewrite(db_path, items[2][0], lambda v: other)  # block 0's intact value, under key 2
+    tier = DiskTier(db_path, capacity_bytes=CAP)
+    try:
+        _assert_dropped(tier, items, 2, "key")  # never block 0's bytes for block 2
+    finally:
+        tier.close()
+
+
+def _as_version_1(value: bytes) -> bytes:
+    """A format-2 value (or header) re-encoded as format 1: no key field, digest recomputed."""
+    n_layout = struct.unpack_from("<H", value, 6)[0]
+    end = 80 + (n_layout + 7) // 8 * 8
+    head = bytearray(value[:8] + value[24:end])
+    struct.pack_into("<H", head, 4, 1)
+    return bytes(head) + struct.pack("<Q", checksum(head)) + value[end + 8:]
+
+
+def test_format_version_1_entries_are_dropped_by_the_rebuild_and_counted(db_path: str) -> None:
+    items = _stored(db_path, 3)
+    for key, _, _ in items:
+        _rewrite(db_path, key, _as_version_1, b"data")
+        _rewrite(db_path, key, _as_version_1, b"headers")
+    tier = DiskTier(db_path, capacity_bytes=CAP)
+    try:
+        assert list(tier.headers()) == [] and tier.error_counts() == {"version": 3}
+        assert sorted(tier.take_failed()) == sorted(key for key, _, _ in items)
+        assert len(tier) == 0 and tier.get([key for key, _, _ in items]) == [None] * 3
+        assert tier.put(items, durable=True) == [True] * 3  # rewritten in format 2
+        assert tier.get([key for key, _, _ in items]) == [p for _, _, p in items]
+    finally:
+        tier.close()

@@ -115,15 +115,17 @@ def test_a_mutable_payload_is_copied_so_the_caller_may_reuse_it(tier: RemoteTier
     assert bytes(tier.get([key])[0]) == payload
 
 
-@pytest.mark.parametrize("damage", ["checksum", "header", "short", "magic"])
+@pytest.mark.parametrize("damage", ["checksum", "header", "short", "magic", "key"])
 def test_corrupted_value_is_a_counted_miss_and_is_deleted(tier: RemoteTier, bare: RedisCluster,
                                                           damage: str) -> None:
     key, header, payload = block(3)
-    value = bytearray(encode_value(header, payload))
+    value = bytearray(encode_value(header, payload, key=key))
     if damage == "checksum":
         value[-1] ^= 0x01
+    elif damage == "key":  # an intact value of block 4 under block 3's cluster key
+        value = bytearray(encode_value(header, payload, key=block(4)[0]))
     elif damage == "header":
-        value[30] ^= 0x80  # inside the parent key: caught by the header digest
+        value[30] ^= 0x80  # inside the namespace: caught by the header digest
     elif damage == "short":
         value = value[:-100]
     else:
