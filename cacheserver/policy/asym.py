@@ -294,8 +294,9 @@ class AsymPolicy(CostedPolicy):
         if self.selector is None or not self.selector.use(info, now):
             return
         self.by_value = self.selector.by_value
-        for key in self.blocks:
-            if key not in self._parked:
+        recs = self._rec
+        for key in self.blocks:  # a block being inserted has no record yet: insert ranks it
+            if key not in self._parked and key in recs:
                 self._enqueue(key, now)
 
     def _on_access(self, key: Key, now: float) -> None:

@@ -176,3 +176,24 @@ def test_select_rate_caps_the_share_of_uses_the_miniature_copies_see() -> None:
         AsymConfig(select_rate=0.0)
     with pytest.raises(ValueError, match="select_min_blocks"):
         AsymConfig(select_min_blocks=-1)
+
+
+def test_a_verdict_flip_during_an_insert_without_admit_ranks_every_block() -> None:
+    # the daemon's GPU COMMIT inserts without admit: the new block's first use can flip the
+    # selector's verdict while the block is held but has no record yet
+    rng = random.Random(1)
+    pol = AsymPolicy(200, semantics="msa", cost_model=COST)
+    assert pol.selector is not None
+    pol.selector.dwell = 50
+    for step in range(1, 3000):
+        seq, length = rng.randrange(300), rng.randrange(1, 10)
+        keys = [seq * 100 + i for i in range(length)]
+        for i, key in enumerate(keys):
+            if key in pol:
+                pol.access(key, step * 0.01)
+                continue
+            while len(pol) >= pol.capacity and pol.evict(step * 0.01) is not None:
+                pass
+            pol.insert(info(key, i, keys[i - 1] if i else None, 16, 1 << 16), step * 0.01)
+    assert pol.selector.flips >= 1
+    assert len(pol.order) == pol.evictable == len(pol)  # every block ranked once
