@@ -26,10 +26,10 @@ REPEATS = (("round", "repeat", "{}"), *MEASURED[:8], ("busy", "engine_busy_share
 
 def conditions(repo: Path) -> dict[str, object]:
     """Where and on what this run measured: commit, uncommitted source files, machine, load."""
+    status = _git(repo, "status", "--porcelain", "--", "cacheserver", "engine", "kernels",
+                  "tiers")
     return {"commit": _git(repo, "rev-parse", "HEAD"),
-            "uncommitted_sources": [ln[3:] for ln in _git(repo, "status", "--porcelain",
-                                                         "--", "cacheserver", "engine",
-                                                         "kernels", "tiers").splitlines()],
+            "uncommitted_sources": [ln.split(maxsplit=1)[-1] for ln in status.splitlines()],
             "machine": f"{platform.machine()}, {os.cpu_count()} cores, {platform.python_version()}",
             "load_average_start": load_average(), "started": time.strftime("%Y-%m-%d %H:%M:%S")}
 
