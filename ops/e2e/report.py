@@ -132,7 +132,8 @@ def plot(rows: Sequence[Row], path: str | Path, title: str) -> None:
         _repeats(ax_row[1], head, again, "tpot_mean_s")
         _sources(ax_row[2], labels, head, name)
         if cols == 4:
-            _sweep(ax_row[3], [r for r in rows if r["workload"] == name], name)
+            _sweep(ax_row[3], [r for r in rows if r["workload"] == name
+                               and r.get("kind") in ("headline", "sweep")], name)
     fig.suptitle(title, fontsize=10)
     fig.tight_layout()
     fig.savefig(path, dpi=100)
@@ -176,6 +177,9 @@ def _sweep(ax, rows: Sequence[Row], name: str) -> None:
         lines.setdefault(str(r["config"]), []).append(
             (float(r["rate_per_s"]), float(r["ttft_mean_s"])))  # type: ignore[arg-type]
     swept = {k: sorted(v) for k, v in lines.items() if len(v) > 1}
+    if not swept:
+        ax.axis("off")  # no sweep on this workload
+        return
     for label, pts in swept.items():
         ax.plot([p[0] for p in pts], [p[1] * 1e3 for p in pts], marker="o", label=label)
     ax.set_title(f"{name}: mean TTFT (ms) against arrival rate", fontsize=9)
