@@ -83,9 +83,11 @@ class Residency(RemoteMoves):
             self.index.discard_if_unheld(rec)
         return key
 
-    def gpu_victims(self, session: EngineSession, n: int) -> list[tuple[int, bytes, int]]:
+    def gpu_victims(self, session: EngineSession, n: int, demote: bool = True
+                    ) -> list[tuple[int, bytes, int]]:
         """Up to ``n`` unleased blocks the engine should give up: ``(gpu_slot, key, cpu_slot)``
-        where ``cpu_slot`` (-1 = none) is reserved for the engine to demote the bytes into."""
+        where ``cpu_slot`` (-1 = none; always with ``demote=False``) is reserved for the engine
+        to demote the bytes into."""
         out = []
         now = self.clock()
         for key in session.gpu_policy.victims(n, now):
@@ -95,7 +97,8 @@ class Residency(RemoteMoves):
             assert rec is not None, "a GPU-resident block must be indexed"
             rec.gpu = _without(rec.gpu, session.engine_id)
             demote_to = -1
-            if rec.cpu < 0 and rec.cpu_pending < 0 and self.policies["cpu"].admit(rec.info(), now):
+            if (demote and rec.cpu < 0 and rec.cpu_pending < 0
+                    and self.policies["cpu"].admit(rec.info(), now)):
                 demote_to = self.cpu_reserve(rec, session)
             self.metrics.evictions["gpu"].inc()
             if demote_to >= 0:

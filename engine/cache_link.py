@@ -273,7 +273,7 @@ class CacheLink:
 
     def victims(self, n: int) -> list[tuple[int, bytes, int]]:
         """``(gpu_slot, key, demote_to)`` of blocks to give up; none while down."""
-        got = self._guard(lambda: self.client.allocate(n), [])
+        got = self._guard(lambda: self.client.allocate(n, demote=self.mapped), [])
         self._grant([v.key for v in got], [v.demote_to for v in got])
         return [(v.gpu_slot, v.key, v.demote_to) for v in got]
 

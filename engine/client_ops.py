@@ -122,9 +122,10 @@ class _Ops:
         return self._call(p.Lookup(keys=list(keys), lease=lease, remote=remote),
                           lambda r: LookupResult([p.Where(w) for w in r.where], r.slots))
 
-    def allocate(self, n: int) -> list[Victim]:
-        """Ask which of this engine's unleased GPU blocks to give up to free ``n`` slots."""
-        return self._call(p.Allocate(tier="gpu", n=n),
+    def allocate(self, n: int, demote: bool = True) -> list[Victim]:
+        """Ask which of this engine's unleased GPU blocks to give up to free ``n`` slots;
+        ``demote=False`` when this engine cannot write the CPU tier (no slots reserved)."""
+        return self._call(p.Allocate(tier="gpu", n=n, demote=demote),
                           lambda r: [Victim(*v) for v in zip(r.slots, r.keys, r.demote_to,
                                                              strict=True)])
 

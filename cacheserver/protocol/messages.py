@@ -37,11 +37,14 @@ class Lookup(Message):
 @message("allocate")
 class Allocate(Message):
     """``tier="gpu"``: free ``n`` GPU slots (the daemon names victims and CPU slots to demote
-    them to). ``tier="cpu"``: reserve a CPU slot for each of ``blocks`` (then copy, COMMIT)."""
+    them to; ``demote=False``, sent only when false, by an engine that cannot write the CPU
+    tier: no CPU slot is reserved for the victims). ``tier="cpu"``: reserve a CPU slot for each
+    of ``blocks`` (then copy, COMMIT)."""
 
     tier: str = "gpu"
     n: int = 0
     blocks: list[BlockRef] = field(default_factory=list)
+    demote: bool = field(default=True, metadata={OMIT_DEFAULT: True})
 
 
 @message("commit")
