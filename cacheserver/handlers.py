@@ -253,6 +253,9 @@ def _touch(ctx: Context, session: EngineSession, keys: list[bytes], where: list[
     policies = (None, session.gpu_policy, shared.get("cpu"), shared.get("disk"),
                 shared.get("remote"))
     if not lease:
+        if where.count(1) == len(keys):  # the common case: all in this engine's GPU pool
+            session.gpu_policy.access_many(keys, now)
+            return
         hits: tuple[list[bytes], ...] = ([], [], [], [], [])
         for key, w in zip(keys, where, strict=True):
             hits[w].append(key)
