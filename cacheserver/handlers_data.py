@@ -2,7 +2,10 @@
 
 PUT with ``durable`` and FLUSH are asynchronous: the blocks are placed at once, then the
 handler awaits the disk tier's ``flush`` in a worker thread (the event loop keeps serving) and
-replies when the bytes are durable. Everything else answers synchronously.
+replies when the bytes are durable. PUT's ``stored`` and ``durable`` are read from the index
+after the blocks are placed (and synced): a block that a later block of the same PUT evicted,
+or whose disk write failed, is reported as not stored / not durable. Everything else answers
+synchronously.
 """
 
 from __future__ import annotations
@@ -94,20 +97,22 @@ async def put(ctx: Context, identity: bytes, session: EngineSession, req: Put) -
             raise bad(f"payload {i} is {len(frame)} bytes; this engine's blocks are "
                       f"{session.n_bytes} bytes")
     res, moved = ctx.residency, ctx.metrics.moved
-    stored, on_disk = [], []
     for ref, frame in zip(req.blocks, req.frames, strict=True):
         rec = ctx.index.ensure(ref, session.n_tokens, session.n_bytes, session.layout_text)
         if res.cpu_store(rec, frame):
             moved["net_to_cpu"].inc(rec.n_bytes)
         if (req.durable or rec.cpu < 0) and not rec.disk and res.disk_store(rec, frame):
             moved["net_to_disk"].inc(rec.n_bytes)
-        stored.append(rec.cpu >= 0 or rec.disk)  # a later block of this PUT may evict it
-        on_disk.append(rec.disk)
         ctx.index.discard_if_unheld(rec)
-    durable = req.durable and res.disk is not None and all(on_disk)
     if req.durable:
-        failed = set(await _wait_durable(ctx))
-        durable = durable and not any(ref.key in failed for ref in req.blocks)
+        await _wait_durable(ctx)  # forgets blocks whose writes failed
+    # from the index now: a later block of this PUT (or a failed write) may have evicted one
+    stored, on_disk = [], []
+    for ref in req.blocks:
+        rec = ctx.index.get(ref.key)
+        stored.append(rec is not None and (rec.cpu >= 0 or rec.disk or rec.remote))
+        on_disk.append(rec is not None and rec.disk)
+    durable = req.durable and res.disk is not None and all(on_disk)
     return PutReply(stored=stored, durable=durable)
 
 
