@@ -60,9 +60,9 @@ def test_graceful_stop_flushes_pending_disk_writes(start_daemon, tmp_path) -> No
             assert c.put([r], [payload(r)]).stored == [True]  # not durable: queued writes
     assert d.stop() == 0  # SIGTERM: shutdown flushes the queue
     d2 = start_daemon(data_dir=tmp_path / "data", cpu_bytes="16KiB")
-    got = _get(d2.endpoint, refs)
-    assert sum(g is not None for g in got) == 4  # the 4 demoted blocks; 2 were only in CPU
-    assert all(g == payload(r) for g, r in zip(got, refs, strict=True) if g is not None)
+    # LRU: the 4 oldest were demoted to disk and are back with their bytes; the 2 newest were
+    # only in the CPU tier
+    assert _get(d2.endpoint, refs) == [payload(r) for r in refs[:4]] + [None, None]
 
 
 def _corrupt_one_value(data_dir, key: bytes) -> None:
@@ -95,11 +95,23 @@ def test_full_disk_evicts_to_stay_within_capacity(start_daemon) -> None:  # noqa
     refs = make_refs(40)
     with _client(d.endpoint) as c:
         put = c.put(refs, [payload(r) for r in refs], durable=True)
-        assert put.stored == [True] * 40
-        disk = c.stats()["tiers"]["disk"]
-        assert 0 < disk["blocks"] < 40 and disk["evictions"] > 0
-        got = c.get([r.key for r in refs])
-        assert all(bytes(g) == payload(r) for g, r in zip(got, refs, strict=True) if g)
+        tiers = c.stats()["tiers"]
+        kept = tiers["disk"]["blocks"]  # LRU: the newest blocks, on disk (the 2 newest in CPU)
+        assert 2 < kept < 40 and tiers["disk"]["evictions"] == 40 - kept
+        # the reply says what this PUT's own later blocks left of it: not stored, not durable
+        assert put.stored == [False] * (40 - kept) + [True] * kept
+        assert not put.durable
+        got = [None if g is None else bytes(g) for g in c.get([r.key for r in refs])]
+        assert got == [payload(r) if ok else None for r, ok in zip(refs, put.stored, strict=True)]
+
+
+def test_durable_put_that_fits_is_durable_and_every_block_stored(start_daemon) -> None:  # noqa: F811
+    d = start_daemon(cpu_bytes="16KiB", disk_bytes="64KiB")
+    refs = make_refs(5)
+    with _client(d.endpoint) as c:
+        put = c.put(refs, [payload(r) for r in refs], durable=True)
+        assert put.stored == [True] * 5 and put.durable
+        assert c.stats()["tiers"]["disk"]["blocks"] == 5
 
 
 def test_full_lmdb_map_refuses_cleanly_and_keeps_serving(start_daemon) -> None:  # noqa: F811
@@ -108,7 +120,7 @@ def test_full_lmdb_map_refuses_cleanly_and_keeps_serving(start_daemon) -> None: 
     with _client(d.endpoint) as c:
         put = c.put(refs, [payload(r) for r in refs], durable=True)
         assert put.stored == [True] * 30  # the CPU tier still holds them
-        assert not put.durable
+        assert not put.durable  # some writes failed: the map is full
         stats = c.stats()
         assert stats["tiers"]["disk"]["errors"].get("full", 0) > 0
         assert stats["tiers"]["disk"]["blocks"] < 30
