@@ -34,6 +34,8 @@ from cacheserver.protocol import (
     StatsReply,
 )
 
+HEARTBEAT_SUFFIX = b"/heartbeat"  # a client's heartbeat socket: its routing id + this suffix
+
 
 @handler("promote")
 def promote(ctx: Context, identity: bytes, session: EngineSession, req: Promote) -> Message:
@@ -173,8 +175,11 @@ async def flush(ctx: Context, identity: bytes, session: EngineSession | None,
 
 @handler("ping", needs_session=False)
 def ping(ctx: Context, identity: bytes, session: EngineSession | None, req: Ping) -> Message:
+    """Liveness; a heartbeat for the named engine (else this socket's) only when it comes from
+    the socket that registered it or from that socket's heartbeat identity (its routing id +
+    ``HEARTBEAT_SUFFIX``). ``registered``: whether that engine has a session."""
     target = ctx.sessions.by_engine(req.engine_id) if req.engine_id else session
-    if target is not None:
+    if target is not None and identity in (target.identity, target.identity + HEARTBEAT_SUFFIX):
         target.last_seen = ctx.clock()
     return PingReply(epoch=ctx.epoch, server_time=time.time(), version=PROTOCOL_VERSION,
                      registered=target is not None)
