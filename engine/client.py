@@ -142,7 +142,9 @@ class CacheClient(ClientBase):
         self._hb_thread.start()
 
     def _beat(self, period: float) -> None:
-        sock = DealerSocket(self._ctx, self.endpoint, None, self.curve)
+        # the daemon takes a PING naming this engine as a heartbeat only from the registering
+        # socket or from its routing id + "/heartbeat" (cacheserver/handlers_data.py)
+        sock = DealerSocket(self._ctx, self.endpoint, self.routing_id + b"/heartbeat", self.curve)
         try:
             while not self._hb_stop.wait(period):
                 sock.send(p.Ping(engine_id=self.engine_id).to_wire(0))

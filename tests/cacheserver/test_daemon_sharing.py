@@ -14,8 +14,8 @@ import zmq
 import zmq.auth
 
 from cacheserver.launch import ping
-from cacheserver.protocol import Where
-from cacheserver.protocol.sockets import ClientCurve
+from cacheserver.protocol import Ping, Where, decode_reply
+from cacheserver.protocol.sockets import ClientCurve, DealerSocket
 from engine.client import CacheClient, DaemonUnavailable
 from tests.cacheserver.daemon_fixtures import (
     BLOCK_BYTES,
@@ -110,6 +110,34 @@ def test_leases_of_a_killed_client_expire(start_daemon) -> None:  # noqa: F811
         stats = c.stats()
         assert (stats["leases"], stats["engines"]) == (0, 1)
         assert c.put(other, [payload(other[0])]).stored == [True]
+
+
+def _registered(sock: DealerSocket, engine_id: str) -> bool:
+    sock.send(Ping(engine_id=engine_id).to_wire(1))
+    frames = sock.recv(10.0)
+    assert frames is not None, "the daemon did not answer a PING"
+    return decode_reply(frames)[1].registered
+
+
+def test_only_the_registering_socket_or_its_heartbeat_socket_keeps_an_engine_alive(
+        start_daemon) -> None:  # noqa: F811
+    d = start_daemon(lease_timeout_s=1)
+    ctx = zmq.Context.instance()
+    stranger = DealerSocket(ctx, d.endpoint)  # any other socket, naming engine "a"
+    beat_b = DealerSocket(ctx, d.endpoint, b"asymcache:b/heartbeat")  # b's heartbeat identity
+    with _client(d.endpoint, "a"), _client(d.endpoint, "b") as b, \
+            CacheClient(d.endpoint, engine_id="c", timeout_s=10) as c:  # a heartbeat thread
+        c.hello("test-model", LAYOUT, gpu_slots=4)
+        try:
+            for _ in range(25):  # 2.5 s: over twice lease_timeout_s; neither a nor b speaks
+                assert _registered(beat_b, "b")
+                _registered(stranger, "a")
+                time.sleep(0.1)
+            assert [_registered(stranger, e) for e in ("a", "b", "c")] == [False, True, True]
+            assert b.stats()["engines"] == 2
+        finally:
+            stranger.close()
+            beat_b.close()
 
 
 def test_eviction_keeps_every_tier_within_capacity(start_daemon) -> None:  # noqa: F811
