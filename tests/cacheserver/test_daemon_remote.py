@@ -87,6 +87,7 @@ def test_a_block_committed_on_one_host_is_promoted_with_identical_bytes_on_anoth
     keys = [r.key for r in refs]
     with client(a.endpoint, "engine-a") as ca, client(b.endpoint, "engine-b") as cb:
         wait_remote_ready(ca)
+        wait_remote_ready(cb)  # b asks the cluster below: it must have connected
         commit_on_cpu(ca, refs)
         ca.flush()  # the shared copies are sent
         assert cb.lookup(keys, lease=False).where == [Where.MISS] * 4  # a client of old
