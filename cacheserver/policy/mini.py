@@ -12,9 +12,9 @@ LRU copy saved and ``z`` standard deviations of the paired difference (the uses 
 one copy hit), and back to recency once the LRU copy leads by ``z`` standard deviations.
 
 Keys are sampled by a fixed hash (xxh3 of the key's bytes: ``int``, ``bytes`` or ``str``), never
-Python's ``hash()``, so a run is reproducible. Bounded: the copies hold ``rate × capacity``
-blocks each plus their ghost histories. The policy forwards leases and pins of sampled keys to
-both copies, so they are held there as they are in the real tier.
+Python's per-process salted built-in, so a run is reproducible. Bounded: the copies hold
+``rate × capacity`` blocks each plus their ghost histories. The policy forwards leases and pins
+of sampled keys to both copies, so they are held there as they are in the real tier.
 """
 
 from __future__ import annotations
