@@ -294,6 +294,23 @@ class CacheLink:
             self._guard(lambda part=part, at=at: self.client.commit(part, at, tier=tier,
                                                                     lease=lease), None)
 
+    @property
+    def generation(self) -> int:
+        """The client's current registration (CPU slots granted now belong to it)."""
+        return self.client.generation
+
+    def confirm_cpu(self, copies: Sequence[tuple[BlockRef, int, int]]) -> int:
+        """COMMIT (``tier="cpu"``) the reserved CPU slots filled by ``(ref, cpu slot,
+        generation)`` copies, in as few requests as the daemon's limits allow. A copy made
+        under an earlier registration is not confirmed (its slot number may name another
+        reservation now; the old one went with that session) and counts in ``stale_slots``.
+        Returns how many were sent."""
+        current = [(ref, slot) for ref, slot, gen in copies if gen == self.client.generation]
+        self.stale_slots += len(copies) - len(current)
+        if current:
+            self.commit("cpu", [ref for ref, _ in current], [slot for _, slot in current])
+        return len(current)
+
     def put(self, refs: Sequence[BlockRef], payloads: Sequence[bytes]) -> list[bool]:
         out: list[bool] = []
         for i in range(0, len(refs), MAX_BLOCKS_PER_MESSAGE):

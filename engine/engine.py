@@ -130,7 +130,9 @@ class LLMEngine:
         if req is None:
             return None
         req.finish_reason = "abort"
-        return self._finish(req, self.clock())
+        out = self._finish(req, self.clock())
+        self.kv.flush_commits()  # outside a step: its leases go now
+        return out
 
     @property
     def has_unfinished(self) -> bool:

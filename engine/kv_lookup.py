@@ -1,7 +1,8 @@
 """Where a request's blocks are, and what to do with each (DESIGN.md §6, admission steps 1-4).
 
 Hash the context's full blocks into keys, look them up (this engine's pool first, then the
-daemon: LOOKUP, asking the remote tier only when a load from it could pay), plan segments,
+daemon: LOOKUP, asking the remote tier only when a load from it could pay; CPU copies this
+engine made of any of these blocks are confirmed first), plan segments,
 PROMOTE the chosen disk and remote blocks to CPU slots, map the CPU-tier bytes to fetch, and
 plan again with what is really available (a block whose bytes could not be had is recomputed).
 Slots and copies are the caller's (:class:`engine.kv_manager.KVManager`).
@@ -79,6 +80,7 @@ class KVLookup:
         found = [MISS if s is None else Location("gpu", s) for s in local]
         if self.link is None:
             return found
+        self.transfers.confirm_if_any(req.keys)
         daemon = self.link.lookup(
             req.keys, remote=remote_may_pay(req.num_tokens, self.inputs, cost))
         req.leased = {k: None for k, loc in zip(req.keys, daemon, strict=True)

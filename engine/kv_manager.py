@@ -5,8 +5,9 @@ pool first, then the daemon) and plans what to fetch; then the manager gets slot
 then the daemon's victims with their demotions, then local LRU) and copies the fetched blocks
 in; the positions to compute go to ``req.todo``. After each step :meth:`commit_ready` records
 every block that became complete, and :meth:`flush_commits` tells the daemon (and writes the
-blocks through to the CPU tier when configured). At the end :meth:`finish` pins (TTL), releases
-leases and slots, tail first. The daemon is optional: without it, or while it is down, the own
+blocks through to the CPU tier when configured), a few round trips per step for all its
+sequences. At the end :meth:`finish` pins (TTL) and gives back slots, tail first; the leases go
+with the next flush. The daemon is optional: without it, or while it is down, the own
 pool and local LRU serve.
 """
 
@@ -63,6 +64,7 @@ class KVManager:
         self.lookup = KVLookup(self.blocks, self.link, self.transfers, self.plan_inputs, cost)
         self._refs: dict[bytes, BlockRef] = {}  # committed keys held in the pool
         self._to_commit: list[tuple[BlockRef, int, Request]] = []
+        self._finished: list[Request] = []  # finished since the last flush: leases to release
 
     @property
     def caching(self) -> bool:
@@ -122,43 +124,65 @@ class KVManager:
         req.num_committed = max(req.num_committed, done)
 
     def flush_commits(self) -> None:
-        """Tell the daemon about the blocks committed since the last flush, and write them
-        through to the CPU tier when configured. Blocks a running request still uses are
-        committed with a lease (the daemon never names them as victims until the request's
-        RELEASE); the others (their request finished or was preempted meanwhile) without."""
+        """Tell the daemon what happened since the last flush, in as few round trips as the
+        protocol allows (called once per step): the blocks committed meanwhile (one GPU
+        COMMIT, leased: the daemon never names them victims until their request's RELEASE),
+        then one RELEASE of the leases of every request finished meanwhile, then the
+        write-through of the blocks to the CPU tier (when configured), then one CPU COMMIT of
+        every CPU copy of the step (write-through and demotions). Blocks of a request that
+        already released its leases (preempted meanwhile) are committed without a lease."""
         batch, self._to_commit = self._to_commit, []
+        finished, self._finished = self._finished, []
         batch = [c for c in batch if self.blocks.key_of(c[1]) == c[0].key]  # still there
-        if not batch or self.link is None:
+        if self.link is None:
             return
-        in_use = [c for c in batch if _in_use(*c)]
-        done = [c for c in batch if not _in_use(*c)]
-        for part, lease in ((in_use, True), (done, False)):
-            if part:
-                self.link.commit("gpu", [r for r, _, _ in part], [s for _, s, _ in part], lease)
-        for ref, _, req in in_use:
-            req.leased[ref.key] = None  # one RELEASE drops every tier's lease of a key
-        if self.cfg.write_through:
+        self._commit_gpu(batch, {id(r) for r in finished})
+        keys = [key for req in finished for key in req.leased]
+        if keys:
+            self.link.release(keys)
+        for req in finished:
+            req.leased = {}
+        if self.cfg.write_through and batch:
             written = self.transfers.write_through([(ref, slot) for ref, slot, _ in batch])
             for (_, _, req), ok in zip(batch, written, strict=True):
                 req.stats.bytes_offloaded += self.pool.bytes_per_block if ok else 0
+        self.transfers.confirm()
+
+    def _commit_gpu(self, batch: list[tuple[BlockRef, int, Request]], finished: set[int]
+                    ) -> None:
+        """COMMIT ``batch`` in the GPU tier: leased for a running request or one of
+        ``finished`` (ids of requests whose RELEASE is still to come), unleased otherwise."""
+        leased = [c for c in batch if _in_use(*c) or id(c[2]) in finished]
+        unleased = [c for c in batch if not (_in_use(*c) or id(c[2]) in finished)]
+        for part, lease in ((leased, True), (unleased, False)):
+            if part:
+                self.link.commit("gpu", [r for r, _, _ in part], [s for _, s, _ in part], lease)
+        for ref, _, req in leased:
+            req.leased[ref.key] = None  # one RELEASE drops every tier's lease of a key
 
     def finish(self, req: Request, now: float) -> None:
-        """Pin (TTL), release leases and slots of a finished request (tail first)."""
+        """Pin (TTL) the blocks of a finished request and give back its slots (tail first);
+        its leases go with the next :meth:`flush_commits` (one RELEASE for all requests
+        finished in a step, after the COMMIT of their last blocks)."""
         ttl = req.params.pin_ttl_s
         if ttl is not None and self.caching:
             self.blocks.pin([s for s in req.slots if self.blocks.key_of(s) is not None], now + ttl)
             if self.link is not None:
                 self.link.pin(req.keys, ttl)
-        self.preempt(req)
+        self._finished.append(req)
+        self._free(req)
 
     def preempt(self, req: Request) -> None:
         """Give up everything ``req`` holds; it will be planned again on re-admission."""
         self._release_leases(req)
+        self._free(req)
+
+    # ---- internals ------------------------------------------------------------------------
+    def _free(self, req: Request) -> None:
         self.blocks.release(list(reversed(req.slots)))
         req.slots, req.num_committed = [], 0
         req.todo.clear()
 
-    # ---- internals ------------------------------------------------------------------------
     def _commit_block(self, req: Request, i: int) -> None:
         ref = BlockRef(req.keys[i], req.namespace, req.keys[i - 1] if i else None, i)
         if self.blocks.commit(req.slots[i], ref.key):

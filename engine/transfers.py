@@ -9,6 +9,12 @@ Three moves, each one contiguous copy per block (block-major layout):
 * **write through** — a freshly committed block: reserve a CPU slot, copy, COMMIT (or PUT the
   bytes when the tier is not mapped), so other engines and later requests find it there.
 
+The CPU COMMITs of a step go together: a demotion's copy is made at once (before its pool slot
+can be overwritten) and remembered with the registration it was made under; :meth:`confirm`
+(called before this engine's next LOOKUP, and by the write-through at the end of the step)
+sends every copy made since in one COMMIT. Until then the slot stays reserved and unreadable,
+as before its confirmation in any case (DESIGN.md §6).
+
 Every failure of the daemon degrades to "not moved"; the caller then recomputes.
 """
 
@@ -33,6 +39,7 @@ class Transfers:
     def __init__(self, pool: KVPool, link: CacheLink | None) -> None:
         self.pool = pool
         self.link = link
+        self._unconfirmed: list[tuple[BlockRef, int, int]] = []  # (ref, cpu slot, generation)
 
     def views(self, found: Sequence[Location], actions: Sequence[Action],
               keys: Sequence[bytes]) -> dict[int, Buffer]:
@@ -85,14 +92,37 @@ class Transfers:
         refs = [ref for ref, _ in batch]
         if not self.link.mapped:
             return self.link.put(refs, [self.pool.read(slot) for _, slot in batch])
+        self.confirm_if_any([ref.key for ref in refs])  # a demoted copy of one comes first
         cpu_slots = self.link.reserve_cpu(refs)
         todo = [(ref, slot, c) for (ref, slot), c in zip(batch, cpu_slots, strict=True) if c >= 0]
         self._to_cpu(todo)
+        self.confirm()
         return [c >= 0 for c in cpu_slots]
 
+    def confirm(self) -> int:
+        """COMMIT every CPU copy made since the last call (demotions, write-through) in one
+        request; copies of an earlier registration are dropped by the link. Returns how many
+        were confirmed. Side effect: those blocks become readable in the CPU tier."""
+        copies, self._unconfirmed = self._unconfirmed, []
+        if not copies or self.link is None:
+            return 0
+        return self.link.confirm_cpu(copies)
+
+    def confirm_if_any(self, keys: Sequence[bytes]) -> int:
+        """:meth:`confirm` if an unconfirmed copy holds one of ``keys``, so that a LOOKUP or a
+        CPU reservation of them sees that copy in the CPU tier, as it would have without
+        batching; else nothing (no request)."""
+        if not self._unconfirmed or self._unconfirmed_keys().isdisjoint(keys):
+            return 0
+        return self.confirm()
+
+    def _unconfirmed_keys(self) -> set[bytes]:
+        return {ref.key for ref, _, _ in self._unconfirmed}
+
     def _to_cpu(self, moves: Sequence[tuple[BlockRef, int, int]]) -> int:
-        """Copy ``(ref, pool slot, cpu slot)`` moves, then COMMIT the CPU slots; bytes moved.
-        A reserved slot that cannot be written is left to the link, which gives it back."""
+        """Copy ``(ref, pool slot, cpu slot)`` moves (waiting until the bytes are there) and
+        queue their COMMIT for :meth:`confirm`; bytes moved. A reserved slot that cannot be
+        written is left to the link, which gives it back."""
         if not moves or self.link is None:
             return 0
         dests = self.link.reserved_views([(r.key, c) for r, _, c in moves])
@@ -101,5 +131,6 @@ class Transfers:
         if not moves:
             return 0
         self.pool.store([s for _, s, _ in moves], [self.pool.host_view(d) for d in dests])
-        self.link.commit("cpu", [r for r, _, _ in moves], [c for _, _, c in moves])
+        generation = self.link.generation  # the slots' registration (reserved_views checked)
+        self._unconfirmed += [(r, c, generation) for r, _, c in moves]
         return len(moves) * self.pool.bytes_per_block
