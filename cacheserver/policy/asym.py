@@ -188,9 +188,10 @@ class AsymPolicy(CostedPolicy):
         return self._base[key] + self._term(self._raw(self.blocks[key], self._rec[key]))
 
     def _raw(self, info: BlockInfo, rec: UseRecord) -> float:
-        cost = self._cost(info) if self.config.use_cost else 1.0
-        p = self.reuse_probability(info, rec) if self.config.use_reuse else 1.0
-        return p * cost / self.size_of(info)
+        config = self.config
+        cost = self._cost(info) if config.use_cost else 1.0
+        p = self.reuse_probability(info, rec) if config.use_reuse else 1.0
+        return p * cost / float(info.n_bytes or info.n_tokens or 1)  # size_of, inlined
 
     def reuse_probability(self, info: BlockInfo, rec: UseRecord) -> float:
         """``P̂`` of a block whose latest use is ``rec`` (the oracle overrides this)."""
@@ -199,11 +200,12 @@ class AsymPolicy(CostedPolicy):
     def _term(self, raw: float) -> float:
         if not self.by_value:
             return 0.0
-        if self.config.value == "linear":
+        config = self.config
+        if config.value == "linear":
             return raw
         if self._v_ref <= 0.0:
             self._v_ref = raw
-        tau = self.config.gap_scale * self.reuse.typical_gap_s()
+        tau = config.gap_scale * self.reuse.typical_gap_s()
         return tau * math.log(max(raw, 1e-300) / self._v_ref)
 
     def _cost(self, info: BlockInfo) -> float:
@@ -216,14 +218,17 @@ class AsymPolicy(CostedPolicy):
         cost = self._prices.get(slot)
         if cost is None:
             cost = self._price(info, tier)
-            if len(self._prices) >= _PRICES_MAX:
-                self._prices.clear()
-            self._prices[slot] = cost
+            self._cache_price(slot, cost)
         model = self._cost_model
         if model is not None and self.semantics == "msa" and info.parent in self.blocks \
                 and self._kids.get(info.key):
             cost += model.segment_s
         return cost
+
+    def _cache_price(self, slot: tuple, value: float) -> None:
+        if len(self._prices) >= _PRICES_MAX:
+            self._prices.clear()
+        self._prices[slot] = value
 
     def _price(self, info: BlockInfo, tier: str | None) -> float:
         """Cmiss from the cost model at ``info``'s position with backing ``tier`` (prefix: the
@@ -262,19 +267,26 @@ class AsymPolicy(CostedPolicy):
         if len(self.blocks) < self.capacity:
             return False
         top = self.peek_victim(now)
-        return top is not None and self._clock(now) + self._term(self._raw(info, rec)) < top[1][0]
+        term = self._term(self._raw(info, rec)) if top is not None and self.by_value else 0.0
+        return top is not None and self._clock(now) + term < top[1][0]
 
     def _never_pays(self, info: BlockInfo) -> bool:
-        """A lower tier whose load costs more than recomputing the block: never worth a copy."""
+        """A lower tier whose load costs more than recomputing the block (cached as prices are)."""
         model = self.cost_model
-        if model is None or self.tier == "gpu" or not model.has_tier(self.tier):
+        if model is None or self.tier == "gpu":
             return False
-        recompute = model.recompute_cost(info.position * info.n_tokens, info.n_tokens)
-        return model.load_cost(self.tier, info.n_bytes) >= recompute
+        slot = ("never", info.position, info.n_tokens, info.n_bytes)
+        never = self._prices.get(slot)
+        if never is None:
+            never = model.has_tier(self.tier) and model.load_cost(self.tier, info.n_bytes) \
+                >= model.recompute_cost(info.position * info.n_tokens, info.n_tokens)
+            self._cache_price(slot, never)
+        return bool(never)
 
     def _observe_new(self, info: BlockInfo, now: float) -> UseRecord:
         """A use of a non-resident block: its ghost record, else its parent's lineage."""
-        self._select(info, now)
+        if self.selector is not None:
+            self._select(info, now)
         if not self._learns:
             return _new_record(UseRecord, (1, now, 0))
         prev = self.reuse.recall(info.key)
@@ -317,6 +329,42 @@ class AsymPolicy(CostedPolicy):
             if info is not None:
                 use(key, info, now)
 
+    def insert(self, info: BlockInfo, now: float) -> None:
+        """The base's ``insert`` with the hooks inlined (the same decisions, less overhead)."""
+        key, blocks = info.key, self.blocks
+        if key in blocks:
+            self._use(key, blocks[key], now)
+            return
+        blocks[key] = info
+        self._now = now
+        rec = self._pending.pop(key, None) or self._observe_new(info, now)
+        self._rec[key] = rec
+        base = self._base[key] = now if self._time_clock else self.inflation
+        if self._held(key, now):
+            if key not in self._parked:
+                self.order.discard(key)
+                self._parked.add(key)
+        else:
+            self._parked.discard(key)
+            self.order.push(key, self._rank(info, rec, base))
+        self._link(info, now)
+
+    def evict(self, now: float) -> Key | None:
+        """The base's ``evict`` inlined; ``clock="time"`` never reads ``inflation``: not kept."""
+        self._expire_pins(now)
+        pop, held, parked = self.order.pop, self._held, self._parked
+        while True:
+            key = pop()
+            if key is None:
+                return None
+            if held(key, now):
+                parked.add(key)
+                continue
+            if not self._time_clock or self._v_ref <= 0.0:
+                self.inflation = max(self.inflation, self.score(key))
+            self._drop(key, now)
+            return key
+
     def _use(self, key: Key, info: BlockInfo, now: float) -> None:
         """A use of resident ``key``: the base's ``access`` with the hooks inlined."""
         self._now = now
@@ -347,3 +395,6 @@ class AsymPolicy(CostedPolicy):
 
     def _priority(self, key: Key, now: float) -> tuple:
         return self._rank(self.blocks[key], self._rec[key], self._base[key])
+
+    def _enqueue(self, key: Key, now: float) -> None:
+        self.order.push(key, self._rank(self.blocks[key], self._rec[key], self._base[key]))

@@ -299,9 +299,16 @@ class ResidencyPolicy(ABC):
 
     # ---- internals ----------------------------------------------------------------------
     def _held(self, key: Key, now: float) -> bool:
-        """Protected, or (structure-aware, prefix reuse) the parent of a resident block."""
-        if self.is_protected(key, now):
+        """Protected, or (structure-aware, prefix reuse) the parent of a resident block.
+
+        ``is_protected`` inlined (a hot path): a lease count is stored only while positive."""
+        if key in self._leases:
             return True
+        pins = self._pins
+        if key in pins:
+            until = pins[key]
+            if until is None or until > now:
+                return True
         return self.leaf_first and bool(self._kids.get(key))
 
     def _refresh(self, key: Key, now: float) -> None:
@@ -323,11 +330,16 @@ class ResidencyPolicy(ABC):
 
     def _link(self, info: BlockInfo, now: float) -> None:
         """Record resident ``info`` under its parent; re-rank the neighbours it affects."""
-        if info.parent is not None:
-            self._kids.setdefault(info.parent, set()).add(info.key)
-            if info.parent in self.blocks:
-                self._refresh(info.parent, now)
-        for kid in self._kids.get(info.key, ()):
+        parent, kids = info.parent, self._kids
+        if parent is not None:
+            siblings = kids.get(parent)
+            if siblings is None:
+                kids[parent] = {info.key}
+            else:
+                siblings.add(info.key)
+            if parent in self.blocks:
+                self._refresh(parent, now)
+        for kid in kids.get(info.key, ()):
             self._refresh(kid, now)
 
     def _unlink(self, info: BlockInfo, now: float) -> None:

@@ -7,8 +7,8 @@ import random
 
 import pytest
 
-from cacheserver.policy import HeapOrder, create_policy, policy_names
-from cacheserver.policy.asym import AsymConfig
+from cacheserver.policy import HeapOrder, ResidencyPolicy, create_policy, policy_names
+from cacheserver.policy.asym import AsymConfig, AsymPolicy
 from cacheserver.policy.cost import CostModel
 from tests.policy.drive import info
 
@@ -16,11 +16,24 @@ ONLINE = policy_names(include_offline=False)
 COST = CostModel.preset("h100-llama3-8b")
 
 
+class _GenericAsym(AsymPolicy):
+    """``asym`` through the base class's generic ``insert``/``evict``/``_enqueue``: the
+    reference its inlined versions must match."""
+
+    insert = ResidencyPolicy.insert  # type: ignore[assignment]
+    evict = ResidencyPolicy.evict  # type: ignore[assignment]
+    _enqueue = ResidencyPolicy._enqueue
+
+
 def _replay(name: str, semantics: str, bulk: bool, seed: int = 3) -> list:
+    policy = create_policy(name, 40, semantics=semantics, cost_model=COST, tier="gpu")
+    return _drive(policy, bulk, seed)
+
+
+def _drive(policy: ResidencyPolicy, bulk: bool, seed: int = 3) -> list:
     """A seeded stream of requests (runs of blocks), leases, TTL pins and removals; returns
     every decision (victims, refusals, the next victim) in order."""
     rng = random.Random(seed)
-    policy = create_policy(name, 40, semantics=semantics, cost_model=COST, tier="gpu")
     out: list = []
     now = 0.0
     for _ in range(1500):
@@ -63,6 +76,25 @@ def _replay(name: str, semantics: str, bulk: bool, seed: int = 3) -> list:
 def test_bulk_events_make_the_same_decisions_as_one_call_per_block(name: str,
                                                                     semantics: str) -> None:
     assert _replay(name, semantics, bulk=True) == _replay(name, semantics, bulk=False)
+
+
+@pytest.mark.parametrize(("clock", "select"), [("time", True), ("inflation", True),
+                                               ("time", False), ("inflation", False)])
+@pytest.mark.parametrize("tier", ["gpu", "cpu"])
+@pytest.mark.parametrize("semantics", ["msa", "prefix"])
+def test_asym_inlined_insert_and_evict_decide_as_the_generic_base_class(
+        semantics: str, tier: str, clock: str, select: bool) -> None:
+    # select: a selector even in a tier of 40; without: ranked by value from the start
+    config = AsymConfig(select_min_blocks=0, clock=clock, select=select)
+    fast = AsymPolicy(40, semantics=semantics, cost_model=COST, tier=tier, config=config)
+    generic = _GenericAsym(40, semantics=semantics, cost_model=COST, tier=tier, config=config)
+    for policy in (fast, generic):
+        policy.set_spill_tier("disk" if tier == "cpu" else "cpu")
+    assert _drive(fast, bulk=True, seed=11) == _drive(generic, bulk=False, seed=11)
+    if select:
+        assert fast.selector.flips == generic.selector.flips
+    if clock == "inflation":
+        assert fast.inflation == generic.inflation
 
 
 def test_asym_bulk_access_keeps_the_selector_and_the_estimator_in_step() -> None:
