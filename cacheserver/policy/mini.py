@@ -96,9 +96,10 @@ class ModeSelector:
             copy.access(info.key, now)
             return True
         if copy.admit(info, now):
-            while len(copy) >= copy.capacity and copy.evict(now) is not None:
-                pass
-            if len(copy) < copy.capacity:
+            held, capacity = len(copy), copy.capacity
+            while held >= capacity and copy.evict(now) is not None:
+                held -= 1  # each victim leaves the copy
+            if held < capacity:
                 copy.insert(info, now)
         return False
 

@@ -74,16 +74,18 @@ class HeapOrder:
 
     def _flush(self) -> None:
         """Move the pending pushes into the heap (in any order: their stamps are unique)."""
-        entries = list(self._pending.values())
-        self._pending.clear()
-        heap = self._heap
-        if len(entries) * 8 > len(heap):
-            heap.extend(entries)
+        pending, heap = self._pending, self._heap
+        if len(pending) == 1:  # the common case: one re-rank between two reads
+            heapq.heappush(heap, pending.popitem()[1])
+        elif len(pending) * 8 > len(heap):
+            heap.extend(pending.values())
+            pending.clear()
             heapq.heapify(heap)
         else:
             push = heapq.heappush
-            for entry in entries:
+            for entry in pending.values():
                 push(heap, entry)
+            pending.clear()
         if len(heap) > 4 * len(self._live) + COMPACT_FLOOR:
             self._heap = [e for e in heap if self._live.get(e[2]) == e[1]]
             heapq.heapify(self._heap)
