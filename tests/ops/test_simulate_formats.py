@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
@@ -10,6 +11,36 @@ from ops.sim.trace import load_trace, trace_formats
 
 TRACES = Path("/work/shared/traces")
 needs_traces = pytest.mark.skipif(not TRACES.is_dir(), reason="shared traces not present")
+EXCERPTS = Path(__file__).parents[1] / "data" / "traces"  # in the repository: always present
+
+
+def test_a_mooncake_excerpt_keeps_full_blocks_and_shares_equal_hash_ids() -> None:
+    path = EXCERPTS / "mooncake_conversation_head200.jsonl"
+    records = [json.loads(line) for line in path.read_text().splitlines()]
+    trace = load_trace(str(path))
+    assert len(trace) == len(records) == 200
+    assert trace.block_tokens == 512
+    full = [r["hash_ids"][: r["input_length"] // 512] for r in records]
+    assert trace.block_refs == sum(map(len, full)) == 5337  # partial last blocks dropped
+    assert trace.unique_blocks == len({h for ids in full for h in ids}) == 5015
+    assert [r.input_tokens for r in trace] == [r["input_length"] for r in records]
+    # equal hash ids are the same block, different ids different blocks
+    ids_of: dict[int, int] = {}
+    for req, ids in zip(trace, full, strict=True):
+        assert len(req.blocks) == len(ids)
+        for block, h in zip(req.blocks, ids, strict=True):
+            assert ids_of.setdefault(block, h) == h
+
+
+def test_an_azure_excerpt_is_synthesised_reproducibly_with_its_lengths() -> None:
+    path = EXCERPTS / "azure_conv_head300.csv"
+    lengths = [int(row.split(",")[1]) for row in path.read_text().splitlines()[1:]]
+    a, b = load_trace(str(path)), load_trace(str(path))
+    assert len(a) == 300 and [r.input_tokens for r in a] == lengths
+    assert [r.blocks for r in a] == [r.blocks for r in b]
+    assert a.unique_blocks < a.block_refs  # follow-ups and system prompts share blocks
+    other = load_trace(str(path), options="seed=1")
+    assert [r.blocks for r in other] != [r.blocks for r in a]
 
 
 def test_every_built_in_format_is_registered() -> None:
