@@ -20,6 +20,7 @@ from cacheserver.blocks import KVLayout, block_keys, namespace_id
 from cacheserver.launch import DaemonProcess
 from cacheserver.protocol import BlockRef
 from cacheserver.protocol.sockets import ClientCurve
+from engine.client import CacheClient
 
 LAYOUT = KVLayout(num_layers=2, num_kv_heads=2, head_dim=16, block_size=16, dtype="float16")
 BLOCK_BYTES = LAYOUT.bytes_per_block  # 4096
@@ -41,6 +42,14 @@ def make_refs(n: int, salt: str = "", model: str = "test-model", start: int = 0
     tokens = list(range(start, start + n * LAYOUT.block_size))
     keys = block_keys(ns, tokens, LAYOUT.block_size)
     return [BlockRef(k, ns, keys[i - 1] if i else None, i) for i, k in enumerate(keys)]
+
+
+def registered_client(endpoint: str, engine_id: str = "eng", gpu_slots: int = 4,
+                      **kw: object) -> CacheClient:
+    """A client (no heartbeat thread, 10 s timeout) that has said HELLO for ``test-model``."""
+    c = CacheClient(endpoint, engine_id=engine_id, timeout_s=10, heartbeat=False, **kw)
+    c.hello("test-model", LAYOUT, gpu_slots=gpu_slots)
+    return c
 
 
 def payload(ref: BlockRef) -> bytes:

@@ -6,31 +6,24 @@ import lmdb
 
 from cacheserver.protocol import Where
 from cacheserver.startup import DISK_DIRNAME
-from engine.client import CacheClient
 from tests.cacheserver.daemon_fixtures import (
-    LAYOUT,
     make_refs,
     payload,
+    registered_client,
     start_daemon,  # noqa: F401 - fixture
 )
 
 
-def _client(endpoint: str, engine_id: str = "eng") -> CacheClient:
-    c = CacheClient(endpoint, engine_id=engine_id, timeout_s=10, heartbeat=False)
-    c.hello("test-model", LAYOUT, gpu_slots=4)
-    return c
-
-
 def _put_durable(endpoint: str, n: int) -> list:
     refs = make_refs(n)
-    with _client(endpoint) as c:
+    with registered_client(endpoint) as c:
         put = c.put(refs, [payload(r) for r in refs], durable=True)
         assert put.stored == [True] * n and put.durable
     return refs
 
 
 def _get(endpoint: str, refs: list) -> list:
-    with _client(endpoint) as c:
+    with registered_client(endpoint) as c:
         return [None if g is None else bytes(g) for g in c.get([r.key for r in refs])]
 
 
@@ -40,7 +33,7 @@ def test_durable_put_survives_a_graceful_restart(start_daemon, tmp_path) -> None
     assert d.stop() == 0
     d2 = start_daemon(data_dir=tmp_path / "data")
     assert _get(d2.endpoint, refs) == [payload(r) for r in refs]
-    with _client(d2.endpoint) as c:
+    with registered_client(d2.endpoint) as c:
         assert c.lookup([r.key for r in refs], lease=False).where == [Where.DISK] * 5
 
 
@@ -55,7 +48,7 @@ def test_durable_put_survives_sigkill(start_daemon, tmp_path) -> None:  # noqa: 
 def test_graceful_stop_flushes_pending_disk_writes(start_daemon, tmp_path) -> None:  # noqa: F811
     d = start_daemon(cpu_bytes="16KiB")  # 2 CPU slots: PUTs beyond them demote to disk
     refs = make_refs(6)
-    with _client(d.endpoint) as c:
+    with registered_client(d.endpoint) as c:
         for r in refs:
             assert c.put([r], [payload(r)]).stored == [True]  # not durable: queued writes
     assert d.stop() == 0  # SIGTERM: shutdown flushes the queue
@@ -85,7 +78,7 @@ def test_corrupted_disk_value_is_a_counted_miss(start_daemon, tmp_path) -> None:
     d2 = start_daemon(data_dir=tmp_path / "data")
     got = _get(d2.endpoint, refs)
     assert got == [payload(refs[0]), None, payload(refs[2])]
-    with _client(d2.endpoint) as c:
+    with registered_client(d2.endpoint) as c:
         assert c.stats()["tiers"]["disk"]["errors"].get("checksum") == 1
         assert c.lookup([refs[1].key], lease=False).where == [Where.MISS]  # forgotten
 
@@ -93,7 +86,7 @@ def test_corrupted_disk_value_is_a_counted_miss(start_daemon, tmp_path) -> None:
 def test_full_disk_evicts_to_stay_within_capacity(start_daemon) -> None:  # noqa: F811
     d = start_daemon(cpu_bytes="16KiB", disk_bytes="64KiB")
     refs = make_refs(40)
-    with _client(d.endpoint) as c:
+    with registered_client(d.endpoint) as c:
         put = c.put(refs, [payload(r) for r in refs], durable=True)
         tiers = c.stats()["tiers"]
         kept = tiers["disk"]["blocks"]  # LRU: the newest blocks, on disk (the 2 newest in CPU)
@@ -108,7 +101,7 @@ def test_full_disk_evicts_to_stay_within_capacity(start_daemon) -> None:  # noqa
 def test_durable_put_that_fits_is_durable_and_every_block_stored(start_daemon) -> None:  # noqa: F811
     d = start_daemon(cpu_bytes="16KiB", disk_bytes="64KiB")
     refs = make_refs(5)
-    with _client(d.endpoint) as c:
+    with registered_client(d.endpoint) as c:
         put = c.put(refs, [payload(r) for r in refs], durable=True)
         assert put.stored == [True] * 5 and put.durable
         assert c.stats()["tiers"]["disk"]["blocks"] == 5
@@ -117,7 +110,7 @@ def test_durable_put_that_fits_is_durable_and_every_block_stored(start_daemon) -
 def test_full_lmdb_map_refuses_cleanly_and_keeps_serving(start_daemon) -> None:  # noqa: F811
     d = start_daemon(disk_bytes="64MiB", disk_map_bytes="64KiB")
     refs = make_refs(30)
-    with _client(d.endpoint) as c:
+    with registered_client(d.endpoint) as c:
         put = c.put(refs, [payload(r) for r in refs], durable=True)
         assert put.stored == [True] * 30  # the CPU tier still holds them
         assert not put.durable  # some writes failed: the map is full

@@ -23,21 +23,16 @@ from tests.cacheserver.daemon_fixtures import (
     free_port,
     make_refs,
     payload,
+    registered_client,
     start_daemon,  # noqa: F401 - fixture
 )
-
-
-def _client(endpoint: str, engine_id: str, **kw: object) -> CacheClient:
-    c = CacheClient(endpoint, engine_id=engine_id, timeout_s=10, heartbeat=False, **kw)
-    c.hello("test-model", LAYOUT, gpu_slots=4)
-    return c
 
 
 def test_two_cache_salts_never_see_each_others_blocks(start_daemon) -> None:  # noqa: F811
     d = start_daemon(cpu_bytes="16KiB")  # 2 CPU slots: blocks spill to disk too
     a, b = make_refs(5, salt="tenant-a"), make_refs(5, salt="tenant-b")  # same tokens
     assert not {r.key for r in a} & {r.key for r in b}
-    with _client(d.endpoint, "eng") as c:
+    with registered_client(d.endpoint, "eng") as c:
         c.put(a, [payload(r) for r in a], durable=True)
         c.commit(a[:2], [0, 1])
         where_a = c.lookup([r.key for r in a], lease=False).where
@@ -68,7 +63,8 @@ def test_two_client_processes_share_a_block_through_the_cpu_tier(start_daemon) -
                          text=True, timeout=60, check=True)
     slot = int(out.stdout.strip())
     ref = make_refs(1, salt="shared")[0]
-    with _client(d.endpoint, "reader") as c:  # the writer has exited: the segment must live on
+    # the writer has exited: the segment must live on
+    with registered_client(d.endpoint, "reader") as c:
         found = c.lookup([ref.key])
         assert (found.where, found.slots) == ([Where.CPU], [slot])
         assert bytes(c.cpu_slot(slot)[:BLOCK_BYTES]) == payload(ref)
@@ -91,7 +87,7 @@ _LEASER = textwrap.dedent("""
 def test_leases_of_a_killed_client_expire(start_daemon) -> None:  # noqa: F811
     d = start_daemon(cpu_bytes="16KiB", disk_bytes=0, lease_timeout_s=1.0)
     refs = make_refs(2)
-    with _client(d.endpoint, "owner") as c:
+    with registered_client(d.endpoint, "owner") as c:
         c.put(refs, [payload(r) for r in refs])
         child = subprocess.Popen([sys.executable, "-c", _LEASER, d.endpoint],
                                  stdout=subprocess.PIPE, text=True)
@@ -125,7 +121,7 @@ def test_only_the_registering_socket_or_its_heartbeat_socket_keeps_an_engine_ali
     ctx = zmq.Context.instance()
     stranger = DealerSocket(ctx, d.endpoint)  # any other socket, naming engine "a"
     beat_b = DealerSocket(ctx, d.endpoint, b"asymcache:b/heartbeat")  # b's heartbeat identity
-    with _client(d.endpoint, "a"), _client(d.endpoint, "b") as b, \
+    with registered_client(d.endpoint, "a"), registered_client(d.endpoint, "b") as b, \
             CacheClient(d.endpoint, engine_id="c", timeout_s=10) as c:  # a heartbeat thread
         c.hello("test-model", LAYOUT, gpu_slots=4)
         try:
@@ -144,7 +140,7 @@ def test_eviction_keeps_every_tier_within_capacity(start_daemon) -> None:  # noq
     # blocks of one CPU slot each: the stated capacities are exactly what the tiers hold
     d = start_daemon(cpu_bytes="16KiB", cpu_slot_bytes="4KiB", disk_bytes="96KiB")
     refs = make_refs(60)
-    with _client(d.endpoint, "eng") as c:
+    with registered_client(d.endpoint, "eng") as c:
         for i in range(0, 60, 10):
             c.put(refs[i:i + 10], [payload(r) for r in refs[i:i + 10]])
             c.commit(refs[i:i + 4], [0, 1, 2, 3])
@@ -166,7 +162,7 @@ def test_disk_capacity_is_counted_in_blocks_of_one_cpu_slot(start_daemon) -> Non
     # overhead each), not 16 GiB over the entry of an empty block (~38 million)
     d = start_daemon(cpu_bytes="4MiB", cpu_slot_bytes="2MiB", disk_bytes="16GiB",
                      disk_map_bytes="0", cpu_populate=False)
-    with _client(d.endpoint, "eng") as c:
+    with registered_client(d.endpoint, "eng") as c:
         tiers = c.stats()["tiers"]
     assert tiers["disk"]["capacity_blocks"] == (16 << 30) // (513 * 4096 + 256) == 8175
     assert tiers["cpu"]["capacity_blocks"] == 2
@@ -211,7 +207,7 @@ def test_metrics_show_the_counters_this_test_caused(start_daemon) -> None:  # no
     assert urllib.request.urlopen(f"http://127.0.0.1:{port}/readyz", timeout=5).status == 200
     assert urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=5).status == 200
     refs = make_refs(3)
-    with _client(d.endpoint, "eng") as c:
+    with registered_client(d.endpoint, "eng") as c:
         c.commit(refs[:1], [0])
         c.put(refs[1:2], [payload(refs[1])])
         c.lookup([r.key for r in refs], lease=False)  # gpu hit, cpu hit, miss
