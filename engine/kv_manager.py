@@ -65,6 +65,7 @@ class KVManager:
         self._refs: dict[bytes, BlockRef] = {}  # committed keys held in the pool
         self._to_commit: list[tuple[BlockRef, int, Request]] = []
         self._finished: list[Request] = []  # finished since the last flush: leases to release
+        self._holding: dict[int, Request] = {}  # admitted requests holding slots, by id()
 
     @property
     def caching(self) -> bool:
@@ -98,18 +99,40 @@ class KVManager:
         _count_sources(req, actions, self.block_size)
         if req.stats.first_scheduled is None:
             req.stats.first_scheduled = now
+        self._holding[id(req)] = req
         return True
 
     def append_slot(self, req: Request, now: float) -> bool:
-        """Make sure the block table covers the last token (decode growth)."""
-        need = req.blocks_needed(self.block_size) - len(req.slots)
+        """Make sure the block table covers the last token (decode growth). When the slots must
+        come from the daemon, the same ALLOCATE also brings the growth of this step's later
+        decoding requests (the scheduler grows them in ``seq`` order), if all of it can be had:
+        one round trip, the same slots as one ALLOCATE each."""
+        need = self._growth(req)
         if need <= 0:
             return True
-        slots = self._allocate(need, now, req)
+        group = [req]
+        if self.link is not None and need > self.blocks.num_empty:
+            group += self._growing_after(req)
+        total = sum(self._growth(r) for r in group)
+        if len(group) > 1 and not self.blocks.can_allocate(total, now):
+            group, total = [req], need
+        slots = self._allocate(total, now, req)
         if slots is None:
             return False
-        req.slots.extend(slots)
+        for r in group:
+            n = self._growth(r)
+            r.slots.extend(slots[:n])
+            slots = slots[n:]
         return True
+
+    def _growth(self, req: Request) -> int:
+        return req.blocks_needed(self.block_size) - len(req.slots)
+
+    def _growing_after(self, req: Request) -> list[Request]:
+        """Running decoding requests after ``req`` (by ``seq``) whose last token needs a slot."""
+        later = [r for r in self._holding.values() if r.seq > req.seq and not r.in_prefill
+                 and r.status is Status.RUNNING and self._growth(r) > 0]
+        return sorted(later, key=lambda r: r.seq)
 
     # ---- after a step, at the end ---------------------------------------------------------
     def commit_ready(self, req: Request) -> None:
@@ -179,6 +202,7 @@ class KVManager:
 
     # ---- internals ------------------------------------------------------------------------
     def _free(self, req: Request) -> None:
+        self._holding.pop(id(req), None)
         self.blocks.release(list(reversed(req.slots)))
         req.slots, req.num_committed = [], 0
         req.todo.clear()

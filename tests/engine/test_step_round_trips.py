@@ -140,3 +140,19 @@ def test_a_copy_made_under_an_earlier_registration_is_never_confirmed(daemons) -
         assert bytes(link.client.get([new.key])[0]) == payload(new)
     finally:
         link.close()
+
+
+def test_decodes_growing_in_one_step_get_their_slots_from_one_allocate(daemons) -> None:
+    out = 12  # 200-token prompts: both need a 14th slot at the same decode step
+    first, *pair = corpus_ids(make_llm(reuse="none"), 3, LEN, offset=17)
+    want = reference(pair, out)
+    daemons.start()
+    # one 512-token chunk prefills both in the same step: they decode in lockstep
+    with make_llm(cache_endpoint=daemons.endpoint, num_gpu_blocks=30, chunk_tokens=512) as llm:
+        llm.generate([first], greedy(out))  # leaves 13 idle blocks in a 30-slot pool
+        outs, log = _run_logged(llm, pair, out)
+        assert_same(outs, want)
+        allocates = log.per_step("allocate")
+        assert list(allocates.values()) == [1, 1]  # the pair's admission; their growth
+        with CacheClient(daemons.endpoint, engine_id="w", heartbeat=False) as w:
+            assert w.stats()["leases"] == 0
