@@ -39,8 +39,12 @@ class KVConfig:
     reuse: Reuse = "msa"
     fetch_tiers: tuple[str, ...] = FETCH_TIERS
     write_through: bool = True
+    announce_within_steps: int = 8  # blocks completed by decodes wait at most this many steps
 
     def __post_init__(self) -> None:
+        if self.announce_within_steps < 1:
+            raise ValueError("KVConfig.announce_within_steps must be >= 1, got "
+                             f"{self.announce_within_steps}")
         if self.reuse not in ("none", "prefix", "msa"):
             raise ValueError(f"KVConfig.reuse must be none, prefix or msa, got {self.reuse!r}")
         bad = set(self.fetch_tiers) - set(FETCH_TIERS)
@@ -65,6 +69,7 @@ class KVManager:
         self._refs: dict[bytes, BlockRef] = {}  # committed keys held in the pool
         self._to_commit: list[tuple[BlockRef, int, Request]] = []
         self._finished: list[Request] = []  # finished since the last flush: leases to release
+        self._waited = 0  # steps the oldest block in _to_commit has waited
         self._holding: dict[int, Request] = {}  # admitted requests holding slots, by id()
 
     @property
@@ -146,14 +151,21 @@ class KVManager:
                 self._commit_block(req, i)
         req.num_committed = max(req.num_committed, done)
 
-    def flush_commits(self) -> None:
+    def flush_commits(self, force: bool = False) -> None:
         """Tell the daemon what happened since the last flush, in as few round trips as the
-        protocol allows (called once per step): the blocks committed meanwhile (one GPU
+        protocol allows (called once per step). Blocks of running requests may wait (up to
+        ``announce_within_steps`` steps, so the steps' commits share round trips) unless
+        ``force``, a request finished or was preempted, or CPU copies await confirmation;
+        they are this engine's at once in any case. Then it sends the blocks (one GPU
         COMMIT, leased: the daemon never names them victims until their request's RELEASE),
         then one RELEASE of the leases of every request finished meanwhile, then the
         write-through of the blocks to the CPU tier (when configured), then one CPU COMMIT of
         every CPU copy of the step (write-through and demotions). Blocks of a request that
         already released its leases (preempted meanwhile) are committed without a lease."""
+        self._waited = self._waited + 1 if self._to_commit else 0
+        if self._to_commit and not force and not self._due():
+            return
+        self._waited = 0
         batch, self._to_commit = self._to_commit, []
         finished, self._finished = self._finished, []
         batch = [c for c in batch if self.blocks.key_of(c[1]) == c[0].key]  # still there
@@ -170,6 +182,11 @@ class KVManager:
             for (_, _, req), ok in zip(batch, written, strict=True):
                 req.stats.bytes_offloaded += self.pool.bytes_per_block if ok else 0
         self.transfers.confirm()
+
+    def _due(self) -> bool:
+        return (self._waited >= self.cfg.announce_within_steps or bool(self._finished)
+                or self.transfers.unconfirmed > 0
+                or any(r.status is not Status.RUNNING for _, _, r in self._to_commit))
 
     def _commit_gpu(self, batch: list[tuple[BlockRef, int, Request]], finished: set[int]
                     ) -> None:
@@ -196,7 +213,10 @@ class KVManager:
         self._free(req)
 
     def preempt(self, req: Request) -> None:
-        """Give up everything ``req`` holds; it will be planned again on re-admission."""
+        """Give up everything ``req`` holds; it will be planned again on re-admission (its
+        blocks still waiting for the daemon are sent first, while they are surely there)."""
+        if any(r is req for _, _, r in self._to_commit):
+            self.flush_commits(force=True)
         self._release_leases(req)
         self._free(req)
 

@@ -99,6 +99,11 @@ class Transfers:
         self.confirm()
         return [c >= 0 for c in cpu_slots]
 
+    @property
+    def unconfirmed(self) -> int:
+        """CPU copies made and not yet confirmed."""
+        return len(self._unconfirmed)
+
     def confirm(self) -> int:
         """COMMIT every CPU copy made since the last call (demotions, write-through) in one
         request; copies of an earlier registration are dropped by the link. Returns how many

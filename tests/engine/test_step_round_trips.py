@@ -66,17 +66,20 @@ def _run_logged(llm: Any, prompts: list[list[int]], out: int = OUT
 def test_a_steps_cpu_copies_are_confirmed_by_one_commit_and_stay_lossless(daemons) -> None:
     prompts = corpus_ids(make_llm(reuse="none"), 3, LEN, offset=11)
     want = reference(prompts, OUT)
-    daemons.start(cpu_bytes="256KiB")  # 8 CPU slots: written-through copies leave it soon
+    daemons.start()
     # 3 prompts x 13 blocks do not fit 30 slots: ALLOCATE names victims, demoted to CPU slots
-    with make_llm(cache_endpoint=daemons.endpoint, num_gpu_blocks=30) as llm:
+    # (no write-through: no victim is in the CPU tier already)
+    with make_llm(cache_endpoint=daemons.endpoint, num_gpu_blocks=30,
+                  write_through=False) as llm:
         outs, log = _run_logged(llm, prompts)
         assert_same(outs, want)
         cpu_commits = log.per_step("commit", "cpu")
         assert cpu_commits and max(cpu_commits.values()) == 1  # one per step, at most
         victim_steps = log.per_step("allocate")
         assert victim_steps  # the pool was full: victims named, demoted in those steps
-        assert all(cpu_commits[s] == 1 for s in victim_steps)  # with the write-through's
-        assert all(log.per_step("reserve_cpu")[s] == 1 for s in victim_steps)
+        gpu_commits = log.per_step("commit", "gpu")
+        assert max(gpu_commits.values()) == 1
+        assert len(gpu_commits) < len({s for s, _, _ in log.calls})  # some steps wait
         with CacheClient(daemons.endpoint, engine_id="w", heartbeat=False) as w:
             stats = w.stats()
             assert stats["tiers"]["gpu"]["demotions"] > 0
