@@ -76,40 +76,40 @@ def _first(trace: Trace, n: int) -> Trace:
                  trace.params)
 
 
+def _chat(spec: SourceSpec, name: str, description: str, min_sessions: int, max_output: int,
+          **params: object) -> Workload:
+    """A workload of the simulator's chat generator: ``requests // 2`` sessions (at least
+    ``min_sessions``) with ``params``; the first ``requests`` turns by arrival. Its tokens are
+    seeded by the name ``chat`` whatever ``name`` the workload carries."""
+    opts = (f"chat:seed={spec.seed},sessions={max(min_sessions, spec.requests // 2)},"
+            f"session_rate=1,block_tokens={spec.block_size},"
+            + ",".join(f"{k}={v}" for k, v in params.items()))
+    trace = _first(load_trace(opts), spec.requests)
+    workload = from_trace("chat", trace, _mapping(spec, spec.block_size, 1.0, max_output),
+                          spec.block_size, description)
+    return workload if name == "chat" else replace(workload, name=name)
+
+
 def chat(spec: SourceSpec) -> Workload:
     """Multi-turn chat: ``requests // 2`` sessions over 20 system prompts; the first
     ``requests`` turns by arrival."""
-    opts = (f"chat:seed={spec.seed},sessions={max(8, spec.requests // 2)},session_rate=1,"
-            f"block_tokens={spec.block_size},prompts=20,prompt_min_tokens=128,"
-            f"prompt_max_tokens=1024,user_tokens=40,output_tokens=64,think_s=60,"
-            f"max_context={spec.max_context}")
-    trace = _first(load_trace(opts), spec.requests)
-    return from_trace("chat", trace, _mapping(spec, spec.block_size, 1.0, 96), spec.block_size,
-                      "multi-turn chat (ops.sim chat generator, lengths / 4)")
+    return _chat(spec, "chat", "multi-turn chat (ops.sim chat generator, lengths / 4)", 8, 96,
+                 prompts=20, prompt_min_tokens=128, prompt_max_tokens=1024, user_tokens=40,
+                 output_tokens=64, think_s=60, max_context=spec.max_context)
 
 
 def longctx(spec: SourceSpec) -> Workload:
     """Chat over 8 long shared contexts (1536-3072 tokens): reuse dominates (module doc)."""
-    opts = (f"chat:seed={spec.seed},sessions={max(8, spec.requests // 2)},session_rate=1,"
-            f"block_tokens={spec.block_size},prompts=8,prompt_min_tokens=1536,"
-            f"prompt_max_tokens=3072,user_tokens=40,output_tokens=32,think_s=60,"
-            f"max_context={spec.max_context}")
-    trace = _first(load_trace(opts), spec.requests)
-    return replace(from_trace("chat", trace, _mapping(spec, spec.block_size, 1.0, 48),
-                              spec.block_size, "chat over 8 long shared contexts (1.5k-3k "
-                              "tokens), reuse dominates"), name="longctx")
+    return _chat(spec, "longctx", "chat over 8 long shared contexts (1.5k-3k tokens), reuse "
+                 "dominates", 8, 48, prompts=8, prompt_min_tokens=1536, prompt_max_tokens=3072,
+                 user_tokens=40, output_tokens=32, think_s=60, max_context=spec.max_context)
 
 
 def quick(spec: SourceSpec) -> Workload:
     """A small chat workload: short prompts and replies, a few turns per session."""
-    opts = (f"chat:seed={spec.seed},sessions={max(4, spec.requests // 2)},session_rate=1,"
-            f"block_tokens={spec.block_size},prompts=4,prompt_min_tokens=64,"
-            f"prompt_max_tokens=256,user_tokens=24,output_tokens=16,turns_mean=3,think_s=20,"
-            f"max_context=768")
-    trace = _first(load_trace(opts), spec.requests)
-    return replace(from_trace("chat", trace, _mapping(spec, spec.block_size, 1.0, 24),
-                              spec.block_size, "short multi-turn chat (--quick, demo)"),
-                   name="chat-quick")
+    return _chat(spec, "chat-quick", "short multi-turn chat (--quick, demo)", 4, 24,
+                 prompts=4, prompt_min_tokens=64, prompt_max_tokens=256, user_tokens=24,
+                 output_tokens=16, turns_mean=3, think_s=20, max_context=768)
 
 
 def agent(spec: SourceSpec) -> Workload:
