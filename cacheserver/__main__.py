@@ -1,9 +1,9 @@
-"""``python -m cacheserver [flags]``: the same as ``asymcache serve``."""
+"""``python -m asymcache.cacheserver [flags]``: the same as ``asymcache serve``."""
 
 from __future__ import annotations
 
 import sys
 
-from cacheserver.cli import main
+from asymcache.cacheserver.cli import main
 
 sys.exit(main())

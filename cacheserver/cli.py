@@ -1,4 +1,5 @@
-"""Command-line front of the daemon, shared by ``asymcache serve`` and ``python -m cacheserver``.
+"""Command-line front of the daemon, shared by ``asymcache serve`` and
+``python -m asymcache.cacheserver``.
 
 Flags override the TOML file given with ``--config``; ``ASYMCACHE_*`` environment variables
 override both (see ``cacheserver/config.py``). Exit status: 0 after a graceful stop, 2 for a bad
@@ -28,7 +29,7 @@ _HELP = {
 def _fields() -> list[str]:
     from dataclasses import fields
 
-    from cacheserver.config import ServerConfig
+    from asymcache.cacheserver.config import ServerConfig
 
     return [f.name for f in fields(ServerConfig)]
 
@@ -43,7 +44,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from cacheserver.config import load_config
+    from asymcache.cacheserver.config import load_config
 
     overrides = {name: getattr(args, name, None) for name in _fields()}
     try:
@@ -53,8 +54,8 @@ def run(args: argparse.Namespace) -> int:
         return 2
     logging.basicConfig(level=cfg.log_level.upper(), stream=sys.stderr,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    from cacheserver.server import CacheServer
-    from cacheserver.startup import ShmTooSmall
+    from asymcache.cacheserver.server import CacheServer
+    from asymcache.cacheserver.startup import ShmTooSmall
 
     try:
         CacheServer(cfg).serve()
@@ -68,7 +69,7 @@ def run(args: argparse.Namespace) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m cacheserver",
+    parser = argparse.ArgumentParser(prog="python -m asymcache.cacheserver",
                                      description="Run the AsymCache daemon.")
     add_arguments(parser)
     return run(parser.parse_args(argv))

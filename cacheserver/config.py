@@ -18,9 +18,9 @@ from dataclasses import MISSING, asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
-from cacheserver.policy import policy_names
-from cacheserver.protocol import Limits
-from tiers.remote_config import RemoteTierConfig
+from asymcache.cacheserver.policy import policy_names
+from asymcache.cacheserver.protocol import Limits
+from asymcache.tiers.remote_config import RemoteTierConfig
 
 ENV_PREFIX = "ASYMCACHE_"
 _UNITS = {"": 1, "B": 1, "KB": 10**3, "MB": 10**6, "GB": 10**9, "TB": 10**12,
@@ -91,7 +91,7 @@ class ServerConfig:
         if not self.policy:
             raise ValueError("policy: must name a policy")
         if self.cost_preset:
-            from cacheserver.policy.cost import preset_names
+            from asymcache.cacheserver.policy.cost import preset_names
 
             if self.cost_preset not in preset_names():
                 raise ValueError(f"cost_preset: unknown preset {self.cost_preset!r}; known: "

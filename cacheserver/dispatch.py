@@ -18,11 +18,11 @@ import logging
 import time
 from collections.abc import Awaitable
 
-from cacheserver import handlers_data  # noqa: F401 - registers the data-plane handlers
-from cacheserver.handlers import HANDLERS, Context, HandlerSpec
-from cacheserver.index import IndexFull
-from cacheserver.leases import EngineSession
-from cacheserver.protocol import (
+from asymcache.cacheserver import handlers_data  # noqa: F401 - registers the data-plane handlers
+from asymcache.cacheserver.handlers import HANDLERS, Context, HandlerSpec
+from asymcache.cacheserver.index import IndexFull
+from asymcache.cacheserver.leases import EngineSession
+from asymcache.cacheserver.protocol import (
     Buffer,
     ErrorCode,
     ErrorReply,
@@ -31,7 +31,7 @@ from cacheserver.protocol import (
     Reply,
     decode_request,
 )
-from cacheserver.router import RouterSocket
+from asymcache.cacheserver.router import RouterSocket
 
 log = logging.getLogger("asymcache.dispatch")
 _REPLIES = (Message, ErrorReply)  # what a handler returns when it can answer at once

@@ -11,15 +11,15 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from cacheserver import remote_io
-from cacheserver.blocks import KVLayout
-from cacheserver.config import ServerConfig
-from cacheserver.index import BlockIndex, BlockRecord
-from cacheserver.leases import EngineSession, SessionTable
-from cacheserver.metrics import DaemonMetrics
-from cacheserver.movers import Residency
-from cacheserver.policy import ResidencyPolicy
-from cacheserver.protocol import (
+from asymcache.cacheserver import remote_io
+from asymcache.cacheserver.blocks import KVLayout
+from asymcache.cacheserver.config import ServerConfig
+from asymcache.cacheserver.index import BlockIndex, BlockRecord
+from asymcache.cacheserver.leases import EngineSession, SessionTable
+from asymcache.cacheserver.metrics import DaemonMetrics
+from asymcache.cacheserver.movers import Residency
+from asymcache.cacheserver.policy import ResidencyPolicy
+from asymcache.cacheserver.protocol import (
     Allocate,
     AllocateReply,
     BlockRef,

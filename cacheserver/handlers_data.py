@@ -13,11 +13,11 @@ from __future__ import annotations
 import asyncio
 import time
 
-from cacheserver import remote_io
-from cacheserver.handlers import Context, bad, handler
-from cacheserver.leases import EngineSession
-from cacheserver.metrics import TIERS, StateSnapshot
-from cacheserver.protocol import (
+from asymcache.cacheserver import remote_io
+from asymcache.cacheserver.handlers import Context, bad, handler
+from asymcache.cacheserver.leases import EngineSession
+from asymcache.cacheserver.metrics import TIERS, StateSnapshot
+from asymcache.cacheserver.protocol import (
     PROTOCOL_VERSION,
     Flush,
     FlushReply,

@@ -14,9 +14,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import cast
 
-from cacheserver.blocks import ROOT_PARENT
-from cacheserver.policy import BlockInfo
-from cacheserver.protocol import BlockRef
+from asymcache.cacheserver.blocks import ROOT_PARENT
+from asymcache.cacheserver.policy import BlockInfo
+from asymcache.cacheserver.protocol import BlockRef
 
 
 class IndexFull(Exception):

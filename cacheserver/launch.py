@@ -1,8 +1,8 @@
 """Start and stop a daemon in a child process (for the demo, benchmarks and tests).
 
-``DaemonProcess`` runs ``python -m cacheserver`` with the given flags, waits until it answers a
-PING, and stops it with SIGTERM (graceful: pending disk writes are flushed), SIGKILL only if it
-does not exit in time. It only ever signals the process it started.
+``DaemonProcess`` runs ``python -m asymcache.cacheserver`` with the given flags, waits until it
+answers a PING, and stops it with SIGTERM (graceful: pending disk writes are flushed), SIGKILL
+only if it does not exit in time. It only ever signals the process it started.
 """
 
 from __future__ import annotations
@@ -16,8 +16,8 @@ from collections.abc import Mapping
 
 import zmq
 
-from cacheserver.protocol import Ping, PingReply, decode_reply
-from cacheserver.protocol.sockets import ClientCurve, DealerSocket
+from asymcache.cacheserver.protocol import Ping, PingReply, decode_reply
+from asymcache.cacheserver.protocol.sockets import ClientCurve, DealerSocket
 
 
 def ping(endpoint: str, timeout_s: float = 1.0, context: zmq.Context | None = None,
@@ -55,7 +55,7 @@ class DaemonProcess:
         self._log = None
 
     def command(self) -> list[str]:
-        cmd = [sys.executable, "-m", "cacheserver", "--endpoint", self.endpoint,
+        cmd = [sys.executable, "-m", "asymcache.cacheserver", "--endpoint", self.endpoint,
                "--data-dir", self.data_dir]
         for name, value in self.flags.items():
             cmd += [f"--{name.replace('_', '-')}", str(value)]

@@ -16,8 +16,8 @@ from __future__ import annotations
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 
-from cacheserver.blocks import KVLayout
-from cacheserver.policy import ResidencyPolicy
+from asymcache.cacheserver.blocks import KVLayout
+from asymcache.cacheserver.policy import ResidencyPolicy
 
 
 @dataclass

@@ -18,8 +18,8 @@ from dataclasses import dataclass, field
 from prometheus_client import CollectorRegistry, Counter, Histogram
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 
-from cacheserver.metrics_events import EventCounter, EventFamily, EventHistogram
-from cacheserver.protocol import ErrorCode
+from asymcache.cacheserver.metrics_events import EventCounter, EventFamily, EventHistogram
+from asymcache.cacheserver.protocol import ErrorCode
 
 TIERS = ("gpu", "cpu", "disk", "remote")
 DIRECTIONS = ("gpu_to_cpu", "cpu_to_disk", "disk_to_cpu", "net_to_cpu", "net_to_disk",

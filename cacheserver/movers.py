@@ -17,16 +17,16 @@ import logging
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
-from cacheserver.index import BlockIndex, BlockRecord
-from cacheserver.leases import EngineSession, SessionTable
-from cacheserver.metrics import DaemonMetrics
-from cacheserver.movers_remote import RemoteMoves, header_of
-from cacheserver.policy import ResidencyPolicy
-from tiers.base import BlockHeader, Buffer, Tier
-from tiers.cpu import CpuTier
+from asymcache.cacheserver.index import BlockIndex, BlockRecord
+from asymcache.cacheserver.leases import EngineSession, SessionTable
+from asymcache.cacheserver.metrics import DaemonMetrics
+from asymcache.cacheserver.movers_remote import RemoteMoves, header_of
+from asymcache.cacheserver.policy import ResidencyPolicy
+from asymcache.tiers.base import BlockHeader, Buffer, Tier
+from asymcache.tiers.cpu import CpuTier
 
 if TYPE_CHECKING:
-    from tiers.remote import RemoteTier
+    from asymcache.tiers.remote import RemoteTier
 
 log = logging.getLogger(__name__)
 

@@ -1,4 +1,4 @@
-"""The REMOTE tier's movements, a part of :class:`cacheserver.movers.Residency`.
+"""The REMOTE tier's movements, a part of :class:`asymcache.cacheserver.movers.Residency`.
 
 The remote tier is a cluster shared by every host's daemon. This daemon *shares* a block there
 (write-through) when it enters the CPU tier, and *demotes* a CPU victim there when it is not there
@@ -17,14 +17,14 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
-from cacheserver.index import BlockIndex, BlockRecord
-from cacheserver.metrics import DaemonMetrics
-from cacheserver.policy import ResidencyPolicy
-from tiers.base import BlockHeader, Buffer
-from tiers.cpu import CpuTier
+from asymcache.cacheserver.index import BlockIndex, BlockRecord
+from asymcache.cacheserver.metrics import DaemonMetrics
+from asymcache.cacheserver.policy import ResidencyPolicy
+from asymcache.tiers.base import BlockHeader, Buffer
+from asymcache.tiers.cpu import CpuTier
 
 if TYPE_CHECKING:
-    from tiers.remote import RemoteTier
+    from asymcache.tiers.remote import RemoteTier
 
 
 class RemoteMoves:

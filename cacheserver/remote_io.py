@@ -17,15 +17,15 @@ import asyncio
 import logging
 from typing import TYPE_CHECKING
 
-from cacheserver.blocks import ROOT_PARENT
-from cacheserver.index import BlockRecord, IndexFull
-from cacheserver.leases import EngineSession
-from cacheserver.protocol import BlockRef
-from tiers.base import BlockHeader
+from asymcache.cacheserver.blocks import ROOT_PARENT
+from asymcache.cacheserver.index import BlockRecord, IndexFull
+from asymcache.cacheserver.leases import EngineSession
+from asymcache.cacheserver.protocol import BlockRef
+from asymcache.tiers.base import BlockHeader
 
 if TYPE_CHECKING:
-    from cacheserver.handlers import Context
-    from tiers.remote import Found, RemoteTier
+    from asymcache.cacheserver.handlers import Context
+    from asymcache.tiers.remote import Found, RemoteTier
 
 log = logging.getLogger("asymcache.remote")
 

@@ -22,8 +22,8 @@ from dataclasses import dataclass
 
 import zmq
 
-from cacheserver.protocol.sockets import send_frames
-from cacheserver.protocol.wire import Buffer
+from asymcache.cacheserver.protocol.sockets import send_frames
+from asymcache.cacheserver.protocol.wire import Buffer
 
 log = logging.getLogger(__name__)
 # Plain ints: pyzmq's flag enums make every ``|`` and comparison a Python-level call.

@@ -30,19 +30,19 @@ from pathlib import Path
 import zmq
 from prometheus_client import CollectorRegistry, Counter
 
-from cacheserver import handlers_data
-from cacheserver.config import ServerConfig
-from cacheserver.dispatch import Dispatcher
-from cacheserver.handlers import Context, drop_session
-from cacheserver.http import HttpServer
-from cacheserver.index import BlockIndex
-from cacheserver.launch import ping
-from cacheserver.leases import SessionTable
-from cacheserver.metrics import DaemonMetrics, StateCollector
-from cacheserver.movers import Residency
-from cacheserver.protocol import request_ops
-from cacheserver.router import RouterSocket, ServerCurve
-from cacheserver.startup import PolicyFactory, open_remote, open_tiers, rebuild_index
+from asymcache.cacheserver import handlers_data
+from asymcache.cacheserver.config import ServerConfig
+from asymcache.cacheserver.dispatch import Dispatcher
+from asymcache.cacheserver.handlers import Context, drop_session
+from asymcache.cacheserver.http import HttpServer
+from asymcache.cacheserver.index import BlockIndex
+from asymcache.cacheserver.launch import ping
+from asymcache.cacheserver.leases import SessionTable
+from asymcache.cacheserver.metrics import DaemonMetrics, StateCollector
+from asymcache.cacheserver.movers import Residency
+from asymcache.cacheserver.protocol import request_ops
+from asymcache.cacheserver.router import RouterSocket, ServerCurve
+from asymcache.cacheserver.startup import PolicyFactory, open_remote, open_tiers, rebuild_index
 
 log = logging.getLogger("asymcache.server")
 _BATCH = 256

@@ -17,18 +17,18 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from cacheserver.blocks import ROOT_PARENT
-from cacheserver.config import ServerConfig
-from cacheserver.handlers import Context
-from cacheserver.index import BlockRecord
-from cacheserver.metrics import DaemonMetrics
-from cacheserver.policy import ResidencyPolicy, create_policy
-from cacheserver.policy.cost import CostModel, TierLink
-from tiers.base import Tier, create_tier
-from tiers.cpu import CpuTier
+from asymcache.cacheserver.blocks import ROOT_PARENT
+from asymcache.cacheserver.config import ServerConfig
+from asymcache.cacheserver.handlers import Context
+from asymcache.cacheserver.index import BlockRecord
+from asymcache.cacheserver.metrics import DaemonMetrics
+from asymcache.cacheserver.policy import ResidencyPolicy, create_policy
+from asymcache.cacheserver.policy.cost import CostModel, TierLink
+from asymcache.tiers.base import Tier, create_tier
+from asymcache.tiers.cpu import CpuTier
 
 if TYPE_CHECKING:
-    from tiers.remote import RemoteTier
+    from asymcache.tiers.remote import RemoteTier
 
 DISK_DIRNAME = "blocks.lmdb"
 SHM_DIR = "/dev/shm"  # where Linux keeps POSIX shared memory (the CPU tier's slab)

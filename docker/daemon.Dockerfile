@@ -26,8 +26,11 @@ RUN useradd --system --uid "${ASYMCACHE_UID}" --user-group --no-create-home \
         --home-dir /var/lib/asymcache --shell /usr/sbin/nologin asymcache \
     && mkdir -p /var/lib/asymcache /run/asymcache /etc/asymcache \
     && chown asymcache:asymcache /var/lib/asymcache /run/asymcache
+# The dependency versions the test suite last passed with (README, "Dependencies").
+COPY .ci/constraints.txt /etc/asymcache/constraints.txt
 COPY --from=build /wheels /wheels
-RUN pip install --no-cache-dir "$(echo /wheels/*.whl)[remote]" && rm -rf /wheels \
+RUN pip install --no-cache-dir -c /etc/asymcache/constraints.txt "$(echo /wheels/*.whl)[remote]" \
+    && rm -rf /wheels \
     && python -c "import importlib.util as u, sys; sys.exit(u.find_spec('torch') is not None)"
 COPY docker/daemon.toml /etc/asymcache/daemon.toml
 COPY docker/healthcheck.py /usr/local/bin/asymcache-healthcheck

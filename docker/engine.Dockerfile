@@ -41,8 +41,14 @@ RUN index="${TORCH_INDEX_URL}"; \
         pip install --no-cache-dir --index-url "${index}" "torch==${TORCH_VERSION}"; \
     else \
         pip install --no-cache-dir "torch==${TORCH_VERSION}"; fi
+# The dependency versions the test suite last passed with (README, "Dependencies"). torch is
+# pinned above; the CUDA build of torch brings the Triton it was built with, so for that
+# variant Triton's pin is dropped.
+COPY .ci/constraints.txt /tmp/constraints.txt
 COPY --from=build /wheels /wheels
-RUN pip install --no-cache-dir "$(ls /wheels/*.whl)[engine]" && rm -rf /wheels
+RUN if [ "${VARIANT}" = cuda ]; then sed -i '/^triton==/d' /tmp/constraints.txt; fi \
+    && pip install --no-cache-dir -c /tmp/constraints.txt "$(ls /wheels/*.whl)[engine]" \
+    && rm -rf /wheels /tmp/constraints.txt
 
 # The same uid as the daemon image: the CPU tier's shared memory and the daemon's ipc socket
 # are created with owner-only permissions.
@@ -63,7 +69,7 @@ ENV PYTHONUNBUFFERED=1 \
 USER asymcache
 WORKDIR /var/cache/asymcache
 # Bake the built-in model into the image: engines start without writing it.
-RUN python -c "from engine.builtin import resolve_model_dir; print(resolve_model_dir('builtin'))"
+RUN python -c "from asymcache.engine.builtin import resolve_model_dir; print(resolve_model_dir('builtin'))"
 
 EXPOSE 8000
 STOPSIGNAL SIGTERM

@@ -15,8 +15,8 @@ import queue
 import threading
 from collections.abc import AsyncIterator, Sequence
 
-from engine.engine import LLMEngine, RequestOutput
-from engine.sampling import SamplingParams
+from asymcache.engine.engine import LLMEngine, RequestOutput
+from asymcache.engine.sampling import SamplingParams
 
 log = logging.getLogger(__name__)
 _IDLE_WAIT_S = 0.5

@@ -9,7 +9,7 @@ with HELLO, announcing the blocks the engine holds (the client also re-HELLOs by
 request meets a restarted daemon, and an idle engine's ticks PING to find out). Blocks in the
 CPU tier are read and written through the zero-copy shared-memory mapping when the tier is on
 this host, else with GET and PUT. A CPU slot is read or written only under the registration
-that handed it out (:mod:`engine.slot_grants`): a slot LOOKUP returned before the daemon
+that handed it out (:mod:`asymcache.engine.slot_grants`): a slot LOOKUP returned before the daemon
 restarted is a block gone (recomputed), never bytes of the new daemon's slab.
 """
 
@@ -20,11 +20,11 @@ import threading
 from collections.abc import Callable, Sequence
 from typing import Any, TypeVar
 
-from cacheserver.blocks import KVLayout
-from cacheserver.protocol import BlockRef, ProtocolError, Where
-from engine.client import CacheClient, CacheClientError, DaemonUnavailable
-from engine.planner import MISS, Location
-from engine.slot_grants import SlotGrants
+from asymcache.cacheserver.blocks import KVLayout
+from asymcache.cacheserver.protocol import BlockRef, ProtocolError, Where
+from asymcache.engine.client import CacheClient, CacheClientError, DaemonUnavailable
+from asymcache.engine.planner import MISS, Location
+from asymcache.engine.slot_grants import SlotGrants
 
 log = logging.getLogger(__name__)
 Buffer = bytes | bytearray | memoryview

@@ -25,7 +25,7 @@ from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from cacheserver.policy.cost import CostModel
+    from asymcache.cacheserver.policy.cost import CostModel
 
 Prefill = tuple[int, int]  # (first position to compute, tokens left to compute)
 

@@ -40,10 +40,10 @@ from typing import Any
 import zmq
 import zmq.asyncio
 
-from cacheserver import protocol as p
-from cacheserver.blocks import KVLayout
-from cacheserver.protocol.sockets import AsyncDealerSocket, ClientCurve, DealerSocket
-from engine.client_ops import (
+from asymcache.cacheserver import protocol as p
+from asymcache.cacheserver.blocks import KVLayout
+from asymcache.cacheserver.protocol.sockets import AsyncDealerSocket, ClientCurve, DealerSocket
+from asymcache.engine.client_ops import (
     BusyError,
     CacheClientError,
     ClientBase,

@@ -11,9 +11,9 @@ from dataclasses import dataclass
 from time import monotonic
 from typing import Any
 
-from cacheserver import protocol as p
-from cacheserver.blocks import KVLayout
-from cacheserver.protocol.sockets import ClientCurve
+from asymcache.cacheserver import protocol as p
+from asymcache.cacheserver.blocks import KVLayout
+from asymcache.cacheserver.protocol.sockets import ClientCurve
 
 HeldBlocks = Callable[[], tuple[Sequence[p.BlockRef], Sequence[int]]]
 _BACKOFF_MIN_S, _BACKOFF_MAX_S = 0.05, 2.0
@@ -260,7 +260,7 @@ class ClientBase(_Ops):
             raise StaleSlotError(f"CPU slot {slot} is from registration {generation}; this "
                                  f"client registered again since (now {self.generation})")
         if self._slab is None or self._slab.name != reg.cpu_shm_name.lstrip("/"):
-            from tiers.shm import attach
+            from asymcache.tiers.shm import attach
 
             self._close_slab()
             self._slab = attach(reg.cpu_shm_name, reg.cpu_slot_bytes, reg.cpu_num_slots)

@@ -12,8 +12,8 @@ from __future__ import annotations
 from dataclasses import dataclass, fields
 from typing import Any
 
-from engine.kv_manager import KVConfig
-from engine.planner import FETCH_TIERS
+from asymcache.engine.kv_manager import KVConfig
+from asymcache.engine.planner import FETCH_TIERS
 
 CHUNKING_MODES = ("adaptive", "fixed")
 
@@ -38,7 +38,8 @@ class EngineConfig:
       least ``min_prefill_tokens`` per step) or ``fixed`` (``chunk_tokens`` tokens per step).
     * ``cost_model``: a preset name or a profile JSON path (``asymcache profile``); ``"auto"``
       measures this device briefly at start.
-    * ``reuse``, ``fetch_tiers``, ``write_through``: see :class:`engine.kv_manager.KVConfig`.
+    * ``reuse``, ``fetch_tiers``, ``write_through``: see
+      :class:`asymcache.engine.kv_manager.KVConfig`.
     * ``cache_endpoint``: the daemon (``ipc://…`` or ``tcp://…``), ``None`` for none;
       ``engine_id`` names this engine to it (default: host and process id);
       ``daemon_timeout_s`` bounds every request to it.

@@ -12,7 +12,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Protocol
 
-from engine.sampling import SamplingParams
+from asymcache.engine.sampling import SamplingParams
 
 
 class TokenDecoder(Protocol):

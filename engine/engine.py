@@ -3,7 +3,7 @@
 One :meth:`step` = (admit) → schedule → forward → (on CUDA: admit here, so the new requests'
 fetch copies overlap the forward) → sample → advance, commit finished blocks, detokenize,
 stop → tell the daemon what was committed. Not thread-safe: one thread drives an engine
-(``engine.async_engine`` does that for the HTTP server).
+(``asymcache.engine.async_engine`` does that for the HTTP server).
 """
 
 from __future__ import annotations
@@ -16,13 +16,13 @@ from typing import TYPE_CHECKING
 
 from prometheus_client import CollectorRegistry
 
-from engine.config import EngineConfig
-from engine.detokenizer import Detokenizer, finish_reason
-from engine.metrics import EngineMetrics, EngineState, EngineStateCollector
-from engine.request import Request, RequestStats, Status
-from engine.sampling import Sampler, SamplingParams, make_generator
-from engine.scheduler import ScheduledSeq, Scheduler
-from engine.setup import EngineParts, build_parts
+from asymcache.engine.config import EngineConfig
+from asymcache.engine.detokenizer import Detokenizer, finish_reason
+from asymcache.engine.metrics import EngineMetrics, EngineState, EngineStateCollector
+from asymcache.engine.request import Request, RequestStats, Status
+from asymcache.engine.sampling import Sampler, SamplingParams, make_generator
+from asymcache.engine.scheduler import ScheduledSeq, Scheduler
+from asymcache.engine.setup import EngineParts, build_parts
 
 if TYPE_CHECKING:
     import torch

@@ -5,16 +5,16 @@ daemon: LOOKUP, asking the remote tier only when a load from it could pay; CPU c
 engine made of any of these blocks are confirmed first), plan segments,
 PROMOTE the chosen disk and remote blocks to CPU slots, map the CPU-tier bytes to fetch, and
 plan again with what is really available (a block whose bytes could not be had is recomputed).
-Slots and copies are the caller's (:class:`engine.kv_manager.KVManager`).
+Slots and copies are the caller's (:class:`asymcache.engine.kv_manager.KVManager`).
 """
 
 from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from cacheserver.blocks import ROOT_PARENT, block_key
-from engine.block_manager import BlockManager
-from engine.planner import (
+from asymcache.cacheserver.blocks import ROOT_PARENT, block_key
+from asymcache.engine.block_manager import BlockManager
+from asymcache.engine.planner import (
     FETCH_TIERS,
     GONE,
     MISS,
@@ -24,12 +24,12 @@ from engine.planner import (
     remote_may_pay,
     with_remote_load,
 )
-from engine.request import Action, Request
-from engine.transfers import Transfers
+from asymcache.engine.request import Action, Request
+from asymcache.engine.transfers import Transfers
 
 if TYPE_CHECKING:
-    from cacheserver.policy.cost import CostModel
-    from engine.cache_link import Buffer, CacheLink
+    from asymcache.cacheserver.policy.cost import CostModel
+    from asymcache.engine.cache_link import Buffer, CacheLink
 
 
 class KVLookup:

@@ -17,18 +17,18 @@ from collections import deque
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from cacheserver.blocks import namespace_id
-from cacheserver.protocol import BlockRef
-from engine.block_manager import BlockManager
-from engine.kv_lookup import KVLookup
-from engine.kv_pool import KVPool
-from engine.planner import FETCH_TIERS, PlanInputs, Reuse, todo_ranges
-from engine.request import Action, Request, Status
-from engine.transfers import Transfers
+from asymcache.cacheserver.blocks import namespace_id
+from asymcache.cacheserver.protocol import BlockRef
+from asymcache.engine.block_manager import BlockManager
+from asymcache.engine.kv_lookup import KVLookup
+from asymcache.engine.kv_pool import KVPool
+from asymcache.engine.planner import FETCH_TIERS, PlanInputs, Reuse, todo_ranges
+from asymcache.engine.request import Action, Request, Status
+from asymcache.engine.transfers import Transfers
 
 if TYPE_CHECKING:
-    from cacheserver.policy.cost import CostModel
-    from engine.cache_link import CacheLink
+    from asymcache.cacheserver.policy.cost import CostModel
+    from asymcache.engine.cache_link import CacheLink
 
 
 @dataclass(frozen=True)

@@ -14,7 +14,7 @@ import contextlib
 
 import torch
 
-from cacheserver.blocks import KVLayout
+from asymcache.cacheserver.blocks import KVLayout
 
 _TORCH_DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
 

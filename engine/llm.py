@@ -1,6 +1,8 @@
 """The offline Python API, in the style of vLLM::
 
-    from engine import LLM, SamplingParams
+    from asymcache.engine.llm import LLM
+
+    from asymcache.engine.sampling import SamplingParams
 
     llm = LLM("builtin", device="cpu", cache_endpoint=None)
     for out in llm.generate(["Once upon a time", [1, 2, 3]], SamplingParams(max_tokens=32)):
@@ -21,9 +23,9 @@ from typing import Any
 
 from prometheus_client import CollectorRegistry
 
-from engine.config import EngineConfig
-from engine.engine import LLMEngine, RequestOutput
-from engine.sampling import SamplingParams
+from asymcache.engine.config import EngineConfig
+from asymcache.engine.engine import LLMEngine, RequestOutput
+from asymcache.engine.sampling import SamplingParams
 
 Prompt = str | Sequence[int]
 IDLE_SLEEP_S = 0.005

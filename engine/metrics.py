@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from prometheus_client import CollectorRegistry, Counter, Histogram
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 
-from engine.request import Request
+from asymcache.engine.request import Request
 
 SOURCES = ("resident", "fetched", "recomputed", "new")
 DIRECTIONS = ("cpu_to_gpu", "gpu_to_cpu_demote", "gpu_to_cpu_offload")

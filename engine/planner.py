@@ -25,8 +25,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from typing import Literal
 
-from cacheserver.policy.cost import CostModel, TierLink
-from engine.request import Action
+from asymcache.cacheserver.policy.cost import CostModel, TierLink
+from asymcache.engine.request import Action
 
 Reuse = Literal["none", "prefix", "msa"]
 REUSE_MODES: tuple[str, ...] = ("none", "prefix", "msa")

@@ -4,7 +4,7 @@ What is measured, each the fastest of a few repeats after a warm-up:
 
 * forward passes of ``n`` new tokens after ``p`` cached ones over the real paged pool, for a
   grid of ``(p, n)``; ``fit_prefill`` turns them into ``pass_s``, ``linear_s_per_token`` and
-  ``attn_s_per_token_position`` (``cacheserver.policy.cost``);
+  ``attn_s_per_token_position`` (``asymcache.cacheserver.policy.cost``);
 * ``segment_s``: the same query tokens in ``k`` segments against one, per extra segment;
 * the CPU tier link: copying host blocks into the pool (bandwidth from a batch, latency from
   one block);
@@ -24,9 +24,9 @@ from pathlib import Path
 
 import torch
 
-from cacheserver.policy.cost import CostModel, TierLink, fit_prefill
-from engine.kv_pool import KVPool
-from kernels import AttentionMetadata
+from asymcache.cacheserver.policy.cost import CostModel, TierLink, fit_prefill
+from asymcache.engine.kv_pool import KVPool
+from asymcache.kernels.metadata import AttentionMetadata
 
 
 @dataclass(frozen=True)

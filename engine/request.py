@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 
 import torch
 
-from engine.sampling import SamplingParams
+from asymcache.engine.sampling import SamplingParams
 
 
 class Status(enum.Enum):

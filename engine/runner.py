@@ -13,9 +13,9 @@ from collections.abc import Sequence
 
 import torch
 
-from engine.kv_pool import KVPool
-from engine.scheduler import ScheduledSeq
-from kernels import AttentionMetadata
+from asymcache.engine.kv_pool import KVPool
+from asymcache.engine.scheduler import ScheduledSeq
+from asymcache.kernels.metadata import AttentionMetadata
 
 
 def build_metadata(batch: Sequence[ScheduledSeq], block_size: int, device: torch.device,

@@ -16,12 +16,12 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Protocol
 
-from engine.chunking import Chunker
-from engine.request import Request, Status
+from asymcache.engine.chunking import Chunker
+from asymcache.engine.request import Request, Status
 
 
 class KVManagerLike(Protocol):
-    """What the scheduler asks of the KV manager (``engine.kv_manager.KVManager``)."""
+    """What the scheduler asks of the KV manager (``asymcache.engine.kv_manager.KVManager``)."""
 
     def admit(self, req: Request, now: float) -> bool: ...
 

@@ -16,7 +16,7 @@ from dataclasses import fields
 from pathlib import Path
 from typing import Any
 
-from engine.config import EngineConfig
+from asymcache.engine.config import EngineConfig
 
 ENV_PREFIX = "ASYMCACHE_ENGINE_"
 _TRUE, _FALSE = {"1", "true", "yes", "on"}, {"0", "false", "no", "off"}

@@ -11,16 +11,16 @@ from typing import TYPE_CHECKING
 
 import torch
 
-from cacheserver.blocks import KVLayout
-from cacheserver.policy.cost import CostModel
-from engine.chunking import Chunker, create_chunker
-from engine.config import EngineConfig
-from engine.kv_manager import KVManager
-from engine.kv_pool import KVPool
-from engine.runner import ModelRunner
+from asymcache.cacheserver.blocks import KVLayout
+from asymcache.cacheserver.policy.cost import CostModel
+from asymcache.engine.chunking import Chunker, create_chunker
+from asymcache.engine.config import EngineConfig
+from asymcache.engine.kv_manager import KVManager
+from asymcache.engine.kv_pool import KVPool
+from asymcache.engine.runner import ModelRunner
 
 if TYPE_CHECKING:
-    from engine.cache_link import CacheLink
+    from asymcache.engine.cache_link import CacheLink
 
 CPU_KV_BYTES = 256 << 20  # default pool on CPU: 256 MiB
 CUDA_KV_FRACTION = 0.9  # default pool on CUDA: this share of the free memory after loading
@@ -28,7 +28,7 @@ CUDA_KV_FRACTION = 0.9  # default pool on CUDA: this share of the free memory af
 
 @dataclass
 class EngineParts:
-    """Everything an :class:`engine.engine.LLMEngine` runs on."""
+    """Everything an :class:`asymcache.engine.engine.LLMEngine` runs on."""
 
     model: torch.nn.Module
     info: object  # engine.model.ModelInfo
@@ -44,8 +44,8 @@ class EngineParts:
 def build_parts(config: EngineConfig) -> EngineParts:
     """Load the model and tokenizer and assemble the engine (side effects: allocates the pool,
     may create the built-in model folder, connects to the daemon when configured)."""
-    from engine.builtin import resolve_model_dir
-    from engine.model import load_model, load_tokenizer
+    from asymcache.engine.builtin import resolve_model_dir
+    from asymcache.engine.model import load_model, load_tokenizer
 
     if config.cpu_threads is not None and torch.device(config.device).type == "cpu":
         torch.set_num_threads(config.cpu_threads)  # process-wide, documented on the field
@@ -90,7 +90,7 @@ def resolve_cost_model(config: EngineConfig, model: torch.nn.Module, pool: KVPoo
     """The configured preset or profile, or (``"auto"``) a quick measurement of this device."""
     if config.cost_model != "auto":
         return CostModel.resolve(config.cost_model)
-    from engine.profiler import QUICK, measure_cost_model
+    from asymcache.engine.profiler import QUICK, measure_cost_model
 
     return measure_cost_model(model, pool, QUICK)
 
@@ -106,7 +106,7 @@ def make_link(config: EngineConfig, fingerprint: str, layout: KVLayout,
     """The daemon link when an endpoint is configured (and caching is on), else ``None``."""
     if config.cache_endpoint is None or config.reuse == "none":
         return None
-    from engine.cache_link import CacheLink
+    from asymcache.engine.cache_link import CacheLink
 
     return CacheLink(config.cache_endpoint, config.engine_id or default_engine_id(), fingerprint,
                      layout, slots, config.daemon_timeout_s)

@@ -11,7 +11,7 @@ key is released, and every older grant when one from a newer generation arrives.
 It also counts the reservations (ALLOCATE's ``demote_to``, CPU reservations for write-through)
 of the current registration that the engine could not fill (no mapping of the tier, a victim
 whose key changed): the daemon frees a ``FILLING`` slot only with the session, so the engine
-owes them back (``engine.cache_link`` registers again to give them back).
+owes them back (``asymcache.engine.cache_link`` registers again to give them back).
 """
 
 from __future__ import annotations

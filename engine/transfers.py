@@ -23,14 +23,14 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
-from cacheserver.protocol import BlockRef
-from engine.block_manager import BlockManager
-from engine.kv_pool import KVPool
-from engine.planner import Location
-from engine.request import Action
+from asymcache.cacheserver.protocol import BlockRef
+from asymcache.engine.block_manager import BlockManager
+from asymcache.engine.kv_pool import KVPool
+from asymcache.engine.planner import Location
+from asymcache.engine.request import Action
 
 if TYPE_CHECKING:
-    from engine.cache_link import Buffer, CacheLink
+    from asymcache.engine.cache_link import Buffer, CacheLink
 
 
 class Transfers:

@@ -14,8 +14,8 @@ import math
 
 import torch
 
-from kernels.backends import resolve_backend
-from kernels.metadata import AttentionMetadata
+from asymcache.kernels.backends import resolve_backend
+from asymcache.kernels.metadata import AttentionMetadata
 
 
 def write_kv(pool: torch.Tensor, layer: int, k: torch.Tensor, v: torch.Tensor,

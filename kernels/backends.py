@@ -21,22 +21,23 @@ from typing import TYPE_CHECKING
 import torch
 
 if TYPE_CHECKING:
-    from kernels.metadata import AttentionMetadata
+    from asymcache.kernels.metadata import AttentionMetadata
 
 ENV_VAR = "ASYMCACHE_KERNEL_BACKEND"
 
 # name -> "module:ClassName"; adding a backend adds a line here and touches no caller.
 BACKENDS: dict[str, str] = {
-    "triton": "kernels.triton_backend:TritonBackend",
-    "torch": "kernels.cpu:TorchBackend",
-    "reference": "kernels.reference:ReferenceBackend",
+    "triton": "asymcache.kernels.triton_backend:TritonBackend",
+    "torch": "asymcache.kernels.cpu:TorchBackend",
+    "reference": "asymcache.kernels.reference:ReferenceBackend",
 }
 
 
 class Backend(ABC):
-    """What every backend implements. Shapes and dtypes are those of ``kernels.api``.
+    """What every backend implements. Shapes and dtypes are those of ``asymcache.kernels.api``.
 
-    Inputs reaching a backend are already validated by ``kernels.api``; backends may assume
+    Inputs reaching a backend are already validated by ``asymcache.kernels.api``; backends may
+    assume
     matching devices, dtypes and shapes.
     """
 

@@ -1,14 +1,16 @@
 """The fast torch path (``backend="torch"``): what the engine runs on a CPU.
 
 Per layer, each sequence's blocks are gathered once (one ``index_select`` for K, one for V;
-``kernels.cpu_gather``) and attended with ``scaled_dot_product_attention``: ``is_causal``
+``asymcache.kernels.cpu_gather``) and attended with ``scaled_dot_product_attention``: ``is_causal``
 when the queries are the whole sequence, no mask for a single last-position query, otherwise
 a ``j <= q_pos`` mask in row chunks whose keys end at each chunk's last position. Decode
 batches sequences, padded with finite filler that the mask hides (never foreign bytes), one
-gather and one SDPA per layer (``kernels.cpu_decode``). When the LSE is asked for, or decode
-is split, an explicit float32 matmul/softmax path runs (``kernels.cpu_math``). Working memory
+gather and one SDPA per layer (``asymcache.kernels.cpu_decode``). When the LSE is asked for, or
+decode
+is split, an explicit float32 matmul/softmax path runs (``asymcache.kernels.cpu_math``). Working
+memory
 is bounded by chunking query rows and sequences (``MASK_ELEMS``, ``SCORE_BYTES``,
-``kernels.cpu_decode.GATHER_BYTES``).
+``asymcache.kernels.cpu_decode.GATHER_BYTES``).
 """
 
 from __future__ import annotations
@@ -16,11 +18,11 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from kernels.backends import Backend
-from kernels.cpu_decode import decode
-from kernels.cpu_gather import gather_blocks, row_view, scatter_rows
-from kernels.cpu_math import attend_math, merge_lse
-from kernels.metadata import AttentionMetadata
+from asymcache.kernels.backends import Backend
+from asymcache.kernels.cpu_decode import decode
+from asymcache.kernels.cpu_gather import gather_blocks, row_view, scatter_rows
+from asymcache.kernels.cpu_math import attend_math, merge_lse
+from asymcache.kernels.metadata import AttentionMetadata
 
 MASK_ELEMS = 1 << 24  # booleans of one mask chunk (16 MiB)
 SCORE_BYTES = 64 << 20  # float32 scores of one math-path chunk

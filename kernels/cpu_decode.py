@@ -7,7 +7,7 @@ The first layer of a step derives a :class:`DecodePlan` from the metadata and ke
 buffer from the workspace. Each layer then runs, per chunk, one ``index_select`` of K and V
 into that buffer and one ``scaled_dot_product_attention`` with the group's query heads as the
 rows (GQA without copies). Sequences are padded to the chunk's longest with finite filler that
-the mask hides (see ``kernels.cpu_gather``). With the LSE asked for, or the KV split, an
+the mask hides (see ``asymcache.kernels.cpu_gather``). With the LSE asked for, or the KV split, an
 explicit float32 path runs instead, merging the splits by log-sum-exp.
 """
 
@@ -18,9 +18,9 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
-from kernels.cpu_gather import gather_blocks, padded_rows, row_view, scratch
-from kernels.cpu_math import attend_math, merge_lse
-from kernels.metadata import AttentionMetadata
+from asymcache.kernels.cpu_gather import gather_blocks, padded_rows, row_view, scratch
+from asymcache.kernels.cpu_math import attend_math, merge_lse
+from asymcache.kernels.metadata import AttentionMetadata
 
 GATHER_BYTES = 256 << 20  # gathered K+V of one decode chunk
 

@@ -8,7 +8,7 @@ the same rows shifted by the layer's stride.
 
 * ``gather_blocks`` copies whole blocks (prefill: one sequence's blocks, cut at its KV length).
 * ``padded_rows`` gives ``S`` sequences a common length for batched decode (gathered by
-  ``kernels.cpu_decode``, K and V in one ``index_select``): positions past a sequence's KV
+  ``asymcache.kernels.cpu_decode``, K and V in one ``index_select``): positions past a sequence's KV
   length read its position 0, finite bytes (or zeros when the pool's strides do not allow a
   row view): never the bytes of a foreign or unwritten slot, which may be NaN. Callers mask
   them.
@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import torch
 
-from kernels.metadata import AttentionMetadata
+from asymcache.kernels.metadata import AttentionMetadata
 
 
 def scratch(meta: AttentionMetadata, name: str, numel: int, like: torch.Tensor) -> torch.Tensor:

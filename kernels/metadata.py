@@ -3,7 +3,8 @@
 DESIGN.md section 7 fixes the fields. Construction validates them once, on the host, and
 caches the host-side values that launchers need (number of sequences, longest query run,
 longest KV, ...), so that per-layer kernel calls never read device memory from the host.
-The checks run in numpy on host copies (:mod:`kernels.metadata_checks`): a few microseconds
+The checks run in numpy on host copies (:mod:`asymcache.kernels.metadata_checks`): a few
+microseconds
 per check, whatever the batch.
 """
 
@@ -14,7 +15,7 @@ from dataclasses import InitVar, dataclass, field
 
 import torch
 
-from kernels.metadata_checks import (
+from asymcache.kernels.metadata_checks import (
     FIELD_SPECS,
     DecodeFields,
     HostFields,

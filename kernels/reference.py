@@ -10,8 +10,8 @@ from __future__ import annotations
 
 import torch
 
-from kernels.backends import Backend
-from kernels.metadata import AttentionMetadata
+from asymcache.kernels.backends import Backend
+from asymcache.kernels.metadata import AttentionMetadata
 
 
 def gather_sequence_kv(pool: torch.Tensor, layer: int, table_row: torch.Tensor,

@@ -10,12 +10,12 @@ import os
 
 import torch
 
-from kernels.backends import Backend
-from kernels.metadata import AttentionMetadata
-from kernels.triton_decode import msa_decode_triton
-from kernels.triton_merge import merge_state_triton
-from kernels.triton_prefill import msa_prefill_triton
-from kernels.triton_write_kv import write_kv_triton
+from asymcache.kernels.backends import Backend
+from asymcache.kernels.metadata import AttentionMetadata
+from asymcache.kernels.triton_decode import msa_decode_triton
+from asymcache.kernels.triton_merge import merge_state_triton
+from asymcache.kernels.triton_prefill import msa_prefill_triton
+from asymcache.kernels.triton_write_kv import write_kv_triton
 
 
 def _check_runnable(x: torch.Tensor) -> None:

@@ -15,8 +15,14 @@ import torch
 import triton
 import triton.language as tl
 
-from kernels.metadata import AttentionMetadata
-from kernels.triton_common import LOG2_E, attend_range, dot_precision, finalize, head_block
+from asymcache.kernels.metadata import AttentionMetadata
+from asymcache.kernels.triton_common import (
+    LOG2_E,
+    attend_range,
+    dot_precision,
+    finalize,
+    head_block,
+)
 
 MAX_SPLITS = 64
 MIN_SPLIT_TOKENS = 256  # a split shorter than this costs more in merging than it saves
@@ -127,7 +133,7 @@ def msa_decode_triton(q: torch.Tensor, pool: torch.Tensor, layer: int, meta: Att
                       scale: float, num_splits: int | None, return_lse: bool,
                       config: DecodeConfig | None = None,
                       ) -> tuple[torch.Tensor, torch.Tensor | None]:
-    """Launch split-KV decode (inputs validated by ``kernels.api.msa_decode``).
+    """Launch split-KV decode (inputs validated by ``asymcache.kernels.api.msa_decode``).
 
     ``q [S, Hq, D]`` float16/bfloat16/float32 at positions ``kv_lens - 1``; ``pool`` as in
     ``msa_prefill``. Returns ``o [S, Hq, D]`` like ``q`` and float32 ``lse [S, Hq]`` (or

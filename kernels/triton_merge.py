@@ -10,7 +10,7 @@ import torch
 import triton
 import triton.language as tl
 
-from kernels.triton_common import head_block
+from asymcache.kernels.triton_common import head_block
 
 
 @triton.jit
@@ -53,7 +53,7 @@ def _merge_state_kernel(
 
 def merge_state_triton(o_a: torch.Tensor, lse_a: torch.Tensor, o_b: torch.Tensor,
                        lse_b: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """Launch ``merge_state`` (inputs validated by ``kernels.api.merge_state``).
+    """Launch ``merge_state`` (inputs validated by ``asymcache.kernels.api.merge_state``).
 
     ``o_a``, ``o_b`` ``[T, H, D]`` one float dtype; ``lse_a``, ``lse_b`` float32 ``[T, H]``.
     Returns a new contiguous ``o [T, H, D]`` (``o_a``'s dtype) and float32 ``lse [T, H]``.

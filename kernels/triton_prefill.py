@@ -16,8 +16,14 @@ import torch
 import triton
 import triton.language as tl
 
-from kernels.metadata import AttentionMetadata
-from kernels.triton_common import LOG2_E, attend_range, dot_precision, finalize, head_block
+from asymcache.kernels.metadata import AttentionMetadata
+from asymcache.kernels.triton_common import (
+    LOG2_E,
+    attend_range,
+    dot_precision,
+    finalize,
+    head_block,
+)
 
 
 @dataclass(frozen=True)
@@ -108,7 +114,7 @@ def _msa_prefill_kernel(
 def msa_prefill_triton(q: torch.Tensor, pool: torch.Tensor, layer: int, meta: AttentionMetadata,
                        scale: float, return_lse: bool, config: PrefillConfig | None = None,
                        ) -> tuple[torch.Tensor, torch.Tensor | None]:
-    """Launch the prefill kernel (inputs validated by ``kernels.api.msa_prefill``).
+    """Launch the prefill kernel (inputs validated by ``asymcache.kernels.api.msa_prefill``).
 
     ``q [T, Hq, D]`` float16/bfloat16/float32, ``pool [num_blocks, num_layers, 2, B, Hkv, D]``
     of ``q``'s dtype. Returns ``o [T, Hq, D]`` like ``q`` and float32 ``lse [T, Hq]`` (or

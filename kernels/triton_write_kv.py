@@ -11,7 +11,7 @@ import torch
 import triton
 import triton.language as tl
 
-from kernels.triton_common import head_block
+from asymcache.kernels.triton_common import head_block
 
 
 @triton.jit
@@ -45,7 +45,7 @@ def _write_kv_kernel(
 
 def write_kv_triton(pool: torch.Tensor, layer: int, k: torch.Tensor, v: torch.Tensor,
                     slot_mapping: torch.Tensor) -> None:
-    """Launch ``write_kv`` (inputs validated by ``kernels.api.write_kv``).
+    """Launch ``write_kv`` (inputs validated by ``asymcache.kernels.api.write_kv``).
 
     ``pool [num_blocks, num_layers, 2, B, Hkv, D]``; ``k``, ``v`` ``[T, Hkv, D]`` of the
     pool's dtype; ``slot_mapping`` int64 ``[T]``. Writes the pool in place.

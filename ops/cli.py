@@ -46,7 +46,7 @@ def build_parser() -> argparse.ArgumentParser:
         description="AsymCache: a lossless, disaggregated KV-cache service for LLM inference.",
     )
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
-    add_commands(sub, discover("ops.commands"))
+    add_commands(sub, discover("asymcache.ops.commands"))
     return parser
 
 

@@ -22,7 +22,7 @@ from pathlib import Path
 
 import pytest
 
-from tiers.remote_local import LocalRedisCluster
+from asymcache.tiers.remote_local import LocalRedisCluster
 
 _PREFIXES = itertools.count()
 

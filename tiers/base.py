@@ -42,8 +42,8 @@ Buffer = bytes | bytearray | memoryview
 KEY_BYTES = 16
 
 # Tiers that ship with AsymCache, imported on first use so that ``create_tier("disk", ...)``
-# works without the caller importing the module (and ``import tiers`` stays light).
-_BUILTIN_MODULES = {"cpu": "tiers.cpu", "disk": "tiers.disk", "remote": "tiers.remote"}
+# works without the caller importing the module (and ``import asymcache.tiers.base`` stays light).
+_BUILTIN_MODULES = {name: f"asymcache.tiers.{name}" for name in ("cpu", "disk", "remote")}
 
 
 def checksum(data: Buffer) -> int:

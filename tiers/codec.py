@@ -37,7 +37,7 @@ from types import MemberDescriptorType
 
 import xxhash
 
-from tiers.base import KEY_BYTES, BlockHeader, Buffer, checksum
+from asymcache.tiers.base import KEY_BYTES, BlockHeader, Buffer, checksum
 
 MAGIC = b"AKVB"
 FORMAT_VERSION = 2

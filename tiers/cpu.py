@@ -7,7 +7,8 @@ block occupies one whole slot, whatever its length (at most ``slot_bytes``). A s
 * the key-level API (``put``/``get``/``delete``) copies bytes in and makes them ``READY`` at
   once; ``get`` returns a zero-copy, read-only view of the slot's payload, valid until the key is
   deleted (the daemon's leases keep a block from being deleted while it is being read);
-* the slot API lets an engine that mapped the slab (``tiers.shm.attach``) copy bytes itself:
+* the slot API lets an engine that mapped the slab (``asymcache.tiers.shm.attach``) copy bytes
+  itself:
   ``reserve`` gives a ``FILLING`` slot, which ``get``/``contains``/``slot_of``/``headers`` never
   report, ``confirm`` makes it ``READY`` and ``abort`` frees it.
 
@@ -21,8 +22,8 @@ import threading
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 
-from tiers.base import BlockHeader, Buffer, Tier, check_key, register_tier
-from tiers.shm import Slab, create_slab
+from asymcache.tiers.base import BlockHeader, Buffer, Tier, check_key, register_tier
+from asymcache.tiers.shm import Slab, create_slab
 
 
 @dataclass(frozen=True)
@@ -75,7 +76,7 @@ class CpuTier(Tier):
     # -- geometry ---------------------------------------------------------------------------
     @property
     def shm_name(self) -> str:
-        """Name engines pass to ``tiers.shm.attach``."""
+        """Name engines pass to ``asymcache.tiers.shm.attach``."""
         return self._slab.name
 
     @property

@@ -29,11 +29,17 @@ from collections.abc import Callable, Iterator, Sequence
 
 import lmdb
 
-from tiers.base import BlockHeader, Buffer, Tier, check_key, checksum, register_tier
-from tiers.codec import CorruptValue, decode_header, decode_value, stage_value, value_bytes
-from tiers.disk_config import DiskTierConfig, MiB
-from tiers.disk_writer import GroupSubmitter, WriteQueue
-from tiers.lmdb_store import LmdbStore, WriteOp
+from asymcache.tiers.base import BlockHeader, Buffer, Tier, check_key, checksum, register_tier
+from asymcache.tiers.codec import (
+    CorruptValue,
+    decode_header,
+    decode_value,
+    stage_value,
+    value_bytes,
+)
+from asymcache.tiers.disk_config import DiskTierConfig, MiB
+from asymcache.tiers.disk_writer import GroupSubmitter, WriteQueue
+from asymcache.tiers.lmdb_store import LmdbStore, WriteOp
 
 log = logging.getLogger(__name__)
 _LMDB_PAGE_HEADER = 16

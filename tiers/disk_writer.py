@@ -36,7 +36,7 @@ import time
 from collections import deque
 from collections.abc import Callable
 
-from tiers.lmdb_store import LmdbStore, WriteOp
+from asymcache.tiers.lmdb_store import LmdbStore, WriteOp
 
 log = logging.getLogger(__name__)
 _POLL_S = 1.0  # how often a waiter re-checks that the writer thread is alive

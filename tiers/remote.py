@@ -30,14 +30,28 @@ import logging
 import time
 from collections.abc import Iterator, Sequence
 
-from tiers.base import KEY_BYTES, BlockHeader, Buffer, Tier, check_key, checksum, register_tier
-from tiers.codec import CorruptValue, decode_header, decode_value, encode_header, value_bytes
-from tiers.remote_accounts import RemoteAccounts
-from tiers.remote_config import RemoteTierConfig
-from tiers.remote_link import ClusterLink
-from tiers.remote_probe import LinkFigures, scan_headers
-from tiers.remote_resp import error_kind
-from tiers.remote_writer import BatchObserver, PutGroup, RemoteOp, RemoteWriter
+from asymcache.tiers.base import (
+    KEY_BYTES,
+    BlockHeader,
+    Buffer,
+    Tier,
+    check_key,
+    checksum,
+    register_tier,
+)
+from asymcache.tiers.codec import (
+    CorruptValue,
+    decode_header,
+    decode_value,
+    encode_header,
+    value_bytes,
+)
+from asymcache.tiers.remote_accounts import RemoteAccounts
+from asymcache.tiers.remote_config import RemoteTierConfig
+from asymcache.tiers.remote_link import ClusterLink
+from asymcache.tiers.remote_probe import LinkFigures, scan_headers
+from asymcache.tiers.remote_resp import error_kind
+from asymcache.tiers.remote_writer import BatchObserver, PutGroup, RemoteOp, RemoteWriter
 
 log = logging.getLogger(__name__)
 _KEY_OVERHEAD = 64  # a Redis key's dict entry and object headers, roughly

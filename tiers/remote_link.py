@@ -15,7 +15,8 @@ can start before its cluster. Redirections (MOVED/ASK) and uncovered slots are f
 ask the thread to refresh the slot map.
 
 Results are the raw replies (``bytes``, ``int``, ``None``...) or the exception instance of the
-command that failed; ``tiers.remote_resp.error_kind`` names its kind for ``error_counts()``.
+command that failed; ``asymcache.tiers.remote_resp.error_kind`` names its kind for
+``error_counts()``.
 """
 
 from __future__ import annotations
@@ -32,8 +33,8 @@ from redis.cluster import ClusterNode, RedisCluster
 from redis.crc import key_slot
 from redis.retry import Retry
 
-from tiers.remote_config import RemoteTierConfig
-from tiers.remote_resp import Command, NodeSkipped, NotConnected, pack
+from asymcache.tiers.remote_config import RemoteTierConfig
+from asymcache.tiers.remote_resp import Command, NodeSkipped, NotConnected, pack
 
 log = logging.getLogger(__name__)
 @dataclass

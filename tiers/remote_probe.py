@@ -23,11 +23,11 @@ from collections.abc import Callable, Iterator
 
 import redis
 
-from tiers.base import KEY_BYTES, BlockHeader
-from tiers.codec import MAX_LAYOUT_BYTES, CorruptValue, decode_header, header_bytes
-from tiers.remote_config import RemoteTierConfig
-from tiers.remote_link import ClusterLink
-from tiers.remote_resp import error_kind
+from asymcache.tiers.base import KEY_BYTES, BlockHeader
+from asymcache.tiers.codec import MAX_LAYOUT_BYTES, CorruptValue, decode_header, header_bytes
+from asymcache.tiers.remote_config import RemoteTierConfig
+from asymcache.tiers.remote_link import ClusterLink
+from asymcache.tiers.remote_resp import error_kind
 
 log = logging.getLogger(__name__)
 _ROUNDS = 5

@@ -30,8 +30,8 @@ from collections import deque
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
-from tiers.remote_link import ClusterLink
-from tiers.remote_resp import RawCommand, error_kind, set_command
+from asymcache.tiers.remote_link import ClusterLink
+from asymcache.tiers.remote_resp import RawCommand, error_kind, set_command
 
 log = logging.getLogger(__name__)
 BatchObserver = Callable[[str, float, int], None]  # (op name, seconds, bytes)

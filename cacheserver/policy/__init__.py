@@ -5,14 +5,14 @@ Importing this package registers every built-in policy, so ``create_policy(name,
 
 from __future__ import annotations
 
-from cacheserver.policy import asym as _asym  # noqa: F401 - registers asym
-from cacheserver.policy import belady as _belady  # noqa: F401 - registers belady
-from cacheserver.policy import gdsf as _gdsf  # noqa: F401 - registers gdsf
-from cacheserver.policy import lfu as _lfu  # noqa: F401 - registers lfu
-from cacheserver.policy import lru as _lru  # noqa: F401 - registers lru, lru_tail
-from cacheserver.policy import oracle as _oracle  # noqa: F401 - registers asym_oracle
-from cacheserver.policy import pensieve as _pensieve  # noqa: F401 - registers pensieve
-from cacheserver.policy.base import (
+from asymcache.cacheserver.policy import asym as _asym  # noqa: F401 - registers asym
+from asymcache.cacheserver.policy import belady as _belady  # noqa: F401 - registers belady
+from asymcache.cacheserver.policy import gdsf as _gdsf  # noqa: F401 - registers gdsf
+from asymcache.cacheserver.policy import lfu as _lfu  # noqa: F401 - registers lfu
+from asymcache.cacheserver.policy import lru as _lru  # noqa: F401 - registers lru, lru_tail
+from asymcache.cacheserver.policy import oracle as _oracle  # noqa: F401 - registers asym_oracle
+from asymcache.cacheserver.policy import pensieve as _pensieve  # noqa: F401 - registers pensieve
+from asymcache.cacheserver.policy.base import (
     REUSE_SEMANTICS,
     BlockInfo,
     HeapOrder,

@@ -41,11 +41,11 @@ from collections import OrderedDict
 from collections.abc import Iterable
 from dataclasses import dataclass, replace
 
-from cacheserver.policy.base import BlockInfo, Key, ResidencyPolicy, register_policy
-from cacheserver.policy.cost import CostModel
-from cacheserver.policy.costed import CostedPolicy
-from cacheserver.policy.mini import ModeSelector
-from cacheserver.policy.reuse import ReuseEstimator, UseRecord
+from asymcache.cacheserver.policy.base import BlockInfo, Key, ResidencyPolicy, register_policy
+from asymcache.cacheserver.policy.cost import CostModel
+from asymcache.cacheserver.policy.costed import CostedPolicy
+from asymcache.cacheserver.policy.mini import ModeSelector
+from asymcache.cacheserver.policy.reuse import ReuseEstimator, UseRecord
 
 _new_record = tuple.__new__  # a UseRecord without its generated __new__ (hot path)
 

@@ -42,11 +42,16 @@ from collections.abc import Hashable, Iterable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, ClassVar, Literal
 
-from cacheserver.policy.order import HeapOrder
-from cacheserver.policy.registry import create_policy, policy_class, policy_names, register_policy
+from asymcache.cacheserver.policy.order import HeapOrder
+from asymcache.cacheserver.policy.registry import (
+    create_policy,
+    policy_class,
+    policy_names,
+    register_policy,
+)
 
 if TYPE_CHECKING:
-    from cacheserver.policy.cost import CostModel
+    from asymcache.cacheserver.policy.cost import CostModel
 
 __all__ = [
     "REUSE_SEMANTICS", "BlockInfo", "HeapOrder", "Key", "ResidencyPolicy", "Reuse",

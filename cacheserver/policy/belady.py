@@ -12,7 +12,7 @@ import bisect
 import math
 from collections.abc import Iterator, Mapping, Sequence
 
-from cacheserver.policy.base import BlockInfo, Key, ResidencyPolicy, register_policy
+from asymcache.cacheserver.policy.base import BlockInfo, Key, ResidencyPolicy, register_policy
 
 
 class NextUseOracle:

@@ -40,7 +40,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from cacheserver.policy.roofline import GPUS, MODELS, PRESET_PAIRS, roofline_fields
+from asymcache.cacheserver.policy.roofline import GPUS, MODELS, PRESET_PAIRS, roofline_fields
 
 SCHEMA = "asymcache-cost-profile/1"
 LOAD_TIERS: tuple[str, ...] = ("cpu", "disk", "remote")

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from cacheserver.policy.base import BlockInfo, ResidencyPolicy
+from asymcache.cacheserver.policy.base import BlockInfo, ResidencyPolicy
 
 
 class CostedPolicy(ResidencyPolicy):

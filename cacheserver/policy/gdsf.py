@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from cacheserver.policy.base import BlockInfo, Key, register_policy
-from cacheserver.policy.costed import CostedPolicy
+from asymcache.cacheserver.policy.base import BlockInfo, Key, register_policy
+from asymcache.cacheserver.policy.costed import CostedPolicy
 
 
 @register_policy("gdsf")

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from cacheserver.policy.base import BlockInfo, Key, ResidencyPolicy, register_policy
+from asymcache.cacheserver.policy.base import BlockInfo, Key, ResidencyPolicy, register_policy
 
 
 @register_policy("lfu")

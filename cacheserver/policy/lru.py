@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
-from cacheserver.policy.base import BlockInfo, Key, ResidencyPolicy, register_policy
+from asymcache.cacheserver.policy.base import BlockInfo, Key, ResidencyPolicy, register_policy
 
 _BASE_ENQUEUE = ResidencyPolicy._enqueue
 

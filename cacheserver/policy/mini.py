@@ -24,7 +24,7 @@ from collections.abc import Callable, Hashable
 
 import xxhash
 
-from cacheserver.policy.base import BlockInfo, ResidencyPolicy
+from asymcache.cacheserver.policy.base import BlockInfo, ResidencyPolicy
 
 HASH_SPACE = 1 << 64
 

@@ -25,11 +25,11 @@ import math
 import random
 from dataclasses import dataclass
 
-from cacheserver.policy.asym import AsymConfig, AsymPolicy
-from cacheserver.policy.base import BlockInfo, Key, ResidencyPolicy, register_policy
-from cacheserver.policy.belady import NextUseOracle
-from cacheserver.policy.lru import LRUTailPolicy
-from cacheserver.policy.reuse import UseRecord
+from asymcache.cacheserver.policy.asym import AsymConfig, AsymPolicy
+from asymcache.cacheserver.policy.base import BlockInfo, Key, ResidencyPolicy, register_policy
+from asymcache.cacheserver.policy.belady import NextUseOracle
+from asymcache.cacheserver.policy.lru import LRUTailPolicy
+from asymcache.cacheserver.policy.reuse import UseRecord
 
 FLOOR = 1e-3  # P̂ of a block that is not used again (not 0: values stay comparable)
 

@@ -13,8 +13,8 @@ from __future__ import annotations
 import math
 from collections import OrderedDict
 
-from cacheserver.policy.base import BlockInfo, Key, register_policy
-from cacheserver.policy.costed import CostedPolicy
+from asymcache.cacheserver.policy.base import BlockInfo, Key, register_policy
+from asymcache.cacheserver.policy.costed import CostedPolicy
 
 CLASSES_PER_OCTAVE = 4
 MIN_IDLE_S = 1e-6  # a block used at this very instant is never the cheapest to drop

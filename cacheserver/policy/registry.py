@@ -1,6 +1,6 @@
 """Policies by name: ``register_policy`` (a class decorator), ``create_policy``, ``policy_names``.
 
-Importing ``cacheserver.policy`` registers every built-in policy.
+Importing ``asymcache.cacheserver.policy`` registers every built-in policy.
 """
 
 from __future__ import annotations
@@ -9,7 +9,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from cacheserver.policy.base import ResidencyPolicy
+    from asymcache.cacheserver.policy.base import ResidencyPolicy
 
 _REGISTRY: dict[str, type[ResidencyPolicy]] = {}
 

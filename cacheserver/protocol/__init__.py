@@ -14,8 +14,8 @@ Usage::
 
 from __future__ import annotations
 
-from cacheserver.protocol.framing import PROTOCOL_VERSION, Buffer
-from cacheserver.protocol.messages import (
+from asymcache.cacheserver.protocol.framing import PROTOCOL_VERSION, Buffer
+from asymcache.cacheserver.protocol.messages import (
     Allocate,
     AllocateReply,
     Commit,
@@ -43,7 +43,7 @@ from cacheserver.protocol.messages import (
     Unpin,
     UnpinReply,
 )
-from cacheserver.protocol.wire import (
+from asymcache.cacheserver.protocol.wire import (
     ErrorReply,
     Message,
     Reply,
@@ -51,7 +51,7 @@ from cacheserver.protocol.wire import (
     decode_request,
     request_ops,
 )
-from cacheserver.protocol.wire_types import (
+from asymcache.cacheserver.protocol.wire_types import (
     KEY_BYTES,
     BlockRef,
     ErrorCode,

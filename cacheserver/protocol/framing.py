@@ -13,7 +13,7 @@ from typing import Any
 
 import msgpack
 
-from cacheserver.protocol.wire_types import ErrorCode, Limits, ProtocolError
+from asymcache.cacheserver.protocol.wire_types import ErrorCode, Limits, ProtocolError
 
 PROTOCOL_VERSION = 1
 Buffer = bytes | bytearray | memoryview

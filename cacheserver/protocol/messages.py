@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from dataclasses import field
 
-from cacheserver.protocol.framing import Buffer
-from cacheserver.protocol.wire import OMIT_DEFAULT, Message, message
-from cacheserver.protocol.wire_types import BlockRef, Key
+from asymcache.cacheserver.protocol.framing import Buffer
+from asymcache.cacheserver.protocol.wire import OMIT_DEFAULT, Message, message
+from asymcache.cacheserver.protocol.wire_types import BlockRef, Key
 
 
 # ---- requests (engine/tool -> daemon) -----------------------------------------------------

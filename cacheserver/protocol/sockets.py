@@ -12,7 +12,7 @@ from dataclasses import dataclass
 import zmq
 import zmq.asyncio
 
-from cacheserver.protocol.framing import Buffer
+from asymcache.cacheserver.protocol.framing import Buffer
 
 _ZERO_COPY_MIN = 64 * 1024  # frames at least this big are sent without a copy
 _SNDMORE = int(zmq.SNDMORE)  # a plain int: pyzmq's flag enums make ``|`` a Python-level call

@@ -6,7 +6,8 @@ Replies repeat the op and request id; their ``fields`` hold ``ok: true`` and the
 ``{ok: false, code, message}`` (:class:`ErrorReply`).
 
 The wire types, limits and :class:`ProtocolError` live in ``wire_types.py``, the header frame in
-``framing.py``; this module re-exports their public names, so ``cacheserver.protocol.wire``
+``framing.py``; this module re-exports their public names, so
+``asymcache.cacheserver.protocol.wire``
 remains the one place to import them from. Decoding checks types, sizes and the protocol version
 and raises exactly one exception type, :class:`ProtocolError`, carrying an error ``code`` from
 :class:`ErrorCode`.
@@ -18,14 +19,14 @@ from collections.abc import Callable, Sequence
 from dataclasses import MISSING, dataclass, fields
 from typing import Any, ClassVar
 
-from cacheserver.protocol.framing import (
+from asymcache.cacheserver.protocol.framing import (
     PROTOCOL_VERSION,
     Buffer,
     check_payload,
     pack_header,
     unpack_header,
 )
-from cacheserver.protocol.wire_types import (
+from asymcache.cacheserver.protocol.wire_types import (
     DECODERS,
     DEFAULT_LIMITS,
     KEY_BYTES,

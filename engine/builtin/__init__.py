@@ -4,8 +4,8 @@
 (root overridable with ``ASYMCACHE_CACHE_DIR``), creating it deterministically on first use:
 byte-identical files in every process and on every machine, for one ``tokenizers`` version (a
 test pins their digest). It is a normal Hugging Face folder: load it with
-``engine.model.load_model`` (or transformers), and its tokenizer with
-``engine.model.load_tokenizer``. ``resolve_model_dir("builtin")`` does the same for a
+``asymcache.engine.model.load_model`` (or transformers), and its tokenizer with
+``asymcache.engine.model.load_tokenizer``. ``resolve_model_dir("builtin")`` does the same for a
 ``--model`` argument. Creating it needs no torch.
 
 The model (:class:`BuiltinSpec`): 4 layers, hidden 256, 8 query / 2 KV heads of dim 32, FFN
@@ -17,7 +17,11 @@ LM head carries a successor prior so that top-1 logit margins stay far above flo
 
 from __future__ import annotations
 
-from engine.builtin.create import default_cache_root, ensure_builtin_model, resolve_model_dir
-from engine.builtin.spec import BuiltinSpec
+from asymcache.engine.builtin.create import (
+    default_cache_root,
+    ensure_builtin_model,
+    resolve_model_dir,
+)
+from asymcache.engine.builtin.spec import BuiltinSpec
 
 __all__ = ["BuiltinSpec", "default_cache_root", "ensure_builtin_model", "resolve_model_dir"]

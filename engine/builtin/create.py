@@ -18,9 +18,9 @@ from typing import Any
 
 from safetensors.numpy import save_file
 
-from engine.builtin.spec import BuiltinSpec
-from engine.builtin.vocab import train_tokenizer
-from engine.builtin.weights import random_weights
+from asymcache.engine.builtin.spec import BuiltinSpec
+from asymcache.engine.builtin.vocab import train_tokenizer
+from asymcache.engine.builtin.weights import random_weights
 
 FILES = ("config.json", "generation_config.json", "model.safetensors", "tokenizer.json",
          "tokenizer_config.json")

@@ -25,7 +25,8 @@ CHAT_TEMPLATE = (
 class BuiltinSpec:
     """A small Llama: 4 layers, 8 query heads over 2 KV heads (GQA), head dim 32, 2048 tokens.
 
-    Weight scales (see :mod:`engine.builtin.weights`): the embedding has unit variance; every
+    Weight scales (see :mod:`asymcache.engine.builtin.weights`): the embedding has unit variance;
+    every
     projection preserves variance (``gain / sqrt(fan_in)``); ``qk_gain`` sharpens attention so
     that outputs depend strongly on context; ``lm_head_gain`` spreads the logits (std about
     ``lm_head_gain``); ``successor_weight`` is the share of the LM head given to the successor

@@ -14,9 +14,9 @@ from importlib import resources
 import tokenizers
 from tokenizers import decoders, models, pre_tokenizers, processors, trainers
 
-from engine.builtin.spec import SPECIAL_TOKENS, BuiltinSpec
+from asymcache.engine.builtin.spec import SPECIAL_TOKENS, BuiltinSpec
 
-CORPUS_PACKAGE = "engine.builtin.corpus"
+CORPUS_PACKAGE = "asymcache.engine.builtin.corpus"
 
 
 def corpus_paragraphs() -> Iterator[str]:

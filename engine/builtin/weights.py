@@ -19,7 +19,7 @@ import math
 
 import numpy as np
 
-from engine.builtin.spec import BuiltinSpec
+from asymcache.engine.builtin.spec import BuiltinSpec
 
 
 def uniform_tensor(seed: int, name: str, shape: tuple[int, ...], std: float) -> np.ndarray:

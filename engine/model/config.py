@@ -55,7 +55,7 @@ class ModelConfig:
     """Everything the forward pass needs, in one validated object.
 
     ``qkv_bias`` / ``o_bias`` / ``mlp_bias`` say which projections carry a bias. ``eos_token_ids``
-    is from ``config.json`` only; :func:`engine.model.loader.load_model` adds those of
+    is from ``config.json`` only; :func:`asymcache.engine.model.loader.load_model` adds those of
     ``generation_config.json``.
     """
 

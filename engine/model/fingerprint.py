@@ -13,7 +13,7 @@ Definition (version ``v1``; changing any step changes every namespace, so bump t
 The loader feeds each tensor while it streams it to the device, so the fingerprint costs no
 extra read. No path, file name, shard layout, mtime or sample enters it: moving or re-sharding a
 folder keeps the fingerprint; changing one weight element or one config field changes it.
-The hex digest (32 characters) is what goes into ``cacheserver.blocks.namespace_id``.
+The hex digest (32 characters) is what goes into ``asymcache.cacheserver.blocks.namespace_id``.
 """
 
 from __future__ import annotations

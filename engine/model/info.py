@@ -6,7 +6,7 @@ from dataclasses import dataclass
 
 import torch
 
-from cacheserver.blocks import KVLayout
+from asymcache.cacheserver.blocks import KVLayout
 
 _DTYPES = {
     "float32": torch.float32, "fp32": torch.float32,
@@ -42,7 +42,7 @@ class ModelInfo:
     ``eos_token_ids`` joins ``config.json`` and ``generation_config.json``. ``max_positions`` is
     the longest context served exactly (capped by a sliding window, if any). ``dtype`` is the
     weight, activation and KV dtype. ``fingerprint`` is the 32-hex-digit identity of config and
-    weights (see :mod:`engine.model.fingerprint`).
+    weights (see :mod:`asymcache.engine.model.fingerprint`).
     """
 
     model_type: str

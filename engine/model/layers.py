@@ -13,10 +13,11 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
-from engine.model.config import ModelConfig
-from engine.model.gemm import linear, pack_weight
-from engine.model.rope import apply_rope
-from kernels import AttentionMetadata, msa_decode, msa_prefill, write_kv
+from asymcache.engine.model.config import ModelConfig
+from asymcache.engine.model.gemm import linear, pack_weight
+from asymcache.engine.model.rope import apply_rope
+from asymcache.kernels.api import msa_decode, msa_prefill, write_kv
+from asymcache.kernels.metadata import AttentionMetadata
 
 
 def _param(shape: tuple[int, ...], device: torch.device, dtype: torch.dtype) -> torch.nn.Parameter:
@@ -27,7 +28,8 @@ class Linear(torch.nn.Module):
     """``y = x @ W.T (+ b)`` with ``W [out, in]``; no initialisation (the loader fills it).
 
     After the weights are final, :meth:`pack` keeps a copy in oneDNN's layout for the CPU
-    (see :mod:`engine.model.gemm`); until then, and where packing does not apply, ``F.linear``.
+    (see :mod:`asymcache.engine.model.gemm`); until then, and where packing does not apply,
+    ``F.linear``.
     """
 
     def __init__(self, n_in: int, n_out: int, bias: bool, device: torch.device,

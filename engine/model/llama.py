@@ -13,12 +13,12 @@ from __future__ import annotations
 
 import torch
 
-from engine.model.config import ModelConfig
-from engine.model.gemm import linear, pack_weight
-from engine.model.layers import Attention, GatedMLP, Linear, RMSNorm, StepContext
-from engine.model.rope import RotaryEmbedding
-from kernels import AttentionMetadata
-from kernels.backends import default_backend_name
+from asymcache.engine.model.config import ModelConfig
+from asymcache.engine.model.gemm import linear, pack_weight
+from asymcache.engine.model.layers import Attention, GatedMLP, Linear, RMSNorm, StepContext
+from asymcache.engine.model.rope import RotaryEmbedding
+from asymcache.kernels.backends import default_backend_name
+from asymcache.kernels.metadata import AttentionMetadata
 
 
 class DecoderLayer(torch.nn.Module):
@@ -48,7 +48,8 @@ class DecoderLayer(torch.nn.Module):
 class CausalLM(torch.nn.Module):
     """A decoder-only language model over a paged KV pool.
 
-    Built with uninitialised weights on ``device`` in ``dtype``; :func:`engine.model.load_model`
+    Built with uninitialised weights on ``device`` in ``dtype``;
+    :func:`asymcache.engine.model.load_model`
     fills them. ``attn_backend`` is handed to the kernels (``"torch"``, ``"triton"``,
     ``"reference"``, or None for automatic) and may be changed between steps.
     """
@@ -70,7 +71,8 @@ class CausalLM(torch.nn.Module):
         self.tied_head_packed: torch.Tensor | None = None
 
     def pack_weights(self) -> None:
-        """Pack every GEMM weight for the CPU (:mod:`engine.model.gemm`); call once the weights
+        """Pack every GEMM weight for the CPU (:mod:`asymcache.engine.model.gemm`); call once the
+        weights
         are final (``load_model`` does). Side effect: a packed copy of each linear weight."""
         for module in self.modules():
             if isinstance(module, Linear):

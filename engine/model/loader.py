@@ -16,10 +16,10 @@ from typing import Any
 import torch
 from safetensors import safe_open
 
-from engine.model.config import ModelConfig, load_config
-from engine.model.fingerprint import Fingerprinter
-from engine.model.info import ModelInfo, resolve_dtype
-from engine.model.llama import CausalLM
+from asymcache.engine.model.config import ModelConfig, load_config
+from asymcache.engine.model.fingerprint import Fingerprinter
+from asymcache.engine.model.info import ModelInfo, resolve_dtype
+from asymcache.engine.model.llama import CausalLM
 
 
 def safetensors_files(model_dir: Path) -> list[Path]:

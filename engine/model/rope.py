@@ -12,7 +12,7 @@ from collections.abc import Callable
 
 import torch
 
-from engine.model.config import RopeConfig
+from asymcache.engine.model.config import RopeConfig
 
 
 def _default_inv_freq(rope: RopeConfig, head_dim: int) -> torch.Tensor:

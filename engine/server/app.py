@@ -23,11 +23,11 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response, StreamingResponse
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 
-from engine.async_engine import AsyncEngine, EngineBusyError, EngineDeadError
-from engine.engine import RequestOutput
-from engine.sampling import SamplingParams
-from engine.server import responses as R
-from engine.server.protocol import ChatCompletionRequest, CompletionRequest
+from asymcache.engine.async_engine import AsyncEngine, EngineBusyError, EngineDeadError
+from asymcache.engine.engine import RequestOutput
+from asymcache.engine.sampling import SamplingParams
+from asymcache.engine.server import responses as R
+from asymcache.engine.server.protocol import ChatCompletionRequest, CompletionRequest
 
 
 @dataclass(frozen=True)

@@ -14,7 +14,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from engine.sampling import SamplingParams
+from asymcache.engine.sampling import SamplingParams
 
 MAX_PROMPTS = 64  # prompts in one /v1/completions request (a larger batch gets 400)
 

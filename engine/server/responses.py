@@ -7,7 +7,7 @@ import time
 from collections.abc import Sequence
 from typing import Any
 
-from engine.engine import RequestOutput
+from asymcache.engine.engine import RequestOutput
 
 
 def usage(outs: Sequence[RequestOutput]) -> dict[str, Any]:

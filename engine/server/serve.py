@@ -12,10 +12,10 @@ from pathlib import Path
 
 from prometheus_client import CollectorRegistry
 
-from engine.async_engine import AsyncEngine
-from engine.config import EngineConfig
-from engine.engine import LLMEngine
-from engine.server.app import ServerContext, create_app
+from asymcache.engine.async_engine import AsyncEngine
+from asymcache.engine.config import EngineConfig
+from asymcache.engine.engine import LLMEngine
+from asymcache.engine.server.app import ServerContext, create_app
 
 log = logging.getLogger(__name__)
 

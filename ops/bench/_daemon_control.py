@@ -1,9 +1,9 @@
 """Control-plane workload of ``asymcache bench daemon``: LOOKUP of 32 blocks over ipc.
 
-Each client is a separate process (``python -m ops.bench._daemon_control worker ...``) that sends
-one pre-encoded request, waits for the reply, and repeats for a fixed time; it prints its count,
-latency percentiles and the size of the replies it got as one JSON line. The baseline is a plain
-pyzmq ROUTER echo loop (``... echo ENDPOINT``) over ipc that answers every request with the
+Each client is a separate process (``python -m asymcache.ops.bench._daemon_control worker ...``)
+that sends one pre-encoded request, waits for the reply, and repeats for a fixed time; it prints its
+count, latency percentiles and the size of the replies it got as one JSON line. The baseline is a
+plain pyzmq ROUTER echo loop (``... echo ENDPOINT``) over ipc that answers every request with the
 daemon's reply bytes, so both sides move the same bytes, over the same socket types, through the
 same client loop (the worker reports the reply size so the benchmark can check it).
 :func:`server_cpu_s` reads a server process's CPU time, for the CPU spent per request.
@@ -20,9 +20,9 @@ import time
 import numpy as np
 import zmq
 
-from cacheserver import protocol as p
-from cacheserver.blocks import KVLayout, block_keys, namespace_id
-from cacheserver.protocol.sockets import DealerSocket
+from asymcache.cacheserver import protocol as p
+from asymcache.cacheserver.blocks import KVLayout, block_keys, namespace_id
+from asymcache.cacheserver.protocol.sockets import DealerSocket
 
 N_BLOCKS = 32
 LAYOUT = KVLayout(num_layers=4, num_kv_heads=2, head_dim=64, block_size=16, dtype="float16")
@@ -93,8 +93,8 @@ def run_clients(endpoint: str, seconds: float, kind: str, n: int, server_pid: in
     the first client's percentiles and reply size, and the server's CPU time per request (its
     I/O thread included) in microseconds."""
     cpu0 = server_cpu_s(server_pid)
-    procs = [subprocess.Popen([sys.executable, "-m", "ops.bench._daemon_control", "worker",
-                               endpoint, str(seconds), kind, str(i)],
+    procs = [subprocess.Popen([sys.executable, "-m", "asymcache.ops.bench._daemon_control",
+                               "worker", endpoint, str(seconds), kind, str(i)],
                               stdout=subprocess.PIPE, text=True) for i in range(n)]
     results = []
     for proc in procs:
@@ -116,7 +116,7 @@ def server_cpu_s(pid: int) -> float:
 
 
 def start_echo(endpoint: str) -> subprocess.Popen:
-    proc = subprocess.Popen([sys.executable, "-m", "ops.bench._daemon_control", "echo",
+    proc = subprocess.Popen([sys.executable, "-m", "asymcache.ops.bench._daemon_control", "echo",
                              endpoint])
     time.sleep(0.5)  # the echo loop binds at once; no readiness protocol to wait for
     return proc

@@ -50,9 +50,9 @@ from pathlib import Path
 
 import numpy as np
 
-from ops.bench._daemon_tiers import BLOCK, LAYOUT, refs
-from tiers.base import BlockHeader
-from tiers.disk import DiskTier
+from asymcache.ops.bench._daemon_tiers import BLOCK, LAYOUT, refs
+from asymcache.tiers.base import BlockHeader
+from asymcache.tiers.disk import DiskTier
 
 _MEASURES = ("write", "read", "file_write", "file_read", "file_writev")
 _WRITEV_BLOCKS = 64  # blocks per writev call of the growth regime's extra baseline

@@ -20,10 +20,10 @@ from pathlib import Path
 
 import numpy as np
 
-from cacheserver import protocol as p
-from cacheserver.blocks import KVLayout, block_keys, namespace_id
-from engine.client import CacheClient
-from tiers.base import BlockHeader
+from asymcache.cacheserver import protocol as p
+from asymcache.cacheserver.blocks import KVLayout, block_keys, namespace_id
+from asymcache.engine.client import CacheClient
+from asymcache.tiers.base import BlockHeader
 
 # a 1B-class model (16 layers, 8 KV heads of 64) with 8-token blocks: 256 KiB per block
 LAYOUT = KVLayout(num_layers=16, num_kv_heads=8, head_dim=64, block_size=8, dtype="bfloat16")
@@ -81,7 +81,7 @@ def fill_disk(path: Path, entries: int, progress: bool = True) -> int:
     """A disk tier at ``path`` holding ``entries`` small blocks; returns the capacity used."""
     from tqdm import tqdm
 
-    from tiers.disk import DiskTier
+    from asymcache.tiers.disk import DiskTier
 
     capacity = entries * 4608 + (64 << 20)
     tier = DiskTier(str(path), capacity_bytes=capacity, block_bytes=64)

@@ -63,7 +63,7 @@ def measure(model_dir: Path, plan: SpeedPlan, log: Callable[[str], None]) -> dic
     import torch
     from transformers import AutoModelForCausalLM
 
-    from engine import LLM
+    from asymcache.engine.llm import LLM
 
     llm = LLM(str(model_dir), reuse="none", **plan.engine_options())
     hf = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32,
@@ -121,7 +121,7 @@ class _EngineSide:
         return self._run(ids, new_tokens, prefill=False)
 
     def _run(self, ids: list[list[int]], new_tokens: int, prefill: bool) -> float:
-        from engine import SamplingParams
+        from asymcache.engine.sampling import SamplingParams
 
         params = SamplingParams(temperature=0.0, max_tokens=new_tokens, ignore_eos=True)
         for prompt in ids:

@@ -52,8 +52,8 @@ def _control(tmp, seconds: float, rounds: int, flags: dict) -> dict:
     import os
     import statistics
 
-    from cacheserver.launch import DaemonProcess
-    from ops.bench import _daemon_control as ctl
+    from asymcache.cacheserver.launch import DaemonProcess
+    from asymcache.ops.bench import _daemon_control as ctl
 
     out: dict = {"load_average": list(os.getloadavg())}
     echo = ctl.start_echo(f"ipc://{tmp}/echo.ipc")
@@ -78,8 +78,8 @@ def _control(tmp, seconds: float, rounds: int, flags: dict) -> dict:
 
 
 def _cpu(tmp, iters: int, flags: dict) -> dict:
-    from cacheserver.launch import DaemonProcess
-    from ops.bench import _daemon_tiers as tiers
+    from asymcache.cacheserver.launch import DaemonProcess
+    from asymcache.ops.bench import _daemon_tiers as tiers
 
     with DaemonProcess(f"ipc://{tmp}/c.ipc", str(tmp / "cdata"), flags=flags) as d:
         return {f"{mib}MiB": {"mib": mib, **tiers.cpu_tier(d.endpoint, mib << 20, iters)}
@@ -87,8 +87,8 @@ def _cpu(tmp, iters: int, flags: dict) -> dict:
 
 
 def _rebuild(tmp, entries: int, flags: dict) -> dict:
-    from cacheserver.launch import DaemonProcess
-    from ops.bench import _daemon_tiers as tiers
+    from asymcache.cacheserver.launch import DaemonProcess
+    from asymcache.ops.bench import _daemon_tiers as tiers
 
     capacity = tiers.fill_disk(tmp / "rdata" / "blocks.lmdb", entries)
     log = tmp / "rebuild.log"
@@ -194,8 +194,8 @@ def run(args: argparse.Namespace) -> int:
     import tempfile
     from pathlib import Path
 
-    from ops.bench import _daemon_disk as disk
-    from ops.bench import _daemon_tiers as tiers
+    from asymcache.ops.bench import _daemon_disk as disk
+    from asymcache.ops.bench import _daemon_tiers as tiers
 
     tmp = Path(tempfile.mkdtemp(prefix="acb-"))
     flags = {**_SMALL, **({"policy": args.policy} if args.policy else {})}

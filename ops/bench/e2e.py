@@ -84,9 +84,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     from pathlib import Path
 
-    from ops.e2e.configs import select
-    from ops.e2e.experiment import Plan
-    from ops.e2e.sources import SourceSpec
+    from asymcache.ops.e2e.configs import select
+    from asymcache.ops.e2e.experiment import Plan
+    from asymcache.ops.e2e.sources import SourceSpec
 
     try:
         configs = select(args.configs)
@@ -109,7 +109,7 @@ def run(args: argparse.Namespace) -> int:
     except ValueError as exc:
         print(f"asymcache bench e2e: {exc}")
         return 2
-    from ops.e2e.sources import EXTRA_WORKLOADS, WORKLOADS
+    from asymcache.ops.e2e.sources import EXTRA_WORKLOADS, WORKLOADS
 
     names = args.workloads or (["quick"] if args.quick else list(WORKLOADS))
     bad = [n for n in names if n not in (*WORKLOADS, *EXTRA_WORKLOADS, "quick")]
@@ -128,11 +128,11 @@ def _trace_path(path: str | None) -> dict[str, str]:
 def _run(plan, names: list[str], out, json_path: str | None, quick: bool, repo) -> int:
     import torch
 
-    from cacheserver.policy.cost import CostModel
-    from ops.e2e.calibrate import measure_profile
-    from ops.e2e.experiment import run_workload
-    from ops.e2e.output import conditions, load_average, print_result, write_all
-    from ops.e2e.summary import OutputMismatch, check_outputs
+    from asymcache.cacheserver.policy.cost import CostModel
+    from asymcache.ops.e2e.calibrate import measure_profile
+    from asymcache.ops.e2e.experiment import run_workload
+    from asymcache.ops.e2e.output import conditions, load_average, print_result, write_all
+    from asymcache.ops.e2e.summary import OutputMismatch, check_outputs
 
     torch.set_num_threads(plan.cpu_threads)
     meta = conditions(repo)

@@ -67,14 +67,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     import torch
 
-    from ops.bench._engine_speed import SpeedPlan, measure
+    from asymcache.ops.bench._engine_speed import SpeedPlan, measure
 
     torch.manual_seed(0)
     if args.cpu_threads:
         torch.set_num_threads(args.cpu_threads)
     if args.quick:
         args.prompt, args.batch, args.decode, args.repeats, args.rounds = 256, [4], 16, 1, 1
-    from engine.builtin import resolve_model_dir
+    from asymcache.engine.builtin import resolve_model_dir
 
     model_dir = resolve_model_dir(args.model)
     plan = SpeedPlan(args.prompt, tuple((b, c) for c in args.decode_context for b in args.batch),
@@ -115,9 +115,9 @@ def _headline(rows: list[dict[str, Any]]) -> dict[str, Any]:
 
 # ---- TTFT with cached blocks --------------------------------------------------------------
 def _ttft(model_dir: Path, args: argparse.Namespace) -> dict[str, dict[str, float]]:
-    from cacheserver.launch import DaemonProcess
-    from engine import LLM
-    from ops.bench._engine_speed import SpeedPlan
+    from asymcache.cacheserver.launch import DaemonProcess
+    from asymcache.engine.llm import LLM
+    from asymcache.ops.bench._engine_speed import SpeedPlan
 
     with tempfile.TemporaryDirectory(prefix="acb-") as tmp:
         blocks = (len(TIERS) * len(FRACTIONS) * args.repeats + 4) * (args.prompt // 16 + 2)
@@ -140,9 +140,9 @@ def _ttft(model_dir: Path, args: argparse.Namespace) -> dict[str, dict[str, floa
 
 def _ttft_cells(writer: Any, reader: Any, daemon: Any, args: argparse.Namespace
                 ) -> dict[str, dict[str, float]]:
-    from engine import SamplingParams
-    from engine.client import CacheClient
-    from ops.bench._engine_speed import prompts as _prompts
+    from asymcache.engine.client import CacheClient
+    from asymcache.engine.sampling import SamplingParams
+    from asymcache.ops.bench._engine_speed import prompts as _prompts
 
     one = SamplingParams(temperature=0.0, max_tokens=1, ignore_eos=True)
     vocab = reader.engine.info.vocab_size

@@ -134,7 +134,7 @@ class _Bench:
         """``(q, pool, meta, contiguous K and V per sequence [Hkv, L, D])``."""
         import torch
 
-        from kernels import AttentionMetadata
+        from asymcache.kernels.metadata import AttentionMetadata
 
         a, b = self.args, self.args.block_size
         counts = [-(-n // b) for n in kv_lens]
@@ -158,7 +158,7 @@ class _Bench:
         return 4.0 * self.args.heads * self.args.head_dim * sum(p + 1 for p in positions)
 
     def prefill(self, length: int) -> dict:
-        from kernels import msa_prefill
+        from asymcache.kernels.api import msa_prefill
 
         _log(f"prefill {length} tokens")
         q, pool, meta, kv = self._workload([list(range(length))], [length])
@@ -179,7 +179,7 @@ class _Bench:
     def _segment_row(self, context: int, tokens: int, count: int) -> dict:
         import torch
 
-        from kernels import msa_prefill
+        from asymcache.kernels.api import msa_prefill
 
         _log(f"segments: {tokens} query tokens in {count} segments over {context}")
         run = max(1, tokens // count)
@@ -200,7 +200,7 @@ class _Bench:
     def decode(self, batch: int, length: int) -> dict:
         import torch
 
-        from kernels import msa_decode
+        from asymcache.kernels.api import msa_decode
 
         _log(f"decode {batch} x {length}")
         q, pool, meta, kv = self._workload([[length - 1]] * batch, [length] * batch)

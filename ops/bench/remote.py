@@ -48,7 +48,7 @@ def _blocks(size: int, total: int) -> tuple[list[bytes], list[object], list[byte
     """Keys, headers (checksum 0) and distinct random payloads of ``total`` bytes."""
     import os
 
-    from tiers.base import BlockHeader
+    from asymcache.tiers.base import BlockHeader
 
     n = max(1, total // size)
     payloads = [os.urandom(size) for _ in range(n)]
@@ -169,9 +169,9 @@ def _table(res: dict) -> None:
 def _run(args: argparse.Namespace, nodes: list[str]) -> dict:
     from redis.cluster import ClusterNode, RedisCluster
 
-    from cacheserver.config import parse_size
-    from tiers.remote import RemoteTier
-    from tiers.remote_config import RemoteTierConfig
+    from asymcache.cacheserver.config import parse_size
+    from asymcache.tiers.remote import RemoteTier
+    from asymcache.tiers.remote_config import RemoteTierConfig
 
     cfg = RemoteTierConfig(nodes, 1 << 40, prefix="bench:tier:", password=args.password,
                            socket_timeout_s=5.0, connect_timeout_s=2.0,
@@ -207,7 +207,7 @@ def run(args: argparse.Namespace) -> int:
     import tempfile
     from pathlib import Path
 
-    from tiers.remote_local import LocalRedisCluster
+    from asymcache.tiers.remote_local import LocalRedisCluster
 
     local = None
     tmp = Path(tempfile.mkdtemp(prefix="acb-remote-"))

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import argparse
 
-from ops.cli import add_commands, discover
+from asymcache.ops.cli import add_commands, discover
 
 NAME = "bench"
 HELP = "run a benchmark (daemon, kernels, engine, e2e, remote) and print its table"
@@ -17,7 +17,7 @@ HELP = "run a benchmark (daemon, kernels, engine, e2e, remote) and print its tab
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     sub = parser.add_subparsers(dest="bench", metavar="BENCHMARK", required=True)
-    add_commands(sub, discover("ops.bench"))
+    add_commands(sub, discover("asymcache.ops.bench"))
 
 
 def run(args: argparse.Namespace) -> int:  # pragma: no cover - argparse dispatches to the bench

@@ -56,11 +56,11 @@ def _demo(args: argparse.Namespace, out) -> int:
 
     import torch
 
-    from cacheserver.policy.cost import CostModel
-    from ops.e2e.calibrate import first_rate, measure_profile
-    from ops.e2e.configs import CONFIGS, Capacities
-    from ops.e2e.runner import RunSetup
-    from ops.e2e.sources import SourceSpec, build
+    from asymcache.cacheserver.policy.cost import CostModel
+    from asymcache.ops.e2e.calibrate import first_rate, measure_profile
+    from asymcache.ops.e2e.configs import CONFIGS, Capacities
+    from asymcache.ops.e2e.runner import RunSetup
+    from asymcache.ops.e2e.sources import SourceSpec, build
 
     torch.set_num_threads(1)
     workload = build("quick", SourceSpec(requests=args.requests, seed=args.seed))
@@ -85,7 +85,7 @@ def _serve(cfg, workload, setup):  # -> ConfigRun
 
     from tqdm import tqdm
 
-    from ops.e2e.runner import run_config
+    from asymcache.ops.e2e.runner import run_config
 
     print(f"\n[{cfg.key}] {cfg.name}: {cfg.stands_for}", flush=True)
     with tqdm(total=len(workload), unit="req", file=sys.stderr, mininterval=0.5,
@@ -95,8 +95,8 @@ def _serve(cfg, workload, setup):  # -> ConfigRun
 
 
 def _report(runs, workload, out) -> int:
-    from ops.e2e.report import plot, text_table
-    from ops.e2e.summary import compare_outputs, summarize
+    from asymcache.ops.e2e.report import plot, text_table
+    from asymcache.ops.e2e.summary import compare_outputs, summarize
 
     first = {o.request_id: o.token_ids for o in runs[0].replay.outcomes}
     rows = []

@@ -55,8 +55,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     import logging
 
-    from engine.server.serve import serve
-    from engine.settings import load_settings
+    from asymcache.engine.server.serve import serve
+    from asymcache.engine.settings import load_settings
 
     logging.basicConfig(level=args.log_level.upper(),
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")

@@ -27,7 +27,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     import time
 
-    from cacheserver.launch import ping
+    from asymcache.cacheserver.launch import ping
 
     t0 = time.perf_counter()
     reply = ping(args.endpoint, timeout_s=args.timeout)

@@ -29,10 +29,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     from pathlib import Path
 
-    from engine.builtin import resolve_model_dir
-    from engine.kv_pool import KVPool
-    from engine.model import load_model
-    from engine.profiler import FULL, QUICK, measure_cost_model
+    from asymcache.engine.builtin import resolve_model_dir
+    from asymcache.engine.kv_pool import KVPool
+    from asymcache.engine.model import load_model
+    from asymcache.engine.profiler import FULL, QUICK, measure_cost_model
 
     grid = QUICK if args.quick else FULL
     model_dir = resolve_model_dir(args.model)

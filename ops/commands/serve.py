@@ -9,12 +9,12 @@ HELP = "run the cache daemon (ZeroMQ endpoint, CPU and disk tiers, /metrics)"
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    from cacheserver.cli import add_arguments as add
+    from asymcache.cacheserver.cli import add_arguments as add
 
     add(parser)
 
 
 def run(args: argparse.Namespace) -> int:
-    from cacheserver.cli import run as serve
+    from asymcache.cacheserver.cli import run as serve
 
     return serve(args)

@@ -56,6 +56,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ops.sim.cli import simulate
+    from asymcache.ops.sim.cli import simulate
 
     return simulate(args)

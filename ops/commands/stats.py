@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from ops.commands.ping import add_endpoint
+from asymcache.ops.commands.ping import add_endpoint
 
 NAME = "stats"
 HELP = "print a cache daemon's statistics (a table, or --json for scripts)"
@@ -35,7 +35,7 @@ def format_stats(stats: dict) -> str:
 def run(args: argparse.Namespace) -> int:
     import json
 
-    from engine.client import CacheClient, CacheClientError
+    from asymcache.engine.client import CacheClient, CacheClientError
 
     client = CacheClient(args.endpoint, timeout_s=args.timeout, heartbeat=False)
     try:

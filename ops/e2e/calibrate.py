@@ -18,10 +18,10 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from ops.e2e.configs import CONFIGS
-from ops.e2e.driver import Outcome
-from ops.e2e.runner import ConfigRun, RunSetup, run_config
-from ops.e2e.workload import Workload
+from asymcache.ops.e2e.configs import CONFIGS
+from asymcache.ops.e2e.driver import Outcome
+from asymcache.ops.e2e.runner import ConfigRun, RunSetup, run_config
+from asymcache.ops.e2e.workload import Workload
 
 Progress = Callable[[str, int], Callable[[Outcome], None]]  # (label, requests) -> per-request
 
@@ -75,7 +75,7 @@ def calibrated(workload: Workload, setup: RunSetup, rate: float, *, target: floa
 
 def measure_profile(out: Path, quick: bool, model: str = "builtin") -> Path:
     """Measure this machine for the cost model (``asymcache profile``) into ``out``."""
-    from ops.commands import profile
+    from asymcache.ops.commands import profile
 
     args = argparse.Namespace(model=model, out=str(out), device="cpu", dtype=None,
                               block_size=16, disk_dir=None, quick=quick)

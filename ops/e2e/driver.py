@@ -23,11 +23,11 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
-from ops.e2e.workload import E2ERequest, Workload
+from asymcache.ops.e2e.workload import E2ERequest, Workload
 
 if TYPE_CHECKING:
-    from engine.engine import LLMEngine, RequestOutput
-    from engine.request import Request
+    from asymcache.engine.engine import LLMEngine, RequestOutput
+    from asymcache.engine.request import Request
 
 IDLE_SLEEP_S = 0.002
 LEAD_S = 0.05  # the first request is due this long after the replay starts
@@ -121,7 +121,7 @@ def replay(engine: LLMEngine, workload: Workload, *, margins: bool = False,
 
 
 def _params(r: E2ERequest, margins: bool):  # -> SamplingParams
-    from engine import SamplingParams
+    from asymcache.engine.sampling import SamplingParams
 
     return SamplingParams(temperature=0.0, max_tokens=r.max_tokens, ignore_eos=True,
                           pin_ttl_s=r.pin_ttl_s if r.pin_ttl_s > 0 else None,

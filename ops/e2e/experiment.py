@@ -13,13 +13,13 @@ import statistics
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
-from ops.e2e.calibrate import Calibration, Progress, calibrated, first_rate
-from ops.e2e.configs import BenchConfig, Capacities
-from ops.e2e.predict import H100, H100_PRESET, LOCAL, predict
-from ops.e2e.runner import ConfigRun, RunSetup, run_config
-from ops.e2e.sources import SourceSpec, build
-from ops.e2e.summary import Mismatch, compare_outputs, summarize
-from ops.e2e.workload import Workload
+from asymcache.ops.e2e.calibrate import Calibration, Progress, calibrated, first_rate
+from asymcache.ops.e2e.configs import BenchConfig, Capacities
+from asymcache.ops.e2e.predict import H100, H100_PRESET, LOCAL, predict
+from asymcache.ops.e2e.runner import ConfigRun, RunSetup, run_config
+from asymcache.ops.e2e.sources import SourceSpec, build
+from asymcache.ops.e2e.summary import Mismatch, compare_outputs, summarize
+from asymcache.ops.e2e.workload import Workload
 
 TTFT_GOAL, TPOT_GOAL, TTFT_SLACK = 2.0, 1.6, 1.05
 

@@ -15,9 +15,16 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
-from ops.e2e.experiment import WorkloadResult
-from ops.e2e.report import BREAKDOWN, MEASURED, PREDICTED, goal_lines, markdown_table, plot
-from ops.e2e.report import text_table as table
+from asymcache.ops.e2e.experiment import WorkloadResult
+from asymcache.ops.e2e.report import (
+    BREAKDOWN,
+    MEASURED,
+    PREDICTED,
+    goal_lines,
+    markdown_table,
+    plot,
+)
+from asymcache.ops.e2e.report import text_table as table
 
 SWEEP = (("rate/s", "rate_per_s", "{:.2f}"), *MEASURED[:8])
 REPEATS = (("round", "repeat", "{}"), *MEASURED[:8], ("busy", "engine_busy_share", "{:.0%}"),

@@ -1,8 +1,10 @@
 """The simulator's prediction for the very workload and capacities of a benchmark run.
 
 The workload's prompts become a simulator trace at the engine's block size
-(:meth:`ops.e2e.workload.Workload.to_trace`), the tiers get the same block counts as the run,
-and each configuration is replayed by ``ops.sim.replay`` with its policy and reuse semantics
+(:meth:`asymcache.ops.e2e.workload.Workload.to_trace`), the tiers get the same block counts as the
+run,
+and each configuration is replayed by ``asymcache.ops.sim.replay`` with its policy and reuse
+semantics
 under a cost model: the ``h100-llama3-8b`` preset (what the design targets) and, beside it, this
 machine's measured profile (how far the simulator explains the measured run). The simulator
 models neither decoding nor chunking, so the chunking ablations share configuration 4's
@@ -13,11 +15,11 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from cacheserver.policy.cost import CostModel
-from ops.e2e.configs import BenchConfig, Capacities
-from ops.e2e.workload import Workload
-from ops.sim.config import RunSpec, TierSpec
-from ops.sim.replay import Replay
+from asymcache.cacheserver.policy.cost import CostModel
+from asymcache.ops.e2e.configs import BenchConfig, Capacities
+from asymcache.ops.e2e.workload import Workload
+from asymcache.ops.sim.config import RunSpec, TierSpec
+from asymcache.ops.sim.replay import Replay
 
 H100 = "h100"  # label of the h100-llama3-8b preset in rows and tables
 H100_PRESET = "h100-llama3-8b"

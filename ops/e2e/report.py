@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from pathlib import Path
 
-from ops.e2e.predict import H100, LOCAL
+from asymcache.ops.e2e.predict import H100, LOCAL
 
 Row = dict[str, object]
 MEASURED = (

@@ -1,6 +1,7 @@
 """Time an engine's requests to the cache daemon, for the benchmark's time breakdown.
 
-:class:`RpcTimer` stands in for the ``engine.client.CacheClient`` of one engine's link (only the
+:class:`RpcTimer` stands in for the ``asymcache.engine.client.CacheClient`` of one engine's link
+(only the
 benchmark's own engine): every request method is forwarded unchanged and its wall time added
 to a per-operation total. The shared-memory views of the CPU tier (``cpu_slot``) are forwarded
 untimed: copying through them is the engine's work, not a round trip.

@@ -15,13 +15,13 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from ops.e2e.configs import BenchConfig, Capacities, lmdb_entry_bytes
-from ops.e2e.driver import Outcome, Replay, replay
-from ops.e2e.rpc_timer import install
-from ops.e2e.workload import Workload
+from asymcache.ops.e2e.configs import BenchConfig, Capacities, lmdb_entry_bytes
+from asymcache.ops.e2e.driver import Outcome, Replay, replay
+from asymcache.ops.e2e.rpc_timer import install
+from asymcache.ops.e2e.workload import Workload
 
 if TYPE_CHECKING:
-    from engine.engine import LLMEngine
+    from asymcache.engine.engine import LLMEngine
 
 
 @dataclass(frozen=True)
@@ -81,15 +81,15 @@ def run_config(cfg: BenchConfig, workload: Workload, setup: RunSetup, *, margins
 
 
 def build_engine(cfg: BenchConfig, setup: RunSetup, endpoint: str | None) -> LLMEngine:
-    from engine.config import EngineConfig
-    from engine.engine import LLMEngine
+    from asymcache.engine.config import EngineConfig
+    from asymcache.engine.engine import LLMEngine
 
     return LLMEngine(EngineConfig.from_kwargs(**setup.engine_options(cfg, endpoint)))
 
 
 def warm_up(engine: LLMEngine) -> None:
     """One short request (under one block: nothing is cached) to load kernels and the link."""
-    from engine import SamplingParams
+    from asymcache.engine.sampling import SamplingParams
 
     ids = list(range(10, 10 + engine.kv.block_size - 1))
     engine.add_request("warm-up", ids, SamplingParams(temperature=0.0, max_tokens=4,
@@ -108,7 +108,7 @@ def _daemon(cfg: BenchConfig, caps: Capacities, log: Callable[[str], None] | Non
     if not cfg.uses_daemon:
         yield None, None
         return
-    from cacheserver.launch import DaemonProcess
+    from asymcache.cacheserver.launch import DaemonProcess
 
     tmp = tempfile.mkdtemp(prefix="ace2e-")
     port = _free_port()
@@ -132,7 +132,7 @@ def _daemon(cfg: BenchConfig, caps: Capacities, log: Callable[[str], None] | Non
 
 
 def _daemon_stats(endpoint: str) -> dict:
-    from engine.client import CacheClient
+    from asymcache.engine.client import CacheClient
 
     with CacheClient(endpoint, heartbeat=False) as client:
         return client.stats()

@@ -4,14 +4,16 @@ Every length is scaled down from the simulator's defaults so that one run fits t
 (contexts of a few thousand tokens on the built-in model); the parameters below are fixed
 ASSUMPTIONS, chosen before any configuration was measured:
 
-* ``chat`` — ``ops.sim.formats.chat``: sessions start as a Poisson process, share Zipf-popular
+* ``chat`` — ``asymcache.ops.sim.formats.chat``: sessions start as a Poisson process, share
+  Zipf-popular
   system prompts, grow their history turn by turn and think between turns (lengths ÷ 4).
 * ``mooncake`` — the Mooncake FAST'25 conversation trace. Whole conversations are sampled
   (requests grouped by their first two 512-token hash ids, groups drawn with a seeded generator
   until ``requests`` are reached), which keeps the trace's share of repeated blocks (about a
   third) where a time window would not; each 512-token block becomes 32 tokens, outputs ÷ 16,
   and arrivals are redrawn as a Poisson process in the trace's order.
-* ``agent`` — ``ops.sim.formats.agent``: long shared templates, many steps, tool-call pauses
+* ``agent`` — ``asymcache.ops.sim.formats.agent``: long shared templates, many steps, tool-call
+  pauses
   (lengths ÷ 8). TTL pins between steps are off unless ``agent_pin_ttl_s`` > 0: at this scale
   the GPU pool holds about two contexts, so the pins of three sessions paused at once would
   make every cached configuration wait for them to lapse (see docs/benchmarks.md).
@@ -33,8 +35,8 @@ from pathlib import Path
 
 import numpy as np
 
-from ops.e2e.workload import Mapping, Workload, from_trace
-from ops.sim.trace import Trace, load_trace
+from asymcache.ops.e2e.workload import Mapping, Workload, from_trace
+from asymcache.ops.sim.trace import Trace, load_trace
 
 TRACES = Path(__file__).resolve().parents[3] / "shared" / "traces"
 MOONCAKE = TRACES / "mooncake_fast25" / "conversation_trace.jsonl"

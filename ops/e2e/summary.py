@@ -13,8 +13,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ops.e2e.driver import Outcome, Replay
-from ops.e2e.runner import ConfigRun
+from asymcache.ops.e2e.driver import Outcome, Replay
+from asymcache.ops.e2e.runner import ConfigRun
 
 SOURCES = ("resident", "fetched", "recomputed", "new")
 PROMOTIONS = "asymcache_tier_promotions_total"

@@ -6,7 +6,8 @@ exactly that many tokens) and an optional TTL pin. Its timeline is kept at a mea
 (``rate`` requests per second); :meth:`Workload.at_rate` rescales it (pins included), which is
 how calibration and the rate sweep change the load without changing the requests.
 
-Prompts come from a simulator trace (``ops.sim.trace.Trace``): every trace block id becomes
+Prompts come from a simulator trace (``asymcache.ops.sim.trace.Trace``): every trace block id
+becomes
 ``tokens_per_block`` synthetic token ids drawn from a generator seeded by the id (BLAKE2b of the
 workload name and the id), so equal ids give equal tokens and hence equal chained block keys
 (shared KV), different ids different tokens. The tokens past the last full block are fresh for
@@ -22,8 +23,8 @@ from dataclasses import dataclass, replace
 
 import numpy as np
 
-from cacheserver.blocks import block_keys
-from ops.sim.trace import Request, Trace
+from asymcache.cacheserver.blocks import block_keys
+from asymcache.ops.sim.trace import Request, Trace
 
 FIRST_TOKEN = 6  # ids below are the built-in model's special tokens
 _NAMESPACE = bytes(16)  # block identity only: any fixed namespace

@@ -7,13 +7,13 @@ import sys
 import time
 from pathlib import Path
 
-from cacheserver.policy import REUSE_SEMANTICS, policy_names
-from cacheserver.policy.cost import CostModel
-from ops.sim.config import RunSpec, TierSpec
-from ops.sim.grid import Setup, run_grid
-from ops.sim.replay import policy_kwargs
-from ops.sim.report import format_table, markdown_table, plot, write_json
-from ops.sim.trace import Trace, load_trace
+from asymcache.cacheserver.policy import REUSE_SEMANTICS, policy_names
+from asymcache.cacheserver.policy.cost import CostModel
+from asymcache.ops.sim.config import RunSpec, TierSpec
+from asymcache.ops.sim.grid import Setup, run_grid
+from asymcache.ops.sim.replay import policy_kwargs
+from asymcache.ops.sim.report import format_table, markdown_table, plot, write_json
+from asymcache.ops.sim.trace import Trace, load_trace
 
 
 def simulate(args: argparse.Namespace) -> int:

@@ -9,7 +9,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
-from cacheserver.policy import REUSE_SEMANTICS, policy_class, policy_names
+from asymcache.cacheserver.policy import REUSE_SEMANTICS, policy_class, policy_names
 
 TIER_NAMES = ("gpu", "cpu", "disk")
 _BYTES = {"b": 1, "kb": 10**3, "mb": 10**6, "gb": 10**9, "tb": 10**12,

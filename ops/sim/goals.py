@@ -1,6 +1,6 @@
 """The goal tables of docs/policy.md, computed from ``asymcache simulate --json`` rows.
 
-``python -m ops.sim.goals ROWS.json [...] [--pivot P/SEM,...]`` prints Markdown:
+``python -m asymcache.ops.sim.goals ROWS.json [...] [--pivot P/SEM,...]`` prints Markdown:
 
 * goal 1: per trace, tier set-up and GPU size, mean TTFT of ``lru_tail``/prefix (baseline),
   ``asym``/msa and ``belady``/msa (bound), and the share of the gap ``asym`` closes;
@@ -138,7 +138,7 @@ def select_runs(rows: Sequence[Row], runs: Sequence[str]) -> list[Row]:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Print the goal tables (Markdown) of the JSON files named in ``argv``."""
-    parser = argparse.ArgumentParser(prog="python -m ops.sim.goals",
+    parser = argparse.ArgumentParser(prog="python -m asymcache.ops.sim.goals",
                                      description="goal tables of docs/policy.md")
     parser.add_argument("json", nargs="+", help="files written by asymcache simulate --json")
     parser.add_argument("--pivot", default="", help="POLICY/SEMANTICS,... to show side by side")
@@ -152,7 +152,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         runs = [p for p in args.pivot.split(",") if p]
         print(pivot_table(rows, runs))
         if args.plot:
-            from ops.sim.report import plot
+            from asymcache.ops.sim.report import plot
 
             plot(select_runs(rows, runs), args.plot, args.title or str(rows[0]["trace"]))
         return 0

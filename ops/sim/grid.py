@@ -12,11 +12,11 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
-from cacheserver.policy.belady import NextUseOracle
-from cacheserver.policy.cost import CostModel
-from ops.sim.config import RunSpec, TierSpec, parse_size
-from ops.sim.replay import Replay, build_oracle, policy_clock
-from ops.sim.trace import Trace
+from asymcache.cacheserver.policy.belady import NextUseOracle
+from asymcache.cacheserver.policy.cost import CostModel
+from asymcache.ops.sim.config import RunSpec, TierSpec, parse_size
+from asymcache.ops.sim.replay import Replay, build_oracle, policy_clock
+from asymcache.ops.sim.trace import Trace
 
 BASELINE = ("lru_tail", "prefix")
 BOUND = ("belady", "msa")

@@ -27,13 +27,13 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 
-from cacheserver.policy import BlockInfo, ResidencyPolicy, create_policy, policy_class
-from cacheserver.policy.belady import NextUseOracle
-from cacheserver.policy.cost import CostModel
-from ops.sim.config import RunSpec
-from ops.sim.formats.options import apply_options
-from ops.sim.stats import RunStats
-from ops.sim.trace import Request, Trace
+from asymcache.cacheserver.policy import BlockInfo, ResidencyPolicy, create_policy, policy_class
+from asymcache.cacheserver.policy.belady import NextUseOracle
+from asymcache.cacheserver.policy.cost import CostModel
+from asymcache.ops.sim.config import RunSpec
+from asymcache.ops.sim.formats.options import apply_options
+from asymcache.ops.sim.stats import RunStats
+from asymcache.ops.sim.trace import Request, Trace
 
 CLOCK_STEP_S = 1e-6
 RECOMPUTE = -1

@@ -103,7 +103,7 @@ def load_trace(source: str, fmt: str | None = None, options: str = "") -> Trace:
     generator spec ``NAME[:key=value,...]`` such as ``chat:sessions=2000,seed=3``. ``options``
     (``key=value,...``) go to the format's loader as well (e.g. Azure synthesis parameters).
     """
-    import ops.sim.formats  # noqa: F401 - registers the built-in formats
+    import asymcache.ops.sim.formats  # noqa: F401 - registers the built-in formats
 
     opts = parse_options(options)
     if Path(source).exists():

@@ -1,8 +1,8 @@
 """Shared test helpers: a real daemon process on a temporary ipc path, blocks to store in it.
 
-``start_daemon(**flags)`` starts ``python -m cacheserver`` (small tiers, no HTTP unless asked),
-waits for its PING reply and stops it (SIGTERM) at the end of the test. Import the fixture into a
-test module with ``from tests.cacheserver.daemon_fixtures import start_daemon``.
+``start_daemon(**flags)`` starts ``python -m asymcache.cacheserver`` (small tiers, no HTTP unless
+asked), waits for its PING reply and stops it (SIGTERM) at the end of the test. Import the fixture
+into a test module with ``from tests.cacheserver.daemon_fixtures import start_daemon``.
 """
 
 from __future__ import annotations
@@ -16,11 +16,11 @@ from pathlib import Path
 
 import pytest
 
-from cacheserver.blocks import KVLayout, block_keys, namespace_id
-from cacheserver.launch import DaemonProcess
-from cacheserver.protocol import BlockRef
-from cacheserver.protocol.sockets import ClientCurve
-from engine.client import CacheClient
+from asymcache.cacheserver.blocks import KVLayout, block_keys, namespace_id
+from asymcache.cacheserver.launch import DaemonProcess
+from asymcache.cacheserver.protocol import BlockRef
+from asymcache.cacheserver.protocol.sockets import ClientCurve
+from asymcache.engine.client import CacheClient
 
 LAYOUT = KVLayout(num_layers=2, num_kv_heads=2, head_dim=16, block_size=16, dtype="float16")
 BLOCK_BYTES = LAYOUT.bytes_per_block  # 4096

@@ -20,9 +20,9 @@ from pathlib import Path
 
 import zmq
 
-from cacheserver import protocol as p
-from cacheserver.config import ServerConfig
-from cacheserver.server import CacheServer
+from asymcache.cacheserver import protocol as p
+from asymcache.cacheserver.config import ServerConfig
+from asymcache.cacheserver.server import CacheServer
 from tests.cacheserver.daemon_fixtures import SMALL
 
 _STEP_S = 0.01

@@ -7,7 +7,7 @@ import sys
 
 import pytest
 
-from cacheserver.blocks import ROOT_PARENT, KVLayout, block_key, block_keys, namespace_id
+from asymcache.cacheserver.blocks import ROOT_PARENT, KVLayout, block_key, block_keys, namespace_id
 
 LAYOUT = KVLayout(num_layers=32, num_kv_heads=8, head_dim=128, block_size=16, dtype="bfloat16")
 NS_GOLDEN = "d63670520861e6849a89bd76d3ce5fb3"
@@ -27,7 +27,7 @@ def test_block_keys_are_pinned_and_cover_full_blocks_only():
 
 def test_keys_are_the_same_in_another_process():
     code = (
-        "from cacheserver.blocks import block_keys;"
+        "from asymcache.cacheserver.blocks import block_keys;"
         f"print(block_keys(bytes.fromhex('{NS_GOLDEN}'), list(range(40)), 16)[1].hex())"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)

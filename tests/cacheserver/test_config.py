@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from cacheserver.config import ServerConfig, load_config, parse_size
+from asymcache.cacheserver.config import ServerConfig, load_config, parse_size
 
 
 def test_precedence_is_toml_then_flags_then_environment(tmp_path: Path) -> None:

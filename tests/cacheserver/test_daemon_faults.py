@@ -3,7 +3,9 @@ a batch, a failing housekeeping step; /readyz tells a slow start-up from a live 
 
 from __future__ import annotations
 
-from cacheserver.startup import DISK_DIRNAME
+from asymcache.cacheserver.startup import DISK_DIRNAME
+from asymcache.tiers.base import BlockHeader
+from asymcache.tiers.codec import value_bytes
 from tests.cacheserver.daemon_fixtures import (
     BLOCK_BYTES,
     LAYOUT,
@@ -13,8 +15,6 @@ from tests.cacheserver.daemon_fixtures import (
     start_daemon,  # noqa: F401 - fixture
 )
 from tests.tiers.conftest import held_write_lock
-from tiers.base import BlockHeader
-from tiers.codec import value_bytes
 
 
 def test_a_full_disk_write_queue_refuses_demotions_and_the_daemon_keeps_answering(

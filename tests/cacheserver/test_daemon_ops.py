@@ -6,8 +6,8 @@ import time
 
 import pytest
 
-from cacheserver.protocol import Where
-from engine.client import CacheClient, NotRegisteredError
+from asymcache.cacheserver.protocol import Where
+from asymcache.engine.client import CacheClient, NotRegisteredError
 from tests.cacheserver.daemon_fixtures import (
     BLOCK_BYTES,
     LAYOUT,
@@ -149,7 +149,7 @@ def test_stats_reports_tiers_and_counters(client: CacheClient) -> None:
 
 
 def test_default_policy_asym_with_cost_preset_serves_and_evicts(start_daemon) -> None:  # noqa: F811
-    from cacheserver.config import ServerConfig
+    from asymcache.cacheserver.config import ServerConfig
 
     cfg = ServerConfig()
     # blocks of one CPU slot: a tier's capacity_blocks is then exactly what it can hold

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import lmdb
 
-from cacheserver.protocol import Where
-from cacheserver.startup import DISK_DIRNAME
+from asymcache.cacheserver.protocol import Where
+from asymcache.cacheserver.startup import DISK_DIRNAME
 from tests.cacheserver.daemon_fixtures import (
     make_refs,
     payload,

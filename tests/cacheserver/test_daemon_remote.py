@@ -14,8 +14,11 @@ from pathlib import Path
 
 from redis.crc import key_slot
 
-from cacheserver.protocol import BlockRef, Where
-from engine.client import CacheClient
+from asymcache.cacheserver.protocol import BlockRef, Where
+from asymcache.engine.client import CacheClient
+from asymcache.tiers.base import BlockHeader
+from asymcache.tiers.codec import encode_value
+from asymcache.tiers.remote_local import LocalRedisCluster
 from tests.cacheserver.daemon_fixtures import (
     BLOCK_BYTES,
     LAYOUT,
@@ -31,9 +34,6 @@ from tests.redis_cluster import (  # noqa: F401 - fixtures
     unique_prefix,
     wait_until,
 )
-from tiers.base import BlockHeader
-from tiers.codec import encode_value
-from tiers.remote_local import LocalRedisCluster
 
 TIMEOUT_S = 1.0
 STALL_BOUND_S = 10 * TIMEOUT_S

@@ -12,10 +12,10 @@ import msgpack
 import pytest
 import zmq
 
-from cacheserver import protocol as p
-from cacheserver.launch import DaemonProcess
-from cacheserver.protocol.sockets import DealerSocket
-from engine.client import CacheClient, DaemonError
+from asymcache.cacheserver import protocol as p
+from asymcache.cacheserver.launch import DaemonProcess
+from asymcache.cacheserver.protocol.sockets import DealerSocket
+from asymcache.engine.client import CacheClient, DaemonError
 from tests.cacheserver.daemon_fixtures import (
     LAYOUT,
     make_refs,

@@ -13,10 +13,10 @@ import pytest
 import zmq
 import zmq.auth
 
-from cacheserver.launch import ping
-from cacheserver.protocol import Ping, Where, decode_reply
-from cacheserver.protocol.sockets import ClientCurve, DealerSocket
-from engine.client import CacheClient, DaemonUnavailable
+from asymcache.cacheserver.launch import ping
+from asymcache.cacheserver.protocol import Ping, Where, decode_reply
+from asymcache.cacheserver.protocol.sockets import ClientCurve, DealerSocket
+from asymcache.engine.client import CacheClient, DaemonUnavailable
 from tests.cacheserver.daemon_fixtures import (
     BLOCK_BYTES,
     LAYOUT,
@@ -44,7 +44,7 @@ def test_two_cache_salts_never_see_each_others_blocks(start_daemon) -> None:  # 
 
 _WRITER = textwrap.dedent("""
     import sys
-    from engine.client import CacheClient, DaemonUnavailable
+    from asymcache.engine.client import CacheClient, DaemonUnavailable
     from tests.cacheserver.daemon_fixtures import LAYOUT, BLOCK_BYTES, make_refs, payload
     ref = make_refs(1, salt="shared")[0]
     c = CacheClient(sys.argv[1], engine_id="writer", heartbeat=False)
@@ -73,7 +73,7 @@ def test_two_client_processes_share_a_block_through_the_cpu_tier(start_daemon) -
 
 _LEASER = textwrap.dedent("""
     import sys, time
-    from engine.client import CacheClient, DaemonUnavailable
+    from asymcache.engine.client import CacheClient, DaemonUnavailable
     from tests.cacheserver.daemon_fixtures import LAYOUT, make_refs
     refs = make_refs(2)
     c = CacheClient(sys.argv[1], engine_id="doomed", heartbeat=False)

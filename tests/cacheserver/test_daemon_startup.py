@@ -8,8 +8,8 @@ import tempfile
 
 import pytest
 
-from cacheserver.launch import DaemonProcess
-from cacheserver.startup import SHM_DIR
+from asymcache.cacheserver.launch import DaemonProcess
+from asymcache.cacheserver.startup import SHM_DIR
 
 
 @pytest.mark.skipif(not os.path.isdir(SHM_DIR), reason=f"no {SHM_DIR} on this system")

@@ -6,9 +6,9 @@ import re
 
 from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
 
-from cacheserver.metrics import DaemonMetrics
-from cacheserver.metrics_events import EventFamily
-from cacheserver.protocol import ErrorCode
+from asymcache.cacheserver.metrics import DaemonMetrics
+from asymcache.cacheserver.metrics_events import EventFamily
+from asymcache.cacheserver.protocol import ErrorCode
 
 BUCKETS = (1e-4, 1e-3, 0.01, 1.0)
 SAMPLES = (5e-5, 1e-4, 2e-4, 0.003, 0.003, 0.5, 7.0)  # on, under and over the bounds

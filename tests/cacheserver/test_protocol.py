@@ -5,7 +5,7 @@ from __future__ import annotations
 import msgpack
 import pytest
 
-from cacheserver import protocol as p
+from asymcache.cacheserver import protocol as p
 from tests.cacheserver.daemon_fixtures import make_refs
 
 REFS = make_refs(3)

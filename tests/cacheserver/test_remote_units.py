@@ -6,11 +6,18 @@ from __future__ import annotations
 import msgpack
 import pytest
 
-from cacheserver.config import ServerConfig, load_config
-from cacheserver.index import BlockIndex
-from cacheserver.policy.cost import CostModel
-from cacheserver.protocol import BlockRef, Lookup, LookupReply, Where, decode_reply, decode_request
-from cacheserver.startup import PolicyFactory, with_remote_link
+from asymcache.cacheserver.config import ServerConfig, load_config
+from asymcache.cacheserver.index import BlockIndex
+from asymcache.cacheserver.policy.cost import CostModel
+from asymcache.cacheserver.protocol import (
+    BlockRef,
+    Lookup,
+    LookupReply,
+    Where,
+    decode_reply,
+    decode_request,
+)
+from asymcache.cacheserver.startup import PolicyFactory, with_remote_link
 
 
 def test_lookup_without_remote_is_encoded_exactly_as_before() -> None:

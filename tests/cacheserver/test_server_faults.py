@@ -11,8 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from cacheserver import protocol as p
-from cacheserver.handlers import HANDLERS, HandlerSpec
+from asymcache.cacheserver import protocol as p
+from asymcache.cacheserver.handlers import HANDLERS, HandlerSpec
 from tests.cacheserver.daemon_fixtures import free_port
 from tests.cacheserver.inprocess import Peer, serving, until
 
@@ -91,7 +91,7 @@ async def _http_get(port: int, path: str) -> tuple[int, bytes]:
 
 def test_readyz_is_503_while_the_index_rebuilds_and_healthz_answers(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    from cacheserver import server as server_module
+    from asymcache.cacheserver import server as server_module
 
     rebuilt = threading.Event()
     real = server_module.rebuild_index

@@ -51,8 +51,9 @@ def daemon(workdir: Path, endpoint: str) -> Iterator[Service]:
 def engine(workdir: Path, endpoint: str, daemon: Service) -> Iterator[Service]:
     """``asymcache engine`` with the built-in model on CPU, linked to the daemon."""
     port = free_port()
-    cmd = [sys.executable, "-m", "ops.cli", "engine", "--model", "builtin", "--device", "cpu",
-           "--host", "127.0.0.1", "--port", str(port), "--cache-endpoint", endpoint]
+    cmd = [sys.executable, "-m", "asymcache.ops.cli", "engine", "--model", "builtin",
+           "--device", "cpu", "--host", "127.0.0.1", "--port", str(port),
+           "--cache-endpoint", endpoint]
     env = {**os.environ, "ASYMCACHE_CACHE_DIR": str(workdir / "models")}
     service = spawn("engine", cmd, port, workdir, env=env)
     try:

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import yaml
 
-from cacheserver.config import parse_size
+from asymcache.cacheserver.config import parse_size
 from tests.docker.compose import docker_size, dotenv, rendered, run_compose
 from tests.docker.services import DOCKER
 
@@ -97,10 +97,16 @@ def test_gpu_profile_reserves_a_gpu_and_the_default_cpu_profile_runs_on_cpu() ->
 
 
 def test_bind_mounts_exist_in_the_checkout() -> None:
-    for name, service in rendered()["services"].items():
-        for source in _mounts(service).values():
-            if source.startswith("/"):  # docker-compose config made host paths absolute
-                assert Path(source).exists(), f"{name}: {source} does not exist"
+    binds = {(name, target): source  # docker-compose config made host paths absolute
+             for name, service in rendered()["services"].items()
+             for target, source in _mounts(service).items() if source.startswith("/")}
+    assert set(binds) == {*((engine, "/models") for engine in ENGINES),
+                          ("prometheus", "/etc/prometheus/prometheus.yml"),
+                          ("grafana", "/etc/grafana/provisioning"),
+                          ("grafana", "/etc/grafana/dashboards")}
+    for (name, _), source in binds.items():
+        assert Path(source).exists(), f"{name}: {source} does not exist"
+        assert Path(source).is_relative_to(DOCKER), f"{name}: {source} is outside docker/"
 
 
 def test_prometheus_targets_match_the_ports_the_services_listen_on() -> None:
@@ -119,8 +125,8 @@ def test_prometheus_targets_match_the_ports_the_services_listen_on() -> None:
 
 
 def test_service_settings_are_accepted_by_the_daemon_and_engine_loaders() -> None:
-    from cacheserver.config import load_config
-    from engine.settings import load_settings
+    from asymcache.cacheserver.config import load_config
+    from asymcache.engine.settings import load_settings
 
     services = rendered()["services"]
     image_defaults = DOCKER / "daemon.toml"

@@ -18,11 +18,11 @@ from pathlib import Path
 import pytest
 import yaml
 
-from cacheserver.config import load_config
+from asymcache.cacheserver.config import load_config
+from asymcache.tiers.remote_local import SLOTS, LocalRedisCluster
 from tests.docker.compose import dotenv, rendered, run_compose
 from tests.docker.services import DOCKER
 from tests.redis_cluster import idle_cluster  # noqa: F401 - fixture
-from tiers.remote_local import SLOTS, LocalRedisCluster
 
 NODES = ("redis-1", "redis-2", "redis-3")
 

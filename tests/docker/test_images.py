@@ -69,11 +69,18 @@ def test_build_context_admits_every_copied_source(name: str) -> None:
     assert not _admitted(".venv/bin/python", f"{name}.dockerignore")
 
 
+@pytest.mark.parametrize("name", sorted(IMAGES))
+def test_images_install_the_dependency_set_the_suite_passed_with(name: str) -> None:
+    final = Dockerfile.read(name).final_stage()
+    (target,) = [c.split()[-1] for c in final.all("COPY") if c.startswith(".ci/constraints.txt ")]
+    installs = [r for r in final.all("RUN") if "[engine]" in r or "[remote]" in r]
+    assert installs and all(f"-c {target} " in r for r in installs)
+
+
 def test_compose_build_args_are_declared_by_the_dockerfiles() -> None:
-    for service_name, service in rendered()["services"].items():
-        build = service.get("build")
-        if build is None:
-            continue
+    builds = {name: s["build"] for name, s in rendered()["services"].items() if "build" in s}
+    assert set(builds) == {"cacheserver", "engine", "engine-gpu"}  # the images this repo builds
+    for service_name, build in builds.items():
         declared = {a.split("=", 1)[0] for a in Dockerfile.read(
             build["dockerfile"].removeprefix("docker/")).all("ARG")}
         assert set(build.get("args", {})) <= declared, service_name

@@ -9,9 +9,9 @@ import subprocess
 
 import pytest
 
-from cacheserver.blocks import KVLayout, block_keys, namespace_id
-from cacheserver.protocol import BlockRef
-from engine.client import CacheClient, DaemonError
+from asymcache.cacheserver.blocks import KVLayout, block_keys, namespace_id
+from asymcache.cacheserver.protocol import BlockRef
+from asymcache.engine.client import CacheClient, DaemonError
 from tests.docker.prom import SHIPPED, Prometheus
 from tests.docker.services import Service, http_post_json, poll, sample
 

@@ -27,7 +27,7 @@ class EngineOnlyBlocker(importlib.abc.MetaPathFinder):
 
 def main(argv: list[str]) -> int:
     sys.meta_path.insert(0, EngineOnlyBlocker())
-    from ops.cli import main as cli
+    from asymcache.ops.cli import main as cli
 
     return cli(argv)
 

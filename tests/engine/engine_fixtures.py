@@ -16,9 +16,10 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from cacheserver.launch import DaemonProcess
-from engine import LLM, SamplingParams
-from engine.engine import RequestOutput
+from asymcache.cacheserver.launch import DaemonProcess
+from asymcache.engine.engine import RequestOutput
+from asymcache.engine.llm import LLM
+from asymcache.engine.sampling import SamplingParams
 
 MARGIN = 5e-4
 COST = "h100-llama3-8b"  # a preset: fetching always beats recomputing, so plans are exact
@@ -36,7 +37,7 @@ def make_llm(**options: Any) -> LLM:
 
 def corpus_ids(llm: LLM, n: int, length: int, offset: int = 0) -> list[list[int]]:
     """``n`` different prompts of ``length`` token ids cut from the shipped corpus text."""
-    from engine.builtin.vocab import corpus_paragraphs
+    from asymcache.engine.builtin.vocab import corpus_paragraphs
 
     ids = llm.tokenizer.encode(" ".join(corpus_paragraphs()), add_special_tokens=False)
     step = max(1, (len(ids) - length) // max(1, n))

@@ -16,10 +16,10 @@ from typing import Any
 import httpx
 from prometheus_client import CollectorRegistry
 
-from engine.async_engine import AsyncEngine
-from engine.config import EngineConfig
-from engine.engine import LLMEngine
-from engine.server.app import ServerContext, create_app
+from asymcache.engine.async_engine import AsyncEngine
+from asymcache.engine.config import EngineConfig
+from asymcache.engine.engine import LLMEngine
+from asymcache.engine.server.app import ServerContext, create_app
 from tests.engine.engine_fixtures import COST
 
 STEP_GATE_S = 60.0  # longest a gated step waits before it runs anyway (bounded tests)

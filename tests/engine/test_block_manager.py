@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from engine.block_manager import BlockManager
+from asymcache.engine.block_manager import BlockManager
 
 
 def _key(i: int) -> bytes:

@@ -11,11 +11,16 @@ import pytest
 import torch
 from transformers import AutoTokenizer, LlamaForCausalLM
 
-from engine.builtin import BuiltinSpec, default_cache_root, ensure_builtin_model, resolve_model_dir
-from engine.builtin.create import FILES
-from engine.builtin.vocab import corpus_paragraphs
-from engine.model import allocate_kv_pool, load_model, load_tokenizer
-from kernels import AttentionMetadata
+from asymcache.engine.builtin import (
+    BuiltinSpec,
+    default_cache_root,
+    ensure_builtin_model,
+    resolve_model_dir,
+)
+from asymcache.engine.builtin.create import FILES
+from asymcache.engine.builtin.vocab import corpus_paragraphs
+from asymcache.engine.model import allocate_kv_pool, load_model, load_tokenizer
+from asymcache.kernels.metadata import AttentionMetadata
 
 # BLAKE2b-128 over (name, length, bytes) of every file, sorted by name. Changing the spec, the
 # corpus, the weight recipe or the tokenizer training changes it: then bump BuiltinSpec.version.
@@ -46,7 +51,7 @@ def test_files_are_pinned_and_fingerprint_too(builtin):
 
 
 def test_two_processes_racing_create_identical_files_in_one_folder(tmp_path):
-    code = ("import sys; from engine.builtin import ensure_builtin_model; "
+    code = ("import sys; from asymcache.engine.builtin import ensure_builtin_model; "
             "print(ensure_builtin_model(sys.argv[1]))")
     procs = [subprocess.Popen([sys.executable, "-c", code, str(tmp_path)], cwd=REPO,
                               stdout=subprocess.PIPE, text=True,

@@ -18,9 +18,9 @@ from pathlib import Path
 import pytest
 import torch
 
-from engine.builtin import ensure_builtin_model
-from engine.model import allocate_kv_pool, load_model, load_tokenizer
-from kernels import AttentionMetadata
+from asymcache.engine.builtin import ensure_builtin_model
+from asymcache.engine.model import allocate_kv_pool, load_model, load_tokenizer
+from asymcache.kernels.metadata import AttentionMetadata
 
 BLOCK = 16
 GEN = 32

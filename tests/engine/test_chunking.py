@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from cacheserver.policy.cost import CostModel, TierLink
-from engine.chunking import AdaptiveChunker, FixedChunker, create_chunker
+from asymcache.cacheserver.policy.cost import CostModel, TierLink
+from asymcache.engine.chunking import AdaptiveChunker, FixedChunker, create_chunker
 
 
 def _cost(attn: float = 0.0) -> CostModel:

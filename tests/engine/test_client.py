@@ -7,9 +7,9 @@ import time
 
 import pytest
 
-from cacheserver.protocol import Where
-from engine import client_ops
-from engine.client import (
+from asymcache.cacheserver.protocol import Where
+from asymcache.engine import client_ops
+from asymcache.engine.client import (
     AsyncCacheClient,
     CacheClient,
     DaemonUnavailable,

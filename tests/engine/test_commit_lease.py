@@ -8,8 +8,8 @@ import time
 
 import pytest
 
-from cacheserver.protocol import Commit, Where
-from engine.client import CacheClient
+from asymcache.cacheserver.protocol import Commit, Where
+from asymcache.engine.client import CacheClient
 from tests.cacheserver.daemon_fixtures import (
     BLOCK_BYTES,
     LAYOUT,

@@ -14,8 +14,8 @@ from pathlib import Path
 import lmdb
 import pytest
 
-from cacheserver.blocks import block_keys
-from engine.client import CacheClient
+from asymcache.cacheserver.blocks import block_keys
+from asymcache.engine.client import CacheClient
 from tests.engine.engine_fixtures import (
     assert_same,
     corpus_ids,

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from engine import SamplingParams
+from asymcache.engine.sampling import SamplingParams
 from tests.engine.engine_fixtures import assert_same, corpus_ids, greedy, make_llm, reference
 
 B = 16
@@ -114,7 +114,7 @@ def test_text_prompts_and_bad_prompts(llm) -> None:
 
 
 def _prompt_keys(llm, ids: list[int]) -> list[bytes]:
-    from cacheserver.blocks import block_keys
+    from asymcache.cacheserver.blocks import block_keys
 
     return block_keys(llm.engine.kv.namespace(""), ids, B)
 

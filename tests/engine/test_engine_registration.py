@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import time
 
-from engine.client import CacheClient
+from asymcache.engine.client import CacheClient
 from tests.engine.engine_fixtures import make_llm
 
 LIMIT_S = 20.0  # liveness bound of the re-registration loop, not a speed measurement

@@ -7,7 +7,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from engine.client import CacheClient
+from asymcache.engine.client import CacheClient
+from asymcache.tiers.remote_local import LocalRedisCluster
 from tests.cacheserver.daemon_fixtures import start_daemon  # noqa: F401 - fixture
 from tests.engine.engine_fixtures import (
     BLOCK_BYTES,
@@ -19,7 +20,6 @@ from tests.engine.engine_fixtures import (
     reference,
 )
 from tests.redis_cluster import redis_cluster, unique_prefix, wait_until  # noqa: F401 - fixture
-from tiers.remote_local import LocalRedisCluster
 
 N, LEN, OUT, B = 2, 200, 12, 16
 FULL = (LEN // B) * B  # 192 tokens in full blocks; the 8 after them are always new

@@ -4,8 +4,8 @@ left FILLING, they would keep the tier full for the engine's lifetime (PUT would
 
 from __future__ import annotations
 
-from engine.cache_link import CacheLink
-from engine.client import CacheClient
+from asymcache.engine.cache_link import CacheLink
+from asymcache.engine.client import CacheClient
 from tests.cacheserver.daemon_fixtures import LAYOUT, make_refs, payload
 from tests.engine.engine_fixtures import (
     BLOCK_BYTES,

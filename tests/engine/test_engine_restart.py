@@ -4,8 +4,8 @@ slab; the block is recomputed and the tokens equal a no-cache run."""
 
 from __future__ import annotations
 
-from cacheserver.blocks import KVLayout
-from engine.client import CacheClient
+from asymcache.cacheserver.blocks import KVLayout
+from asymcache.engine.client import CacheClient
 from tests.engine.engine_fixtures import (
     BLOCK_BYTES,
     assert_same,

@@ -4,7 +4,7 @@ no-cache run on the torch path. Small on purpose: interpreted kernels take secon
 
 from __future__ import annotations
 
-from cacheserver.blocks import block_keys
+from asymcache.cacheserver.blocks import block_keys
 from tests.engine.engine_fixtures import assert_same, corpus_ids, greedy, make_llm, reference
 
 

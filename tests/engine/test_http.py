@@ -28,9 +28,9 @@ def _free_port() -> int:
 def server(tmp_path_factory) -> Iterator[str]:
     port = _free_port()
     log = tmp_path_factory.mktemp("http") / "server.log"
-    cmd = [sys.executable, "-m", "ops.cli", "engine", "--port", str(port), "--cost-model", COST,
-           "--num-gpu-blocks", "128", "--chunking", "fixed", "--chunk-tokens", "64",
-           "--log-level", "warning"]
+    cmd = [sys.executable, "-m", "asymcache.ops.cli", "engine", "--port", str(port),
+           "--cost-model", COST, "--num-gpu-blocks", "128", "--chunking", "fixed",
+           "--chunk-tokens", "64", "--log-level", "warning"]
     with open(log, "wb") as out:
         proc = subprocess.Popen(cmd, stdout=out, stderr=out)
     url = f"http://127.0.0.1:{port}"
@@ -58,7 +58,7 @@ def _wait_healthy(url: str, proc: subprocess.Popen, log) -> None:
 @pytest.fixture(scope="module")
 def expected() -> str:
     llm = make_llm(reuse="none")
-    from engine import SamplingParams
+    from asymcache.engine.sampling import SamplingParams
 
     out = llm.generate(PROMPT, SamplingParams(temperature=0.0, max_tokens=12, ignore_eos=True))
     llm.close()

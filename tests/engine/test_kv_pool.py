@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from cacheserver.blocks import KVLayout
-from engine.kv_pool import KVPool
+from asymcache.cacheserver.blocks import KVLayout
+from asymcache.engine.kv_pool import KVPool
 
 LAYOUT = KVLayout(num_layers=2, num_kv_heads=2, head_dim=4, block_size=4, dtype="float32")
 

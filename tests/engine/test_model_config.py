@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from engine.model.config import ModelConfig, RopeConfig, load_config, parse_config
+from asymcache.engine.model.config import ModelConfig, RopeConfig, load_config, parse_config
 
 LLAMA31 = {  # the shape of Llama-3.1-8B's config.json (classic rope_scaling format)
     "architectures": ["LlamaForCausalLM"], "model_type": "llama", "vocab_size": 128256,

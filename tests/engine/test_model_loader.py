@@ -13,7 +13,7 @@ import torch
 from safetensors.torch import load_file, save_file
 from transformers import LlamaForCausalLM
 
-from engine.model import allocate_kv_pool, load_model
+from asymcache.engine.model import allocate_kv_pool, load_model
 from tests.engine.test_model_parity import (
     BLOCK,
     SMALL,
@@ -42,7 +42,7 @@ def copy_of(folder: Path, tmp_path: Path, name: str = "copy") -> Path:
 
 
 def test_fingerprint_is_the_same_in_another_process_and_after_a_move(folder, tmp_path):
-    code = ("import sys; from engine.model import load_model; "
+    code = ("import sys; from asymcache.engine.model import load_model; "
             "print(load_model(sys.argv[1])[1].fingerprint)")
     moved = copy_of(folder, tmp_path, "elsewhere")
     other = subprocess.run([sys.executable, "-c", code, str(moved)], capture_output=True,

@@ -22,8 +22,8 @@ from transformers import (
     Qwen2ForCausalLM,
 )
 
-from engine.model import allocate_kv_pool, load_model
-from kernels import AttentionMetadata
+from asymcache.engine.model import allocate_kv_pool, load_model
+from asymcache.kernels.metadata import AttentionMetadata
 
 TOL = 2e-5
 BLOCK = 16

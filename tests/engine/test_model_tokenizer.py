@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from engine.builtin import ensure_builtin_model
-from engine.model import load_tokenizer
+from asymcache.engine.builtin import ensure_builtin_model
+from asymcache.engine.model import load_tokenizer
 
 TEMPLATE = "{% for m in messages %}[{{ m['role'] }}] {{ m['content'] }}{{ eos_token }}{% endfor %}"
 

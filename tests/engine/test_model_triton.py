@@ -10,8 +10,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from engine.model import allocate_kv_pool, load_model
-from kernels import AttentionMetadata
+from asymcache.engine.model import allocate_kv_pool, load_model
+from asymcache.kernels.metadata import AttentionMetadata
 from tests.engine.test_model_parity import (
     BLOCK,
     SMALL,

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from cacheserver.policy.cost import CostModel, TierLink
-from engine.planner import (
+from asymcache.cacheserver.policy.cost import CostModel, TierLink
+from asymcache.engine.planner import (
     MISS,
     Location,
     PlanInputs,
@@ -12,7 +12,7 @@ from engine.planner import (
     todo_ranges,
     with_remote_load,
 )
-from engine.request import Action
+from asymcache.engine.request import Action
 
 R, FC, FD, RC, NEW = (Action.RESIDENT, Action.FETCH_CPU, Action.FETCH_DISK, Action.RECOMPUTE,
                       Action.NEW)

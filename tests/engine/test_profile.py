@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import json
 
-from cacheserver.policy.cost import CostModel
-from ops.cli import main
+from asymcache.cacheserver.policy.cost import CostModel
+from asymcache.ops.cli import main
 
 
 def test_profile_writes_a_valid_cost_profile(tmp_path) -> None:

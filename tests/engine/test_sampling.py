@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from engine.sampling import Sampler, SamplingParams, make_generator
+from asymcache.engine.sampling import Sampler, SamplingParams, make_generator
 
 
 def test_greedy_picks_the_argmax_of_each_row() -> None:

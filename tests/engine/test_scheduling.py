@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import json
 
-from cacheserver.policy.cost import CostModel, TierLink
+from asymcache.cacheserver.policy.cost import CostModel, TierLink
 from tests.engine.engine_fixtures import corpus_ids, greedy, make_llm
 
 LINEAR, PASS, TARGET = 1e-3, 0.01, 0.05

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from engine.config import EngineConfig
-from engine.settings import load_settings
+from asymcache.engine.config import EngineConfig
+from asymcache.engine.settings import load_settings
 
 
 def test_file_then_environment_then_flags(tmp_path) -> None:

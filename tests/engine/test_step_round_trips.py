@@ -9,9 +9,9 @@ from __future__ import annotations
 from collections import Counter
 from typing import Any
 
-from cacheserver.protocol import Where
-from engine.cache_link import CacheLink
-from engine.client import CacheClient
+from asymcache.cacheserver.protocol import Where
+from asymcache.engine.cache_link import CacheLink
+from asymcache.engine.client import CacheClient
 from tests.cacheserver.daemon_fixtures import BLOCK_BYTES, LAYOUT, make_refs, payload
 from tests.engine.engine_fixtures import assert_same, corpus_ids, greedy, make_llm, reference
 
@@ -93,7 +93,7 @@ def test_a_steps_cpu_copies_are_confirmed_by_one_commit_and_stay_lossless(daemon
 
 
 def _keys(llm: Any, ids: list[int]) -> list[bytes]:
-    from cacheserver.blocks import ROOT_PARENT, block_key
+    from asymcache.cacheserver.blocks import ROOT_PARENT, block_key
 
     ns = llm.engine.kv.namespace("")
     keys: list[bytes] = []

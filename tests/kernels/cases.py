@@ -13,7 +13,7 @@ from dataclasses import dataclass
 
 import torch
 
-from kernels import AttentionMetadata
+from asymcache.kernels.metadata import AttentionMetadata
 
 DEVICE = torch.device("cuda" if os.environ.get("ASYMCACHE_TEST_CUDA") == "1" else "cpu")
 LAYER = 1
@@ -115,7 +115,7 @@ def make_case_from_specs(specs: list[tuple[int, list[int]]], shape: Shape,
 
 def reference(case: Case, *, decode: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
     """The float64 dense-mask reference of a case: ``(o, lse)`` in float64, on the CPU."""
-    from kernels import msa_decode, msa_prefill
+    from asymcache.kernels.api import msa_decode, msa_prefill
 
     op = msa_decode if decode else msa_prefill
     meta = case.meta

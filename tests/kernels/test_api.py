@@ -5,7 +5,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from kernels import ENV_VAR, merge_state, msa_decode, msa_prefill, resolve_backend, write_kv
+from asymcache.kernels.api import merge_state, msa_decode, msa_prefill, write_kv
+from asymcache.kernels.backends import ENV_VAR, resolve_backend
 from tests.kernels.cases import DEVICE, LAYER, Shape, decode_case, make_case
 
 
@@ -77,7 +78,7 @@ def test_write_kv_and_merge_state_reject_mismatched_shapes(case) -> None:
 
 
 def test_empty_batches_return_empty_outputs() -> None:
-    from kernels import AttentionMetadata
+    from asymcache.kernels.metadata import AttentionMetadata
 
     meta = AttentionMetadata.for_sequences([], [], [], block_size=16)
     pool = torch.zeros((2, 1, 2, 16, 2, 64))
@@ -96,7 +97,7 @@ def test_triton_backend_on_cpu_without_the_interpreter_says_what_to_do(monkeypat
 
 
 def test_for_sequences_rejects_lists_of_different_lengths() -> None:
-    from kernels import AttentionMetadata
+    from asymcache.kernels.metadata import AttentionMetadata
 
     with pytest.raises(ValueError, match="one entry per sequence, got 2, 1, 2"):
         AttentionMetadata.for_sequences([[0], [0]], [1], [[0], [1]], block_size=16)

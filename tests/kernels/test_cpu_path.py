@@ -12,7 +12,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from kernels import ENV_VAR, msa_decode, msa_prefill
+from asymcache.kernels.api import msa_decode, msa_prefill
+from asymcache.kernels.backends import ENV_VAR
 from tests.kernels.cases import (
     LAYER,
     PATTERNS,
@@ -42,8 +43,9 @@ def test_torch_prefill_matches_reference(pattern: str, shape: Shape) -> None:
 @pytest.mark.parametrize("pattern", PATTERNS)
 def test_torch_prefill_in_small_row_chunks_matches_reference(
         pattern: str, shape: Shape, rows: int, min_rows: int, monkeypatch) -> None:
-    monkeypatch.setattr("kernels.cpu.ROWS", rows)  # many chunks, keys cut at each chunk's end
-    monkeypatch.setattr("kernels.cpu.MIN_ROWS", min_rows)  # and cut at segment starts
+    # many chunks, keys cut at each chunk's end, and cut at segment starts
+    monkeypatch.setattr("asymcache.kernels.cpu.ROWS", rows)
+    monkeypatch.setattr("asymcache.kernels.cpu.MIN_ROWS", min_rows)
     case = make_case(pattern, shape)
     ref = reference(case)
     o, lse = msa_prefill(case.q, case.pool, LAYER, case.meta, case.scale, return_lse=True,

@@ -14,7 +14,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from kernels import AttentionMetadata, merge_state, msa_decode, msa_prefill
+from asymcache.kernels.api import merge_state, msa_decode, msa_prefill
+from asymcache.kernels.metadata import AttentionMetadata
 from tests.kernels.cases import DEVICE, LAYER, Shape, assert_matches, decode_case, reference
 
 BACKENDS = ["reference", "torch", "triton"]

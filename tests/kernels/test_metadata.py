@@ -7,7 +7,7 @@ import dataclasses
 import pytest
 import torch
 
-from kernels import AttentionMetadata
+from asymcache.kernels.metadata import AttentionMetadata
 
 
 def _meta(**override) -> AttentionMetadata:

@@ -9,7 +9,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from kernels import msa_prefill
+from asymcache.kernels.api import msa_prefill
 from tests.kernels.cases import LAYER, Shape, make_case
 
 

@@ -13,9 +13,9 @@ from __future__ import annotations
 import pytest
 import torch
 
-from kernels import msa_decode, msa_prefill
-from kernels.triton_decode import DecodeConfig, msa_decode_triton
-from kernels.triton_prefill import PrefillConfig, msa_prefill_triton
+from asymcache.kernels.api import msa_decode, msa_prefill
+from asymcache.kernels.triton_decode import DecodeConfig, msa_decode_triton
+from asymcache.kernels.triton_prefill import PrefillConfig, msa_prefill_triton
 from tests.kernels.cases import (
     DEVICE,
     LAYER,

@@ -12,7 +12,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from kernels import AttentionMetadata, msa_prefill, write_kv
+from asymcache.kernels.api import msa_prefill, write_kv
+from asymcache.kernels.metadata import AttentionMetadata
 from tests.kernels.cases import DEVICE
 
 BACKENDS = ["reference", "torch", "triton"]

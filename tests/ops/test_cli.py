@@ -2,16 +2,18 @@
 
 from __future__ import annotations
 
+import importlib.metadata
 import json
 import os
 import subprocess
 import sys
+from pathlib import Path
 
 from tests.cacheserver.daemon_fixtures import start_daemon  # noqa: F401 - fixture
 
 
 def _asymcache(*args: str, timeout: float = 60) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "ops.cli", *args], capture_output=True,
+    return subprocess.run([sys.executable, "-m", "asymcache.ops.cli", *args], capture_output=True,
                           text=True, timeout=timeout)
 
 
@@ -43,9 +45,14 @@ def test_serve_with_a_bad_value_exits_2_naming_the_field(tmp_path) -> None:
 
 
 def test_demo_serves_the_chat_twice_prints_the_table_and_a_png_and_cleans_up(tmp_path) -> None:
+    """The README's main command: the installed console script, run from outside the repository,
+    beside transformers and Hugging Face's ``kernels`` (the name clash of docs/architecture.md)."""
     import re
 
-    demo = _asymcache("demo", "--requests", "8", "--out", str(tmp_path / "out"), timeout=240)
+    assert importlib.metadata.version("transformers") and importlib.metadata.version("kernels")
+    script = Path(sys.executable).parent / "asymcache"
+    demo = subprocess.run([str(script), "demo", "--requests", "8", "--out", str(tmp_path / "out")],
+                          cwd=tmp_path, capture_output=True, text=True, timeout=240)
     assert demo.returncode == 0, demo.stderr
     out = demo.stdout
     daemons = re.findall(r"daemon pid (\d+) on ipc://(\S+)/daemon.ipc \(policy (\w+)\)", out)
@@ -65,7 +72,7 @@ def test_demo_interrupted_stops_its_daemon_and_removes_its_files(tmp_path) -> No
     import re
     import signal
 
-    proc = subprocess.Popen([sys.executable, "-m", "ops.cli", "demo", "--requests", "64",
+    proc = subprocess.Popen([sys.executable, "-m", "asymcache.ops.cli", "demo", "--requests", "64",
                              "--out", str(tmp_path)], stdout=subprocess.PIPE,
                             stderr=subprocess.DEVNULL, text=True,
                             preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))

@@ -10,12 +10,12 @@ from pathlib import Path
 
 import pytest
 
-from ops.e2e import experiment
-from ops.e2e.configs import select
-from ops.e2e.driver import Outcome
-from ops.e2e.experiment import Plan
-from ops.e2e.sources import SourceSpec
-from ops.e2e.summary import Mismatch, OutputMismatch, check_outputs, compare_outputs
+from asymcache.ops.e2e import experiment
+from asymcache.ops.e2e.configs import select
+from asymcache.ops.e2e.driver import Outcome
+from asymcache.ops.e2e.experiment import Plan
+from asymcache.ops.e2e.sources import SourceSpec
+from asymcache.ops.e2e.summary import Mismatch, OutputMismatch, check_outputs, compare_outputs
 
 
 def _outcome(rid: str, tokens: list[int]) -> Outcome:
@@ -44,7 +44,7 @@ def test_a_mismatch_raises_naming_configuration_request_and_position() -> None:
 
 def test_quick_path_checks_real_outputs_and_fails_loudly_on_a_difference(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture) -> None:
-    from ops.bench import e2e
+    from asymcache.ops.bench import e2e
 
     real = experiment.run_config
 
@@ -76,10 +76,10 @@ def test_quick_path_checks_real_outputs_and_fails_loudly_on_a_difference(
 
 
 def test_the_perfect_cache_bound_gets_a_pool_that_never_evicts_and_no_daemon() -> None:
-    from ops.e2e.configs import Capacities
-    from ops.e2e.predict import sim_spec
-    from ops.e2e.runner import RunSetup
-    from ops.e2e.sources import build
+    from asymcache.ops.e2e.configs import Capacities
+    from asymcache.ops.e2e.predict import sim_spec
+    from asymcache.ops.e2e.runner import RunSetup
+    from asymcache.ops.e2e.sources import build
 
     w = build("quick", SourceSpec(requests=12))
     caps = experiment.capacities(w, Plan(configs=(), source=SourceSpec()), 32768)

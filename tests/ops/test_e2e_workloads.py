@@ -7,9 +7,9 @@ import json
 
 import pytest
 
-from ops.e2e.sources import SourceSpec, build, sample_conversations
-from ops.e2e.workload import Mapping, from_trace
-from ops.sim.trace import Request, Trace, load_trace
+from asymcache.ops.e2e.sources import SourceSpec, build, sample_conversations
+from asymcache.ops.e2e.workload import Mapping, from_trace
+from asymcache.ops.sim.trace import Request, Trace, load_trace
 
 B = 16
 

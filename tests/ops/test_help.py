@@ -2,7 +2,7 @@
 a stray ``%`` in a ``HELP`` or an option's help crashes it).
 
 The modules are discovered the way ``asymcache`` discovers them, and ``--help`` goes through
-``ops.cli.main`` in this process (the CLI's own code path; no subprocess per module).
+``asymcache.ops.cli.main`` in this process (the CLI's own code path; no subprocess per module).
 """
 
 from __future__ import annotations
@@ -12,10 +12,10 @@ import sys
 
 import pytest
 
-from ops.cli import discover, main
+from asymcache.ops.cli import discover, main
 
-COMMANDS = sorted(discover("ops.commands"))
-BENCHMARKS = sorted(discover("ops.bench"))
+COMMANDS = sorted(discover("asymcache.ops.commands"))
+BENCHMARKS = sorted(discover("asymcache.ops.bench"))
 
 
 def _help(argv: list[str], capsys: pytest.CaptureFixture[str]) -> str:
@@ -48,7 +48,7 @@ def test_benchmark_help_renders(name: str, capsys: pytest.CaptureFixture[str]) -
 
 
 def test_the_installed_entry_point_prints_bench_help() -> None:
-    run = subprocess.run([sys.executable, "-m", "ops.cli", "bench", "--help"],
+    run = subprocess.run([sys.executable, "-m", "asymcache.ops.cli", "bench", "--help"],
                          capture_output=True, text=True, timeout=60, check=False)
     assert run.returncode == 0, run.stderr[-2000:]
     assert "BENCHMARK" in run.stdout

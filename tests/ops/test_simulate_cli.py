@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 
-from ops.cli import main
+from asymcache.ops.cli import main
 
 KEYS = {"policy", "semantics", "gpu_frac", "ttft_mean_s", "ttft_p90_s", "gpu_hit_ratio",
         "gap_closed"}

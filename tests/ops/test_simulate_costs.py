@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import pytest
 
-from cacheserver.policy.cost import CostModel, TierLink
-from ops.sim.config import RunSpec, TierSpec
-from ops.sim.replay import Replay
-from ops.sim.trace import Request, Trace
+from asymcache.cacheserver.policy.cost import CostModel, TierLink
+from asymcache.ops.sim.config import RunSpec, TierSpec
+from asymcache.ops.sim.replay import Replay
+from asymcache.ops.sim.trace import Request, Trace
 
 # recompute(p, n) = n * 1e-3 + n * (p + n/2) * 1e-5; a pass costs 0.01, a segment 0.002;
 # a 4-token block is 4000 bytes and loads from CPU in 1e-3 + 4000 / 1e6 = 0.005 s.

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from ops.sim.trace import load_trace, trace_formats
+from asymcache.ops.sim.trace import load_trace, trace_formats
 
 TRACES = Path("/work/shared/traces")
 needs_traces = pytest.mark.skipif(not TRACES.is_dir(), reason="shared traces not present")

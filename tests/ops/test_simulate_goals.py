@@ -1,4 +1,4 @@
-"""``python -m ops.sim.goals``: goal tables computed from simulator JSON rows."""
+"""``python -m asymcache.ops.sim.goals``: goal tables computed from simulator JSON rows."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from ops.sim.goals import (
+from asymcache.ops.sim.goals import (
     goal1_table,
     goal2_table,
     main,

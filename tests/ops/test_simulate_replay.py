@@ -6,11 +6,11 @@ import random
 
 import pytest
 
-from cacheserver.policy import policy_names
-from cacheserver.policy.cost import CostModel
-from ops.sim.config import RunSpec, TierSpec, parse_size
-from ops.sim.replay import Replay
-from ops.sim.trace import Request, Trace, load_trace
+from asymcache.cacheserver.policy import policy_names
+from asymcache.cacheserver.policy.cost import CostModel
+from asymcache.ops.sim.config import RunSpec, TierSpec, parse_size
+from asymcache.ops.sim.replay import Replay
+from asymcache.ops.sim.trace import Request, Trace, load_trace
 
 COST = CostModel.preset("h100-llama3-8b")
 ONLINE = policy_names(include_offline=False)

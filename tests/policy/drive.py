@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from cacheserver.policy import BlockInfo, ResidencyPolicy
+from asymcache.cacheserver.policy import BlockInfo, ResidencyPolicy
 
 
 def info(key: int, position: int = 0, parent: int | None = None, n_tokens: int = 16,

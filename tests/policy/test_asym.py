@@ -6,11 +6,11 @@ import random
 
 import pytest
 
-from cacheserver.policy import create_policy
-from cacheserver.policy.asym import AsymConfig, AsymPolicy
-from cacheserver.policy.cost import CostModel
-from cacheserver.policy.mini import ModeSelector, key_bytes
-from cacheserver.policy.reuse import ReuseEstimator
+from asymcache.cacheserver.policy import create_policy
+from asymcache.cacheserver.policy.asym import AsymConfig, AsymPolicy
+from asymcache.cacheserver.policy.cost import CostModel
+from asymcache.cacheserver.policy.mini import ModeSelector, key_bytes
+from asymcache.cacheserver.policy.reuse import ReuseEstimator
 from tests.policy.drive import info, reference
 
 COST = CostModel.preset("h100-llama3-8b")

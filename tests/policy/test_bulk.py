@@ -7,9 +7,9 @@ import random
 
 import pytest
 
-from cacheserver.policy import HeapOrder, ResidencyPolicy, create_policy, policy_names
-from cacheserver.policy.asym import AsymConfig, AsymPolicy
-from cacheserver.policy.cost import CostModel
+from asymcache.cacheserver.policy import HeapOrder, ResidencyPolicy, create_policy, policy_names
+from asymcache.cacheserver.policy.asym import AsymConfig, AsymPolicy
+from asymcache.cacheserver.policy.cost import CostModel
 from tests.policy.drive import info
 
 ONLINE = policy_names(include_offline=False)

@@ -6,7 +6,13 @@ import json
 
 import pytest
 
-from cacheserver.policy.cost import CostModel, ProfileError, TierLink, fit_prefill, preset_names
+from asymcache.cacheserver.policy.cost import (
+    CostModel,
+    ProfileError,
+    TierLink,
+    fit_prefill,
+    preset_names,
+)
 
 
 def simple_model(**overrides: object) -> CostModel:

@@ -6,9 +6,9 @@ import random
 
 import pytest
 
-from cacheserver.policy import create_policy, policy_names
-from cacheserver.policy.belady import NextUseOracle
-from cacheserver.policy.cost import CostModel
+from asymcache.cacheserver.policy import create_policy, policy_names
+from asymcache.cacheserver.policy.belady import NextUseOracle
+from asymcache.cacheserver.policy.cost import CostModel
 from tests.policy.drive import info, reference
 
 ONLINE = policy_names(include_offline=False)

@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from tiers.base import BlockHeader
+from asymcache.tiers.base import BlockHeader
 
 REPO = Path(__file__).resolve().parents[2]
 LAYOUT = "layers=2;kv_heads=2;head_dim=64;block=16;dtype=float16;tp=0/1"

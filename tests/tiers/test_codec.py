@@ -7,8 +7,8 @@ from dataclasses import replace
 
 import pytest
 
-from tiers.base import BlockHeader, checksum
-from tiers.codec import (
+from asymcache.tiers.base import BlockHeader, checksum
+from asymcache.tiers.codec import (
     FORMAT_VERSION,
     CorruptValue,
     decode_header,

@@ -9,9 +9,9 @@ from dataclasses import replace
 import numpy as np
 import pytest
 
+from asymcache.tiers.base import create_tier
+from asymcache.tiers.cpu import CpuTier
 from tests.tiers.conftest import block
-from tiers.base import create_tier
-from tiers.cpu import CpuTier
 
 SLOT = 64 * 1024
 

@@ -8,9 +8,9 @@ from dataclasses import replace
 
 import pytest
 
+from asymcache.tiers.base import create_tier
+from asymcache.tiers.disk import DiskTier
 from tests.tiers.conftest import block, finish, run_child
-from tiers.base import create_tier
-from tiers.disk import DiskTier
 
 BLOCK = 64 * 1024
 
@@ -133,7 +133,7 @@ def test_a_durable_put_survives_sigkill_of_the_writing_process(db_path: str) -> 
     child = run_child(f"""
         import time
         from tests.tiers.conftest import block
-        from tiers.disk import DiskTier
+        from asymcache.tiers.disk import DiskTier
         tier = DiskTier({db_path!r}, capacity_bytes=4 << 20)
         assert tier.put([block(i, {BLOCK}) for i in range(6)], durable=True) == [True] * 6
         print("durable", flush=True)
@@ -156,7 +156,7 @@ def test_a_second_process_cannot_open_the_same_directory(disk: DiskTier, db_path
     with pytest.raises(RuntimeError, match="already open"):
         DiskTier(db_path, capacity_bytes=1 << 20)
     out, _ = finish(run_child(f"""
-        from tiers.disk import DiskTier
+        from asymcache.tiers.disk import DiskTier
         try:
             DiskTier({db_path!r}, capacity_bytes=1 << 20)
         except RuntimeError as exc:

@@ -13,9 +13,9 @@ from collections.abc import Callable
 
 import lmdb
 
+from asymcache.tiers.base import checksum
+from asymcache.tiers.disk import DiskTier
 from tests.tiers.conftest import block, finish, run_child
-from tiers.base import checksum
-from tiers.disk import DiskTier
 
 BLOCK = 64 * 1024
 CAP = 4 << 20
@@ -147,7 +147,7 @@ def test_a_failing_file_system_refuses_writes_and_the_tier_keeps_serving(db_path
     out, _ = finish(run_child(f"""
         import json, resource, signal
         from tests.tiers.conftest import block
-        from tiers.disk import DiskTier
+        from asymcache.tiers.disk import DiskTier
         signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
         resource.setrlimit(resource.RLIMIT_FSIZE, (1 << 20, resource.RLIM_INFINITY))
         tier = DiskTier({db_path!r}, capacity_bytes=64 << 20)

@@ -9,9 +9,9 @@ from collections.abc import Callable
 
 import pytest
 
+from asymcache.tiers.codec import value_bytes
+from asymcache.tiers.disk import DiskTier
 from tests.tiers.conftest import block, held_write_lock, run_child
-from tiers.codec import value_bytes
-from tiers.disk import DiskTier
 
 BLOCK = 64 * 1024
 
@@ -39,7 +39,7 @@ def test_a_delete_alone_is_committed_without_flush_and_survives_sigkill(db_path:
     child = run_child(f"""
         import time
         from tests.tiers.conftest import block
-        from tiers.disk import DiskTier
+        from asymcache.tiers.disk import DiskTier
         tier = DiskTier({db_path!r}, capacity_bytes=4 << 20)
         assert tier.put([block(i, {BLOCK}) for i in range(3)], durable=True) == [True] * 3
         assert tier.delete([block(1)[0]]) == 1

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from tiers.remote_config import RemoteTierConfig, parse_nodes
+from asymcache.tiers.remote_config import RemoteTierConfig, parse_nodes
 
 
 def test_nodes_accept_text_sequences_and_ipv6() -> None:

@@ -13,6 +13,9 @@ from pathlib import Path
 
 from redis.crc import key_slot
 
+from asymcache.tiers.remote import RemoteTier
+from asymcache.tiers.remote_config import RemoteTierConfig
+from asymcache.tiers.remote_local import LocalRedisCluster
 from tests.redis_cluster import (  # noqa: F401
     fresh_cluster,
     idle_cluster,
@@ -21,9 +24,6 @@ from tests.redis_cluster import (  # noqa: F401
     wait_until,
 )
 from tests.tiers.conftest import block
-from tiers.remote import RemoteTier
-from tiers.remote_config import RemoteTierConfig
-from tiers.remote_local import LocalRedisCluster
 
 TIMEOUT_S = 1.0  # generous: a loaded CI machine must not time out a live node
 STALL_BOUND_S = 10 * TIMEOUT_S

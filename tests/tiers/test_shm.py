@@ -9,9 +9,9 @@ import time
 import numpy as np
 import pytest
 
+from asymcache.tiers.cpu import CpuTier
+from asymcache.tiers.shm import attach
 from tests.tiers.conftest import block, finish, run_child
-from tiers.cpu import CpuTier
-from tiers.shm import attach
 
 SLOT = 64 * 1024
 _SETTLE_S = 1.0  # a resource tracker unlinks within milliseconds of its process's exit
@@ -37,7 +37,7 @@ def test_a_child_attaches_writes_a_slot_and_exits_and_segment_and_bytes_survive(
         slot = tier.reserve(key, header)
         child = run_child(f"""
             import numpy as np
-            from tiers.shm import attach
+            from asymcache.tiers.shm import attach
             slab = attach({tier.shm_name!r}, {SLOT}, {tier.num_slots})
             data = np.random.default_rng(5).integers(0, 256, {len(payload)}, dtype=np.uint8)
             view = slab.slot({slot})
@@ -62,7 +62,7 @@ def test_a_sigkilled_attacher_does_not_take_the_segment_with_it() -> None:
     try:
         child = run_child(f"""
             import sys, time
-            from tiers.shm import attach
+            from asymcache.tiers.shm import attach
             slab = attach({tier.shm_name!r}, {SLOT}, 2)
             slab.slot(1)[:3] = b"abc"
             print("attached", flush=True)
@@ -80,7 +80,7 @@ def test_a_sigkilled_attacher_does_not_take_the_segment_with_it() -> None:
 def test_the_segment_of_a_sigkilled_creator_is_removed_by_its_resource_tracker() -> None:
     child = run_child(f"""
         import time
-        from tiers.cpu import CpuTier
+        from asymcache.tiers.cpu import CpuTier
         tier = CpuTier(capacity_bytes={SLOT}, slot_bytes={SLOT})
         print(tier.shm_name, flush=True)
         time.sleep(60)

@@ -1,4 +1,4 @@
-"""Built-in trace formats; importing this package registers them with ``ops.sim.trace``.
+"""Built-in trace formats; importing this package registers them with ``asymcache.ops.sim.trace``.
 
 * ``mooncake`` — Mooncake FAST'25 JSONL (hash ids per 512-token block), replayed as recorded.
 * ``azure`` — Azure LLM inference 2023 CSV (lengths only); sessions and shared prefixes are
@@ -10,6 +10,6 @@
 
 from __future__ import annotations
 
-from ops.sim.formats import agent, azure, chat, mooncake
+from asymcache.ops.sim.formats import agent, azure, chat, mooncake
 
 __all__ = ["agent", "azure", "chat", "mooncake"]

@@ -16,9 +16,9 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 
-from ops.sim.formats.options import apply_options
-from ops.sim.formats.synth import BlockIds, Session, SharedPrompts, lognormal_int
-from ops.sim.trace import Request, Trace, register_format
+from asymcache.ops.sim.formats.options import apply_options
+from asymcache.ops.sim.formats.synth import BlockIds, Session, SharedPrompts, lognormal_int
+from asymcache.ops.sim.trace import Request, Trace, register_format
 
 
 @dataclass(frozen=True)

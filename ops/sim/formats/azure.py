@@ -25,9 +25,9 @@ from pathlib import Path
 
 import numpy as np
 
-from ops.sim.formats.options import apply_options
-from ops.sim.formats.synth import BlockIds, Session, SharedPrompts
-from ops.sim.trace import Request, Trace, register_format
+from asymcache.ops.sim.formats.options import apply_options
+from asymcache.ops.sim.formats.synth import BlockIds, Session, SharedPrompts
+from asymcache.ops.sim.trace import Request, Trace, register_format
 
 
 @dataclass(frozen=True)

@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from ops.sim.trace import Request, Trace, register_format
+from asymcache.ops.sim.trace import Request, Trace, register_format
 
 MOONCAKE_BLOCK_TOKENS = 512  # traces/README.md: "one per 512-token block"
 

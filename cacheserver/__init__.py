@@ -1,1 +1,0 @@
-"""The AsymCache cache daemon. Torch-free; submodules are imported on demand."""

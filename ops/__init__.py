@@ -1,1 +1,0 @@
-"""Operations: the ``asymcache`` CLI, the trace simulator, benchmarks and profiling."""
