@@ -1,4 +1,4 @@
-"""The client library any engine links to: every daemon op, sync and asyncio. No torch.
+"""The client library any engine links to: every daemon op. No torch.
 
 Typical use from an engine's step loop (sync)::
 
@@ -11,8 +11,7 @@ Typical use from an engine's step loop (sync)::
     client.commit(new_refs, gpu_slots)            # blocks now in the engine's GPU pool
     client.release(keys)
 
-:class:`AsyncCacheClient` has the same methods as coroutines (``await client.lookup(keys)``) and
-allows concurrent requests. Every op takes ``timeout_s`` from the constructor and raises
+Every op takes ``timeout_s`` from the constructor and raises
 :class:`DaemonUnavailable` when the daemon does not answer in time; after that, calls fail fast
 (no waiting) until a reconnect backoff (50 ms doubling to 2 s) has passed, so an engine falls back
 to local LRU and keeps serving. On reconnect the client PINGs; if the daemon's epoch changed (it
@@ -26,23 +25,21 @@ Refusals raise :class:`DaemonError` (``code``, ``message``; :class:`BusyError` a
 
 Heartbeats: a daemon drops the leases of an engine silent for its ``lease_timeout_s``. Any
 request counts; the sync client also pings from a background thread (its own socket) every third
-of the timeout unless ``heartbeat=False``, and the async client from a task.
+of the timeout unless ``heartbeat=False``.
 """
 
 from __future__ import annotations
 
-import asyncio
 import threading
 import time
 from collections.abc import Callable
 from typing import Any
 
 import zmq
-import zmq.asyncio
 
 from asymcache.cacheserver import protocol as p
 from asymcache.cacheserver.blocks import KVLayout
-from asymcache.cacheserver.protocol.sockets import AsyncDealerSocket, ClientCurve, DealerSocket
+from asymcache.cacheserver.protocol.sockets import ClientCurve, DealerSocket
 from asymcache.engine.client_ops import (
     BusyError,
     CacheClientError,
@@ -62,7 +59,7 @@ from asymcache.engine.client_ops import (
 )
 
 __all__ = [
-    "AsyncCacheClient", "BusyError", "CacheClient", "CacheClientError", "DaemonError",
+    "BusyError", "CacheClient", "CacheClientError", "DaemonError",
     "DaemonUnavailable", "HeldBlocks", "LookupResult", "NotRegisteredError", "PutResult",
     "Registration", "StaleSlotError", "Victim",
 ]
@@ -165,118 +162,3 @@ class CacheClient(ClientBase):
 
     def __exit__(self, *exc: object) -> None:
         self.close()
-
-
-class AsyncCacheClient(ClientBase):
-    """asyncio client: the same ops as coroutines; requests may run concurrently."""
-
-    def __init__(self, endpoint: str, *, engine_id: str | None = None, timeout_s: float = 5.0,
-                 curve: ClientCurve | None = None, heartbeat: bool = True,
-                 context: zmq.asyncio.Context | None = None) -> None:
-        super().__init__(endpoint, engine_id, timeout_s, curve)
-        self._ctx = context or zmq.asyncio.Context.instance()
-        self._sock: AsyncDealerSocket | None = None
-        self._reader: asyncio.Task | None = None
-        self._pending: dict[int, asyncio.Future] = {}
-        self._heartbeat = heartbeat
-        self._hb_task: asyncio.Task | None = None
-        self._connecting = asyncio.Lock()
-
-    async def hello(self, model_fingerprint: str, layout: KVLayout, gpu_slots: int,
-                    held: HeldBlocks | None = None) -> Registration:
-        """See :meth:`CacheClient.hello`."""
-        self._hello = HelloParams(model_fingerprint, layout, gpu_slots, held)
-        reg = await self._call(self._hello.message(self.engine_id), registration_of)
-        if self._heartbeat and self._hb_task is None:
-            self._hb_task = asyncio.get_running_loop().create_task(
-                self._beat(max(reg.lease_timeout_s / 3, 0.05)))
-        return reg
-
-    async def _call(self, msg: p.Message, post: Callable[[Any], Any]) -> Any:
-        if self._stale or self._sock is None:
-            async with self._connecting:  # one reconnect at a time (requests, heartbeat)
-                if self._stale or self._sock is None:
-                    await self._reconnect()
-        reply = await self._request(msg)
-        if (isinstance(reply, p.ErrorReply) and reply.code == p.ErrorCode.NOT_REGISTERED
-                and self._hello is not None and msg.OP != "hello"):
-            await self._request_ok(self._hello.message(self.engine_id))
-            reply = await self._request(msg)
-        return self._reply(reply, post)
-
-    async def _request(self, msg: p.Message) -> p.Reply:
-        self._check_backoff()
-        assert self._sock is not None
-        rid = next(self._rid)
-        fut = asyncio.get_running_loop().create_future()
-        self._pending[rid] = fut
-        try:
-            await self._sock.send(msg.to_wire(rid))
-            reply = await asyncio.wait_for(fut, self.timeout_s)
-        except TimeoutError:
-            raise self._went_down() from None
-        finally:
-            self._pending.pop(rid, None)
-        if isinstance(reply, p.HelloReply):
-            self._registered(reply)
-        self._came_back()
-        return reply
-
-    async def _request_ok(self, msg: p.Message) -> p.Message:
-        reply = await self._request(msg)
-        if isinstance(reply, p.ErrorReply):
-            raise_for(reply)
-        return reply
-
-    async def _read(self, sock: AsyncDealerSocket) -> None:
-        while True:
-            frames = await sock.recv()
-            try:
-                rid, reply = p.decode_reply(frames)
-            except p.ProtocolError:
-                continue  # not a reply we can match to a request
-            fut = self._pending.get(rid)
-            if fut is not None and not fut.done():
-                fut.set_result(reply)
-
-    async def _reconnect(self) -> None:
-        self._check_backoff()
-        self._close_socket()
-        self._sock = AsyncDealerSocket(self._ctx, self.endpoint, self.routing_id, self.curve)
-        self._reader = asyncio.get_running_loop().create_task(self._read(self._sock))
-        self._stale = False
-        if self._hello is None:
-            return
-        pong = await self._request(p.Ping(engine_id=self.engine_id))
-        reg = self.registration
-        if reg is None or getattr(pong, "epoch", None) != reg.epoch:
-            await self._request_ok(self._hello.message(self.engine_id))
-
-    async def _beat(self, period: float) -> None:
-        while True:
-            await asyncio.sleep(period)
-            try:
-                await self.ping()
-            except CacheClientError:
-                continue  # the next request reconnects; leases may have lapsed meanwhile
-
-    def _close_socket(self) -> None:
-        if self._reader is not None:
-            self._reader.cancel()
-            self._reader = None
-        if self._sock is not None:
-            self._sock.close()
-            self._sock = None
-
-    async def close(self) -> None:
-        if self._hb_task is not None:
-            self._hb_task.cancel()
-            self._hb_task = None
-        self._close_socket()
-        self._close_slab()
-
-    async def __aenter__(self) -> AsyncCacheClient:
-        return self
-
-    async def __aexit__(self, *exc: object) -> None:
-        await self.close()

@@ -107,8 +107,7 @@ class HelloParams:
 
 
 class _Ops:
-    """The ops, shared by both clients. ``_call(msg, post)`` returns ``post(reply)`` (sync) or a
-    coroutine of it (async)."""
+    """The ops. ``_call(msg, post)`` sends ``msg`` and returns ``post(reply)``."""
 
     engine_id: str
     _call: Callable[[p.Message, Callable[[Any], Any]], Any]

@@ -16,13 +16,13 @@ from typing import TYPE_CHECKING
 
 from prometheus_client import CollectorRegistry
 
+from asymcache.engine.assembly import EngineParts, build_parts
 from asymcache.engine.config import EngineConfig
 from asymcache.engine.detokenizer import Detokenizer, finish_reason
 from asymcache.engine.metrics import EngineMetrics, EngineState, EngineStateCollector
 from asymcache.engine.request import Request, RequestStats, Status
 from asymcache.engine.sampling import Sampler, SamplingParams, make_generator
 from asymcache.engine.scheduler import ScheduledSeq, Scheduler
-from asymcache.engine.setup import EngineParts, build_parts
 
 if TYPE_CHECKING:
     import torch

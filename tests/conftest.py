@@ -12,7 +12,15 @@ import os
 if os.environ.get("ASYMCACHE_TEST_CUDA") != "1":
     os.environ.setdefault("TRITON_INTERPRET", "1")
 
+from collections.abc import Iterator
+from pathlib import Path
+
 import pytest
+
+from tests.daemons import ENGINE, SMALL, DaemonFactory
+
+# The Redis Cluster fixtures, registered here for every test (pytest finds fixtures by name).
+from tests.redis_cluster import fresh_cluster, idle_cluster, redis_cluster  # noqa: F401
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
@@ -27,3 +35,23 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     if len(keep) != len(items):
         config.hook.pytest_deselected(items=[i for i in items if "full" in i.keywords])
         items[:] = keep
+
+
+@pytest.fixture
+def start_daemon(tmp_path: Path) -> Iterator[DaemonFactory]:
+    """``start_daemon(**flags)``: a real daemon with the daemon tests' small tiers."""
+    factory = DaemonFactory(tmp_path, SMALL)
+    try:
+        yield factory
+    finally:
+        factory.close()
+
+
+@pytest.fixture
+def daemons(tmp_path: Path) -> Iterator[DaemonFactory]:
+    """``daemons.start(**flags)``: a real daemon sized for the built-in model, on one endpoint."""
+    factory = DaemonFactory(tmp_path, ENGINE)
+    try:
+        yield factory
+    finally:
+        factory.close()

@@ -1,6 +1,6 @@
 """Pytest fixtures: a real Redis Cluster of three masters on loopback (``tiers/remote_local.py``).
 
-Import the fixtures into a test module (``from tests.redis_cluster import redis_cluster``):
+The fixtures are registered for every test in ``tests/conftest.py``:
 
 * ``redis_cluster`` — one cluster per test module, for tests that do not break it (each test
   uses its own key prefix, see :func:`unique_prefix`);

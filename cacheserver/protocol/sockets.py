@@ -1,4 +1,4 @@
-"""Client-side socket roles: a DEALER connection, sync and asyncio, optionally CURVE-secured.
+"""Client-side socket role: a DEALER connection, optionally CURVE-secured.
 
 Each wrapper hides connect/poll details and speaks in frames (``list`` of bytes-like objects):
 the header frame arrives as ``bytes`` and payload frames as zero-copy ``memoryview`` s. The
@@ -10,7 +10,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import zmq
-import zmq.asyncio
 
 from asymcache.cacheserver.protocol.framing import Buffer
 
@@ -40,7 +39,7 @@ class ClientCurve:
 
 def _dealer(ctx: zmq.Context, endpoint: str, routing_id: bytes | None,
             curve: ClientCurve | None) -> zmq.Socket:
-    """A DEALER of ``ctx`` (sync or asyncio), configured, connected to ``endpoint``."""
+    """A DEALER of ``ctx``, configured, connected to ``endpoint``."""
     sock = ctx.socket(zmq.DEALER)
     sock.setsockopt(zmq.LINGER, 0)
     if routing_id:
@@ -86,24 +85,6 @@ class DealerSocket:
         if not self._sock.poll(max(0, int(timeout_s * 1000)), zmq.POLLIN):
             return None
         return split_frames(self._sock.recv_multipart(copy=False))
-
-    def close(self) -> None:
-        self._sock.close(linger=0)
-
-
-class AsyncDealerSocket:
-    """An asyncio DEALER connected to the daemon (use from one event loop)."""
-
-    def __init__(self, ctx: zmq.asyncio.Context, endpoint: str, routing_id: bytes | None = None,
-                 curve: ClientCurve | None = None) -> None:
-        self.endpoint = endpoint
-        self._sock = _dealer(ctx, endpoint, routing_id, curve)
-
-    async def send(self, frames: list[Buffer]) -> None:
-        await self._sock.send_multipart(frames, copy=sum(map(len, frames)) < _ZERO_COPY_MIN)
-
-    async def recv(self) -> list[Buffer]:
-        return split_frames(await self._sock.recv_multipart(copy=False))
 
     def close(self) -> None:
         self._sock.close(linger=0)

@@ -2,7 +2,7 @@
 (streaming by server-sent events), ``/v1/models``, ``/health`` and ``/metrics``.
 
 A bad request (malformed JSON, a wrong or unknown field, an over-long prompt, more than
-``protocol.MAX_PROMPTS`` prompts, an unsupported option, an unknown model) gets a 4xx with an
+``openai_schema.MAX_PROMPTS`` prompts, an unsupported option, an unknown model) gets a 4xx with an
 OpenAI-style error body saying what was wrong, and the server keeps serving. While
 ``EngineConfig.max_waiting_requests`` requests wait to start, a new one gets 429 (with
 ``Retry-After: 1``) and the reason. A client that disconnects while streaming aborts its
@@ -27,7 +27,7 @@ from asymcache.engine.async_engine import AsyncEngine, EngineBusyError, EngineDe
 from asymcache.engine.engine import RequestOutput
 from asymcache.engine.sampling import SamplingParams
 from asymcache.engine.server import responses as R
-from asymcache.engine.server.protocol import ChatCompletionRequest, CompletionRequest
+from asymcache.engine.server.openai_schema import ChatCompletionRequest, CompletionRequest
 
 
 @dataclass(frozen=True)

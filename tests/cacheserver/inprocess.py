@@ -23,7 +23,7 @@ import zmq
 from asymcache.cacheserver import protocol as p
 from asymcache.cacheserver.config import ServerConfig
 from asymcache.cacheserver.server import CacheServer
-from tests.cacheserver.daemon_fixtures import SMALL
+from tests.daemons import SMALL
 
 _STEP_S = 0.01
 

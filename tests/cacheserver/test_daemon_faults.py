@@ -12,13 +12,12 @@ from tests.cacheserver.daemon_fixtures import (
     make_refs,
     payload,
     registered_client,
-    start_daemon,  # noqa: F401 - fixture
 )
 from tests.tiers.conftest import held_write_lock
 
 
 def test_a_full_disk_write_queue_refuses_demotions_and_the_daemon_keeps_answering(
-        start_daemon, tmp_path) -> None:  # noqa: F811
+        start_daemon, tmp_path) -> None:
     value = value_bytes(BlockHeader(bytes(16), bytes(16), 0, LAYOUT.canonical(), BLOCK_BYTES, 0))
     # 2 CPU slots; the disk's write queue holds two blocks' values
     d = start_daemon(cpu_bytes="16KiB", disk_queue_bytes=2 * value + value // 2)

@@ -13,14 +13,13 @@ from tests.cacheserver.daemon_fixtures import (
     LAYOUT,
     make_refs,
     payload,
-    start_daemon,  # noqa: F401 - fixture
 )
 
 MISS, GPU, CPU, DISK = Where.MISS, Where.GPU, Where.CPU, Where.DISK
 
 
 @pytest.fixture
-def client(start_daemon):  # noqa: F811
+def client(start_daemon):
     d = start_daemon()
     with CacheClient(d.endpoint, engine_id="eng", timeout_s=10, heartbeat=False) as c:
         yield c
@@ -102,7 +101,7 @@ def test_put_with_a_wrong_payload_size_is_refused_with_bad_field(client: CacheCl
         client.put(make_refs(1), [b"x" * 10])
 
 
-def test_promote_brings_disk_blocks_to_cpu(start_daemon) -> None:  # noqa: F811
+def test_promote_brings_disk_blocks_to_cpu(start_daemon) -> None:
     d = start_daemon(cpu_bytes="16KiB")  # two CPU slots: the third PUT demotes to disk
     refs = make_refs(3)
     keys = [r.key for r in refs]
@@ -121,7 +120,7 @@ def test_promote_brings_disk_blocks_to_cpu(start_daemon) -> None:  # noqa: F811
         assert c.promote([make_refs(1, salt="none")[0].key]) == [-1]
 
 
-def test_pin_keeps_blocks_resident_and_unpin_lets_them_go(start_daemon) -> None:  # noqa: F811
+def test_pin_keeps_blocks_resident_and_unpin_lets_them_go(start_daemon) -> None:
     d = start_daemon(cpu_bytes="16KiB", disk_bytes=0)
     refs = make_refs(4)
     keys = [r.key for r in refs]
@@ -148,7 +147,7 @@ def test_stats_reports_tiers_and_counters(client: CacheClient) -> None:
     assert stats["tiers"]["cpu"]["capacity_blocks"] == 32
 
 
-def test_default_policy_asym_with_cost_preset_serves_and_evicts(start_daemon) -> None:  # noqa: F811
+def test_default_policy_asym_with_cost_preset_serves_and_evicts(start_daemon) -> None:
     from asymcache.cacheserver.config import ServerConfig
 
     cfg = ServerConfig()
@@ -171,7 +170,7 @@ def test_default_policy_asym_with_cost_preset_serves_and_evicts(start_daemon) ->
         assert all(bytes(g) == payload(r) for g, r in zip(got, refs, strict=True) if g)
 
 
-def test_engines_past_max_engines_get_a_capacity_error(start_daemon) -> None:  # noqa: F811
+def test_engines_past_max_engines_get_a_capacity_error(start_daemon) -> None:
     d = start_daemon(max_engines=1, disk_bytes=0)
     with CacheClient(d.endpoint, engine_id="one", timeout_s=10, heartbeat=False) as a, \
             CacheClient(d.endpoint, engine_id="two", timeout_s=10, heartbeat=False) as b:
@@ -182,7 +181,7 @@ def test_engines_past_max_engines_get_a_capacity_error(start_daemon) -> None:  #
         assert a.stats()["engines"] == 1
 
 
-def test_a_ttl_pin_lapses_by_itself(start_daemon) -> None:  # noqa: F811
+def test_a_ttl_pin_lapses_by_itself(start_daemon) -> None:
     d = start_daemon(cpu_bytes="16KiB", disk_bytes=0)
     refs = make_refs(3)
     with CacheClient(d.endpoint, engine_id="eng", timeout_s=10, heartbeat=False) as c:
@@ -194,7 +193,7 @@ def test_a_ttl_pin_lapses_by_itself(start_daemon) -> None:  # noqa: F811
         assert c.put(refs[2:], [payload(refs[2])]).stored == [True]
 
 
-def test_write_through_puts_committed_cpu_blocks_on_disk(start_daemon) -> None:  # noqa: F811
+def test_write_through_puts_committed_cpu_blocks_on_disk(start_daemon) -> None:
     d = start_daemon(disk_write_through="true")
     refs = make_refs(2)
     with CacheClient(d.endpoint, engine_id="eng", timeout_s=10, heartbeat=False) as c:

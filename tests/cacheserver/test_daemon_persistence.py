@@ -10,7 +10,6 @@ from tests.cacheserver.daemon_fixtures import (
     make_refs,
     payload,
     registered_client,
-    start_daemon,  # noqa: F401 - fixture
 )
 
 
@@ -27,7 +26,7 @@ def _get(endpoint: str, refs: list) -> list:
         return [None if g is None else bytes(g) for g in c.get([r.key for r in refs])]
 
 
-def test_durable_put_survives_a_graceful_restart(start_daemon, tmp_path) -> None:  # noqa: F811
+def test_durable_put_survives_a_graceful_restart(start_daemon, tmp_path) -> None:
     d = start_daemon()
     refs = _put_durable(d.endpoint, 5)
     assert d.stop() == 0
@@ -37,7 +36,7 @@ def test_durable_put_survives_a_graceful_restart(start_daemon, tmp_path) -> None
         assert c.lookup([r.key for r in refs], lease=False).where == [Where.DISK] * 5
 
 
-def test_durable_put_survives_sigkill(start_daemon, tmp_path) -> None:  # noqa: F811
+def test_durable_put_survives_sigkill(start_daemon, tmp_path) -> None:
     d = start_daemon()
     refs = _put_durable(d.endpoint, 4)
     d.kill()
@@ -45,7 +44,7 @@ def test_durable_put_survives_sigkill(start_daemon, tmp_path) -> None:  # noqa: 
     assert _get(d2.endpoint, refs) == [payload(r) for r in refs]
 
 
-def test_graceful_stop_flushes_pending_disk_writes(start_daemon, tmp_path) -> None:  # noqa: F811
+def test_graceful_stop_flushes_pending_disk_writes(start_daemon, tmp_path) -> None:
     d = start_daemon(cpu_bytes="16KiB")  # 2 CPU slots: PUTs beyond them demote to disk
     refs = make_refs(6)
     with registered_client(d.endpoint) as c:
@@ -70,7 +69,7 @@ def _corrupt_one_value(data_dir, key: bytes) -> None:
         env.close()
 
 
-def test_corrupted_disk_value_is_a_counted_miss(start_daemon, tmp_path) -> None:  # noqa: F811
+def test_corrupted_disk_value_is_a_counted_miss(start_daemon, tmp_path) -> None:
     d = start_daemon()
     refs = _put_durable(d.endpoint, 3)
     d.stop()
@@ -83,7 +82,7 @@ def test_corrupted_disk_value_is_a_counted_miss(start_daemon, tmp_path) -> None:
         assert c.lookup([refs[1].key], lease=False).where == [Where.MISS]  # forgotten
 
 
-def test_full_disk_evicts_to_stay_within_capacity(start_daemon) -> None:  # noqa: F811
+def test_full_disk_evicts_to_stay_within_capacity(start_daemon) -> None:
     d = start_daemon(cpu_bytes="16KiB", disk_bytes="64KiB")
     refs = make_refs(40)
     with registered_client(d.endpoint) as c:
@@ -98,7 +97,7 @@ def test_full_disk_evicts_to_stay_within_capacity(start_daemon) -> None:  # noqa
         assert got == [payload(r) if ok else None for r, ok in zip(refs, put.stored, strict=True)]
 
 
-def test_durable_put_that_fits_is_durable_and_every_block_stored(start_daemon) -> None:  # noqa: F811
+def test_durable_put_that_fits_is_durable_and_every_block_stored(start_daemon) -> None:
     d = start_daemon(cpu_bytes="16KiB", disk_bytes="64KiB")
     refs = make_refs(5)
     with registered_client(d.endpoint) as c:
@@ -107,7 +106,7 @@ def test_durable_put_that_fits_is_durable_and_every_block_stored(start_daemon) -
         assert c.stats()["tiers"]["disk"]["blocks"] == 5
 
 
-def test_full_lmdb_map_refuses_cleanly_and_keeps_serving(start_daemon) -> None:  # noqa: F811
+def test_full_lmdb_map_refuses_cleanly_and_keeps_serving(start_daemon) -> None:
     d = start_daemon(disk_bytes="64MiB", disk_map_bytes="64KiB")
     refs = make_refs(30)
     with registered_client(d.endpoint) as c:

@@ -25,12 +25,8 @@ from tests.cacheserver.daemon_fixtures import (
     free_port,
     make_refs,
     payload,
-    start_daemon,  # noqa: F401 - fixture
 )
-from tests.redis_cluster import (  # noqa: F401 - fixtures
-    fresh_cluster,
-    idle_cluster,
-    redis_cluster,
+from tests.redis_cluster import (
     unique_prefix,
     wait_until,
 )
@@ -78,7 +74,7 @@ def two_hosts(start, tmp_path: Path, flags: dict) -> tuple[CacheClient, CacheCli
 
 
 def test_a_block_committed_on_one_host_is_promoted_with_identical_bytes_on_another(
-        start_daemon, redis_cluster: LocalRedisCluster, tmp_path: Path) -> None:  # noqa: F811
+        start_daemon, redis_cluster: LocalRedisCluster, tmp_path: Path) -> None:
     port = free_port()
     a = start_daemon(data_dir=tmp_path / "a", **remote_flags(redis_cluster, unique_prefix()))
     flags = remote_flags(redis_cluster, a.flags["remote_prefix"], metrics_port=port)
@@ -108,7 +104,7 @@ def test_a_block_committed_on_one_host_is_promoted_with_identical_bytes_on_anoth
 
 
 def test_two_cache_salts_never_see_each_others_blocks_across_hosts(
-        start_daemon, redis_cluster: LocalRedisCluster, tmp_path: Path) -> None:  # noqa: F811
+        start_daemon, redis_cluster: LocalRedisCluster, tmp_path: Path) -> None:
     flags = remote_flags(redis_cluster, unique_prefix())
     ca, cb, _ = two_hosts(start_daemon, tmp_path, flags)
     with ca, cb:
@@ -122,7 +118,7 @@ def test_two_cache_salts_never_see_each_others_blocks_across_hosts(
 
 
 def test_corrupted_remote_value_is_a_miss_and_counted(
-        start_daemon, redis_cluster: LocalRedisCluster, tmp_path: Path) -> None:  # noqa: F811
+        start_daemon, redis_cluster: LocalRedisCluster, tmp_path: Path) -> None:
     flags = remote_flags(redis_cluster, unique_prefix())
     ca, cb, _ = two_hosts(start_daemon, tmp_path, flags)
     with ca, cb:
@@ -149,7 +145,7 @@ def _node_of(cluster: LocalRedisCluster, rkey: bytes) -> int:
 
 
 def test_killed_node_misses_its_slots_while_the_rest_hit_and_the_daemon_serves(
-        start_daemon, fresh_cluster: LocalRedisCluster, tmp_path: Path) -> None:  # noqa: F811
+        start_daemon, fresh_cluster: LocalRedisCluster, tmp_path: Path) -> None:
     flags = remote_flags(fresh_cluster, "kill:")
     ca, cb, _ = two_hosts(start_daemon, tmp_path, flags)
     with ca, cb:
@@ -171,7 +167,7 @@ def test_killed_node_misses_its_slots_while_the_rest_hit_and_the_daemon_serves(
 
 
 def test_cluster_down_at_daemon_start_is_picked_up_when_it_comes(
-        start_daemon, idle_cluster: LocalRedisCluster, tmp_path: Path) -> None:  # noqa: F811
+        start_daemon, idle_cluster: LocalRedisCluster, tmp_path: Path) -> None:
     flags = remote_flags(idle_cluster, "late:")
     a = start_daemon(data_dir=tmp_path / "a", **flags)
     with client(a.endpoint, "engine-a") as ca:
@@ -194,7 +190,7 @@ def test_cluster_down_at_daemon_start_is_picked_up_when_it_comes(
 
 
 def test_cpu_victims_are_demoted_to_the_remote_tier_and_promoted_back(
-        start_daemon, redis_cluster: LocalRedisCluster, tmp_path: Path) -> None:  # noqa: F811
+        start_daemon, redis_cluster: LocalRedisCluster, tmp_path: Path) -> None:
     flags = remote_flags(redis_cluster, unique_prefix(), remote_write_through="false",
                          cpu_bytes="16KiB", disk_bytes=0)  # two CPU slots, no disk
     a = start_daemon(data_dir=tmp_path / "a", **flags)

@@ -20,7 +20,6 @@ from tests.cacheserver.daemon_fixtures import (
     LAYOUT,
     make_refs,
     payload,
-    start_daemon,  # noqa: F401 - fixture
 )
 
 
@@ -62,7 +61,7 @@ MALFORMED = [
 @pytest.mark.parametrize(("frames", "code"), MALFORMED, ids=[m[1] + str(i) for i, m in
                                                              enumerate(MALFORMED)])
 def test_malformed_request_gets_error_reply_and_next_request_is_served(
-    start_daemon, frames: list[bytes], code: p.ErrorCode  # noqa: F811
+    start_daemon, frames: list[bytes], code: p.ErrorCode
 ) -> None:
     d = start_daemon()
     sock = DealerSocket(zmq.Context.instance(), d.endpoint)
@@ -77,7 +76,7 @@ def test_malformed_request_gets_error_reply_and_next_request_is_served(
         sock.close()
 
 
-def test_hello_with_too_big_a_block_names_the_slot_size(start_daemon) -> None:  # noqa: F811
+def test_hello_with_too_big_a_block_names_the_slot_size(start_daemon) -> None:
     d = start_daemon()
     sock = DealerSocket(zmq.Context.instance(), d.endpoint)
     try:
@@ -90,7 +89,7 @@ def test_hello_with_too_big_a_block_names_the_slot_size(start_daemon) -> None:  
 
 @pytest.mark.slow
 def test_10000_random_messages_leave_the_daemon_alive_with_flat_memory(
-    start_daemon  # noqa: F811
+    start_daemon
 ) -> None:
     d = start_daemon()
     rng = random.Random(1234)
@@ -117,7 +116,7 @@ def test_10000_random_messages_leave_the_daemon_alive_with_flat_memory(
 
 
 def test_a_flood_past_max_inflight_gets_busy_and_every_request_a_reply(
-    start_daemon  # noqa: F811
+    start_daemon
 ) -> None:
     d = start_daemon(max_inflight=4)
     sock = DealerSocket(zmq.Context.instance(), d.endpoint)
@@ -140,7 +139,7 @@ def test_a_flood_past_max_inflight_gets_busy_and_every_request_a_reply(
         sock.close()
 
 
-def test_a_second_daemon_on_a_live_endpoint_refuses_to_start(start_daemon, tmp_path) -> None:  # noqa: F811
+def test_a_second_daemon_on_a_live_endpoint_refuses_to_start(start_daemon, tmp_path) -> None:
     d = start_daemon()
     second = DaemonProcess(d.endpoint, str(tmp_path / "other"), flags={"metrics_port": 0})
     out = subprocess.run(second.command(), capture_output=True, text=True, timeout=60)
@@ -154,7 +153,7 @@ def test_a_second_daemon_on_a_live_endpoint_refuses_to_start(start_daemon, tmp_p
 
 
 def test_a_request_over_max_message_bytes_gets_too_large_naming_the_limit(
-    start_daemon  # noqa: F811
+    start_daemon
 ) -> None:
     # every frame is within its own limit (a block <= one 8 KiB slot, a 4 KiB header); the
     # five blocks together (20 KiB and a header) are over the message's

@@ -24,11 +24,10 @@ from tests.cacheserver.daemon_fixtures import (
     make_refs,
     payload,
     registered_client,
-    start_daemon,  # noqa: F401 - fixture
 )
 
 
-def test_two_cache_salts_never_see_each_others_blocks(start_daemon) -> None:  # noqa: F811
+def test_two_cache_salts_never_see_each_others_blocks(start_daemon) -> None:
     d = start_daemon(cpu_bytes="16KiB")  # 2 CPU slots: blocks spill to disk too
     a, b = make_refs(5, salt="tenant-a"), make_refs(5, salt="tenant-b")  # same tokens
     assert not {r.key for r in a} & {r.key for r in b}
@@ -57,7 +56,7 @@ _WRITER = textwrap.dedent("""
 """)
 
 
-def test_two_client_processes_share_a_block_through_the_cpu_tier(start_daemon) -> None:  # noqa: F811
+def test_two_client_processes_share_a_block_through_the_cpu_tier(start_daemon) -> None:
     d = start_daemon()
     out = subprocess.run([sys.executable, "-c", _WRITER, d.endpoint], capture_output=True,
                          text=True, timeout=60, check=True)
@@ -84,7 +83,7 @@ _LEASER = textwrap.dedent("""
 """)
 
 
-def test_leases_of_a_killed_client_expire(start_daemon) -> None:  # noqa: F811
+def test_leases_of_a_killed_client_expire(start_daemon) -> None:
     d = start_daemon(cpu_bytes="16KiB", disk_bytes=0, lease_timeout_s=1.0)
     refs = make_refs(2)
     with registered_client(d.endpoint, "owner") as c:
@@ -116,7 +115,7 @@ def _registered(sock: DealerSocket, engine_id: str) -> bool:
 
 
 def test_only_the_registering_socket_or_its_heartbeat_socket_keeps_an_engine_alive(
-        start_daemon) -> None:  # noqa: F811
+        start_daemon) -> None:
     d = start_daemon(lease_timeout_s=1)
     ctx = zmq.Context.instance()
     stranger = DealerSocket(ctx, d.endpoint)  # any other socket, naming engine "a"
@@ -136,7 +135,7 @@ def test_only_the_registering_socket_or_its_heartbeat_socket_keeps_an_engine_ali
             beat_b.close()
 
 
-def test_eviction_keeps_every_tier_within_capacity(start_daemon) -> None:  # noqa: F811
+def test_eviction_keeps_every_tier_within_capacity(start_daemon) -> None:
     # blocks of one CPU slot each: the stated capacities are exactly what the tiers hold
     d = start_daemon(cpu_bytes="16KiB", cpu_slot_bytes="4KiB", disk_bytes="96KiB")
     refs = make_refs(60)
@@ -157,7 +156,7 @@ def test_eviction_keeps_every_tier_within_capacity(start_daemon) -> None:  # noq
         assert tiers["cpu"]["demotions"] > 0 and tiers["disk"]["evictions"] > 0
 
 
-def test_disk_capacity_is_counted_in_blocks_of_one_cpu_slot(start_daemon) -> None:  # noqa: F811
+def test_disk_capacity_is_counted_in_blocks_of_one_cpu_slot(start_daemon) -> None:
     # the default sizes: 16 GiB of disk holds 8,175 blocks of 2 MiB (513 LMDB pages + index
     # overhead each), not 16 GiB over the entry of an empty block (~38 million)
     d = start_daemon(cpu_bytes="4MiB", cpu_slot_bytes="2MiB", disk_bytes="16GiB",
@@ -181,7 +180,7 @@ def certs(tmp_path):
             "bad": bad_sec, "allowed": str(allowed)}
 
 
-def test_curve_refuses_clients_without_allowed_keys(start_daemon, certs) -> None:  # noqa: F811
+def test_curve_refuses_clients_without_allowed_keys(start_daemon, certs) -> None:
     endpoint = f"tcp://127.0.0.1:{free_port()}"
     good = ClientCurve.from_files(certs["server_pub"], certs["good"])
     start_daemon(endpoint=endpoint, curve=good, curve_secret_key_file=certs["server_sec"],
@@ -201,7 +200,7 @@ def _metrics(port: int) -> dict[str, float]:
                                      if ln and not ln.startswith("#"))}
 
 
-def test_metrics_show_the_counters_this_test_caused(start_daemon) -> None:  # noqa: F811
+def test_metrics_show_the_counters_this_test_caused(start_daemon) -> None:
     port = free_port()
     d = start_daemon(metrics_port=port)
     assert urllib.request.urlopen(f"http://127.0.0.1:{port}/readyz", timeout=5).status == 200

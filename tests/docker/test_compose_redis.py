@@ -22,7 +22,6 @@ from asymcache.cacheserver.config import load_config
 from asymcache.tiers.remote_local import SLOTS, LocalRedisCluster
 from tests.docker.compose import dotenv, rendered, run_compose
 from tests.docker.services import DOCKER
-from tests.redis_cluster import idle_cluster  # noqa: F401 - fixture
 
 NODES = ("redis-1", "redis-2", "redis-3")
 
@@ -95,7 +94,7 @@ exec /usr/bin/redis-cli -p $port "$@"
 
 
 def test_init_script_forms_the_cluster_and_is_a_no_op_after(
-        idle_cluster: LocalRedisCluster, tmp_path: Path) -> None:  # noqa: F811
+        idle_cluster: LocalRedisCluster, tmp_path: Path) -> None:
     if not Path("/usr/bin/redis-cli").exists():
         pytest.skip("redis-cli is not installed")
     for i in range(len(NODES)):

@@ -10,13 +10,9 @@ is always a bug, never float noise (DESIGN.md section 6).
 
 from __future__ import annotations
 
-import shutil
-import tempfile
 from collections.abc import Sequence
-from pathlib import Path
 from typing import Any
 
-from asymcache.cacheserver.launch import DaemonProcess
 from asymcache.engine.engine import RequestOutput
 from asymcache.engine.llm import LLM
 from asymcache.engine.sampling import SamplingParams
@@ -24,8 +20,6 @@ from asymcache.engine.sampling import SamplingParams
 MARGIN = 5e-4
 COST = "h100-llama3-8b"  # a preset: fetching always beats recomputing, so plans are exact
 BLOCK_BYTES = 32768  # one block of the built-in model (4 layers, 2 KV heads of 32, fp32, 16 tok)
-DAEMON_FLAGS = {"cpu_bytes": "4MiB", "cpu_slot_bytes": "32KiB", "disk_bytes": "16MiB",
-                "disk_map_bytes": "64MiB", "metrics_port": 0, "lease_timeout_s": 30}
 
 
 def make_llm(**options: Any) -> LLM:
@@ -67,26 +61,3 @@ def reference(prompts: Sequence[list[int]], max_tokens: int) -> list[list[int]]:
 def assert_same(outs: Sequence[RequestOutput], ref: Sequence[list[int]]) -> None:
     for i, (out, want) in enumerate(zip(outs, ref, strict=True)):
         assert out.token_ids == want, f"prompt {i}: tokens differ from the no-cache run"
-
-
-class Daemons:
-    """Real daemon processes for one test, on a short temporary ipc path; all stopped after."""
-
-    def __init__(self, tmp_path: Path) -> None:
-        self.tmp_path = tmp_path
-        self.ipc_dir = tempfile.mkdtemp(prefix="ace-")
-        self.endpoint = f"ipc://{self.ipc_dir}/daemon.ipc"
-        self.data_dir = str(tmp_path / "daemon-data")
-        self.procs: list[DaemonProcess] = []
-
-    def start(self, **flags: object) -> DaemonProcess:
-        proc = DaemonProcess(self.endpoint, self.data_dir, flags={**DAEMON_FLAGS, **flags},
-                             log_path=str(self.tmp_path / "daemon.log"))
-        proc.start()
-        self.procs.append(proc)
-        return proc
-
-    def close(self) -> None:
-        for proc in self.procs:
-            proc.stop()
-        shutil.rmtree(self.ipc_dir, ignore_errors=True)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import time
 
 import pytest
@@ -10,10 +9,8 @@ import pytest
 from asymcache.cacheserver.protocol import Where
 from asymcache.engine import client_ops
 from asymcache.engine.client import (
-    AsyncCacheClient,
     CacheClient,
     DaemonUnavailable,
-    NotRegisteredError,
     StaleSlotError,
 )
 from tests.cacheserver.daemon_fixtures import (
@@ -21,12 +18,11 @@ from tests.cacheserver.daemon_fixtures import (
     LAYOUT,
     make_refs,
     payload,
-    start_daemon,  # noqa: F401 - fixture
 )
 
 
 def test_restarted_daemon_gets_the_engines_keys_back_from_its_new_hello(
-    start_daemon, tmp_path  # noqa: F811
+    start_daemon, tmp_path
 ) -> None:
     d = start_daemon(disk_bytes=0)
     refs = make_refs(3)
@@ -43,7 +39,7 @@ def test_restarted_daemon_gets_the_engines_keys_back_from_its_new_hello(
 
 
 def test_unreachable_daemon_fails_fast_during_backoff_then_reconnects(
-    start_daemon, monkeypatch  # noqa: F811
+    start_daemon, monkeypatch
 ) -> None:
     d = start_daemon(disk_bytes=0)
     with CacheClient(d.endpoint, engine_id="eng", timeout_s=0.5, heartbeat=False) as c:
@@ -72,7 +68,7 @@ def test_unreachable_daemon_fails_fast_during_backoff_then_reconnects(
                 time.sleep(0.1)
 
 
-def test_heartbeat_thread_keeps_leases_past_the_lease_timeout(start_daemon) -> None:  # noqa: F811
+def test_heartbeat_thread_keeps_leases_past_the_lease_timeout(start_daemon) -> None:
     d = start_daemon(lease_timeout_s=0.6, disk_bytes=0)
     refs = make_refs(2)
     with CacheClient(d.endpoint, engine_id="beating", timeout_s=5) as c, \
@@ -85,37 +81,7 @@ def test_heartbeat_thread_keeps_leases_past_the_lease_timeout(start_daemon) -> N
         assert c.release([r.key for r in refs]) == 2
 
 
-def test_async_client_runs_every_op_concurrently(start_daemon) -> None:  # noqa: F811
-    d = start_daemon()
-    refs = make_refs(4)
-    keys = [r.key for r in refs]
-
-    async def main() -> None:
-        async with AsyncCacheClient(d.endpoint, engine_id="aio", timeout_s=5) as c:
-            with pytest.raises(NotRegisteredError):
-                await c.lookup(keys)
-            await c.hello("test-model", LAYOUT, gpu_slots=4)
-            assert await c.commit(refs[:2], [0, 1]) == [True, True]
-            put = await c.put(refs[2:], [payload(r) for r in refs[2:]], durable=True)
-            assert put.durable
-            results = await asyncio.gather(*(c.lookup(keys, lease=False) for _ in range(8)))
-            assert all(r.where == [Where.GPU] * 2 + [Where.CPU] * 2 for r in results)
-            victims = await c.allocate(1)
-            assert len(victims) == 1 and victims[0].demote_to >= 0
-            c.cpu_slot(victims[0].demote_to)[:BLOCK_BYTES] = payload(refs[0])
-            got = await c.get(keys[2:])
-            assert [bytes(g) for g in got] == [payload(r) for r in refs[2:]]
-            assert await c.promote(keys[2:]) == (await c.lookup(keys[2:])).slots
-            assert await c.release(everything=True) == 4
-            assert (await c.pin(keys, ttl_s=5), await c.unpin(keys)) == (4, 4)
-            assert await c.flush() == 2
-            assert (await c.stats())["engines"] == 1
-            assert (await c.ping()).registered
-
-    asyncio.run(main())
-
-
-def test_a_cpu_slot_from_before_a_re_hello_is_refused_as_stale(start_daemon) -> None:  # noqa: F811
+def test_a_cpu_slot_from_before_a_re_hello_is_refused_as_stale(start_daemon) -> None:
     d = start_daemon(disk_bytes=0)
     refs = make_refs(1)
     with CacheClient(d.endpoint, engine_id="eng", timeout_s=5, heartbeat=False) as c:

@@ -15,7 +15,6 @@ from tests.cacheserver.daemon_fixtures import (
     LAYOUT,
     make_refs,
     payload,
-    start_daemon,  # noqa: F401 - fixture
 )
 from tests.engine.engine_fixtures import assert_same, corpus_ids, greedy, make_llm, reference
 
@@ -39,7 +38,7 @@ def test_a_commit_without_lease_sends_no_lease_field() -> None:
     assert Commit(tier="gpu", blocks=refs, slots=[0], lease=True).header_fields()["lease"]
 
 
-def test_blocks_committed_with_lease_are_never_victims_until_released(start_daemon) -> None:  # noqa: F811
+def test_blocks_committed_with_lease_are_never_victims_until_released(start_daemon) -> None:
     d = start_daemon(disk_bytes=0)
     refs = make_refs(4)
     with _client(d.endpoint, "eng") as c:
@@ -57,7 +56,7 @@ def test_blocks_committed_with_lease_are_never_victims_until_released(start_daem
         assert c.stats()["tiers"]["gpu"]["hits"] == 0  # commits are no lookups
 
 
-def test_commit_leases_end_with_the_engines_session(start_daemon) -> None:  # noqa: F811
+def test_commit_leases_end_with_the_engines_session(start_daemon) -> None:
     d = start_daemon(disk_bytes=0, lease_timeout_s=0.6)
     with _client(d.endpoint, "silent") as c, CacheClient(d.endpoint, heartbeat=False) as w:
         c.commit(make_refs(3), [0, 1, 2], lease=True)
@@ -68,7 +67,7 @@ def test_commit_leases_end_with_the_engines_session(start_daemon) -> None:  # no
             time.sleep(0.1)
 
 
-def test_a_cpu_commit_with_lease_survives_cpu_pressure(start_daemon) -> None:  # noqa: F811
+def test_a_cpu_commit_with_lease_survives_cpu_pressure(start_daemon) -> None:
     d = start_daemon()  # 32 CPU slots, LRU, a disk tier below
     kept, plain = make_refs(2, start=90_000)
     with _client(d.endpoint, "eng") as c:

@@ -9,7 +9,6 @@ from pathlib import Path
 
 from asymcache.engine.client import CacheClient
 from asymcache.tiers.remote_local import LocalRedisCluster
-from tests.cacheserver.daemon_fixtures import start_daemon  # noqa: F401 - fixture
 from tests.engine.engine_fixtures import (
     BLOCK_BYTES,
     DAEMON_FLAGS,
@@ -19,7 +18,7 @@ from tests.engine.engine_fixtures import (
     make_llm,
     reference,
 )
-from tests.redis_cluster import redis_cluster, unique_prefix, wait_until  # noqa: F401 - fixture
+from tests.redis_cluster import unique_prefix, wait_until
 
 N, LEN, OUT, B = 2, 200, 12, 16
 FULL = (LEN // B) * B  # 192 tokens in full blocks; the 8 after them are always new
@@ -35,7 +34,7 @@ def _host(start, cluster: LocalRedisCluster, prefix: str, data_dir: Path) -> str
 
 
 def test_an_engine_on_host_b_reuses_blocks_an_engine_on_host_a_computed(
-        start_daemon, redis_cluster: LocalRedisCluster, tmp_path: Path) -> None:  # noqa: F811
+        start_daemon, redis_cluster: LocalRedisCluster, tmp_path: Path) -> None:
     prefix = unique_prefix()
     host_a = _host(start_daemon, redis_cluster, prefix, tmp_path / "a")
     host_b = _host(start_daemon, redis_cluster, prefix, tmp_path / "b")

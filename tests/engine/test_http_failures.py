@@ -11,7 +11,7 @@ import httpx
 import pytest
 
 from asymcache.engine.config import EngineConfig
-from asymcache.engine.server.protocol import MAX_PROMPTS
+from asymcache.engine.server.openai_schema import MAX_PROMPTS
 from tests.engine.http_inprocess import serve_in_process
 
 PROMPT = "The harbor town woke early, and the fishing boats went out before the sun rose over"

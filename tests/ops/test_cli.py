@@ -9,15 +9,13 @@ import subprocess
 import sys
 from pathlib import Path
 
-from tests.cacheserver.daemon_fixtures import start_daemon  # noqa: F401 - fixture
-
 
 def _asymcache(*args: str, timeout: float = 60) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, "-m", "asymcache.ops.cli", *args], capture_output=True,
                           text=True, timeout=timeout)
 
 
-def test_ping_exits_0_when_the_daemon_answers_and_1_when_not(start_daemon, tmp_path) -> None:  # noqa: F811
+def test_ping_exits_0_when_the_daemon_answers_and_1_when_not(start_daemon, tmp_path) -> None:
     d = start_daemon()
     ok = _asymcache("ping", "--endpoint", d.endpoint)
     assert ok.returncode == 0 and f"pong from {d.endpoint}" in ok.stdout
@@ -25,7 +23,7 @@ def test_ping_exits_0_when_the_daemon_answers_and_1_when_not(start_daemon, tmp_p
     assert down.returncode == 1 and "no answer" in down.stdout
 
 
-def test_stats_prints_a_table_and_json_for_scripts(start_daemon) -> None:  # noqa: F811
+def test_stats_prints_a_table_and_json_for_scripts(start_daemon) -> None:
     d = start_daemon()
     table = _asymcache("stats", "--endpoint", d.endpoint)
     assert table.returncode == 0
