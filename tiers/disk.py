@@ -3,7 +3,8 @@
 Each stored value is ``tiers/codec.py``'s header + payload; a copy of the header sits in a
 separate LMDB database so :meth:`DiskTier.headers` (the daemon's index rebuild at start) reads
 only a compact B-tree. See ``tiers/lmdb_store.py`` for the environment and
-``tiers/disk_writer.py`` for the write queue.
+``tiers/write_behind.py`` for the write queue and ``tiers/accounts.py`` for the
+accounting.
 
 Accounting: the tier keeps key → bytes occupied for every held block (committed or queued) in
 memory; ``contains``/``len``/``used_bytes`` answer from it. A block occupies its value rounded
@@ -24,11 +25,11 @@ rebuild) or on read. Reads of blocks still in the write queue are served from th
 from __future__ import annotations
 
 import logging
-from collections import Counter
 from collections.abc import Callable, Iterator, Sequence
 
 import lmdb
 
+from asymcache.tiers.accounts import Accounts, GroupedPut
 from asymcache.tiers.base import BlockHeader, Buffer, Tier, check_key, checksum, register_tier
 from asymcache.tiers.codec import (
     CorruptValue,
@@ -38,8 +39,8 @@ from asymcache.tiers.codec import (
     value_bytes,
 )
 from asymcache.tiers.disk_config import DiskTierConfig, MiB
-from asymcache.tiers.disk_writer import GroupSubmitter, WriteQueue
-from asymcache.tiers.lmdb_store import LmdbStore, WriteOp
+from asymcache.tiers.lmdb_store import LmdbStore
+from asymcache.tiers.write_behind import WriteBehind, WriteOp
 
 log = logging.getLogger(__name__)
 _LMDB_PAGE_HEADER = 16
@@ -62,19 +63,18 @@ class DiskTier(Tier):
         self._store = LmdbStore(path, cfg.map_size, cfg.writemap, batch_bytes)
         self._page = self._store.page_bytes
         try:
-            self._sizes = self._load_sizes()
+            sizes = self._load_sizes()
         except lmdb.Error:
             self._store.close()
             raise
-        self._used = sum(self._sizes.values())
-        self._failed: list[bytes] = []
-        self._errors: Counter[str] = Counter()
-        self._queue = WriteQueue(self._store, queue_bytes, batch_bytes, batch_ops, self._on_done)
+        self._queue = WriteBehind(f"disk tier {path!r}", self._store.apply, queue_bytes,
+                                  batch_bytes, batch_ops, self._on_done)
         self._lock = self._queue.lock
+        self._acct = Accounts(capacity_bytes, self._lock, sizes)
         self._closed = False
-        if self._used > capacity_bytes:
+        if self._acct.used > capacity_bytes:
             log.warning("disk tier %s holds %d bytes, over its capacity %d: evict before putting",
-                        path, self._used, capacity_bytes)
+                        path, self._acct.used, capacity_bytes)
 
     # -- sizes ------------------------------------------------------------------------------
     def _load_sizes(self) -> dict[bytes, int]:
@@ -105,7 +105,7 @@ class DiskTier(Tier):
     def used_bytes(self) -> int:
         """Bytes of held blocks, queued writes included (never above ``capacity_bytes`` through
         ``put``; can start above it if the store was created with a larger capacity)."""
-        return self._used
+        return self._acct.used
 
     @property
     def capacity_blocks(self) -> int:
@@ -122,7 +122,7 @@ class DiskTier(Tier):
         return len(self._queue.latest)
 
     def __len__(self) -> int:
-        return len(self._sizes)
+        return len(self._acct.sizes)
 
     # -- writes -----------------------------------------------------------------------------
     def put(self, items: Sequence[tuple[bytes, BlockHeader, Buffer]],
@@ -134,23 +134,10 @@ class DiskTier(Tier):
         (never from an event loop) waits for room in a full queue, then until the blocks are
         committed and synced, and reports writes that failed as ``False``."""
         self._check_open()
-        results: list[bool] = []
-        waits: list[tuple[int, WriteOp]] = []
-        groups = GroupSubmitter(self._queue, self.config.batch_bytes, wait=durable)
-        for key, header, payload in items:
-            ok, op, fresh = self._accept(key, header, payload)
-            results.append(ok)
-            if op is not None:
-                waits.append((len(results) - 1, op))
-                if fresh:
-                    groups.add(op)
-        groups.close()
-        if groups.refused:
-            refused = self._unaccept(groups.refused)
-            results = [ok and item[0] not in refused
-                       for ok, item in zip(results, items, strict=True)]
+        group = GroupedPut(self._queue, self._acct, self.config.batch_bytes, wait=durable)
+        results, waits = group.run(items, self._accept)
         if durable and waits:
-            self._queue.wait_for(max(op.seq for _, op in waits))
+            self._wait_for(max(op.seq for _, op in waits))
             for index, op in waits:
                 results[index] = op.failed is None
         return results
@@ -164,7 +151,7 @@ class DiskTier(Tier):
                              f"but header.length is {header.length}")
         check_key(key)
         with self._lock:
-            if key in self._sizes:
+            if key in self._acct:
                 return True, self._queue.latest.get(key), False
         if self._store.broken:
             return False, None, False
@@ -174,63 +161,39 @@ class DiskTier(Tier):
             header = stage_value(header, view, value, key)
         except CorruptValue:
             self._queue.give_back(value)
-            self._count("put_checksum")
+            self._acct.count("put_checksum")
             return False, None, False
-        size = self._footprint(nbytes)
-        with self._lock:
-            if self._used + size > self.capacity_bytes:
-                self._queue.give_back(value)
-                return False, None, False
-            self._sizes[key] = size
-            self._used += size
+        if not self._acct.take(key, self._footprint(nbytes)):
+            self._queue.give_back(value)
+            return False, None, False
         return True, WriteOp(key, value, len(value) - view.nbytes), True
-
-    def _unaccept(self, ops: list[WriteOp]) -> set[bytes]:
-        """Undo :meth:`_accept` for puts the full write queue refused; their keys."""
-        with self._lock:
-            for op in ops:
-                size = self._sizes.pop(op.key, None)
-                if size is not None:
-                    self._used -= size
-                if op.value is not None:
-                    self._queue.give_back(op.value)
-            self._errors["queue_full"] += len(ops)
-        log.debug("disk tier: write queue full, %d blocks refused", len(ops))
-        return {op.key for op in ops}
 
     def delete(self, keys: Sequence[bytes]) -> int:
         """Forget held keys now (space is free for ``put`` at once); the LMDB delete is queued
         and committed with the next write (or flush), at the latest a fraction of a second
         later."""
         self._check_open()
-        ops: list[WriteOp] = []
-        with self._lock:
-            for key in keys:
-                size = self._sizes.pop(key, None)
-                if size is not None:
-                    self._used -= size
-                    ops.append(WriteOp(key, None))
+        ops = [WriteOp(key) for key in keys if self._acct.forget(key)[0]]
         if ops:  # one group, lazily: it shares the transaction of the next write
             self._queue.submit(ops, urgent=False)
         return len(ops)
 
     def _on_done(self, batch: list[WriteOp]) -> None:
-        """Writer callback (under the lock): un-account puts that did not land."""
+        """Writer callback (under the lock): count failures, un-account puts that did not land."""
         for op in batch:
-            if op.failed is None:
-                continue
-            self._errors[op.failed] += 1
-            if op.value is None:
+            if op.failed is not None and op.value is None:
                 log.warning("disk tier: delete of %s failed (%s); it stays on disk unindexed",
                             op.key.hex(), op.failed)
-            elif self._queue.latest.get(op.key) is op and op.key in self._sizes:
-                self._used -= self._sizes.pop(op.key)
-                self._failed.append(op.key)
+        self._acct.settle(batch, self._queue.latest)
 
     def flush(self) -> None:
         """Wait until every queued write is committed and synced."""
         self._check_open()
-        self._queue.wait_for(self._queue.last_seq)
+        self._wait_for(self._queue.last_seq)
+
+    def _wait_for(self, seq: int) -> None:
+        if not self._queue.wait_for(seq):
+            raise RuntimeError(f"disk writer of {self.config.path!r} is not running")
 
     def close(self) -> None:
         """Flush, stop the writer and close LMDB. Idempotent."""
@@ -246,7 +209,7 @@ class DiskTier(Tier):
 
     # -- reads ------------------------------------------------------------------------------
     def contains(self, keys: Sequence[bytes]) -> list[bool]:
-        sizes = self._sizes
+        sizes = self._acct.sizes
         return [key in sizes for key in keys]
 
     def get(self, keys: Sequence[bytes]) -> list[Buffer | None]:
@@ -282,7 +245,7 @@ class DiskTier(Tier):
         ``read`` is an open LMDB snapshot (None if it could not be opened)."""
         with self._lock:
             op = self._queue.latest.get(key)
-            if op is None and key not in self._sizes:
+            if op is None and key not in self._acct:
                 return None
             if op is not None:  # queued: copy out of the staging buffer (checksummed at put)
                 if op.value is None:  # under the lock, before the writer may recycle it
@@ -298,7 +261,7 @@ class DiskTier(Tier):
                     return self._verified(key, fresh(key), copy)
         except lmdb.Error as exc:
             log.warning("disk tier: reading %s failed: %s", key.hex(), exc)
-        self._count("io")
+        self._acct.count("io")
         return None
 
     def _verified(self, key: bytes, value: memoryview | None,
@@ -324,7 +287,7 @@ class DiskTier(Tier):
         with self._lock:  # decode queued headers before the writer may recycle their buffers
             queued = {key: decode_header(op.value, layouts)[0] if op.value is not None else None
                       for key, op in self._queue.latest.items()}
-        sizes, decode = self._sizes, decode_header
+        sizes, decode = self._acct.sizes, decode_header
         for chunk in self._store.headers():
             for key, raw in chunk:
                 if key not in sizes or (queued and key in queued):
@@ -341,25 +304,12 @@ class DiskTier(Tier):
     def _drop(self, key: bytes, kind: str) -> None:
         """Count a corrupt entry, forget it, report it through take_failed and delete it."""
         log.warning("disk tier: block %s is corrupt (%s); dropped", key.hex(), kind)
-        with self._lock:
-            self._errors[kind] += 1
-            size = self._sizes.pop(key, None)
-            if size is None:
-                return
-            self._used -= size
-            self._failed.append(key)
-        self._queue.submit([WriteOp(key, None)], urgent=False)
-
-    def _count(self, kind: str) -> None:
-        with self._lock:
-            self._errors[kind] += 1
+        self._acct.count(kind)
+        if self._acct.forget(key, lost=True)[0]:
+            self._queue.submit([WriteOp(key)], urgent=False)
 
     def take_failed(self) -> list[bytes]:
-        with self._lock:
-            lost = [key for key in dict.fromkeys(self._failed) if key not in self._sizes]
-            self._failed.clear()
-        return lost
+        return self._acct.take_failed()
 
     def error_counts(self) -> dict[str, int]:
-        with self._lock:
-            return dict(self._errors)
+        return self._acct.errors()

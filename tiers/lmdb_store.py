@@ -39,11 +39,12 @@ import logging
 import os
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
 from itertools import islice
 from typing import TypeVar
 
 import lmdb
+
+from asymcache.tiers.write_behind import WriteOp
 
 log = logging.getLogger(__name__)
 FORMAT_TAG = b"asymcache-disk-v1"
@@ -53,19 +54,6 @@ _M_TRIM_THRESHOLD, _M_MMAP_THRESHOLD = -1, -3  # mallopt parameters (glibc's mal
 _MMAP_THRESHOLD = 32 << 20  # glibc's own ceiling for its dynamic mmap threshold (64-bit)
 _INT_MAX = (1 << 31) - 1
 T = TypeVar("T")
-
-
-@dataclass(slots=True, eq=False)
-class WriteOp:
-    """One queued change: ``value`` set = put (its first ``header_len`` bytes are the header),
-    ``None`` = delete. ``failed`` is set by :meth:`LmdbStore.apply` to an error kind."""
-
-    key: bytes
-    value: bytearray | None
-    header_len: int = 0
-    seq: int = 0
-    cancelled: bool = False
-    failed: str | None = None
 
 
 def keep_freed_heap(nbytes: int) -> bool:
@@ -174,8 +162,9 @@ class LmdbStore:
 
     # -- writes (the writer thread) ---------------------------------------------------------
     def apply(self, ops: list[WriteOp]) -> None:
-        """Commit ``ops`` in one synced transaction; if that fails, retry each op alone so one
-        bad op costs only itself. Sets ``op.failed`` on the ops that did not land."""
+        """The disk tier's write-behind sink: commit ``ops`` (whole values, ``head`` empty) in one
+        synced transaction; if that fails, retry each op alone so one bad op costs only itself.
+        Sets ``op.failed`` to an error kind on the ops that did not land."""
         if self.broken:
             for op in ops:
                 op.failed = "io"

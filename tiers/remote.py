@@ -6,9 +6,10 @@ the namespace), so two salts never meet here either.
 
 * ``put`` encodes the header, keeps the payload (``bytes``, which cannot change) or a copy of it
   (any other buffer) and queues; a background thread sends SETs in pipelined rounds
-  (``tiers/remote_writer.py``). A put is refused (``False``) when no node is reachable, when the
-  write queue is full or when it would take this daemon past ``capacity_bytes``; a write that
-  fails later is reported by ``take_failed``.
+  (``tiers/write_behind.py`` with ``remote_resp.PipelineSink``). A put is refused (``False``)
+  when no node is reachable, when the write queue is full or when it would take this daemon
+  past ``capacity_bytes``; a write that fails later is reported by ``take_failed``
+  (``tiers/accounts.py``).
 * ``get``/``fetch`` send one GET per key, one pipeline per node (``tiers/remote_link.py``). A
   missing key is a miss; a timeout, a dead node, a redirection or a value that fails any codec
   check (magic, version, header digest, length, checksum) is a miss *and* a counted error; a
@@ -30,6 +31,7 @@ import logging
 import time
 from collections.abc import Iterator, Sequence
 
+from asymcache.tiers.accounts import Accounts, GroupedPut
 from asymcache.tiers.base import (
     KEY_BYTES,
     BlockHeader,
@@ -46,12 +48,11 @@ from asymcache.tiers.codec import (
     encode_header,
     value_bytes,
 )
-from asymcache.tiers.remote_accounts import RemoteAccounts
 from asymcache.tiers.remote_config import RemoteTierConfig
 from asymcache.tiers.remote_link import ClusterLink
 from asymcache.tiers.remote_probe import LinkFigures, scan_headers
-from asymcache.tiers.remote_resp import error_kind
-from asymcache.tiers.remote_writer import BatchObserver, PutGroup, RemoteOp, RemoteWriter
+from asymcache.tiers.remote_resp import BatchObserver, PipelineSink, error_kind
+from asymcache.tiers.write_behind import WriteBehind, WriteOp
 
 log = logging.getLogger(__name__)
 _KEY_OVERHEAD = 64  # a Redis key's dict entry and object headers, roughly
@@ -75,10 +76,11 @@ class RemoteTier(Tier):
         self.figures = LinkFigures(config)
         self._link = ClusterLink(config, on_connect=self.figures.measure,
                                  on_idle=self.figures.complete)
-        self._writer = RemoteWriter(self._link, self.redis_key, config.ttl_ms, config.queue_bytes,
-                                    config.batch_bytes, config.batch_ops, self._on_done, observe)
+        sink = PipelineSink(self._link.execute, self.redis_key, config.ttl_ms, observe)
+        self._writer = WriteBehind("the remote tier", sink, config.queue_bytes, config.batch_bytes,
+                                   config.batch_ops, self._on_done)
         self._lock = self._writer.lock
-        self._acct = RemoteAccounts(config.capacity_bytes, self._lock)
+        self._acct = Accounts(config.capacity_bytes, self._lock)
         self._closed = False
 
     # -- sizes and state --------------------------------------------------------------------
@@ -133,30 +135,17 @@ class RemoteTier(Tier):
         ``durable_timeout_s``) until the writes are acknowledged and reports failed ones as
         ``False``."""
         self._check_open()
-        results: list[bool] = []
-        waits: list[tuple[int, RemoteOp]] = []  # already queued writes of the same keys
-
-        def refuse(index: int, op: RemoteOp) -> None:
-            self._acct.forget(op.key)
-            results[index] = self._acct.refused("queue_full")
-
-        group = PutGroup(self._writer, self.config.batch_bytes // 4, refuse)
+        group = GroupedPut(self._writer, self._acct, self.config.batch_bytes // 4, whole=False)
         ready = self._link.ready
         with self._writer.producing():
-            for key, header, payload in items:
-                ok, op, new = self._accept(key, header, payload, ready and not group.full)
-                results.append(ok)
-                if op is not None and new:
-                    group.add(len(results) - 1, op)
-                elif op is not None:
-                    waits.append((len(results) - 1, op))
-            group.submit()
-        if durable and (waits or group.taken):
-            self._wait_durable(results, waits + group.taken)
+            results, waits = group.run(items, lambda key, header, payload: self._accept(
+                key, header, payload, ready and not group.full))
+        if durable and waits:
+            self._wait_durable(results, waits)
         return results
 
     def _accept(self, key: bytes, header: BlockHeader, payload: Buffer,
-                room: bool) -> tuple[bool, RemoteOp | None, bool]:
+                room: bool) -> tuple[bool, WriteOp | None, bool]:
         """(accepted, the op that writes the key if one is queued or new, whether it is new).
         ``room`` False = refuse new blocks (no node reachable, or the queue is full)."""
         view = memoryview(payload).cast("B")
@@ -179,7 +168,7 @@ class RemoteTier(Tier):
         head = encode_header(header, key)
         if not self._acct.take(key, len(head) + view.nbytes + self._key_overhead):
             return self._acct.refused(None), None, False
-        return True, RemoteOp(key, head, held), True
+        return True, WriteOp(key, held, len(head), head), True
 
     def _hold(self, payload: Buffer, view: memoryview) -> bytes | bytearray:
         """``payload`` itself if it is immutable ``bytes``, else a private copy of it."""
@@ -190,7 +179,7 @@ class RemoteTier(Tier):
             dest[:] = view
         return copy
 
-    def _wait_durable(self, results: list[bool], waits: list[tuple[int, RemoteOp]]) -> None:
+    def _wait_durable(self, results: list[bool], waits: list[tuple[int, WriteOp]]) -> None:
         if not self._writer.wait_for(max(op.seq for _, op in waits),
                                      self.config.durable_timeout_s):
             self._acct.count("timeout")
@@ -217,24 +206,20 @@ class RemoteTier(Tier):
             held, stored = self._acct.forget(check_key(key))
             removed += held
             if stored:
-                doomed.append(RemoteOp(key))
+                doomed.append(WriteOp(key))
         if doomed:
-            self._writer.submit_prefix(doomed)
+            self._writer.submit(doomed)
         return removed
 
-    def _on_done(self, batch: list[RemoteOp]) -> None:
-        """Writer callback (under the lock): un-account writes that did not land."""
+    def _on_done(self, batch: list[WriteOp]) -> None:
+        """Writer callback (under the lock): count writes, un-account those that did not land."""
         for op in batch:
-            if op.is_set and not op.cancelled:
+            if op.value is not None and not op.cancelled:
                 if op.failed is None:
                     self._acct.event("written_bytes", op.nbytes)
                 else:
                     self._acct.event("write_failures")
-            if op.failed is None:
-                continue
-            self._acct.count(op.failed)
-            if op.is_set and self._writer.latest.get(op.key) is op:
-                self._acct.forget(op.key, lost=True)
+        self._acct.settle(batch, self._writer.latest)
 
     def flush(self) -> None:
         """Wait (at most ``durable_timeout_s``) until every queued write is sent."""
@@ -291,8 +276,8 @@ class RemoteTier(Tier):
                 op = latest.get(key)
                 if op is None:
                     pending.append(i)
-                elif op.head is not None and op.payload is not None:
-                    payload = op.payload if type(op.payload) is bytes else bytes(op.payload)
+                elif op.value is not None:
+                    payload = op.value if type(op.value) is bytes else bytes(op.value)
                     out[i] = decode_header(op.head)[0], memoryview(payload)
         return pending
 
@@ -308,7 +293,7 @@ class RemoteTier(Tier):
             log.warning("remote tier: block %s is corrupt (%s); deleted", key.hex(), exc.kind)
             self._acct.count(exc.kind)
             self._acct.forget(key, lost=True)
-            self._writer.submit_prefix([RemoteOp(key)])
+            self._writer.submit([WriteOp(key)])
             return None
 
     def contains(self, keys: Sequence[bytes]) -> list[bool]:
@@ -324,7 +309,7 @@ class RemoteTier(Tier):
                 if op is None:
                     pending.append(i)
                 else:
-                    out[i] = op.is_set
+                    out[i] = op.value is not None
         if pending:
             rkeys = [self.redis_key(keys[i]) for i in pending]
             start = time.perf_counter()

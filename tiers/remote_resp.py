@@ -6,13 +6,19 @@
   would.
 * :class:`NotConnected`, :class:`NodeSkipped` — failures the link reports without touching a
   socket; :func:`error_kind` names any failed command's kind for ``error_counts()``.
+* :class:`PipelineSink` — the remote tier's write-behind sink (``tiers/write_behind.py``): a
+  batch of writes as SETs and DELs in one pipelined round.
 """
 
 from __future__ import annotations
 
+import time
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import redis
+
+from asymcache.tiers.write_behind import WriteOp
 
 _COALESCE = 6000  # pieces below this are joined before sending (redis-py's buffer cutoff)
 
@@ -25,6 +31,7 @@ class RawCommand:
 
 
 Command = tuple[bytes, "tuple | RawCommand"]  # (routing key, arguments or a RawCommand)
+BatchObserver = Callable[[str, float, int], None]  # (op name, seconds, bytes)
 
 
 class NotConnected(redis.ConnectionError):
@@ -87,3 +94,33 @@ def pack(conn: redis.connection.Connection, commands: list) -> list:
     if small:
         out.append(b"".join(small))
     return out
+
+
+@dataclass(frozen=True)
+class PipelineSink:
+    """Writes a batch of :class:`WriteOp` (``head`` = the encoded header, ``value`` = the payload)
+    as one ``execute`` round, SETs with ``ttl_ms`` and DELs, skipping cancelled ops; a failed
+    command sets its op's ``failed``. ``observe("write", seconds, bytes)`` follows each round."""
+
+    execute: Callable[[list[Command]], list]
+    redis_key: Callable[[bytes], bytes]
+    ttl_ms: int
+    observe: BatchObserver | None = None
+
+    def __call__(self, batch: list[WriteOp]) -> None:
+        live = [op for op in batch if not op.cancelled]
+        commands: list[Command] = []
+        for op in live:
+            rkey = self.redis_key(op.key)
+            if op.value is None:
+                commands.append((rkey, ("DEL", rkey)))
+            else:
+                commands.append((rkey, set_command(rkey, op.head, op.value, self.ttl_ms)))
+        start = time.perf_counter()
+        replies = self.execute(commands)
+        seconds = time.perf_counter() - start
+        for op, reply in zip(live, replies, strict=True):
+            if isinstance(reply, Exception):
+                op.failed = error_kind(reply)
+        if self.observe is not None and live:
+            self.observe("write", seconds, sum(op.nbytes for op in live))
