@@ -1,9 +1,9 @@
 """Command-line front of the daemon, shared by ``asymcache serve`` and
 ``python -m asymcache.cacheserver``.
 
-Flags override the TOML file given with ``--config``; ``ASYMCACHE_*`` environment variables
-override both (see ``cacheserver/config.py``). Exit status: 0 after a graceful stop, 2 for a bad
-configuration, 1 if start-up failed otherwise.
+Settings: defaults < the TOML file given with ``--config`` < ``ASYMCACHE_DAEMON_*`` environment
+variables < flags (see ``cacheserver/config.py``). Exit status: 0 after a graceful stop, 2 for a
+bad configuration, 1 if start-up failed otherwise.
 """
 
 from __future__ import annotations
@@ -23,32 +23,26 @@ _HELP = {
     "policy": "residency policy of every tier (e.g. lru)",
     "lease_timeout_s": "drop a silent engine's leases after this many seconds",
     "max_inflight": "requests in flight per peer before BUSY",
+    "remote.nodes": "host:port,... of the remote tier's cluster (see docs/remote.md)",
 }
 
 
-def _fields() -> list[str]:
-    from dataclasses import fields
-
-    from asymcache.cacheserver.config import ServerConfig
-
-    return [f.name for f in fields(ServerConfig)]
-
-
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    """``--config FILE`` and one ``--field-name VALUE`` flag per ``ServerConfig`` field."""
-    parser.add_argument("--config", metavar="FILE", help="TOML file with configuration fields")
-    for name in _fields():
-        parser.add_argument("--" + name.replace("_", "-"), dest=name, default=None,
-                            metavar=name.split("_")[-1].upper(),
-                            help=_HELP.get(name, "see docs/daemon.md"))
+    """``--config FILE`` and one ``--field-name VALUE`` flag per setting (``--remote-nodes``
+    for ``remote.nodes``)."""
+    from asymcache.cacheserver.config import SCHEME
+    from asymcache.cacheserver.config_loader import add_flags, keys
+
+    remote = {k: "see docs/remote.md" for k in keys(SCHEME.root) if k.startswith("remote.")}
+    add_flags(parser, SCHEME, {**remote, **_HELP})
 
 
 def run(args: argparse.Namespace) -> int:
-    from asymcache.cacheserver.config import load_config
+    from asymcache.cacheserver.config import SCHEME, load_config
+    from asymcache.cacheserver.config_loader import given_flags
 
-    overrides = {name: getattr(args, name, None) for name in _fields()}
     try:
-        cfg = load_config(args.config, overrides, os.environ)
+        cfg = load_config(args.config, given_flags(args, SCHEME), os.environ)
     except (ValueError, OSError) as e:
         print(f"asymcache serve: bad configuration: {e}", file=sys.stderr)
         return 2

@@ -1,31 +1,72 @@
-"""The daemon's configuration: one frozen dataclass and one loader.
+"""The daemon's configuration: frozen dataclasses, read by ``cacheserver/config_loader.py``.
 
-Precedence, lowest first: the dataclass defaults < a TOML file (``--config FILE``, flat keys
-named like the fields) < command-line flags < ``ASYMCACHE_<FIELD>`` environment variables
-(e.g. ``ASYMCACHE_CPU_BYTES=4GiB``). Sizes (fields ending in ``_bytes``) accept plain integers or
-strings with a unit (``512MiB``, ``4GiB``, ``64KiB``, ``1GB``). A bad value fails at start with a
-``ValueError`` naming the field (and where the value came from).
+Precedence, lowest first: defaults < a TOML file (``--config FILE``; keys named like the fields,
+the remote tier's in a ``[remote]`` table) < ``ASYMCACHE_DAEMON_<FIELD>`` environment variables
+(``ASYMCACHE_DAEMON_REMOTE__<FIELD>`` for the remote tier) < command-line flags
+(``--cpu-bytes``, ``--remote-nodes``). Sizes (fields ending in ``_bytes``) accept plain integers
+or strings with a unit (``512MiB``, ``4GiB``, ``64KiB``, ``1GB``). A bad value fails at start
+with a ``ValueError`` naming the field (and where the value came from). The flat ``remote_*``
+keys and ``ASYMCACHE_<FIELD>`` variables of earlier versions still work, with a warning.
 """
 
 from __future__ import annotations
 
 import math
-import os
 import re
-import tomllib
 from collections.abc import Mapping
-from dataclasses import MISSING, asdict, dataclass, field, fields
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
+from asymcache.cacheserver.config_loader import Scheme, load, parse_size
 from asymcache.cacheserver.policy import policy_names
 from asymcache.cacheserver.protocol import Limits
 from asymcache.tiers.remote_config import RemoteTierConfig
 
-ENV_PREFIX = "ASYMCACHE_"
-_UNITS = {"": 1, "B": 1, "KB": 10**3, "MB": 10**6, "GB": 10**9, "TB": 10**12,
-          "KIB": 1 << 10, "MIB": 1 << 20, "GIB": 1 << 30, "TIB": 1 << 40}
+__all__ = ["SCHEME", "RemoteSection", "ServerConfig", "load_config", "parse_size"]
 _IPC_PATH_MAX = 100  # sun_path is 108 bytes on Linux, with room for the terminator
+
+
+@dataclass(frozen=True)
+class RemoteSection:
+    """``[remote]``: the remote tier, a Redis/Valkey Cluster shared by hosts (docs/remote.md).
+
+    Fields are named as in ``RemoteTierConfig`` (tiers/remote_config.py), except the daemon's
+    own ``timeout_s`` (every connect and socket read), ``write_through`` and ``policy``."""
+
+    nodes: str = ""  # host:port,... startup nodes; "" = no remote tier
+    capacity_bytes: int = 16 << 30  # what this daemon may have stored in the cluster
+    prefix: str = "asymcache:"  # key prefix, the same on every host that shares blocks
+    ttl_s: float = 0.0  # expiry of stored blocks (0 = none: maxmemory-policy evicts)
+    username: str = ""  # ACL user ("" = default user)
+    password: str = field(default="", repr=False)  # prefer ASYMCACHE_DAEMON_REMOTE__PASSWORD
+    tls: bool = False
+    tls_ca_file: str = ""
+    tls_cert_file: str = ""
+    tls_key_file: str = ""
+    tls_verify: bool = True  # check the server certificate and host name
+    timeout_s: float = 0.25  # every connect and socket read; a failed node is skipped
+    write_through: bool = True  # share each block entering the CPU tier at once
+    policy: str = ""
+    load_bandwidth_bps: float = 0.0  # load cost of the cost model; 0 = measured on connect
+    load_latency_s: float = 0.0
+
+    def __post_init__(self) -> None:
+        _check_fields(self, "remote.")
+        _check_policy("remote.policy", self.policy)
+
+    def tier_config(self, block_bytes: int) -> RemoteTierConfig:
+        """The tier's configuration; ``ValueError`` names the ``remote.<field>`` that is wrong."""
+        if self.timeout_s <= 0:
+            raise ValueError(f"remote.timeout_s: must be positive, got {self.timeout_s}")
+        own = ("timeout_s", "write_through", "policy")
+        same = {f.name: getattr(self, f.name) for f in fields(self) if f.name not in own}
+        try:
+            return RemoteTierConfig(**same, block_bytes=block_bytes,
+                                    socket_timeout_s=self.timeout_s,
+                                    connect_timeout_s=self.timeout_s)
+        except ValueError as e:  # its fields are ours by the same names
+            raise ValueError(str(e).replace("RemoteTierConfig.", "remote.", 1)) from None
 
 
 @dataclass(frozen=True)
@@ -60,34 +101,14 @@ class ServerConfig:
     curve_secret_key_file: str = ""  # a zmq certificate with the server's secret key
     curve_clients_dir: str = ""  # public certificates of allowed clients ("" = any CURVE client)
     log_level: str = "info"
-    # The remote tier (a Redis/Valkey Cluster shared by hosts; see docs/remote.md)
-    remote_nodes: str = ""  # host:port,... startup nodes; "" = no remote tier
-    remote_bytes: int = 16 << 30  # what this daemon may have stored in the cluster
-    remote_prefix: str = "asymcache:"  # key prefix, the same on every host that shares blocks
-    remote_ttl_s: float = 0.0  # expiry of stored blocks (0 = none: maxmemory-policy evicts)
-    remote_username: str = ""  # ACL user ("" = default user)
-    remote_password: str = field(default="", repr=False)  # prefer ASYMCACHE_REMOTE_PASSWORD
-    remote_tls: bool = False
-    remote_tls_ca_file: str = ""
-    remote_tls_cert_file: str = ""
-    remote_tls_key_file: str = ""
-    remote_tls_verify: bool = True  # check the server certificate and host name
-    remote_timeout_s: float = 0.25  # every connect and socket read; a failed node is skipped
-    remote_write_through: bool = True  # share each block entering the CPU tier at once
-    remote_policy: str = ""
-    remote_bandwidth_bps: float = 0.0  # load cost of the cost model; 0 = measured on connect
-    remote_latency_s: float = 0.0
+    remote: RemoteSection = field(default_factory=RemoteSection)  # the [remote] table
 
     def __post_init__(self) -> None:
-        for f in fields(self):
-            _check_type(f.name, getattr(self, f.name), f.type)
+        _check_fields(self)
         _check_endpoint(self.endpoint)
         self._check_sizes()
-        for name in ("policy", "gpu_policy", "cpu_policy", "disk_policy", "remote_policy"):
-            value = getattr(self, name)
-            known = policy_names(include_offline=False)
-            if value and value not in known:
-                raise ValueError(f"{name}: unknown policy {value!r}; known: {known}")
+        for name in ("policy", "gpu_policy", "cpu_policy", "disk_policy"):
+            _check_policy(name, getattr(self, name))
         if not self.policy:
             raise ValueError("policy: must name a policy")
         if self.cost_preset:
@@ -100,8 +121,8 @@ class ServerConfig:
             raise ValueError(f"log_level: must be debug/info/warning/error, got {self.log_level!r}")
         if self.curve_clients_dir and not self.curve_secret_key_file:
             raise ValueError("curve_clients_dir: needs curve_secret_key_file as well")
-        if self.remote_nodes:
-            self.remote_tier_config()  # raises naming the remote_* field
+        if self.remote.nodes:
+            self.remote_tier_config()  # raises naming the remote.<field>
 
     def _check_sizes(self) -> None:
         positive = ("cpu_slot_bytes", "max_engines", "max_gpu_slots", "max_inflight", "max_keys",
@@ -116,7 +137,7 @@ class ServerConfig:
         if self.cpu_bytes < self.cpu_slot_bytes:
             raise ValueError(f"cpu_bytes: {self.cpu_bytes} holds no slot of "
                              f"cpu_slot_bytes={self.cpu_slot_bytes}")
-        for name in ("disk_bytes", "disk_map_bytes", "remote_bytes"):
+        for name in ("disk_bytes", "disk_map_bytes"):
             if getattr(self, name) < 0:
                 raise ValueError(f"{name}: must be >= 0, got {getattr(self, name)}")
         if not 0 <= self.metrics_port <= 65535:
@@ -149,42 +170,41 @@ class ServerConfig:
 
     def policy_for(self, tier: str) -> str:
         """The policy name of ``tier`` (``gpu``, ``cpu``, ``disk`` or ``remote``)."""
-        return getattr(self, f"{tier}_policy") or self.policy
+        own = self.remote.policy if tier == "remote" else getattr(self, f"{tier}_policy")
+        return own or self.policy
 
     def remote_tier_config(self) -> RemoteTierConfig:
-        """The remote tier's configuration (``tiers/remote_config.py``) from the ``remote_*``
-        fields; ``ValueError`` names the daemon field that is wrong."""
-        try:
-            return RemoteTierConfig(
-                self.remote_nodes, self.remote_bytes, block_bytes=self.cpu_slot_bytes,
-                prefix=self.remote_prefix, ttl_s=self.remote_ttl_s,
-                username=self.remote_username, password=self.remote_password,
-                tls=self.remote_tls, tls_ca_file=self.remote_tls_ca_file,
-                tls_cert_file=self.remote_tls_cert_file, tls_key_file=self.remote_tls_key_file,
-                tls_verify=self.remote_tls_verify, socket_timeout_s=self.remote_timeout_s,
-                connect_timeout_s=self.remote_timeout_s,
-                load_bandwidth_bps=self.remote_bandwidth_bps,
-                load_latency_s=self.remote_latency_s)
-        except ValueError as e:
-            raise ValueError(_remote_field_error(str(e))) from None
-
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        """The remote tier's configuration (``tiers/remote_config.py``), blocks of one slot."""
+        return self.remote.tier_config(self.cpu_slot_bytes)
 
 
-_REMOTE_FIELDS = {"nodes": "remote_nodes", "capacity_bytes": "remote_bytes",
-                  "socket_timeout_s": "remote_timeout_s", "connect_timeout_s": "remote_timeout_s",
-                  "load_bandwidth_bps": "remote_bandwidth_bps",
-                  "load_latency_s": "remote_latency_s", "tls": "remote_tls"}
+# Spellings: ``remote_<field>`` (flat keys, ``--remote-bytes``, ``ASYMCACHE_REMOTE_<FIELD>``) of
+# earlier versions are ``remote.<field>``; three were renamed to RemoteTierConfig's names.
+_RENAMED = {"remote_bytes": "remote.capacity_bytes",
+            "remote_bandwidth_bps": "remote.load_bandwidth_bps",
+            "remote_latency_s": "remote.load_latency_s"}
+SCHEME = Scheme("daemon", ServerConfig, "ASYMCACHE_DAEMON_", legacy_env="ASYMCACHE_", renamed={
+    **{f"remote_{f.name}": f"remote.{f.name}" for f in fields(RemoteSection)
+       if f"remote.{f.name}" not in _RENAMED.values()}, **_RENAMED})
 
 
-def _remote_field_error(message: str) -> str:
-    """``RemoteTierConfig.nodes: ...`` -> ``remote_nodes: ...`` (the field a user sets)."""
-    m = re.match(r"RemoteTierConfig\.(\w+):? ?(.*)", message, re.DOTALL)
-    if m is None:
-        return f"remote_*: {message}"
-    name = _REMOTE_FIELDS.get(m.group(1), "remote_" + m.group(1))
-    return f"{name}: {m.group(2)}"
+def load_config(path: str | Path | None = None, overrides: Mapping[str, Any] | None = None,
+                environ: Mapping[str, str] | None = None) -> ServerConfig:
+    """Defaults < TOML file ``path`` < ``environ`` (``os.environ`` when ``None``) <
+    ``overrides`` (CLI flags by key; ``None`` values skipped)."""
+    return load(SCHEME, path, environ, overrides).config
+
+
+def _check_fields(obj: Any, prefix: str = "") -> None:
+    for f in fields(obj):
+        if f.type in ("str", "int", "float", "bool"):
+            _check_type(prefix + f.name, getattr(obj, f.name), f.type)
+
+
+def _check_policy(name: str, value: str) -> None:
+    known = policy_names(include_offline=False)
+    if value and value not in known:
+        raise ValueError(f"{name}: unknown policy {value!r}; known: {known}")
 
 
 def _check_type(name: str, value: Any, declared: str) -> None:
@@ -203,59 +223,3 @@ def _check_endpoint(endpoint: str) -> None:
     elif not re.fullmatch(r"tcp://[^:/]+:\d{1,5}", endpoint):
         raise ValueError(f"endpoint: must be ipc://PATH or tcp://HOST:PORT, got {endpoint!r}")
 
-
-def parse_size(text: str) -> int:
-    """``"512MiB"`` -> 536870912; plain digits are bytes."""
-    m = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([KMGT]i?B|B)?\s*", text, re.IGNORECASE)
-    if m is None:
-        raise ValueError(f"not a size: {text!r} (use e.g. 4096, 64KiB, 512MiB, 4GiB)")
-    return int(float(m.group(1)) * _UNITS[(m.group(2) or "").upper()])
-
-
-def _coerce(name: str, raw: Any, declared: str, source: str) -> Any:
-    """Turn a TOML/CLI/env value into the field's type, or fail naming field and source."""
-    try:
-        if declared == "int" and name.endswith("_bytes") and isinstance(raw, str):
-            return parse_size(raw)
-        if not isinstance(raw, str):
-            return raw
-        if declared == "int":
-            return int(raw)
-        if declared == "float":
-            return float(raw)
-        if declared == "bool":
-            lowered = raw.strip().lower()
-            if lowered not in ("1", "true", "yes", "on", "0", "false", "no", "off"):
-                raise ValueError(f"not a bool: {raw!r}")
-            return lowered in ("1", "true", "yes", "on")
-        return raw
-    except ValueError as e:
-        raise ValueError(f"{name} (from {source}): {e}") from None
-
-
-def load_config(
-    path: str | Path | None = None,
-    overrides: Mapping[str, Any] | None = None,
-    environ: Mapping[str, str] | None = None,
-) -> ServerConfig:
-    """Defaults < TOML file ``path`` < ``overrides`` (CLI flags; ``None`` values skipped) <
-    ``ASYMCACHE_*`` variables of ``environ`` (``os.environ`` when ``None``)."""
-    types = {f.name: f.type for f in fields(ServerConfig) if f.default is not MISSING}
-    values: dict[str, Any] = {}
-    if path is not None:
-        with open(path, "rb") as fh:
-            table = tomllib.load(fh)
-        for key, raw in table.items():
-            if key not in types:
-                raise ValueError(f"{key} (from {path}): not a configuration field; "
-                                 f"known: {sorted(types)}")
-            values[key] = _coerce(key, raw, types[key], str(path))
-    for key, raw in (overrides or {}).items():
-        if raw is not None:
-            values[key] = _coerce(key, raw, types[key], "command line")
-    env = os.environ if environ is None else environ
-    for key, declared in types.items():
-        var = ENV_PREFIX + key.upper()
-        if var in env:
-            values[key] = _coerce(key, env[var], declared, var)
-    return ServerConfig(**values)

@@ -239,5 +239,5 @@ def stats_dict(ctx: Context) -> dict:
         "leases": snap.leases, "tiers": tiers,
         "config": {"endpoint": cfg.endpoint, "data_dir": cfg.data_dir, "policy": cfg.policy,
                    "cpu_slot_bytes": cfg.cpu_slot_bytes, "disk_bytes": cfg.disk_bytes,
-                   "remote_nodes": cfg.remote_nodes, "remote_bytes": cfg.remote_bytes},
+                   "remote_nodes": cfg.remote.nodes, "remote_bytes": cfg.remote.capacity_bytes},
     }

@@ -102,7 +102,7 @@ class CacheServer:
         index, sessions, policies = BlockIndex(1), SessionTable(cfg.max_engines), {}
         residency = Residency(index, sessions, cpu, disk, policies, self.metrics,
                               time.monotonic, cfg.disk_write_through, remote,
-                              cfg.remote_write_through)
+                              cfg.remote.write_through)
         for tier, n in residency.max_blocks.items():
             policies[tier] = make_policy(tier, n)
         tier_blocks = sum(residency.bound_blocks.values())  # the index's bound, not capacity

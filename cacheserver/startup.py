@@ -1,6 +1,6 @@
 """Start-up steps: open the tiers, build the residency policies, rebuild the index from disk.
 
-The remote tier (``remote_nodes``) is opened without waiting for its cluster; its load figures
+The remote tier (``remote.nodes``) is opened without waiting for its cluster; its load figures
 (configured, or measured once it connects) replace the cost model's generic ``remote`` ones.
 
 Kept apart from ``server.py`` so the lifecycle reads as a list of steps and each step can be
@@ -81,14 +81,14 @@ def open_tiers(cfg: ServerConfig) -> tuple[CpuTier, Tier | None]:
 
 
 def open_remote(cfg: ServerConfig, metrics: DaemonMetrics) -> RemoteTier | None:
-    """The remote tier when ``remote_nodes`` is set (else None). It never waits for the
+    """The remote tier when ``remote.nodes`` is set (else None). It never waits for the
     cluster: it connects in the background and reports ``ready`` once a node answers."""
-    if not cfg.remote_nodes:
+    if not cfg.remote.nodes:
         return None
     try:
         import redis  # noqa: F401 - the remote tier's client library, an optional dependency
     except ImportError:
-        raise ValueError("remote_nodes is set but redis-py is not installed: "
+        raise ValueError("remote.nodes is set but redis-py is not installed: "
                          "pip install 'asymcache[remote]'") from None
     remote = create_tier("remote", config=cfg.remote_tier_config(), observe=metrics.remote_round)
     return remote  # type: ignore[return-value]
@@ -104,9 +104,9 @@ class PolicyFactory:
         self.cost_model: CostModel | None = None
         if cfg.cost_preset:
             self.cost_model = CostModel.preset(cfg.cost_preset)
-            if cfg.remote_bandwidth_bps > 0:
-                self.cost_model = with_remote_link(self.cost_model, cfg.remote_latency_s,
-                                                   cfg.remote_bandwidth_bps)
+            if cfg.remote.load_bandwidth_bps > 0:
+                self.cost_model = with_remote_link(self.cost_model, cfg.remote.load_latency_s,
+                                                   cfg.remote.load_bandwidth_bps)
 
     def __call__(self, tier: str, capacity: int) -> ResidencyPolicy:
         return create_policy(self.cfg.policy_for(tier), capacity, semantics="msa",

@@ -3,7 +3,7 @@
 #
 # Build from the repository root:  docker build -f docker/daemon.Dockerfile -t asymcache-daemon .
 # Run:  docker run --shm-size 3g -v asymcache-data:/var/lib/asymcache asymcache-daemon
-# Configuration: /etc/asymcache/daemon.toml < flags after `serve` < ASYMCACHE_* variables.
+# Configuration: /etc/asymcache/daemon.toml < ASYMCACHE_DAEMON_* variables < flags after `serve`.
 
 ARG PYTHON_VERSION=3.11
 
@@ -42,6 +42,6 @@ EXPOSE 9465
 STOPSIGNAL SIGTERM
 HEALTHCHECK --interval=10s --timeout=5s --start-period=60s --retries=3 \
     CMD python /usr/local/bin/asymcache-healthcheck \
-        "http://127.0.0.1:${ASYMCACHE_METRICS_PORT:-9465}/healthz"
+        "http://127.0.0.1:${ASYMCACHE_DAEMON_METRICS_PORT:-9465}/healthz"
 ENTRYPOINT ["asymcache"]
 CMD ["serve", "--config", "/etc/asymcache/daemon.toml"]

@@ -1,4 +1,5 @@
-"""Engine configuration: one frozen dataclass, validated field by field.
+"""Engine configuration: one frozen dataclass, validated field by field (read from a file, the
+environment and flags by ``engine/settings.py``). Importing it does not import torch.
 
 Every knob an experiment turns is here, so the end-to-end benchmark's configurations are
 configurations, not code: reuse semantics (``none`` / ``prefix`` / ``msa``), the tiers the
@@ -10,10 +11,10 @@ or ``fixed`` chunks).
 from __future__ import annotations
 
 from dataclasses import dataclass, fields
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from asymcache.engine.kv_manager import KVConfig
-from asymcache.engine.planner import FETCH_TIERS
+if TYPE_CHECKING:
+    from asymcache.engine.kv_manager import KVConfig
 
 CHUNKING_MODES = ("adaptive", "fixed")
 
@@ -66,7 +67,7 @@ class EngineConfig:
     min_prefill_tokens: int = 32
     cost_model: str = "auto"
     reuse: str = "msa"
-    fetch_tiers: tuple[str, ...] = FETCH_TIERS
+    fetch_tiers: tuple[str, ...] = ("cpu", "disk", "remote")  # planner.FETCH_TIERS
     write_through: bool = True
     cache_endpoint: str | None = None
     engine_id: str | None = None
@@ -94,6 +95,8 @@ class EngineConfig:
 
     @property
     def kv_config(self) -> KVConfig:
+        from asymcache.engine.kv_manager import KVConfig  # torch: not on import of this module
+
         return KVConfig(reuse=self.reuse, fetch_tiers=self.fetch_tiers,  # type: ignore[arg-type]
                         write_through=self.write_through)
 

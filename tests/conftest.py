@@ -40,18 +40,12 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
 @pytest.fixture
 def start_daemon(tmp_path: Path) -> Iterator[DaemonFactory]:
     """``start_daemon(**flags)``: a real daemon with the daemon tests' small tiers."""
-    factory = DaemonFactory(tmp_path, SMALL)
-    try:
+    with DaemonFactory(tmp_path, SMALL) as factory:
         yield factory
-    finally:
-        factory.close()
 
 
 @pytest.fixture
 def daemons(tmp_path: Path) -> Iterator[DaemonFactory]:
     """``daemons.start(**flags)``: a real daemon sized for the built-in model, on one endpoint."""
-    factory = DaemonFactory(tmp_path, ENGINE)
-    try:
+    with DaemonFactory(tmp_path, ENGINE) as factory:
         yield factory
-    finally:
-        factory.close()

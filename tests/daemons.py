@@ -56,3 +56,9 @@ class DaemonFactory:
         for proc in self.procs:
             proc.stop()
         shutil.rmtree(self.ipc_dir, ignore_errors=True)
+
+    def __enter__(self) -> DaemonFactory:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()

@@ -100,6 +100,15 @@ def fill_disk(path: Path, entries: int, progress: bool = True) -> int:
     return capacity
 
 
+def anon_rss_bytes(pid: int) -> int:
+    """A process's resident anonymous memory (its heap; not file pages or shared memory, so
+    neither the LMDB map nor the CPU tier's slab counts), from /proc."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("RssAnon:"):
+            return int(line.split()[1]) * 1024
+    raise RuntimeError(f"/proc/{pid}/status has no RssAnon line")
+
+
 def parse_rebuild(log_text: str) -> tuple[int, float]:
     m = re.search(r"(\d+) blocks indexed from disk in ([\d.]+)s", log_text)
     if m is None:

@@ -91,16 +91,20 @@ def _rebuild(tmp, entries: int, flags: dict) -> dict:
     from asymcache.ops.bench import _daemon_tiers as tiers
 
     capacity = tiers.fill_disk(tmp / "rdata" / "blocks.lmdb", entries)
-    log = tmp / "rebuild.log"
     flags = {**flags, "disk_bytes": capacity, "log_level": "info"}
-    daemon = DaemonProcess(f"ipc://{tmp}/r.ipc", str(tmp / "rdata"), flags=flags,
-                           log_path=str(log))
-    try:
-        daemon.start(timeout_s=900)  # start-up is the measurement: the index rebuild
-    finally:
-        daemon.stop()
+    anon = {}  # the daemon's anonymous memory (heap: index, policies) with an empty disk, then full
+    for name, data in (("empty", tmp / "edata"), ("full", tmp / "rdata")):
+        log = tmp / f"rebuild-{name}.log"
+        daemon = DaemonProcess(f"ipc://{tmp}/r.ipc", str(data), flags=flags, log_path=str(log))
+        try:
+            daemon.start(timeout_s=900)  # start-up is the measurement: the index rebuild
+            anon[name] = tiers.anon_rss_bytes(daemon.pid)
+        finally:
+            daemon.stop()
     n, seconds = tiers.parse_rebuild(log.read_text())
-    return {"entries": n, "seconds": seconds, "entries_per_s": n / max(seconds, 1e-9)}
+    return {"entries": n, "seconds": seconds, "entries_per_s": n / max(seconds, 1e-9),
+            "anon_rss_empty_bytes": anon["empty"], "anon_rss_full_bytes": anon["full"],
+            "bytes_per_block": (anon["full"] - anon["empty"]) / max(n, 1)}
 
 
 def _table(res: dict) -> list[tuple[str, str, str, str, str]]:
@@ -121,6 +125,9 @@ def _table(res: dict) -> list[tuple[str, str, str, str, str]]:
         r = res["rebuild"]
         rows.append((f"index rebuild, {r['entries']:,} entries", f"{r['seconds']:.2f} s",
                      "", f"{r['entries_per_s']:,.0f}/s", ""))
+        rows.append(("index + disk policy memory per block, bytes",
+                     f"{r['bytes_per_block']:,.0f}",
+                     f"{r['anon_rss_empty_bytes'] / 2**20:,.0f} MiB empty", "", ""))
     if res.get("redis"):
         rows.append(("Redis SET / GET (reference), GB/s",
                      f"{res['redis']['set_gbps']:.2f} / {res['redis']['get_gbps']:.2f}", "", "",

@@ -34,8 +34,10 @@ _LAYOUT = "layers=32;kv_heads=8;head_dim=128;block=16;dtype=bfloat16;tp=0/1"
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--nodes", default="", help="host:port,... of an existing cluster "
                         "(default: start three local masters from redis-server)")
-    parser.add_argument("--password", default=os.environ.get("ASYMCACHE_REMOTE_PASSWORD", ""),
-                        help="cluster password (AUTH; default $ASYMCACHE_REMOTE_PASSWORD)")
+    password = os.environ.get("ASYMCACHE_DAEMON_REMOTE__PASSWORD") or os.environ.get(
+        "ASYMCACHE_REMOTE_PASSWORD", "")  # the daemon's variable, then its older name
+    parser.add_argument("--password", default=password, help="cluster password (AUTH; default "
+                        "$ASYMCACHE_DAEMON_REMOTE__PASSWORD)")
     parser.add_argument("--sizes", default="64KiB,1MiB", help="block sizes (default 64KiB,1MiB)")
     parser.add_argument("--mib", type=int, default=64, help="bytes written per size and round")
     parser.add_argument("--batch-mib", type=int, default=16, help="bytes per pipeline or call")

@@ -11,10 +11,11 @@ DEFAULT_ENDPOINT = "ipc:///tmp/asymcache.ipc"
 
 
 def add_endpoint(parser: argparse.ArgumentParser) -> None:
-    """``--endpoint`` (default: ``ASYMCACHE_ENDPOINT`` or the daemon's default) and
-    ``--timeout``."""
-    parser.add_argument("--endpoint", default=os.environ.get("ASYMCACHE_ENDPOINT",
-                                                             DEFAULT_ENDPOINT),
+    """``--endpoint`` (default: the daemon's ``ASYMCACHE_DAEMON_ENDPOINT``, the older
+    ``ASYMCACHE_ENDPOINT``, or the daemon's default) and ``--timeout``."""
+    env = os.environ
+    parser.add_argument("--endpoint", default=env.get("ASYMCACHE_DAEMON_ENDPOINT") or env.get(
+                            "ASYMCACHE_ENDPOINT", DEFAULT_ENDPOINT),
                         help="daemon endpoint, ipc://PATH or tcp://HOST:PORT")
     parser.add_argument("--timeout", type=float, default=2.0, metavar="S",
                         help="seconds to wait for the reply (default 2)")

@@ -6,7 +6,7 @@ from __future__ import annotations
 import msgpack
 import pytest
 
-from asymcache.cacheserver.config import ServerConfig, load_config
+from asymcache.cacheserver.config import RemoteSection, ServerConfig, load_config
 from asymcache.cacheserver.index import BlockIndex
 from asymcache.cacheserver.policy.cost import CostModel
 from asymcache.cacheserver.protocol import (
@@ -34,13 +34,16 @@ def test_remote_is_a_location_of_its_own() -> None:
     assert rid == 9 and [Where(w) for w in reply.where] == [Where.REMOTE, Where.MISS]
 
 
+N = "ASYMCACHE_DAEMON_REMOTE__NODES"
+
+
 @pytest.mark.parametrize(("env", "field"), [
-    ({"ASYMCACHE_REMOTE_NODES": "nohost"}, "remote_nodes"),
-    ({"ASYMCACHE_REMOTE_NODES": "h:1", "ASYMCACHE_REMOTE_BYTES": "0"}, "remote_bytes"),
-    ({"ASYMCACHE_REMOTE_NODES": "h:1", "ASYMCACHE_REMOTE_TIMEOUT_S": "0"}, "remote_timeout_s"),
-    ({"ASYMCACHE_REMOTE_NODES": "h:1", "ASYMCACHE_REMOTE_PREFIX": "kv{x}"}, "remote_prefix"),
-    ({"ASYMCACHE_REMOTE_NODES": "h:1", "ASYMCACHE_REMOTE_TLS_CA_FILE": "/ca"}, "remote_tls"),
-    ({"ASYMCACHE_REMOTE_POLICY": "nope"}, "remote_policy"),
+    ({N: "nohost"}, "remote.nodes"),
+    ({N: "h:1", "ASYMCACHE_DAEMON_REMOTE__CAPACITY_BYTES": "0"}, "remote.capacity_bytes"),
+    ({N: "h:1", "ASYMCACHE_DAEMON_REMOTE__TIMEOUT_S": "0"}, "remote.timeout_s"),
+    ({N: "h:1", "ASYMCACHE_DAEMON_REMOTE__PREFIX": "kv{x}"}, "remote.prefix"),
+    ({N: "h:1", "ASYMCACHE_DAEMON_REMOTE__TLS_CA_FILE": "/ca"}, "remote.tls"),
+    ({"ASYMCACHE_DAEMON_REMOTE__POLICY": "nope"}, "remote.policy"),
 ])
 def test_a_bad_remote_setting_is_named(env: dict, field: str) -> None:
     with pytest.raises(ValueError, match=rf"^{field}\b"):
@@ -48,11 +51,11 @@ def test_a_bad_remote_setting_is_named(env: dict, field: str) -> None:
 
 
 def test_remote_settings_reach_the_tier_and_the_password_stays_out_of_repr() -> None:
-    cfg = load_config(environ={"ASYMCACHE_REMOTE_NODES": "a:7000,b:7001",
-                               "ASYMCACHE_REMOTE_PASSWORD": "pw-123",
-                               "ASYMCACHE_REMOTE_USERNAME": "kv", "ASYMCACHE_REMOTE_TLS": "true",
-                               "ASYMCACHE_REMOTE_TTL_S": "3600",
-                               "ASYMCACHE_REMOTE_TIMEOUT_S": "0.5"})
+    cfg = load_config(environ={N: "a:7000,b:7001", "ASYMCACHE_DAEMON_REMOTE__PASSWORD": "pw-123",
+                               "ASYMCACHE_DAEMON_REMOTE__USERNAME": "kv",
+                               "ASYMCACHE_DAEMON_REMOTE__TLS": "true",
+                               "ASYMCACHE_DAEMON_REMOTE__TTL_S": "3600",
+                               "ASYMCACHE_DAEMON_REMOTE__TIMEOUT_S": "0.5"})
     tier = cfg.remote_tier_config()
     assert tier.nodes == ("a:7000", "b:7001") and tier.ttl_ms == 3_600_000
     assert tier.client_kwargs()["password"] == "pw-123" and tier.client_kwargs()["ssl"]
@@ -63,7 +66,8 @@ def test_remote_settings_reach_the_tier_and_the_password_stays_out_of_repr() -> 
 
 
 def test_configured_remote_figures_price_loads_from_the_start() -> None:
-    cfg = ServerConfig(remote_nodes="h:1", remote_bandwidth_bps=1e9, remote_latency_s=2e-3)
+    cfg = ServerConfig(remote=RemoteSection(nodes="h:1", load_bandwidth_bps=1e9,
+                                            load_latency_s=2e-3))
     model = PolicyFactory(cfg).cost_model
     assert model is not None
     assert model.load_cost("remote", 10**9) == pytest.approx(1.002)
@@ -71,7 +75,7 @@ def test_configured_remote_figures_price_loads_from_the_start() -> None:
 
 
 def test_measured_remote_figures_reach_every_policy_once() -> None:
-    factory = PolicyFactory(ServerConfig(remote_nodes="h:1"))
+    factory = PolicyFactory(ServerConfig(remote=RemoteSection(nodes="h:1")))
     policies = [factory(tier, 100) for tier in ("cpu", "disk", "remote")]
     assert factory.use_remote_figures((1e-4, 3e9), policies)
     for policy in [*policies, factory("gpu", 10)]:

@@ -23,8 +23,8 @@ from tests.docker.services import Service, free_port, spawn, start_daemon
 # The residency policy and cost model are the deployment's (docker/.env).
 DAEMON_FLAGS = {"cpu-bytes": "4MiB", "cpu-slot-bytes": "64KiB", "disk-bytes": "16MiB",
                 "lease-timeout-s": "30", "log-level": "info",
-                "policy": dotenv()["ASYMCACHE_POLICY"],
-                "cost-preset": dotenv()["ASYMCACHE_COST_PRESET"]}
+                "policy": dotenv()["ASYMCACHE_DAEMON_POLICY"],
+                "cost-preset": dotenv()["ASYMCACHE_DAEMON_COST_PRESET"]}
 ENGINE_STARTUP_S = 180.0
 
 

@@ -38,12 +38,13 @@ def test_docker_compose_config_accepts_the_checkout_as_is() -> None:
 def test_every_setting_comes_from_the_env_file_and_a_missing_one_is_named(tmp_path) -> None:
     env = dotenv()
     trimmed = tmp_path / "trimmed.env"
-    trimmed.write_text("".join(f"{k}={v}\n" for k, v in env.items() if k != "ASYMCACHE_CPU_BYTES"))
+    trimmed.write_text("".join(f"{k}={v}\n" for k, v in env.items()
+                               if k != "ASYMCACHE_DAEMON_CPU_BYTES"))
     done = run_compose("config", "--quiet", env_file=trimmed)
     assert done.returncode != 0
-    assert "set ASYMCACHE_CPU_BYTES in docker/.env" in done.stderr
+    assert "set ASYMCACHE_DAEMON_CPU_BYTES in docker/.env" in done.stderr
     daemon_env = rendered()["services"]["cacheserver"]["environment"]
-    assert daemon_env["ASYMCACHE_CPU_BYTES"] == env["ASYMCACHE_CPU_BYTES"]
+    assert daemon_env["ASYMCACHE_DAEMON_CPU_BYTES"] == env["ASYMCACHE_DAEMON_CPU_BYTES"]
 
 
 def test_daemon_shares_its_ipc_namespace_and_shm_holds_the_cpu_tier() -> None:
@@ -52,14 +53,14 @@ def test_daemon_shares_its_ipc_namespace_and_shm_holds_the_cpu_tier() -> None:
     assert daemon["ipc"] == "shareable"
     for name in ENGINES:
         assert services[name]["ipc"] == "service:cacheserver", name
-    cpu_tier = parse_size(daemon["environment"]["ASYMCACHE_CPU_BYTES"])
+    cpu_tier = parse_size(daemon["environment"]["ASYMCACHE_DAEMON_CPU_BYTES"])
     assert docker_size(daemon["shm_size"]) > cpu_tier
 
 
 def test_engines_connect_to_the_endpoint_the_daemon_binds_through_a_shared_volume() -> None:
     services = rendered()["services"]
     daemon = services["cacheserver"]
-    bind = daemon["environment"]["ASYMCACHE_ENDPOINT"]
+    bind = daemon["environment"]["ASYMCACHE_DAEMON_ENDPOINT"]
     for name in ENGINES:
         connect = services[name]["environment"]["ASYMCACHE_ENGINE_CACHE_ENDPOINT"]
         if bind.startswith("ipc://"):
@@ -75,7 +76,8 @@ def test_engines_connect_to_the_endpoint_the_daemon_binds_through_a_shared_volum
 def test_lmdb_data_dir_is_a_named_volume() -> None:
     image_defaults = tomllib.loads((DOCKER / "daemon.toml").read_text())
     daemon = rendered()["services"]["cacheserver"]
-    data_dir = daemon["environment"].get("ASYMCACHE_DATA_DIR", image_defaults["data_dir"])
+    data_dir = daemon["environment"].get("ASYMCACHE_DAEMON_DATA_DIR",
+                                         image_defaults["data_dir"])
     assert _mounts(daemon)[data_dir] in rendered()["volumes"]
 
 
@@ -124,19 +126,31 @@ def test_prometheus_targets_match_the_ports_the_services_listen_on() -> None:
     assert "engine" in services["engine-gpu"]["networks"]["default"]["aliases"]
 
 
-def test_service_settings_are_accepted_by_the_daemon_and_engine_loaders() -> None:
+def test_service_settings_are_accepted_by_the_daemon_and_engine_loaders(caplog) -> None:
     from asymcache.cacheserver.config import load_config
     from asymcache.engine.settings import load_settings
 
     services = rendered()["services"]
+    caplog.set_level("WARNING", logger="asymcache.config")
     image_defaults = DOCKER / "daemon.toml"
     daemon = load_config(image_defaults, environ=services["cacheserver"]["environment"])
     assert daemon.metrics_host == "0.0.0.0" and daemon.cpu_num_slots > 0
-    assert daemon.endpoint == services["cacheserver"]["environment"]["ASYMCACHE_ENDPOINT"]
+    assert daemon.endpoint == services["cacheserver"]["environment"]["ASYMCACHE_DAEMON_ENDPOINT"]
     for name in ENGINES:
         engine = load_settings(env=services[name]["environment"])
         assert engine.model == dotenv()["ASYMCACHE_ENGINE_MODEL"], name
         assert engine.cache_endpoint == daemon.endpoint or daemon.endpoint.startswith("tcp://")
+    assert not caplog.records, "old spellings in docker/: " + caplog.text
+
+
+def test_every_asymcache_name_in_the_env_file_is_a_current_daemon_or_engine_setting() -> None:
+    from asymcache.cacheserver.config import SCHEME as DAEMON
+    from asymcache.cacheserver.config_loader import keys
+    from asymcache.engine.settings import SCHEME as ENGINE
+
+    current = {s.env_name(k) for s in (DAEMON, ENGINE) for k in keys(s.root)}
+    names = [k for k in dotenv() if k.startswith("ASYMCACHE_")]
+    assert names and set(names) <= current, sorted(set(names) - current)
 
 
 def test_second_gpu_engine_differs_from_the_first_only_in_its_gpu_and_port() -> None:

@@ -59,11 +59,12 @@ def test_init_assigns_every_slot_once() -> None:
 
 def test_daemon_reaches_the_profile_cluster_when_the_env_names_it(tmp_path: Path) -> None:
     env = dotenv()
-    assert env["ASYMCACHE_REMOTE_NODES"] == ""  # off unless asked for
+    assert env["ASYMCACHE_DAEMON_REMOTE__NODES"] == ""  # off unless asked for
     nodes = ",".join(f"{n}:6379" for n in NODES)
-    assert f"ASYMCACHE_REMOTE_NODES={nodes}" in (DOCKER / ".env").read_text()  # as documented
+    documented = (DOCKER / ".env").read_text()
+    assert f"ASYMCACHE_DAEMON_REMOTE__NODES={nodes}" in documented
     on = tmp_path / "on.env"
-    on.write_text("".join(f"{k}={nodes if k == 'ASYMCACHE_REMOTE_NODES' else v}\n"
+    on.write_text("".join(f"{k}={nodes if k == 'ASYMCACHE_DAEMON_REMOTE__NODES' else v}\n"
                           for k, v in env.items()))
     done = run_compose("config", env_file=on)
     assert done.returncode == 0, done.stderr

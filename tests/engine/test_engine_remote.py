@@ -9,9 +9,9 @@ from pathlib import Path
 
 from asymcache.engine.client import CacheClient
 from asymcache.tiers.remote_local import LocalRedisCluster
+from tests.daemons import ENGINE
 from tests.engine.engine_fixtures import (
     BLOCK_BYTES,
-    DAEMON_FLAGS,
     assert_same,
     corpus_ids,
     greedy,
@@ -26,7 +26,7 @@ FULL = (LEN // B) * B  # 192 tokens in full blocks; the 8 after them are always 
 
 def _host(start, cluster: LocalRedisCluster, prefix: str, data_dir: Path) -> str:
     """A daemon sharing through ``cluster``; returns its endpoint once the cluster answers."""
-    d = start(data_dir=data_dir, **DAEMON_FLAGS, remote_nodes=",".join(cluster.nodes),
+    d = start(data_dir=data_dir, **ENGINE, remote_nodes=",".join(cluster.nodes),
               remote_prefix=prefix, remote_timeout_s=1.0)
     with CacheClient(d.endpoint, heartbeat=False) as c:
         assert wait_until(lambda: c.stats()["tiers"]["remote"]["ready"], 20.0), c.stats()

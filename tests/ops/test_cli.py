@@ -39,7 +39,7 @@ def test_stats_prints_a_table_and_json_for_scripts(start_daemon) -> None:
 def test_serve_with_a_bad_value_exits_2_naming_the_field(tmp_path) -> None:
     bad = _asymcache("serve", "--endpoint", f"ipc://{tmp_path}/x.ipc", "--data-dir",
                      str(tmp_path), "--cpu-bytes", "lots")
-    assert bad.returncode == 2 and "cpu_bytes (from command line)" in bad.stderr
+    assert bad.returncode == 2 and "cpu_bytes (from flag --cpu-bytes)" in bad.stderr
 
 
 def test_demo_serves_the_chat_twice_prints_the_table_and_a_png_and_cleans_up(tmp_path) -> None:
