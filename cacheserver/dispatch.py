@@ -18,7 +18,7 @@ import logging
 import time
 from collections.abc import Awaitable
 
-from asymcache.cacheserver import handlers_data  # noqa: F401 - registers the data-plane handlers
+from asymcache.cacheserver import handlers_data, handlers_session  # noqa: F401 - register ops
 from asymcache.cacheserver.handlers import HANDLERS, Context, HandlerSpec
 from asymcache.cacheserver.index import IndexFull
 from asymcache.cacheserver.leases import EngineSession

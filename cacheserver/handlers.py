@@ -3,7 +3,8 @@
 A handler is ``fn(ctx, identity, session, request) -> reply`` registered with :func:`handler`;
 it raises :class:`ProtocolError` for a request it refuses (the server turns that into an error
 reply). Handlers run on the event loop thread, one at a time, so they see a consistent index.
-The data-plane ops (PROMOTE, PUT, GET, FLUSH, STATS, PING) are in ``handlers_data.py``.
+The data-plane ops (PROMOTE, PUT, GET, FLUSH, STATS) are in ``handlers_data.py``; PING and CANCEL in
+``handlers_session.py``.
 """
 
 from __future__ import annotations
@@ -153,10 +154,13 @@ def hello(ctx: Context, identity: bytes, session: EngineSession | None, req: Hel
     for ref, slot in zip(req.held, req.held_slots, strict=True):
         ctx.residency.gpu_commit(new, _ensure(ctx, new, ref), slot)
     cpu = ctx.residency.cpu
+    from asymcache.cacheserver.handlers_session import daemon_info  # it imports this module
+
     return HelloReply(epoch=ctx.epoch, engine_id=req.engine_id, restored=len(new.key_slots),
                       cpu_shm_name=cpu.shm_name, cpu_slot_bytes=cpu.slot_bytes,
                       cpu_num_slots=cpu.num_slots, lease_timeout_s=ctx.config.lease_timeout_s,
-                      max_inflight=ctx.config.max_inflight, max_keys=ctx.config.max_keys)
+                      max_inflight=ctx.config.max_inflight, max_keys=ctx.config.max_keys,
+                      **(daemon_info(ctx) if req.info else {}))
 
 
 # ---- LOOKUP -------------------------------------------------------------------------------
@@ -187,13 +191,15 @@ def lookup(ctx: Context, identity: bytes, session: EngineSession, req: Lookup) -
     with ``lease``, a lease there. Keys no local tier knows are asked of the remote tier; the
     reply then waits for that round trip (the loop keeps serving)."""
     keys = req.keys
-    remote = req.remote and ctx.residency.remote is not None
+    remote_tier = ctx.residency.tier("remote")
+    remote = req.remote and remote_tier is not None
     slots = [session.key_slots.get(key, -1) for key in keys]  # GPU slots are >= 0
     if -1 in slots:
-        where, found = _locate(ctx.index, keys, slots, remote)
+        codes = ctx.residency.codes if remote else ctx.residency.local_codes
+        where, found = _locate(ctx.index, keys, slots, codes)
     else:  # the common case: all in this engine's GPU pool
         where, found = [int(Where.GPU)] * len(keys), [0, len(keys), 0, 0, 0]
-    if remote and found[0] and ctx.residency.remote.ready:  # type: ignore[union-attr]
+    if remote and found[0] and remote_tier.ready:  # type: ignore[union-attr]
         _touch(ctx, session, keys, where, req.lease)  # now: leases before the loop moves on
         return _lookup_rest(ctx, keys, where, slots, found)
     count_lookups(ctx, found, remote)
@@ -203,9 +209,10 @@ def lookup(ctx: Context, identity: bytes, session: EngineSession, req: Lookup) -
 
 
 def _locate(index: BlockIndex, keys: list[bytes], slots: list[int],
-            remote: bool) -> tuple[list[int], list[int]]:
+            codes: list[int]) -> tuple[list[int], list[int]]:
     """``where`` code per key and ``found`` count per code; ``slots`` holds each key's GPU slot
-    (-1: not in the engine's pool) and gets the CPU slot of blocks found there."""
+    (-1: not in the engine's pool) and gets the CPU slot of blocks found there; ``codes`` maps
+    a record's ``where`` to the code of the highest level reported."""
     records = index.get
     where: list[int] = []
     found = [0, 0, 0, 0, 0]
@@ -214,12 +221,10 @@ def _locate(index: BlockIndex, keys: list[bytes], slots: list[int],
             w = 1
         elif (rec := records(keys[i])) is None:
             w = 0
-        elif rec.cpu >= 0:
-            w, slots[i] = 2, rec.cpu
-        elif rec.disk:
-            w = 3
         else:
-            w = 4 if remote and rec.remote else 0
+            w = codes[rec.where]
+            if w == 2:
+                slots[i] = rec.cpu
         found[w] += 1
         where.append(w)
     return where, found
@@ -331,30 +336,18 @@ def release(ctx: Context, identity: bytes, session: EngineSession, req: Release)
     return ReleaseReply(released=sum(session.drop_lease(k, policies, now) for k in req.keys))
 
 
-def _holders(ctx: Context, rec: BlockRecord) -> list[ResidencyPolicy]:
-    out = [s.gpu_policy for e in rec.gpu if (s := ctx.sessions.by_engine(e)) is not None]
-    if rec.cpu >= 0:
-        out.append(ctx.residency.policies["cpu"])
-    if rec.disk:
-        out.append(ctx.residency.policies["disk"])
-    if rec.remote:
-        out.append(ctx.residency.policies["remote"])
-    return out
-
-
 @handler("pin")
 def pin(ctx: Context, identity: bytes, session: EngineSession, req: Pin) -> Message:
     if req.ttl_s is not None and req.ttl_s <= 0:
         raise bad(f"ttl_s must be positive, got {req.ttl_s}")
-    until = None if req.ttl_s is None else ctx.clock() + req.ttl_s
+    now = ctx.clock()
+    until = None if req.ttl_s is None else now + req.ttl_s
     count = 0
     for key in req.keys:
         rec = ctx.index.get(key)
         if rec is None:
             continue
-        rec.pinned, rec.pin_until = True, until
-        for policy in _holders(ctx, rec):
-            policy.pin(key, until)
+        ctx.residency.chain.pin(rec, until, now)
         count += 1
     return PinReply(count=count)
 
@@ -367,8 +360,6 @@ def unpin(ctx: Context, identity: bytes, session: EngineSession, req: Unpin) -> 
         rec = ctx.index.get(key)
         if rec is None or not rec.pinned:
             continue
-        rec.pinned, rec.pin_until = False, None
-        for policy in _holders(ctx, rec):
-            policy.unpin(key, now)
+        ctx.residency.chain.pin(rec, None, now, on=False)
         count += 1
     return UnpinReply(count=count)

@@ -1,4 +1,4 @@
-"""Request handlers of the data plane and service ops: PROMOTE, PUT, GET, FLUSH, STATS, PING.
+"""Request handlers of the data plane and service ops: PROMOTE, PUT, GET, FLUSH, STATS.
 
 PUT with ``durable`` and FLUSH are asynchronous: the blocks are placed at once, then the
 handler awaits the disk tier's ``flush`` in a worker thread (the event loop keeps serving) and
@@ -11,21 +11,17 @@ synchronously.
 from __future__ import annotations
 
 import asyncio
-import time
 
 from asymcache.cacheserver import remote_io
 from asymcache.cacheserver.handlers import Context, bad, handler
 from asymcache.cacheserver.leases import EngineSession
 from asymcache.cacheserver.metrics import TIERS, StateSnapshot
 from asymcache.cacheserver.protocol import (
-    PROTOCOL_VERSION,
     Flush,
     FlushReply,
     Get,
     GetReply,
     Message,
-    Ping,
-    PingReply,
     Promote,
     PromoteReply,
     Put,
@@ -33,8 +29,6 @@ from asymcache.cacheserver.protocol import (
     Stats,
     StatsReply,
 )
-
-HEARTBEAT_SUFFIX = b"/heartbeat"  # a client's heartbeat socket: its routing id + this suffix
 
 
 @handler("promote")
@@ -46,17 +40,16 @@ def promote(ctx: Context, identity: bytes, session: EngineSession, req: Promote)
     slots = []
     for key in req.keys:
         rec = ctx.index.get(key)
-        if rec is not None and rec.cpu < 0 and rec.disk:
-            data = res.disk_read(rec)
-            if data is not None and res.cpu_store(rec, data):
-                ctx.metrics.moved["disk_to_cpu"].inc(rec.n_bytes)
-                ctx.metrics.promotions.inc()
+        if rec is not None and rec.cpu < 0 and (src := res.promote(rec)) is not None:
+            ctx.metrics.moved[f"{src}_to_cpu"].inc(rec.n_bytes)
+            ctx.metrics.promotions.inc()
         slot = rec.cpu if rec is not None else -1
         if slot >= 0 and req.lease:
             session.take_lease(key, "cpu", cpu_policy)
         slots.append(slot)
     missing = [i for i, slot in enumerate(slots) if slot < 0]
-    if missing and res.remote is not None and res.remote.ready:
+    remote = res.tier("remote")
+    if missing and remote is not None and remote.ready:  # type: ignore[attr-defined]
         return _promote_rest(ctx, session, req, slots, missing)
     return PromoteReply(slots=slots)
 
@@ -72,8 +65,8 @@ async def _promote_rest(ctx: Context, session: EngineSession, req: Promote, slot
         rec = ctx.index.get(key)
         if got is not None and (rec is None or rec.cpu < 0) and live:
             rec = remote_io.place(ctx, session, key, *got)
-        elif got is None and rec is not None and rec.remote:
-            res.remote_forget(key, evicted=False)  # gone from the cluster (TTL, eviction)
+        elif got is None and rec is not None and res.holds(rec, "remote"):
+            res.forget("remote", key)  # gone from the cluster (TTL, eviction)
             rec = ctx.index.get(key)
         slots[i] = rec.cpu if rec is not None and live else -1
         if slots[i] >= 0 and req.lease:
@@ -83,11 +76,11 @@ async def _promote_rest(ctx: Context, session: EngineSession, req: Promote, slot
 
 async def _wait_durable(ctx: Context) -> list[bytes]:
     """Wait for the disk tier's queue to be synced; the keys whose writes failed."""
-    disk = ctx.residency.disk
+    disk = ctx.residency.tier("disk")
     if disk is None:
         return []
     await asyncio.get_running_loop().run_in_executor(None, disk.flush)
-    return ctx.residency.poll_disk_failures()
+    return ctx.residency.poll_failures()
 
 
 @handler("put", is_async=True)
@@ -101,9 +94,10 @@ async def put(ctx: Context, identity: bytes, session: EngineSession, req: Put) -
     res, moved = ctx.residency, ctx.metrics.moved
     for ref, frame in zip(req.blocks, req.frames, strict=True):
         rec = ctx.index.ensure(ref, session.n_tokens, session.n_bytes, session.layout_text)
-        if res.cpu_store(rec, frame):
+        if res.store("cpu", rec, frame):
             moved["net_to_cpu"].inc(rec.n_bytes)
-        if (req.durable or rec.cpu < 0) and not rec.disk and res.disk_store(rec, frame):
+        if ((req.durable or rec.cpu < 0) and not res.holds(rec, "disk")
+                and res.store("disk", rec, frame)):
             moved["net_to_disk"].inc(rec.n_bytes)
         ctx.index.discard_if_unheld(rec)
     if req.durable:
@@ -112,9 +106,9 @@ async def put(ctx: Context, identity: bytes, session: EngineSession, req: Put) -
     stored, on_disk = [], []
     for ref in req.blocks:
         rec = ctx.index.get(ref.key)
-        stored.append(rec is not None and (rec.cpu >= 0 or rec.disk or rec.remote))
-        on_disk.append(rec is not None and rec.disk)
-    durable = req.durable and res.disk is not None and all(on_disk)
+        stored.append(rec is not None and rec.where != 0)
+        on_disk.append(rec is not None and res.holds(rec, "disk"))
+    durable = req.durable and res.tier("disk") is not None and all(on_disk)
     return PutReply(stored=stored, durable=durable)
 
 
@@ -125,13 +119,14 @@ def get(ctx: Context, identity: bytes, session: EngineSession | None, req: Get) 
     datas: list[bytes | memoryview | None] = []
     for key in req.keys:
         rec = ctx.index.get(key)
-        data = res.cpu_read(rec) if rec is not None else None
+        view = res.read("cpu", rec) if rec is not None else None
+        data = None if view is None else bytes(view)  # a copy: safe once the slot is reused
         if data is not None:
             m.hits["cpu"].inc()
             m.moved["cpu_to_net"].inc(len(data))
-        elif rec is not None and rec.disk:
+        elif rec is not None and res.holds(rec, "disk"):
             m.misses["cpu"].inc()
-            raw = res.disk_read(rec)
+            raw = res.read("disk", rec)
             data = None if raw is None else bytes(raw)
             (m.hits if data is not None else m.misses)["disk"].inc()
             if data is not None:
@@ -141,7 +136,8 @@ def get(ctx: Context, identity: bytes, session: EngineSession | None, req: Get) 
             m.misses["disk"].inc()
         datas.append(data)
     missing = [i for i, data in enumerate(datas) if data is None]
-    if missing and res.remote is not None and res.remote.ready:
+    remote = res.tier("remote")
+    if missing and remote is not None and remote.ready:  # type: ignore[attr-defined]
         return _get_rest(ctx, req.keys, datas, missing)
     return _get_reply(datas)
 
@@ -168,21 +164,9 @@ async def flush(ctx: Context, identity: bytes, session: EngineSession | None,
                 req: Flush) -> Message:
     await _wait_durable(ctx)
     await remote_io.flush(ctx)
-    ctx.residency.poll_remote_failures()
-    disk = ctx.residency.disk
+    ctx.residency.poll_failures()
+    disk = ctx.residency.tier("disk")
     return FlushReply(disk_blocks=len(disk) if disk is not None else 0)
-
-
-@handler("ping", needs_session=False)
-def ping(ctx: Context, identity: bytes, session: EngineSession | None, req: Ping) -> Message:
-    """Liveness; a heartbeat for the named engine (else this socket's) only when it comes from
-    the socket that registered it or from that socket's heartbeat identity (its routing id +
-    ``HEARTBEAT_SUFFIX``). ``registered``: whether that engine has a session."""
-    target = ctx.sessions.by_engine(req.engine_id) if req.engine_id else session
-    if target is not None and identity in (target.identity, target.identity + HEARTBEAT_SUFFIX):
-        target.last_seen = ctx.clock()
-    return PingReply(epoch=ctx.epoch, server_time=time.time(), version=PROTOCOL_VERSION,
-                     registered=target is not None)
 
 
 @handler("stats", needs_session=False)
@@ -196,17 +180,18 @@ def snapshot(ctx: Context, ready: bool = True, dropped: int = 0) -> StateSnapsho
     occupancy = {"gpu": sum(len(s.slot_keys) for s in ctx.sessions), "cpu": len(res.cpu)}
     capacity = {"gpu": ctx.sessions.total_gpu_slots, **res.max_blocks}
     errors = {("cpu", k): v for k, v in res.cpu.error_counts().items()}
-    for name, tier in (("disk", res.disk), ("remote", res.remote)):
-        if tier is not None:
+    for name in res.policies:
+        tier = res.tier(name)
+        if name != "cpu" and tier is not None:
             occupancy[name] = len(tier)
             errors.update({(name, k): v for k, v in tier.error_counts().items()})
-    remote = res.remote
+    remote = res.tier("remote")
     return StateSnapshot(occupancy=occupancy, capacity=capacity, tier_errors=errors,
                          engines=len(ctx.sessions), index_blocks=len(ctx.index),
                          leases=sum(s.lease_count for s in ctx.sessions),
                          dropped_replies=dropped, ready=ready,
-                         remote_ready=None if remote is None else remote.ready,
-                         remote_load=res.remote_load())
+                         remote_ready=None if remote is None else remote.ready,  # type: ignore[attr-defined]
+                         remote_load=res.load_figures("remote"))
 
 
 def _tier_counters(ctx: Context) -> dict[tuple[str, str], int]:

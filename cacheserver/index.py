@@ -1,8 +1,8 @@
 """The daemon's block index: what is known about every block some tier holds.
 
 A :class:`BlockRecord` exists exactly while at least one tier holds (or is being filled with) the
-block: an engine's GPU slot, a confirmed or reserved CPU slot, the disk, or the remote tier (the
-cluster's blocks this daemon stored or promoted; others are found by asking the cluster).
+block: an engine's GPU slot, a level of the tier chain (``where``, one bit per level: the CPU,
+the disk, the remote tier's blocks this daemon stored or promoted), or a reserved CPU slot.
 Records are dropped as soon as nothing holds them, so the index is bounded by the sum of the
 tiers' capacities and the registered engines' GPU pools; :class:`BlockIndex` enforces that bound
 (``max_blocks``) and is resized when engines register or leave. Pure bookkeeping: no I/O, no
@@ -26,8 +26,8 @@ class IndexFull(Exception):
 @dataclass(slots=True)
 class BlockRecord:
     """One block's metadata. ``gpu`` names the engines whose GPU pool holds it (each session
-    knows the slot); ``cpu`` is the confirmed CPU slot (-1 none) and ``cpu_pending`` a
-    reserved, not yet readable one (-1 none).
+    knows the slot); ``where`` the chain's levels that hold it (``chain.py``); ``cpu`` is its
+    slot in the CPU level (-1 none) and ``cpu_pending`` a reserved, not yet readable one.
 
     Memory (one record per indexed block): ``__slots__``, ``gpu`` an immutable tuple (the
     shared ``()`` for most blocks), and the record is its own policy view (:meth:`info`).
@@ -41,19 +41,17 @@ class BlockRecord:
     n_bytes: int
     layout: str
     gpu: tuple[str, ...] = ()
+    where: int = 0  # one bit per level of the tier chain that holds the block
     cpu: int = -1
     cpu_pending: int = -1
     cpu_owner: str = ""  # engine id that reserved ``cpu_pending`` ("" = the daemon itself)
-    disk: bool = False
-    remote: bool = False  # in the remote tier, accounted by this daemon (stored or adopted)
     pinned: bool = False
     pin_until: float | None = None  # None with ``pinned`` = until UNPIN
     busy: int = 0  # moves in progress: the record stays indexed while a tier is being filled
 
     @property
     def held(self) -> bool:
-        return (bool(self.gpu) or self.cpu >= 0 or self.cpu_pending >= 0 or self.disk
-                or self.remote or self.busy > 0)
+        return bool(self.gpu) or self.where != 0 or self.cpu_pending >= 0 or self.busy > 0
 
     def info(self) -> BlockInfo:
         """The policy's view of this block: the record itself, which has every field of
@@ -63,15 +61,6 @@ class BlockRecord:
 
     def pin_active(self, now: float) -> bool:
         return self.pinned and (self.pin_until is None or self.pin_until > now)
-
-    def next_tier(self, below: str) -> str | None:
-        """The next tier under ``below`` that still holds the block (for ``set_backing``)."""
-        order = ("gpu", "cpu", "disk", "remote")
-        for tier in order[order.index(below) + 1:]:
-            if ((tier == "cpu" and self.cpu >= 0) or (tier == "disk" and self.disk)
-                    or (tier == "remote" and self.remote)):
-                return tier
-        return None
 
     @property
     def parent_or_root(self) -> bytes:

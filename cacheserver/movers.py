@@ -1,55 +1,58 @@
-"""Tier movers: every change of where a block lives goes through :class:`Residency`.
+"""The residency manager: every change of where a block lives goes through :class:`Residency`.
 
-It owns the CPU, DISK and REMOTE tiers and their policies, keeps the :class:`BlockIndex` in step
-with them, and makes room when a tier is full: the tier's policy names a victim, a CPU victim is
-demoted to disk and to the remote tier first (each when it does not hold it yet and its policy
-admits it), a disk victim is dropped; the remote tier's part is in ``movers_remote.py``. GPU
-slots belong to the engines: here the daemon only records which key sits in which slot and, on
-ALLOCATE, names victims and reserves CPU slots to demote them to.
+Below the engines' GPU pools the daemon's tiers form a :class:`~asymcache.cacheserver.chain.
+TierChain` (``levels.py`` builds it from configuration: CPU, then disk, then the remote
+tier); the chain places, evicts, demotes, writes through and tells policies their backing,
+the same code the simulator runs. What is specific to the daemon stays here: GPU slots belong
+to the engines, so the daemon only records which key sits in which slot and, on ALLOCATE, names
+victims and reserves slots in the top level (CPU) for the engines to demote them into; a
+reserved slot becomes readable when the engine confirms the copy.
 
-Every method runs on the event loop thread and never blocks on I/O except the disk tier's own
-(batched, background) writes; ``DiskWaiter`` turns "durable" into an awaitable.
+Every method runs on the event loop thread and never blocks on I/O except the tiers' own
+(batched, background) writes.
 """
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Callable
-from typing import TYPE_CHECKING
 
+from asymcache.cacheserver.chain import ChainEvents, Level, TierChain
 from asymcache.cacheserver.index import BlockIndex, BlockRecord
 from asymcache.cacheserver.leases import EngineSession, SessionTable
-from asymcache.cacheserver.metrics import DaemonMetrics
-from asymcache.cacheserver.movers_remote import RemoteMoves, header_of
-from asymcache.cacheserver.policy import ResidencyPolicy
-from asymcache.tiers.base import BlockHeader, Buffer, Tier
+from asymcache.cacheserver.levels import header_of
+from asymcache.cacheserver.metrics import DIRECTIONS, DaemonMetrics
+from asymcache.tiers.base import Buffer, Tier
 from asymcache.tiers.cpu import CpuTier
 
-if TYPE_CHECKING:
-    from asymcache.tiers.remote import RemoteTier
 
-log = logging.getLogger(__name__)
+class Residency(ChainEvents):
+    """Placement, eviction, demotion and promotion across the engines' GPU pools (index only)
+    and the tier chain's levels."""
 
+    def __init__(self, index: BlockIndex, sessions: SessionTable, levels: list[Level],
+                 metrics: DaemonMetrics, clock: Callable[[], float],
+                 capacity: dict[str, int], bound: dict[str, int]) -> None:
+        self.index, self.sessions, self.metrics, self.clock = index, sessions, metrics, clock
+        self.chain = TierChain(levels, index.get, index.discard_if_unheld, self)
+        self.top = levels[0]  # engines demote into it and fetch from it (the CPU tier)
+        self.cpu: CpuTier = self.top.store.tier  # type: ignore[attr-defined]
+        self.policies = {level.name: level.policy for level in levels}
+        self.max_blocks, self.bound_blocks = capacity, bound
+        # LOOKUP's Where code per ``where`` mask: the highest level holding it (``local``:
+        # not counting levels shared with other hosts, reported only when asked)
+        self.codes = [self._code(mask, True) for mask in range(1 << len(levels))]
+        self.local_codes = [self._code(mask, False) for mask in range(1 << len(levels))]
 
-class Residency(RemoteMoves):
-    """Placement, eviction, demotion and promotion across GPU (index only), CPU, DISK and
-    REMOTE (the remote tier's part is in ``movers_remote.py``)."""
+    def _code(self, mask: int, shared: bool) -> int:
+        held = [lv for lv in self.chain.levels if mask & lv.bit and (shared or not lv.shared)]
+        return held[0].code if held else 0
 
-    def __init__(self, index: BlockIndex, sessions: SessionTable, cpu: CpuTier,
-                 disk: Tier | None, policies: dict[str, ResidencyPolicy], metrics: DaemonMetrics,
-                 clock: Callable[[], float], write_through: bool = False,
-                 remote: RemoteTier | None = None, remote_write_through: bool = True) -> None:
-        self.index = index
-        self.sessions = sessions
-        self.cpu = cpu
-        self.disk = disk
-        self.remote = remote
-        self.policies = policies  # "cpu" and, with a disk, "disk", with a remote tier "remote"
-        self.metrics = metrics
-        self.clock = clock
-        self.write_through = write_through
-        self.remote_write_through = remote_write_through
-        self.max_blocks, self.bound_blocks = tier_capacities(cpu, disk, remote)
+    def tier(self, name: str) -> Tier | None:
+        level = self.chain.level(name)
+        return None if level is None else level.store.tier  # type: ignore[attr-defined]
+
+    def holds(self, rec: BlockRecord, name: str) -> bool:
+        return self.chain.holds(rec, name)
 
     # ---- GPU (index only) ---------------------------------------------------------------
     def gpu_commit(self, session: EngineSession, rec: BlockRecord, slot: int) -> None:
@@ -66,7 +69,8 @@ class Residency(RemoteMoves):
             rec.gpu = (*rec.gpu, session.engine_id)
         now = self.clock()
         session.gpu_policy.insert(rec.info(), now)
-        session.gpu_policy.set_backing(rec.key, rec.next_tier("gpu"))
+        top = self.chain.top(rec)
+        session.gpu_policy.set_backing(rec.key, None if top is None else top.name)
         if rec.pin_active(now):
             session.gpu_policy.pin(rec.key, rec.pin_until)
 
@@ -98,7 +102,7 @@ class Residency(RemoteMoves):
             rec.gpu = _without(rec.gpu, session.engine_id)
             demote_to = -1
             if (demote and rec.cpu < 0 and rec.cpu_pending < 0
-                    and self.policies["cpu"].admit(rec.info(), now)):
+                    and self.top.policy.admit(rec.info(), now)):
                 demote_to = self.cpu_reserve(rec, session)
             self.metrics.evictions["gpu"].inc()
             if demote_to >= 0:
@@ -107,10 +111,11 @@ class Residency(RemoteMoves):
             out.append((slot, key, demote_to))
         return out
 
-    # ---- CPU ----------------------------------------------------------------------------
+    # ---- CPU reservations (the top level's filling slots) -------------------------------
     def cpu_reserve(self, rec: BlockRecord, session: EngineSession | None) -> int:
         """A ``FILLING`` CPU slot for ``rec`` (evicting if needed), or -1 if none can be had."""
-        if rec.n_bytes > self.cpu.slot_bytes or not self._cpu_room(rec):
+        if (rec.n_bytes > self.cpu.slot_bytes
+                or not self.chain.make_room(self.top, rec, self.clock())):
             return -1
         slot = self.cpu.reserve(rec.key, header_of(rec))
         if slot is None:
@@ -130,12 +135,11 @@ class Residency(RemoteMoves):
         if session is not None:
             session.reservations.discard(rec.key)
         rec.cpu, rec.cpu_pending, rec.cpu_owner = slot, -1, ""
-        self._cpu_entered(rec)
-        if self.write_through and not rec.disk:
-            self.disk_store(rec, self.cpu.get([rec.key])[0])
+        self.chain.entered(self.top, rec, self.clock())
         return True
 
     def cpu_abort(self, rec: BlockRecord, session: EngineSession | None) -> None:
+        """Give back the CPU slot reserved for ``rec`` (if any)."""
         if rec.cpu_pending >= 0:
             self.cpu.abort(rec.key)
             rec.cpu_pending, rec.cpu_owner = -1, ""
@@ -143,160 +147,77 @@ class Residency(RemoteMoves):
             session.reservations.discard(rec.key)
         self.index.discard_if_unheld(rec)
 
-    def cpu_store(self, rec: BlockRecord, data: Buffer) -> bool:
-        """Copy ``data`` into a CPU slot (evicting if needed); ``False`` if there is no room."""
-        if rec.cpu >= 0:
-            return True
-        if rec.cpu_pending >= 0 or not self._cpu_room(rec):
-            return False
-        if not self.cpu.put([(rec.key, header_of(rec), data)])[0]:
-            return False
-        slot = self.cpu.slot_of(rec.key)
-        assert slot is not None
-        rec.cpu = slot
-        self._cpu_entered(rec)
-        return True
+    # ---- any level ----------------------------------------------------------------------
+    def store(self, name: str, rec: BlockRecord, data: Buffer | None) -> bool:
+        """Put ``data`` into level ``name`` (evicting as needed; ``None`` = adopt a block the
+        tier holds already); ``False`` if refused or there is no such level."""
+        level = self.chain.level(name)
+        return level is not None and self.chain.place(level, rec, data, self.clock(), False)
 
-    def cpu_read(self, rec: BlockRecord) -> bytes | None:
-        """A copy of the block's CPU bytes (safe to send after the slot is reused)."""
-        if rec.cpu < 0:
+    def read(self, name: str, rec: BlockRecord) -> Buffer | None:
+        """The block's bytes in level ``name``, or ``None`` (absent, or failed its checks:
+        then forgotten there)."""
+        level = self.chain.level(name)
+        if level is None or not rec.where & level.bit:
             return None
-        view = self.cpu.get([rec.key])[0]
-        return None if view is None else bytes(view)
-
-    def _cpu_entered(self, rec: BlockRecord) -> None:
-        now = self.clock()
-        policy = self.policies["cpu"]
-        policy.insert(rec.info(), now)
-        policy.set_backing(rec.key, rec.next_tier("cpu"))
-        if rec.pin_active(now):
-            policy.pin(rec.key, rec.pin_until)
-        self._refresh_gpu_backing(rec)
-        if self.remote_write_through:
-            self.remote_copy(rec)
-
-    def _refresh_gpu_backing(self, rec: BlockRecord) -> None:
-        """Tell each engine's GPU policy the next tier that still holds ``rec``."""
-        for engine_id in rec.gpu:
-            session = self.sessions.by_engine(engine_id)
-            if session is not None:
-                session.gpu_policy.set_backing(rec.key, rec.next_tier("gpu"))
-
-    def _cpu_room(self, rec: BlockRecord) -> bool:
-        """Make one CPU slot free for ``rec``, demoting the policy's victims; ``False`` if every
-        slot is held. ``rec`` stays indexed meanwhile, even if a demotion evicts it from disk."""
-        rec.busy += 1
-        try:
-            while self.cpu.free_slots == 0:
-                victim = self.policies["cpu"].evict(self.clock())
-                if victim is None:
-                    return False
-                self._cpu_drop(victim, demote=True)
-            return True
-        finally:
-            rec.busy -= 1
-
-    def _cpu_drop(self, key: bytes, demote: bool) -> None:
-        rec = self.index.get(key)
-        if rec is None or rec.cpu < 0:
-            self.cpu.delete([key])
-            return
-        demoted = False
-        if demote and self._disk_admits(rec):
-            view = self.cpu.get([key])[0]
-            if view is not None and self.disk_store(rec, view):
-                demoted = True
-                self.metrics.moved["cpu_to_disk"].inc(rec.n_bytes)
-        if demote and self.remote_copy(rec):
-            demoted = True
-        if demoted:
-            self.metrics.demotions["cpu"].inc()
-        self.cpu.delete([key])
-        rec.cpu = -1
-        self.metrics.evictions["cpu"].inc()
-        self._refresh_gpu_backing(rec)
-        self.index.discard_if_unheld(rec)
-
-    # ---- DISK ---------------------------------------------------------------------------
-    def _disk_admits(self, rec: BlockRecord) -> bool:
-        return (self.disk is not None and not rec.disk
-                and self.policies["disk"].admit(rec.info(), self.clock()))
-
-    def disk_store(self, rec: BlockRecord, data: Buffer) -> bool:
-        """Queue ``data`` for the disk (evicting by bytes if needed); ``False`` if refused."""
-        if self.disk is None:
-            return False
-        if rec.disk:
-            return True
-        header = header_of(rec)
-        need = self.disk.entry_bytes(header)
-        if need > self.disk.capacity_bytes:
-            return False
-        policy = self.policies["disk"]
-        while self.disk.used_bytes + need > self.disk.capacity_bytes:
-            victim = policy.evict(self.clock())
-            if victim is None:
-                return False
-            self.disk_forget(victim, evicted=True)
-        if not self.disk.put([(rec.key, header, data)])[0]:
-            return False
-        rec.disk = True
-        now = self.clock()
-        policy.insert(rec.info(), now)
-        if rec.pin_active(now):
-            policy.pin(rec.key, rec.pin_until)
-        self.refresh_backing(rec)
-        return True
-
-    def disk_read(self, rec: BlockRecord) -> Buffer | None:
-        """The block's disk bytes, or ``None`` (absent, or failed its checks: then forgotten)."""
-        if self.disk is None or not rec.disk:
-            return None
-        data = self.disk.get([rec.key])[0]
+        data = level.store.read(rec)
         if data is None:
-            self.disk_forget(rec.key, evicted=False)
+            self.forget(name, rec.key)
         return data
 
-    def disk_forget(self, key: bytes, evicted: bool) -> None:
-        """Drop ``key`` from the disk tier, its policy and the index."""
-        assert self.disk is not None
-        self.disk.delete([key])
-        self.policies["disk"].remove(key)
-        rec = self.index.get(key)
-        if rec is not None and rec.disk:
-            rec.disk = False
-            self.refresh_backing(rec)
-            self.index.discard_if_unheld(rec)
-        if evicted:
-            self.metrics.evictions["disk"].inc()
+    def promote(self, rec: BlockRecord) -> str | None:
+        """Copy ``rec`` from the highest local level holding it into the top level; the name
+        of the level it came from, or None (already there, nowhere local, or no room)."""
+        src = self.chain.top(rec)
+        if src is None or src is self.top or src.shared or rec.cpu_pending >= 0:
+            return None
+        data = self.read(src.name, rec)
+        return src.name if data is not None and self.store(self.top.name, rec, data) else None
 
-    def poll_disk_failures(self) -> list[bytes]:
-        """Forget blocks whose queued disk writes failed (or were found corrupt); their keys."""
-        if self.disk is None:
-            return []
-        failed = self.disk.take_failed()
-        for key in failed:
-            self.disk_forget(key, evicted=False)
-        return failed
+    def forget(self, name: str, key: bytes) -> None:
+        """Drop ``key`` from level ``name`` (not an eviction: gone, or failed)."""
+        level = self.chain.level(name)
+        if level is not None:
+            self.chain.leave(level, key, self.clock(), evicted=False)
 
+    def poll_failures(self) -> list[bytes]:
+        """Forget blocks whose queued writes failed (or were found corrupt); their keys."""
+        return self.chain.forget_failed(self.clock())
 
-def tier_capacities(cpu: CpuTier, disk: Tier | None, remote: Tier | None
-                    ) -> tuple[dict[str, int], dict[str, int]]:
-    """``(capacity, bound)`` in blocks per tier (``cpu``, and ``disk``/``remote`` when open).
+    def load_figures(self, name: str) -> tuple[float, float] | None:
+        """``(latency_s, bandwidth_bps)`` of a load from level ``name`` when its tier measures
+        or is configured with them (the remote tier), else None."""
+        figures = getattr(self.tier(name), "load_figures", None)
+        return None if figures is None else figures()
 
-    ``capacity`` sizes the policies and is what STATS and ``asymcache_tier_capacity_blocks``
-    report: the tier's bytes over the entry of the largest block the daemon accepts (one CPU
-    slot), so a tier full of such blocks shows 100%. ``bound`` is the most blocks of any size
-    the tier can hold (its bytes over the entry of an empty block): only the index is sized by
-    it, so it never refuses a block the tiers have room for."""
-    largest = BlockHeader(bytes(16), bytes(16), 0, "", cpu.slot_bytes, 0)
-    empty = BlockHeader(bytes(16), bytes(16), 0, "", 0, 0)
-    capacity, bound = {"cpu": cpu.capacity_blocks}, {"cpu": cpu.capacity_blocks}
-    for name, tier in (("disk", disk), ("remote", remote)):
-        if tier is not None:
-            capacity[name] = tier.capacity_bytes // tier.entry_bytes(largest)
-            bound[name] = tier.capacity_bytes // tier.entry_bytes(empty)
-    return capacity, bound
+    # ---- chain events -------------------------------------------------------------------
+    def evicted(self, level: Level, block: object) -> None:
+        self.metrics.evictions[level.name].inc()
+
+    def demoted(self, level: Level, block: object) -> None:
+        self.metrics.demotions[level.name].inc()
+
+    def copied(self, src: Level, dst: Level, block: BlockRecord) -> None:  # type: ignore[override]
+        direction = f"{src.name}_to_{dst.name}"
+        if direction in DIRECTIONS:
+            self.metrics.moved[direction].inc(block.n_bytes)
+
+    def backing(self, block: BlockRecord, top: str | None) -> None:  # type: ignore[override]
+        """Tell each engine's GPU policy the highest level that still holds ``block``."""
+        for engine_id in block.gpu:
+            session = self.sessions.by_engine(engine_id)
+            if session is not None:
+                session.gpu_policy.set_backing(block.key, top)
+
+    def pinned(self, block: BlockRecord, until: float | None, now: float,  # type: ignore[override]
+               on: bool) -> None:
+        for engine_id in block.gpu:
+            session = self.sessions.by_engine(engine_id)
+            if session is not None:
+                if on:
+                    session.gpu_policy.pin(block.key, until)
+                else:
+                    session.gpu_policy.unpin(block.key, now)
 
 
 def _without(engines: tuple[str, ...], engine_id: str) -> tuple[str, ...]:

@@ -31,9 +31,9 @@ log = logging.getLogger("asymcache.remote")
 
 
 def _tier(ctx: Context) -> RemoteTier:
-    remote = ctx.residency.remote
+    remote = ctx.residency.tier("remote")
     assert remote is not None, "remote_io needs a remote tier"
-    return remote
+    return remote  # type: ignore[return-value]
 
 
 async def probe(ctx: Context, keys: list[bytes]) -> list[bool]:
@@ -52,7 +52,7 @@ async def fetch(ctx: Context, keys: list[bytes]) -> list[Found | None]:
 
 async def flush(ctx: Context) -> None:
     """Wait (bounded by the tier) until the remote tier's queued writes are sent."""
-    remote = ctx.residency.remote
+    remote = ctx.residency.tier("remote")
     if remote is not None:
         await asyncio.get_running_loop().run_in_executor(None, remote.flush)
 
@@ -76,8 +76,8 @@ def place(ctx: Context, session: EngineSession, key: bytes, header: BlockHeader,
     except IndexFull:
         return None
     res = ctx.residency
-    res.remote_adopt(rec, header)
-    if rec.cpu < 0 and rec.cpu_pending < 0 and res.cpu_store(rec, payload):
+    res.store("remote", rec, None)  # adopted: another host stored it
+    if rec.cpu < 0 and rec.cpu_pending < 0 and res.store("cpu", rec, payload):
         ctx.metrics.moved["remote_to_cpu"].inc(rec.n_bytes)
         ctx.metrics.promotions.inc()
     ctx.index.discard_if_unheld(rec)

@@ -38,6 +38,7 @@ from asymcache.cacheserver.http import HttpServer
 from asymcache.cacheserver.index import BlockIndex
 from asymcache.cacheserver.launch import ping
 from asymcache.cacheserver.leases import SessionTable
+from asymcache.cacheserver.levels import daemon_levels
 from asymcache.cacheserver.metrics import DaemonMetrics, StateCollector
 from asymcache.cacheserver.movers import Residency
 from asymcache.cacheserver.protocol import request_ops
@@ -99,14 +100,12 @@ class CacheServer:
         remote = open_remote(cfg, self.metrics)
         self._tiers = (cpu, disk, remote)
         self._policies = make_policy = PolicyFactory(cfg)
-        index, sessions, policies = BlockIndex(1), SessionTable(cfg.max_engines), {}
-        residency = Residency(index, sessions, cpu, disk, policies, self.metrics,
-                              time.monotonic, cfg.disk_write_through, remote,
-                              cfg.remote.write_through)
-        for tier, n in residency.max_blocks.items():
-            policies[tier] = make_policy(tier, n)
-        tier_blocks = sum(residency.bound_blocks.values())  # the index's bound, not capacity
-        index.resize(tier_blocks)
+        levels, capacity, bound = daemon_levels(
+            cfg, {"cpu": cpu, "disk": disk, "remote": remote}, make_policy)
+        tier_blocks = sum(bound.values())  # the index's bound, not capacity
+        index, sessions = BlockIndex(tier_blocks), SessionTable(cfg.max_engines)
+        residency = Residency(index, sessions, levels, self.metrics, time.monotonic, capacity,
+                              bound)
         self.ctx = Context(cfg, index, sessions, residency, self.metrics, self.epoch,
                            time.monotonic, lambda n: make_policy("gpu", n), tier_blocks)
         self.registry.register(StateCollector(self._snapshot))
@@ -213,8 +212,7 @@ class CacheServer:
         ctx = self.ctx
         assert ctx is not None
         period = min(1.0, ctx.config.lease_timeout_s / 4)
-        steps = (self._expire_engines, ctx.residency.poll_disk_failures,
-                 ctx.residency.poll_remote_failures, self._use_remote_figures)
+        steps = (self._expire_engines, ctx.residency.poll_failures, self._use_remote_figures)
         while True:
             await asyncio.sleep(period)
             for step in steps:
@@ -238,7 +236,7 @@ class CacheServer:
         """Once the remote tier has measured its link, cost-aware policies price with it."""
         ctx = self.ctx
         assert ctx is not None and self._policies is not None
-        figures = ctx.residency.remote_load()
+        figures = ctx.residency.load_figures("remote")
         if figures is None:
             return
         policies = [*ctx.residency.policies.values(), *(s.gpu_policy for s in ctx.sessions)]

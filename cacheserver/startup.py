@@ -155,10 +155,11 @@ def rebuild_index(ctx: Context) -> int:
     disk policy as its block infos; values that repeat across blocks (namespace, size,
     position) are shared, not stored once per block; the cyclic garbage collector is paused
     meanwhile (the records are acyclic; the server freezes them once start-up is done)."""
-    disk = ctx.residency.disk
-    if disk is None:
+    level = ctx.residency.chain.level("disk")
+    if level is None:
         return 0
-    insert, add = ctx.residency.policies["disk"].insert, ctx.index.add
+    disk: Tier = level.store.tier  # type: ignore[attr-defined]
+    insert, add, bit = level.policy.insert, ctx.index.add, level.bit
     now = ctx.clock()
     shared: dict = {}  # namespace / size / position -> one object for all blocks
     tokens: dict[str, int] = {}  # layout text -> block size (few distinct layouts)
@@ -173,7 +174,7 @@ def rebuild_index(ctx: Context) -> int:
             rec = BlockRecord(key, shared.setdefault(h.namespace, h.namespace),
                               None if h.parent == ROOT_PARENT else h.parent,
                               shared.setdefault(h.position, h.position), n_tokens,
-                              shared.setdefault(h.length, h.length), h.layout, disk=True)
+                              shared.setdefault(h.length, h.length), h.layout, where=bit)
             if add(rec):
                 insert(rec.info(), now)
                 n += 1

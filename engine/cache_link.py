@@ -3,22 +3,24 @@
 Every op degrades instead of failing: while the daemon is unreachable, LOOKUP finds nothing,
 ALLOCATE names no victims, COMMIT/RELEASE/PIN are skipped, and the engine serves from its own
 pool (local LRU) and recomputes the rest. The engine registers (HELLO) when it starts, so the
-daemon counts it before any request. A background probe (its own socket, pinging every
-``probe_s``) notices when the daemon answers again; the next :meth:`tick` then re-registers
-with HELLO, announcing the blocks the engine holds (the client also re-HELLOs by itself when a
-request meets a restarted daemon, and an idle engine's ticks PING to find out). Blocks in the
-CPU tier are read and written through the zero-copy shared-memory mapping when the tier is on
-this host, else with GET and PUT. A CPU slot is read or written only under the registration
-that handed it out (:mod:`asymcache.engine.slot_grants`): a slot LOOKUP returned before the daemon
-restarted is a block gone (recomputed), never bytes of the new daemon's slab.
+daemon counts it before any request. The client's heartbeats are the one liveness signal: when
+they get a reply again (``client.answering``), or say that the daemon no longer knows this
+engine (``client.last_pong``: it restarted, or expired a silent session), the next :meth:`tick`
+registers with HELLO, announcing the blocks the engine holds (the client also re-HELLOs by itself
+when a request meets a restarted daemon). Whether the daemon has a remote tier, and its load
+figures, come with HELLO and heartbeat replies (``client.info``); CPU reservations the engine
+cannot fill are given back with CANCEL. Blocks in the CPU tier are read and written through the
+zero-copy shared-memory mapping when the tier is on this host, else with GET and PUT. A CPU slot
+is read or written only under the registration that handed it out
+(:mod:`asymcache.engine.slot_grants`): a slot LOOKUP returned before the daemon restarted is a
+block gone (recomputed), never bytes of the new daemon's slab.
 """
 
 from __future__ import annotations
 
 import logging
-import threading
 from collections.abc import Callable, Sequence
-from typing import Any, TypeVar
+from typing import TypeVar
 
 from asymcache.cacheserver.blocks import KVLayout
 from asymcache.cacheserver.protocol import BlockRef, ProtocolError, Where
@@ -33,17 +35,13 @@ T = TypeVar("T")
 _WHERE = {Where.GPU: "gpu", Where.CPU: "cpu", Where.DISK: "disk", Where.REMOTE: "remote"}
 MAX_KEYS = 1024  # keys per request: well under the daemon's default limit (4096)
 MAX_BLOCKS_PER_MESSAGE = 32  # block payloads per PUT/GET: bounded message size
-CHECK_S = 2.0  # while idle: seconds between checks that the daemon still knows this engine
-INFO_S = 10.0  # seconds between reads of the daemon's remote-tier load figures (STATS)
-GIVE_BACK_S = 1.0  # at most one re-registration per this many seconds to give back reservations
 
 
 class CacheLink:
-    """See the module docstring. Used from the engine's thread only (the probe has its own
-    socket and only sets a flag)."""
+    """See the module docstring. Used from the engine's thread only."""
 
     def __init__(self, endpoint: str, engine_id: str, fingerprint: str, layout: KVLayout,
-                 gpu_slots: int, timeout_s: float, probe_s: float = 0.5) -> None:
+                 gpu_slots: int, timeout_s: float) -> None:
         self.endpoint, self.engine_id = endpoint, engine_id
         self.fingerprint, self.layout, self.gpu_slots = fingerprint, layout, gpu_slots
         self.client = CacheClient(endpoint, engine_id=engine_id, timeout_s=timeout_s)
@@ -54,39 +52,23 @@ class CacheLink:
         self.refused: str | None = None  # why the daemon refused our HELLO, if it did
         self.grants = SlotGrants()  # CPU slots handed out, by the registration they belong to
         self.stale_slots = 0  # CPU slots not used: handed out under an earlier registration
-        self.given_back = 0  # unfilled CPU reservations given back (by registering again)
-        self.give_back_s = GIVE_BACK_S
-        self._gave_back_at = float("-inf")
+        self.given_back = 0  # unfilled CPU reservations given back (CANCEL)
+        self._owed: tuple[int, list[bytes]] = (-1, [])  # (generation, keys) not to be filled
         self._registered_before = False
         self._held: Held | None = None
-        self._answering = threading.Event()
-        self._stop = threading.Event()
-        self._timeout_s, self._probe_s = timeout_s, probe_s
-        self._answering.set()  # try at once on the first tick
-        self._probe: threading.Thread | None = None
-        self.check_s = CHECK_S
-        self._checked = float("-inf")
-        self.remote_tier = False  # the daemon has a remote tier (read from STATS)
-        self.remote_load: tuple[float, float] | None = None  # its (latency_s, bandwidth_bps)
-        self._info_at = float("-inf")
 
     # ---- connection -----------------------------------------------------------------------
     def tick(self, now: float, held: Held, idle: bool = False) -> None:
-        """Called at start, once per engine step, and every so often while the engine is idle:
-        (re-)register when the daemon answers again. While ``idle`` (nothing else talks to the
-        daemon), at most every ``check_s`` a PING checks that the daemon still knows this
-        engine (it may have restarted meanwhile) and a HELLO registers it again if not."""
+        """Called at start, once per engine step and while idle (``now``, ``idle``: unused):
+        register when the daemon answers after a failure or has forgotten this engine; give
+        back (CANCEL) the CPU reservations the engine could not fill."""
         self._held = held
-        if idle and self.connected and now - self._checked >= self.check_s:
-            self._checked = now
-            pong = self._guard(self.client.ping, None)
-            if pong is not None and not pong.registered:
-                self.connected = False
-        if self.connected and self.remote_tier and now - self._info_at >= INFO_S:
-            self._read_info(now)
-        if self.connected and self.owed and now - self._gave_back_at >= self.give_back_s:
-            self._give_back(now)
-        if self.connected or self.refused is not None or not self._answering.is_set():
+        pong = self.client.last_pong
+        if self.connected and pong is not None and not pong.registered:
+            self.connected = False  # a restarted daemon, or an expired session
+        if self.connected and self.owed:
+            self._give_back()
+        if self.connected or self.refused is not None or not self.client.answering:
             return
         try:
             self.client.hello(self.fingerprint, self.layout, self.gpu_slots, self._held_refs)
@@ -97,41 +79,38 @@ class CacheLink:
             self.refused = str(e)
             log.error("the cache daemon refused this engine (%s); serving without it", e)
             return
-        self.grants.settle()  # a new session: the old one's reservations are gone
         self.reconnects += self._registered_before
         self._registered_before = True
         self.connected = True
         reg = self.client.registration
         log.info("registered with the cache daemon at %s (epoch %s)", self.endpoint,
                  reg.epoch if reg is not None else "?")
-        self._read_info(now)
+
+    @property
+    def remote_tier(self) -> bool:
+        """The daemon has a remote tier (said by its HELLO and heartbeat replies)."""
+        return "remote" in self.client.info.tiers
+
+    @property
+    def remote_load(self) -> tuple[float, float] | None:
+        """``(latency_s, bandwidth_bps)`` of a load from the daemon's remote tier, if known."""
+        return self.client.info.remote_load
 
     @property
     def owed(self) -> int:
         """CPU reservations of the current registration this engine could not fill."""
-        return self.grants.owed(self.client.generation)
+        return len(self._owed[1]) if self._owed[0] == self.client.generation else 0
 
-    def _give_back(self, now: float) -> None:
-        """Give back unfilled CPU reservations. The daemon frees a reserved (``FILLING``) slot
-        only with the engine's session, so register again: HELLO replaces the session (its
-        leases and reservations dropped) and re-announces the blocks this engine holds."""
-        self._gave_back_at = now
-        owed = self.owed
-        reg = self._guard(lambda: self.client.hello(self.fingerprint, self.layout,
-                                                    self.gpu_slots, self._held_refs), None)
-        if reg is not None:
-            self.grants.settle()
-            self.given_back += owed
-            log.info("gave back %d unfilled CPU reservations (registered again)", owed)
+    def _owe(self, key: bytes, generation: int) -> None:
+        if generation != self._owed[0]:  # a newer registration: the older ones are gone
+            self._owed = (generation, [])
+        self._owed[1].append(key)
 
-    def _read_info(self, now: float) -> None:
-        """Whether the daemon has a remote tier, and its load figures (from STATS)."""
-        self._info_at = now
-        stats = self._guard(self.client.stats, None)
-        remote = stats.get("tiers", {}).get("remote", {}) if isinstance(stats, dict) else {}
-        self.remote_tier = "ready" in remote  # reported only when a remote tier is configured
-        load = remote.get("load")
-        self.remote_load = (float(load[0]), float(load[1])) if load else None
+    def _give_back(self) -> None:
+        """CANCEL the unfilled CPU reservations: the daemon frees their ``FILLING`` slots."""
+        keys, self._owed = self._owed[1], (-1, [])
+        for part in _batches(keys, MAX_KEYS):
+            self.given_back += self._guard(lambda part=part: self.client.cancel(part), 0)
 
     def _held_refs(self) -> tuple[list[BlockRef], list[int]]:
         held = self._held() if self._held is not None else []
@@ -143,25 +122,6 @@ class CacheLink:
                         self.endpoint, err)
         self.connected = False
         self.errors += 1
-        self._answering.clear()
-        if self._probe is None:
-            self._probe = threading.Thread(target=self._run_probe, daemon=True,
-                                           name=f"asymcache-probe-{self.engine_id}")
-            self._probe.start()
-
-    def _run_probe(self) -> None:
-        probe = CacheClient(self.endpoint, timeout_s=self._timeout_s, heartbeat=False)
-        try:
-            while not self._stop.wait(self._probe_s):
-                if self._answering.is_set():
-                    continue
-                try:
-                    probe.ping()
-                    self._answering.set()
-                except CacheClientError:
-                    continue
-        finally:
-            probe.close()
 
     def _guard(self, fn: Callable[[], T], default: T) -> T:
         if not self.connected:
@@ -240,7 +200,7 @@ class CacheLink:
             generation = self._current_grant(key, slot)
             view = None if generation is None else self._view(slot, generation)
             if generation is not None and view is None:
-                self.grants.owe(generation)
+                self._owe(key, generation)
             views.append(view)
         return views
 
@@ -269,7 +229,7 @@ class CacheLink:
         another block by now): owed back if they belong to the current registration."""
         for key, slot in pairs:
             if self.grants.take(key, slot) == self.client.generation:
-                self.grants.owe(self.client.generation)
+                self._owe(key, self.client.generation)
 
     def victims(self, n: int) -> list[tuple[int, bytes, int]]:
         """``(gpu_slot, key, demote_to)`` of blocks to give up; none while down."""
@@ -329,16 +289,9 @@ class CacheLink:
             self._guard(lambda part=part: self.client.pin(part, ttl_s), 0)
 
     def close(self) -> None:
-        """Release every lease, stop the probe and close the client."""
+        """Release every lease and close the client (and its heartbeat)."""
         self._guard(lambda: self.client.release(everything=True), 0)
-        self._stop.set()
-        if self._probe is not None:
-            self._probe.join(timeout=2 * self._timeout_s + self._probe_s)
         self.client.close()
-
-    def stats(self) -> dict[str, Any]:
-        return {"connected": self.connected, "reconnects": self.reconnects, "errors": self.errors,
-                "stale_slots": self.stale_slots}
 
 
 def _batches(items: Sequence[T], size: int) -> list[list[T]]:

@@ -11,25 +11,28 @@ Typical use from an engine's step loop (sync)::
     client.commit(new_refs, gpu_slots)            # blocks now in the engine's GPU pool
     client.release(keys)
 
-Every op takes ``timeout_s`` from the constructor and raises
-:class:`DaemonUnavailable` when the daemon does not answer in time; after that, calls fail fast
-(no waiting) until a reconnect backoff (50 ms doubling to 2 s) has passed, so an engine falls back
-to local LRU and keeps serving. On reconnect the client PINGs; if the daemon's epoch changed (it
-restarted) or it answers NOT_REGISTERED, the client re-sends HELLO with the keys ``held()``
-reports, then retries the request once. Every HELLO reply starts a new :attr:`generation`: CPU
-slots a reply handed out (LOOKUP, PROMOTE, ALLOCATE) belong to the generation it arrived in and
-mean nothing in a later one (a restarted daemon has another slab; a re-HELLO drops leases and
-reservations), so ``cpu_slot(slot, generation=g)`` refuses them with :class:`StaleSlotError`.
-Refusals raise :class:`DaemonError` (``code``, ``message``; :class:`BusyError` and
-:class:`NotRegisteredError` are subclasses).
+Every op takes ``timeout_s`` from the constructor and raises :class:`DaemonUnavailable` when the
+daemon does not answer in time; after that, calls fail fast (no waiting) until a reconnect
+backoff (50 ms doubling to 2 s) has passed, so an engine falls back to local LRU and keeps
+serving. On reconnect the client PINGs; if the daemon's epoch changed (it restarted) or it
+answers NOT_REGISTERED, the client re-sends HELLO with the keys ``held()`` reports, then retries
+the request once. Every HELLO reply starts a new :attr:`generation`: CPU slots a reply handed
+out (LOOKUP, PROMOTE, ALLOCATE) mean nothing in a later one (a restarted daemon has another
+slab; a re-HELLO drops leases and reservations), so ``cpu_slot(slot, generation=g)`` refuses
+them with :class:`StaleSlotError`. Refusals raise :class:`DaemonError` (``code``, ``message``;
+:class:`BusyError` and :class:`NotRegisteredError` are subclasses).
 
-Heartbeats: a daemon drops the leases of an engine silent for its ``lease_timeout_s``. Any
-request counts; the sync client also pings from a background thread (its own socket) every third
-of the timeout unless ``heartbeat=False``.
+Heartbeats (unless ``heartbeat=False``), from :meth:`hello` on: a thread PINGs from the
+client's routing id + ``protocol.HEARTBEAT_SUFFIX`` every third of the daemon's
+``lease_timeout_s`` (at most 2 s), so an idle engine keeps its leases, and after a miss on a
+fresh socket, 50 ms doubling to 2 s. A reply sets :attr:`answering`, :attr:`info` (tiers,
+remote load) and :attr:`last_pong` (does the daemon know this engine); a miss clears
+``answering``, as does a request without a reply.
 """
 
 from __future__ import annotations
 
+import itertools
 import threading
 import time
 from collections.abc import Callable
@@ -41,10 +44,13 @@ from asymcache.cacheserver import protocol as p
 from asymcache.cacheserver.blocks import KVLayout
 from asymcache.cacheserver.protocol.sockets import ClientCurve, DealerSocket
 from asymcache.engine.client_ops import (
+    BACKOFF_MAX_S,
+    BACKOFF_MIN_S,
     BusyError,
     CacheClientError,
     ClientBase,
     DaemonError,
+    DaemonInfo,
     DaemonUnavailable,
     HeldBlocks,
     HelloParams,
@@ -54,12 +60,10 @@ from asymcache.engine.client_ops import (
     Registration,
     StaleSlotError,
     Victim,
-    raise_for,
-    registration_of,
 )
 
 __all__ = [
-    "BusyError", "CacheClient", "CacheClientError", "DaemonError",
+    "BusyError", "CacheClient", "CacheClientError", "DaemonError", "DaemonInfo",
     "DaemonUnavailable", "HeldBlocks", "LookupResult", "NotRegisteredError", "PutResult",
     "Registration", "StaleSlotError", "Victim",
 ]
@@ -74,18 +78,27 @@ class CacheClient(ClientBase):
         super().__init__(endpoint, engine_id, timeout_s, curve)
         self._ctx = context or zmq.Context.instance()
         self._sock = DealerSocket(self._ctx, endpoint, self.routing_id, curve)
-        self._heartbeat = heartbeat
-        self._hb_stop = threading.Event()
+        self._heartbeat, self._closing = heartbeat, False
+        self._hb_wake = threading.Event()
         self._hb_thread: threading.Thread | None = None
+        self._pong: tuple[int, p.PingReply | None] = (-1, None)  # (generation, heartbeat reply)
 
     def hello(self, model_fingerprint: str, layout: KVLayout, gpu_slots: int,
               held: HeldBlocks | None = None) -> Registration:
         """Register this engine; ``held()`` -> (block refs, GPU slots) it holds now (also used
         to re-register after a daemon restart)."""
         self._hello = HelloParams(model_fingerprint, layout, gpu_slots, held)
-        reg = self._call(self._hello.message(self.engine_id), registration_of)
-        self._start_heartbeat(reg.lease_timeout_s)
-        return reg
+        if self._heartbeat and self._hb_thread is None:  # beats also while this HELLO fails
+            self._hb_thread = threading.Thread(target=self._beat, daemon=True,
+                                               name=f"asymcache-heartbeat-{self.engine_id}")
+            self._hb_thread.start()
+        return self._call(self._hello.message(self.engine_id), lambda _: self.registration)
+
+    @property
+    def last_pong(self) -> p.PingReply | None:
+        """The latest heartbeat reply of the current registration (``registered``?), or None."""
+        generation, pong = self._pong
+        return pong if generation == self.generation else None
 
     def _call(self, msg: p.Message, post: Callable[[Any], Any]) -> Any:
         if self._stale:
@@ -101,18 +114,16 @@ class CacheClient(ClientBase):
         self._check_backoff()
         rid = next(self._rid)
         self._sock.send(msg.to_wire(rid))
-        deadline = time.monotonic() + self.timeout_s
-        while (left := deadline - time.monotonic()) > 0:
-            frames = self._sock.recv(left)
-            if frames is None:
-                break
-            got, reply = p.decode_reply(frames)
-            if got == rid:
-                if isinstance(reply, p.HelloReply):
-                    self._registered(reply)
-                self._came_back()
-                return reply
-        raise self._went_down()
+        reply = _await(self._sock, rid, self.timeout_s)
+        if reply is None:
+            err = self._went_down()
+            self._hb_wake.set()  # the heartbeat checks at once, then backs off
+            raise err
+        if isinstance(reply, p.HelloReply):
+            self._registered(reply)
+            self._hb_wake.set()  # a beat now, then at the new registration's period
+        self._came_back()
+        return reply
 
     def _reconnect(self) -> None:
         self._check_backoff()
@@ -126,32 +137,44 @@ class CacheClient(ClientBase):
 
     def _rehello(self) -> None:
         assert self._hello is not None
-        reply = self._request(self._hello.message(self.engine_id))
-        if isinstance(reply, p.ErrorReply):
-            raise_for(reply)
+        self._reply(self._request(self._hello.message(self.engine_id)), lambda r: r)
 
-    def _start_heartbeat(self, lease_timeout_s: float) -> None:
-        if not self._heartbeat or self._hb_thread is not None:
-            return
-        period = max(lease_timeout_s / 3, 0.05)
-        self._hb_thread = threading.Thread(target=self._beat, args=(period,), daemon=True,
-                                           name=f"asymcache-heartbeat-{self.engine_id}")
-        self._hb_thread.start()
-
-    def _beat(self, period: float) -> None:
-        # the daemon takes a PING naming this engine as a heartbeat only from the registering
-        # socket or from its routing id + "/heartbeat" (cacheserver/handlers_data.py)
-        sock = DealerSocket(self._ctx, self.endpoint, self.routing_id + b"/heartbeat", self.curve)
-        try:
-            while not self._hb_stop.wait(period):
-                sock.send(p.Ping(engine_id=self.engine_id).to_wire(0))
-                sock.recv(min(period, self.timeout_s))  # the reply only proves liveness
-        finally:
+    def _beat(self) -> None:
+        """The heartbeat thread (see the module docstring)."""
+        sock, rids, backoff = None, itertools.count(1), BACKOFF_MIN_S
+        while not self._closing:
+            if sock is None:
+                sock = DealerSocket(self._ctx, self.endpoint,
+                                    self.routing_id + p.HEARTBEAT_SUFFIX, self.curve)
+            generation, rid = self.generation, next(rids)
+            sock.send(p.Ping(engine_id=self._pinged_id(), info=True).to_wire(rid))
+            try:
+                got = _await(sock, rid, self.timeout_s)
+            except p.ProtocolError:  # a reply this client cannot read: as good as none
+                got = None
+            self.answering = got is not None
+            if got is None:  # a fresh socket next time: no queue of PINGs to a dead daemon
+                sock.close()
+                sock, wait, backoff = None, backoff, min(backoff * 2, BACKOFF_MAX_S)
+            else:
+                wait, backoff = self._heard(generation, got), BACKOFF_MIN_S
+            self._hb_wake.wait(wait)
+            self._hb_wake.clear()
+        if sock is not None:
             sock.close()
+
+    def _heard(self, generation: int, got: p.Reply) -> float:
+        """Keep a heartbeat's reply; returns the wait until the next beat."""
+        if isinstance(got, p.PingReply):
+            self._pong = (generation, got)
+            self.info = DaemonInfo.of(got)  # PING with ``info``: its reply has the fields
+        reg = self.registration
+        return min(reg.lease_timeout_s / 3, BACKOFF_MAX_S) if reg else BACKOFF_MAX_S
 
     def close(self) -> None:
         """Stop the heartbeat, unmap the CPU tier and close the socket."""
-        self._hb_stop.set()
+        self._closing = True
+        self._hb_wake.set()
         if self._hb_thread is not None:
             self._hb_thread.join(timeout=2)
         self._close_slab()
@@ -162,3 +185,13 @@ class CacheClient(ClientBase):
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+def _await(sock: DealerSocket, rid: int, timeout_s: float) -> p.Reply | None:
+    """The reply to request ``rid`` (others are skipped), or None if none comes in time."""
+    deadline = time.monotonic() + timeout_s
+    while (frames := sock.recv(deadline - time.monotonic())) is not None:
+        got, reply = p.decode_reply(frames)
+        if got == rid:
+            return reply
+    return None

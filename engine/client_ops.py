@@ -1,5 +1,5 @@
-"""Shared parts of the daemon clients (``engine/client.py``): errors, result types, the op
-methods both clients expose, and connection state (backoff, CPU-tier mapping). No torch.
+"""Parts of the daemon client (``engine/client.py``): errors, result types, the op methods,
+and connection state (backoff, what the daemon said of itself, CPU-tier mapping). No torch.
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ from asymcache.cacheserver.blocks import KVLayout
 from asymcache.cacheserver.protocol.sockets import ClientCurve
 
 HeldBlocks = Callable[[], tuple[Sequence[p.BlockRef], Sequence[int]]]
-_BACKOFF_MIN_S, _BACKOFF_MAX_S = 0.05, 2.0
+BACKOFF_MIN_S, BACKOFF_MAX_S = 0.05, 2.0
 
 
 class CacheClientError(Exception):
@@ -66,14 +66,25 @@ class Registration:
 
 
 @dataclass(frozen=True)
+class DaemonInfo:
+    """What HELLO and PING replies (``info``) say of the daemon: its ``tiers`` in order, and a
+    load's ``(latency_s, bandwidth_bps)`` from its remote tier (None while unknown)."""
+
+    tiers: tuple[str, ...]
+    remote_load: tuple[float, float] | None
+
+    @classmethod
+    def of(cls, reply: p.HelloReply | p.PingReply) -> DaemonInfo:
+        lat, bw = reply.remote_latency_s, reply.remote_bandwidth_bps
+        return cls(tuple(reply.tiers), None if lat is None or bw is None else (lat, bw))
+
+
+@dataclass(frozen=True)
 class LookupResult:
     """Per key: ``where[i]`` (a :class:`protocol.Where`) and ``slots[i]`` (GPU or CPU slot, -1)."""
 
     where: list[p.Where]
     slots: list[int]
-
-    def count(self, where: p.Where) -> int:
-        return sum(w is where for w in self.where)
 
 
 @dataclass(frozen=True)
@@ -103,14 +114,113 @@ class HelloParams:
         refs, slots = self.held() if self.held is not None else ((), ())
         return p.Hello(engine_id=engine_id, model_fingerprint=self.fingerprint,
                        layout=self.layout.to_dict(), gpu_slots=self.gpu_slots,
-                       held=list(refs), held_slots=list(slots))
+                       held=list(refs), held_slots=list(slots), info=True)
 
 
-class _Ops:
-    """The ops. ``_call(msg, post)`` sends ``msg`` and returns ``post(reply)``."""
+def _unpack_get(reply: p.GetReply) -> list[p.Buffer | None]:
+    frames = iter(reply.frames)
+    return [next(frames) if f else None for f in reply.found]
 
-    engine_id: str
+
+def _prefault(buf: memoryview) -> None:
+    """Read one byte per page so later copies into the mapping take no page faults."""
+    import mmap
+
+    import numpy as np
+
+    int(np.frombuffer(buf, np.uint8)[:: mmap.PAGESIZE].max())
+
+
+class ClientBase:
+    """Connection state and the ops; ``_call(msg, post)`` (the client's) sends ``msg`` and
+    returns ``post(reply)``."""
+
     _call: Callable[[p.Message, Callable[[Any], Any]], Any]
+
+    def __init__(self, endpoint: str, engine_id: str | None, timeout_s: float,
+                 curve: ClientCurve | None) -> None:
+        if timeout_s <= 0:
+            raise ValueError(f"timeout_s must be positive, got {timeout_s}")
+        self.endpoint = endpoint
+        self.engine_id = engine_id or f"engine-{uuid.uuid4().hex[:12]}"
+        self.timeout_s = timeout_s
+        self.curve = curve
+        self.registration: Registration | None = None
+        self.generation = 0  # HELLO replies so far: CPU slots are valid within one generation
+        self.info = DaemonInfo((), None)  # from the latest HELLO or heartbeat reply
+        self.answering = True  # the latest request or heartbeat got a reply
+        self._hello: HelloParams | None = None
+        self._rid = itertools.count(1)
+        self._down_until = 0.0
+        self._backoff = BACKOFF_MIN_S
+        self._stale = False  # the socket timed out: replace it and check the epoch
+        self._slab: Any = None
+        self.prefault = True  # map the CPU tier with every page faulted in (see cpu_slot)
+
+    @property
+    def routing_id(self) -> bytes:
+        return b"asymcache:" + self.engine_id.encode()
+
+    def _check_backoff(self) -> None:
+        wait = self._down_until - monotonic()
+        if wait > 0:
+            raise DaemonUnavailable(f"daemon at {self.endpoint} unreachable; retrying in "
+                                    f"{wait:.2f}s")
+
+    def _went_down(self) -> DaemonUnavailable:
+        self._stale, self.answering = True, False
+        self._down_until = monotonic() + self._backoff
+        self._backoff = min(self._backoff * 2, BACKOFF_MAX_S)
+        return DaemonUnavailable(f"no reply from {self.endpoint} within {self.timeout_s}s")
+
+    def _came_back(self) -> None:
+        self._backoff, self.answering = BACKOFF_MIN_S, True
+
+    def _registered(self, reply: p.HelloReply) -> None:
+        """A HELLO reply: the new registration starts a new generation."""
+        self.registration = Registration(reply.epoch, reply.restored, reply.cpu_shm_name,
+                                         reply.cpu_slot_bytes, reply.cpu_num_slots,
+                                         reply.lease_timeout_s)
+        self.info = DaemonInfo.of(reply)
+        self.generation += 1
+
+    def cpu_slot(self, slot: int, generation: int | None = None) -> memoryview:
+        """Writable zero-copy view of CPU-tier slot ``slot`` (``cpu_slot_bytes`` bytes). The tier
+        is mapped on first use, every page faulted in once (``prefault``; about 0.1 s per GiB)
+        so that copies run at memory speed. Only blocks this engine reserved (or leased) may be
+        touched. ``generation``: the :attr:`generation` the slot was handed out in; raises
+        :class:`StaleSlotError` if the client registered again since (the slot number would
+        name another block, or another daemon's slab)."""
+        reg = self.registration
+        if reg is None:
+            raise NotRegisteredError("hello", "not_registered", "call hello() first")
+        if generation is not None and generation != self.generation:
+            raise StaleSlotError(f"CPU slot {slot} is from registration {generation}; this "
+                                 f"client registered again since (now {self.generation})")
+        if self._slab is None or self._slab.name != reg.cpu_shm_name.lstrip("/"):
+            from asymcache.tiers.shm import attach
+
+            self._close_slab()
+            self._slab = attach(reg.cpu_shm_name, reg.cpu_slot_bytes, reg.cpu_num_slots)
+            if self.prefault:
+                _prefault(self._slab.buffer)
+        return self._slab.slot(slot)
+
+    def cpu_tier_view(self) -> memoryview:
+        """Writable zero-copy view of the whole CPU tier (``cpu_num_slots * cpu_slot_bytes``
+        bytes, slot ``i`` at offset ``i * cpu_slot_bytes``), e.g. for one numpy/torch array."""
+        self.cpu_slot(0)
+        return self._slab.buffer
+
+    def _close_slab(self) -> None:
+        if self._slab is not None:
+            self._slab.close()
+            self._slab = None
+
+    def _reply(self, reply: p.Reply, post: Callable[[Any], Any]) -> Any:
+        if isinstance(reply, p.ErrorReply):
+            raise_for(reply)
+        return post(reply)
 
     def lookup(self, keys: Sequence[bytes], lease: bool = True,
                remote: bool = False) -> LookupResult:
@@ -132,6 +242,11 @@ class _Ops:
         """CPU slots to copy ``blocks`` into (then ``commit(..., tier="cpu")``): -1 = no room,
         -2 = already in the CPU tier."""
         return self._call(p.Allocate(tier="cpu", blocks=list(blocks)), lambda r: r.slots)
+
+    def cancel(self, keys: Sequence[bytes]) -> int:
+        """Give back the CPU slots reserved for ``keys`` (by :meth:`allocate` or
+        :meth:`reserve_cpu`) that this engine will not fill; returns how many were held."""
+        return self._call(p.Cancel(keys=list(keys)), lambda r: r.cancelled)
 
     def commit(self, blocks: Sequence[p.BlockRef], slots: Sequence[int],
                tier: str = "gpu", lease: bool = False) -> list[bool]:
@@ -180,107 +295,4 @@ class _Ops:
         return self._call(p.Ping(engine_id=self._pinged_id()), lambda r: r)
 
     def _pinged_id(self) -> str:
-        return self.engine_id if getattr(self, "_hello", None) is not None else ""
-
-
-def _unpack_get(reply: p.GetReply) -> list[p.Buffer | None]:
-    frames = iter(reply.frames)
-    return [next(frames) if f else None for f in reply.found]
-
-
-def _prefault(buf: memoryview) -> None:
-    """Read one byte per page so later copies into the mapping take no page faults."""
-    import mmap
-
-    import numpy as np
-
-    int(np.frombuffer(buf, np.uint8)[:: mmap.PAGESIZE].max())
-
-
-def registration_of(reply: p.HelloReply) -> Registration:
-    return Registration(reply.epoch, reply.restored, reply.cpu_shm_name, reply.cpu_slot_bytes,
-                        reply.cpu_num_slots, reply.lease_timeout_s)
-
-
-class ClientBase(_Ops):
-    def __init__(self, endpoint: str, engine_id: str | None, timeout_s: float,
-                 curve: ClientCurve | None) -> None:
-        if timeout_s <= 0:
-            raise ValueError(f"timeout_s must be positive, got {timeout_s}")
-        self.endpoint = endpoint
-        self.engine_id = engine_id or f"engine-{uuid.uuid4().hex[:12]}"
-        self.timeout_s = timeout_s
-        self.curve = curve
-        self.registration: Registration | None = None
-        self.generation = 0  # HELLO replies so far: CPU slots are valid within one generation
-        self._hello: HelloParams | None = None
-        self._rid = itertools.count(1)
-        self._down_until = 0.0
-        self._backoff = _BACKOFF_MIN_S
-        self._stale = False  # the socket timed out: replace it and check the epoch
-        self._slab: Any = None
-        self.prefault = True  # map the CPU tier with every page faulted in (see cpu_slot)
-
-    @property
-    def routing_id(self) -> bytes:
-        return b"asymcache:" + self.engine_id.encode()
-
-    def _check_backoff(self) -> None:
-        wait = self._down_until - monotonic()
-        if wait > 0:
-            raise DaemonUnavailable(f"daemon at {self.endpoint} unreachable; retrying in "
-                                    f"{wait:.2f}s")
-
-    def _went_down(self) -> DaemonUnavailable:
-        self._stale = True
-        self._down_until = monotonic() + self._backoff
-        self._backoff = min(self._backoff * 2, _BACKOFF_MAX_S)
-        return DaemonUnavailable(f"no reply from {self.endpoint} within {self.timeout_s}s")
-
-    def _came_back(self) -> None:
-        self._backoff = _BACKOFF_MIN_S
-
-    def _registered(self, reply: p.HelloReply) -> None:
-        """A HELLO reply: the new registration starts a new generation."""
-        self.registration = registration_of(reply)
-        self.generation += 1
-
-    def cpu_slot(self, slot: int, generation: int | None = None) -> memoryview:
-        """Writable zero-copy view of CPU-tier slot ``slot`` (``cpu_slot_bytes`` bytes). The tier
-        is mapped on first use, every page faulted in once (``prefault``; about 0.1 s per GiB)
-        so that copies run at memory speed. Only blocks this engine reserved (or leased) may be
-        touched. ``generation``: the :attr:`generation` the slot was handed out in; raises
-        :class:`StaleSlotError` if the client registered again since (the slot number would
-        name another block, or another daemon's slab)."""
-        reg = self.registration
-        if reg is None:
-            raise NotRegisteredError("hello", "not_registered", "call hello() first")
-        if generation is not None and generation != self.generation:
-            raise StaleSlotError(f"CPU slot {slot} is from registration {generation}; this "
-                                 f"client registered again since (now {self.generation})")
-        if self._slab is None or self._slab.name != reg.cpu_shm_name.lstrip("/"):
-            from asymcache.tiers.shm import attach
-
-            self._close_slab()
-            self._slab = attach(reg.cpu_shm_name, reg.cpu_slot_bytes, reg.cpu_num_slots)
-            if self.prefault:
-                _prefault(self._slab.buffer)
-        return self._slab.slot(slot)
-
-    def cpu_tier_view(self) -> memoryview:
-        """Writable zero-copy view of the whole CPU tier (``cpu_num_slots * cpu_slot_bytes``
-        bytes, slot ``i`` at offset ``i * cpu_slot_bytes``), e.g. for one numpy/torch array."""
-        self.cpu_slot(0)
-        return self._slab.buffer
-
-    def _close_slab(self) -> None:
-        if self._slab is not None:
-            self._slab.close()
-            self._slab = None
-
-    def _reply(self, reply: p.Reply, post: Callable[[Any], Any]) -> Any:
-        if isinstance(reply, p.ErrorReply):
-            raise_for(reply)
-        return post(reply)
-
-
+        return self.engine_id if self._hello is not None else ""

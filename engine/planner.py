@@ -25,7 +25,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from typing import Literal
 
-from asymcache.cacheserver.policy.cost import CostModel, TierLink
+from asymcache.cacheserver.policy.cost import CostModel, TierLink, fetch_or_recompute
 from asymcache.engine.request import Action
 
 Reuse = Literal["none", "prefix", "msa"]
@@ -109,20 +109,8 @@ def _cost_filter(
     found: Sequence[Location], usable: list[bool], inputs: PlanInputs, cost: CostModel | None
 ) -> list[bool]:
     """Drop fetches that cost more than recomputing the block at its position."""
-    if cost is None:
-        return usable
-    out = list(usable)
-    for i, loc in enumerate(found):
-        if not usable[i] or loc.where == "gpu":
-            continue
-        if not cost.has_tier(loc.where):
-            continue  # no figures for this tier: loading is assumed worth it
-        load = cost.load_cost(loc.where, inputs.bytes_per_block)
-        recompute = cost.recompute_cost(i * inputs.block_size, inputs.block_size)
-        if 0 < i < len(found) - 1 and out[i - 1] and usable[i + 1]:
-            recompute += cost.segment_cost(1)  # a hole between reused blocks: one more segment
-        out[i] = load <= recompute
-    return out
+    return fetch_or_recompute([loc.where for loc in found], usable, cost, inputs.block_size,
+                              inputs.bytes_per_block)
 
 
 def with_remote_load(cost: CostModel | None, figures: tuple[float, float] | None

@@ -278,3 +278,25 @@ def _non_negative(value: object) -> bool:
 
 def _positive(value: object) -> bool:
     return _non_negative(value) and value > 0  # type: ignore[operator]
+
+
+def fetch_or_recompute(tiers: Sequence[str | None], usable: Sequence[bool],
+                       cost: CostModel | None, block_tokens: int, block_bytes: int) -> list[bool]:
+    """The planner's rule (engine and simulator): which usable blocks to reuse. Block ``i`` is
+    found in ``tiers[i]`` (``"gpu"``: resident, always reused); one found lower is fetched only
+    when loading it is not dearer than recomputing it at its position, counting the extra MSA
+    segment a recompute between reused neighbours adds. Without a cost model, or figures for
+    the tier, a fetch is assumed worth it."""
+    out = list(usable)
+    if cost is None:
+        return out
+    for i, tier in enumerate(tiers):
+        if not usable[i] or tier == "gpu" or tier is None or not cost.has_tier(tier):
+            continue
+        load = cost.load_cost(tier, block_bytes)
+        recompute = cost.recompute_cost(i * block_tokens, block_tokens)
+        if 0 < i < len(tiers) - 1 and out[i - 1] and usable[i + 1]:
+            recompute += cost.segment_cost(1)  # a hole between reused blocks: one more segment
+        out[i] = load <= recompute
+    return out
+

@@ -18,6 +18,8 @@ from asymcache.cacheserver.protocol.framing import PROTOCOL_VERSION, Buffer
 from asymcache.cacheserver.protocol.messages import (
     Allocate,
     AllocateReply,
+    Cancel,
+    CancelReply,
     Commit,
     CommitReply,
     Flush,
@@ -43,6 +45,7 @@ from asymcache.cacheserver.protocol.messages import (
     Unpin,
     UnpinReply,
 )
+from asymcache.cacheserver.protocol.sockets import HEARTBEAT_SUFFIX
 from asymcache.cacheserver.protocol.wire import (
     ErrorReply,
     Message,
@@ -61,12 +64,15 @@ from asymcache.cacheserver.protocol.wire_types import (
 )
 
 __all__ = [
+    "HEARTBEAT_SUFFIX",
     "KEY_BYTES",
     "PROTOCOL_VERSION",
     "Allocate",
     "AllocateReply",
     "BlockRef",
     "Buffer",
+    "Cancel",
+    "CancelReply",
     "Commit",
     "CommitReply",
     "ErrorCode",

@@ -1,4 +1,9 @@
-"""The request and reply dataclasses of every op (encoding rules live in ``wire.py``)."""
+"""The request and reply dataclasses of every op (encoding rules live in ``wire.py``).
+
+Fields added after version 1 carry ``OMIT_DEFAULT``: a request field is sent only when set (a
+daemon that predates it refuses it by name), and a reply field only when the request asked for
+it (``info``), so a client that predates it never receives it.
+"""
 
 from __future__ import annotations
 
@@ -21,6 +26,7 @@ class Hello(Message):
     gpu_slots: int
     held: list[BlockRef] = field(default_factory=list)
     held_slots: list[int] = field(default_factory=list)
+    info: bool = field(default=False, metadata={OMIT_DEFAULT: True})  # see HelloReply.tiers
 
 
 @message("lookup")
@@ -105,6 +111,14 @@ class Get(Message):
     keys: list[Key]
 
 
+@message("cancel")
+class Cancel(Message):
+    """Give back this engine's CPU reservations (ALLOCATE's ``demote_to``, or ``tier="cpu"``
+    slots) of ``keys``, which it will not fill: their ``FILLING`` slots become free."""
+
+    keys: list[Key]
+
+
 @message("flush")
 class Flush(Message):
     """Wait until every accepted disk write is durable."""
@@ -117,9 +131,11 @@ class Stats(Message):
 
 @message("ping")
 class Ping(Message):
-    """Liveness; with ``engine_id`` it is also that engine's heartbeat (keeps its leases)."""
+    """Liveness; with ``engine_id`` it is also that engine's heartbeat (keeps its leases).
+    ``info``: also answer with the daemon's tiers and load (as HELLO's reply)."""
 
     engine_id: str = ""
+    info: bool = field(default=False, metadata={OMIT_DEFAULT: True})
 
 
 # ---- replies (daemon -> engine/tool) ------------------------------------------------------
@@ -134,6 +150,12 @@ class HelloReply(Message):
     lease_timeout_s: float
     max_inflight: int
     max_keys: int
+    # sent only when the request set ``info``: the daemon's tiers in order ("gpu", "cpu",
+    # "disk", "remote"), and a load's latency and bandwidth from its remote tier (configured, or
+    # measured once connected; absent while unknown)
+    tiers: list[str] = field(default_factory=list, metadata={OMIT_DEFAULT: True})
+    remote_latency_s: float | None = field(default=None, metadata={OMIT_DEFAULT: True})
+    remote_bandwidth_bps: float | None = field(default=None, metadata={OMIT_DEFAULT: True})
 
 
 @message("lookup", reply=True)
@@ -198,6 +220,11 @@ class GetReply(Message):
     frames: list[Buffer] = field(default_factory=list)
 
 
+@message("cancel", reply=True)
+class CancelReply(Message):
+    cancelled: int  # reservations given back (keys this engine had no reservation of: none)
+
+
 @message("flush", reply=True)
 class FlushReply(Message):
     disk_blocks: int
@@ -214,5 +241,9 @@ class PingReply(Message):
     server_time: float
     version: int
     registered: bool
+    # with ``info``: as in HelloReply
+    tiers: list[str] = field(default_factory=list, metadata={OMIT_DEFAULT: True})
+    remote_latency_s: float | None = field(default=None, metadata={OMIT_DEFAULT: True})
+    remote_bandwidth_bps: float | None = field(default=None, metadata={OMIT_DEFAULT: True})
 
 

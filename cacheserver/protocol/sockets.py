@@ -13,6 +13,9 @@ import zmq
 
 from asymcache.cacheserver.protocol.framing import Buffer
 
+# a client's heartbeat socket: its routing id + this suffix (the daemon takes a PING naming an
+# engine as its heartbeat only from the socket that registered it or from this identity)
+HEARTBEAT_SUFFIX = b"/heartbeat"
 _ZERO_COPY_MIN = 64 * 1024  # frames at least this big are sent without a copy
 _SNDMORE = int(zmq.SNDMORE)  # a plain int: pyzmq's flag enums make ``|`` a Python-level call
 

@@ -142,7 +142,8 @@ def message(op: str, reply: bool = False) -> Callable[[type], type]:
         cls._checks = hasattr(cls, "__post_init__")
         cls._names = frozenset([n for n, _, _ in schema] + (["ok"] if reply else []))
         cls._has_frames = any(f.name == "frames" for f in fields(cls))
-        cls._omit = {f.name: f.default for f in fields(cls) if f.metadata.get(OMIT_DEFAULT)}
+        cls._omit = {f.name: f.default if f.default is not MISSING else f.default_factory()
+                     for f in fields(cls) if f.metadata.get(OMIT_DEFAULT)}
         cls._plain = not cls._has_frames and not cls._omit and all(
             "BlockRef" not in str(f.type) for f in fields(cls))
         (_REPLIES if reply else _REQUESTS)[op] = cls

@@ -184,6 +184,7 @@ DECODERS: dict[str, Decoder] = {
     "int": _int, "float": _float, "bool": _bool, "str": _str, "Key": _key, "dict": _dict,
     "float | None": _opt_float, "list[Key]": _key_list, "list[int]": _list_of(_int),
     "list[bool]": _list_of(_bool), "list[BlockRef]": _list_of(_blockref),
+    "list[str]": _list_of(_str),
 }
 
 

@@ -10,13 +10,14 @@ arrivals tie so that it always moves forward):
 3. **Price** (``CostModel``): one pass, the recomputed blocks at their positions, the partial
    last block (at least one token), loads from lower tiers, and one ``segment_s`` per extra
    run of recomputed tokens. That is the request's prefill time, its TTFT without a queue.
-4. **Update**: the request's resident GPU blocks are leased; every other block is offered to
-   the GPU (promotion from disk goes through the CPU tier; a block the GPU does not keep is
-   offered to the tiers below, as a write-through of its computed bytes). A tier that needs
-   room evicts with its policy and demotes the victim to the first lower tier that admits it,
-   unless a lower tier still holds a copy (``admit`` may refuse: that is how a policy declines
-   to keep a block in CPU memory or to write it to disk). Leases are dropped at the end; an
-   agent request's blocks are then pinned for ``pin_ttl_s``.
+4. **Update** through the tier chain the daemon runs (``cacheserver/chain.py``): the
+   request's resident GPU blocks are leased; every other block is offered to the GPU (a block
+   fetched from disk is first promoted into the CPU tier, as the daemon's PROMOTE does). A GPU
+   victim, or a computed block the GPU does not keep, is demoted into the CPU tier when that
+   tier admits it; a CPU victim into every lower tier that admits it and lacks it; a disk
+   victim is dropped (``admit`` may refuse: that is how a policy declines to keep a block in CPU
+   memory or to write it to disk). Leases are dropped at the end; an agent request's blocks are
+   then pinned for ``pin_ttl_s`` in every tier that holds them (the engine's PIN).
 
 Tiers are inclusive: a block loaded from CPU stays there, and the tier above knows it through
 ``set_backing``. Capacities are in blocks and are never exceeded.
@@ -27,9 +28,11 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 
-from asymcache.cacheserver.policy import BlockInfo, ResidencyPolicy, create_policy, policy_class
+from asymcache.cacheserver.chain import ChainEvents, Level, TierChain
+from asymcache.cacheserver.policy import create_policy, policy_class
 from asymcache.cacheserver.policy.belady import NextUseOracle
-from asymcache.cacheserver.policy.cost import CostModel
+from asymcache.cacheserver.policy.cost import CostModel, fetch_or_recompute
+from asymcache.ops.sim.blocks import CountStore, SimBlock
 from asymcache.ops.sim.config import RunSpec
 from asymcache.ops.sim.formats.options import apply_options
 from asymcache.ops.sim.stats import RunStats
@@ -57,7 +60,7 @@ def build_oracle(trace: Trace, clock: list[float]) -> NextUseOracle:
     return NextUseOracle(uses)
 
 
-class Replay:
+class Replay(ChainEvents):
     """One run: a trace, a cost model, and the policy and sizes in ``spec``."""
 
     def __init__(self, trace: Trace, cost: CostModel, spec: RunSpec,
@@ -66,21 +69,23 @@ class Replay:
         self.block_tokens = trace.block_tokens
         self.block_bytes = trace.block_tokens * cost.kv_bytes_per_token
         self.names = tuple(t.name for t in spec.tiers)
-        self.caps = [t.capacity for t in spec.tiers]
         self.clock = policy_clock(trace)
         extra = policy_kwargs(spec)
         if spec.offline:
             extra["oracle"] = oracle or build_oracle(trace, self.clock)
-        self.pols: list[ResidencyPolicy] = [
-            create_policy(spec.policy, t.capacity, semantics=spec.semantics, cost_model=cost,
-                          tier=t.name, **extra)
-            for t in spec.tiers
+        self.levels = [
+            Level(t.name, CountStore(t.capacity), create_policy(
+                spec.policy, t.capacity, semantics=spec.semantics, cost_model=cost, tier=t.name,
+                **extra), demote="next" if i == 0 else "all" if i == 1 else "none")
+            for i, t in enumerate(spec.tiers)
         ]
-        for upper, lower in zip(self.pols, self.names[1:], strict=False):
-            upper.set_spill_tier(lower)
+        for level in self.levels:
+            level.store.policy = level.policy  # type: ignore[attr-defined]
+        self.pols = [level.policy for level in self.levels]
+        self.blocks: dict[int, SimBlock] = {}
+        self.chain = TierChain(self.levels, self.blocks.get, _drop_pin, self)
         self.load = [0.0] + [cost.load_cost(n, self.block_bytes) for n in self.names[1:]]
         self._rc: list[float] = []
-        self._infos: dict[int, BlockInfo] = {}
         self.stats = RunStats(self.names)
 
     def run(self, progress: Callable[[int], None] | None = None) -> RunStats:
@@ -107,12 +112,17 @@ class Replay:
         self._update(req, found, plan, now)
         return seconds
 
+    def placement(self, key: int) -> tuple[str, ...]:
+        """The tiers that hold ``key`` now, highest first."""
+        block = self.blocks.get(key)
+        return () if block is None else tuple(
+            lv.name for lv in self.levels if block.where & lv.bit)
+
     # ---- planning and pricing -----------------------------------------------------------
     def _locate(self, key: int) -> int:
-        for j, pol in enumerate(self.pols):
-            if key in pol:
-                return j
-        return RECOMPUTE
+        block = self.blocks.get(key)
+        where = 0 if block is None else block.where
+        return (where & -where).bit_length() - 1 if where else RECOMPUTE
 
     def _plan(self, found: list[int]) -> list[int]:
         if self.spec.semantics == "prefix":
@@ -120,8 +130,10 @@ class Replay:
                 cut = found.index(RECOMPUTE)
                 return found[:cut] + [RECOMPUTE] * (len(found) - cut)
             return list(found)
-        return [j if j <= 0 or self.load[j] < self._recompute(i) else RECOMPUTE
-                for i, j in enumerate(found)]
+        tiers = [self.names[j] if j >= 0 else None for j in found]
+        keep = fetch_or_recompute(tiers, [j >= 0 for j in found], self.cost, self.block_tokens,
+                                  self.block_bytes)
+        return [j if ok else RECOMPUTE for j, ok in zip(found, keep, strict=True)]
 
     def _recompute(self, index: int) -> float:
         rc = self._rc
@@ -152,83 +164,60 @@ class Replay:
         st.tokens_recomputed += tail + b * plan.count(RECOMPUTE)
         return seconds + self.cost.segment_cost(runs - 1)
 
-    # ---- tier updates -------------------------------------------------------------------
+    # ---- tier updates (the daemon's chain) ----------------------------------------------
     def _update(self, req: Request, found: list[int], plan: list[int], now: float) -> None:
-        gpu = self.pols[0]
+        gpu, chain = self.levels[0], self.chain
         leased = [k for k, j in zip(req.blocks, found, strict=True) if j == 0]
         for key in leased:
-            gpu.protect(key)
+            gpu.policy.protect(key)
         parent = None
         for i, key in enumerate(req.blocks):
             src = found[i]
             if src == 0:
-                gpu.access(key, now)
+                gpu.policy.access(key, now)
             else:
-                info = self._info(key, parent, i)
+                block = self._block(key, parent, i)
                 if src > 0:
-                    self.pols[src].access(key, now)
-                    for t in range(1, plan[i]):  # promotion passes through the tiers above
-                        self._place(t, info, now)
-                if self._place(0, info, now):
-                    gpu.protect(key)
+                    self.levels[src].policy.access(key, now)
+                    if block.where & self.levels[src].bit:  # still there (not evicted since)
+                        for t in range(1, plan[i]):  # PROMOTE into the CPU tier: no admission
+                            chain.place(self.levels[t], block, b"", now, admit=False)
+                if block.where & gpu.bit:  # the same block earlier in this request
+                    gpu.policy.access(key, now)
+                if chain.place(gpu, block, b"", now, admit=True):
+                    gpu.policy.protect(key)
                     leased.append(key)
-                else:  # the GPU keeps no copy: the computed bytes may still go to CPU or disk
-                    self._spill(0, key, now)
+                elif len(self.levels) > 1:  # the GPU keeps no copy: demoted as a GPU victim
+                    chain.copy(gpu, self.levels[1], block, now)
             parent = key
         for key in leased:
-            gpu.unprotect(key, now)
+            gpu.policy.unprotect(key, now)
         if req.pin_ttl_s > 0:
             for key in req.blocks:
-                if key in gpu:
-                    gpu.pin(key, now + req.pin_ttl_s)
+                block = self.blocks.get(key)
+                if block is not None and block.where:
+                    chain.pin(block, now + req.pin_ttl_s, now)
 
-    def _place(self, t: int, info: BlockInfo, now: float) -> bool:
-        """Insert ``info`` into tier ``t`` if its policy admits it, making room as needed."""
-        pol = self.pols[t]
-        if info.key in pol:
-            pol.access(info.key, now)
-            return True
-        if self.caps[t] <= 0 or not pol.admit(info, now):
-            return False
-        while len(pol) >= self.caps[t]:
-            victim = pol.evict(now)
-            if victim is None:
-                return False
-            self._demote(t, victim, now)
-        pol.insert(info, now)
-        if t > 0:
-            self.stats.bytes_written[self.names[t]] += self.block_bytes
-        self._sync_backing(info.key)
-        return True
+    def _block(self, key: int, parent: int | None, index: int) -> SimBlock:
+        block = self.blocks.get(key)
+        if block is None:
+            block = SimBlock(key, parent, index, self.block_tokens, self.block_bytes)
+            self.blocks[key] = block
+        return block
 
-    def _demote(self, t: int, key: int, now: float) -> None:
-        self.stats.evictions[self.names[t]] += 1
-        self._spill(t, key, now)
+    # ---- chain events -------------------------------------------------------------------
+    def evicted(self, level: Level, block: object) -> None:
+        self.stats.evictions[level.name] += 1
 
-    def _spill(self, t: int, key: int, now: float) -> None:
-        """Move a block leaving tier ``t`` down: into the first lower tier that takes it, unless
-        a lower tier already holds a copy. A tier that refuses it is skipped, not the block."""
-        lower = range(t + 1, len(self.pols))
-        if not any(key in self.pols[u] for u in lower):
-            for u in lower:
-                if self._place(u, self._infos[key], now):
-                    break
-        self._sync_backing(key)
+    def entered(self, level: Level, block: object) -> None:
+        if level is not self.levels[0]:
+            self.stats.bytes_written[level.name] += self.block_bytes
 
-    def _sync_backing(self, key: int) -> None:
-        """Tell every tier holding ``key`` which lower tier still has a copy."""
-        below: str | None = None
-        for u in range(len(self.pols) - 1, -1, -1):
-            if key in self.pols[u]:
-                self.pols[u].set_backing(key, below)
-                below = self.names[u]
 
-    def _info(self, key: int, parent: int | None, index: int) -> BlockInfo:
-        info = self._infos.get(key)
-        if info is None:
-            info = BlockInfo(key, parent, index, self.block_tokens, self.block_bytes)
-            self._infos[key] = info
-        return info
+def _drop_pin(block: SimBlock) -> None:
+    """A block no tier holds is forgotten, with its pin (as the daemon drops its record)."""
+    if not block.where and not block.busy:
+        block.pinned, block.pin_until = False, None
 
 
 def policy_kwargs(spec: RunSpec) -> dict[str, object]:

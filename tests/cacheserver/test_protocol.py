@@ -19,7 +19,8 @@ REQUESTS = [
     p.Release(keys=KEYS), p.Release(everything=True), p.Pin(keys=KEYS, ttl_s=2.5),
     p.Pin(keys=KEYS), p.Unpin(keys=KEYS), p.Promote(keys=KEYS),
     p.Put(blocks=REFS[:1], durable=True, frames=[b"x" * 10]), p.Get(keys=KEYS), p.Flush(),
-    p.Stats(), p.Ping(engine_id="e"),
+    p.Stats(), p.Ping(engine_id="e"), p.Ping(engine_id="e", info=True), p.Cancel(keys=KEYS),
+    p.Hello(engine_id="e", model_fingerprint="m", layout={}, gpu_slots=1, info=True),
 ]
 REPLIES = [
     p.HelloReply(epoch=5, engine_id="e", restored=1, cpu_shm_name="s", cpu_slot_bytes=8,
@@ -31,7 +32,14 @@ REPLIES = [
     p.GetReply(found=[True, False], frames=[b"abc"]), p.FlushReply(disk_blocks=3),
     p.StatsReply(stats={"a": {"b": 1}}), p.PingReply(epoch=1, server_time=2.0, version=1,
                                                       registered=False),
+    p.PingReply(epoch=1, server_time=2.0, version=1, registered=True, tiers=["gpu", "cpu"]),
+    p.HelloReply(epoch=5, engine_id="e", restored=0, cpu_shm_name="s", cpu_slot_bytes=8,
+                 cpu_num_slots=2, lease_timeout_s=1.5, max_inflight=4, max_keys=9,
+                 tiers=["gpu", "cpu", "remote"], remote_latency_s=0.002,
+                 remote_bandwidth_bps=1e9),
+    p.CancelReply(cancelled=3),
 ]
+V1_PING_REPLY = {"ok", "epoch", "server_time", "version", "registered"}
 
 
 @pytest.mark.parametrize("msg", REQUESTS, ids=lambda m: type(m).__name__)
@@ -48,6 +56,31 @@ def test_every_reply_round_trips_exactly(msg: p.Message) -> None:
 def test_every_op_has_a_request_and_a_reply_type() -> None:
     assert {type(m).OP for m in REQUESTS} == set(p.request_ops())
     assert {type(m).OP for m in REPLIES} == set(p.request_ops())
+
+
+def test_fields_added_after_v1_are_sent_only_when_used_so_older_peers_decode_the_rest() -> None:
+    """A reply's ``info`` fields travel only to a request that asked for them (``info``), and
+    ``info`` only when set: a v1 peer, which refuses unknown fields, never meets them."""
+    plain = p.PingReply(epoch=1, server_time=2.0, version=1, registered=True)
+    assert set(msgpack.unpackb(plain.to_wire(1)[0])[3]) == V1_PING_REPLY
+    assert msgpack.unpackb(p.Ping(engine_id="e").to_wire(1)[0])[3] == {"engine_id": "e"}
+    told = p.PingReply(epoch=1, server_time=2.0, version=1, registered=True, tiers=["gpu"])
+    assert set(msgpack.unpackb(told.to_wire(1)[0])[3]) == V1_PING_REPLY | {"tiers"}
+
+
+def test_cancel_and_info_fields_are_validated() -> None:
+    hello = msgpack.unpackb(REQUESTS[0].to_wire(3)[0])[3]
+    for frames, name in ((_header(1, "cancel", 3, {"keys": [b"short"]}), "keys"),
+                         (_header(1, "cancel", 3, {}), "keys"),
+                         (_header(1, "ping", 3, {"info": "yes"}), "info"),
+                         (_header(1, "hello", 3, {**hello, "info": 1}), "info")):
+        with pytest.raises(p.ProtocolError, match=name) as info:
+            p.decode_request(frames)
+        assert info.value.code == p.ErrorCode.BAD_FIELD
+    bad_tiers = _header(1, "ping", 3, {"ok": True, "epoch": 1, "server_time": 2.0, "version": 1,
+                                      "registered": True, "tiers": [1]})
+    with pytest.raises(p.ProtocolError, match="tiers"):
+        p.decode_reply(bad_tiers)
 
 
 def test_error_reply_decodes_as_error_with_code_and_message() -> None:

@@ -91,12 +91,10 @@ def test_with_remote_link_replaces_only_the_remote_figures() -> None:
     assert model.load_cost("disk", 7) == base.load_cost("disk", 7)
 
 
-def test_a_record_held_only_by_the_remote_tier_stays_indexed() -> None:
+def test_a_record_held_only_by_the_remote_level_stays_indexed() -> None:
     index = BlockIndex(4)
     rec = index.ensure(BlockRef(b"k" * 16, b"n" * 16, None, 0), 16, 4096, "layout")
-    rec.remote = True
-    assert not index.discard_if_unheld(rec) and rec.next_tier("cpu") == "remote"
-    rec.disk = True
-    assert rec.next_tier("cpu") == "disk" and rec.next_tier("disk") == "remote"
-    rec.remote = rec.disk = False
+    rec.where = 0b100  # the third level of the chain (the remote tier after CPU and disk)
+    assert not index.discard_if_unheld(rec)
+    rec.where = 0
     assert index.discard_if_unheld(rec) and b"k" * 16 not in index

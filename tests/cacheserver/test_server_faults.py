@@ -23,7 +23,7 @@ def test_a_failing_housekeeping_step_is_logged_counted_and_the_loop_goes_on(
 
     async def scenario() -> tuple[float | None, int]:
         async with serving(tmp_path, lease_timeout_s=0.2) as server:  # a round every 50 ms
-            disk = server.ctx.residency.disk
+            disk = server.ctx.residency.tier("disk")
 
             def take_failed() -> list[bytes]:
                 calls.append(1)

@@ -1,6 +1,7 @@
 """CPU-tier reservations the engine cannot fill (real daemon process): an engine that cannot map
 the tier asks ALLOCATE for no demotion slots, and reservations it could not fill are given back;
-left FILLING, they would keep the tier full for the engine's lifetime (PUT would store nothing)."""
+left FILLING, they would keep the tier full for the engine's lifetime (PUT would store nothing).
+They are given back with CANCEL, which keeps the engine's session (its leases and slots)."""
 
 from __future__ import annotations
 
@@ -26,7 +27,7 @@ def test_an_unmapped_engine_gets_no_cpu_slots_reserved_for_its_demotions(daemons
     # 3 prompts x 13 blocks do not fit 30 slots: ALLOCATE names victims and reserves CPU slots
     llm = make_llm(cache_endpoint=daemons.endpoint, num_gpu_blocks=30, write_through=False)
     link = llm.engine.kv.link
-    link.mapped, link.give_back_s = False, 0.0  # as on another host
+    link.mapped = False  # as on another host
     try:
         assert_same(llm.generate(prompts, greedy(OUT)), want)
         llm.engine.tick_daemon(idle=False)  # gives back what the last steps left unfilled
@@ -42,20 +43,24 @@ def test_an_unmapped_engine_gets_no_cpu_slots_reserved_for_its_demotions(daemons
         llm.close()
 
 
-def test_reservations_of_victims_whose_slot_changed_are_given_back(daemons) -> None:
+def test_reservations_of_victims_whose_slot_changed_are_cancelled_in_the_same_session(
+        daemons) -> None:
     daemons.start(cpu_bytes=f"{SLOTS * 32}KiB", disk_bytes=0)
     refs = make_refs(SLOTS)
     held = [(ref, slot) for slot, ref in enumerate(refs)]
     link = CacheLink(daemons.endpoint, "eng", "test-model", LAYOUT, SLOTS, timeout_s=5)
-    link.give_back_s = 0.0
     try:
         link.tick(0.0, lambda: held)
+        generation, epoch = link.client.generation, link.client.registration.epoch
         victims = link.victims(SLOTS)
         assert sorted(d for _, _, d in victims) == list(range(SLOTS))  # the whole CPU tier
         link.abandon([(key, d) for _, key, d in victims])  # their slots hold other blocks now
         assert link.owed == SLOTS
         link.tick(1.0, lambda: [])
         assert (link.given_back, link.owed) == (SLOTS, 0)
+        assert link.client.generation == generation  # no re-HELLO: the same session
+        assert link.client.cancel([key for _, key, _ in victims]) == 0  # nothing left
+        assert link.client.registration.epoch == epoch
         with CacheClient(daemons.endpoint, engine_id="other", heartbeat=False) as c:
             c.hello("test-model", LAYOUT, gpu_slots=1)
             assert c.put(refs, [payload(r) for r in refs]).stored == [True] * SLOTS
