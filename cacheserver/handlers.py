@@ -98,7 +98,7 @@ def bad(message: str, code: ErrorCode = ErrorCode.BAD_FIELD) -> ProtocolError:
 def drop_session(ctx: Context, session: EngineSession) -> None:
     """Forget an engine: its leases, its CPU reservations and its GPU slots."""
     now = ctx.clock()
-    session.drop_all_leases(ctx.policies(session), now)
+    ctx.sessions.release_all(session, ctx.policies(session), now)
     for key in list(session.reservations):
         rec = ctx.index.get(key)
         if rec is not None and rec.cpu_owner == session.engine_id:
@@ -272,7 +272,7 @@ def _touch(ctx: Context, session: EngineSession, keys: list[bytes], where: list[
         if w:
             policy = policies[w]
             policy.access(key, now)  # type: ignore[union-attr]
-            session.take_lease(key, _TIER_NAMES[w], policy)  # type: ignore[arg-type]
+            ctx.sessions.lease(session, key, _TIER_NAMES[w], policy)  # type: ignore[arg-type]
 
 
 # ---- ALLOCATE / COMMIT --------------------------------------------------------------------
@@ -322,7 +322,7 @@ def commit(ctx: Context, identity: bytes, session: EngineSession, req: Commit) -
         policy = ctx.policies(session)[req.tier]
         for ref, ok in zip(req.blocks, accepted, strict=True):
             if ok:
-                session.take_lease(ref.key, req.tier, policy)
+                ctx.sessions.lease(session, ref.key, req.tier, policy)
     return CommitReply(accepted=accepted)
 
 
@@ -332,8 +332,9 @@ def release(ctx: Context, identity: bytes, session: EngineSession, req: Release)
     now = ctx.clock()
     policies = ctx.policies(session)
     if req.everything:
-        return ReleaseReply(released=session.drop_all_leases(policies, now))
-    return ReleaseReply(released=sum(session.drop_lease(k, policies, now) for k in req.keys))
+        return ReleaseReply(released=ctx.sessions.release_all(session, policies, now))
+    released = sum(ctx.sessions.release(session, k, policies, now) for k in req.keys)
+    return ReleaseReply(released=released)
 
 
 @handler("pin")

@@ -45,7 +45,7 @@ def promote(ctx: Context, identity: bytes, session: EngineSession, req: Promote)
             ctx.metrics.promotions.inc()
         slot = rec.cpu if rec is not None else -1
         if slot >= 0 and req.lease:
-            session.take_lease(key, "cpu", cpu_policy)
+            ctx.sessions.lease(session, key, "cpu", cpu_policy)
         slots.append(slot)
     missing = [i for i, slot in enumerate(slots) if slot < 0]
     remote = res.tier("remote")
@@ -70,7 +70,7 @@ async def _promote_rest(ctx: Context, session: EngineSession, req: Promote, slot
             rec = ctx.index.get(key)
         slots[i] = rec.cpu if rec is not None and live else -1
         if slots[i] >= 0 and req.lease:
-            session.take_lease(key, "cpu", res.policies["cpu"])
+            ctx.sessions.lease(session, key, "cpu", res.policies["cpu"])
     return PromoteReply(slots=slots)
 
 
@@ -171,7 +171,7 @@ async def flush(ctx: Context, identity: bytes, session: EngineSession | None,
 
 @handler("stats", needs_session=False)
 def stats(ctx: Context, identity: bytes, session: EngineSession | None, req: Stats) -> Message:
-    return StatsReply(stats=stats_dict(ctx))
+    return stats_reply(ctx)
 
 
 def snapshot(ctx: Context, ready: bool = True, dropped: int = 0) -> StateSnapshot:
@@ -205,8 +205,8 @@ def _tier_counters(ctx: Context) -> dict[tuple[str, str], int]:
     return out
 
 
-def stats_dict(ctx: Context) -> dict:
-    """STATS reply: levels, per-tier counters and the main configuration, plain types only."""
+def stats_reply(ctx: Context) -> StatsReply:
+    """Levels, per-tier counters and the main configuration."""
     snap = snapshot(ctx)
     counters = _tier_counters(ctx)
     tiers = {}
@@ -219,10 +219,9 @@ def stats_dict(ctx: Context) -> dict:
         tiers["remote"]["ready"] = snap.remote_ready
         tiers["remote"]["load"] = list(snap.remote_load) if snap.remote_load else None
     cfg = ctx.config
-    return {
-        "epoch": ctx.epoch, "engines": snap.engines, "index_blocks": snap.index_blocks,
-        "leases": snap.leases, "tiers": tiers,
-        "config": {"endpoint": cfg.endpoint, "data_dir": cfg.data_dir, "policy": cfg.policy,
-                   "cpu_slot_bytes": cfg.cpu_slot_bytes, "disk_bytes": cfg.disk_bytes,
-                   "remote_nodes": cfg.remote.nodes, "remote_bytes": cfg.remote.capacity_bytes},
-    }
+    return StatsReply(
+        epoch=ctx.epoch, engines=snap.engines, index_blocks=snap.index_blocks,
+        leases=snap.leases, tiers=tiers,
+        config={"endpoint": cfg.endpoint, "data_dir": cfg.data_dir, "policy": cfg.policy,
+                "cpu_slot_bytes": cfg.cpu_slot_bytes, "disk_bytes": cfg.disk_bytes,
+                "remote_nodes": cfg.remote.nodes, "remote_bytes": cfg.remote.capacity_bytes})

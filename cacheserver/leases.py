@@ -6,9 +6,10 @@ it holds and the CPU slots it reserved for demotions. Any request (or a PING nam
 is a heartbeat; a session silent for ``lease_timeout_s`` is expired by the daemon, which then
 drops its leases, aborts its reservations and forgets its GPU slots.
 
-A lease is counted per (key, tier): LOOKUP leases the tier where it found the block, PROMOTE the
-CPU slot it filled; one RELEASE of a key drops one lease unit of every tier the key is leased in.
-While leased, the tier's policy never picks the block as a victim (``protect``/``unprotect``).
+A lease is counted here and only here, per engine and (key, tier): LOOKUP leases the tier where
+it found the block, PROMOTE the CPU slot it filled; one RELEASE of a key drops one unit of every
+tier the key is leased in. The tier's policy is told when a block's first lease in it is taken
+and its last dropped, over all engines (``protect``/``unprotect``), and never evicts it between.
 """
 
 from __future__ import annotations
@@ -47,36 +48,6 @@ class EngineSession:
     def lease_count(self) -> int:
         return sum(sum(t.values()) for t in self.leases.values())
 
-    def take_lease(self, key: bytes, tier: str, policy: ResidencyPolicy) -> None:
-        """One more lease unit on ``key`` in ``tier``; ``policy`` is that tier's policy."""
-        tiers = self.leases.setdefault(key, {})
-        tiers[tier] = tiers.get(tier, 0) + 1
-        policy.protect(key)
-
-    def drop_lease(self, key: bytes, policies: dict[str, ResidencyPolicy], now: float) -> bool:
-        """Drop one unit of every tier ``key`` is leased in; ``False`` if it held no lease."""
-        tiers = self.leases.get(key)
-        if not tiers:
-            return False
-        for tier in list(tiers):
-            policies[tier].unprotect(key, now)
-            tiers[tier] -= 1
-            if tiers[tier] == 0:
-                del tiers[tier]
-        if not tiers:
-            del self.leases[key]
-        return True
-
-    def drop_all_leases(self, policies: dict[str, ResidencyPolicy], now: float) -> int:
-        n = 0
-        for key, tiers in self.leases.items():
-            for tier, units in tiers.items():
-                for _ in range(units):
-                    policies[tier].unprotect(key, now)
-                n += units
-        self.leases.clear()
-        return n
-
     def policies(self, shared: dict[str, ResidencyPolicy]) -> dict[str, ResidencyPolicy]:
         """The per-tier policies as this engine sees them (its own GPU policy + shared ones)."""
         return {**shared, "gpu": self.gpu_policy}
@@ -114,6 +85,49 @@ class SessionTable:
         self._by_engine.pop(session.engine_id, None)
         if self._by_identity.get(session.identity) is session:
             del self._by_identity[session.identity]
+
+    def lease(self, session: EngineSession, key: bytes, tier: str,
+              policy: ResidencyPolicy) -> None:
+        """One more lease unit of ``session`` on ``key`` in ``tier`` (``policy``: that tier's)."""
+        units = session.leases.setdefault(key, {})
+        if not units.get(tier) and not self._leased_elsewhere(session, key, tier):
+            policy.protect(key)
+        units[tier] = units.get(tier, 0) + 1
+
+    def release(self, session: EngineSession, key: bytes, policies: dict[str, ResidencyPolicy],
+                now: float) -> bool:
+        """Drop one unit of every tier ``key`` is leased in; ``False`` if it held no lease."""
+        units = session.leases.get(key)
+        if not units:
+            return False
+        for tier in list(units):
+            units[tier] -= 1
+            if units[tier] == 0:
+                del units[tier]
+                self._unprotect(session, key, tier, policies[tier], now)
+        if not units:
+            del session.leases[key]
+        return True
+
+    def release_all(self, session: EngineSession, policies: dict[str, ResidencyPolicy],
+                    now: float) -> int:
+        """Drop every lease of ``session``; how many units it held."""
+        n = session.lease_count
+        leases, session.leases = session.leases, {}
+        for key, units in leases.items():
+            for tier in units:
+                self._unprotect(session, key, tier, policies[tier], now)
+        return n
+
+    def _unprotect(self, session: EngineSession, key: bytes, tier: str, policy: ResidencyPolicy,
+                   now: float) -> None:
+        if not self._leased_elsewhere(session, key, tier):
+            policy.unprotect(key, now)
+
+    def _leased_elsewhere(self, session: EngineSession, key: bytes, tier: str) -> bool:
+        """Whether another engine leases ``key`` in shared ``tier`` (each GPU pool is its own)."""
+        return tier != "gpu" and any(
+            s is not session and tier in s.leases.get(key, ()) for s in self._by_engine.values())
 
     def expired(self, now: float, timeout_s: float) -> list[EngineSession]:
         return [s for s in self._by_engine.values() if now - s.last_seen > timeout_s]

@@ -113,7 +113,7 @@ class AsyncEngine:
                     if not self.engine.last_step.seqs:  # nothing could run: no busy loop
                         self._wake.wait(_STALLED_WAIT_S)
                 else:
-                    self.engine.tick_daemon(idle=True)  # join or re-join the daemon while idle
+                    self.engine.tick_daemon()  # join or re-join the daemon while idle
                     self._wake.wait(_IDLE_WAIT_S)
         except BaseException as e:  # reported to every waiting request
             log.exception("engine step failed; the engine stops")

@@ -58,10 +58,10 @@ class CacheLink:
         self._held: Held | None = None
 
     # ---- connection -----------------------------------------------------------------------
-    def tick(self, now: float, held: Held, idle: bool = False) -> None:
-        """Called at start, once per engine step and while idle (``now``, ``idle``: unused):
-        register when the daemon answers after a failure or has forgotten this engine; give
-        back (CANCEL) the CPU reservations the engine could not fill."""
+    def tick(self, held: Held) -> None:
+        """Called at start, once per engine step and while idle: register when the daemon
+        answers after a failure or has forgotten this engine; give back (CANCEL) the CPU
+        reservations the engine could not fill."""
         self._held = held
         pong = self.client.last_pong
         if self.connected and pong is not None and not pong.registered:

@@ -7,7 +7,7 @@ from __future__ import annotations
 import itertools
 import uuid
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from time import monotonic
 from typing import Any
 
@@ -288,7 +288,8 @@ class ClientBase:
         return self._call(p.Flush(), lambda r: r.disk_blocks)
 
     def stats(self) -> dict:
-        return self._call(p.Stats(), lambda r: r.stats)
+        """The daemon's STATS reply as a plain dict (JSON-ready: ``asymcache stats --json``)."""
+        return self._call(p.Stats(), lambda r: {f.name: getattr(r, f.name) for f in fields(r)})
 
     def ping(self) -> p.PingReply:
         """Liveness and the daemon's epoch; also this engine's heartbeat."""

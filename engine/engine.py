@@ -86,7 +86,7 @@ class LLMEngine:
         self._seq = itertools.count()
         self._overlap = self.runner.device.type == "cuda"
         self.last_step = StepInfo(0, 0, 0, 0.0)
-        self.tick_daemon(idle=False)  # register now: the daemon sees this engine before traffic
+        self.tick_daemon()  # register now: the daemon sees this engine before traffic
 
     # ---- requests -------------------------------------------------------------------------
     def add_request(self, request_id: str, prompt: str | Sequence[int],
@@ -139,19 +139,18 @@ class LLMEngine:
         return self.scheduler.has_work
 
     # ---- the step -------------------------------------------------------------------------
-    def tick_daemon(self, idle: bool = True) -> None:
-        """Register with the daemon if not registered (and it answers); while ``idle``, also
-        check now and then that it still knows this engine (see ``CacheLink.tick``). Called at
-        construction, by every step, and by a driver with no work (``AsyncEngine``). Side
-        effects: HELLO or PING requests; nothing without a daemon endpoint."""
+    def tick_daemon(self) -> None:
+        """Register with the daemon if it answers and does not know this engine, and give back
+        unfilled CPU reservations (see ``CacheLink.tick``). Called at construction, by every
+        step, and by a driver with no work (``AsyncEngine``). Side effects: HELLO or CANCEL
+        requests; nothing without a daemon endpoint."""
         if self.kv.link is not None:
-            self.kv.link.tick(self.clock(), self.kv.held, idle)
+            self.kv.link.tick(self.kv.held)
 
     def step(self) -> list[RequestOutput]:
         """Run one step; returns an output for every request that got a token or finished."""
         start = self.clock()
-        if self.kv.link is not None:
-            self.kv.link.tick(start, self.kv.held)
+        self.tick_daemon()
         if not (self._overlap and self.scheduler.running):
             self._admit(start)
         batch = self.scheduler.schedule(start)

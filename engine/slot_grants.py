@@ -7,11 +7,6 @@ records every CPU slot LOOKUP, PROMOTE and ALLOCATE hand out, with that generati
 writes a slot only through :meth:`SlotGrants.take`, which says whether (and under which
 generation) it was granted. Memory stays bounded: a slot is forgotten when it is used, when its
 key is released, and every older grant when one from a newer generation arrives.
-
-It also counts the reservations (ALLOCATE's ``demote_to``, CPU reservations for write-through)
-of the current registration that the engine could not fill (no mapping of the tier, a victim
-whose key changed): the daemon frees a ``FILLING`` slot only with the session, so the engine
-owes them back (``asymcache.engine.cache_link`` registers again to give them back).
 """
 
 from __future__ import annotations
@@ -25,7 +20,6 @@ class SlotGrants:
     def __init__(self) -> None:
         self._by_key: dict[bytes, tuple[int, int]] = {}
         self._generation = -1
-        self._owed = (0, -1)  # (unfilled reservations, the generation they belong to)
 
     def __len__(self) -> int:
         return len(self._by_key)
@@ -46,21 +40,6 @@ class SlotGrants:
             return None
         del self._by_key[key]
         return got[1]
-
-    def owe(self, generation: int) -> None:
-        """One reservation granted in ``generation`` will not be filled."""
-        count, gen = self._owed
-        self._owed = (count + 1 if gen == generation else 1, generation)
-
-    def owed(self, generation: int) -> int:
-        """Unfilled reservations still held by the daemon for registration ``generation`` (a
-        newer registration has dropped the older ones)."""
-        count, gen = self._owed
-        return count if gen == generation else 0
-
-    def settle(self) -> None:
-        """The owed reservations were given back (the session was replaced)."""
-        self._owed = (0, -1)
 
     def drop(self, keys: Iterable[bytes]) -> None:
         """Forget the grants of ``keys`` (released by the engine)."""

@@ -1,4 +1,5 @@
-"""Pytest fixtures: a real Redis Cluster of three masters on loopback (``tiers/remote_local.py``).
+"""Pytest fixtures: a real Redis Cluster of three masters on loopback
+(``ops/bench/redis_cluster.py``).
 
 The fixtures are registered for every test in ``tests/conftest.py``:
 
@@ -22,7 +23,7 @@ from pathlib import Path
 
 import pytest
 
-from asymcache.tiers.remote_local import LocalRedisCluster
+from asymcache.ops.bench.redis_cluster import LocalRedisCluster
 
 _PREFIXES = itertools.count()
 

@@ -12,7 +12,8 @@ Events a policy receives, all amortized O(log n):
   with exactly the decisions of one call per block (the daemon's call sites use these);
 * ``remove(key)`` — the block left this tier for a reason other than ``evict`` (deleted,
   invalidated, moved by the caller);
-* ``protect(key)`` / ``unprotect(key)`` — a lease is taken / dropped (reference counted);
+* ``protect(key)`` / ``unprotect(key)`` — the block's first lease is taken / its last dropped
+  (who holds how many is the daemon's session table, ``cacheserver/leases.py``);
 * ``pin(key, until)`` / ``unpin(key)`` — a pin, optionally with a TTL (``until`` in the same
   clock as ``now``; ``None`` = until unpinned). An expired TTL pin lapses by itself;
 * ``set_backing(key, tier)`` — the next tier that still holds the block (``None`` = nowhere), so
@@ -82,7 +83,7 @@ class BlockInfo:
 class ResidencyPolicy(ABC):
     """Victim selection for one tier. Subclasses keep per-block state and give a priority.
 
-    The base keeps the bookkeeping every policy needs — block infos, lease counts, pins with
+    The base keeps the bookkeeping every policy needs — block infos, leased keys, pins with
     TTLs, and the victim order (a :class:`HeapOrder`, lowest priority evicted first) — and
     guarantees that ``evict`` never returns a protected or pinned block. A protected block is
     *parked*: out of the victim order, its state still updated on access, and put back with a
@@ -115,7 +116,7 @@ class ResidencyPolicy(ABC):
         self.tier = tier
         self.blocks: dict[Key, BlockInfo] = {}
         self.order = HeapOrder()
-        self._leases: dict[Key, int] = {}
+        self._leased: set[Key] = set()  # leased by some engine (the count is the sessions')
         self._pins: dict[Key, float | None] = {}
         self._pin_heap: list[tuple[float, int, Key]] = []
         self._pin_seq = itertools.count()
@@ -171,15 +172,11 @@ class ResidencyPolicy(ABC):
         self._drop(key, now)
 
     def protect(self, key: Key) -> None:
-        self._leases[key] = self._leases.get(key, 0) + 1
+        self._leased.add(key)
         self._park(key)
 
     def unprotect(self, key: Key, now: float = 0.0) -> None:
-        n = self._leases.get(key, 0) - 1
-        if n > 0:
-            self._leases[key] = n
-            return
-        self._leases.pop(key, None)
+        self._leased.discard(key)
         self._unpark_if_free(key, now)
 
     def pin(self, key: Key, until: float | None = None) -> None:
@@ -254,7 +251,7 @@ class ResidencyPolicy(ABC):
         return key in self.blocks
 
     def is_protected(self, key: Key, now: float) -> bool:
-        if self._leases.get(key, 0) > 0:
+        if key in self._leased:
             return True
         if key not in self._pins:
             return False
@@ -306,8 +303,8 @@ class ResidencyPolicy(ABC):
     def _held(self, key: Key, now: float) -> bool:
         """Protected, or (structure-aware, prefix reuse) the parent of a resident block.
 
-        ``is_protected`` inlined (a hot path): a lease count is stored only while positive."""
-        if key in self._leases:
+        ``is_protected`` inlined (a hot path)."""
+        if key in self._leased:
             return True
         pins = self._pins
         if key in pins:

@@ -232,7 +232,16 @@ class FlushReply(Message):
 
 @message("stats", reply=True)
 class StatsReply(Message):
-    stats: dict
+    """For people and tools (engines learn what they need from HELLO and PING): per tier
+    ``blocks``, ``capacity_blocks``, ``hits``, ``misses``, ``evictions``, ``demotions``,
+    ``errors`` (kind -> count) and, for the remote tier, ``ready`` and ``load``."""
+
+    epoch: int
+    engines: int
+    index_blocks: int
+    leases: int
+    tiers: dict  # tier -> its figures (above)
+    config: dict  # the main settings: endpoint, data_dir, policy, tier sizes
 
 
 @message("ping", reply=True)

@@ -209,7 +209,7 @@ def run(args: argparse.Namespace) -> int:
     import tempfile
     from pathlib import Path
 
-    from asymcache.tiers.remote_local import LocalRedisCluster
+    from asymcache.ops.bench.redis_cluster import LocalRedisCluster
 
     local = None
     tmp = Path(tempfile.mkdtemp(prefix="acb-remote-"))

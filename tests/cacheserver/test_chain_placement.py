@@ -64,7 +64,7 @@ class Daemon:
                   Level("disk", ByteStore(disk), make("disk", disk_blocks), code=int(Where.DISK))]
         self.clock = Clock()
         self.index = BlockIndex(sum(bound.values()) + GPU)
-        sessions = SessionTable(1)
+        self.sessions = sessions = SessionTable(1)
         self.res = Residency(self.index, sessions, levels, DaemonMetrics(CollectorRegistry(),
                              request_ops()), self.clock, capacity, bound)
         self.engine = EngineSession("e", b"e", "m", LAYOUT, GPU, make("gpu", GPU), 0.0)
@@ -81,7 +81,7 @@ class Daemon:
         policies = eng.policies(res.policies)
         for k, j in zip(blocks, found, strict=True):
             if j == 0:
-                eng.take_lease(_key(k), "gpu", eng.gpu_policy)
+                self.sessions.lease(eng, _key(k), "gpu", eng.gpu_policy)
         parent = ROOT_PARENT
         for i, k in enumerate(blocks):
             key = _key(k)
@@ -96,7 +96,7 @@ class Daemon:
                 self._to_gpu(rec, now)
                 self.index.discard_if_unheld(rec)
             parent = key
-        eng.drop_all_leases(policies, now)
+        self.sessions.release_all(eng, policies, now)
         for k in blocks if pin_ttl_s > 0 else ():
             rec = self.index.get(_key(k))
             if rec is not None:
@@ -119,7 +119,7 @@ class Daemon:
             if vrec is not None:
                 self._fill(vrec, cpu_slot)
         res.gpu_commit(eng, rec, slot)
-        eng.take_lease(rec.key, "gpu", eng.gpu_policy)
+        self.sessions.lease(eng, rec.key, "gpu", eng.gpu_policy)
 
     def _fill(self, rec: BlockRecord, cpu_slot: int) -> None:
         if cpu_slot >= 0:  # the engine copies its bytes, then COMMITs the slot

@@ -16,9 +16,9 @@ from redis.crc import key_slot
 
 from asymcache.cacheserver.protocol import BlockRef, Where
 from asymcache.engine.client import CacheClient
+from asymcache.ops.bench.redis_cluster import LocalRedisCluster
 from asymcache.tiers.base import BlockHeader
 from asymcache.tiers.codec import encode_value
-from asymcache.tiers.remote_local import LocalRedisCluster
 from tests.cacheserver.daemon_fixtures import (
     BLOCK_BYTES,
     LAYOUT,

@@ -11,7 +11,7 @@ import zmq
 from asymcache.cacheserver import protocol as p
 from asymcache.cacheserver.protocol.sockets import DealerSocket
 from asymcache.engine.client import CacheClient
-from asymcache.tiers.remote_local import LocalRedisCluster
+from asymcache.ops.bench.redis_cluster import LocalRedisCluster
 from tests.cacheserver.daemon_fixtures import (
     BLOCK_BYTES,
     LAYOUT,

@@ -19,7 +19,7 @@ import pytest
 import yaml
 
 from asymcache.cacheserver.config import load_config
-from asymcache.tiers.remote_local import SLOTS, LocalRedisCluster
+from asymcache.ops.bench.redis_cluster import SLOTS, LocalRedisCluster
 from tests.docker.compose import dotenv, rendered, run_compose
 from tests.docker.services import DOCKER
 

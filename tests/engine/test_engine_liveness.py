@@ -10,7 +10,7 @@ from pathlib import Path
 
 from asymcache.engine.cache_link import CacheLink
 from asymcache.engine.client import CacheClient
-from asymcache.tiers.remote_local import LocalRedisCluster
+from asymcache.ops.bench.redis_cluster import LocalRedisCluster
 from tests.cacheserver.daemon_fixtures import LAYOUT, make_refs, payload
 from tests.cacheserver.test_daemon_remote import remote_flags
 from tests.redis_cluster import unique_prefix, wait_until
@@ -23,7 +23,7 @@ def _link(endpoint: str, sent: list[str]) -> CacheLink:
     link = CacheLink(endpoint, "eng", "test-model", LAYOUT, 4, timeout_s=5)
     real = link.client._call
     link.client._call = lambda msg, post: (sent.append(msg.OP), real(msg, post))[1]
-    link.tick(0.0, lambda: [])
+    link.tick(lambda: [])
     assert link.connected
     return link
 
@@ -59,7 +59,7 @@ def test_a_restarted_daemon_is_noticed_by_heartbeats_and_the_engine_registers_ag
         d2 = start_daemon(endpoint=d.endpoint, disk_bytes=0)
         assert wait_until(lambda: (pong := link.client.last_pong) is not None
                           and pong.epoch == d2.start_epoch and not pong.registered, LIMIT_S)
-        link.tick(1.0, lambda: [])
+        link.tick(lambda: [])
         assert (link.connected, link.reconnects) == (True, 1)
         assert link.client.registration.epoch == d2.start_epoch
         assert sent == ["hello", "hello"]  # the link itself sent no PING
@@ -73,13 +73,13 @@ def test_a_link_to_an_absent_daemon_joins_it_when_heartbeats_get_an_answer(
     endpoint = f"ipc://{tmp_path}/late.ipc"
     link = CacheLink(endpoint, "eng", "test-model", LAYOUT, 4, timeout_s=0.3)
     try:
-        link.tick(0.0, lambda: [])  # nobody answers: the engine serves without the daemon
+        link.tick(lambda: [])  # nobody answers: the engine serves without the daemon
         assert (link.connected, link.client.answering, link.errors) == (False, False, 1)
-        link.tick(0.1, lambda: [])  # no second HELLO (and wait) while the heartbeats miss
+        link.tick(lambda: [])  # no second HELLO (and wait) while the heartbeats miss
         assert link.errors == 1
         start_daemon(endpoint=endpoint, disk_bytes=0)
         assert wait_until(lambda: link.client.answering, LIMIT_S)
-        link.tick(1.0, lambda: [])
+        link.tick(lambda: [])
         assert link.connected and _daemon_stats(endpoint)["engines"] == 1
     finally:
         link.close()

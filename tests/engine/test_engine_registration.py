@@ -32,13 +32,12 @@ def test_an_idle_engine_registers_again_after_the_daemon_restarts(daemons) -> No
     daemons.start()
     with make_llm(cache_endpoint=daemons.endpoint) as llm:
         link = llm.engine.kv.link
-        link.check_s = 0.0  # check at every idle tick
         daemons.procs[-1].stop()
         daemons.start()
         assert _stats(daemons.endpoint)["engines"] == 0  # a new daemon knows nobody
         deadline = time.monotonic() + LIMIT_S
         while _stats(daemons.endpoint)["engines"] == 0:
             assert time.monotonic() < deadline, "the idle engine did not register again"
-            llm.engine.tick_daemon(idle=True)
+            llm.engine.tick_daemon()
             time.sleep(0.05)
         assert link.connected and link.reconnects == 1

@@ -8,7 +8,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from asymcache.engine.client import CacheClient
-from asymcache.tiers.remote_local import LocalRedisCluster
+from asymcache.ops.bench.redis_cluster import LocalRedisCluster
 from tests.daemons import ENGINE
 from tests.engine.engine_fixtures import (
     BLOCK_BYTES,

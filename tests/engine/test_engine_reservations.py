@@ -30,7 +30,7 @@ def test_an_unmapped_engine_gets_no_cpu_slots_reserved_for_its_demotions(daemons
     link.mapped = False  # as on another host
     try:
         assert_same(llm.generate(prompts, greedy(OUT)), want)
-        llm.engine.tick_daemon(idle=False)  # gives back what the last steps left unfilled
+        llm.engine.tick_daemon()  # gives back what the last steps left unfilled
         with CacheClient(daemons.endpoint, engine_id="other", heartbeat=False) as c:
             stats = c.stats()
             assert stats["tiers"]["gpu"]["evictions"] > 0  # ALLOCATE did name victims
@@ -50,13 +50,13 @@ def test_reservations_of_victims_whose_slot_changed_are_cancelled_in_the_same_se
     held = [(ref, slot) for slot, ref in enumerate(refs)]
     link = CacheLink(daemons.endpoint, "eng", "test-model", LAYOUT, SLOTS, timeout_s=5)
     try:
-        link.tick(0.0, lambda: held)
+        link.tick(lambda: held)
         generation, epoch = link.client.generation, link.client.registration.epoch
         victims = link.victims(SLOTS)
         assert sorted(d for _, _, d in victims) == list(range(SLOTS))  # the whole CPU tier
         link.abandon([(key, d) for _, key, d in victims])  # their slots hold other blocks now
         assert link.owed == SLOTS
-        link.tick(1.0, lambda: [])
+        link.tick(lambda: [])
         assert (link.given_back, link.owed) == (SLOTS, 0)
         assert link.client.generation == generation  # no re-HELLO: the same session
         assert link.client.cancel([key for _, key, _ in victims]) == 0  # nothing left

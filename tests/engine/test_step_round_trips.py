@@ -126,7 +126,7 @@ def test_a_copy_made_under_an_earlier_registration_is_never_confirmed(daemons) -
     old, new = make_refs(2, start=70_000)
     link = CacheLink(daemons.endpoint, "eng", "test-model", LAYOUT, 4, timeout_s=5)
     try:
-        link.tick(0.0, lambda: [])
+        link.tick(lambda: [])
         (slot,) = link.reserve_cpu([old])
         (view,) = link.reserved_views([(old.key, slot)])
         view[:BLOCK_BYTES] = payload(old)

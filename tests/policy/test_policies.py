@@ -63,17 +63,6 @@ def test_a_ttl_pin_lapses_by_itself_and_a_full_tier_of_held_blocks_yields_nothin
     assert len(pol) == 0
 
 
-def test_leases_are_reference_counted() -> None:
-    pol = make("lru", 1)
-    pol.insert(info(1), 0.0)
-    pol.protect(1)
-    pol.protect(1)
-    pol.unprotect(1, 1.0)
-    assert pol.evict(1.0) is None
-    pol.unprotect(1, 2.0)
-    assert pol.evict(2.0) == 1
-
-
 def test_lru_evicts_in_order_of_last_use() -> None:
     pol = make("lru", 3)
     for k in (1, 2, 3):

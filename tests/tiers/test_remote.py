@@ -12,11 +12,11 @@ import pytest
 from redis.cluster import ClusterNode, RedisCluster
 
 from asymcache.cacheserver.blocks import KVLayout, block_keys, namespace_id
+from asymcache.ops.bench.redis_cluster import LocalRedisCluster
 from asymcache.tiers.base import BlockHeader, create_tier
 from asymcache.tiers.codec import encode_value
 from asymcache.tiers.remote import RemoteTier
 from asymcache.tiers.remote_config import RemoteTierConfig
-from asymcache.tiers.remote_local import LocalRedisCluster
 from tests.redis_cluster import redis_cluster, unique_prefix, wait_until  # noqa: F401
 from tests.tiers.conftest import LAYOUT, block
 

@@ -13,9 +13,9 @@ from pathlib import Path
 
 from redis.crc import key_slot
 
+from asymcache.ops.bench.redis_cluster import LocalRedisCluster
 from asymcache.tiers.remote import RemoteTier
 from asymcache.tiers.remote_config import RemoteTierConfig
-from asymcache.tiers.remote_local import LocalRedisCluster
 from tests.redis_cluster import (  # noqa: F401
     fresh_cluster,
     idle_cluster,
