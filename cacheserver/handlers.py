@@ -147,8 +147,10 @@ def hello(ctx: Context, identity: bytes, session: EngineSession | None, req: Hel
     if len(ctx.sessions) >= ctx.config.max_engines:
         raise bad(f"{ctx.config.max_engines} engines are registered (max_engines)",
                   ErrorCode.CAPACITY)
+    gpu_policy = ctx.make_gpu_policy(req.gpu_slots)
+    gpu_policy.set_spill_tier(ctx.residency.top.name)  # engines demote their victims there
     new = EngineSession(req.engine_id, identity, req.model_fingerprint, layout, req.gpu_slots,
-                        ctx.make_gpu_policy(req.gpu_slots), ctx.clock())
+                        gpu_policy, ctx.clock())
     ctx.sessions.add(new)
     ctx.resize_index()
     for ref, slot in zip(req.held, req.held_slots, strict=True):
@@ -341,26 +343,19 @@ def release(ctx: Context, identity: bytes, session: EngineSession, req: Release)
 def pin(ctx: Context, identity: bytes, session: EngineSession, req: Pin) -> Message:
     if req.ttl_s is not None and req.ttl_s <= 0:
         raise bad(f"ttl_s must be positive, got {req.ttl_s}")
-    now = ctx.clock()
-    until = None if req.ttl_s is None else now + req.ttl_s
-    count = 0
-    for key in req.keys:
-        rec = ctx.index.get(key)
-        if rec is None:
-            continue
-        ctx.residency.chain.pin(rec, until, now)
-        count += 1
-    return PinReply(count=count)
+    until = None if req.ttl_s is None else ctx.clock() + req.ttl_s
+    return PinReply(count=_pin(ctx, req.keys, until, on=True))
 
 
 @handler("unpin")
 def unpin(ctx: Context, identity: bytes, session: EngineSession, req: Unpin) -> Message:
-    now = ctx.clock()
-    count = 0
-    for key in req.keys:
-        rec = ctx.index.get(key)
-        if rec is None or not rec.pinned:
-            continue
-        ctx.residency.chain.pin(rec, None, now, on=False)
-        count += 1
-    return UnpinReply(count=count)
+    return UnpinReply(count=_pin(ctx, req.keys, None, on=False))
+
+
+def _pin(ctx: Context, keys: list[bytes], until: float | None, on: bool) -> int:
+    """Pin (or unpin) the indexed (pinned) blocks of ``keys`` in every tier; how many."""
+    now, records = ctx.clock(), [ctx.index.get(key) for key in keys]
+    held = [rec for rec in records if rec is not None and (on or rec.pinned)]
+    for rec in held:
+        ctx.residency.chain.pin(rec, until, now, on)
+    return len(held)

@@ -1,16 +1,6 @@
-"""The daemon's levels: its tiers as :class:`~asymcache.cacheserver.chain.Level` stores, and
-the chain built from configuration.
-
-* :class:`SlotStore` — the CPU tier: one shared-memory slot per block; a block is there once
-  its slot is readable (``rec.cpu``), and ``rec.cpu_pending`` is a reserved, filling slot.
-* :class:`ByteStore` — any other tier: bounded by bytes (``entry_bytes`` per block); a tier
-  with ``ready`` (the remote cluster) takes nothing while unreachable; ``data=None`` adopts a
-  block another host stored (the tier's ``adopt``).
-
-:func:`daemon_levels` is the configuration's list, highest first: CPU (victims demoted into
-every level below), DISK (``disk_bytes``), REMOTE (``remote.nodes``; shared across hosts).
-A new tier is one more entry there.
-"""
+"""The daemon's tiers as :class:`~asymcache.cacheserver.chain.Level` stores (:class:`SlotStore`
+for the CPU slab, :class:`ByteStore` for any tier bounded by bytes), and the levels built from
+configuration (:func:`daemon_levels`)."""
 
 from __future__ import annotations
 
@@ -35,7 +25,8 @@ def header_of(rec: BlockRecord, checksum: int = 0) -> BlockHeader:
 
 
 class SlotStore:
-    """The CPU tier as a level store."""
+    """The CPU tier: one shared-memory slot per block, readable once ``rec.cpu`` is set
+    (``rec.cpu_pending``: a reserved slot an engine is filling)."""
 
     def __init__(self, tier: CpuTier) -> None:
         self.tier = tier
@@ -67,7 +58,8 @@ class SlotStore:
 
 
 class ByteStore:
-    """A tier bounded by bytes (disk, remote) as a level store."""
+    """A tier bounded by bytes (disk, remote); one with ``ready`` (the remote cluster) takes
+    nothing while unreachable; ``data=None`` adopts a block another host stored."""
 
     def __init__(self, tier: Tier) -> None:
         self.tier = tier

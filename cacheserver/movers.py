@@ -21,6 +21,7 @@ from asymcache.cacheserver.index import BlockIndex, BlockRecord
 from asymcache.cacheserver.leases import EngineSession, SessionTable
 from asymcache.cacheserver.levels import header_of
 from asymcache.cacheserver.metrics import DIRECTIONS, DaemonMetrics
+from asymcache.cacheserver.policy import ResidencyPolicy
 from asymcache.tiers.base import Buffer, Tier
 from asymcache.tiers.cpu import CpuTier
 
@@ -204,20 +205,20 @@ class Residency(ChainEvents):
 
     def backing(self, block: BlockRecord, top: str | None) -> None:  # type: ignore[override]
         """Tell each engine's GPU policy the highest level that still holds ``block``."""
-        for engine_id in block.gpu:
-            session = self.sessions.by_engine(engine_id)
-            if session is not None:
-                session.gpu_policy.set_backing(block.key, top)
+        for policy in self._gpu_policies(block):
+            policy.set_backing(block.key, top)
 
     def pinned(self, block: BlockRecord, until: float | None, now: float,  # type: ignore[override]
                on: bool) -> None:
-        for engine_id in block.gpu:
-            session = self.sessions.by_engine(engine_id)
-            if session is not None:
-                if on:
-                    session.gpu_policy.pin(block.key, until)
-                else:
-                    session.gpu_policy.unpin(block.key, now)
+        for policy in self._gpu_policies(block):
+            if on:
+                policy.pin(block.key, until)
+            else:
+                policy.unpin(block.key, now)
+
+    def _gpu_policies(self, block: BlockRecord) -> list[ResidencyPolicy]:
+        sessions = [self.sessions.by_engine(engine_id) for engine_id in block.gpu]
+        return [s.gpu_policy for s in sessions if s is not None]
 
 
 def _without(engines: tuple[str, ...], engine_id: str) -> tuple[str, ...]:

@@ -1,16 +1,16 @@
 """Residency policies: pure objects shared by the daemon, the engine planner and the simulator.
 
-Importing this package registers every built-in policy, so ``create_policy(name, ...)`` works.
+Importing this package registers every online policy, so ``create_policy(name, ...)`` works; the
+offline ones (oracles that need the future: ``belady``, ``asym_oracle``, ``dead_first``,
+``reuse_fit``) are the simulator's and register when ``asymcache.ops.sim`` is imported.
 """
 
 from __future__ import annotations
 
 from asymcache.cacheserver.policy import asym as _asym  # noqa: F401 - registers asym
-from asymcache.cacheserver.policy import belady as _belady  # noqa: F401 - registers belady
 from asymcache.cacheserver.policy import gdsf as _gdsf  # noqa: F401 - registers gdsf
 from asymcache.cacheserver.policy import lfu as _lfu  # noqa: F401 - registers lfu
 from asymcache.cacheserver.policy import lru as _lru  # noqa: F401 - registers lru, lru_tail
-from asymcache.cacheserver.policy import oracle as _oracle  # noqa: F401 - registers asym_oracle
 from asymcache.cacheserver.policy import pensieve as _pensieve  # noqa: F401 - registers pensieve
 from asymcache.cacheserver.policy.base import (
     REUSE_SEMANTICS,

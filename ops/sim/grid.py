@@ -12,8 +12,8 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
-from asymcache.cacheserver.policy.belady import NextUseOracle
 from asymcache.cacheserver.policy.cost import CostModel
+from asymcache.ops.sim.belady import NextUseOracle
 from asymcache.ops.sim.config import RunSpec, TierSpec, parse_size
 from asymcache.ops.sim.replay import Replay, build_oracle, policy_clock
 from asymcache.ops.sim.trace import Trace

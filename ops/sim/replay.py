@@ -30,8 +30,8 @@ from collections.abc import Callable
 
 from asymcache.cacheserver.chain import ChainEvents, Level, TierChain
 from asymcache.cacheserver.policy import create_policy, policy_class
-from asymcache.cacheserver.policy.belady import NextUseOracle
 from asymcache.cacheserver.policy.cost import CostModel, fetch_or_recompute
+from asymcache.ops.sim.belady import NextUseOracle
 from asymcache.ops.sim.blocks import CountStore, SimBlock
 from asymcache.ops.sim.config import RunSpec
 from asymcache.ops.sim.formats.options import apply_options

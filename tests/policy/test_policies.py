@@ -7,8 +7,8 @@ import random
 import pytest
 
 from asymcache.cacheserver.policy import create_policy, policy_names
-from asymcache.cacheserver.policy.belady import NextUseOracle
 from asymcache.cacheserver.policy.cost import CostModel
+from asymcache.ops.sim.belady import NextUseOracle
 from tests.policy.drive import info, reference
 
 ONLINE = policy_names(include_offline=False)

@@ -6,9 +6,9 @@ from __future__ import annotations
 import pytest
 
 from asymcache.cacheserver.policy import create_policy
-from asymcache.cacheserver.policy.belady import NextUseOracle
 from asymcache.cacheserver.policy.cost import CostModel
-from asymcache.cacheserver.policy.oracle import FLOOR, AsymOracleConfig, GapTable, ReuseFitConfig
+from asymcache.ops.sim.belady import NextUseOracle
+from asymcache.ops.sim.oracles import FLOOR, AsymOracleConfig, GapTable, ReuseFitConfig
 from tests.policy.drive import info, reference
 
 COST = CostModel.preset("h100-llama3-8b")

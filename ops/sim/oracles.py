@@ -27,9 +27,9 @@ from dataclasses import dataclass
 
 from asymcache.cacheserver.policy.asym import AsymConfig, AsymPolicy
 from asymcache.cacheserver.policy.base import BlockInfo, Key, ResidencyPolicy, register_policy
-from asymcache.cacheserver.policy.belady import NextUseOracle
 from asymcache.cacheserver.policy.lru import LRUTailPolicy
 from asymcache.cacheserver.policy.reuse import UseRecord
+from asymcache.ops.sim.belady import NextUseOracle
 
 FLOOR = 1e-3  # P̂ of a block that is not used again (not 0: values stay comparable)
 
