@@ -36,12 +36,12 @@ from asymcache.cacheserver.dispatch import Dispatcher
 from asymcache.cacheserver.handlers import Context, drop_session
 from asymcache.cacheserver.http import HttpServer
 from asymcache.cacheserver.index import BlockIndex
-from asymcache.cacheserver.launch import ping
 from asymcache.cacheserver.leases import SessionTable
 from asymcache.cacheserver.levels import daemon_levels
 from asymcache.cacheserver.metrics import DaemonMetrics, StateCollector
 from asymcache.cacheserver.movers import Residency
 from asymcache.cacheserver.protocol import request_ops
+from asymcache.cacheserver.protocol.sockets import ping
 from asymcache.cacheserver.router import RouterSocket, ServerCurve
 from asymcache.cacheserver.startup import PolicyFactory, open_remote, open_tiers, rebuild_index
 

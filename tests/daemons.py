@@ -12,8 +12,8 @@ import shutil
 import tempfile
 from pathlib import Path
 
-from asymcache.cacheserver.launch import DaemonProcess
 from asymcache.cacheserver.protocol.sockets import ClientCurve
+from asymcache.ops.daemon_process import DaemonProcess
 
 # Daemon tests: blocks of tests.cacheserver.daemon_fixtures.LAYOUT (4 KiB).
 SMALL = {"cpu_bytes": "256KiB", "cpu_slot_bytes": "8KiB", "disk_bytes": "2MiB",

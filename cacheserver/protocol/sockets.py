@@ -1,4 +1,4 @@
-"""Client-side socket role: a DEALER connection, optionally CURVE-secured.
+"""Client-side socket role: a DEALER connection, optionally CURVE-secured; :func:`ping`.
 
 Each wrapper hides connect/poll details and speaks in frames (``list`` of bytes-like objects):
 the header frame arrives as ``bytes`` and payload frames as zero-copy ``memoryview`` s. The
@@ -12,6 +12,8 @@ from dataclasses import dataclass
 import zmq
 
 from asymcache.cacheserver.protocol.framing import Buffer
+from asymcache.cacheserver.protocol.messages import Ping, PingReply
+from asymcache.cacheserver.protocol.wire import decode_reply
 
 # a client's heartbeat socket: its routing id + this suffix (the daemon takes a PING naming an
 # engine as its heartbeat only from the socket that registered it or from this identity)
@@ -91,3 +93,19 @@ class DealerSocket:
 
     def close(self) -> None:
         self._sock.close(linger=0)
+
+
+def ping(endpoint: str, timeout_s: float = 1.0, context: zmq.Context | None = None,
+         curve: ClientCurve | None = None) -> PingReply | None:
+    """One PING over a fresh socket; the reply, or ``None`` if nothing answered in time."""
+    ctx = context or zmq.Context.instance()
+    sock = DealerSocket(ctx, endpoint, curve=curve)
+    try:
+        sock.send(Ping().to_wire(1))
+        frames = sock.recv(timeout_s)
+        if frames is None:
+            return None
+        _, reply = decode_reply(frames)
+        return reply if isinstance(reply, PingReply) else None
+    finally:
+        sock.close()

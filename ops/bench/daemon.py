@@ -52,8 +52,8 @@ def _control(tmp, seconds: float, rounds: int, flags: dict) -> dict:
     import os
     import statistics
 
-    from asymcache.cacheserver.launch import DaemonProcess
     from asymcache.ops.bench import _daemon_control as ctl
+    from asymcache.ops.daemon_process import DaemonProcess
 
     out: dict = {"load_average": list(os.getloadavg())}
     echo = ctl.start_echo(f"ipc://{tmp}/echo.ipc")
@@ -78,8 +78,8 @@ def _control(tmp, seconds: float, rounds: int, flags: dict) -> dict:
 
 
 def _cpu(tmp, iters: int, flags: dict) -> dict:
-    from asymcache.cacheserver.launch import DaemonProcess
     from asymcache.ops.bench import _daemon_tiers as tiers
+    from asymcache.ops.daemon_process import DaemonProcess
 
     with DaemonProcess(f"ipc://{tmp}/c.ipc", str(tmp / "cdata"), flags=flags) as d:
         return {f"{mib}MiB": {"mib": mib, **tiers.cpu_tier(d.endpoint, mib << 20, iters)}
@@ -87,8 +87,8 @@ def _cpu(tmp, iters: int, flags: dict) -> dict:
 
 
 def _rebuild(tmp, entries: int, flags: dict) -> dict:
-    from asymcache.cacheserver.launch import DaemonProcess
     from asymcache.ops.bench import _daemon_tiers as tiers
+    from asymcache.ops.daemon_process import DaemonProcess
 
     capacity = tiers.fill_disk(tmp / "rdata" / "blocks.lmdb", entries)
     flags = {**flags, "disk_bytes": capacity, "log_level": "info"}

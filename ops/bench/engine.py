@@ -115,9 +115,9 @@ def _headline(rows: list[dict[str, Any]]) -> dict[str, Any]:
 
 # ---- TTFT with cached blocks --------------------------------------------------------------
 def _ttft(model_dir: Path, args: argparse.Namespace) -> dict[str, dict[str, float]]:
-    from asymcache.cacheserver.launch import DaemonProcess
     from asymcache.engine.llm import LLM
     from asymcache.ops.bench._engine_speed import SpeedPlan
+    from asymcache.ops.daemon_process import DaemonProcess
 
     with tempfile.TemporaryDirectory(prefix="acb-") as tmp:
         blocks = (len(TIERS) * len(FRACTIONS) * args.repeats + 4) * (args.prompt // 16 + 2)

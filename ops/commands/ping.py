@@ -28,7 +28,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     import time
 
-    from asymcache.cacheserver.launch import ping
+    from asymcache.cacheserver.protocol.sockets import ping
 
     t0 = time.perf_counter()
     reply = ping(args.endpoint, timeout_s=args.timeout)

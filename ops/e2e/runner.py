@@ -108,7 +108,7 @@ def _daemon(cfg: BenchConfig, caps: Capacities, log: Callable[[str], None] | Non
     if not cfg.uses_daemon:
         yield None, None
         return
-    from asymcache.cacheserver.launch import DaemonProcess
+    from asymcache.ops.daemon_process import DaemonProcess
 
     tmp = tempfile.mkdtemp(prefix="ace2e-")
     port = _free_port()

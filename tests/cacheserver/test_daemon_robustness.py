@@ -13,9 +13,9 @@ import pytest
 import zmq
 
 from asymcache.cacheserver import protocol as p
-from asymcache.cacheserver.launch import DaemonProcess
 from asymcache.cacheserver.protocol.sockets import DealerSocket
 from asymcache.engine.client import CacheClient, DaemonError
+from asymcache.ops.daemon_process import DaemonProcess
 from tests.cacheserver.daemon_fixtures import (
     LAYOUT,
     make_refs,

@@ -13,9 +13,8 @@ import pytest
 import zmq
 import zmq.auth
 
-from asymcache.cacheserver.launch import ping
 from asymcache.cacheserver.protocol import Ping, Where, decode_reply
-from asymcache.cacheserver.protocol.sockets import ClientCurve, DealerSocket
+from asymcache.cacheserver.protocol.sockets import ClientCurve, DealerSocket, ping
 from asymcache.engine.client import CacheClient, DaemonUnavailable
 from tests.cacheserver.daemon_fixtures import (
     BLOCK_BYTES,

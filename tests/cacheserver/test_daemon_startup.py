@@ -8,8 +8,8 @@ import tempfile
 
 import pytest
 
-from asymcache.cacheserver.launch import DaemonProcess
 from asymcache.cacheserver.startup import SHM_DIR
+from asymcache.ops.daemon_process import DaemonProcess
 
 
 @pytest.mark.skipif(not os.path.isdir(SHM_DIR), reason=f"no {SHM_DIR} on this system")

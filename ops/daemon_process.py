@@ -14,26 +14,8 @@ import sys
 import time
 from collections.abc import Mapping
 
-import zmq
-
-from asymcache.cacheserver.protocol import Ping, PingReply, decode_reply
-from asymcache.cacheserver.protocol.sockets import ClientCurve, DealerSocket
-
-
-def ping(endpoint: str, timeout_s: float = 1.0, context: zmq.Context | None = None,
-         curve: ClientCurve | None = None) -> PingReply | None:
-    """One PING over a fresh socket; the reply, or ``None`` if nothing answered in time."""
-    ctx = context or zmq.Context.instance()
-    sock = DealerSocket(ctx, endpoint, curve=curve)
-    try:
-        sock.send(Ping().to_wire(1))
-        frames = sock.recv(timeout_s)
-        if frames is None:
-            return None
-        _, reply = decode_reply(frames)
-        return reply if isinstance(reply, PingReply) else None
-    finally:
-        sock.close()
+from asymcache.cacheserver.protocol import PingReply
+from asymcache.cacheserver.protocol.sockets import ClientCurve, ping
 
 
 class DaemonProcess:
