@@ -11,6 +11,7 @@ sockets, no tier calls.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import cast
 
@@ -68,19 +69,43 @@ class BlockRecord:
 
 
 class BlockIndex:
-    """Key -> :class:`BlockRecord`, bounded by ``max_blocks``."""
+    """Key -> :class:`BlockRecord`, bounded by ``max_blocks``.
+
+    Records share what repeats: a block's ``parent`` is its indexed parent's ``key`` object, and
+    namespaces and layouts are one object each (:meth:`shared`, at most ``SHARED_MAX``)."""
+
+    SHARED_MAX = 4096  # distinct namespaces and layouts shared (more are stored per record)
 
     def __init__(self, max_blocks: int) -> None:
         if max_blocks <= 0:
             raise ValueError(f"max_blocks must be positive, got {max_blocks}")
         self.max_blocks = max_blocks
         self._records: dict[bytes, BlockRecord] = {}
+        self._shared: dict[object, object] = {}
+
+    def shared(self, value: object) -> object:
+        """The one object equal to ``value`` that records hold (``value`` itself past the
+        bound)."""
+        got = self._shared.get(value)
+        if got is None:
+            if len(self._shared) >= self.SHARED_MAX:
+                return value
+            got = self._shared[value] = value
+        return got
+
+    def parent_key(self, parent: bytes) -> bytes:
+        """``parent`` as the indexed parent's key object (saves a bytes object per block)."""
+        rec = self._records.get(parent)
+        return rec.key if rec is not None else parent
 
     def __len__(self) -> int:
         return len(self._records)
 
     def __contains__(self, key: bytes) -> bool:
         return key in self._records
+
+    def records(self) -> Iterator[BlockRecord]:
+        return iter(self._records.values())
 
     def get(self, key: bytes) -> BlockRecord | None:
         return self._records.get(key)
@@ -92,8 +117,9 @@ class BlockIndex:
             return rec
         if len(self._records) >= self.max_blocks:
             raise IndexFull(f"block index is full ({self.max_blocks} blocks)")
-        parent = None if ref.parent == ROOT_PARENT else ref.parent
-        rec = BlockRecord(ref.key, ref.namespace, parent, ref.position, n_tokens, n_bytes, layout)
+        parent = None if ref.parent == ROOT_PARENT else self.parent_key(ref.parent)
+        rec = BlockRecord(ref.key, self.shared(ref.namespace), parent,  # type: ignore[arg-type]
+                          ref.position, n_tokens, n_bytes, layout)
         self._records[ref.key] = rec
         return rec
 

@@ -152,16 +152,17 @@ def rebuild_index(ctx: Context) -> int:
     """Index every block the disk tier holds (what a previous daemon stored durably).
 
     Bulk path (a million headers take seconds): records are built directly and handed to the
-    disk policy as its block infos; values that repeat across blocks (namespace, size,
-    position) are shared, not stored once per block; the cyclic garbage collector is paused
-    meanwhile (the records are acyclic; the server freezes them once start-up is done)."""
+    disk policy as its block infos; values that repeat across blocks (namespace, layout, size,
+    position, and each parent: its record's key) are shared, not stored once per block; the
+    cyclic garbage collector is paused meanwhile (the records are acyclic; the server freezes
+    them once start-up is done)."""
     level = ctx.residency.chain.level("disk")
     if level is None:
         return 0
     disk: Tier = level.store.tier  # type: ignore[attr-defined]
     insert, add, bit = level.policy.insert, ctx.index.add, level.bit
     now = ctx.clock()
-    shared: dict = {}  # namespace / size / position -> one object for all blocks
+    shared: dict = {}  # namespace / layout / size / position -> one object for all blocks
     tokens: dict[str, int] = {}  # layout text -> block size (few distinct layouts)
     n = 0
     collecting = gc.isenabled()
@@ -174,10 +175,15 @@ def rebuild_index(ctx: Context) -> int:
             rec = BlockRecord(key, shared.setdefault(h.namespace, h.namespace),
                               None if h.parent == ROOT_PARENT else h.parent,
                               shared.setdefault(h.position, h.position), n_tokens,
-                              shared.setdefault(h.length, h.length), h.layout, where=bit)
+                              shared.setdefault(h.length, h.length),
+                              shared.setdefault(h.layout, h.layout), where=bit)
             if add(rec):
                 insert(rec.info(), now)
                 n += 1
+        parent_key = ctx.index.parent_key
+        for rec in ctx.index.records():
+            if rec.parent is not None:
+                rec.parent = parent_key(rec.parent)
     finally:
         if collecting:
             gc.enable()
