@@ -39,6 +39,18 @@ class ServerCurve:
     secret_key_file: str
     clients_dir: str = ""
 
+    def secure(self, sock: zmq.Socket) -> None:
+        """Make ``sock`` a CURVE server with this certificate (the context's authenticator,
+        started by :class:`RouterSocket`, admits its clients)."""
+        import zmq.auth
+
+        public, secret = zmq.auth.load_certificate(self.secret_key_file)
+        if secret is None:
+            raise ValueError(f"curve_secret_key_file: {self.secret_key_file} has no secret key")
+        sock.curve_server = True
+        sock.curve_secretkey = secret
+        sock.curve_publickey = public
+
 
 class RouterSocket:
     """Binds a ROUTER; yields ``[identity, header, *payload]`` messages; sends replies.
@@ -70,18 +82,13 @@ class RouterSocket:
         import zmq.auth
         from zmq.auth.thread import ThreadAuthenticator
 
-        public, secret = zmq.auth.load_certificate(curve.secret_key_file)
-        if secret is None:
-            raise ValueError(f"curve_secret_key_file: {curve.secret_key_file} has no secret key")
+        curve.secure(self._sock)
         self._auth = ThreadAuthenticator(self._ctx)
         self._auth.start()
         location = curve.clients_dir or zmq.auth.CURVE_ALLOW_ANY
         if curve.clients_dir and not os.path.isdir(curve.clients_dir):
             raise ValueError(f"curve_clients_dir: {curve.clients_dir} is not a directory")
         self._auth.configure_curve(domain="*", location=location)
-        self._sock.curve_server = True
-        self._sock.curve_secretkey = secret
-        self._sock.curve_publickey = public
 
     def start(self, loop: asyncio.AbstractEventLoop,
               on_batch: Callable[[list[list[Buffer]]], None], max_batch: int) -> None:
