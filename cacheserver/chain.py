@@ -47,6 +47,8 @@ class ChainEvents:
 
     def entered(self, level: Level, block: Any) -> None: ...
 
+    def left(self, level: Level, block: Any) -> None: ...  # evicted, dropped or failed
+
     def backing(self, block: Any, top: str | None) -> None: ...  # the highest holder
 
     def pinned(self, block: Any, until: float | None, now: float, on: bool) -> None: ...
@@ -153,6 +155,7 @@ class TierChain:
             self.events.evicted(level, block)
         if held:
             block.where &= ~level.bit
+            self.events.left(level, block)
             self.refresh_backing(block)
             self.discard(block)
 

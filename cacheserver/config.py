@@ -100,6 +100,9 @@ class ServerConfig:
     # blocks per PUT: keep it >= 32 x cpu_slot_bytes)
     curve_secret_key_file: str = ""  # a zmq certificate with the server's secret key
     curve_clients_dir: str = ""  # public certificates of allowed clients ("" = any CURVE client)
+    events_endpoint: str = ""  # ZeroMQ PUB endpoint of the KV events ("" = none; docs/daemon.md)
+    events_replay_endpoint: str = ""  # ROUTER answering replay requests ("" = none)
+    events_replay_bytes: int = 64 << 20  # event batches kept for replay (oldest dropped)
     log_level: str = "info"
     remote: RemoteSection = field(default_factory=RemoteSection)  # the [remote] table
 
@@ -119,6 +122,7 @@ class ServerConfig:
                                  f"{preset_names()}")
         if self.log_level.upper() not in ("DEBUG", "INFO", "WARNING", "ERROR"):
             raise ValueError(f"log_level: must be debug/info/warning/error, got {self.log_level!r}")
+        self._check_events()
         if self.curve_clients_dir and not self.curve_secret_key_file:
             raise ValueError("curve_clients_dir: needs curve_secret_key_file as well")
         if self.remote.nodes:
@@ -144,6 +148,22 @@ class ServerConfig:
             raise ValueError(f"metrics_port: must be in [0, 65535], got {self.metrics_port}")
         if self.lease_timeout_s <= 0:
             raise ValueError(f"lease_timeout_s: must be positive, got {self.lease_timeout_s}")
+
+    def _check_events(self) -> None:
+        if self.events_replay_endpoint and not self.events_endpoint:
+            raise ValueError("events_replay_endpoint: needs events_endpoint as well")
+        if self.events_replay_bytes <= 0:
+            raise ValueError(f"events_replay_bytes: must be positive, got "
+                             f"{self.events_replay_bytes}")
+        seen = {self.endpoint: "endpoint"}
+        for name in ("events_endpoint", "events_replay_endpoint"):
+            value = getattr(self, name)
+            if not value:
+                continue
+            _check_endpoint(value, name)
+            if value in seen:
+                raise ValueError(f"{name}: {value} is already {seen[value]}")
+            seen[value] = name
 
     # ---- derived values -------------------------------------------------------------------
     @property
@@ -215,11 +235,11 @@ def _check_type(name: str, value: Any, declared: str) -> None:
         raise ValueError(f"{name}: must be a finite number, got {value!r}")
 
 
-def _check_endpoint(endpoint: str) -> None:
+def _check_endpoint(endpoint: str, name: str = "endpoint") -> None:
     if endpoint.startswith("ipc://"):
         path = endpoint[len("ipc://"):]
         if not path or len(path.encode()) > _IPC_PATH_MAX:
-            raise ValueError(f"endpoint: ipc path must be 1..{_IPC_PATH_MAX} bytes, got {path!r}")
+            raise ValueError(f"{name}: ipc path must be 1..{_IPC_PATH_MAX} bytes, got {path!r}")
     elif not re.fullmatch(r"tcp://[^:/]+:\d{1,5}", endpoint):
-        raise ValueError(f"endpoint: must be ipc://PATH or tcp://HOST:PORT, got {endpoint!r}")
+        raise ValueError(f"{name}: must be ipc://PATH or tcp://HOST:PORT, got {endpoint!r}")
 

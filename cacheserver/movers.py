@@ -17,6 +17,7 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from asymcache.cacheserver.chain import ChainEvents, Level, TierChain
+from asymcache.cacheserver.events import EventLog, NoEvents
 from asymcache.cacheserver.index import BlockIndex, BlockRecord
 from asymcache.cacheserver.leases import EngineSession, SessionTable
 from asymcache.cacheserver.levels import header_of
@@ -39,6 +40,7 @@ class Residency(ChainEvents):
         self.cpu: CpuTier = self.top.store.tier  # type: ignore[attr-defined]
         self.policies = {level.name: level.policy for level in levels}
         self.max_blocks, self.bound_blocks = capacity, bound
+        self.events: EventLog | NoEvents = NoEvents()  # KV events (events.py) when configured
         # LOOKUP's Where code per ``where`` mask: the highest level holding it (``local``:
         # not counting levels shared with other hosts, reported only when asked)
         self.codes = [self._code(mask, True) for mask in range(1 << len(levels))]
@@ -64,6 +66,8 @@ class Residency(ChainEvents):
         prev = session.key_slots.get(rec.key)
         if prev is not None and prev != slot:
             self.gpu_forget(session, prev)
+        if old != rec.key:
+            self.events.stored("gpu", rec, session.engine_id)
         session.slot_keys[slot] = rec.key
         session.key_slots[rec.key] = slot
         if session.engine_id not in rec.gpu:
@@ -84,6 +88,7 @@ class Residency(ChainEvents):
         session.gpu_policy.remove(key)
         rec = self.index.get(key)
         if rec is not None:
+            self.events.removed("gpu", key, rec.namespace, session.engine_id)
             rec.gpu = _without(rec.gpu, session.engine_id)
             self.index.discard_if_unheld(rec)
         return key
@@ -100,6 +105,7 @@ class Residency(ChainEvents):
             del session.slot_keys[slot]
             rec = self.index.get(key)
             assert rec is not None, "a GPU-resident block must be indexed"
+            self.events.removed("gpu", key, rec.namespace, session.engine_id)
             rec.gpu = _without(rec.gpu, session.engine_id)
             demote_to = -1
             if (demote and rec.cpu < 0 and rec.cpu_pending < 0
@@ -192,6 +198,12 @@ class Residency(ChainEvents):
         return None if figures is None else figures()
 
     # ---- chain events -------------------------------------------------------------------
+    def entered(self, level: Level, block: BlockRecord) -> None:  # type: ignore[override]
+        self.events.stored(level.name, block)
+
+    def left(self, level: Level, block: BlockRecord) -> None:  # type: ignore[override]
+        self.events.removed(level.name, block.key, block.namespace)
+
     def evicted(self, level: Level, block: object) -> None:
         self.metrics.evictions[level.name].inc()
 

@@ -33,6 +33,7 @@ from prometheus_client import CollectorRegistry, Counter
 from asymcache.cacheserver import handlers_data
 from asymcache.cacheserver.config import ServerConfig
 from asymcache.cacheserver.dispatch import Dispatcher
+from asymcache.cacheserver.events import EventLog, EventMetrics
 from asymcache.cacheserver.handlers import Context, drop_session
 from asymcache.cacheserver.http import HttpServer
 from asymcache.cacheserver.index import BlockIndex
@@ -60,6 +61,7 @@ class CacheServer:
         self.housekeeping_errors = Counter(
             "asymcache_server_housekeeping_errors_total", "Housekeeping rounds that failed (the "
             "next round runs as usual; the log has the traceback)", registry=self.registry)
+        self.event_metrics = EventMetrics(self.registry)
         self.epoch = secrets.randbits(63)
         self.ready = False
         self.http_port: int | None = None
@@ -67,6 +69,7 @@ class CacheServer:
         self._stopping = False
         self._stopped: asyncio.Event | None = None
         self._router: RouterSocket | None = None
+        self._events: EventLog | None = None
         self._zmq: zmq.Context | None = None
         self._http: HttpServer | None = None
         self._dispatcher: Dispatcher | None = None
@@ -150,11 +153,32 @@ class CacheServer:
         self._router = RouterSocket(self._zmq, cfg.endpoint, curve=curve,
                                     max_message_bytes=max_msg, rcvhwm=cfg.recv_hwm)
         assert self.ctx is not None
+        if cfg.events_endpoint:
+            self._start_events(curve)
         self._dispatcher = Dispatcher(self.ctx, self._router, cfg.max_inflight)
         self._stopped = asyncio.Event()
         if self._stopping:  # a signal arrived during start-up
             self._stopped.set()
         self._router.start(asyncio.get_running_loop(), self._dispatcher.dispatch, _BATCH)
+
+    def _start_events(self, curve: ServerCurve | None) -> None:
+        """Bind the KV events sockets (CURVE as the main socket: the router's authenticator
+        serves the whole context); publish AllBlocksCleared, then the blocks the disk holds."""
+        assert self.ctx is not None and self._zmq is not None
+        cfg = self.config
+        self._events = events = EventLog(
+            self._zmq, cfg.events_endpoint, cfg.events_replay_endpoint, cfg.events_replay_bytes,
+            self.event_metrics, secure=curve.secure if curve is not None else None)
+        events.start(asyncio.get_running_loop())
+        events.cleared()
+        residency = self.ctx.residency
+        for rec in self.ctx.index.records():
+            for level in residency.chain.levels:
+                if rec.where & level.bit:
+                    events.stored(level.name, rec)
+        residency.events = events
+        log.info("KV events on %s (replay: %s)", cfg.events_endpoint,
+                 cfg.events_replay_endpoint or "none")
 
     async def main_loop(self) -> None:
         """Serve until :meth:`request_stop`: the router's reader callback dispatches each batch
@@ -181,6 +205,8 @@ class CacheServer:
                 await self._housekeeping
         if self._dispatcher is not None:
             await self._dispatcher.drain(_DRAIN_TIMEOUT_S)
+        if self._events is not None:
+            self._events.close()
         if self._router is not None:
             self._router.close()
         if self._zmq is not None:

@@ -121,6 +121,14 @@ def daemon_panels() -> list[Panel]:
               ((quantile(0.99, "asymcache_rpc_latency_seconds", "op"), "{{op}}"),), "s"),
         Panel("RPC rate by op", ((rate("asymcache_rpc_latency_seconds_count", "op"), "{{op}}"),),
               "reqps", stack=True),
+        Panel("KV events", (
+            (rate("asymcache_events_published_total"), "published"),
+            (rate("asymcache_events_dropped_total"), "dropped"),
+            (rate("asymcache_events_replayed_total"), "batches replayed"),
+        ), "ops", description="Block events on the daemon's events endpoint (docs/daemon.md, "
+                              "'KV events'); all zero when it has none"),
+        Panel("KV events publish lag p99",
+              ((quantile(0.99, "asymcache_events_publish_lag_seconds"), "p99"),), "s"),
         Panel("Daemon errors", (
             (rate("asymcache_rpc_errors_total", "code"), "reply {{code}}"),
             (rate("asymcache_tier_errors_total", "tier, kind"), "{{tier}} {{kind}}"),

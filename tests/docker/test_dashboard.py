@@ -30,6 +30,7 @@ REQUIRED = {
     "occupancy": "asymcache_tier_occupancy_blocks",
     "RPC latency": "asymcache_rpc_latency_seconds_bucket",
     "errors": "asymcache_rpc_errors_total",
+    "KV events": "asymcache_events_published_total",
 }
 
 
