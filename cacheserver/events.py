@@ -15,9 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import struct
 import time
-from collections import deque
 from collections.abc import Callable
 from typing import Any
 
@@ -25,12 +23,13 @@ import msgpack
 import zmq
 from prometheus_client import CollectorRegistry, Counter, Histogram
 
+from asymcache.cacheserver.events_replay import ReplayBuffer, ReplayServer
+
 log = logging.getLogger("asymcache.events")
 
 MEDIUM = {"gpu": "GPU", "cpu": "CPU", "disk": "DISK", "remote": "REMOTE"}
 ALL_TOPIC = b"kv/*"  # events about every namespace (AllBlocksCleared)
 TOPIC_PREFIX = b"kv/"  # + the namespace digest in hex
-END_SEQ = struct.pack(">q", -1)
 MAX_BATCH_EVENTS = 256  # events per published batch (a long flush is split)
 _TOPICS_MAX = 4096  # namespace -> topic bytes kept (more are built per event)
 
@@ -59,16 +58,17 @@ class EventLog:
     """Queues, coalesces and publishes block events (see the module docstring)."""
 
     def __init__(self, zctx: zmq.Context, endpoint: str, replay_endpoint: str,
-                 replay_bytes: int, metrics: EventMetrics,
+                 replay_bytes: int, metrics: EventMetrics, epoch: int,
                  secure: Callable[[zmq.Socket], None] | None = None,
                  clock: Callable[[], float] = time.time) -> None:
-        self.metrics, self.clock = metrics, clock
+        self.metrics, self.clock, self.epoch = metrics, clock, epoch
         self._pub = zctx.socket(zmq.PUB)
         self._pub.set_hwm(100_000)
         self._replay: zmq.Socket | None = None
         self._socks = [self._pub]
         if replay_endpoint:
             self._replay = zctx.socket(zmq.ROUTER)
+            self._replay.router_mandatory = 1  # a full subscriber queue: EAGAIN, not a loss
             self._socks.append(self._replay)
         for sock in self._socks:
             sock.linger = 0
@@ -81,17 +81,17 @@ class EventLog:
         self._pending: dict[bytes, list[dict[str, Any]]] = {}
         self._since = 0.0  # perf_counter of the oldest pending event
         self._last_seq: dict[bytes, int] = {}  # topic -> its last batch's sequence number
-        self._buffer: deque[tuple[int, bytes, bytes]] = deque()  # (seq, topic, payload)
-        self._buffer_bytes, self._replay_bytes = 0, replay_bytes
+        self._buffer = ReplayBuffer(replay_bytes)
+        self._replayer = (ReplayServer(self._replay, self._buffer, metrics.replayed)
+                          if self._replay is not None else None)
         self._topics: dict[bytes, bytes] = {}
         self._loop: asyncio.AbstractEventLoop | None = None
         self._scheduled = False
 
     def start(self, loop: asyncio.AbstractEventLoop) -> None:
         self._loop = loop
-        if self._replay is not None:
-            loop.add_reader(self._replay.get(zmq.FD), self._serve_replay)
-            loop.call_soon(self._serve_replay)
+        if self._replayer is not None:
+            self._replayer.start(loop)
 
     # ---- what the residency manager reports ---------------------------------------------
     def stored(self, tier: str, rec: Any, engine_id: str = "") -> None:
@@ -175,9 +175,10 @@ class EventLog:
         self.seq += 1
         n = sum(len(e.get("block_hashes", ())) or 1 for e in events)
         payload = msgpack.packb({"ts": ts, "events": events, "topic": topic.decode(),
-                                 "topic_prev_seq": self._last_seq.get(topic, -1)})
+                                 "topic_prev_seq": self._last_seq.get(topic, -1),
+                                 "epoch": self.epoch})
         self._last_seq[topic] = seq
-        self._keep(seq, topic, payload)
+        self._buffer.add(seq, topic, payload)
         try:
             self._pub.send_multipart([topic, seq.to_bytes(8, "big"), payload], zmq.NOBLOCK)
         except zmq.ZMQError as e:  # PUB drops for slow subscribers itself; this is the socket
@@ -186,57 +187,10 @@ class EventLog:
             return
         self.metrics.published.inc(n)
 
-    def _keep(self, seq: int, topic: bytes, payload: bytes) -> None:
-        self._buffer.append((seq, topic, payload))
-        self._buffer_bytes += len(payload) + len(topic)
-        while self._buffer_bytes > self._replay_bytes and len(self._buffer) > 1:
-            _, old_topic, old = self._buffer.popleft()
-            self._buffer_bytes -= len(old) + len(old_topic)
-
-    # ---- replay -------------------------------------------------------------------------
-    def _serve_replay(self) -> None:
-        """Answer every waiting replay request: ``[start_seq (8 bytes, big-endian)]`` and an
-        optional topic prefix frame, after an empty delimiter frame (REQ) or not (DEALER);
-        the reply is ``[seq, payload]`` per kept batch from ``start_seq`` on whose topic
-        starts with the prefix, then ``[-1 (8 bytes, signed), b""]``, in the same framing."""
-        sock = self._replay
-        if sock is None or sock.closed:
-            return
-        while sock.get(zmq.EVENTS) & zmq.POLLIN:
-            try:
-                frames = sock.recv_multipart(zmq.NOBLOCK)
-            except zmq.Again:
-                return
-            identity, rest = frames[0], frames[1:]
-            envelope = [identity]
-            if rest and rest[0] == b"":
-                envelope, rest = [identity, b""], rest[1:]
-            if not 1 <= len(rest) <= 2 or len(rest[0]) != 8:
-                log.warning("malformed replay request (%d frames) ignored", len(frames))
-                self._send(envelope, [END_SEQ, b""])
-                continue
-            start = int.from_bytes(rest[0], "big")
-            prefix = rest[1] if len(rest) == 2 else b""
-            for seq, topic, payload in list(self._buffer):
-                if seq >= start and topic.startswith(prefix):
-                    if not self._send(envelope, [seq.to_bytes(8, "big"), payload]):
-                        break
-                    self.metrics.replayed.inc()
-            self._send(envelope, [END_SEQ, b""])
-
-    def _send(self, envelope: list[bytes], frames: list[bytes]) -> bool:
-        assert self._replay is not None
-        try:
-            self._replay.send_multipart([*envelope, *frames], zmq.NOBLOCK)
-            return True
-        except zmq.ZMQError as e:
-            log.debug("replay reply dropped: %s", e)
-            return False
-
     def close(self) -> None:
         self.flush()
-        if self._replay is not None and self._loop is not None and not self._replay.closed:
-            self._loop.remove_reader(self._replay.get(zmq.FD))
+        if self._replayer is not None:
+            self._replayer.close()
         for sock in self._socks:
             sock.close(linger=0)
 

@@ -168,7 +168,7 @@ class CacheServer:
         cfg = self.config
         self._events = events = EventLog(
             self._zmq, cfg.events_endpoint, cfg.events_replay_endpoint, cfg.events_replay_bytes,
-            self.event_metrics, secure=curve.secure if curve is not None else None)
+            self.event_metrics, self.epoch, secure=curve.secure if curve is not None else None)
         events.start(asyncio.get_running_loop())
         events.cleared()
         residency = self.ctx.residency

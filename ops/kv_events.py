@@ -27,6 +27,7 @@ class Batch:
     ts: float
     events: list[dict[str, Any]]
     topic_prev_seq: int
+    epoch: int
 
 
 def decode(seq: int, payload: bytes) -> Batch:
@@ -39,19 +40,21 @@ def decode(seq: int, payload: bytes) -> Batch:
     if not isinstance(body, dict) or not isinstance(body.get("events"), list):
         raise ValueError(f"event batch {seq}: not an EventBatch map")
     return Batch(str(body.get("topic", "")).encode(), seq, float(body.get("ts", 0.0)),
-                 body["events"], int(body.get("topic_prev_seq", -1)))
+                 body["events"], int(body.get("topic_prev_seq", -1)), int(body.get("epoch", 0)))
 
 
 class EventSubscriber:
     """SUB to ``endpoint`` for ``topics`` (prefixes; the daemon-wide ``kv/*`` is always added).
+
     With ``replay_endpoint``: what the daemon still keeps is asked for at start, and a gap (a
     batch whose ``topic_prev_seq`` is not the last one delivered on its topic) is filled before
-    the batch is delivered. A sequence number that goes back means the daemon restarted: what
-    it kept since is asked for again (its first batch, AllBlocksCleared, resets an index)."""
+    the batch is delivered. Batches already delivered (replay and live overlap) are skipped. A
+    batch of another ``epoch`` than the one followed means the daemon restarted: from then on
+    only the new daemon's batches count, from its first (AllBlocksCleared resets an index)."""
 
     def __init__(self, endpoint: str, replay_endpoint: str = "",
                  topics: tuple[bytes, ...] = (TOPIC_PREFIX,), curve: Any = None,
-                 timeout_s: float = 2.0) -> None:
+                 timeout_s: float = 5.0) -> None:
         self.ctx = zmq.Context()
         self.sub = self.ctx.socket(zmq.SUB)
         self.sub.linger = 0
@@ -62,6 +65,7 @@ class EventSubscriber:
         for topic in self.topics:
             self.sub.subscribe(topic)
         self.sub.connect(endpoint)
+        self.epoch: int | None = None  # the daemon followed
         self.seen: dict[bytes, int] = {}  # topic -> last delivered seq
         self.gaps_filled = self.restarts = 0
         self._ready: list[Batch] = self.replay(0) if replay_endpoint else []
@@ -97,32 +101,43 @@ class EventSubscriber:
             self._ready.extend(self.replay(0))
         yield from self._drain()
 
-    def batches(self, seconds: float) -> Iterator[Batch]:
-        """Deliver batches for up to ``seconds``, in order, gaps filled."""
+    def batches(self, seconds: float, max_after: int = 10_000) -> Iterator[Batch]:
+        """Deliver batches for up to ``seconds`` (then at most ``max_after`` more that are
+        waiting already; 0 seconds: only those), in order, gaps filled."""
         deadline = time.monotonic() + seconds
-        while True:
+        late = 0
+        while late < max_after:
             yield from self._drain()
             left = deadline - time.monotonic()
-            if left <= 0 or not self.sub.poll(max(1, int(left * 1000))):
+            late += left <= 0
+            if not self.sub.poll(max(0, int(left * 1000))):
                 return
             _, seq_bytes, payload = self.sub.recv_multipart()
             batch = decode(int.from_bytes(seq_bytes, "big"), payload)
-            last = self.seen.get(batch.topic, -1)
-            if batch.seq <= last:  # the sequence went back: the daemon restarted
+            if self.epoch is not None and batch.epoch != self.epoch:  # a restarted daemon
                 self.restarts += 1
-                self.seen.clear()
+                self._follow(batch.epoch)
                 if self.replay_endpoint:
                     self._ready.extend(self.replay(0))
-            elif self.replay_endpoint and batch.topic_prev_seq > last:
+            last = self.seen.get(batch.topic, -1)
+            if batch.seq <= last:
+                continue  # delivered by a replay already
+            if self.replay_endpoint and batch.topic_prev_seq > last:
                 self.gaps_filled += 1
                 self._ready.extend(b for b in self.replay(last + 1, batch.topic)
                                    if b.seq < batch.seq)
             self._ready.append(batch)
 
+    def _follow(self, epoch: int) -> None:
+        self.epoch = epoch
+        self.seen.clear()
+
     def _drain(self) -> Iterator[Batch]:
         ready, self._ready = self._ready, []
         for batch in ready:
-            if batch.seq > self.seen.get(batch.topic, -1):
+            if self.epoch is None:
+                self._follow(batch.epoch)
+            if batch.epoch == self.epoch and batch.seq > self.seen.get(batch.topic, -1):
                 self.seen[batch.topic] = batch.seq
                 yield batch
 

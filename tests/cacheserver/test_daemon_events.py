@@ -36,7 +36,8 @@ def decode(seq_frame: bytes, payload_frame: bytes) -> tuple[int, dict]:
     """``(seq, batch)`` of one message; checks every documented key and type."""
     assert len(seq_frame) == 8
     batch = msgpack.unpackb(payload_frame, raw=False)
-    assert set(batch) == {"ts", "events", "topic", "topic_prev_seq"}
+    assert set(batch) == {"ts", "events", "topic", "topic_prev_seq", "epoch"}
+    assert isinstance(batch["epoch"], int)
     assert isinstance(batch["ts"], float) and abs(batch["ts"] - time.time()) < 600
     assert isinstance(batch["topic_prev_seq"], int)
     for event in batch["events"]:
@@ -320,3 +321,28 @@ def test_events_settings_are_checked_at_start(tmp_path):
         ServerConfig(endpoint="ipc:///tmp/a", events_endpoint="ipc:///tmp/a")
     with pytest.raises(ValueError, match="events_endpoint: must be ipc://PATH or tcp://"):
         ServerConfig(events_endpoint="udp://x")
+
+
+def test_a_long_replay_to_a_slow_reader_loses_nothing(events_daemon):
+    """More batches than a subscriber's socket queues (ZeroMQ's 1000 messages): the daemon
+    waits for the reader instead of dropping batches or the end marker."""
+    d, _, rp = events_daemon()
+    c = registered_client(d.endpoint, gpu_slots=2)
+    refs = make_refs(1500)
+    for i, ref in enumerate(refs):  # one request each: one batch each (or two, when replacing)
+        c.commit([ref], [i % 2])
+    sock = zmq.Context.instance().socket(zmq.DEALER)
+    sock.linger = 0
+    sock.connect(rp)
+    sock.send_multipart([b"", (0).to_bytes(8, "big")])
+    time.sleep(1.0)  # the reader lags: the daemon's queue to it fills
+    seqs = []
+    while True:
+        assert sock.poll(5000), f"replay stalled after {len(seqs)} batches"
+        _, seq, body = sock.recv_multipart()
+        if seq == (-1).to_bytes(8, "big", signed=True):
+            break
+        seqs.append(decode(seq, body)[0])
+    sock.close()
+    assert len(seqs) > 1500 and seqs == list(range(len(seqs)))
+    c.close()
