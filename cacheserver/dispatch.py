@@ -1,4 +1,4 @@
-"""From received frames to exactly one reply per request.
+"""From received frames to exactly one reply per request (one ACK for one-way requests).
 
 :class:`Dispatcher` decodes each message of a batch, admits it against its peer's in-flight
 bound, finds the handler (``handlers.HANDLERS``), runs it (inline, or as a task for asynchronous
@@ -9,6 +9,12 @@ refused or makes a handler fail still gets an error reply; the daemon keeps serv
 
 "In flight" counts a peer's requests from receipt to reply. A batch is admitted as a whole before
 any of it runs, so a peer that floods the socket gets BUSY for what is over the bound.
+
+A one-way request (``notify``: COMMIT, RELEASE, CANCEL) gets no reply of its own and takes no
+in-flight unit (it is handled before the batch ends). It runs in its place among the peer's
+requests, so a later LOOKUP sees it. Once the batch is handled, each peer that sent some gets
+one ACK: how many, the highest request id, and the refused ones with their errors. A
+notification that cannot be decoded is answered like any request (an error reply under its id).
 """
 
 from __future__ import annotations
@@ -23,6 +29,7 @@ from asymcache.cacheserver.handlers import HANDLERS, Context, HandlerSpec
 from asymcache.cacheserver.index import IndexFull
 from asymcache.cacheserver.leases import EngineSession
 from asymcache.cacheserver.protocol import (
+    Ack,
     Buffer,
     ErrorCode,
     ErrorReply,
@@ -48,12 +55,13 @@ class Dispatcher:
         self._max_message = ctx.config.max_message_bytes
         self._inflight: dict[bytes, int] = {}
         self._tasks: set[asyncio.Task] = set()
+        self._acks: dict[bytes, _AckState] = {}  # one-way requests handled, per peer
 
     def dispatch(self, batch: list[list[Buffer]]) -> None:
         """Answer every message of ``batch``: one that fails outside its handler (a bug) gets
         an INTERNAL reply, frees its in-flight unit and leaves the rest of the batch served."""
         t0 = time.perf_counter()
-        admitted: list[tuple[bytes, int, Message]] = []
+        admitted: list[tuple[bytes, int, Message, bool]] = []
         for msg in batch:
             identity = bytes(msg[0])
             try:
@@ -70,6 +78,9 @@ class Dispatcher:
                                  f"per request")
                 self._send(identity, rid, err, t0, False)
                 continue
+            if getattr(req, "notify", False):
+                admitted.append((identity, rid, req, True))
+                continue
             n = self._inflight.get(identity, 0)
             if n >= self.max_inflight:
                 busy = ErrorReply(req.OP, ErrorCode.BUSY, f"{n} requests in flight "
@@ -77,12 +88,55 @@ class Dispatcher:
                 self._send(identity, rid, busy, t0, False)
                 continue
             self._inflight[identity] = n + 1
-            admitted.append((identity, rid, req))
-        for identity, rid, req in admitted:
+            admitted.append((identity, rid, req, False))
+        for identity, rid, req, one_way in admitted:
+            if one_way:
+                self._note(identity, rid, req, t0)
+                continue
             try:
                 self._run(identity, rid, req, t0)
             except Exception as e:  # before its reply was sent (``_send`` never raises)
                 self._send(identity, rid, _error_reply(req.OP, e), t0, True)
+        if self._acks:
+            self._send_acks()
+
+    def _note(self, identity: bytes, rid: int, req: Message, t0: float) -> None:
+        """Handle a one-way request; its outcome goes into the peer's next ACK."""
+        ctx = self.ctx
+        spec = HANDLERS[req.OP]
+        session = ctx.sessions.by_identity(identity)
+        if session is not None:
+            session.last_seen = ctx.clock()
+        if spec.needs_session and session is None:
+            reply: Reply = ErrorReply(req.OP, ErrorCode.NOT_REGISTERED,
+                                      f"{req.OP.upper()} needs a HELLO first (daemon epoch "
+                                      f"{ctx.epoch}; it may have restarted)")
+        elif spec.is_async:
+            reply = ErrorReply(req.OP, ErrorCode.BAD_FIELD, f"{req.OP.upper()} cannot be one-way")
+        else:
+            try:
+                reply = spec.fn(ctx, identity, session, req)
+            except Exception as e:
+                reply = _error_reply(req.OP, e)
+        ack = self._acks.get(identity)
+        if ack is None:
+            ack = self._acks[identity] = _AckState()
+        ack.upto, ack.count = max(ack.upto, rid), ack.count + 1
+        if isinstance(reply, ErrorReply):
+            ack.errors.append((rid, str(reply.code), reply.message))
+        self._count(reply, t0)
+        if ctx.deferred:
+            self._run_deferred()
+
+    def _send_acks(self) -> None:
+        acks, self._acks = self._acks, {}
+        for identity, a in acks.items():
+            ack = Ack(upto=a.upto, count=a.count, error_ids=[e[0] for e in a.errors],
+                      error_codes=[e[1] for e in a.errors], error_messages=[e[2] for e in a.errors])
+            try:
+                self.router.send(identity, ack.to_wire(a.upto))
+            except Exception:
+                log.exception("sending an ACK failed")
 
     def _run(self, identity: bytes, rid: int, req: Message, t0: float) -> None:
         ctx = self.ctx
@@ -180,6 +234,14 @@ class Dispatcher:
         """Wait (bounded) for asynchronous requests to reply."""
         if self._tasks:
             await asyncio.wait(set(self._tasks), timeout=timeout_s)
+
+
+class _AckState:
+    __slots__ = ("count", "errors", "upto")
+
+    def __init__(self) -> None:
+        self.upto, self.count = 0, 0
+        self.errors: list[tuple[int, str, str]] = []
 
 
 def _payload_bytes(msg: list[Buffer]) -> int:

@@ -7,9 +7,9 @@
   installs SIGTERM/SIGINT handlers; then the daemon is ready.
 * **main_loop** reads requests in batches, admits each against its peer's in-flight bound
   (``max_inflight``; past it a BUSY error), and dispatches to the handlers of ``handlers.py`` /
-  ``handlers_data.py``. Every request gets exactly one reply. A housekeeping task expires silent
-  engines, forgets blocks whose disk or remote writes failed and hands the remote tier's
-  measured load cost to the cost model.
+  ``handlers_data.py``. Every request gets exactly one reply (one-way ones an ACK). A
+  housekeeping task expires silent engines, forgets blocks whose disk or remote writes failed
+  and hands the remote tier's measured load cost to the cost model.
 * **shutdown** (on a signal, or :meth:`CacheServer.request_stop`) stops reading, lets in-flight
   asynchronous requests finish (bounded), sends queued remote writes (bounded), flushes pending
   disk writes, closes the tiers (the CPU segment is unlinked) and stops HTTP.

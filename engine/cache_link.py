@@ -1,5 +1,9 @@
 """The engine's side of the cache daemon: a client that may be absent, die, or come back.
 
+COMMIT, RELEASE and CANCEL are one-way (the step does not wait for them); their ACKs are read
+at each :meth:`CacheLink.tick`, and one that says the daemon does not know this engine makes
+the next tick register again.
+
 Every op degrades instead of failing: while the daemon is unreachable, LOOKUP finds nothing,
 ALLOCATE names no victims, COMMIT/RELEASE/PIN are skipped, and the engine serves from its own
 pool (local LRU) and recomputes the rest. The engine registers (HELLO) when it starts, so the
@@ -63,8 +67,11 @@ class CacheLink:
         answers after a failure or has forgotten this engine; give back (CANCEL) the CPU
         reservations the engine could not fill."""
         self._held = held
+        if self.connected:
+            self._guard(self.client.poll_acks, 0)  # ACKs of one-way COMMIT/RELEASE/CANCEL
         pong = self.client.last_pong
-        if self.connected and pong is not None and not pong.registered:
+        if self.connected and (self.client.needs_hello
+                               or (pong is not None and not pong.registered)):
             self.connected = False  # a restarted daemon, or an expired session
         if self.connected and self.owed:
             self._give_back()
@@ -110,7 +117,8 @@ class CacheLink:
         """CANCEL the unfilled CPU reservations: the daemon frees their ``FILLING`` slots."""
         keys, self._owed = self._owed[1], (-1, [])
         for part in _batches(keys, MAX_KEYS):
-            self.given_back += self._guard(lambda part=part: self.client.cancel(part), 0)
+            self._guard(lambda part=part: self.client.cancel(part, notify=True), None)
+            self.given_back += len(part) if self.connected else 0
 
     def _held_refs(self) -> tuple[list[BlockRef], list[int]]:
         held = self._held() if self._held is not None else []
@@ -251,8 +259,8 @@ class CacheLink:
         RELEASE (the caller adds the keys to what it releases)."""
         for i in range(0, len(refs), MAX_KEYS):
             part, at = refs[i:i + MAX_KEYS], slots[i:i + MAX_KEYS]
-            self._guard(lambda part=part, at=at: self.client.commit(part, at, tier=tier,
-                                                                    lease=lease), None)
+            self._guard(lambda part=part, at=at: self.client.commit(
+                part, at, tier=tier, lease=lease, notify=True), None)
 
     @property
     def generation(self) -> int:
@@ -282,7 +290,7 @@ class CacheLink:
     def release(self, keys: Sequence[bytes]) -> None:
         self.grants.drop(keys)
         for part in _batches(keys, MAX_KEYS):
-            self._guard(lambda part=part: self.client.release(part), 0)
+            self._guard(lambda part=part: self.client.release(part, notify=True), None)
 
     def pin(self, keys: Sequence[bytes], ttl_s: float) -> None:
         for part in _batches(keys, MAX_KEYS):

@@ -33,6 +33,7 @@ remote load) and :attr:`last_pong` (does the daemon know this engine); a miss cl
 from __future__ import annotations
 
 import itertools
+import logging
 import threading
 import time
 from collections.abc import Callable
@@ -62,6 +63,7 @@ from asymcache.engine.client_ops import (
     Victim,
 )
 
+log = logging.getLogger(__name__)
 __all__ = [
     "BusyError", "CacheClient", "CacheClientError", "DaemonError", "DaemonInfo",
     "DaemonUnavailable", "HeldBlocks", "LookupResult", "NotRegisteredError", "PutResult",
@@ -82,6 +84,7 @@ class CacheClient(ClientBase):
         self._hb_wake = threading.Event()
         self._hb_thread: threading.Thread | None = None
         self._pong: tuple[int, p.PingReply | None] = (-1, None)  # (generation, heartbeat reply)
+        self._unacked: dict[int, tuple[str, float]] = {}  # one-way request id -> (op, sent at)
 
     def hello(self, model_fingerprint: str, layout: KVLayout, gpu_slots: int,
               held: HeldBlocks | None = None) -> Registration:
@@ -114,7 +117,7 @@ class CacheClient(ClientBase):
         self._check_backoff()
         rid = next(self._rid)
         self._sock.send(msg.to_wire(rid))
-        reply = _await(self._sock, rid, self.timeout_s)
+        reply = _await(self._sock, rid, self.timeout_s, self._other)
         if reply is None:
             err = self._went_down()
             self._hb_wake.set()  # the heartbeat checks at once, then backs off
@@ -130,10 +133,60 @@ class CacheClient(ClientBase):
         self._sock.close()
         self._sock = DealerSocket(self._ctx, self.endpoint, self.routing_id, self.curve)
         self._stale = False
+        lost, self._unacked = bool(self._unacked), {}  # unsent ones went with the old socket
         pong = self._request(p.Ping(engine_id=self._pinged_id()))
         reg = self.registration
-        if self._hello is not None and (reg is None or getattr(pong, "epoch", None) != reg.epoch):
+        if self._hello is not None and (reg is None or getattr(pong, "epoch", None) != reg.epoch
+                                        or lost):  # a fresh HELLO makes the index exact again
             self._rehello()
+
+    # ---- one-way requests ---------------------------------------------------------------
+    def notify(self, msg: p.Message) -> None:
+        """Send ``msg`` (a COMMIT, RELEASE or CANCEL with ``notify=True``) without waiting: the
+        daemon handles it in order with this client's other requests and acknowledges it in a
+        later ACK (read by any request's wait, or :meth:`poll_acks`). Raises
+        :class:`DaemonUnavailable` when the socket cannot take it or the oldest notification
+        has waited ``timeout_s`` for its ACK."""
+        if self._stale:
+            self._reconnect()
+        self._check_backoff()
+        if self._unacked:
+            self.poll_acks()
+        oldest = next(iter(self._unacked.values()), None)
+        if oldest is not None and time.monotonic() - oldest[1] > self.timeout_s:
+            raise self._went_down()
+        rid = next(self._rid)
+        if not self._sock.send(msg.to_wire(rid), block=False):
+            raise self._went_down()
+        self._unacked[rid] = (msg.OP, time.monotonic())
+
+    def poll_acks(self) -> int:
+        """Read the ACKs waiting now (never blocks); how many notifications are unacknowledged."""
+        while (frames := self._sock.recv(0)) is not None:
+            try:
+                rid, reply = p.decode_reply(frames)
+            except p.ProtocolError:
+                continue
+            self._other(rid, reply)
+        return len(self._unacked)
+
+    def _other(self, rid: int, reply: p.Reply) -> None:
+        """A message that answers no waiting request: an ACK, or the error reply to a
+        notification the daemon could not decode."""
+        if isinstance(reply, p.Ack):
+            for done in [r for r in self._unacked if r <= reply.upto]:
+                del self._unacked[done]
+            for err_rid, code, message in zip(reply.error_ids, reply.error_codes,
+                                              reply.error_messages, strict=True):
+                self._refused(err_rid, code, message)
+        elif isinstance(reply, p.ErrorReply) and self._unacked.pop(rid, None) is not None:
+            self._refused(rid, reply.code, reply.message)
+
+    def _refused(self, rid: int, code: str, message: str) -> None:
+        self.notify_errors += 1
+        if code == p.ErrorCode.NOT_REGISTERED:
+            self.needs_hello = True
+        log.warning("one-way request %d refused by the daemon: %s: %s", rid, code, message)
 
     def _rehello(self) -> None:
         assert self._hello is not None
@@ -149,7 +202,7 @@ class CacheClient(ClientBase):
             generation, rid = self.generation, next(rids)
             sock.send(p.Ping(engine_id=self._pinged_id(), info=True).to_wire(rid))
             try:
-                got = _await(sock, rid, self.timeout_s)
+                got = _await(sock, rid, self.timeout_s, None)
             except p.ProtocolError:  # a reply this client cannot read: as good as none
                 got = None
             self.answering = got is not None
@@ -187,11 +240,15 @@ class CacheClient(ClientBase):
         self.close()
 
 
-def _await(sock: DealerSocket, rid: int, timeout_s: float) -> p.Reply | None:
-    """The reply to request ``rid`` (others are skipped), or None if none comes in time."""
+def _await(sock: DealerSocket, rid: int, timeout_s: float,
+           other: Callable[[int, p.Reply], None] | None) -> p.Reply | None:
+    """The reply to request ``rid`` (others go to ``other``, or are skipped), or None if none
+    comes in time."""
     deadline = time.monotonic() + timeout_s
     while (frames := sock.recv(deadline - time.monotonic())) is not None:
         got, reply = p.decode_reply(frames)
-        if got == rid:
+        if got == rid and not isinstance(reply, p.Ack):
             return reply
+        if other is not None:
+            other(got, reply)
     return None

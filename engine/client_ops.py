@@ -136,6 +136,7 @@ class ClientBase:
     returns ``post(reply)``."""
 
     _call: Callable[[p.Message, Callable[[Any], Any]], Any]
+    notify: Callable[[p.Message], None]
 
     def __init__(self, endpoint: str, engine_id: str | None, timeout_s: float,
                  curve: ClientCurve | None) -> None:
@@ -156,6 +157,8 @@ class ClientBase:
         self._stale = False  # the socket timed out: replace it and check the epoch
         self._slab: Any = None
         self.prefault = True  # map the CPU tier with every page faulted in (see cpu_slot)
+        self.notify_errors = 0  # one-way requests the daemon refused (ACK errors)
+        self.needs_hello = False  # an ACK said the daemon does not know this engine
 
     @property
     def routing_id(self) -> bytes:
@@ -183,6 +186,7 @@ class ClientBase:
                                          reply.lease_timeout_s)
         self.info = DaemonInfo.of(reply)
         self.generation += 1
+        self.needs_hello = False
 
     def cpu_slot(self, slot: int, generation: int | None = None) -> memoryview:
         """Writable zero-copy view of CPU-tier slot ``slot`` (``cpu_slot_bytes`` bytes). The tier
@@ -243,23 +247,33 @@ class ClientBase:
         -2 = already in the CPU tier."""
         return self._call(p.Allocate(tier="cpu", blocks=list(blocks)), lambda r: r.slots)
 
-    def cancel(self, keys: Sequence[bytes]) -> int:
+    def cancel(self, keys: Sequence[bytes], notify: bool = False) -> int | None:
         """Give back the CPU slots reserved for ``keys`` (by :meth:`allocate` or
-        :meth:`reserve_cpu`) that this engine will not fill; returns how many were held."""
+        :meth:`reserve_cpu`) that this engine will not fill; returns how many were held
+        (``notify``: one-way, returns None)."""
+        if notify:
+            return self.notify(p.Cancel(keys=list(keys), notify=True))
         return self._call(p.Cancel(keys=list(keys)), lambda r: r.cancelled)
 
     def commit(self, blocks: Sequence[p.BlockRef], slots: Sequence[int],
-               tier: str = "gpu", lease: bool = False) -> list[bool]:
+               tier: str = "gpu", lease: bool = False, notify: bool = False) -> list[bool] | None:
         """``blocks[i]`` now holds its bytes in ``slots[i]`` of ``tier`` (``gpu``/``cpu``).
         With ``lease``, each accepted block is leased in that tier until :meth:`release`
-        (never named a victim meanwhile); daemons that predate the option refuse it."""
-        return self._call(p.Commit(tier=tier, blocks=list(blocks), slots=list(slots),
-                                   lease=lease), lambda r: r.accepted)
+        (never named a victim meanwhile). ``notify``: one-way (no wait; returns None)."""
+        msg = p.Commit(tier=tier, blocks=list(blocks), slots=list(slots), lease=lease,
+                       notify=notify)
+        if notify:
+            return self.notify(msg)
+        return self._call(msg, lambda r: r.accepted)
 
-    def release(self, keys: Sequence[bytes] = (), everything: bool = False) -> int:
-        """Drop one lease per key (or all of this engine's); returns how many were held."""
-        return self._call(p.Release(keys=list(keys), everything=everything),
-                          lambda r: r.released)
+    def release(self, keys: Sequence[bytes] = (), everything: bool = False,
+                notify: bool = False) -> int | None:
+        """Drop one lease per key (or all of this engine's); returns how many were held
+        (``notify``: one-way, returns None)."""
+        msg = p.Release(keys=list(keys), everything=everything, notify=notify)
+        if notify:
+            return self.notify(msg)
+        return self._call(msg, lambda r: r.released)
 
     def pin(self, keys: Sequence[bytes], ttl_s: float | None = None) -> int:
         """Keep blocks resident until :meth:`unpin` or for ``ttl_s``; returns how many known."""

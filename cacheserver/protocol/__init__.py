@@ -16,6 +16,7 @@ from __future__ import annotations
 
 from asymcache.cacheserver.protocol.framing import PROTOCOL_VERSION, Buffer
 from asymcache.cacheserver.protocol.messages import (
+    Ack,
     Allocate,
     AllocateReply,
     Cancel,
@@ -67,6 +68,7 @@ __all__ = [
     "HEARTBEAT_SUFFIX",
     "KEY_BYTES",
     "PROTOCOL_VERSION",
+    "Ack",
     "Allocate",
     "AllocateReply",
     "BlockRef",

@@ -15,7 +15,7 @@ import msgpack
 
 from asymcache.cacheserver.protocol.wire_types import ErrorCode, Limits, ProtocolError
 
-PROTOCOL_VERSION = 1
+PROTOCOL_VERSION = 2  # 2: one-way COMMIT/RELEASE/CANCEL (``notify``) acknowledged by ACK
 Buffer = bytes | bytearray | memoryview
 
 
@@ -41,7 +41,8 @@ def unpack_header(frames: Sequence[Buffer], lim: Limits) -> tuple[int, str, int,
     op = op if type(op) is str and len(op) <= 32 else ""
     if version != PROTOCOL_VERSION:
         raise ProtocolError(ErrorCode.BAD_VERSION, f"protocol version {version!r} is not "
-                            f"{PROTOCOL_VERSION}", rid, op)
+                            f"{PROTOCOL_VERSION}, the one this side speaks: upgrade the older "
+                            f"of daemon and engine (daemons first)", rid, op)
     if type(raw) is not dict:
         raise ProtocolError(ErrorCode.BAD_MESSAGE, "header fields must be a map", rid, op)
     if not rid_ok:  # never run a request whose reply the sender could not match

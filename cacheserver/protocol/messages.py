@@ -65,6 +65,7 @@ class Commit(Message):
     blocks: list[BlockRef]
     slots: list[int]
     lease: bool = field(default=False, metadata={OMIT_DEFAULT: True})
+    notify: bool = field(default=False, metadata={OMIT_DEFAULT: True})  # one-way: see Ack
 
 
 @message("release")
@@ -73,6 +74,7 @@ class Release(Message):
 
     keys: list[Key] = field(default_factory=list)
     everything: bool = False
+    notify: bool = field(default=False, metadata={OMIT_DEFAULT: True})  # one-way: see Ack
 
 
 @message("pin")
@@ -117,6 +119,7 @@ class Cancel(Message):
     slots) of ``keys``, which it will not fill: their ``FILLING`` slots become free."""
 
     keys: list[Key]
+    notify: bool = field(default=False, metadata={OMIT_DEFAULT: True})  # one-way: see Ack
 
 
 @message("flush")
@@ -218,6 +221,20 @@ class GetReply(Message):
 
     found: list[bool]
     frames: list[Buffer] = field(default_factory=list)
+
+
+@message("ack", reply=True)
+class Ack(Message):
+    """Sent, unasked, after the daemon handled one or more one-way requests (``notify``) of a
+    peer that arrived together: under request id ``upto``, the highest of them. ``count`` of
+    them were handled; those refused are listed by request id with their error code and
+    message (everything else about a notification's outcome is not reported)."""
+
+    upto: int
+    count: int
+    error_ids: list[int] = field(default_factory=list)
+    error_codes: list[str] = field(default_factory=list)
+    error_messages: list[str] = field(default_factory=list)
 
 
 @message("cancel", reply=True)

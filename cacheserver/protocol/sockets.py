@@ -82,8 +82,14 @@ class DealerSocket:
         self.endpoint = endpoint
         self._sock = _dealer(ctx, endpoint, routing_id, curve)
 
-    def send(self, frames: list[Buffer]) -> None:
-        send_frames(self._sock, frames)
+    def send(self, frames: list[Buffer], block: bool = True) -> bool:
+        """Send a message; with ``block=False``, ``False`` when the socket's queue is full (no
+        daemon connected, or one that reads nothing)."""
+        try:
+            send_frames(self._sock, frames, 0 if block else zmq.NOBLOCK)
+        except zmq.Again:
+            return False
+        return True
 
     def recv(self, timeout_s: float) -> list[Buffer] | None:
         """The next message, or ``None`` when nothing arrives within ``timeout_s``."""

@@ -24,6 +24,7 @@ BREAKDOWN = (
     ("decode steps s", "decode_only_steps_s", "{:.1f}"),
     ("tokens computed", "prefill_tokens_computed", "{}"), ("daemon RPC s", "daemon_rpc_s",
                                                              "{:.1f}"),
+    ("RPC/req", "rpc_per_request", "{:.1f}"), ("daemon/busy", "daemon_share_of_busy", "{:.1%}"),
     ("ITL p99", "itl_p99_s", "ms"),
 )
 PREDICTED = (

@@ -98,6 +98,9 @@ def summarize(run: ConfigRun, mismatches: Sequence[Mismatch], block_size: int
     if run.rpc is not None:
         row["daemon_rpc_s"] = sum(v["seconds"] for v in run.rpc.values())
         row["daemon_rpc"] = run.rpc
+        # every timed call is made, and waited for, by the engine's step loop
+        row["rpc_per_request"] = sum(v["calls"] for v in run.rpc.values()) / len(rep.outcomes)
+        row["daemon_share_of_busy"] = row["daemon_rpc_s"] / rep.busy_s if rep.busy_s else 0.0
     if run.daemon_stats is not None:
         tiers = run.daemon_stats.get("tiers", {})
         row["daemon_tiers"] = {t: {k: v.get(k) for k in ("capacity_blocks", "blocks", "hits",

@@ -6,7 +6,7 @@ import time
 
 import pytest
 
-from asymcache.cacheserver.protocol import Where
+from asymcache.cacheserver.protocol import PROTOCOL_VERSION, Where
 from asymcache.engine.client import CacheClient, NotRegisteredError
 from tests.cacheserver.daemon_fixtures import (
     BLOCK_BYTES,
@@ -27,7 +27,7 @@ def client(start_daemon):
 
 def test_ping_answers_without_hello_and_ops_need_hello(client: CacheClient) -> None:
     pong = client.ping()
-    assert pong.version == 1 and not pong.registered
+    assert pong.version == PROTOCOL_VERSION and not pong.registered
     with pytest.raises(NotRegisteredError):
         client.lookup([make_refs(1)[0].key])
 

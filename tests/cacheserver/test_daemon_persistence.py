@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import lmdb
 
-from asymcache.cacheserver.protocol import Where
+from asymcache.cacheserver.protocol import PROTOCOL_VERSION, Where
 from asymcache.cacheserver.startup import DISK_DIRNAME
 from tests.cacheserver.daemon_fixtures import (
     make_refs,
@@ -117,4 +117,4 @@ def test_full_lmdb_map_refuses_cleanly_and_keeps_serving(start_daemon) -> None:
         assert stats["tiers"]["disk"]["errors"].get("full", 0) > 0
         assert stats["tiers"]["disk"]["blocks"] < 30
         assert [bytes(g) for g in c.get([r.key for r in refs])] == [payload(r) for r in refs]
-        assert c.ping().version == 1
+        assert c.ping().version == PROTOCOL_VERSION

@@ -41,17 +41,18 @@ def _hdr(*items: object) -> bytes:
     return msgpack.packb(list(items), use_bin_type=True)
 
 
+V = p.PROTOCOL_VERSION
 MALFORMED = [
     ([b"\xc1\xc1"], p.ErrorCode.BAD_MESSAGE),  # not msgpack
     ([b""], p.ErrorCode.BAD_MESSAGE),  # empty header
     ([_hdr(1, "ping")], p.ErrorCode.BAD_MESSAGE),  # wrong header shape
-    ([_hdr(2, "ping", 9, {})], p.ErrorCode.BAD_VERSION),
-    ([_hdr(1, "explode", 9, {})], p.ErrorCode.UNKNOWN_OP),
-    ([_hdr(1, "lookup", 9, {"keys": [1, 2]})], p.ErrorCode.BAD_FIELD),  # wrong types
-    ([_hdr(1, "lookup", 9, {"keys": [os.urandom(16)] * 5000})], p.ErrorCode.TOO_LARGE),
-    ([_hdr(1, "ping", 9, {}), b"x" * 9000], p.ErrorCode.TOO_LARGE),  # frame over a CPU slot
-    ([_hdr(1, "lookup", 9, {"keys": []})], p.ErrorCode.NOT_REGISTERED),  # no HELLO
-    ([_hdr(1, "hello", 9, {"engine_id": "e", "model_fingerprint": "m", "gpu_slots": 1,
+    ([_hdr(1, "ping", 9, {})], p.ErrorCode.BAD_VERSION),  # a client of protocol 1
+    ([_hdr(V, "explode", 9, {})], p.ErrorCode.UNKNOWN_OP),
+    ([_hdr(V, "lookup", 9, {"keys": [1, 2]})], p.ErrorCode.BAD_FIELD),  # wrong types
+    ([_hdr(V, "lookup", 9, {"keys": [os.urandom(16)] * 5000})], p.ErrorCode.TOO_LARGE),
+    ([_hdr(V, "ping", 9, {}), b"x" * 9000], p.ErrorCode.TOO_LARGE),  # frame over a CPU slot
+    ([_hdr(V, "lookup", 9, {"keys": []})], p.ErrorCode.NOT_REGISTERED),  # no HELLO
+    ([_hdr(V, "hello", 9, {"engine_id": "e", "model_fingerprint": "m", "gpu_slots": 1,
                            "layout": {"num_layers": 64, "num_kv_heads": 8, "head_dim": 128,
                                       "block_size": 16, "dtype": "float16"}})],
      p.ErrorCode.BAD_LAYOUT),  # a block bigger than the CPU tier's slot

@@ -74,7 +74,7 @@ def test_a_malformed_cancel_gets_an_error_reply_and_the_daemon_keeps_serving(
                                   (7, {}, p.ErrorCode.BAD_FIELD),
                                   (8, {"keys": [], "slots": [1]}, p.ErrorCode.BAD_FIELD),
                                   (9, {"keys": [b"k" * 16]}, p.ErrorCode.NOT_REGISTERED)):
-            frames = [msgpack.packb([1, "cancel", rid, fields], use_bin_type=True)]
+            frames = [msgpack.packb([p.PROTOCOL_VERSION, "cancel", rid, fields], use_bin_type=True)]
             got, reply = _ask(sock, frames)
             assert got == rid and isinstance(reply, p.ErrorReply) and reply.code == code
         got, pong = _ask(sock, p.Ping().to_wire(10))

@@ -13,7 +13,7 @@ import pytest
 import zmq
 import zmq.auth
 
-from asymcache.cacheserver.protocol import Ping, Where, decode_reply
+from asymcache.cacheserver.protocol import PROTOCOL_VERSION, Ping, Where, decode_reply
 from asymcache.cacheserver.protocol.sockets import ClientCurve, DealerSocket, ping
 from asymcache.engine.client import CacheClient, DaemonUnavailable
 from tests.cacheserver.daemon_fixtures import (
@@ -185,7 +185,7 @@ def test_curve_refuses_clients_without_allowed_keys(start_daemon, certs) -> None
     start_daemon(endpoint=endpoint, curve=good, curve_secret_key_file=certs["server_sec"],
                  curve_clients_dir=certs["allowed"], disk_bytes=0)
     with CacheClient(endpoint, timeout_s=5, curve=good, heartbeat=False) as c:
-        assert c.ping().version == 1
+        assert c.ping().version == PROTOCOL_VERSION
     assert ping(endpoint, timeout_s=1.0) is None  # no keys at all: no handshake, no reply
     bad = ClientCurve.from_files(certs["server_pub"], certs["bad"])
     with (CacheClient(endpoint, timeout_s=1.0, curve=bad, heartbeat=False) as c,

@@ -8,6 +8,8 @@ import pytest
 from asymcache.cacheserver import protocol as p
 from tests.cacheserver.daemon_fixtures import make_refs
 
+V = p.PROTOCOL_VERSION
+
 REFS = make_refs(3)
 KEYS = [r.key for r in REFS]
 
@@ -71,14 +73,14 @@ def test_fields_added_after_v1_are_sent_only_when_used_so_older_peers_decode_the
 
 def test_cancel_and_info_fields_are_validated() -> None:
     hello = msgpack.unpackb(REQUESTS[0].to_wire(3)[0])[3]
-    for frames, name in ((_header(1, "cancel", 3, {"keys": [b"short"]}), "keys"),
-                         (_header(1, "cancel", 3, {}), "keys"),
-                         (_header(1, "ping", 3, {"info": "yes"}), "info"),
-                         (_header(1, "hello", 3, {**hello, "info": 1}), "info")):
+    for frames, name in ((_header(V, "cancel", 3, {"keys": [b"short"]}), "keys"),
+                         (_header(V, "cancel", 3, {}), "keys"),
+                         (_header(V, "ping", 3, {"info": "yes"}), "info"),
+                         (_header(V, "hello", 3, {**hello, "info": 1}), "info")):
         with pytest.raises(p.ProtocolError, match=name) as info:
             p.decode_request(frames)
         assert info.value.code == p.ErrorCode.BAD_FIELD
-    bad_tiers = _header(1, "ping", 3, {"ok": True, "epoch": 1, "server_time": 2.0, "version": 1,
+    bad_tiers = _header(V, "ping", 3, {"ok": True, "epoch": 1, "server_time": 2.0, "version": 1,
                                       "registered": True, "tiers": [1]})
     with pytest.raises(p.ProtocolError, match="tiers"):
         p.decode_reply(bad_tiers)
@@ -97,21 +99,21 @@ BAD = [
     ([b"\xc1garbage"], p.ErrorCode.BAD_MESSAGE, 0),
     ([msgpack.packb({"op": "ping"})], p.ErrorCode.BAD_MESSAGE, 0),
     (_header(9, "ping", 5, {}), p.ErrorCode.BAD_VERSION, 5),
-    (_header(1, "frobnicate", 6, {}), p.ErrorCode.UNKNOWN_OP, 6),
-    (_header(1, "lookup", 7, {"keys": [b"short"]}), p.ErrorCode.BAD_FIELD, 7),
-    (_header(1, "lookup", 8, {"keys": "nope"}), p.ErrorCode.BAD_FIELD, 8),
-    (_header(1, "lookup", 9, {}), p.ErrorCode.BAD_FIELD, 9),
-    (_header(1, "lookup", 10, {"keys": [], "bogus": 1}), p.ErrorCode.BAD_FIELD, 10),
-    (_header(1, "lookup", 11, {"keys": [b"k" * 16] * 5000}), p.ErrorCode.TOO_LARGE, 0),
-    ([*_header(1, "ping", 12, {}), b"payload"], p.ErrorCode.BAD_FIELD, 12),
-    (_header(1, "pin", 13, {"keys": [], "ttl_s": float("nan")}), p.ErrorCode.BAD_FIELD, 13),
-    (_header(1, "commit", 14, {"tier": "gpu", "blocks": [[b"k" * 16]], "slots": [0]}),
+    (_header(V, "frobnicate", 6, {}), p.ErrorCode.UNKNOWN_OP, 6),
+    (_header(V, "lookup", 7, {"keys": [b"short"]}), p.ErrorCode.BAD_FIELD, 7),
+    (_header(V, "lookup", 8, {"keys": "nope"}), p.ErrorCode.BAD_FIELD, 8),
+    (_header(V, "lookup", 9, {}), p.ErrorCode.BAD_FIELD, 9),
+    (_header(V, "lookup", 10, {"keys": [], "bogus": 1}), p.ErrorCode.BAD_FIELD, 10),
+    (_header(V, "lookup", 11, {"keys": [b"k" * 16] * 5000}), p.ErrorCode.TOO_LARGE, 0),
+    ([*_header(V, "ping", 12, {}), b"payload"], p.ErrorCode.BAD_FIELD, 12),
+    (_header(V, "pin", 13, {"keys": [], "ttl_s": float("nan")}), p.ErrorCode.BAD_FIELD, 13),
+    (_header(V, "commit", 14, {"tier": "gpu", "blocks": [[b"k" * 16]], "slots": [0]}),
      p.ErrorCode.BAD_FIELD, 14),
     ([], p.ErrorCode.BAD_MESSAGE, 0),
-    (_header(1, "lookup", 1.5, {"keys": []}), p.ErrorCode.BAD_FIELD, 0),
-    (_header(1, "lookup", -5, {"keys": []}), p.ErrorCode.BAD_FIELD, 0),
-    (_header(1, "lookup", 2**64 - 1, {"keys": []}), p.ErrorCode.BAD_FIELD, 0),
-    (_header(1, "lookup", "7", {"keys": []}), p.ErrorCode.BAD_FIELD, 0),
+    (_header(V, "lookup", 1.5, {"keys": []}), p.ErrorCode.BAD_FIELD, 0),
+    (_header(V, "lookup", -5, {"keys": []}), p.ErrorCode.BAD_FIELD, 0),
+    (_header(V, "lookup", 2**64 - 1, {"keys": []}), p.ErrorCode.BAD_FIELD, 0),
+    (_header(V, "lookup", "7", {"keys": []}), p.ErrorCode.BAD_FIELD, 0),
 ]
 
 
@@ -142,7 +144,7 @@ def test_size_limits_are_enforced() -> None:
 
 
 def test_extension_types_are_refused() -> None:
-    frames = [msgpack.packb([1, "ping", 1, {"engine_id": msgpack.ExtType(1, b"x")}])]
+    frames = [msgpack.packb([V, "ping", 1, {"engine_id": msgpack.ExtType(1, b"x")}])]
     with pytest.raises(p.ProtocolError) as info:
         p.decode_request(frames)
     assert info.value.code == p.ErrorCode.BAD_MESSAGE

@@ -10,6 +10,7 @@ from asymcache.cacheserver.config import RemoteSection, ServerConfig, load_confi
 from asymcache.cacheserver.index import BlockIndex
 from asymcache.cacheserver.policy.cost import CostModel
 from asymcache.cacheserver.protocol import (
+    PROTOCOL_VERSION,
     BlockRef,
     Lookup,
     LookupReply,
@@ -22,7 +23,7 @@ from asymcache.cacheserver.startup import PolicyFactory, with_remote_link
 
 def test_lookup_without_remote_is_encoded_exactly_as_before() -> None:
     header = msgpack.unpackb(Lookup(keys=[b"k" * 16]).to_wire(3)[0])
-    assert header == [1, "lookup", 3, {"keys": [b"k" * 16], "lease": True}]
+    assert header == [PROTOCOL_VERSION, "lookup", 3, {"keys": [b"k" * 16], "lease": True}]
     asked = Lookup(keys=[b"k" * 16], remote=True)
     assert decode_request(asked.to_wire(4)) == (4, asked)
     assert decode_request([msgpack.packb(header)]) == (3, Lookup(keys=[b"k" * 16]))

@@ -1,0 +1,128 @@
+"""One-way COMMIT, RELEASE and CANCEL (``notify``) against a real daemon: handled in order with
+the engine's other requests, acknowledged in batches, errors reported in the ACK that covers
+them, and a notification lost with a restarted daemon recovered by registering again."""
+
+from __future__ import annotations
+
+import time
+
+import msgpack
+import zmq
+
+from asymcache.cacheserver import protocol as p
+from asymcache.cacheserver.protocol.sockets import DealerSocket, ping
+from tests.cacheserver.daemon_fixtures import LAYOUT, make_refs, registered_client
+
+GPU, CPU, MISS = p.Where.GPU, p.Where.CPU, p.Where.MISS
+
+
+def _replies(sock: DealerSocket, quiet_s: float = 0.5) -> list[tuple[int, p.Reply]]:
+    out = []
+    while (frames := sock.recv(quiet_s)) is not None:
+        out.append(p.decode_reply(frames))
+    return out
+
+
+def test_notifications_run_in_order_and_one_ack_covers_them(start_daemon) -> None:
+    d = start_daemon()
+    c = registered_client(d.endpoint, gpu_slots=4)
+    refs = make_refs(3)
+    keys = [r.key for r in refs]
+    assert c.commit(refs, [0, 1, 2], notify=True) is None
+    # the LOOKUP after it on the same socket sees it (and reads its ACK on the way)
+    assert c.lookup(keys, lease=False).where == [GPU] * 3
+    assert c.poll_acks() == 0 and c.notify_errors == 0
+    c.lookup(keys)  # leased
+    assert c.release(keys, notify=True) is None
+    assert [v.key for v in sorted(c.allocate(3), key=lambda v: v.gpu_slot)] == keys
+    c.close()
+
+
+def test_raw_notifications_get_one_ack_per_batch_with_the_refused_ones(start_daemon) -> None:
+    d = start_daemon()
+    c = registered_client(d.endpoint, engine_id="raw", gpu_slots=4)
+    sock = DealerSocket(zmq.Context.instance(), d.endpoint, c.routing_id + b"-2")
+    refs = make_refs(2)
+    # a second socket of no registered engine: every notification is refused, none answered
+    sock.send(p.Commit(tier="gpu", blocks=refs, slots=[0, 1], notify=True).to_wire(7))
+    sock.send(p.Release(keys=[refs[0].key], notify=True).to_wire(8))
+    got = _replies(sock)
+    assert [(rid, type(r).__name__) for rid, r in got][-1] == (8, "Ack")
+    acks = [r for _, r in got if isinstance(r, p.Ack)]
+    assert sum(a.count for a in acks) == 2 and max(a.upto for a in acks) == 8
+    assert [i for a in acks for i in a.error_ids] == [7, 8]
+    assert {code for a in acks for code in a.error_codes} == {p.ErrorCode.NOT_REGISTERED}
+    # a notification the daemon cannot decode is answered like any request, under its id
+    bad = [msgpack.packb([p.PROTOCOL_VERSION, "commit", 9, {"tier": "gpu", "notify": True}],
+                         use_bin_type=True)]
+    sock.send(bad)
+    (rid, reply), = _replies(sock)
+    assert rid == 9 and isinstance(reply, p.ErrorReply) and reply.code == p.ErrorCode.BAD_FIELD
+    sock.close()
+    c.close()
+
+
+def test_the_client_counts_refusals_and_asks_to_register_again(start_daemon) -> None:
+    d = start_daemon()
+    c = registered_client(d.endpoint, gpu_slots=2)
+    ref = make_refs(1)[0]
+    c.commit([ref, ref], [0], notify=True)  # two blocks, one slot: BAD_FIELD in the ACK
+    c.ping()
+    assert c.poll_acks() == 0 and c.notify_errors == 1 and not c.needs_hello
+    d.stop()
+    d2 = start_daemon(endpoint=d.endpoint)  # a restarted daemon: this engine is unknown to it
+    time.sleep(0.3)
+    c.commit([ref], [0], notify=True)  # reaches the new daemon: refused, NOT_REGISTERED
+    deadline = time.monotonic() + 5
+    while not c.needs_hello and time.monotonic() < deadline:
+        c.poll_acks()
+        time.sleep(0.02)
+    assert c.needs_hello and c.notify_errors == 2
+    c.hello("test-model", LAYOUT, gpu_slots=2, held=lambda: ([ref], [0]))
+    assert not c.needs_hello
+    assert c.lookup([ref.key], lease=False).where == [GPU]  # exact again, from HELLO's held
+    assert d2.endpoint == d.endpoint
+    c.close()
+
+
+def test_an_engine_registers_again_after_a_lost_notification(daemons) -> None:
+    """The engine's link: a COMMIT sent while the daemon restarts is refused in its ACK; the
+    next tick registers again with the blocks the engine holds, so LOOKUP finds them."""
+    from asymcache.cacheserver.blocks import namespace_id
+    from asymcache.cacheserver.protocol import BlockRef
+    from asymcache.engine.cache_link import CacheLink
+
+    d = daemons.start()
+    layout = LAYOUT
+    link = CacheLink(d.endpoint, "link", "test-model", layout, gpu_slots=4, timeout_s=5)
+    held: list = []
+    link.tick(lambda: held)
+    assert link.connected
+    ns = namespace_id("test-model", layout, "")
+    ref = BlockRef(b"\x01" * 16, ns, None, 0)
+    d.stop()
+    d = daemons.start()
+    time.sleep(0.3)
+    held.append((ref, 3))
+    link.commit("gpu", [ref], [3])  # the new daemon does not know this engine
+    deadline = time.monotonic() + 5
+    while time.monotonic() < deadline and not link.client.needs_hello:
+        link.client.poll_acks()
+        time.sleep(0.02)
+    link.tick(lambda: held)  # registers again, announcing what it holds
+    assert link.connected and link.reconnects == 1
+    assert ping(d.endpoint).epoch == link.client.registration.epoch
+    assert link.lookup([ref.key])[0].where == "gpu"
+    link.close()
+
+
+def test_a_client_of_protocol_1_gets_a_clear_error(start_daemon) -> None:
+    d = start_daemon()
+    sock = DealerSocket(zmq.Context.instance(), d.endpoint, b"old")
+    sock.send([msgpack.packb([1, "ping", 4, {}], use_bin_type=True)])
+    frames = sock.recv(5)
+    assert frames is not None
+    head = msgpack.unpackb(frames[0])
+    assert head[0] == p.PROTOCOL_VERSION and head[2] == 4 and head[3]["ok"] is False
+    assert head[3]["code"] == "bad_version" and "protocol version 1 is not 2" in head[3]["message"]
+    sock.close()
