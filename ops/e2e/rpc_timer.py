@@ -15,7 +15,16 @@ from collections.abc import Callable
 from typing import Any
 
 TIMED = frozenset({"hello", "lookup", "allocate", "reserve_cpu", "commit", "release", "pin",
-                   "unpin", "promote", "put", "get", "flush", "stats", "ping"})
+                   "unpin", "promote", "put", "get", "flush", "stats", "ping", "cancel",
+                   "poll_acks"})
+ONE_WAY = " (one-way)"  # suffix of the ops sent with ``notify``: no round trip, no wait
+
+
+def round_trips(totals: dict[str, dict[str, float]]) -> int:
+    """Calls of :meth:`RpcTimer.totals` that waited for a reply (one-way sends and reading
+    ACKs excluded)."""
+    return int(sum(v["calls"] for op, v in totals.items()
+                   if not op.endswith(ONE_WAY) and op != "poll_acks"))
 
 
 class RpcTimer:
@@ -36,11 +45,12 @@ class RpcTimer:
     def _timed(self, name: str, fn: Callable[..., Any]) -> Callable[..., Any]:
         def call(*args: Any, **kwargs: Any) -> Any:
             start = time.perf_counter()
+            op = name + ONE_WAY if kwargs.get("notify") else name
             try:
                 return fn(*args, **kwargs)
             finally:
-                self.seconds[name] += time.perf_counter() - start
-                self.calls[name] += 1
+                self.seconds[op] += time.perf_counter() - start
+                self.calls[op] += 1
 
         return call
 

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from asymcache.ops.e2e.driver import Outcome, Replay
+from asymcache.ops.e2e.rpc_timer import round_trips
 from asymcache.ops.e2e.runner import ConfigRun
 
 SOURCES = ("resident", "fetched", "recomputed", "new")
@@ -98,8 +99,8 @@ def summarize(run: ConfigRun, mismatches: Sequence[Mismatch], block_size: int
     if run.rpc is not None:
         row["daemon_rpc_s"] = sum(v["seconds"] for v in run.rpc.values())
         row["daemon_rpc"] = run.rpc
-        # every timed call is made, and waited for, by the engine's step loop
-        row["rpc_per_request"] = sum(v["calls"] for v in run.rpc.values()) / len(rep.outcomes)
+        # round trips the engine's step loop waited for (one-way sends not counted)
+        row["rpc_per_request"] = round_trips(run.rpc) / len(rep.outcomes)
         row["daemon_share_of_busy"] = row["daemon_rpc_s"] / rep.busy_s if rep.busy_s else 0.0
     if run.daemon_stats is not None:
         tiers = run.daemon_stats.get("tiers", {})
