@@ -31,6 +31,7 @@ from asymcache.cacheserver.leases import EngineSession
 from asymcache.cacheserver.protocol import (
     Ack,
     Buffer,
+    CommitReply,
     ErrorCode,
     ErrorReply,
     Message,
@@ -124,6 +125,9 @@ class Dispatcher:
         ack.upto, ack.count = max(ack.upto, rid), ack.count + 1
         if isinstance(reply, ErrorReply):
             ack.errors.append((rid, str(reply.code), reply.message))
+        elif isinstance(reply, CommitReply) and reply.reserved:
+            ack.reserved += [(ref.key, s) for ref, s in zip(req.blocks, reply.reserved,  # type: ignore[attr-defined]
+                                                             strict=True) if s >= 0]
         self._count(reply, t0)
         if ctx.deferred:
             self._run_deferred()
@@ -132,7 +136,9 @@ class Dispatcher:
         acks, self._acks = self._acks, {}
         for identity, a in acks.items():
             ack = Ack(upto=a.upto, count=a.count, error_ids=[e[0] for e in a.errors],
-                      error_codes=[e[1] for e in a.errors], error_messages=[e[2] for e in a.errors])
+                      error_codes=[e[1] for e in a.errors], error_messages=[e[2] for e in a.errors],
+                      reserved_keys=[k for k, _ in a.reserved],
+                      reserved_slots=[s for _, s in a.reserved])
             try:
                 self.router.send(identity, ack.to_wire(a.upto))
             except Exception:
@@ -237,11 +243,12 @@ class Dispatcher:
 
 
 class _AckState:
-    __slots__ = ("count", "errors", "upto")
+    __slots__ = ("count", "errors", "reserved", "upto")
 
     def __init__(self) -> None:
         self.upto, self.count = 0, 0
         self.errors: list[tuple[int, str, str]] = []
+        self.reserved: list[tuple[bytes, int]] = []
 
 
 def _payload_bytes(msg: list[Buffer]) -> int:

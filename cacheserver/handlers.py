@@ -288,15 +288,7 @@ def allocate(ctx: Context, identity: bytes, session: EngineSession, req: Allocat
                              demote_to=[v[2] for v in victims])
     if req.tier != "cpu":
         raise bad(f"tier must be 'gpu' or 'cpu', got {req.tier!r}")
-    slots = []
-    for ref in req.blocks:
-        rec = _ensure(ctx, session, ref)
-        if rec.cpu >= 0 or rec.cpu_pending >= 0:
-            slots.append(-2)
-            continue
-        slots.append(ctx.residency.cpu_reserve(rec, session))
-        ctx.index.discard_if_unheld(rec)
-    return AllocateReply(slots=slots)
+    return AllocateReply(slots=_reserve_cpu(ctx, session, req.blocks))
 
 
 @handler("commit")
@@ -311,6 +303,8 @@ def commit(ctx: Context, identity: bytes, session: EngineSession, req: Commit) -
         for ref, slot in zip(req.blocks, req.slots, strict=True):
             res.gpu_commit(session, _ensure(ctx, session, ref), slot)
             accepted.append(True)
+        if req.reserve:
+            return _leased(ctx, session, req, accepted, _reserve_cpu(ctx, session, req.blocks))
     elif req.tier == "cpu":
         for ref, slot in zip(req.blocks, req.slots, strict=True):
             rec = ctx.index.get(ref.key)
@@ -320,12 +314,30 @@ def commit(ctx: Context, identity: bytes, session: EngineSession, req: Commit) -
             accepted.append(ok)
     else:
         raise bad(f"tier must be 'gpu' or 'cpu', got {req.tier!r}")
+    return _leased(ctx, session, req, accepted, [])
+
+
+def _leased(ctx: Context, session: EngineSession, req: Commit, accepted: list[bool],
+            reserved: list[int]) -> CommitReply:
     if req.lease:  # as LOOKUP's leases: no victim until RELEASE or the session ends
         policy = ctx.policies(session)[req.tier]
         for ref, ok in zip(req.blocks, accepted, strict=True):
             if ok:
                 ctx.sessions.lease(session, ref.key, req.tier, policy)
-    return CommitReply(accepted=accepted)
+    return CommitReply(accepted=accepted, reserved=reserved)
+
+
+def _reserve_cpu(ctx: Context, session: EngineSession, blocks: list[BlockRef]) -> list[int]:
+    """A CPU slot reserved for each block (-1: no room; -2: in the CPU tier already)."""
+    slots = []
+    for ref in blocks:
+        rec = _ensure(ctx, session, ref)
+        if rec.cpu >= 0 or rec.cpu_pending >= 0:
+            slots.append(-2)
+            continue
+        slots.append(ctx.residency.cpu_reserve(rec, session))
+        ctx.index.discard_if_unheld(rec)
+    return slots
 
 
 # ---- RELEASE / PIN / UNPIN ----------------------------------------------------------------

@@ -67,8 +67,8 @@ class CacheLink:
         answers after a failure or has forgotten this engine; give back (CANCEL) the CPU
         reservations the engine could not fill."""
         self._held = held
-        if self.connected:
-            self._guard(self.client.poll_acks, 0)  # ACKs of one-way COMMIT/RELEASE/CANCEL
+        if self.connected:  # ACKs of one-way COMMIT/RELEASE/CANCEL; none for long: down
+            self._guard(self.client.check_acks, None)
         pong = self.client.last_pong
         if self.connected and (self.client.needs_hello
                                or (pong is not None and not pong.registered)):
@@ -254,13 +254,25 @@ class CacheLink:
         return out
 
     def commit(self, tier: str, refs: Sequence[BlockRef], slots: Sequence[int],
-               lease: bool = False) -> None:
-        """COMMIT ``refs[i]`` in ``slots[i]`` of ``tier``; with ``lease``, leased until
-        RELEASE (the caller adds the keys to what it releases)."""
+               lease: bool = False, reserve: bool = False) -> None:
+        """COMMIT ``refs[i]`` in ``slots[i]`` of ``tier``, one-way; with ``lease``, leased until
+        RELEASE (the caller adds the keys to what it releases); with ``reserve`` (gpu), the
+        daemon reserves CPU slots to write them through to (see :meth:`take_reserved`)."""
         for i in range(0, len(refs), MAX_KEYS):
             part, at = refs[i:i + MAX_KEYS], slots[i:i + MAX_KEYS]
             self._guard(lambda part=part, at=at: self.client.commit(
-                part, at, tier=tier, lease=lease, notify=True), None)
+                part, at, tier=tier, lease=lease, notify=True, reserve=reserve), None)
+
+    def take_reserved(self) -> list[tuple[bytes, int]]:
+        """``(key, CPU slot)`` reserved by one-way COMMITs with ``reserve`` whose ACKs have
+        come, granted to this registration (fill them, then COMMIT tier=cpu, or
+        :meth:`abandon` them); those of an earlier registration went with it."""
+        self._guard(self.client.poll_acks, 0)
+        got, self.client.reservations = self.client.reservations, []
+        current = [(k, s) for k, s, gen in got if gen == self.client.generation]
+        self.stale_slots += len(got) - len(current)
+        self._grant([k for k, _ in current], [s for _, s in current])
+        return current
 
     @property
     def generation(self) -> int:

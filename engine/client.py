@@ -152,13 +152,25 @@ class CacheClient(ClientBase):
         self._check_backoff()
         if self._unacked:
             self.poll_acks()
-        oldest = next(iter(self._unacked.values()), None)
-        if oldest is not None and time.monotonic() - oldest[1] > self.timeout_s:
+        if self.overdue:
             raise self._went_down()
         rid = next(self._rid)
         if not self._sock.send(msg.to_wire(rid), block=False):
             raise self._went_down()
         self._unacked[rid] = (msg.OP, time.monotonic())
+
+    @property
+    def overdue(self) -> bool:
+        """The oldest one-way request has waited ``timeout_s`` for its ACK."""
+        oldest = next(iter(self._unacked.values()), None)
+        return oldest is not None and time.monotonic() - oldest[1] > self.timeout_s
+
+    def check_acks(self) -> None:
+        """Read the ACKs waiting now; :class:`DaemonUnavailable` (and a fresh socket and HELLO
+        at the next request) when a one-way request is :attr:`overdue`."""
+        self.poll_acks()
+        if self.overdue:
+            raise self._went_down()
 
     def poll_acks(self) -> int:
         """Read the ACKs waiting now (never blocks); how many notifications are unacknowledged."""
@@ -176,6 +188,8 @@ class CacheClient(ClientBase):
         if isinstance(reply, p.Ack):
             for done in [r for r in self._unacked if r <= reply.upto]:
                 del self._unacked[done]
+            self.reservations += [(key, slot, self.generation) for key, slot in
+                                  zip(reply.reserved_keys, reply.reserved_slots, strict=True)]
             for err_rid, code, message in zip(reply.error_ids, reply.error_codes,
                                               reply.error_messages, strict=True):
                 self._refused(err_rid, code, message)

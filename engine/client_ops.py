@@ -158,6 +158,7 @@ class ClientBase:
         self._slab: Any = None
         self.prefault = True  # map the CPU tier with every page faulted in (see cpu_slot)
         self.notify_errors = 0  # one-way requests the daemon refused (ACK errors)
+        self.reservations: list[tuple[bytes, int, int]] = []  # ACKs' (key, CPU slot, generation)
         self.needs_hello = False  # an ACK said the daemon does not know this engine
 
     @property
@@ -256,12 +257,15 @@ class ClientBase:
         return self._call(p.Cancel(keys=list(keys)), lambda r: r.cancelled)
 
     def commit(self, blocks: Sequence[p.BlockRef], slots: Sequence[int],
-               tier: str = "gpu", lease: bool = False, notify: bool = False) -> list[bool] | None:
+               tier: str = "gpu", lease: bool = False, notify: bool = False,
+               reserve: bool = False) -> list[bool] | None:
         """``blocks[i]`` now holds its bytes in ``slots[i]`` of ``tier`` (``gpu``/``cpu``).
         With ``lease``, each accepted block is leased in that tier until :meth:`release`
-        (never named a victim meanwhile). ``notify``: one-way (no wait; returns None)."""
+        (never named a victim meanwhile). ``notify``: one-way (no wait; returns None).
+        ``reserve`` (gpu): the daemon also reserves a CPU slot for each block not in the CPU
+        tier; with ``notify`` they arrive in an ACK, in :attr:`reservations`."""
         msg = p.Commit(tier=tier, blocks=list(blocks), slots=list(slots), lease=lease,
-                       notify=notify)
+                       notify=notify, reserve=reserve)
         if notify:
             return self.notify(msg)
         return self._call(msg, lambda r: r.accepted)

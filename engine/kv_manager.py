@@ -71,6 +71,7 @@ class KVManager:
         self._finished: list[Request] = []  # finished since the last flush: leases to release
         self._waited = 0  # steps the oldest block in _to_commit has waited
         self._holding: dict[int, Request] = {}  # admitted requests holding slots, by id()
+        self._offload_owner: dict[bytes, Request] = {}  # written through: whose bytes they count
 
     @property
     def caching(self) -> bool:
@@ -162,6 +163,11 @@ class KVManager:
         write-through of the blocks to the CPU tier (when configured), then one CPU COMMIT of
         every CPU copy of the step (write-through and demotions). Blocks of a request that
         already released its leases (preempted meanwhile) are committed without a lease."""
+        if self.link is not None and self.link.mapped:  # write-through slots of earlier steps
+            for key in self.transfers.fill_reserved(self.blocks, self._refs):
+                owner = self._offload_owner.pop(key, None)
+                if owner is not None:
+                    owner.stats.bytes_offloaded += self.pool.bytes_per_block
         self._waited = self._waited + 1 if self._to_commit else 0
         if self._to_commit and not force and not self._due():
             return
@@ -171,13 +177,18 @@ class KVManager:
         batch = [c for c in batch if self.blocks.key_of(c[1]) == c[0].key]  # still there
         if self.link is None:
             return
-        self._commit_gpu(batch, {id(r) for r in finished})
+        reserve = self.cfg.write_through and self.link.mapped
+        self._commit_gpu(batch, {id(r) for r in finished}, reserve)
         keys = [key for req in finished for key in req.leased]
         if keys:
             self.link.release(keys)
         for req in finished:
             req.leased = {}
-        if self.cfg.write_through and batch:
+        if reserve:
+            if len(self._offload_owner) > _OWNERS_MAX:  # ACKs lost with a daemon
+                self._offload_owner.clear()
+            self._offload_owner.update((ref.key, req) for ref, _, req in batch)
+        elif self.cfg.write_through and batch:
             written = self.transfers.write_through([(ref, slot) for ref, slot, _ in batch])
             for (_, _, req), ok in zip(batch, written, strict=True):
                 req.stats.bytes_offloaded += self.pool.bytes_per_block if ok else 0
@@ -188,15 +199,17 @@ class KVManager:
                 or self.transfers.unconfirmed > 0
                 or any(r.status is not Status.RUNNING for _, _, r in self._to_commit))
 
-    def _commit_gpu(self, batch: list[tuple[BlockRef, int, Request]], finished: set[int]
-                    ) -> None:
+    def _commit_gpu(self, batch: list[tuple[BlockRef, int, Request]], finished: set[int],
+                    reserve: bool) -> None:
         """COMMIT ``batch`` in the GPU tier: leased for a running request or one of
-        ``finished`` (ids of requests whose RELEASE is still to come), unleased otherwise."""
+        ``finished`` (ids of requests whose RELEASE is still to come), unleased otherwise;
+        with ``reserve``, CPU slots to write them through to come in the ACK."""
         leased = [c for c in batch if _in_use(*c) or id(c[2]) in finished]
         unleased = [c for c in batch if not (_in_use(*c) or id(c[2]) in finished)]
         for part, lease in ((leased, True), (unleased, False)):
             if part:
-                self.link.commit("gpu", [r for r, _, _ in part], [s for _, s, _ in part], lease)
+                self.link.commit("gpu", [r for r, _, _ in part], [s for _, s, _ in part], lease,
+                                 reserve=reserve)
         for ref, _, req in leased:
             req.leased[ref.key] = None  # one RELEASE drops every tier's lease of a key
 
@@ -277,6 +290,9 @@ class KVManager:
         if req.leased and self.link is not None:
             self.link.release(list(req.leased))
         req.leased = {}
+
+
+_OWNERS_MAX = 1 << 16
 
 
 def _in_use(ref: BlockRef, slot: int, req: Request) -> bool:

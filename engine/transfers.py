@@ -86,18 +86,32 @@ class Transfers:
         return freed, moved
 
     def write_through(self, batch: Sequence[tuple[BlockRef, int]]) -> list[bool]:
-        """Copy committed blocks into the CPU tier; one bool per block (bytes moved or not)."""
+        """Copy committed blocks into the CPU tier when it is not mapped here (PUT); one bool
+        per block (bytes moved or not). A mapped tier is written by :meth:`fill_reserved`."""
         if self.link is None or not batch:
             return [False] * len(batch)
         refs = [ref for ref, _ in batch]
-        if not self.link.mapped:
-            return self.link.put(refs, [self.pool.read(slot) for _, slot in batch])
-        self.confirm_if_any([ref.key for ref in refs])  # a demoted copy of one comes first
-        cpu_slots = self.link.reserve_cpu(refs)
-        todo = [(ref, slot, c) for (ref, slot), c in zip(batch, cpu_slots, strict=True) if c >= 0]
-        self._to_cpu(todo)
-        self.confirm()
-        return [c >= 0 for c in cpu_slots]
+        return self.link.put(refs, [self.pool.read(slot) for _, slot in batch])
+
+    def fill_reserved(self, blocks: BlockManager, refs: dict[bytes, BlockRef]) -> list[bytes]:
+        """Write through the blocks whose CPU slots the daemon reserved in ACKs of one-way GPU
+        COMMITs (no round trip of their own): copy each block still in the pool into its slot
+        and queue the CPU COMMIT (:meth:`confirm`); a block gone from the pool since gives its
+        reservation back. Returns the keys copied."""
+        if self.link is None:
+            return []
+        moves, gone = [], []
+        for key, cpu_slot in self.link.take_reserved():
+            slot, ref = blocks.lookup(key), refs.get(key)
+            if slot is None or ref is None:
+                gone.append((key, cpu_slot))
+            else:
+                moves.append((ref, slot, cpu_slot))
+        if gone:
+            self.link.abandon(gone)
+        before = len(self._unconfirmed)
+        self._to_cpu(moves)
+        return [ref.key for ref, _, _ in self._unconfirmed[before:]]
 
     @property
     def unconfirmed(self) -> int:

@@ -66,6 +66,9 @@ class Commit(Message):
     slots: list[int]
     lease: bool = field(default=False, metadata={OMIT_DEFAULT: True})
     notify: bool = field(default=False, metadata={OMIT_DEFAULT: True})  # one-way: see Ack
+    # gpu: also reserve a CPU slot for each block not in the CPU tier (write-through), told in
+    # the reply's ``reserved`` (one-way: in the ACK)
+    reserve: bool = field(default=False, metadata={OMIT_DEFAULT: True})
 
 
 @message("release")
@@ -184,6 +187,7 @@ class AllocateReply(Message):
 @message("commit", reply=True)
 class CommitReply(Message):
     accepted: list[bool]
+    reserved: list[int] = field(default_factory=list, metadata={OMIT_DEFAULT: True})  # reserve
 
 
 @message("release", reply=True)
@@ -235,6 +239,9 @@ class Ack(Message):
     error_ids: list[int] = field(default_factory=list)
     error_codes: list[str] = field(default_factory=list)
     error_messages: list[str] = field(default_factory=list)
+    # CPU slots reserved by one-way COMMITs with ``reserve`` (copy, then COMMIT tier=cpu)
+    reserved_keys: list[Key] = field(default_factory=list, metadata={OMIT_DEFAULT: True})
+    reserved_slots: list[int] = field(default_factory=list, metadata={OMIT_DEFAULT: True})
 
 
 @message("cancel", reply=True)

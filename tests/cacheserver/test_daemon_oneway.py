@@ -29,8 +29,11 @@ def test_notifications_run_in_order_and_one_ack_covers_them(start_daemon) -> Non
     refs = make_refs(3)
     keys = [r.key for r in refs]
     assert c.commit(refs, [0, 1, 2], notify=True) is None
-    # the LOOKUP after it on the same socket sees it (and reads its ACK on the way)
+    # the LOOKUP after it on the same socket sees it
     assert c.lookup(keys, lease=False).where == [GPU] * 3
+    deadline = time.monotonic() + 5  # its ACK follows the batch it came in
+    while c.poll_acks() and time.monotonic() < deadline:
+        time.sleep(0.01)
     assert c.poll_acks() == 0 and c.notify_errors == 0
     c.lookup(keys)  # leased
     assert c.release(keys, notify=True) is None
@@ -67,8 +70,10 @@ def test_the_client_counts_refusals_and_asks_to_register_again(start_daemon) -> 
     c = registered_client(d.endpoint, gpu_slots=2)
     ref = make_refs(1)[0]
     c.commit([ref, ref], [0], notify=True)  # two blocks, one slot: BAD_FIELD in the ACK
-    c.ping()
-    assert c.poll_acks() == 0 and c.notify_errors == 1 and not c.needs_hello
+    deadline = time.monotonic() + 5
+    while c.poll_acks() and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert c.notify_errors == 1 and not c.needs_hello
     d.stop()
     d2 = start_daemon(endpoint=d.endpoint)  # a restarted daemon: this engine is unknown to it
     time.sleep(0.3)
@@ -126,3 +131,27 @@ def test_a_client_of_protocol_1_gets_a_clear_error(start_daemon) -> None:
     assert head[0] == p.PROTOCOL_VERSION and head[2] == 4 and head[3]["ok"] is False
     assert head[3]["code"] == "bad_version" and "protocol version 1 is not 2" in head[3]["message"]
     sock.close()
+
+
+def test_a_gpu_commit_can_reserve_cpu_slots_told_in_its_ack(start_daemon) -> None:
+    from tests.cacheserver.daemon_fixtures import BLOCK_BYTES, payload
+
+    d = start_daemon()
+    c = registered_client(d.endpoint, gpu_slots=4)
+    refs = make_refs(3)
+    keys = [r.key for r in refs]
+    c.put(refs[2:], [payload(refs[2])])  # in the CPU tier already: nothing to reserve
+    assert c.commit(refs, [0, 1, 2], notify=True, reserve=True) is None
+    deadline = time.monotonic() + 5
+    while len(c.reservations) < 2 and time.monotonic() < deadline:
+        c.poll_acks()
+        time.sleep(0.01)
+    got = {key: (slot, gen) for key, slot, gen in c.reservations}
+    assert set(got) == set(keys[:2]) and {g for _, g in got.values()} == {c.generation}
+    assert c.lookup(keys, lease=False).where == [GPU] * 3  # reserved slots are not readable
+    for ref in refs[:2]:
+        c.cpu_slot(got[ref.key][0])[:BLOCK_BYTES] = payload(ref)
+    c.commit(refs[:2], [got[k][0] for k in keys[:2]], tier="cpu", notify=True)
+    assert [bytes(b) for b in c.get(keys)] == [payload(r) for r in refs]
+    assert c.commit(refs[:1], [3], reserve=True) == [True]  # sync: slots in the reply
+    c.close()
