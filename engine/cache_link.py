@@ -268,7 +268,7 @@ class CacheLink:
         come, granted to this registration (fill them, then COMMIT tier=cpu, or
         :meth:`abandon` them); those of an earlier registration went with it."""
         self._guard(self.client.poll_acks, 0)
-        got, self.client.reservations = self.client.reservations, []
+        got = self.client.take_reservations()
         current = [(k, s) for k, s, gen in got if gen == self.client.generation]
         self.stale_slots += len(got) - len(current)
         self._grant([k for k, _ in current], [s for _, s in current])

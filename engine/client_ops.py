@@ -222,6 +222,12 @@ class ClientBase:
             self._slab.close()
             self._slab = None
 
+    def take_reservations(self) -> list[tuple[bytes, int, int]]:
+        """``(key, CPU slot, generation)`` reserved by one-way COMMITs with ``reserve`` whose
+        ACKs have been read since the last call."""
+        got, self.reservations = self.reservations, []
+        return got
+
     def _reply(self, reply: p.Reply, post: Callable[[Any], Any]) -> Any:
         if isinstance(reply, p.ErrorReply):
             raise_for(reply)

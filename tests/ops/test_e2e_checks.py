@@ -71,6 +71,8 @@ def test_quick_path_checks_real_outputs_and_fails_loudly_on_a_difference(
     rpc = rows[1]["daemon_rpc"]
     waited = sum(v["calls"] for op, v in rpc.items() if "one-way" not in op and op != "poll_acks")
     assert rows[1]["rpc_per_request"] == waited / 4 > 0 and rpc["commit (one-way)"]["calls"] > 0
+    assert rows[1]["bytes_offloaded"] > 0  # written through (its CPU slots came in ACKs)
+    assert rows[1]["daemon_moved_bytes"]["gpu_to_cpu"] >= rows[1]["bytes_offloaded"]
     assert 0 < rows[1]["daemon_share_of_busy"] < 1
     assert (tmp_path / "e2e.png").stat().st_size > 0 and (tmp_path / "e2e.md").exists()
     perfect = rows[3]  # the bound computes only tokens no earlier request had
