@@ -93,7 +93,10 @@ class DealerSocket:
 
     def recv(self, timeout_s: float) -> list[Buffer] | None:
         """The next message, or ``None`` when nothing arrives within ``timeout_s``."""
-        if not self._sock.poll(max(0, int(timeout_s * 1000)), zmq.POLLIN):
+        if timeout_s <= 0:  # only what is there: one EVENTS read, no poll call
+            if not self._sock.get(zmq.EVENTS) & zmq.POLLIN:
+                return None
+        elif not self._sock.poll(int(timeout_s * 1000), zmq.POLLIN):
             return None
         return split_frames(self._sock.recv_multipart(copy=False))
 
