@@ -101,17 +101,28 @@ class Dispatcher:
         if self._acks:
             self._send_acks()
 
-    def _note(self, identity: bytes, rid: int, req: Message, t0: float) -> None:
-        """Handle a one-way request; its outcome goes into the peer's next ACK."""
+    def _session(self, identity: bytes, req: Message, spec: HandlerSpec
+                 ) -> tuple[EngineSession | None, ErrorReply | None]:
+        """The peer's session (seen now), and the refusal when the op needs one and it has
+        none."""
         ctx = self.ctx
-        spec = HANDLERS[req.OP]
         session = ctx.sessions.by_identity(identity)
         if session is not None:
             session.last_seen = ctx.clock()
         if spec.needs_session and session is None:
-            reply: Reply = ErrorReply(req.OP, ErrorCode.NOT_REGISTERED,
-                                      f"{req.OP.upper()} needs a HELLO first (daemon epoch "
-                                      f"{ctx.epoch}; it may have restarted)")
+            return None, ErrorReply(req.OP, ErrorCode.NOT_REGISTERED,
+                                    f"{req.OP.upper()} needs a HELLO first (daemon epoch "
+                                    f"{ctx.epoch}; it may have restarted)")
+        return session, None
+
+    def _note(self, identity: bytes, rid: int, req: Message, t0: float) -> None:
+        """Handle a one-way request; its outcome goes into the peer's next ACK."""
+        ctx = self.ctx
+        spec = HANDLERS[req.OP]
+        session, refused = self._session(identity, req, spec)
+        reply: Reply
+        if refused is not None:
+            reply = refused
         elif spec.is_async:
             reply = ErrorReply(req.OP, ErrorCode.BAD_FIELD, f"{req.OP.upper()} cannot be one-way")
         else:
@@ -147,13 +158,10 @@ class Dispatcher:
     def _run(self, identity: bytes, rid: int, req: Message, t0: float) -> None:
         ctx = self.ctx
         spec = HANDLERS[req.OP]
-        session = ctx.sessions.by_identity(identity)
-        if session is not None:
-            session.last_seen = ctx.clock()
-        if spec.needs_session and session is None:
-            reply: Reply = ErrorReply(req.OP, ErrorCode.NOT_REGISTERED,
-                                      f"{req.OP.upper()} needs a HELLO first (daemon epoch "
-                                      f"{ctx.epoch}; it may have restarted)")
+        session, refused = self._session(identity, req, spec)
+        reply: Reply
+        if refused is not None:
+            reply = refused
         elif spec.is_async:
             self._spawn(self._run_async(spec, identity, session, rid, req, t0))
             return

@@ -5,7 +5,9 @@ serve one workload, in two set-ups:
 
 * ``one-daemon``: both engines behind one daemon (one host: a shared CPU and disk tier);
 * ``two-daemons``: each engine behind its own daemon (two hosts), the daemons sharing a
-  three-node Redis Cluster as their remote tier (needs ``redis-server``).
+  three-node Redis Cluster as their remote tier (needs ``redis-server``);
+* ``two-hosts``: each engine behind its own daemon, nothing shared between them (not run by
+  default): what a router gains when a host finds only its own blocks.
 
 Each request is sent, at its arrival, to an engine chosen by round robin or by the router from
 the daemons' KV events. Both engines live in this process, each stepped by its own thread with
@@ -41,7 +43,8 @@ if TYPE_CHECKING:
 
 NAME = "route"
 HELP = "cache-aware routing from KV events against round robin, two engines (one or two hosts)"
-SETUPS = ("one-daemon", "two-daemons")
+SETUPS = ("one-daemon", "two-daemons", "two-hosts")
+DEFAULT_SETUPS = ("one-daemon", "two-daemons")
 POLICIES = ("round-robin", "router")
 ENGINES = ("e0", "e1")
 
@@ -51,7 +54,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         "quick (default chat)")
     parser.add_argument("--requests", type=int, default=80)
     parser.add_argument("--rounds", type=int, default=3, help="paired rounds (>= 3 decide)")
-    parser.add_argument("--setups", default=",".join(SETUPS))
+    parser.add_argument("--setups", default=",".join(DEFAULT_SETUPS),
+                        help=f"comma-separated, of {', '.join(SETUPS)}")
     parser.add_argument("--mode", default="blocks", choices=("blocks", "prefix"),
                         help="what the router counts as cached (MSA: every block)")
     parser.add_argument("--rate", type=float, default=None,
@@ -132,6 +136,10 @@ def _host_of(setup_name: str, engine: str) -> str:
     return "h0" if setup_name == "one-daemon" else f"h{ENGINES.index(engine)}"
 
 
+def _shared_remote(setup_name: str) -> bool:
+    return setup_name == "two-daemons"
+
+
 def _picker(policy: str, engines: dict[str, LLMEngine], hosts: dict[str, tuple[str, str, str]],
             setup_name: str, mode: str) -> Callable[[object, dict[str, int]], tuple[str, int]]:
     if policy == "round-robin":
@@ -142,7 +150,7 @@ def _picker(policy: str, engines: dict[str, LLMEngine], hosts: dict[str, tuple[s
     backends = [Backend(e, _host_of(setup_name, e), engines[e].kv.block_size,
                         engines[e].kv.namespace) for e in ENGINES]
     router = CacheAwareRouter(backends, {h: (ev, rp) for h, (_, ev, rp) in hosts.items()},
-                              mode=mode)
+                              mode=mode, shared_remote=_shared_remote(setup_name))
 
     def pick(req, load: dict[str, int]) -> tuple[str, int]:
         choice = router.choose(req.prompt, load=lambda b: load[b.name])
