@@ -30,6 +30,7 @@ from asymcache.cacheserver.index import IndexFull
 from asymcache.cacheserver.leases import EngineSession
 from asymcache.cacheserver.protocol import (
     Ack,
+    AllocateReply,
     Buffer,
     CommitReply,
     ErrorCode,
@@ -136,6 +137,8 @@ class Dispatcher:
         ack.upto, ack.count = max(ack.upto, rid), ack.count + 1
         if isinstance(reply, ErrorReply):
             ack.errors.append((rid, str(reply.code), reply.message))
+        elif isinstance(reply, AllocateReply) and reply.keys:
+            ack.victims += zip(reply.slots, reply.keys, reply.demote_to, strict=True)
         elif isinstance(reply, CommitReply) and reply.reserved:
             ack.reserved += [(ref.key, s) for ref, s in zip(req.blocks, reply.reserved,  # type: ignore[attr-defined]
                                                              strict=True) if s >= 0]
@@ -149,7 +152,10 @@ class Dispatcher:
             ack = Ack(upto=a.upto, count=a.count, error_ids=[e[0] for e in a.errors],
                       error_codes=[e[1] for e in a.errors], error_messages=[e[2] for e in a.errors],
                       reserved_keys=[k for k, _ in a.reserved],
-                      reserved_slots=[s for _, s in a.reserved])
+                      reserved_slots=[s for _, s in a.reserved],
+                      victim_slots=[v[0] for v in a.victims],
+                      victim_keys=[v[1] for v in a.victims],
+                      victim_demote_to=[v[2] for v in a.victims])
             try:
                 self.router.send(identity, ack.to_wire(a.upto))
             except Exception:
@@ -251,12 +257,13 @@ class Dispatcher:
 
 
 class _AckState:
-    __slots__ = ("count", "errors", "reserved", "upto")
+    __slots__ = ("count", "errors", "reserved", "upto", "victims")
 
     def __init__(self) -> None:
         self.upto, self.count = 0, 0
         self.errors: list[tuple[int, str, str]] = []
         self.reserved: list[tuple[bytes, int]] = []
+        self.victims: list[tuple[int, bytes, int]] = []
 
 
 def _payload_bytes(msg: list[Buffer]) -> int:

@@ -283,7 +283,7 @@ def allocate(ctx: Context, identity: bytes, session: EngineSession, req: Allocat
     if req.tier == "gpu":
         if not 0 <= req.n <= session.gpu_slots:
             raise bad(f"n must be in [0, {session.gpu_slots}], got {req.n}")
-        victims = ctx.residency.gpu_victims(session, req.n, demote=req.demote)
+        victims = ctx.residency.gpu_victims(session, req.n, demote=req.demote, ahead=req.notify)
         return AllocateReply(slots=[v[0] for v in victims], keys=[v[1] for v in victims],
                              demote_to=[v[2] for v in victims])
     if req.tier != "cpu":

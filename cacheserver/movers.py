@@ -93,20 +93,24 @@ class Residency(ChainEvents):
             self.index.discard_if_unheld(rec)
         return key
 
-    def gpu_victims(self, session: EngineSession, n: int, demote: bool = True
-                    ) -> list[tuple[int, bytes, int]]:
+    def gpu_victims(self, session: EngineSession, n: int, demote: bool = True,
+                    ahead: bool = False) -> list[tuple[int, bytes, int]]:
         """Up to ``n`` unleased blocks the engine should give up: ``(gpu_slot, key, cpu_slot)``
         where ``cpu_slot`` (-1 = none; always with ``demote=False``) is reserved for the engine
-        to demote the bytes into."""
+        to demote the bytes into. ``ahead`` (named before the engine needs the slots): the
+        blocks stay indexed in the engine's slots, out of its policy (never named twice), until
+        the engine commits another block to the slot (it gave the victim up) or this one again
+        (it kept it)."""
         out = []
         now = self.clock()
         for key in session.gpu_policy.victims(n, now):
-            slot = session.key_slots.pop(key)
-            del session.slot_keys[slot]
+            slot = session.key_slots[key] if ahead else session.key_slots.pop(key)
             rec = self.index.get(key)
             assert rec is not None, "a GPU-resident block must be indexed"
-            self.events.removed("gpu", key, rec.namespace, session.engine_id)
-            rec.gpu = _without(rec.gpu, session.engine_id)
+            if not ahead:
+                del session.slot_keys[slot]
+                self.events.removed("gpu", key, rec.namespace, session.engine_id)
+                rec.gpu = _without(rec.gpu, session.engine_id)
             demote_to = -1
             if (demote and rec.cpu < 0 and rec.cpu_pending < 0
                     and self.top.policy.admit(rec.info(), now)):

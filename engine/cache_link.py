@@ -26,6 +26,7 @@ import logging
 from collections.abc import Callable, Sequence
 from typing import TypeVar
 
+from asymcache.cacheserver import protocol as p
 from asymcache.cacheserver.blocks import KVLayout
 from asymcache.cacheserver.protocol import BlockRef, ProtocolError, Where
 from asymcache.engine.client import CacheClient, CacheClientError, DaemonUnavailable
@@ -60,6 +61,7 @@ class CacheLink:
         self._owed: tuple[int, list[bytes]] = (-1, [])  # (generation, keys) not to be filled
         self._registered_before = False
         self._held: Held | None = None
+        self._prefetch = -1  # request id of the one-way ALLOCATE out, if any
 
     # ---- connection -----------------------------------------------------------------------
     def tick(self, held: Held) -> None:
@@ -239,6 +241,27 @@ class CacheLink:
             if self.grants.take(key, slot) == self.client.generation:
                 self._owe(key, self.client.generation)
 
+    def prefetch_victims(self, n: int) -> None:
+        """Ask, one-way, for ``n`` victims ahead of need; at most one such request is out at
+        a time (:attr:`prefetching`). They come with an ACK: :meth:`take_victims`."""
+        if self.prefetching or n <= 0:
+            return
+        self._prefetch = self._guard(lambda: self.client.notify(
+            p.Allocate(tier="gpu", n=n, demote=self.mapped, notify=True)), -1)
+
+    @property
+    def prefetching(self) -> bool:
+        return self._prefetch >= 0 and self.connected and not self.client.acked(self._prefetch)
+
+    def take_victims(self) -> list[tuple[int, bytes, int]]:
+        """Victims named ahead of need whose ACKs have come, ``(gpu_slot, key, demote_to)``,
+        their CPU slots granted to this registration; those of an earlier one are dropped
+        (that registration's HELLO re-announced the blocks)."""
+        got = self.client.take_victims()
+        current = [(s, k, d) for s, k, d, gen in got if gen == self.client.generation]
+        self._grant([k for _, k, _ in current], [d for _, _, d in current])
+        return current
+
     def victims(self, n: int) -> list[tuple[int, bytes, int]]:
         """``(gpu_slot, key, demote_to)`` of blocks to give up; none while down."""
         got = self._guard(lambda: self.client.allocate(n, demote=self.mapped), [])
@@ -309,8 +332,14 @@ class CacheLink:
             self._guard(lambda part=part: self.client.pin(part, ttl_s), 0)
 
     def close(self) -> None:
-        """Release every lease and close the client (and its heartbeat)."""
+        """Release every lease, give back the CPU slots reserved for this engine that it will
+        not fill now (victims named ahead, write-through), and close the client (and its
+        heartbeat). The RELEASE's reply comes after every earlier one-way request's ACK."""
         self._guard(lambda: self.client.release(everything=True), 0)
+        keys = [k for _, k, d, _ in self.client.take_victims() if d >= 0]
+        keys += [k for k, _, _ in self.client.take_reservations()]
+        for part in _batches(keys, MAX_KEYS):
+            self._guard(lambda part=part: self.client.cancel(part), 0)
         self.client.close()
 
 

@@ -141,12 +141,12 @@ class CacheClient(ClientBase):
             self._rehello()
 
     # ---- one-way requests ---------------------------------------------------------------
-    def notify(self, msg: p.Message) -> None:
+    def notify(self, msg: p.Message) -> int:
         """Send ``msg`` (a COMMIT, RELEASE or CANCEL with ``notify=True``) without waiting: the
         daemon handles it in order with this client's other requests and acknowledges it in a
         later ACK (read by any request's wait, or :meth:`poll_acks`). Raises
         :class:`DaemonUnavailable` when the socket cannot take it or the oldest notification
-        has waited ``timeout_s`` for its ACK."""
+        has waited ``timeout_s`` for its ACK. Returns its request id (see :meth:`acked`)."""
         if self._stale:
             self._reconnect()
         self._check_backoff()
@@ -158,6 +158,12 @@ class CacheClient(ClientBase):
         if not self._sock.send(msg.to_wire(rid), block=False):
             raise self._went_down()
         self._unacked[rid] = (msg.OP, time.monotonic())
+        return rid
+
+    def acked(self, rid: int) -> bool:
+        """Whether one-way request ``rid`` is no longer waiting for its ACK (acknowledged, or
+        given up with its socket)."""
+        return rid not in self._unacked
 
     @property
     def overdue(self) -> bool:
@@ -190,6 +196,8 @@ class CacheClient(ClientBase):
                 del self._unacked[done]
             self.reservations += [(key, slot, self.generation) for key, slot in
                                   zip(reply.reserved_keys, reply.reserved_slots, strict=True)]
+            self.stocked += [(slot, key, to, self.generation) for slot, key, to in zip(
+                reply.victim_slots, reply.victim_keys, reply.victim_demote_to, strict=True)]
             for err_rid, code, message in zip(reply.error_ids, reply.error_codes,
                                               reply.error_messages, strict=True):
                 self._refused(err_rid, code, message)

@@ -136,7 +136,7 @@ class ClientBase:
     returns ``post(reply)``."""
 
     _call: Callable[[p.Message, Callable[[Any], Any]], Any]
-    notify: Callable[[p.Message], None]
+    notify: Callable[[p.Message], int]
 
     def __init__(self, endpoint: str, engine_id: str | None, timeout_s: float,
                  curve: ClientCurve | None) -> None:
@@ -159,6 +159,7 @@ class ClientBase:
         self.prefault = True  # map the CPU tier with every page faulted in (see cpu_slot)
         self.notify_errors = 0  # one-way requests the daemon refused (ACK errors)
         self.reservations: list[tuple[bytes, int, int]] = []  # ACKs' (key, CPU slot, generation)
+        self.stocked: list[tuple[int, bytes, int, int]] = []  # ACKs' victims, + generation
         self.needs_hello = False  # an ACK said the daemon does not know this engine
 
     @property
@@ -222,6 +223,12 @@ class ClientBase:
             self._slab.close()
             self._slab = None
 
+    def take_victims(self) -> list[tuple[int, bytes, int, int]]:
+        """``(gpu_slot, key, demote_to, generation)`` named by one-way ALLOCATEs whose ACKs
+        have been read since the last call."""
+        got, self.stocked = self.stocked, []
+        return got
+
     def take_reservations(self) -> list[tuple[bytes, int, int]]:
         """``(key, CPU slot, generation)`` reserved by one-way COMMITs with ``reserve`` whose
         ACKs have been read since the last call."""
@@ -242,9 +249,13 @@ class ClientBase:
         return self._call(p.Lookup(keys=list(keys), lease=lease, remote=remote),
                           lambda r: LookupResult([p.Where(w) for w in r.where], r.slots))
 
-    def allocate(self, n: int, demote: bool = True) -> list[Victim]:
+    def allocate(self, n: int, demote: bool = True, notify: bool = False) -> list[Victim] | None:
         """Ask which of this engine's unleased GPU blocks to give up to free ``n`` slots;
-        ``demote=False`` when this engine cannot write the CPU tier (no slots reserved)."""
+        ``demote=False`` when this engine cannot write the CPU tier (no slots reserved).
+        ``notify``: one-way; the victims come in an ACK (:meth:`take_victims`)."""
+        if notify:
+            self.notify(p.Allocate(tier="gpu", n=n, demote=demote, notify=True))
+            return None
         return self._call(p.Allocate(tier="gpu", n=n, demote=demote),
                           lambda r: [Victim(*v) for v in zip(r.slots, r.keys, r.demote_to,
                                                              strict=True)])
@@ -259,7 +270,8 @@ class ClientBase:
         :meth:`reserve_cpu`) that this engine will not fill; returns how many were held
         (``notify``: one-way, returns None)."""
         if notify:
-            return self.notify(p.Cancel(keys=list(keys), notify=True))
+            self.notify(p.Cancel(keys=list(keys), notify=True))
+            return None
         return self._call(p.Cancel(keys=list(keys)), lambda r: r.cancelled)
 
     def commit(self, blocks: Sequence[p.BlockRef], slots: Sequence[int],
@@ -273,7 +285,8 @@ class ClientBase:
         msg = p.Commit(tier=tier, blocks=list(blocks), slots=list(slots), lease=lease,
                        notify=notify, reserve=reserve)
         if notify:
-            return self.notify(msg)
+            self.notify(msg)
+            return None
         return self._call(msg, lambda r: r.accepted)
 
     def release(self, keys: Sequence[bytes] = (), everything: bool = False,
@@ -282,7 +295,8 @@ class ClientBase:
         (``notify``: one-way, returns None)."""
         msg = p.Release(keys=list(keys), everything=everything, notify=notify)
         if notify:
-            return self.notify(msg)
+            self.notify(msg)
+            return None
         return self._call(msg, lambda r: r.released)
 
     def pin(self, keys: Sequence[bytes], ttl_s: float | None = None) -> int:

@@ -40,8 +40,11 @@ class KVConfig:
     fetch_tiers: tuple[str, ...] = FETCH_TIERS
     write_through: bool = True
     announce_within_steps: int = 8  # blocks completed by decodes wait at most this many steps
+    victim_stock: int = 16  # victims asked of the daemon ahead of need (0: only when needed)
 
     def __post_init__(self) -> None:
+        if self.victim_stock < 0:
+            raise ValueError(f"KVConfig.victim_stock must be >= 0, got {self.victim_stock}")
         if self.announce_within_steps < 1:
             raise ValueError("KVConfig.announce_within_steps must be >= 1, got "
                              f"{self.announce_within_steps}")
@@ -72,6 +75,7 @@ class KVManager:
         self._waited = 0  # steps the oldest block in _to_commit has waited
         self._holding: dict[int, Request] = {}  # admitted requests holding slots, by id()
         self._offload_owner: dict[bytes, Request] = {}  # written through: whose bytes they count
+        self._stock: deque[tuple[int, bytes, int]] = deque()  # victims ahead: (slot, key, gen)
 
     @property
     def caching(self) -> bool:
@@ -163,6 +167,8 @@ class KVManager:
         write-through of the blocks to the CPU tier (when configured), then one CPU COMMIT of
         every CPU copy of the step (write-through and demotions). Blocks of a request that
         already released its leases (preempted meanwhile) are committed without a lease."""
+        if self.link is not None:
+            self._restock()
         if self.link is not None and self.link.mapped:  # write-through slots of earlier steps
             for key in self.transfers.fill_reserved(self.blocks, self._refs):
                 owner = self._offload_owner.pop(key, None)
@@ -274,6 +280,8 @@ class KVManager:
         if not self.blocks.can_allocate(n, now):
             return None
         slots = self.blocks.take_empty(n)
+        if len(slots) < n:
+            slots += self._take_stock(n - len(slots))
         if len(slots) < n and self.link is not None:
             victims = self.link.victims(n - len(slots))
             taken, demoted = self.transfers.give_up(victims, self.blocks, self._refs)
@@ -285,6 +293,40 @@ class KVManager:
                 self._refs.pop(key, None)
             slots += [slot for slot, _ in evicted]
         return slots
+
+    def _restock(self) -> None:
+        """Victims named ahead of need (one-way ALLOCATE, ``victim_stock``): when they come,
+        demote each still here to its CPU slot at once and keep it, still usable, for
+        :meth:`_take_stock`; ask for more when empty slots and stock run low."""
+        assert self.link is not None
+        got = self.link.take_victims()
+        if got:
+            self.transfers.demote_ahead(got, self.blocks, self._refs)
+            gen = self.link.generation
+            self._stock += [(s, k, gen) for s, k, _ in got if self.blocks.key_of(s) == k]
+        want = self.cfg.victim_stock - len(self._stock) - self.blocks.num_empty
+        if want > 0 and self.link.connected:
+            self.link.prefetch_victims(want)
+
+    def _take_stock(self, n: int) -> list[int]:
+        """Up to ``n`` slots from the stock of named victims, referenced once. A victim a
+        request uses again is announced to the daemon again; one of an earlier registration
+        (the daemon was told it is here) or gone from its slot is dropped."""
+        out: list[int] = []
+        back: list[tuple[BlockRef, int]] = []
+        gen = self.link.generation if self.link is not None else -1
+        while self._stock and len(out) < n:
+            slot, key, g = self._stock.popleft()
+            if g != gen or self.blocks.key_of(slot) != key:
+                continue
+            if self.blocks.is_idle(slot):
+                self._refs.pop(self.blocks.evict(slot) or b"", None)
+                out.append(slot)
+            elif key in self._refs:
+                back.append((self._refs[key], slot))
+        if back and self.link is not None:
+            self.link.commit("gpu", [r for r, _ in back], [s for _, s in back])
+        return out
 
     def _release_leases(self, req: Request) -> None:
         if req.leased and self.link is not None:

@@ -85,6 +85,24 @@ class Transfers:
             self.link.commit("gpu", [r for r, _ in keep], [s for _, s in keep])
         return freed, moved
 
+    def demote_ahead(self, victims: Sequence[tuple[int, bytes, int]], blocks: BlockManager,
+                     refs: dict[bytes, BlockRef]) -> int:
+        """Copy victims named ahead of need ``(slot, key, demote_to)`` that are still in their
+        slots into the CPU slots reserved for them (their COMMIT goes with :meth:`confirm`),
+        keeping the slots; the reservations of victims gone meanwhile are given back. Bytes
+        copied."""
+        moves, gone = [], []
+        for slot, key, cpu_slot in victims:
+            if cpu_slot < 0:
+                continue
+            if 0 <= slot < self.pool.num_blocks and blocks.key_of(slot) == key and key in refs:
+                moves.append((refs[key], slot, cpu_slot))
+            else:
+                gone.append((key, cpu_slot))
+        if gone and self.link is not None:
+            self.link.abandon(gone)
+        return self._to_cpu(moves)
+
     def write_through(self, batch: Sequence[tuple[BlockRef, int]]) -> list[bool]:
         """Copy committed blocks into the CPU tier when it is not mapped here (PUT); one bool
         per block (bytes moved or not). A mapped tier is written by :meth:`fill_reserved`."""

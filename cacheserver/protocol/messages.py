@@ -51,6 +51,7 @@ class Allocate(Message):
     n: int = 0
     blocks: list[BlockRef] = field(default_factory=list)
     demote: bool = field(default=True, metadata={OMIT_DEFAULT: True})
+    notify: bool = field(default=False, metadata={OMIT_DEFAULT: True})  # gpu: victims in the ACK
 
 
 @message("commit")
@@ -242,6 +243,10 @@ class Ack(Message):
     # CPU slots reserved by one-way COMMITs with ``reserve`` (copy, then COMMIT tier=cpu)
     reserved_keys: list[Key] = field(default_factory=list, metadata={OMIT_DEFAULT: True})
     reserved_slots: list[int] = field(default_factory=list, metadata={OMIT_DEFAULT: True})
+    # victims named by one-way ALLOCATEs (gpu): as AllocateReply's slots, keys, demote_to
+    victim_slots: list[int] = field(default_factory=list, metadata={OMIT_DEFAULT: True})
+    victim_keys: list[Key] = field(default_factory=list, metadata={OMIT_DEFAULT: True})
+    victim_demote_to: list[int] = field(default_factory=list, metadata={OMIT_DEFAULT: True})
 
 
 @message("cancel", reply=True)

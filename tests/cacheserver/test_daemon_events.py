@@ -327,10 +327,9 @@ def test_a_long_replay_to_a_slow_reader_loses_nothing(events_daemon):
     """More batches than a subscriber's socket queues (ZeroMQ's 1000 messages): the daemon
     waits for the reader instead of dropping batches or the end marker."""
     d, _, rp = events_daemon()
-    c = registered_client(d.endpoint, gpu_slots=2)
-    refs = make_refs(1500)
-    for i, ref in enumerate(refs):  # one request each: one batch each (or two, when replacing)
-        c.commit([ref], [i % 2])
+    c = registered_client(d.endpoint, gpu_slots=1500)
+    refs = [make_refs(1, salt=f"tenant{i}")[0] for i in range(1500)]
+    c.commit(refs, list(range(1500)))  # 1500 namespaces: one batch per topic
     sock = zmq.Context.instance().socket(zmq.DEALER)
     sock.linger = 0
     sock.connect(rp)

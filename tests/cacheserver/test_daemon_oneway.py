@@ -155,3 +155,26 @@ def test_a_gpu_commit_can_reserve_cpu_slots_told_in_its_ack(start_daemon) -> Non
     assert [bytes(b) for b in c.get(keys)] == [payload(r) for r in refs]
     assert c.commit(refs[:1], [3], reserve=True) == [True]  # sync: slots in the reply
     c.close()
+
+
+def test_victims_named_ahead_stay_indexed_until_their_slot_is_reused(start_daemon) -> None:
+    d = start_daemon()
+    c = registered_client(d.endpoint, gpu_slots=4)
+    refs, new = make_refs(4), make_refs(1, salt="new")[0]
+    keys = [r.key for r in refs]
+    c.commit(refs, [0, 1, 2, 3])
+    c.allocate(2, notify=True)
+    deadline = time.monotonic() + 5
+    while len(c.stocked) < 2 and time.monotonic() < deadline:
+        c.poll_acks()
+        time.sleep(0.01)
+    named = c.take_victims()
+    assert len(named) == 2 and all(d >= 0 for _, _, d, _ in named)
+    slot, key, _, _ = named[0]
+    # still this engine's: LOOKUP finds them, and they are never named twice
+    assert c.lookup(keys, lease=False).where == [GPU] * 4
+    assert {v.key for v in c.allocate(4)}.isdisjoint({k for _, k, _, _ in named})
+    c.commit([new], [slot])  # the engine gave the victim up: another block in its slot
+    found = c.lookup([key, new.key], lease=False)
+    assert found.where[1] == GPU and found.where[0] != GPU
+    c.close()

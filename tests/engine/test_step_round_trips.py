@@ -156,6 +156,8 @@ def test_decodes_growing_in_one_step_get_their_slots_from_one_allocate(daemons) 
         outs, log = _run_logged(llm, pair, out)
         assert_same(outs, want)
         allocates = log.per_step("allocate")
-        assert list(allocates.values()) == [1, 1]  # the pair's admission; their growth
+        # the pair's admission and their growth: one ALLOCATE each at most (victims named
+        # ahead, KVConfig.victim_stock, may serve either without one)
+        assert len(allocates) <= 2 and set(allocates.values()) <= {1}
         with CacheClient(daemons.endpoint, engine_id="w", heartbeat=False) as w:
             assert w.stats()["leases"] == 0
