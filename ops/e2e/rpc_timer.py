@@ -16,7 +16,7 @@ from typing import Any
 
 TIMED = frozenset({"hello", "lookup", "allocate", "reserve_cpu", "commit", "release", "pin",
                    "unpin", "promote", "put", "get", "flush", "stats", "ping", "cancel",
-                   "poll_acks"})
+                   "poll_acks", "check_acks", "notify"})
 ONE_WAY = " (one-way)"  # suffix of the ops sent with ``notify``: no round trip, no wait
 
 
@@ -24,7 +24,7 @@ def round_trips(totals: dict[str, dict[str, float]]) -> int:
     """Calls of :meth:`RpcTimer.totals` that waited for a reply (one-way sends and reading
     ACKs excluded)."""
     return int(sum(v["calls"] for op, v in totals.items()
-                   if not op.endswith(ONE_WAY) and op != "poll_acks"))
+                   if not op.endswith(ONE_WAY) and op not in ("poll_acks", "check_acks", "notify")))
 
 
 class RpcTimer:
