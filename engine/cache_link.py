@@ -290,8 +290,7 @@ class CacheLink:
         """``(key, CPU slot)`` reserved by one-way COMMITs with ``reserve`` whose ACKs have
         come, granted to this registration (fill them, then COMMIT tier=cpu, or
         :meth:`abandon` them); those of an earlier registration went with it."""
-        self._guard(self.client.poll_acks, 0)
-        got = self.client.take_reservations()
+        got = self.client.take_reservations()  # ACKs were read by this step's tick
         current = [(k, s) for k, s, gen in got if gen == self.client.generation]
         self.stale_slots += len(got) - len(current)
         self._grant([k for k, _ in current], [s for _, s in current])
