@@ -147,19 +147,24 @@ class Dispatcher:
             self._run_deferred()
 
     def _send_acks(self) -> None:
-        acks, self._acks = self._acks, {}
-        for identity, a in acks.items():
-            ack = Ack(upto=a.upto, count=a.count, error_ids=[e[0] for e in a.errors],
-                      error_codes=[e[1] for e in a.errors], error_messages=[e[2] for e in a.errors],
-                      reserved_keys=[k for k, _ in a.reserved],
-                      reserved_slots=[s for _, s in a.reserved],
-                      victim_slots=[v[0] for v in a.victims],
-                      victim_keys=[v[1] for v in a.victims],
-                      victim_demote_to=[v[2] for v in a.victims])
-            try:
-                self.router.send(identity, ack.to_wire(a.upto))
-            except Exception:
-                log.exception("sending an ACK failed")
+        for identity in list(self._acks):
+            self._send_ack(identity)
+
+    def _send_ack(self, identity: bytes) -> None:
+        """Send ``identity``'s pending ACK: at the end of a batch, or before any reply to it
+        (a reply never overtakes the ACK of a one-way request handled before it)."""
+        a = self._acks.pop(identity, None)
+        if a is None:
+            return
+        ack = Ack(upto=a.upto, count=a.count, error_ids=[e[0] for e in a.errors],
+                  error_codes=[e[1] for e in a.errors], error_messages=[e[2] for e in a.errors],
+                  reserved_keys=[k for k, _ in a.reserved],
+                  reserved_slots=[s for _, s in a.reserved], victim_slots=[v[0] for v in a.victims],
+                  victim_keys=[v[1] for v in a.victims], victim_demote_to=[v[2] for v in a.victims])
+        try:
+            self.router.send(identity, ack.to_wire(a.upto))
+        except Exception:
+            log.exception("sending an ACK failed")
 
     def _run(self, identity: bytes, rid: int, req: Message, t0: float) -> None:
         ctx = self.ctx
@@ -224,6 +229,8 @@ class Dispatcher:
             except Exception as e:
                 reply = _error_reply(getattr(reply, "OP", ""), e)
                 frames = reply.to_wire(rid)
+            if identity in self._acks:
+                self._send_ack(identity)
             self.router.send(identity, frames)
             self._count(reply, t0)
         except Exception:

@@ -280,6 +280,8 @@ def _touch(ctx: Context, session: EngineSession, keys: list[bytes], where: list[
 # ---- ALLOCATE / COMMIT --------------------------------------------------------------------
 @handler("allocate")
 def allocate(ctx: Context, identity: bytes, session: EngineSession, req: Allocate) -> Message:
+    if req.notify and req.tier != "gpu":
+        raise bad("a one-way ALLOCATE names GPU victims; reserve CPU slots with a reply")
     if req.tier == "gpu":
         if not 0 <= req.n <= session.gpu_slots:
             raise bad(f"n must be in [0, {session.gpu_slots}], got {req.n}")

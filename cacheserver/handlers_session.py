@@ -1,10 +1,11 @@
-"""Request handlers of an engine's session besides HELLO (``handlers.py``): PING, CANCEL.
+"""Request handlers of an engine's session besides HELLO (``handlers.py``): PING, CANCEL,
+FORGET.
 
 PING is liveness and, naming an engine, that engine's heartbeat. With ``info``, PING and HELLO
 replies also say what an engine plans with: the daemon's tiers and the remote tier's load
 figures (:func:`daemon_info`), so engines never scrape STATS. CANCEL gives back CPU
 reservations an engine will not fill (a ``FILLING`` slot is otherwise freed only by a COMMIT
-``cpu`` or the end of the session).
+``cpu`` or the end of the session). FORGET says which victims named ahead the engine gave up.
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ from __future__ import annotations
 import time
 from typing import Any
 
-from asymcache.cacheserver.handlers import Context, handler
+from asymcache.cacheserver.handlers import Context, bad, handler
 from asymcache.cacheserver.handlers_data import snapshot
 from asymcache.cacheserver.leases import EngineSession
 from asymcache.cacheserver.metrics import TIERS
@@ -21,6 +22,8 @@ from asymcache.cacheserver.protocol import (
     PROTOCOL_VERSION,
     Cancel,
     CancelReply,
+    Forget,
+    ForgetReply,
     Message,
     Ping,
     PingReply,
@@ -45,6 +48,19 @@ def ping(ctx: Context, identity: bytes, session: EngineSession | None, req: Ping
         target.last_seen = ctx.clock()
     return PingReply(epoch=ctx.epoch, server_time=time.time(), version=PROTOCOL_VERSION,
                      registered=target is not None, **(daemon_info(ctx) if req.info else {}))
+
+
+@handler("forget")
+def forget(ctx: Context, identity: bytes, session: EngineSession, req: Forget) -> Message:
+    """Forget GPU slots the engine gave up without telling ALLOCATE (victims named ahead)."""
+    if len(req.slots) != len(req.keys):
+        raise bad(f"slots has {len(req.slots)} entries but keys {len(req.keys)}")
+    forgotten = 0
+    for slot, key in zip(req.slots, req.keys, strict=True):
+        if session.slot_keys.get(slot) == key:
+            ctx.residency.gpu_forget(session, slot)
+            forgotten += 1
+    return ForgetReply(forgotten=forgotten)
 
 
 @handler("cancel")

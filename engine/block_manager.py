@@ -62,6 +62,9 @@ class BlockManager:
     def is_idle(self, slot: int) -> bool:
         return slot in self._idle
 
+    def is_pinned(self, slot: int, now: float) -> bool:
+        return self._pinned_until.get(slot, 0.0) > now
+
     # ---- protocol -------------------------------------------------------------------------
     def acquire(self, slot: int) -> None:
         """Take a reference on a cached slot (a resident hit); it leaves the LRU order."""

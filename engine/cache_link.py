@@ -23,6 +23,7 @@ block gone (recomputed), never bytes of the new daemon's slab.
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Callable, Sequence
 from typing import TypeVar
 
@@ -84,7 +85,8 @@ class CacheLink:
         except DaemonUnavailable as e:
             self._down(e)
             return
-        except CacheClientError as e:  # e.g. a layout the daemon's CPU tier cannot hold
+        except (CacheClientError, ProtocolError) as e:  # e.g. a layout the CPU tier cannot
+            # hold, or a daemon of another protocol version
             self.refused = str(e)
             log.error("the cache daemon refused this engine (%s); serving without it", e)
             return
@@ -262,6 +264,13 @@ class CacheLink:
         self._grant([k for _, k, _ in current], [d for _, _, d in current])
         return current
 
+    def forget(self, pairs: Sequence[tuple[int, bytes]]) -> None:
+        """Tell the daemon, one-way, that GPU slots ``(slot, key)`` no longer hold those
+        blocks (victims named ahead, given up)."""
+        for part in _batches(pairs, MAX_KEYS):
+            self._guard(lambda part=part: self.client.notify(p.Forget(
+                slots=[s for s, _ in part], keys=[k for _, k in part], notify=True)), None)
+
     def victims(self, n: int) -> list[tuple[int, bytes, int]]:
         """``(gpu_slot, key, demote_to)`` of blocks to give up; none while down."""
         got = self._guard(lambda: self.client.allocate(n, demote=self.mapped), [])
@@ -285,6 +294,15 @@ class CacheLink:
             part, at = refs[i:i + MAX_KEYS], slots[i:i + MAX_KEYS]
             self._guard(lambda part=part, at=at: self.client.commit(
                 part, at, tier=tier, lease=lease, notify=True, reserve=reserve), None)
+
+    def wait_acks(self, timeout_s: float) -> None:
+        """Wait up to ``timeout_s`` until every one-way request is acknowledged (reading
+        ACKs)."""
+        deadline = time.monotonic() + timeout_s
+        while self.connected and self._guard(self.client.poll_acks, 0):
+            if time.monotonic() >= deadline:
+                return
+            time.sleep(0.0005)
 
     def take_reserved(self) -> list[tuple[bytes, int]]:
         """``(key, CPU slot)`` reserved by one-way COMMITs with ``reserve`` whose ACKs have
@@ -334,6 +352,8 @@ class CacheLink:
         """Release every lease, give back the CPU slots reserved for this engine that it will
         not fill now (victims named ahead, write-through), and close the client (and its
         heartbeat). The RELEASE's reply comes after every earlier one-way request's ACK."""
+        if self.owed:
+            self._give_back()
         self._guard(lambda: self.client.release(everything=True), 0)
         keys = [k for _, k, d, _ in self.client.take_victims() if d >= 0]
         keys += [k for k, _, _ in self.client.take_reservations()]

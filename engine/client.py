@@ -85,6 +85,7 @@ class CacheClient(ClientBase):
         self._hb_thread: threading.Thread | None = None
         self._pong: tuple[int, p.PingReply | None] = (-1, None)  # (generation, heartbeat reply)
         self._unacked: dict[int, tuple[str, float]] = {}  # one-way request id -> (op, sent at)
+        self._hello_rid = 0  # request id of the HELLO that began this registration
 
     def hello(self, model_fingerprint: str, layout: KVLayout, gpu_slots: int,
               held: HeldBlocks | None = None) -> Registration:
@@ -123,6 +124,7 @@ class CacheClient(ClientBase):
             self._hb_wake.set()  # the heartbeat checks at once, then backs off
             raise err
         if isinstance(reply, p.HelloReply):
+            self._hello_rid = rid  # ACKs of requests sent before it speak of the old session
             self._registered(reply)
             self._hb_wake.set()  # a beat now, then at the new registration's period
         self._came_back()
@@ -194,6 +196,9 @@ class CacheClient(ClientBase):
         if isinstance(reply, p.Ack):
             for done in [r for r in self._unacked if r <= reply.upto]:
                 del self._unacked[done]
+            if reply.upto < self._hello_rid:  # about a session a later HELLO replaced: its
+                self.notify_errors += len(reply.error_ids)  # slots and refusals are void
+                return
             self.reservations += [(key, slot, self.generation) for key, slot in
                                   zip(reply.reserved_keys, reply.reserved_slots, strict=True)]
             self.stocked += [(slot, key, to, self.generation) for slot, key, to in zip(

@@ -28,6 +28,8 @@ if TYPE_CHECKING:
     import torch
 
 
+_SETTLE_S = 0.05  # going idle, wait this long at most for the last ACKs
+
 @dataclass(frozen=True)
 class RequestOutput:
     """What a request has produced so far (``finished`` once it is done).
@@ -146,6 +148,8 @@ class LLMEngine:
         requests; nothing without a daemon endpoint."""
         if self.kv.link is not None:
             self.kv.link.tick(self.kv.held)
+            if not self.scheduler.has_work:
+                self.kv.service()
 
     def step(self) -> list[RequestOutput]:
         """Run one step; returns an output for every request that got a token or finished."""
@@ -168,6 +172,8 @@ class LLMEngine:
         elif self.scheduler.running or self.scheduler.waiting:
             self._admit(start)
         self.kv.flush_commits()
+        if not self.scheduler.has_work:  # going idle: write the last blocks through now
+            self.kv.service(wait_s=_SETTLE_S)
         self._record(batch, self.clock() - start)
         return outputs
 

@@ -74,7 +74,8 @@ class KVManager:
         self._finished: list[Request] = []  # finished since the last flush: leases to release
         self._waited = 0  # steps the oldest block in _to_commit has waited
         self._holding: dict[int, Request] = {}  # admitted requests holding slots, by id()
-        self._offload_owner: dict[bytes, Request] = {}  # written through: whose bytes they count
+        # owners of the blocks committed with ``reserve`` by the last few flushes
+        self._offload_owner: deque[dict[bytes, Request]] = deque(maxlen=_OWNER_FLUSHES)
         self._stock: deque[tuple[int, bytes, int]] = deque()  # victims ahead: (slot, key, gen)
 
     @property
@@ -169,11 +170,8 @@ class KVManager:
         already released its leases (preempted meanwhile) are committed without a lease."""
         if self.link is not None:
             self._restock()
-        if self.link is not None and self.link.mapped:  # write-through slots of earlier steps
-            for key in self.transfers.fill_reserved(self.blocks, self._refs):
-                owner = self._offload_owner.pop(key, None)
-                if owner is not None:
-                    owner.stats.bytes_offloaded += self.pool.bytes_per_block
+        if self.link is not None:  # write-through slots of earlier steps
+            self._fill_reserved()
         self._waited = self._waited + 1 if self._to_commit else 0
         if self._to_commit and not force and not self._due():
             return
@@ -190,10 +188,8 @@ class KVManager:
             self.link.release(keys)
         for req in finished:
             req.leased = {}
-        if reserve:
-            if len(self._offload_owner) > _OWNERS_MAX:  # ACKs lost with a daemon
-                self._offload_owner.clear()
-            self._offload_owner.update((ref.key, req) for ref, _, req in batch)
+        if reserve:  # whose bytes the write-through of the next steps counts
+            self._offload_owner.append({ref.key: req for ref, _, req in batch})
         elif self.cfg.write_through and batch:
             written = self.transfers.write_through([(ref, slot) for ref, slot, _ in batch])
             for (_, _, req), ok in zip(batch, written, strict=True):
@@ -281,7 +277,7 @@ class KVManager:
             return None
         slots = self.blocks.take_empty(n)
         if len(slots) < n:
-            slots += self._take_stock(n - len(slots))
+            slots += self._take_stock(n - len(slots), now)
         if len(slots) < n and self.link is not None:
             victims = self.link.victims(n - len(slots))
             taken, demoted = self.transfers.give_up(victims, self.blocks, self._refs)
@@ -293,6 +289,26 @@ class KVManager:
                 self._refs.pop(key, None)
             slots += [slot for slot, _ in evicted]
         return slots
+
+    def service(self, wait_s: float = 0.0) -> None:
+        """Work the daemon's ACKs ask for outside a step (an idle engine): fill the
+        write-through slots reserved by the last COMMIT (waiting up to ``wait_s`` for its
+        ACK) and confirm the copies, so an engine that goes idle leaves its last blocks in the
+        CPU tier too."""
+        if self.link is None:
+            return
+        self.link.wait_acks(wait_s)
+        self._fill_reserved()
+        self.transfers.confirm()
+
+    def _fill_reserved(self) -> None:
+        assert self.link is not None
+        for key in self.transfers.fill_reserved(self.blocks, self._refs):
+            for owners in self._offload_owner:
+                owner = owners.pop(key, None)
+                if owner is not None:
+                    owner.stats.bytes_offloaded += self.pool.bytes_per_block
+                    break
 
     def _restock(self) -> None:
         """Victims named ahead of need (one-way ALLOCATE, ``victim_stock``): when they come,
@@ -308,24 +324,30 @@ class KVManager:
         if want > 0 and self.link.connected:
             self.link.prefetch_victims(want)
 
-    def _take_stock(self, n: int) -> list[int]:
-        """Up to ``n`` slots from the stock of named victims, referenced once. A victim a
-        request uses again is announced to the daemon again; one of an earlier registration
-        (the daemon was told it is here) or gone from its slot is dropped."""
+    def _take_stock(self, n: int, now: float) -> list[int]:
+        """Up to ``n`` slots from the stock of named victims, referenced once; the daemon is
+        told (one-way FORGET). A victim a request uses again, or pinned here, is announced to
+        the daemon again; one of an earlier registration (the daemon was told it is here) or
+        gone from its slot is dropped."""
         out: list[int] = []
+        gone: list[tuple[int, bytes]] = []
         back: list[tuple[BlockRef, int]] = []
         gen = self.link.generation if self.link is not None else -1
         while self._stock and len(out) < n:
             slot, key, g = self._stock.popleft()
             if g != gen or self.blocks.key_of(slot) != key:
                 continue
-            if self.blocks.is_idle(slot):
+            if self.blocks.is_idle(slot) and not self.blocks.is_pinned(slot, now):
                 self._refs.pop(self.blocks.evict(slot) or b"", None)
                 out.append(slot)
+                gone.append((slot, key))
             elif key in self._refs:
                 back.append((self._refs[key], slot))
-        if back and self.link is not None:
-            self.link.commit("gpu", [r for r, _ in back], [s for _, s in back])
+        if self.link is not None:
+            if gone:
+                self.link.forget(gone)
+            if back:
+                self.link.commit("gpu", [r for r, _ in back], [s for _, s in back])
         return out
 
     def _release_leases(self, req: Request) -> None:
@@ -334,7 +356,7 @@ class KVManager:
         req.leased = {}
 
 
-_OWNERS_MAX = 1 << 16
+_OWNER_FLUSHES = 4  # an ACK comes within a step or two; older owners are not kept
 
 
 def _in_use(ref: BlockRef, slot: int, req: Request) -> bool:

@@ -117,6 +117,16 @@ class Get(Message):
     keys: list[Key]
 
 
+@message("forget")
+class Forget(Message):
+    """This engine's GPU slots ``slots[i]`` no longer hold ``keys[i]`` (it gave up victims the
+    daemon named ahead); a pair the daemon does not have is left alone."""
+
+    slots: list[int]
+    keys: list[Key]
+    notify: bool = field(default=False, metadata={OMIT_DEFAULT: True})  # one-way: see Ack
+
+
 @message("cancel")
 class Cancel(Message):
     """Give back this engine's CPU reservations (ALLOCATE's ``demote_to``, or ``tier="cpu"``
@@ -247,6 +257,11 @@ class Ack(Message):
     victim_slots: list[int] = field(default_factory=list, metadata={OMIT_DEFAULT: True})
     victim_keys: list[Key] = field(default_factory=list, metadata={OMIT_DEFAULT: True})
     victim_demote_to: list[int] = field(default_factory=list, metadata={OMIT_DEFAULT: True})
+
+
+@message("forget", reply=True)
+class ForgetReply(Message):
+    forgotten: int
 
 
 @message("cancel", reply=True)

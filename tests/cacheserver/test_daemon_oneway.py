@@ -178,3 +178,35 @@ def test_victims_named_ahead_stay_indexed_until_their_slot_is_reused(start_daemo
     found = c.lookup([key, new.key], lease=False)
     assert found.where[1] == GPU and found.where[0] != GPU
     c.close()
+
+
+def test_a_reply_never_overtakes_the_ack_of_a_one_way_request_before_it(start_daemon) -> None:
+    d = start_daemon()
+    c = registered_client(d.endpoint, engine_id="order", gpu_slots=4)
+    sock = DealerSocket(zmq.Context.instance(), d.endpoint, c.routing_id)  # its session's id
+    c.close()
+    sock.send(p.Hello(engine_id="order", model_fingerprint="test-model",
+                      layout=LAYOUT.to_dict(), gpu_slots=4).to_wire(1))
+    assert isinstance(_replies(sock)[-1][1], p.HelloReply)
+    ref = make_refs(1)[0]
+    for _ in range(20):  # sent back to back: mostly handled in one batch
+        sock.send(p.Commit(tier="gpu", blocks=[ref], slots=[0], notify=True).to_wire(2))
+        sock.send(p.Ping(engine_id="order").to_wire(3))
+        kinds = [type(r).__name__ for _, r in _replies(sock, 0.2)]
+        assert kinds == ["Ack", "PingReply"], kinds
+    sock.close()
+
+
+def test_forget_drops_given_up_slots_and_a_one_way_cpu_allocate_is_refused(start_daemon) -> None:
+    d = start_daemon()
+    c = registered_client(d.endpoint, gpu_slots=4)
+    refs = make_refs(2)
+    c.commit(refs, [0, 1])
+    c.notify(p.Forget(slots=[0, 1], keys=[refs[0].key, refs[0].key], notify=True))
+    c.notify(p.Allocate(tier="cpu", blocks=refs, notify=True))
+    assert c.lookup([r.key for r in refs], lease=False).where == [MISS, GPU]  # slot 1 kept
+    deadline = time.monotonic() + 5
+    while c.poll_acks() and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert c.notify_errors == 1 and c.reservations == []
+    c.close()

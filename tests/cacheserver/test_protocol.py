@@ -23,6 +23,10 @@ REQUESTS = [
     p.Put(blocks=REFS[:1], durable=True, frames=[b"x" * 10]), p.Get(keys=KEYS), p.Flush(),
     p.Stats(), p.Ping(engine_id="e"), p.Ping(engine_id="e", info=True), p.Cancel(keys=KEYS),
     p.Hello(engine_id="e", model_fingerprint="m", layout={}, gpu_slots=1, info=True),
+    p.Forget(slots=[0, 1], keys=KEYS[:2], notify=True),
+    p.Commit(tier="gpu", blocks=REFS, slots=[0, 1, 2], notify=True, reserve=True),
+    p.Allocate(tier="gpu", n=2, notify=True), p.Release(keys=KEYS, notify=True),
+    p.Cancel(keys=KEYS, notify=True),
 ]
 REPLIES = [
     p.HelloReply(epoch=5, engine_id="e", restored=1, cpu_shm_name="s", cpu_slot_bytes=8,
@@ -40,7 +44,8 @@ REPLIES = [
                  cpu_num_slots=2, lease_timeout_s=1.5, max_inflight=4, max_keys=9,
                  tiers=["gpu", "cpu", "remote"], remote_latency_s=0.002,
                  remote_bandwidth_bps=1e9),
-    p.CancelReply(cancelled=3),
+    p.CancelReply(cancelled=3), p.ForgetReply(forgotten=1),
+    p.CommitReply(accepted=[True, True], reserved=[4, -2]),
 ]
 V1_PING_REPLY = {"ok", "epoch", "server_time", "version", "registered"}
 
@@ -59,6 +64,16 @@ def test_every_reply_round_trips_exactly(msg: p.Message) -> None:
 def test_every_op_has_a_request_and_a_reply_type() -> None:
     assert {type(m).OP for m in REQUESTS} == set(p.request_ops())
     assert {type(m).OP for m in REPLIES} == set(p.request_ops())
+
+
+def test_an_ack_round_trips_and_omits_what_it_does_not_carry() -> None:
+    bare = p.Ack(upto=9, count=2)
+    assert set(msgpack.unpackb(bare.to_wire(9)[0])[3]) == {
+        "ok", "upto", "count", "error_ids", "error_codes", "error_messages"}
+    full = p.Ack(upto=9, count=3, error_ids=[7], error_codes=["bad_field"],
+                 error_messages=["x"], reserved_keys=KEYS[:1], reserved_slots=[4],
+                 victim_slots=[1], victim_keys=KEYS[1:2], victim_demote_to=[-1])
+    assert p.decode_reply(full.to_wire(9)) == (9, full)
 
 
 def test_fields_added_after_v1_are_sent_only_when_used_so_older_peers_decode_the_rest() -> None:

@@ -15,6 +15,7 @@ import lmdb
 import pytest
 
 from asymcache.cacheserver.blocks import block_keys
+from asymcache.cacheserver.protocol import Where
 from asymcache.engine.client import CacheClient
 from tests.engine.engine_fixtures import (
     assert_same,
@@ -200,3 +201,19 @@ def test_an_engine_that_cannot_map_the_cpu_tier_uses_put_and_get(daemons, prompt
     assert written.token_ids == fetched.token_ids == ref[0]
     assert written.stats.bytes_offloaded > 0
     assert fetched.stats.fetched_tokens == FULL
+
+
+def test_an_engine_going_idle_writes_its_last_blocks_through(daemons, prompts, ref) -> None:
+    """The write-through CPU slots of the last step come in an ACK after it: the engine fills
+    them before it idles, so another engine fetches every block while the first still runs."""
+    daemons.start()
+    with make_llm(cache_endpoint=daemons.endpoint) as a:
+        assert_same(a.generate(prompts[:1], greedy(2)), [r[:2] for r in ref[:1]])
+        keys = block_keys(a.engine.kv.namespace(""), prompts[0], a.engine.kv.block_size)
+        with CacheClient(daemons.endpoint, heartbeat=False) as c:
+            c.hello(a.engine.kv.fingerprint, a.engine.kv.pool.layout, 4)
+            assert set(c.lookup(keys, lease=False).where) == {Where.CPU}
+        with make_llm(cache_endpoint=daemons.endpoint) as b:
+            out = b.generate(prompts[:1], greedy(2))
+        assert_same(out, [r[:2] for r in ref[:1]])
+        assert out[0].stats.fetched_tokens == FULL
