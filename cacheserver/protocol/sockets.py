@@ -20,6 +20,7 @@ from asymcache.cacheserver.protocol.wire import decode_reply
 HEARTBEAT_SUFFIX = b"/heartbeat"
 _ZERO_COPY_MIN = 64 * 1024  # frames at least this big are sent without a copy
 _SNDMORE = int(zmq.SNDMORE)  # a plain int: pyzmq's flag enums make ``|`` a Python-level call
+_EVENTS, _POLLIN = int(zmq.EVENTS), int(zmq.POLLIN)
 
 
 @dataclass(frozen=True)
@@ -94,7 +95,7 @@ class DealerSocket:
     def recv(self, timeout_s: float) -> list[Buffer] | None:
         """The next message, or ``None`` when nothing arrives within ``timeout_s``."""
         if timeout_s <= 0:  # only what is there: one EVENTS read, no poll call
-            if not self._sock.get(zmq.EVENTS) & zmq.POLLIN:
+            if not self._sock.get(_EVENTS) & _POLLIN:
                 return None
         elif not self._sock.poll(int(timeout_s * 1000), zmq.POLLIN):
             return None
