@@ -25,6 +25,7 @@ from asymcache.engine.kv_pool import KVPool
 from asymcache.engine.planner import FETCH_TIERS, PlanInputs, Reuse, todo_ranges
 from asymcache.engine.request import Action, Request, Status
 from asymcache.engine.transfers import Transfers
+from asymcache.engine.victim_stock import VictimStock
 
 if TYPE_CHECKING:
     from asymcache.cacheserver.policy.cost import CostModel
@@ -76,7 +77,8 @@ class KVManager:
         self._holding: dict[int, Request] = {}  # admitted requests holding slots, by id()
         # owners of the blocks committed with ``reserve`` by the last few flushes
         self._offload_owner: deque[dict[bytes, Request]] = deque(maxlen=_OWNER_FLUSHES)
-        self._stock: deque[tuple[int, bytes, int]] = deque()  # victims ahead: (slot, key, gen)
+        self.stock = (VictimStock(cfg.victim_stock, self.blocks, self._refs, self.transfers,
+                                  self.link) if self.link is not None else None)
 
     @property
     def caching(self) -> bool:
@@ -168,8 +170,8 @@ class KVManager:
         write-through of the blocks to the CPU tier (when configured), then one CPU COMMIT of
         every CPU copy of the step (write-through and demotions). Blocks of a request that
         already released its leases (preempted meanwhile) are committed without a lease."""
-        if self.link is not None:
-            self._restock()
+        if self.stock is not None:
+            self.stock.restock()
         if self.link is not None:  # write-through slots of earlier steps
             self._fill_reserved()
         self._waited = self._waited + 1 if self._to_commit else 0
@@ -276,8 +278,8 @@ class KVManager:
         if not self.blocks.can_allocate(n, now):
             return None
         slots = self.blocks.take_empty(n)
-        if len(slots) < n:
-            slots += self._take_stock(n - len(slots), now)
+        if len(slots) < n and self.stock is not None:
+            slots += self.stock.take(n - len(slots), now)
         if len(slots) < n and self.link is not None:
             victims = self.link.victims(n - len(slots))
             taken, demoted = self.transfers.give_up(victims, self.blocks, self._refs)
@@ -309,46 +311,6 @@ class KVManager:
                 if owner is not None:
                     owner.stats.bytes_offloaded += self.pool.bytes_per_block
                     break
-
-    def _restock(self) -> None:
-        """Victims named ahead of need (one-way ALLOCATE, ``victim_stock``): when they come,
-        demote each still here to its CPU slot at once and keep it, still usable, for
-        :meth:`_take_stock`; ask for more when empty slots and stock run low."""
-        assert self.link is not None
-        got = self.link.take_victims()
-        if got:
-            self.transfers.demote_ahead(got, self.blocks, self._refs)
-            gen = self.link.generation
-            self._stock += [(s, k, gen) for s, k, _ in got if self.blocks.key_of(s) == k]
-        want = self.cfg.victim_stock - len(self._stock) - self.blocks.num_empty
-        if want > 0 and self.link.connected:
-            self.link.prefetch_victims(want)
-
-    def _take_stock(self, n: int, now: float) -> list[int]:
-        """Up to ``n`` slots from the stock of named victims, referenced once; the daemon is
-        told (one-way FORGET). A victim a request uses again, or pinned here, is announced to
-        the daemon again; one of an earlier registration (the daemon was told it is here) or
-        gone from its slot is dropped."""
-        out: list[int] = []
-        gone: list[tuple[int, bytes]] = []
-        back: list[tuple[BlockRef, int]] = []
-        gen = self.link.generation if self.link is not None else -1
-        while self._stock and len(out) < n:
-            slot, key, g = self._stock.popleft()
-            if g != gen or self.blocks.key_of(slot) != key:
-                continue
-            if self.blocks.is_idle(slot) and not self.blocks.is_pinned(slot, now):
-                self._refs.pop(self.blocks.evict(slot) or b"", None)
-                out.append(slot)
-                gone.append((slot, key))
-            elif key in self._refs:
-                back.append((self._refs[key], slot))
-        if self.link is not None:
-            if gone:
-                self.link.forget(gone)
-            if back:
-                self.link.commit("gpu", [r for r, _ in back], [s for _, s in back])
-        return out
 
     def _release_leases(self, req: Request) -> None:
         if req.leased and self.link is not None:
