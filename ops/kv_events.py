@@ -55,7 +55,7 @@ class EventSubscriber:
     def __init__(self, endpoint: str, replay_endpoint: str = "",
                  topics: tuple[bytes, ...] = (TOPIC_PREFIX,), curve: Any = None,
                  timeout_s: float = 5.0) -> None:
-        self.ctx = zmq.Context()
+        self.ctx = zmq.Context.instance()  # shared: never terminated behind a caller's back
         self.sub = self.ctx.socket(zmq.SUB)
         self.sub.linger = 0
         self.curve, self.replay_endpoint, self.timeout_s = curve, replay_endpoint, timeout_s
@@ -143,7 +143,6 @@ class EventSubscriber:
 
     def close(self) -> None:
         self.sub.close(linger=0)
-        self.ctx.term()
 
 
 @dataclass

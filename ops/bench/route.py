@@ -40,6 +40,7 @@ if TYPE_CHECKING:
     from asymcache.ops.e2e.driver import Outcome
     from asymcache.ops.e2e.runner import RunSetup
     from asymcache.ops.e2e.workload import Workload
+    from asymcache.ops.route import CacheAwareRouter
 
 NAME = "route"
 HELP = "cache-aware routing from KV events against round robin, two engines (one or two hosts)"
@@ -117,10 +118,12 @@ def run_one(setup_name: str, policy: str, workload: Workload, setup: RunSetup,
     """One replay on fresh daemons and engines; figures of the row, outputs kept."""
     with _hosts(setup_name, setup) as hosts:
         engines = {e: _engine(setup, e, hosts[_host_of(setup_name, e)][0]) for e in ENGINES}
+        pick, router = _picker(policy, engines, hosts, setup_name, mode)
         try:
-            pick = _picker(policy, engines, hosts, setup_name, mode)
             outcomes = drive(engines, workload, pick)
         finally:
+            if router is not None:
+                router.close()
             for eng in engines.values():
                 eng.close()
     prompt = sum(len(r.prompt) for r in workload.requests)
@@ -140,11 +143,15 @@ def _shared_remote(setup_name: str) -> bool:
     return setup_name == "two-daemons"
 
 
+Pick = Callable[[object, dict[str, int]], tuple[str, int]]
+
+
 def _picker(policy: str, engines: dict[str, LLMEngine], hosts: dict[str, tuple[str, str, str]],
-            setup_name: str, mode: str) -> Callable[[object, dict[str, int]], tuple[str, int]]:
+            setup_name: str, mode: str) -> tuple[Pick, CacheAwareRouter | None]:
+    """The policy's choice of engine per request, and the router to close (if any)."""
     if policy == "round-robin":
         turn = iter(range(10**9))
-        return lambda req, load: (ENGINES[next(turn) % len(ENGINES)], len(req.prompt))
+        return lambda req, load: (ENGINES[next(turn) % len(ENGINES)], len(req.prompt)), None
     from asymcache.ops.route import Backend, CacheAwareRouter
 
     backends = [Backend(e, _host_of(setup_name, e), engines[e].kv.block_size,
@@ -156,11 +163,11 @@ def _picker(policy: str, engines: dict[str, LLMEngine], hosts: dict[str, tuple[s
         choice = router.choose(req.prompt, load=lambda b: load[b.name])
         return choice.backend.name, len(req.prompt) - choice.cached_tokens
 
-    return pick
+    return pick, router
 
 
 def drive(engines: dict[str, LLMEngine], workload: Workload,
-          pick: Callable[[object, dict[str, int]], tuple[str, int]], stall_s: float = 300.0
+          pick: Pick, stall_s: float = 300.0
           ) -> list[Outcome]:
     """Open-loop replay over several in-process engines, each stepped by its own thread (the
     model's kernels release the GIL, so engines compute side by side as on separate devices).

@@ -35,9 +35,11 @@ def test_overlapping_replay_and_live_batches_are_delivered_once(start_daemon, tm
     assert sorted(delivered) == delivered and len(set(delivered)) == len(delivered)
     assert sub.restarts == 0
     index = HostIndex()
-    for batch in EventSubscriber(ev, rp).catch_up():
+    late = EventSubscriber(ev, rp)
+    for batch in late.catch_up():
         for event in batch.events:
             index.apply(event)
+    late.close()
     assert set(index.places) == {r.key for r in refs}
     c.close()
     sub.close()
