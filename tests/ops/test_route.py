@@ -23,7 +23,7 @@ def tokens(n_blocks: int, start: int) -> list[int]:  # the prompt of make_refs(n
     return list(range(start, start + n_blocks * LAYOUT.block_size))
 
 
-def settle(router: CacheAwareRouter, events: int, timeout_s: float = 5.0) -> None:
+def settle(router: CacheAwareRouter, events: int, timeout_s: float = 20.0) -> None:
     deadline = time.monotonic() + timeout_s
     while router.events < events and time.monotonic() < deadline:
         router.refresh()
@@ -44,6 +44,15 @@ def test_router_finds_each_engines_blocks_and_picks_by_work(host) -> None:
     e1.commit(gpu_prompt, [0, 1, 2, 3])  # in e1's GPU pool only
     e0.put(cpu_prompt[:2], [payload(r) for r in cpu_prompt[:2]])  # in the shared CPU tier
     router = CacheAwareRouter([backend("e0"), backend("e1")], {"h": (ev, rp)})
+    try:
+        _check_router(router)
+    finally:
+        router.close()
+        e0.close()
+        e1.close()
+
+
+def _check_router(router: CacheAwareRouter) -> None:
     settle(router, 2 + 1)  # AllBlocksCleared, one GPU chain, one CPU chain
     hot = tokens(4, 0)
     assert router.where(router.backends[1], hot) == ["GPU"] * 4
@@ -59,9 +68,6 @@ def test_router_finds_each_engines_blocks_and_picks_by_work(host) -> None:
     assert router.cached(router.backends[0], warm) == (32, {"CPU": 2})
     # another tenant's prompt with the same tokens finds nothing
     assert router.where(router.backends[1], hot, cache_salt="other") == [None] * 4
-    router.close()
-    e0.close()
-    e1.close()
 
 
 def test_prefix_mode_counts_only_the_leading_run(host) -> None:
