@@ -46,7 +46,8 @@ def decode(seq: int, payload: bytes) -> Batch:
 class EventSubscriber:
     """SUB to ``endpoint`` for ``topics`` (prefixes; the daemon-wide ``kv/*`` is always added).
 
-    With ``replay_endpoint``: what the daemon still keeps is asked for at start, and a gap (a
+    With ``replay_endpoint``: what the daemon still keeps is asked for at start (and again, at
+    most every 0.2 s, until the first live batch shows the subscription works), and a gap (a
     batch whose ``topic_prev_seq`` is not the last one delivered on its topic) is filled before
     the batch is delivered. Batches already delivered (replay and live overlap) are skipped. A
     batch of another ``epoch`` than the one followed means the daemon restarted: from then on
@@ -69,6 +70,10 @@ class EventSubscriber:
         self.seen: dict[bytes, int] = {}  # topic -> last delivered seq
         self.gaps_filled = self.restarts = 0
         self._ready: list[Batch] = self.replay(0) if replay_endpoint else []
+        # until the first live batch arrives, the subscription may not be active yet: what is
+        # published meanwhile is asked of the replay endpoint again (at most every 0.2 s)
+        self._live, self._asked = False, time.monotonic()
+        self._high = -1  # highest sequence number delivered
 
     def replay(self, start: int, prefix: bytes = b"") -> list[Batch]:
         """Kept batches from ``start`` on whose topic starts with ``prefix`` and is subscribed,
@@ -106,6 +111,9 @@ class EventSubscriber:
         waiting already; 0 seconds: only those), in order, gaps filled."""
         deadline = time.monotonic() + seconds
         late = 0
+        if self.replay_endpoint and not self._live and time.monotonic() - self._asked > 0.2:
+            self._asked = time.monotonic()
+            self._ready.extend(self.replay(self._high + 1))
         while late < max_after:
             yield from self._drain()
             left = deadline - time.monotonic()
@@ -114,6 +122,7 @@ class EventSubscriber:
                 return
             _, seq_bytes, payload = self.sub.recv_multipart()
             batch = decode(int.from_bytes(seq_bytes, "big"), payload)
+            self._live = True
             if self.epoch is not None and batch.epoch != self.epoch:  # a restarted daemon
                 self.restarts += 1
                 self._follow(batch.epoch)
@@ -131,6 +140,7 @@ class EventSubscriber:
     def _follow(self, epoch: int) -> None:
         self.epoch = epoch
         self.seen.clear()
+        self._high = -1
 
     def _drain(self) -> Iterator[Batch]:
         ready, self._ready = self._ready, []
@@ -139,6 +149,7 @@ class EventSubscriber:
                 self._follow(batch.epoch)
             if batch.epoch == self.epoch and batch.seq > self.seen.get(batch.topic, -1):
                 self.seen[batch.topic] = batch.seq
+                self._high = max(self._high, batch.seq)
                 yield batch
 
     def close(self) -> None:

@@ -23,9 +23,11 @@ def tokens(n_blocks: int, start: int) -> list[int]:  # the prompt of make_refs(n
     return list(range(start, start + n_blocks * LAYOUT.block_size))
 
 
-def settle(router: CacheAwareRouter, events: int, timeout_s: float = 20.0) -> None:
+def settle(router: CacheAwareRouter, keys: list[bytes], timeout_s: float = 20.0) -> None:
+    """Until the router's index has every one of ``keys`` (events arrive asynchronously)."""
     deadline = time.monotonic() + timeout_s
-    while router.events < events and time.monotonic() < deadline:
+    places = router.index["h"].places
+    while not all(k in places for k in keys) and time.monotonic() < deadline:
         router.refresh()
         time.sleep(0.02)
 
@@ -45,6 +47,7 @@ def test_router_finds_each_engines_blocks_and_picks_by_work(host) -> None:
     e0.put(cpu_prompt[:2], [payload(r) for r in cpu_prompt[:2]])  # in the shared CPU tier
     router = CacheAwareRouter([backend("e0"), backend("e1")], {"h": (ev, rp)})
     try:
+        settle(router, [r.key for r in gpu_prompt + cpu_prompt[:2]])
         _check_router(router)
     finally:
         router.close()
@@ -53,7 +56,6 @@ def test_router_finds_each_engines_blocks_and_picks_by_work(host) -> None:
 
 
 def _check_router(router: CacheAwareRouter) -> None:
-    settle(router, 2 + 1)  # AllBlocksCleared, one GPU chain, one CPU chain
     hot = tokens(4, 0)
     assert router.where(router.backends[1], hot) == ["GPU"] * 4
     assert router.where(router.backends[0], hot) == [None] * 4
@@ -79,7 +81,7 @@ def test_prefix_mode_counts_only_the_leading_run(host) -> None:
     blocks, prefix = (CacheAwareRouter([backend("e0")], hosts, mode=m)
                       for m in ("blocks", "prefix"))
     for r in (blocks, prefix):
-        settle(r, 3)
+        settle(r, [refs[0].key, refs[2].key, refs[3].key])
     prompt = tokens(4, 0)
     assert blocks.cached(blocks.backends[0], prompt) == (48, {"CPU": 3})
     assert prefix.cached(prefix.backends[0], prompt) == (16, {"CPU": 1})
