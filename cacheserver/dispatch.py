@@ -10,11 +10,13 @@ refused or makes a handler fail still gets an error reply; the daemon keeps serv
 "In flight" counts a peer's requests from receipt to reply. A batch is admitted as a whole before
 any of it runs, so a peer that floods the socket gets BUSY for what is over the bound.
 
-A one-way request (``notify``: COMMIT, RELEASE, CANCEL) gets no reply of its own and takes no
-in-flight unit (it is handled before the batch ends). It runs in its place among the peer's
-requests, so a later LOOKUP sees it. Once the batch is handled, each peer that sent some gets
-one ACK: how many, the highest request id, and the refused ones with their errors. A
-notification that cannot be decoded is answered like any request (an error reply under its id).
+A one-way request (``notify``: COMMIT, RELEASE, CANCEL, ALLOCATE, FORGET) gets no reply of
+its own and takes no in-flight unit (it is handled before the batch ends). It runs in its place
+among the peer's requests, so a later LOOKUP sees it. Each peer that sent some gets one ACK:
+how many, the highest request id, the refused ones with their errors, and the CPU slots and
+victims they obtained; it goes out at the end of the batch or, sooner, just before any reply
+to that peer. A notification that cannot be decoded is answered like any request (an error
+reply under its id).
 """
 
 from __future__ import annotations
@@ -116,6 +118,15 @@ class Dispatcher:
                                     f"{ctx.epoch}; it may have restarted)")
         return session, None
 
+    def _call(self, spec: HandlerSpec, identity: bytes, session: EngineSession | None,
+              req: Message) -> Reply:
+        """An inline handler's reply (an error reply if it raised; an awaitable from a handler
+        that needs I/O first)."""
+        try:
+            return spec.fn(self.ctx, identity, session, req)
+        except Exception as e:
+            return _error_reply(req.OP, e)
+
     def _note(self, identity: bytes, rid: int, req: Message, t0: float) -> None:
         """Handle a one-way request; its outcome goes into the peer's next ACK."""
         ctx = self.ctx
@@ -127,10 +138,7 @@ class Dispatcher:
         elif spec.is_async:
             reply = ErrorReply(req.OP, ErrorCode.BAD_FIELD, f"{req.OP.upper()} cannot be one-way")
         else:
-            try:
-                reply = spec.fn(ctx, identity, session, req)
-            except Exception as e:
-                reply = _error_reply(req.OP, e)
+            reply = self._call(spec, identity, session, req)
         ack = self._acks.get(identity)
         if ack is None:
             ack = self._acks[identity] = _AckState()
@@ -177,10 +185,7 @@ class Dispatcher:
             self._spawn(self._run_async(spec, identity, session, rid, req, t0))
             return
         else:
-            try:
-                reply = spec.fn(ctx, identity, session, req)
-            except Exception as e:
-                reply = _error_reply(req.OP, e)
+            reply = self._call(spec, identity, session, req)
             if not isinstance(reply, _REPLIES):  # an awaitable: the handler needs I/O first
                 self._spawn(self._finish(req.OP, reply, identity, rid, t0))
                 if ctx.deferred:
