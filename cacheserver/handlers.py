@@ -191,7 +191,10 @@ def lookup(ctx: Context, identity: bytes, session: EngineSession, req: Lookup) -
     """Per key: this engine's GPU slot, else a readable CPU slot, else DISK, else (when the
     request sets ``remote``) REMOTE, else MISS. Each hit is an access in that tier's policy and,
     with ``lease``, a lease there. Keys no local tier knows are asked of the remote tier; the
-    reply then waits for that round trip (the loop keeps serving)."""
+    reply then waits for that round trip (the loop keeps serving). ``release``: leases dropped
+    first, as RELEASE would."""
+    if req.release:
+        _release(ctx, session, req.release)
     keys = req.keys
     remote_tier = ctx.residency.tier("remote")
     remote = req.remote and remote_tier is not None
@@ -297,6 +300,8 @@ def allocate(ctx: Context, identity: bytes, session: EngineSession, req: Allocat
 def commit(ctx: Context, identity: bytes, session: EngineSession, req: Commit) -> Message:
     if len(req.blocks) != len(req.slots):
         raise bad(f"blocks has {len(req.blocks)} entries but slots {len(req.slots)}")
+    if req.reserve_next and (req.tier != "cpu" or req.notify):
+        raise bad("reserve_next goes with a COMMIT of tier 'cpu' that waits for its reply")
     res = ctx.residency
     accepted = []
     if req.tier == "gpu":
@@ -314,6 +319,9 @@ def commit(ctx: Context, identity: bytes, session: EngineSession, req: Commit) -
             if ok:
                 ctx.metrics.moved["gpu_to_cpu"].inc(rec.n_bytes)
             accepted.append(ok)
+        if req.reserve_next:
+            return _leased(ctx, session, req, accepted,
+                           _reserve_cpu(ctx, session, req.reserve_next))
     else:
         raise bad(f"tier must be 'gpu' or 'cpu', got {req.tier!r}")
     return _leased(ctx, session, req, accepted, [])
@@ -345,12 +353,15 @@ def _reserve_cpu(ctx: Context, session: EngineSession, blocks: list[BlockRef]) -
 # ---- RELEASE / PIN / UNPIN ----------------------------------------------------------------
 @handler("release")
 def release(ctx: Context, identity: bytes, session: EngineSession, req: Release) -> Message:
-    now = ctx.clock()
-    policies = ctx.policies(session)
     if req.everything:
-        return ReleaseReply(released=ctx.sessions.release_all(session, policies, now))
-    released = sum(ctx.sessions.release(session, k, policies, now) for k in req.keys)
-    return ReleaseReply(released=released)
+        return ReleaseReply(released=ctx.sessions.release_all(session, ctx.policies(session),
+                                                              ctx.clock()))
+    return ReleaseReply(released=_release(ctx, session, req.keys))
+
+
+def _release(ctx: Context, session: EngineSession, keys: list[bytes]) -> int:
+    now, policies = ctx.clock(), ctx.policies(session)
+    return sum(ctx.sessions.release(session, k, policies, now) for k in keys)
 
 
 @handler("pin")

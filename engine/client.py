@@ -64,6 +64,7 @@ from asymcache.engine.client_ops import (
 )
 
 log = logging.getLogger(__name__)
+MAX_IN_FLIGHT = 64  # submitted requests awaiting result() (bounds the replies kept early)
 __all__ = [
     "BusyError", "CacheClient", "CacheClientError", "DaemonError", "DaemonInfo",
     "DaemonUnavailable", "HeldBlocks", "LookupResult", "NotRegisteredError", "PutResult",
@@ -85,6 +86,8 @@ class CacheClient(ClientBase):
         self._hb_thread: threading.Thread | None = None
         self._pong: tuple[int, p.PingReply | None] = (-1, None)  # (generation, heartbeat reply)
         self._unacked: dict[int, tuple[str, float]] = {}  # one-way request id -> (op, sent at)
+        self._inflight: dict[int, p.Message] = {}  # submitted request id -> message (submit())
+        self._early: dict[int, p.Reply] = {}  # replies to submitted requests, read early
         self._hello_rid = 0  # request id of the HELLO that began this registration
 
     def hello(self, model_fingerprint: str, layout: KVLayout, gpu_slots: int,
@@ -136,11 +139,51 @@ class CacheClient(ClientBase):
         self._sock = DealerSocket(self._ctx, self.endpoint, self.routing_id, self.curve)
         self._stale = False
         lost, self._unacked = bool(self._unacked), {}  # unsent ones went with the old socket
+        self._inflight, self._early = {}, {}  # submitted ones too: result() says they are lost
         pong = self._request(p.Ping(engine_id=self._pinged_id()))
         reg = self.registration
         if self._hello is not None and (reg is None or getattr(pong, "epoch", None) != reg.epoch
                                         or lost):  # a fresh HELLO makes the index exact again
             self._rehello()
+
+    # ---- pipelined requests -----------------------------------------------------------
+    def submit(self, msg: p.Message) -> int:
+        """Send request ``msg`` without waiting; :meth:`result` returns its reply later. Up to
+        :data:`MAX_IN_FLIGHT` may be in flight, mixed with other requests and notifications:
+        the daemon handles and answers them in order, so their latency overlaps the caller's
+        work. Every submitted request must be collected with :meth:`result`."""
+        if len(self._inflight) >= MAX_IN_FLIGHT:
+            raise RuntimeError(f"{MAX_IN_FLIGHT} submitted requests wait for result() already")
+        if self._stale:
+            self._reconnect()
+        self._check_backoff()
+        rid = next(self._rid)
+        if not self._sock.send(msg.to_wire(rid), block=False):
+            raise self._went_down()
+        self._inflight[rid] = msg
+        return rid
+
+    def result(self, rid: int, post: Callable[[Any], Any] = lambda r: r) -> Any:
+        """``post(reply)`` for submitted request ``rid`` (waits up to ``timeout_s``). Raises as
+        the blocking ops do; :class:`DaemonUnavailable` also when the request was lost with its
+        socket (a reconnect since). A NOT_REGISTERED reply is retried once after a new HELLO."""
+        msg = self._inflight.pop(rid, None)
+        if msg is None:
+            raise DaemonUnavailable(f"request {rid} was lost with the connection to "
+                                    f"{self.endpoint}, or was never submitted")
+        reply = self._early.pop(rid, None)
+        if reply is None:
+            reply = _await(self._sock, rid, self.timeout_s, self._other)
+        if reply is None:
+            err = self._went_down()
+            self._hb_wake.set()
+            raise err
+        self._came_back()
+        if (isinstance(reply, p.ErrorReply) and reply.code == p.ErrorCode.NOT_REGISTERED
+                and self._hello is not None):
+            self._rehello()
+            reply = self._request(msg)
+        return self._reply(reply, post)
 
     # ---- one-way requests ---------------------------------------------------------------
     def notify(self, msg: p.Message) -> int:
@@ -190,10 +233,27 @@ class CacheClient(ClientBase):
             self._other(rid, reply)
         return len(self._unacked)
 
+    def settle(self, timeout_s: float) -> int:
+        """Read ACKs until every notification is acknowledged or ``timeout_s`` has passed
+        (waiting on the socket, not polling); how many are still unacknowledged."""
+        deadline = time.monotonic() + timeout_s
+        while self._unacked and (left := deadline - time.monotonic()) > 0:
+            if (frames := self._sock.recv(left)) is None:
+                break
+            try:
+                rid, reply = p.decode_reply(frames)
+            except p.ProtocolError:
+                continue
+            self._other(rid, reply)
+        return len(self._unacked)
+
     def _other(self, rid: int, reply: p.Reply) -> None:
-        """A message that answers no waiting request: an ACK, or the error reply to a
-        notification the daemon could not decode."""
-        if isinstance(reply, p.Ack):
+        """A message that answers no waiting request: a submitted request's reply (kept for
+        :meth:`result`), an ACK, or the error reply to a notification the daemon could not
+        decode."""
+        if rid in self._inflight and not isinstance(reply, p.Ack):
+            self._early[rid] = reply
+        elif isinstance(reply, p.Ack):
             for done in [r for r in self._unacked if r <= reply.upto]:
                 del self._unacked[done]
             if reply.upto < self._hello_rid:  # about a session a later HELLO replaced: its

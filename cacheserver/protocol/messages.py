@@ -38,6 +38,8 @@ class Lookup(Message):
     keys: list[Key]
     lease: bool = True
     remote: bool = field(default=False, metadata={OMIT_DEFAULT: True})
+    # leases to drop first, one per key, as RELEASE does (a stream's previous batch)
+    release: list[Key] = field(default_factory=list, metadata={OMIT_DEFAULT: True})
 
 
 @message("allocate")
@@ -70,6 +72,9 @@ class Commit(Message):
     # gpu: also reserve a CPU slot for each block not in the CPU tier (write-through), told in
     # the reply's ``reserved`` (one-way: in the ACK)
     reserve: bool = field(default=False, metadata={OMIT_DEFAULT: True})
+    # cpu, with a reply: then reserve CPU slots for these blocks, as ALLOCATE cpu does, told in
+    # the reply's ``reserved`` (a stream's next batch)
+    reserve_next: list[BlockRef] = field(default_factory=list, metadata={OMIT_DEFAULT: True})
 
 
 @message("release")
@@ -198,7 +203,8 @@ class AllocateReply(Message):
 @message("commit", reply=True)
 class CommitReply(Message):
     accepted: list[bool]
-    reserved: list[int] = field(default_factory=list, metadata={OMIT_DEFAULT: True})  # reserve
+    reserved: list[int] = field(default_factory=list,  # reserve / reserve_next
+                                metadata={OMIT_DEFAULT: True})
 
 
 @message("release", reply=True)

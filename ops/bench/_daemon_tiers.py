@@ -1,8 +1,13 @@
 """Data-plane workloads of ``asymcache bench daemon``: CPU tier, index rebuild, Redis.
 
-* CPU tier: an engine moves a batch of 256 KiB blocks through the shared-memory tier with the
-  requests that go with it (write: ALLOCATE cpu + copies into the mapped slots + COMMIT; read:
-  LOOKUP + copies out + RELEASE), against one numpy copy of the same bytes.
+* CPU tier, one batch at a time: an engine moves a batch of 256 KiB blocks through the
+  shared-memory tier with the requests that go with it, each waited for (write: ALLOCATE cpu +
+  copies into the mapped slots + COMMIT; read: LOOKUP + copies out + RELEASE), against one numpy
+  copy of the same bytes.
+* CPU tier, streamed: the same batches one after the other through
+  :class:`engine.cpu_stream.CpuTierStream` (requests in flight while the copies run, COMMIT and
+  RELEASE one-way), against the same stream of numpy copies into a buffer as large; rounds
+  alternate which side goes first, and each round's ratio is kept.
 * Disk tier: in ``ops/bench/_daemon_disk.py``.
 * Index rebuild: a daemon started on a disk tier holding N entries; its start-up log says how long
   indexing took.
@@ -70,6 +75,71 @@ def cpu_tier(endpoint: str, batch_bytes: int, iters: int) -> dict:
                     times[k].append(dt)
         del slab  # release the view before the client unmaps the tier
     return _rates(times, batch_bytes)
+
+
+def cpu_stream(endpoint: str, batch_bytes: int, total_bytes: int, rounds: int,
+               depth: int = 2) -> dict:
+    """A stream of ``batch_bytes`` batches (``total_bytes`` in all) written into and read out of
+    the CPU tier, and the same stream of plain copies, in ``rounds`` alternating rounds (after
+    one warm-up round). Per round: seconds of each side and direction, and the ratios."""
+    from asymcache.engine.cpu_stream import CpuTierStream
+
+    n, nb = batch_bytes // BLOCK, total_bytes // batch_bytes
+    src = np.random.default_rng(1).integers(0, 255, (nb * n, BLOCK), dtype=np.uint8)
+    dst, scratch = np.zeros_like(src), np.zeros_like(src)  # zeros: pages faulted in
+    run = os.urandom(4).hex()
+    out: list[dict] = []
+    with CacheClient(endpoint, engine_id=f"cpu-stream-{batch_bytes}", heartbeat=False,
+                     timeout_s=30) as c:
+        reg = c.hello("bench-cpu-stream", LAYOUT, gpu_slots=16)
+        slab = np.frombuffer(c.cpu_tier_view(), np.uint8).reshape(reg.cpu_num_slots, -1)
+        stream = CpuTierStream(c, depth=depth)
+
+        def tier(r: int) -> tuple[float, float]:
+            model = f"bench-stream-{batch_bytes}-{run}-{r}"  # blocks no earlier call wrote
+            batches = [refs(n, b * n, model) for b in range(nb)]
+
+            def fill(i: int, slots: list[int]) -> None:
+                for j, s in enumerate(slots):
+                    slab[s, :BLOCK] = src[i * n + j]
+
+            def drain(i: int, slots: list[int | None]) -> None:
+                for j, s in enumerate(slots):
+                    dst[i * n + j] = slab[s, :BLOCK]
+
+            t0 = time.perf_counter()
+            wrote = stream.write(batches, fill)
+            t1 = time.perf_counter()
+            read = stream.read([[ref.key for ref in b] for b in batches], drain)
+            t2 = time.perf_counter()
+            if wrote.moved != nb * n or read.moved != nb * n or not np.array_equal(src, dst):
+                raise RuntimeError(f"the CPU tier stream moved {wrote.moved}/{read.moved} of "
+                                   f"{nb * n} blocks, or other bytes than were written")
+            dst.fill(0)
+            return t1 - t0, t2 - t1
+
+        def memcpy() -> tuple[float, float]:
+            t0 = time.perf_counter()
+            for b in range(nb):
+                np.copyto(scratch[b * n:(b + 1) * n], src[b * n:(b + 1) * n])
+            t1 = time.perf_counter()
+            for b in range(nb):
+                np.copyto(dst[b * n:(b + 1) * n], scratch[b * n:(b + 1) * n])
+            t2 = time.perf_counter()
+            return t1 - t0, t2 - t1
+
+        for r in range(rounds + 1):  # round 0 warms up
+            if r % 2:
+                (cw, cr), (tw, tr) = memcpy(), tier(r)
+            else:
+                (tw, tr), (cw, cr) = tier(r), memcpy()
+            if r:
+                out.append({"write_s": tw, "read_s": tr, "memcpy_write_s": cw,
+                            "memcpy_read_s": cr, "write_ratio": cw / tw, "read_ratio": cr / tr,
+                            "ratio": (cw + cr) / (tw + tr)})
+        slab = None  # release the view before the client unmaps the tier
+    med = {k: float(np.median([r[k] for r in out])) for k in out[0]}
+    return {"batches": nb, "rounds": out, **{f"median_{k}": v for k, v in med.items()}}
 
 
 def _rates(times: dict[str, list[float]], nbytes: int) -> dict[str, float]:
