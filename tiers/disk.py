@@ -19,7 +19,16 @@ Reads check magic, version, header digest, block key, length and checksum; any m
 miss, counted by kind, and the corrupt entry is deleted (and reported by ``take_failed``): a
 value stored under another key is kind ``key``, one of format version 1 (written before values
 carried their key) kind ``version``, dropped at the first start of this build (the index
-rebuild) or on read. Reads of blocks still in the write queue are served from the queue.
+rebuild) or on read. Version 1 values are not migrated: nothing in them ties the bytes to the
+block they are stored under, and a cache may recompute what it cannot prove. Reads of blocks
+still in the write queue are served from the queue.
+
+A damaged environment (``tiers/lmdb_store.py``: LMDB reports corruption, the file is not LMDB,
+another format tag, or the damage marker of an earlier process) is moved aside at open to
+``<path>.damaged-<time>`` and the tier starts empty: logged, counted once as ``damaged_file``
+(``error_counts``), and :attr:`DiskTier.damaged_dir` names the copy. Damage found while running
+(a read or the index rebuild) is counted the same way and stops writes; the next start moves the
+directory aside.
 """
 
 from __future__ import annotations
@@ -39,7 +48,7 @@ from asymcache.tiers.codec import (
     value_bytes,
 )
 from asymcache.tiers.disk_config import DiskTierConfig, MiB
-from asymcache.tiers.lmdb_store import LmdbStore
+from asymcache.tiers.lmdb_store import DAMAGE_ERRORS, DamagedStore, LmdbStore, move_aside
 from asymcache.tiers.write_behind import WriteBehind, WriteOp
 
 log = logging.getLogger(__name__)
@@ -58,9 +67,10 @@ class DiskTier(Tier):
                  map_bytes: int | None = None, writemap: bool = False,
                  queue_bytes: int = 256 * MiB, batch_bytes: int = 64 * MiB,
                  batch_ops: int = 4096) -> None:
-        self.config = cfg = DiskTierConfig(path, capacity_bytes, block_bytes, map_bytes,
-                                           writemap, queue_bytes, batch_bytes, batch_ops)
-        self._store = LmdbStore(path, cfg.map_size, cfg.writemap, batch_bytes)
+        self.config = DiskTierConfig(path, capacity_bytes, block_bytes, map_bytes,
+                                     writemap, queue_bytes, batch_bytes, batch_ops)
+        self.damaged_dir: str | None = None  # where a damaged environment was moved at open
+        self._store = self._open_store()
         self._page = self._store.page_bytes
         try:
             sizes = self._load_sizes()
@@ -71,10 +81,24 @@ class DiskTier(Tier):
                                   batch_bytes, batch_ops, self._on_done)
         self._lock = self._queue.lock
         self._acct = Accounts(capacity_bytes, self._lock, sizes)
+        if self.damaged_dir is not None:
+            self._acct.count("damaged_file")
         self._closed = False
         if self._acct.used > capacity_bytes:
             log.warning("disk tier %s holds %d bytes, over its capacity %d: evict before putting",
                         path, self._acct.used, capacity_bytes)
+
+    def _open_store(self) -> LmdbStore:
+        """The environment at the configured path; a damaged one is moved aside (logged) and
+        an empty one opened in its place, so a bad file never keeps the daemon from starting."""
+        cfg = self.config
+        try:
+            return LmdbStore(cfg.path, cfg.map_size, cfg.writemap, cfg.batch_bytes)
+        except DamagedStore as exc:
+            self.damaged_dir = move_aside(cfg.path)
+            log.error("%s; moved it to %s and starting with an empty disk tier (delete that "
+                      "directory once inspected)", exc, self.damaged_dir)
+        return LmdbStore(cfg.path, cfg.map_size, cfg.writemap, cfg.batch_bytes)
 
     # -- sizes ------------------------------------------------------------------------------
     def _load_sizes(self) -> dict[bytes, int]:
@@ -259,6 +283,8 @@ class DiskTier(Tier):
             with self._store.reader() as fresh:  # committed after the snapshot began, or lost
                 if fresh is not None:
                     return self._verified(key, fresh(key), copy)
+        except DAMAGE_ERRORS as exc:
+            self._store.mark_damaged(exc)
         except lmdb.Error as exc:
             log.warning("disk tier: reading %s failed: %s", key.hex(), exc)
         self._acct.count("io")
@@ -282,13 +308,14 @@ class DiskTier(Tier):
 
     def headers(self) -> Iterator[tuple[bytes, BlockHeader]]:
         """Every held block's (key, header): committed ones from LMDB in key order, then queued
-        ones. Corrupt header entries are dropped and counted."""
+        ones. Corrupt header entries are dropped and counted; if LMDB itself reports damage the
+        scan ends there (counted ``damaged_file``, the store marked for the next start)."""
         layouts: dict[bytes, str] = {}
         with self._lock:  # decode queued headers before the writer may recycle their buffers
             queued = {key: decode_header(op.value, layouts)[0] if op.value is not None else None
                       for key, op in self._queue.latest.items()}
         sizes, decode = self._acct.sizes, decode_header
-        for chunk in self._store.headers():
+        for chunk in self._scan_headers():
             for key, raw in chunk:
                 if key not in sizes or (queued and key in queued):
                     continue
@@ -299,6 +326,13 @@ class DiskTier(Tier):
         for key, header in queued.items():
             if header is not None and key in sizes:
                 yield key, header
+
+    def _scan_headers(self) -> Iterator[list[tuple[bytes, bytes]]]:
+        try:
+            yield from self._store.headers()
+        except DAMAGE_ERRORS as exc:
+            self._store.mark_damaged(exc)
+            self._acct.count("damaged_file")
 
     # -- failures ---------------------------------------------------------------------------
     def _drop(self, key: bytes, kind: str) -> None:

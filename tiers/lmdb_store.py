@@ -25,6 +25,13 @@ into its memory map; a write into a hole of a sparse file on a full file system 
 process with SIGBUS, so the data file is preallocated to the full map size first, and if that
 fails the store opens without writemap.
 
+A damaged environment (LMDB reports corruption or a page it cannot find, the file is not an
+LMDB file or of another LMDB version, the format tag is not this build's, or an earlier process
+left the ``DAMAGED`` marker after hitting corruption) raises :class:`DamagedStore` at open: the
+B-trees' pages are walked once (keys only; values carry their own checksums). :func:`move_aside`
+renames such a directory so that the tier can start empty; :meth:`LmdbStore.mark_damaged` leaves
+the marker when corruption shows up while running.
+
 A process-wide ``flock`` on ``asymcache.lock`` keeps a second daemon from opening the same
 directory. Not thread-safe by itself except as LMDB allows: one writer thread calls
 :meth:`LmdbStore.apply`, any thread may read.
@@ -37,6 +44,8 @@ import errno
 import fcntl
 import logging
 import os
+import shutil
+import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from itertools import islice
@@ -48,6 +57,10 @@ from asymcache.tiers.write_behind import WriteOp
 
 log = logging.getLogger(__name__)
 FORMAT_TAG = b"asymcache-disk-v1"
+DAMAGED_MARKER = "DAMAGED"  # left in the directory by a process that hit corruption
+DAMAGE_ERRORS = (lmdb.CorruptedError, lmdb.PageNotFoundError, lmdb.InvalidError,
+                 lmdb.VersionMismatchError, lmdb.PanicError, lmdb.BadChecksumError)
+_ASIDE_KEPT = 1  # moved-aside copies kept per tier directory (the newest), to bound the disk
 _FULL_ERRNOS = (errno.ENOSPC, errno.EDQUOT, errno.EFBIG)
 _SCAN_CHUNK = 4096
 _M_TRIM_THRESHOLD, _M_MMAP_THRESHOLD = -1, -3  # mallopt parameters (glibc's malloc.h)
@@ -93,6 +106,30 @@ def _lengths(cur: lmdb.Cursor) -> list[tuple[bytes, int]]:
     return [(bytes(key), len(value)) for key, value in islice(cur.iternext(), _SCAN_CHUNK)]
 
 
+class DamagedStore(Exception):
+    """The environment at ``path`` cannot be trusted (see the module docstring)."""
+
+    def __init__(self, path: str, reason: str) -> None:
+        super().__init__(f"disk tier {path!r} is damaged: {reason}")
+        self.path, self.reason = path, reason
+
+
+def move_aside(path: str) -> str:
+    """Rename the directory ``path`` to ``<path>.damaged-<UTC time>`` (older such copies beyond
+    the newest ``_ASIDE_KEPT`` are deleted) and return the new name."""
+    stamp = time.strftime("%Y%m%dT%H%M%S", time.gmtime())
+    aside = f"{path}.damaged-{stamp}"
+    n = 1
+    while os.path.exists(aside):
+        aside, n = f"{path}.damaged-{stamp}-{n}", n + 1
+    os.rename(path, aside)
+    parent, base = os.path.split(os.path.abspath(path))
+    older = sorted(e for e in os.listdir(parent) if e.startswith(base + ".damaged-"))
+    for name in older[:-_ASIDE_KEPT]:
+        shutil.rmtree(os.path.join(parent, name), ignore_errors=True)
+    return aside
+
+
 class LmdbStore:
     """An opened LMDB environment of ``map_bytes``; see the module docstring. ``batch_bytes`` is
     the most one transaction writes (sizes the freed heap kept for LMDB's page buffers)."""
@@ -110,6 +147,9 @@ class LmdbStore:
             self.env = lmdb.open(path, map_size=map_bytes, subdir=True, max_dbs=3,
                                  writemap=self.writemap, sync=True, metasync=True,
                                  meminit=not self.writemap)
+        except DAMAGE_ERRORS as exc:
+            os.close(self._lock_fd)
+            raise DamagedStore(path, f"LMDB cannot open it ({exc})") from exc
         except BaseException:
             os.close(self._lock_fd)
             raise
@@ -119,11 +159,15 @@ class LmdbStore:
             self.hdrs = self.env.open_db(b"headers")
             self.meta = self.env.open_db(b"meta")
             self._check_format()
+            self._walk()
+        except DAMAGE_ERRORS as exc:
+            self.close()
+            raise DamagedStore(path, f"LMDB reports {exc}") from exc
         except BaseException:
             self.close()
             raise
         self.page_bytes = self.env.stat()["psize"]
-        self.broken = False
+        self.broken = False  # damage found while running: writes refused (mark_damaged)
 
     @staticmethod
     def _lock_dir(path: str) -> int:
@@ -152,13 +196,36 @@ class LmdbStore:
             os.close(fd)
 
     def _check_format(self) -> None:
+        if os.path.exists(os.path.join(self.path, DAMAGED_MARKER)):
+            raise DamagedStore(self.path, "an earlier process found corruption in it")
         with self.env.begin(write=True) as txn:
             tag = txn.get(b"format", db=self.meta)
             if tag is None:
                 txn.put(b"format", FORMAT_TAG, db=self.meta)
             elif tag != FORMAT_TAG:
-                raise RuntimeError(f"disk tier {self.path!r} holds format {tag!r}; this build "
-                                   f"reads {FORMAT_TAG!r} (use another directory)")
+                raise DamagedStore(self.path, f"it holds format {bytes(tag)!r}, this build "
+                                              f"reads {FORMAT_TAG!r}")
+
+    def _walk(self) -> None:
+        """Visit every page of both B-trees (keys only): corruption raises here, at open."""
+        for db in (self.data, self.hdrs):
+            with self.env.begin(db=db, buffers=True) as txn:
+                for _ in txn.cursor().iternext(keys=True, values=False):
+                    pass
+
+    def mark_damaged(self, exc: BaseException) -> None:
+        """Corruption found while running: refuse writes from now on and leave the marker, so
+        that the next start moves the directory aside instead of trusting it."""
+        if self.broken:
+            return
+        self.broken = True
+        log.error("disk tier %s: LMDB reports damage (%s); refusing writes, and the next start "
+                  "moves the directory aside", self.path, exc)
+        try:
+            with open(os.path.join(self.path, DAMAGED_MARKER), "w") as f:
+                f.write(f"{time.strftime('%Y-%m-%dT%H:%M:%SZ', time.gmtime())} {exc}\n")
+        except OSError as err:
+            log.error("disk tier %s: cannot leave the damage marker: %s", self.path, err)
 
     # -- writes (the writer thread) ---------------------------------------------------------
     def apply(self, ops: list[WriteOp]) -> None:
@@ -210,10 +277,8 @@ class LmdbStore:
             self._note(exc)
 
     def _note(self, exc: lmdb.Error) -> None:
-        if isinstance(exc, lmdb.PanicError):
-            self.broken = True
-            log.error("disk tier %s: LMDB panicked (%s); refusing writes until restart",
-                      self.path, exc)
+        if isinstance(exc, DAMAGE_ERRORS):
+            self.mark_damaged(exc)
         elif not isinstance(exc, lmdb.MapFullError):
             log.warning("disk tier %s: write failed: %s", self.path, exc)
 
