@@ -21,6 +21,7 @@ from asymcache.engine.runner import ModelRunner
 
 if TYPE_CHECKING:
     from asymcache.engine.cache_link import CacheLink
+    from asymcache.engine.lookup_mirror import LookupMirror
 
 CPU_KV_BYTES = 256 << 20  # default pool on CPU: 256 MiB
 CUDA_KV_FRACTION = 0.9  # default pool on CUDA: this share of the free memory after loading
@@ -108,5 +109,22 @@ def make_link(config: EngineConfig, fingerprint: str, layout: KVLayout,
         return None
     from asymcache.engine.cache_link import CacheLink
 
+    mirror = make_mirror(config, fingerprint, layout)
     return CacheLink(config.cache_endpoint, config.engine_id or default_engine_id(), fingerprint,
-                     layout, slots, config.daemon_timeout_s)
+                     layout, slots, config.daemon_timeout_s, mirror)
+
+
+def make_mirror(config: EngineConfig, fingerprint: str, layout: KVLayout) -> LookupMirror | None:
+    """The LOOKUP mirror of the daemon's CPU and disk tiers when its events are configured: it
+    follows the engine's namespace without a ``cache_salt``."""
+    if not config.events_endpoint or not config.events_replay_endpoint:
+        return None
+    from asymcache.cacheserver.blocks import namespace_id
+    from asymcache.engine.kv_events import EventSubscriber, topic_of
+    from asymcache.engine.lookup_mirror import LookupMirror
+
+    namespace = namespace_id(fingerprint, layout, "")
+    sub = EventSubscriber(config.events_endpoint, config.events_replay_endpoint,
+                          (topic_of(namespace),), timeout_s=config.daemon_timeout_s, reask_s=0,
+                          replay_at_start=False)
+    return LookupMirror(sub, namespace, config.lookup_mirror_blocks)

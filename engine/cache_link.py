@@ -17,7 +17,9 @@ cannot fill are given back with CANCEL. Blocks in the CPU tier are read and writ
 zero-copy shared-memory mapping when the tier is on this host, else with GET and PUT. A CPU slot
 is read or written only under the registration that handed it out
 (:mod:`asymcache.engine.slot_grants`): a slot LOOKUP returned before the daemon restarted is a
-block gone (recomputed), never bytes of the new daemon's slab.
+block gone (recomputed), never bytes of the new daemon's slab. With a
+:class:`asymcache.engine.lookup_mirror.LookupMirror` (the daemon's KV events), a LOOKUP that
+cannot find anything is not sent: :meth:`CacheLink.lookup` answers it with misses.
 """
 
 from __future__ import annotations
@@ -25,7 +27,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable, Sequence
-from typing import TypeVar
+from typing import TYPE_CHECKING, TypeVar
 
 from asymcache.cacheserver import protocol as p
 from asymcache.cacheserver.blocks import KVLayout
@@ -33,6 +35,9 @@ from asymcache.cacheserver.protocol import BlockRef, ProtocolError, Where
 from asymcache.engine.client import CacheClient, CacheClientError, DaemonUnavailable
 from asymcache.engine.planner import MISS, Location
 from asymcache.engine.slot_grants import SlotGrants
+
+if TYPE_CHECKING:
+    from asymcache.engine.lookup_mirror import LookupMirror
 
 log = logging.getLogger(__name__)
 Buffer = bytes | bytearray | memoryview
@@ -47,8 +52,10 @@ class CacheLink:
     """See the module docstring. Used from the engine's thread only."""
 
     def __init__(self, endpoint: str, engine_id: str, fingerprint: str, layout: KVLayout,
-                 gpu_slots: int, timeout_s: float) -> None:
+                 gpu_slots: int, timeout_s: float, mirror: LookupMirror | None = None) -> None:
         self.endpoint, self.engine_id = endpoint, engine_id
+        self.mirror = mirror  # the host's CPU and disk blocks, from the daemon's KV events
+        self.lookups_skipped = 0  # LOOKUPs not sent: the mirror said nothing could be found
         self.fingerprint, self.layout, self.gpu_slots = fingerprint, layout, gpu_slots
         self.client = CacheClient(endpoint, engine_id=engine_id, timeout_s=timeout_s)
         self.connected = False
@@ -78,6 +85,8 @@ class CacheLink:
             self.connected = False  # a restarted daemon, or an expired session
         if self.connected and self.owed:
             self._give_back()
+        if self.connected and self.mirror is not None:
+            self.mirror.drain()
         if self.connected or self.refused is not None or not self.client.answering:
             return
         try:
@@ -148,11 +157,19 @@ class CacheLink:
         return default
 
     # ---- ops (long key lists go in batches under the daemon's per-request limits) ---------
-    def lookup(self, keys: Sequence[bytes], remote: bool = False) -> list[Location]:
+    def lookup(self, keys: Sequence[bytes], remote: bool = False, namespace: bytes | None = None,
+               in_pool: bool = False) -> list[Location]:
         """Where each block is (leased when found in a local tier); misses while down. With
         ``remote`` (asked only of a daemon that has a remote tier), blocks only the cluster
-        holds come back as ``remote`` (not leased: PROMOTE leases the CPU slot it fills)."""
+        holds come back as ``remote`` (not leased: PROMOTE leases the CPU slot it fills).
+
+        Not sent, all misses, when the mirror says no block of ``namespace`` among ``keys``
+        can be found; never when ``in_pool`` (some are in this engine's pool: the daemon leases
+        them, and their events may not have come yet) or with ``remote``."""
         remote = remote and self.remote_tier
+        if self._skippable(keys, remote, namespace, in_pool):
+            self.lookups_skipped += 1
+            return [MISS] * len(keys)
         out: list[Location] = []
         for part in _batches(keys, MAX_KEYS):
             res = self._guard(lambda part=part: self.client.lookup(part, remote=remote), None)
@@ -163,6 +180,22 @@ class CacheLink:
                 MISS if w is Where.MISS else Location(_WHERE[w], s if s >= 0 else None)
                 for w, s in zip(res.where, res.slots, strict=True)]
         return out
+
+    def _skippable(self, keys: Sequence[bytes], remote: bool, namespace: bytes | None,
+                   in_pool: bool) -> bool:
+        if (self.mirror is None or not self.connected or remote or in_pool or namespace is None
+                or not keys):
+            return False
+        return not self.mirror.may_hold(namespace, keys, self.daemon_epoch)
+
+    @property
+    def daemon_epoch(self) -> int | None:
+        """The epoch of the daemon this engine is registered with, as its replies say (None
+        while unknown, or while a heartbeat says it changed and no HELLO followed yet)."""
+        reg, pong = self.client.registration, self.client.last_pong
+        if reg is None or (pong is not None and pong.epoch != reg.epoch):
+            return None
+        return reg.epoch
 
     def promote(self, keys: Sequence[bytes]) -> list[int]:
         """CPU slots of disk or remote blocks brought up (leased); -1 where that failed."""
@@ -290,6 +323,8 @@ class CacheLink:
         """COMMIT ``refs[i]`` in ``slots[i]`` of ``tier``, one-way; with ``lease``, leased until
         RELEASE (the caller adds the keys to what it releases); with ``reserve`` (gpu), the
         daemon reserves CPU slots to write them through to (see :meth:`take_reserved`)."""
+        if tier == "cpu" and self.mirror is not None:
+            self.mirror.expect([ref.key for ref in refs])  # their events come later
         for i in range(0, len(refs), MAX_KEYS):
             part, at = refs[i:i + MAX_KEYS], slots[i:i + MAX_KEYS]
             self._guard(lambda part=part, at=at: self.client.commit(
@@ -332,6 +367,8 @@ class CacheLink:
         return len(current)
 
     def put(self, refs: Sequence[BlockRef], payloads: Sequence[bytes]) -> list[bool]:
+        if self.mirror is not None:
+            self.mirror.expect([ref.key for ref in refs])  # their events come later
         out: list[bool] = []
         for i in range(0, len(refs), MAX_BLOCKS_PER_MESSAGE):
             part, data = refs[i:i + MAX_BLOCKS_PER_MESSAGE], payloads[i:i + MAX_BLOCKS_PER_MESSAGE]
@@ -360,6 +397,8 @@ class CacheLink:
         for part in _batches(keys, MAX_KEYS):
             self._guard(lambda part=part: self.client.cancel(part), 0)
         self.client.close()
+        if self.mirror is not None:
+            self.mirror.close()
 
 
 def _batches(items: Sequence[T], size: int) -> list[list[T]]:

@@ -44,6 +44,12 @@ class EngineConfig:
     * ``cache_endpoint``: the daemon (``ipc://…`` or ``tcp://…``), ``None`` for none;
       ``engine_id`` names this engine to it (default: host and process id);
       ``daemon_timeout_s`` bounds every request to it.
+    * ``events_endpoint`` / ``events_replay_endpoint``: the daemon's KV events and their replay
+      (its ``events_endpoint`` and ``events_replay_endpoint``), both or neither; with them the
+      engine mirrors which blocks the daemon's CPU and disk tiers hold and sends no LOOKUP that
+      cannot find anything (docs/engine.md, "LOOKUP skip"). ``lookup_mirror_blocks`` bounds
+      that mirror (about 100 bytes a block); size it to the daemon's CPU slots plus disk blocks:
+      a host holding more makes every LOOKUP go out.
     * ``attn_backend``: kernel backend (``None`` automatic, ``torch``, ``triton``, ``reference``).
     * ``seed``: seeds requests that sample without their own seed.
     * ``cpu_threads``: torch intra-op threads of a CPU engine (``None``: torch's default). A
@@ -72,6 +78,9 @@ class EngineConfig:
     cache_endpoint: str | None = None
     engine_id: str | None = None
     daemon_timeout_s: float = 2.0
+    events_endpoint: str | None = None
+    events_replay_endpoint: str | None = None
+    lookup_mirror_blocks: int = 1 << 18
     attn_backend: str | None = None
     seed: int = 0
     cpu_threads: int | None = None
@@ -79,7 +88,7 @@ class EngineConfig:
     def __post_init__(self) -> None:
         object.__setattr__(self, "fetch_tiers", tuple(self.fetch_tiers))
         for name in ("block_size", "max_num_seqs", "max_num_batched_tokens", "chunk_tokens",
-                     "min_prefill_tokens", "max_waiting_requests"):
+                     "min_prefill_tokens", "max_waiting_requests", "lookup_mirror_blocks"):
             _positive_int(name, getattr(self, name))
         for name in ("num_gpu_blocks", "kv_cache_bytes", "max_model_len", "cpu_threads"):
             if getattr(self, name) is not None:
@@ -88,6 +97,10 @@ class EngineConfig:
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int | float) or value <= 0:
                 raise ValueError(f"EngineConfig.{name} must be a positive number, got {value!r}")
+        if bool(self.events_endpoint) != bool(self.events_replay_endpoint):
+            raise ValueError("EngineConfig.events_endpoint and events_replay_endpoint go "
+                             "together (the LOOKUP mirror replays what it missed): set both "
+                             "or neither")
         if self.chunking not in CHUNKING_MODES:
             raise ValueError(f"EngineConfig.chunking must be one of {CHUNKING_MODES}, "
                              f"got {self.chunking!r}")

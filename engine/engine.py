@@ -251,7 +251,8 @@ class LLMEngine:
             blocks_used=b.num_used, blocks_idle=b.num_idle, blocks_empty=b.num_empty,
             daemon_connected=None if link is None else link.connected,
             daemon_reconnects=0 if link is None else link.reconnects,
-            daemon_errors=0 if link is None else link.errors)
+            daemon_errors=0 if link is None else link.errors,
+            lookups_skipped=0 if link is None else link.lookups_skipped)
 
     def close(self) -> None:
         """Release everything held with the daemon and close the link."""

@@ -1,8 +1,9 @@
 """Where a request's blocks are, and what to do with each (DESIGN.md §6, admission steps 1-4).
 
 Hash the context's full blocks into keys, look them up (this engine's pool first, then the
-daemon: LOOKUP, asking the remote tier only when a load from it could pay; CPU copies this
-engine made of any of these blocks are confirmed first), plan segments,
+daemon: LOOKUP, asking the remote tier only when a load from it could pay, and not sent when the
+engine's mirror of the host says nothing can be found; CPU copies this engine made of any of
+these blocks are confirmed first), plan segments,
 PROMOTE the chosen disk and remote blocks to CPU slots, map the CPU-tier bytes to fetch, and
 plan again with what is really available (a block whose bytes could not be had is recomputed).
 Slots and copies are the caller's (:class:`asymcache.engine.kv_manager.KVManager`).
@@ -82,7 +83,8 @@ class KVLookup:
             return found
         self.transfers.confirm_if_any(req.keys)
         daemon = self.link.lookup(
-            req.keys, remote=remote_may_pay(req.num_tokens, self.inputs, cost))
+            req.keys, remote=remote_may_pay(req.num_tokens, self.inputs, cost),
+            namespace=req.namespace, in_pool=any(s is not None for s in local))
         req.leased = {k: None for k, loc in zip(req.keys, daemon, strict=True)
                       if loc.where not in ("miss", "remote")}  # REMOTE answers lease nothing
         # Own slots are the truth for "gpu"; a daemon's stale "gpu" answer counts as a miss.

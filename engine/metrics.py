@@ -108,6 +108,7 @@ class EngineState:
     daemon_connected: bool | None  # None: no daemon configured
     daemon_reconnects: int
     daemon_errors: int
+    lookups_skipped: int  # LOOKUPs the mirror of the daemon's tiers found needless
 
 
 class EngineStateCollector:
@@ -146,3 +147,7 @@ class EngineStateCollector:
             yield CounterMetricFamily("asymcache_engine_daemon_errors",
                                       "Daemon requests that failed or timed out",
                                       value=st.daemon_errors)
+            yield CounterMetricFamily("asymcache_engine_lookups_skipped",
+                                      "LOOKUPs not sent: the engine's mirror of the daemon's "
+                                      "tiers said none of their blocks could be found",
+                                      value=st.lookups_skipped)

@@ -1,9 +1,10 @@
 """A cache-aware router built on the daemons' KV events: which engine should serve a prompt.
 
-It keeps, per daemon (host), an index of the blocks that host holds, fed by the daemon's event
-stream (``ops/kv_events.py``), and answers for each engine how much of a prompt it would find
-cached and where: in its own GPU pool, or in its host's CPU, disk or remote tier. It sends a
-prompt where the prefill work it leaves, plus the work already queued there, is least:
+It keeps, per daemon (host), an index of the blocks that host holds (``ops/kv_events.py``), fed
+by the daemon's event stream (``engine/kv_events.py``), and answers for each engine how much of a
+prompt it would find cached and where: in its own GPU pool, or in its host's CPU, disk or remote
+tier. It sends a prompt where the prefill work it leaves, plus the work already queued there,
+is least:
 
     work(engine) = prompt tokens not cached for that engine + ``load(engine)``
 
@@ -22,7 +23,8 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 from asymcache.cacheserver.blocks import block_keys
-from asymcache.ops.kv_events import EventSubscriber, HostIndex
+from asymcache.engine.kv_events import EventSubscriber
+from asymcache.ops.kv_events import HostIndex
 
 TIERS = ("GPU", "CPU", "DISK", "REMOTE")  # best first
 

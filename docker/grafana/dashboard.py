@@ -57,9 +57,13 @@ def engine_panels() -> list[Panel]:
     cached = rate(tokens, where='source=~"resident|fetched"')
     return [
         Panel("Engines linked to the daemon", (("sum(asymcache_engine_daemon_connected)",
-                                                "connected"),), kind="stat", width=12),
+                                                "connected"),), kind="stat"),
         Panel("Daemon reconnects", (("sum(asymcache_engine_daemon_reconnects_total)",
-                                     "reconnects"),), kind="stat", width=12),
+                                     "reconnects"),), kind="stat"),
+        Panel("LOOKUPs skipped", ((rate("asymcache_engine_lookups_skipped_total"),
+                                   "skipped/s"),), "ops", kind="stat",
+              description="LOOKUPs not sent: the engines' mirrors of the daemon's tiers (KV "
+                          "events) said nothing could be found; zero without events endpoints"),
         _latency("Time to first token", "asymcache_engine_ttft_seconds",
                  "Arrival to first output token, all engines"),
         _latency("Time per output token", "asymcache_engine_tpot_seconds",

@@ -1,5 +1,5 @@
 """``asymcache bench events``: a real daemon's KV events under a seeded mixed workload, read
-live by ``ops.kv_events`` (docs/daemon.md, "KV events"). Goal: every block stored or removed
+live by ``engine.kv_events`` (docs/daemon.md, "KV events"). Goal: every block stored or removed
 appears in the stream in order, none lost with the replay endpoint, and the consumer's index
 equals the daemon's at the end. Tiny tiers keep evictions and demotions to disk going; the
 consumer throws a share of live batches away unread (``--drop``) so that gap filling is used.
@@ -78,7 +78,8 @@ class _Consumer:
     """The live subscriber, its index, and the stream's checks."""
 
     def __init__(self, endpoint: str, replay: str) -> None:
-        from asymcache.ops.kv_events import EventSubscriber, HostIndex
+        from asymcache.engine.kv_events import EventSubscriber
+        from asymcache.ops.kv_events import HostIndex
 
         self.sub, self.index, self.last = EventSubscriber(endpoint, replay), HostIndex(), {}
         self.batches = self.events = self.max_seq = self.disorder = self.anomalies = 0

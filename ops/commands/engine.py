@@ -36,6 +36,11 @@ _HELP = {
                    "(default: all three; '' for GPU-only reuse)",
     "write_through": "copy computed blocks to the CPU tier (default true)",
     "engine_id": "name of this engine at the daemon",
+    "events_endpoint": "the daemon's KV events endpoint: with --events-replay-endpoint, LOOKUPs "
+                       "that cannot find anything are not sent",
+    "events_replay_endpoint": "the daemon's KV events replay endpoint",
+    "lookup_mirror_blocks": "most blocks the LOOKUP mirror keeps (default 262144; size it to "
+                            "the daemon's CPU slots plus disk blocks)",
     "attn_backend": "kernel backend: torch, triton or reference",
     "cpu_threads": "torch threads of a CPU engine (default: torch's)",
 }

@@ -9,7 +9,7 @@ import sys
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from asymcache.ops.kv_events import Batch
+    from asymcache.engine.kv_events import Batch
 
 NAME = "events"
 HELP = "print a cache daemon's KV events live (which blocks each tier stores and removes)"
@@ -33,7 +33,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from asymcache.ops.kv_events import TOPIC_PREFIX, EventSubscriber
+    from asymcache.engine.kv_events import TOPIC_PREFIX, EventSubscriber
 
     topics = tuple(TOPIC_PREFIX + ns.lower().encode() for ns in args.namespace) or (TOPIC_PREFIX,)
     sub = EventSubscriber(args.endpoint, args.replay_endpoint, topics)

@@ -31,6 +31,7 @@ REQUIRED = {
     "RPC latency": "asymcache_rpc_latency_seconds_bucket",
     "errors": "asymcache_rpc_errors_total",
     "KV events": "asymcache_events_published_total",
+    "LOOKUPs skipped": "asymcache_engine_lookups_skipped_total",
 }
 
 

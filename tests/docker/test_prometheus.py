@@ -131,5 +131,7 @@ def test_engine_series_of_the_test_requests_reach_prometheus_exactly(
         f'sum({tokens}{{job="{ENGINE}",source=~"resident|fetched"}})': reused + sum(cached),
         # The engine registers with the daemon on its first request.
         _series("asymcache_engine_daemon_connected", ENGINE): 1.0,
+        # no events endpoint configured: no LOOKUP mirror, every LOOKUP goes out
+        _series("asymcache_engine_lookups_skipped_total", ENGINE): 0.0,
         f'asymcache_server_connected_engines{{job="{DAEMON}"}} >= bool 1': 1.0,
     })

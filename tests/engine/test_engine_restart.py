@@ -50,8 +50,8 @@ def test_cpu_slots_from_before_a_daemon_restart_are_recomputed_not_read_from_the
     real_lookup, real_slot = link.lookup, client.cpu_slot
     seen: dict = {"reads": [], "handed_out": set(), "restarted": False}
 
-    def lookup_then_restart(keys, remote=False):
-        found = real_lookup(keys, remote)
+    def lookup_then_restart(keys, remote=False, **options):
+        found = real_lookup(keys, remote, **options)
         assert [f.where for f in found] == ["cpu"] * HALF + ["disk"] * HALF
         daemons.procs[-1].stop()  # A goes away while the engine holds its slot numbers ...
         daemons.start(disk_write_through="true")  # ... and B answers at the same endpoint

@@ -1,11 +1,12 @@
-"""ops/kv_events.py's subscriber against a real daemon: replay and live overlap without
+"""engine/kv_events.py's subscriber against a real daemon: replay and live overlap without
 duplicates, and a restarted daemon is followed from its first batch."""
 
 from __future__ import annotations
 
 import time
 
-from asymcache.ops.kv_events import EventSubscriber, HostIndex
+from asymcache.engine.kv_events import EventSubscriber
+from asymcache.ops.kv_events import HostIndex
 from tests.cacheserver.daemon_fixtures import make_refs, payload, registered_client
 
 
