@@ -20,7 +20,13 @@ from dataclasses import dataclass
 
 import numpy as np
 
-KEY_BYTES = 16
+from asymcache.cacheserver.protocol.wire_types import (
+    FINGERPRINT_MAX_BYTES,
+    KEY_BYTES,
+    SALT_MAX_BYTES,
+    identifier_problem,
+)
+
 ROOT_PARENT = bytes(KEY_BYTES)
 _NS_PERSON = b"asymcache-ns-v1"
 _BLOCK_PERSON = b"asymcache-bk-v1"
@@ -104,9 +110,17 @@ class KVLayout:
 
 
 def namespace_id(model_fingerprint: str, layout: KVLayout, cache_salt: str = "") -> bytes:
-    """16-byte namespace of (model fingerprint, KV layout, tenant salt)."""
+    """16-byte namespace of (model fingerprint, KV layout, tenant salt). ``ValueError`` names
+    ``model_fingerprint`` (empty, or over ``FINGERPRINT_MAX_BYTES``) or ``cache_salt`` (over
+    ``SALT_MAX_BYTES`` in UTF-8)."""
     if not model_fingerprint:
         raise ValueError("model_fingerprint must be a non-empty string")
+    problem = identifier_problem(model_fingerprint, FINGERPRINT_MAX_BYTES)
+    if problem is not None:
+        raise ValueError(f"model_fingerprint {problem[1]}")
+    if len(cache_salt) > SALT_MAX_BYTES or len(cache_salt.encode("utf-8")) > SALT_MAX_BYTES:
+        raise ValueError(f"cache_salt is {len(cache_salt.encode('utf-8'))} bytes in UTF-8, more "
+                         f"than {SALT_MAX_BYTES} (its limit)")
     h = hashlib.blake2b(digest_size=KEY_BYTES, person=_NS_PERSON)
     for part in (model_fingerprint, layout.canonical(), cache_salt):
         data = part.encode("utf-8")

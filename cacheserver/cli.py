@@ -24,6 +24,9 @@ _HELP = {
     "lease_timeout_s": "drop a silent engine's leases after this many seconds",
     "max_inflight": "requests in flight per peer before BUSY",
     "remote.nodes": "host:port,... of the remote tier's cluster (see docs/remote.md)",
+    "curve_secret_key_file": "the daemon's CURVE certificate (`asymcache keys server DIR`)",
+    "curve_clients_dir": "folder of the allowed clients' public certificates (reloaded live)",
+    "insecure_tcp": "serve a tcp endpoint other hosts reach WITHOUT authentication (warned)",
 }
 
 
@@ -48,12 +51,13 @@ def run(args: argparse.Namespace) -> int:
         return 2
     logging.basicConfig(level=cfg.log_level.upper(), stream=sys.stderr,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    from asymcache.cacheserver.access import AccessError
     from asymcache.cacheserver.server import CacheServer
     from asymcache.cacheserver.startup import ShmTooSmall
 
     try:
         CacheServer(cfg).serve()
-    except ShmTooSmall as e:
+    except (ShmTooSmall, AccessError) as e:
         logging.getLogger("asymcache.server").error("bad configuration: %s", e)
         return 2
     except (OSError, ValueError) as e:

@@ -18,6 +18,7 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
+from asymcache.cacheserver.access import ENDPOINT_FIELDS, exposed_endpoints, unprotected_message
 from asymcache.cacheserver.config_loader import Scheme, load, parse_size
 from asymcache.cacheserver.policy import policy_names
 from asymcache.cacheserver.protocol import Limits
@@ -99,7 +100,9 @@ class ServerConfig:
     max_message_bytes: int = 256 << 20  # a request's frames together (the engine sends <= 32
     # blocks per PUT: keep it >= 32 x cpu_slot_bytes)
     curve_secret_key_file: str = ""  # a zmq certificate with the server's secret key
-    curve_clients_dir: str = ""  # public certificates of allowed clients ("" = any CURVE client)
+    curve_clients_dir: str = ""  # public certificates (*.key) of the allowed clients, reloaded
+    # while the daemon runs; required with curve_secret_key_file and never empty
+    insecure_tcp: bool = False  # serve tcp endpoints other hosts can reach without CURVE (warned)
     events_endpoint: str = ""  # ZeroMQ PUB endpoint of the KV events ("" = none; docs/daemon.md)
     events_replay_endpoint: str = ""  # ROUTER answering replay requests ("" = none)
     events_replay_bytes: int = 64 << 20  # event batches kept for replay (oldest dropped)
@@ -123,8 +126,7 @@ class ServerConfig:
         if self.log_level.upper() not in ("DEBUG", "INFO", "WARNING", "ERROR"):
             raise ValueError(f"log_level: must be debug/info/warning/error, got {self.log_level!r}")
         self._check_events()
-        if self.curve_clients_dir and not self.curve_secret_key_file:
-            raise ValueError("curve_clients_dir: needs curve_secret_key_file as well")
+        self._check_access()
         if self.remote.nodes:
             self.remote_tier_config()  # raises naming the remote.<field>
 
@@ -165,7 +167,30 @@ class ServerConfig:
                 raise ValueError(f"{name}: {value} is already {seen[value]}")
             seen[value] = name
 
+    def _check_access(self) -> None:
+        """CURVE comes with an allow-list; an endpoint other hosts can reach needs CURVE or
+        ``insecure_tcp`` (``cacheserver/access.py``; the folder's contents are read at start)."""
+        if self.curve_clients_dir and not self.curve_secret_key_file:
+            raise ValueError("curve_clients_dir: needs curve_secret_key_file as well")
+        if self.curve_secret_key_file and not self.curve_clients_dir:
+            raise ValueError("curve_clients_dir: required with curve_secret_key_file: a folder "
+                             "of the public certificates of the allowed clients (`asymcache "
+                             "keys client NAME DIR`); without it CURVE would admit any client")
+        if self.curve_secret_key_file or self.insecure_tcp:
+            return
+        exposed = exposed_endpoints({name: getattr(self, name) for name in ENDPOINT_FIELDS})
+        if exposed:
+            raise ValueError(unprotected_message(*exposed[0]))
+
     # ---- derived values -------------------------------------------------------------------
+    @property
+    def unprotected_endpoints(self) -> list[tuple[str, str]]:
+        """``(field, endpoint)`` served to other hosts without authentication: what
+        ``insecure_tcp`` allowed (the daemon warns about each at start)."""
+        if self.curve_secret_key_file:
+            return []
+        return exposed_endpoints({name: getattr(self, name) for name in ENDPOINT_FIELDS})
+
     @property
     def cpu_num_slots(self) -> int:
         return self.cpu_bytes // self.cpu_slot_bytes

@@ -94,12 +94,15 @@ def keys(cls: type, prefix: str = "") -> dict[str, Any]:
 
 
 def add_flags(parser: argparse.ArgumentParser, scheme: Scheme, helps: Mapping[str, str]) -> None:
-    """``--config FILE`` and ``--KEY VALUE`` per setting (its dest is the key); old spellings of
-    renamed flags are accepted, unlisted."""
+    """``--config FILE`` and ``--KEY VALUE`` per setting (its dest is the key; a bool's value
+    may be left out: ``--insecure-tcp`` is ``--insecure-tcp true``); old spellings of renamed
+    flags are accepted, unlisted."""
     parser.add_argument("--config", metavar="FILE", help=f"TOML file of {scheme.program} settings")
-    for key in keys(scheme.root):
-        parser.add_argument(flag_name(key), dest=key, metavar=re.split(r"[._]", key)[-1].upper(),
-                            help=helps.get(key, f"see docs/{scheme.program}.md"))
+    for key, hint in keys(scheme.root).items():
+        metavar = "BOOL" if hint is bool else re.split(r"[._]", key)[-1].upper()
+        bare = {"nargs": "?", "const": "true"} if hint is bool else {}
+        parser.add_argument(flag_name(key), dest=key, metavar=metavar,
+                            help=helps.get(key, f"see docs/{scheme.program}.md"), **bare)
     for old, new in scheme.renamed.items():
         if flag_name(old) != flag_name(new):
             parser.add_argument(flag_name(old), dest=old, help=argparse.SUPPRESS)

@@ -174,7 +174,8 @@ def stats(ctx: Context, identity: bytes, session: EngineSession | None, req: Sta
     return stats_reply(ctx)
 
 
-def snapshot(ctx: Context, ready: bool = True, dropped: int = 0) -> StateSnapshot:
+def snapshot(ctx: Context, ready: bool = True, dropped: int = 0,
+             refused: int = 0) -> StateSnapshot:
     """The daemon's levels now (what ``/metrics`` and STATS report)."""
     res = ctx.residency
     occupancy = {"gpu": sum(len(s.slot_keys) for s in ctx.sessions), "cpu": len(res.cpu)}
@@ -189,7 +190,7 @@ def snapshot(ctx: Context, ready: bool = True, dropped: int = 0) -> StateSnapsho
     return StateSnapshot(occupancy=occupancy, capacity=capacity, tier_errors=errors,
                          engines=len(ctx.sessions), index_blocks=len(ctx.index),
                          leases=sum(s.lease_count for s in ctx.sessions),
-                         dropped_replies=dropped, ready=ready,
+                         dropped_replies=dropped, refused_messages=refused, ready=ready,
                          remote_ready=None if remote is None else remote.ready,  # type: ignore[attr-defined]
                          remote_load=res.load_figures("remote"))
 

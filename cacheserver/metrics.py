@@ -102,6 +102,7 @@ class StateSnapshot:
     index_blocks: int = 0
     leases: int = 0
     dropped_replies: int = 0
+    refused_messages: int = 0  # of CURVE clients whose key left the allow-list
     ready: bool = False
     remote_ready: bool | None = None  # None = no remote tier
     remote_load: tuple[float, float] | None = None  # (latency_s, bandwidth_bps) in use
@@ -136,6 +137,11 @@ class StateCollector:
                                       "Replies that could not be delivered (peer gone or full)")
         dropped.add_metric([], s.dropped_replies)
         yield dropped
+        refused = CounterMetricFamily("asymcache_rpc_refused_messages",
+                                      "Messages dropped unanswered: their CURVE client key is no "
+                                      "longer in curve_clients_dir")
+        refused.add_metric([], s.refused_messages)
+        yield refused
         if s.remote_ready is not None:
             yield _gauge("asymcache_tier_remote_ready", "1 while a node of the remote cluster "
                          "answers", int(s.remote_ready))

@@ -7,21 +7,23 @@ edge-triggered and a send can consume the edge of a message that arrived meanwhi
 re-checks ``EVENTS`` after each batch, and a reply sent from outside a drain (an asynchronous
 handler) schedules one when a message is waiting.
 
-CURVE: with a server secret key the socket is a CURVE server; a ZAP authenticator thread admits
-only clients whose public certificates are in ``clients_dir`` (any CURVE client when it is empty).
-Plain clients cannot complete the handshake and are refused.
+CURVE (``access.py``): with the daemon's key pair the socket is a CURVE server; a ZAP
+authenticator thread admits only clients whose public keys are in the allow-list, and each
+message's ZAP user id (its sender's public key) is checked again against the current list, so a
+key removed while its client is connected gets no more replies (counted in ``refused``, the
+metric ``asymcache_rpc_refused_messages_total``; logged once per key). Plain clients cannot
+complete the handshake and are refused.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-import os
 from collections.abc import Callable
-from dataclasses import dataclass
 
 import zmq
 
+from asymcache.cacheserver.access import ClientKeys, ServerCurve
 from asymcache.cacheserver.protocol.sockets import send_frames
 from asymcache.cacheserver.protocol.wire import Buffer
 
@@ -30,26 +32,6 @@ log = logging.getLogger(__name__)
 _EVENTS, _POLLIN, _RCVMORE = int(zmq.EVENTS), int(zmq.POLLIN), int(zmq.RCVMORE)
 _NOBLOCK = int(zmq.NOBLOCK)
 _ROUNDS = 8  # batches per drain before other callbacks get the loop
-
-
-@dataclass(frozen=True)
-class ServerCurve:
-    """The server's CURVE certificate file and the directory of allowed client certificates."""
-
-    secret_key_file: str
-    clients_dir: str = ""
-
-    def secure(self, sock: zmq.Socket) -> None:
-        """Make ``sock`` a CURVE server with this certificate (the context's authenticator,
-        started by :class:`RouterSocket`, admits its clients)."""
-        import zmq.auth
-
-        public, secret = zmq.auth.load_certificate(self.secret_key_file)
-        if secret is None:
-            raise ValueError(f"curve_secret_key_file: {self.secret_key_file} has no secret key")
-        sock.curve_server = True
-        sock.curve_secretkey = secret
-        sock.curve_publickey = public
 
 
 class RouterSocket:
@@ -64,6 +46,8 @@ class RouterSocket:
         self.endpoint = endpoint
         self._ctx = ctx
         self._auth = None
+        self._clients: ClientKeys | None = None  # CURVE: each message's sender is checked
+        self._refused_keys: set[str] = set()  # revoked keys already logged
         self._sock = ctx.socket(zmq.ROUTER)
         for opt, value in ((zmq.LINGER, 0), (zmq.ROUTER_MANDATORY, 1), (zmq.ROUTER_HANDOVER, 1),
                            (zmq.SNDHWM, hwm), (zmq.RCVHWM, rcvhwm or hwm),
@@ -77,18 +61,18 @@ class RouterSocket:
         self._draining = False  # inside _drain: it re-checks EVENTS after each batch itself
         self._scheduled = False  # a _drain is queued with call_soon
         self.dropped = 0
+        self.refused = 0  # messages of clients whose key left the allow-list
 
     def _setup_curve(self, curve: ServerCurve) -> None:
-        import zmq.auth
+        """CURVE server; the context's ZAP authenticator asks ``curve.clients`` at each
+        handshake (it serves every CURVE socket of the context: the events sockets too)."""
         from zmq.auth.thread import ThreadAuthenticator
 
         curve.secure(self._sock)
         self._auth = ThreadAuthenticator(self._ctx)
         self._auth.start()
-        location = curve.clients_dir or zmq.auth.CURVE_ALLOW_ANY
-        if curve.clients_dir and not os.path.isdir(curve.clients_dir):
-            raise ValueError(f"curve_clients_dir: {curve.clients_dir} is not a directory")
-        self._auth.configure_curve(domain="*", location=location)
+        self._auth.configure_curve_callback(domain="*", credentials_provider=curve.clients)
+        self._clients = curve.clients
 
     def start(self, loop: asyncio.AbstractEventLoop,
               on_batch: Callable[[list[list[Buffer]]], None], max_batch: int) -> None:
@@ -136,18 +120,41 @@ class RouterSocket:
         sock, out = self._sock, []
         try:
             while len(out) < self._max_batch and sock.get(_EVENTS) & _POLLIN:
-                out.append(self._recv_one())
+                if self._clients is None:
+                    out.append(self._recv_one())
+                elif (msg := self._recv_allowed()) is not None:
+                    out.append(msg)
         except zmq.Again:  # POLLIN promised a message that is not there
             pass
         return out
 
-    def _recv_one(self) -> list[Buffer]:
-        """``[identity, header, *payload]`` of a waiting message: identity and header copied
-        (small; copying is cheaper than zero-copy frames), payload frames as zero-copy views.
-        ZeroMQ delivers a multipart message whole, so once ``POLLIN`` says one is waiting every
-        part of it can be read without blocking."""
+    def _recv_allowed(self) -> list[Buffer] | None:
+        """A waiting message whose sender's key is still allowed; else it is read, dropped
+        (no reply: the client times out and reconnects, and its handshake is refused), counted
+        and, the first time for that key, logged."""
+        assert self._clients is not None
+        first = self._sock.recv(_NOBLOCK, copy=False)
+        try:
+            user = first.get("User-Id")
+        except zmq.ZMQError:  # no ZAP user id: not an authenticated peer
+            user = ""
+        rest = self._recv_one(first.bytes)
+        if self._clients.allows(user):
+            return rest
+        self.refused += 1
+        if user not in self._refused_keys and len(self._refused_keys) < 4096:
+            self._refused_keys.add(user)
+            log.warning("refused a message from client key %s: no longer in curve_clients_dir",
+                        user)
+        return None
+
+    def _recv_one(self, identity: bytes | None = None) -> list[Buffer]:
+        """``[identity, header, *payload]`` of a waiting message (``identity``: its first frame,
+        already read): identity and header copied (small; copying is cheaper than zero-copy
+        frames), payload frames as zero-copy views. ZeroMQ delivers a multipart message whole,
+        so once ``POLLIN`` says one is waiting every part of it can be read without blocking."""
         sock = self._sock
-        msg: list[Buffer] = [sock.recv(_NOBLOCK)]
+        msg: list[Buffer] = [sock.recv(_NOBLOCK) if identity is None else identity]
         msg.append(sock.recv() if sock.get(_RCVMORE) else b"")
         while sock.get(_RCVMORE):
             msg.append(sock.recv(copy=False).buffer)

@@ -1,15 +1,18 @@
 """The daemon's lifecycle: ``serve -> startup -> main_loop -> shutdown``.
 
-* **startup** opens the tiers (CPU shared-memory slab, LMDB disk, and the remote tier when
-  configured: it connects in the background, the daemon never waits for its cluster), starts
-  HTTP (``/metrics``, ``/healthz``; ``/readyz`` answers 503 until ready), rebuilds the block
-  index from the disk's headers in a worker thread (HTTP keeps answering), binds the ROUTER and
-  installs SIGTERM/SIGINT handlers; then the daemon is ready.
+* **startup** reads the CURVE keys and allow-list (``access.py``; warns about endpoints
+  ``insecure_tcp`` leaves open), opens the tiers (CPU shared-memory slab, LMDB disk, and the
+  remote tier when configured: it connects in the background, the daemon never waits for its
+  cluster), starts HTTP (``/metrics``, ``/healthz``; ``/readyz`` answers 503 until ready),
+  rebuilds the block index from the disk's headers in a worker thread (HTTP keeps answering),
+  binds the ROUTER and installs SIGTERM/SIGINT handlers (and, with CURVE, SIGHUP: reload the
+  allow-list); then the daemon is ready.
 * **main_loop** reads requests in batches, admits each against its peer's in-flight bound
   (``max_inflight``; past it a BUSY error), and dispatches to the handlers of ``handlers.py`` /
   ``handlers_data.py``. Every request gets exactly one reply (one-way ones an ACK). A
-  housekeeping task expires silent engines, forgets blocks whose disk or remote writes failed
-  and hands the remote tier's measured load cost to the cost model.
+  housekeeping task expires silent engines, forgets blocks whose disk or remote writes failed,
+  hands the remote tier's measured load cost to the cost model and reloads a changed CURVE
+  allow-list.
 * **shutdown** (on a signal, or :meth:`CacheServer.request_stop`) stops reading, lets in-flight
   asynchronous requests finish (bounded), sends queued remote writes (bounded), flushes pending
   disk writes, closes the tiers (the CPU segment is unlinked) and stops HTTP.
@@ -31,6 +34,7 @@ import zmq
 from prometheus_client import CollectorRegistry, Counter
 
 from asymcache.cacheserver import handlers_data
+from asymcache.cacheserver.access import ServerCurve
 from asymcache.cacheserver.config import ServerConfig
 from asymcache.cacheserver.dispatch import Dispatcher
 from asymcache.cacheserver.events import EventLog, EventMetrics
@@ -43,7 +47,7 @@ from asymcache.cacheserver.metrics import DaemonMetrics, StateCollector
 from asymcache.cacheserver.movers import Residency
 from asymcache.cacheserver.protocol import request_ops
 from asymcache.cacheserver.protocol.sockets import ping
-from asymcache.cacheserver.router import RouterSocket, ServerCurve
+from asymcache.cacheserver.router import RouterSocket
 from asymcache.cacheserver.startup import PolicyFactory, open_remote, open_tiers, rebuild_index
 
 log = logging.getLogger("asymcache.server")
@@ -75,6 +79,7 @@ class CacheServer:
         self._dispatcher: Dispatcher | None = None
         self._housekeeping: asyncio.Task | None = None
         self._tiers: tuple | None = None  # (cpu, disk, remote) once open: shutdown closes them
+        self._curve: ServerCurve | None = None  # CURVE keys and the clients' allow-list
         self._policies: PolicyFactory | None = None
 
     # ---- lifecycle ----------------------------------------------------------------------
@@ -96,6 +101,7 @@ class CacheServer:
 
     async def startup(self) -> None:
         cfg = self.config
+        self._check_access()  # before anything is allocated: a refusal costs nothing
         Path(cfg.data_dir).mkdir(parents=True, exist_ok=True)
         t0 = time.perf_counter()
         cpu, disk = open_tiers(cfg)
@@ -121,6 +127,8 @@ class CacheServer:
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, self.request_stop)
+        if self._curve is not None:  # SIGHUP: read curve_clients_dir again now
+            loop.add_signal_handler(signal.SIGHUP, self._reload_client_keys, True)
         self._housekeeping = loop.create_task(self._housekeep())
         # The index is millions of long-lived, acyclic objects: keep the cyclic collector off
         # them (freeze what start-up built) and collect young objects less often.
@@ -128,6 +136,26 @@ class CacheServer:
         gc.set_threshold(50_000, 20, 100)
         self.ready = True
         log.info("serving %s (epoch %d, pid %d)", cfg.endpoint, self.epoch, os.getpid())
+
+    def _check_access(self) -> None:
+        """Read the CURVE keys and allow-list (``AccessError`` naming the field), and warn
+        about each endpoint that ``insecure_tcp`` leaves open to other hosts."""
+        cfg = self.config
+        if cfg.curve_secret_key_file:
+            self._curve = ServerCurve.load(cfg.curve_secret_key_file, cfg.curve_clients_dir)
+            log.info("CURVE: %d client keys allowed (curve_clients_dir %s, reloaded when it "
+                     "changes or on SIGHUP)", len(self._curve.clients.keys),
+                     cfg.curve_clients_dir)
+        for name, endpoint in cfg.unprotected_endpoints:
+            log.warning("insecure_tcp: %s %s is served WITHOUT authentication: any host that "
+                        "reaches it can read and write every tenant's KV blocks; configure "
+                        "curve_secret_key_file and curve_clients_dir instead (docs/security.md)",
+                        name, endpoint)
+
+    def _reload_client_keys(self, force: bool = False) -> None:
+        """Read ``curve_clients_dir`` again if it changed (housekeeping) or now (SIGHUP)."""
+        if self._curve is not None:
+            self._curve.clients.reload(force)
 
     async def _start_http(self) -> None:
         if self.config.metrics_port:
@@ -146,8 +174,7 @@ class CacheServer:
     def _bind(self) -> None:
         cfg = self.config
         self._check_endpoint_free()
-        curve = (ServerCurve(cfg.curve_secret_key_file, cfg.curve_clients_dir)
-                 if cfg.curve_secret_key_file else None)
+        curve = self._curve
         self._zmq = zmq.Context()
         max_msg = 2 * (cfg.cpu_slot_bytes + cfg.max_header_bytes)
         self._router = RouterSocket(self._zmq, cfg.endpoint, curve=curve,
@@ -233,12 +260,13 @@ class CacheServer:
     async def _housekeep(self) -> None:
         """Every ``min(1 s, lease_timeout_s / 4)``: expire silent engines, forget blocks whose
         disk or remote writes failed, hand the remote tier's measured figures to the cost
-        model. A step that fails is logged with its traceback and counted; the other steps
-        and the next round run as usual."""
+        model, reload the CURVE allow-list if its folder changed. A step that fails is logged
+        with its traceback and counted; the other steps and the next round run as usual."""
         ctx = self.ctx
         assert ctx is not None
         period = min(1.0, ctx.config.lease_timeout_s / 4)
-        steps = (self._expire_engines, ctx.residency.poll_failures, self._use_remote_figures)
+        steps = (self._expire_engines, ctx.residency.poll_failures, self._use_remote_figures,
+                 self._reload_client_keys)
         while True:
             await asyncio.sleep(period)
             for step in steps:
@@ -272,5 +300,7 @@ class CacheServer:
 
     def _snapshot(self) -> handlers_data.StateSnapshot:
         assert self.ctx is not None
-        dropped = self._router.dropped if self._router is not None else 0
-        return handlers_data.snapshot(self.ctx, self.ready, dropped)
+        router = self._router
+        if router is None:
+            return handlers_data.snapshot(self.ctx, self.ready)
+        return handlers_data.snapshot(self.ctx, self.ready, router.dropped, router.refused)

@@ -142,6 +142,12 @@ class ClientBase:
                  curve: ClientCurve | None) -> None:
         if timeout_s <= 0:
             raise ValueError(f"timeout_s must be positive, got {timeout_s}")
+        if engine_id:
+            problem = p.identifier_problem(engine_id, p.ENGINE_ID_MAX_BYTES)
+            if problem is not None:  # the daemon would refuse it; its routing id must fit too
+                raise ValueError(f"engine_id {problem[1]}: ZeroMQ routing ids are at most "
+                                 f"{p.ROUTING_ID_MAX_BYTES} bytes, with room for the prefix "
+                                 f"{p.ROUTING_ID_PREFIX!r} and the suffix {p.HEARTBEAT_SUFFIX!r}")
         self.endpoint = endpoint
         self.engine_id = engine_id or f"engine-{uuid.uuid4().hex[:12]}"
         self.timeout_s = timeout_s
@@ -164,7 +170,7 @@ class ClientBase:
 
     @property
     def routing_id(self) -> bytes:
-        return b"asymcache:" + self.engine_id.encode()
+        return p.ROUTING_ID_PREFIX + self.engine_id.encode()
 
     def _check_backoff(self) -> None:
         wait = self._down_until - monotonic()

@@ -13,6 +13,8 @@ from dataclasses import dataclass
 
 import torch
 
+from asymcache.cacheserver.protocol.wire_types import SALT_MAX_BYTES
+
 
 @dataclass(frozen=True)
 class SamplingParams:
@@ -63,6 +65,10 @@ class SamplingParams:
         if not isinstance(self.cache_salt, str):
             raise ValueError(f"SamplingParams.cache_salt must be a string, got "
                              f"{type(self.cache_salt).__name__}")
+        salt_bytes = len(self.cache_salt.encode("utf-8", "surrogatepass"))
+        if salt_bytes > SALT_MAX_BYTES:
+            raise ValueError(f"SamplingParams.cache_salt must be at most {SALT_MAX_BYTES} bytes "
+                             f"in UTF-8, got {salt_bytes}")
         if self.pin_ttl_s is not None and not (
             isinstance(self.pin_ttl_s, int | float) and self.pin_ttl_s > 0
         ):

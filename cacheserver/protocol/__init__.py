@@ -58,18 +58,29 @@ from asymcache.cacheserver.protocol.wire import (
     request_ops,
 )
 from asymcache.cacheserver.protocol.wire_types import (
+    ENGINE_ID_MAX_BYTES,
+    FINGERPRINT_MAX_BYTES,
     KEY_BYTES,
+    ROUTING_ID_MAX_BYTES,
+    ROUTING_ID_PREFIX,
+    SALT_MAX_BYTES,
     BlockRef,
     ErrorCode,
     Limits,
     ProtocolError,
     Where,
+    identifier_problem,
 )
 
 __all__ = [
+    "ENGINE_ID_MAX_BYTES",
+    "FINGERPRINT_MAX_BYTES",
     "HEARTBEAT_SUFFIX",
     "KEY_BYTES",
     "PROTOCOL_VERSION",
+    "ROUTING_ID_MAX_BYTES",
+    "ROUTING_ID_PREFIX",
+    "SALT_MAX_BYTES",
     "Ack",
     "Allocate",
     "AllocateReply",
@@ -112,5 +123,6 @@ __all__ = [
     "Where",
     "decode_reply",
     "decode_request",
+    "identifier_problem",
     "request_ops",
 ]

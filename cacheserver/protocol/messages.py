@@ -11,7 +11,7 @@ from dataclasses import field
 
 from asymcache.cacheserver.protocol.framing import Buffer
 from asymcache.cacheserver.protocol.wire import OMIT_DEFAULT, Message, message
-from asymcache.cacheserver.protocol.wire_types import BlockRef, Key
+from asymcache.cacheserver.protocol.wire_types import BlockRef, EngineId, Fingerprint, Key
 
 
 # ---- requests (engine/tool -> daemon) -----------------------------------------------------
@@ -20,8 +20,8 @@ class Hello(Message):
     """Register an engine: its model, KV layout (``KVLayout.to_dict()``), GPU pool size, and the
     blocks it already holds (``held[i]`` sits in GPU slot ``held_slots[i]``)."""
 
-    engine_id: str
-    model_fingerprint: str
+    engine_id: EngineId
+    model_fingerprint: Fingerprint
     layout: dict
     gpu_slots: int
     held: list[BlockRef] = field(default_factory=list)
@@ -156,7 +156,7 @@ class Ping(Message):
     """Liveness; with ``engine_id`` it is also that engine's heartbeat (keeps its leases).
     ``info``: also answer with the daemon's tiers and load (as HELLO's reply)."""
 
-    engine_id: str = ""
+    engine_id: EngineId = ""
     info: bool = field(default=False, metadata={OMIT_DEFAULT: True})
 
 
@@ -164,7 +164,7 @@ class Ping(Message):
 @message("hello", reply=True)
 class HelloReply(Message):
     epoch: int
-    engine_id: str
+    engine_id: EngineId
     restored: int
     cpu_shm_name: str
     cpu_slot_bytes: int

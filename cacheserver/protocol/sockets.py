@@ -15,9 +15,12 @@ from asymcache.cacheserver.protocol.framing import Buffer
 from asymcache.cacheserver.protocol.messages import Ping, PingReply
 from asymcache.cacheserver.protocol.wire import decode_reply
 
-# a client's heartbeat socket: its routing id + this suffix (the daemon takes a PING naming an
-# engine as its heartbeat only from the socket that registered it or from this identity)
-HEARTBEAT_SUFFIX = b"/heartbeat"
+# a client's heartbeat socket: its routing id + HEARTBEAT_SUFFIX (the daemon takes a PING naming
+# an engine as its heartbeat only from the socket that registered it or from that identity)
+from asymcache.cacheserver.protocol.wire_types import HEARTBEAT_SUFFIX, ROUTING_ID_PREFIX
+
+__all__ = ["HEARTBEAT_SUFFIX", "ROUTING_ID_PREFIX", "ClientCurve", "DealerSocket", "ping",
+           "send_frames", "split_frames"]
 _ZERO_COPY_MIN = 64 * 1024  # frames at least this big are sent without a copy
 _SNDMORE = int(zmq.SNDMORE)  # a plain int: pyzmq's flag enums make ``|`` a Python-level call
 _EVENTS, _POLLIN = int(zmq.EVENTS), int(zmq.POLLIN)

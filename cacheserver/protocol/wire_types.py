@@ -1,9 +1,17 @@
 """Wire types: what a message field may hold, its decoder, and the one ``ProtocolError``.
 
 Message fields are declared with a small set of wire types (``int``, ``float``, ``bool``,
-``str``, ``Key`` = 16 bytes, ``list[...]``, ``BlockRef``, ``dict``); :data:`DECODERS` maps each
-declared type to a function ``decode(value, field_name, limits)`` that returns the checked value
-or raises :class:`ProtocolError` naming the field and what was wrong. Pure Python, no msgpack.
+``str``, ``Key`` = 16 bytes, ``EngineId`` and ``Fingerprint`` = strings of bounded UTF-8 length,
+``list[...]``, ``BlockRef``, ``dict``); :data:`DECODERS` maps each declared type to a function
+``decode(value, field_name, limits)`` that returns the checked value or raises
+:class:`ProtocolError` naming the field and what was wrong. Pure Python, no msgpack.
+
+Identifier limits (docs/security.md) are in UTF-8 bytes. An engine's ZeroMQ routing id is
+``ROUTING_ID_PREFIX + engine_id`` and its heartbeat socket's that + ``HEARTBEAT_SUFFIX``
+(``sockets.py``); ZeroMQ routing ids are at most 255 bytes, so ``ENGINE_ID_MAX_BYTES`` leaves
+room for both. A ``cache_salt`` never travels to the daemon (it is hashed into the namespace by
+``blocks.namespace_id``, which checks ``SALT_MAX_BYTES``); keys and namespaces are exactly
+``KEY_BYTES``.
 """
 
 from __future__ import annotations
@@ -16,6 +24,16 @@ from typing import Any
 
 KEY_BYTES = 16
 Key = bytes  # a 16-byte digest on the wire (wire type "Key")
+EngineId = str  # wire type "EngineId": at most ENGINE_ID_MAX_BYTES, no control characters
+Fingerprint = str  # wire type "Fingerprint": at most FINGERPRINT_MAX_BYTES, no control characters
+
+ROUTING_ID_MAX_BYTES = 255  # ZeroMQ's limit on a socket's routing id
+ROUTING_ID_PREFIX = b"asymcache:"  # an engine's routing id is this + its engine_id
+HEARTBEAT_SUFFIX = b"/heartbeat"  # + this: the routing id of its heartbeat socket
+ENGINE_ID_MAX_BYTES = 128
+FINGERPRINT_MAX_BYTES = 256  # engines send 32 hex characters (engine/model/fingerprint.py)
+SALT_MAX_BYTES = 256  # a tenant's cache_salt
+assert len(ROUTING_ID_PREFIX) + ENGINE_ID_MAX_BYTES + len(HEARTBEAT_SUFFIX) <= ROUTING_ID_MAX_BYTES
 
 
 class ErrorCode(StrEnum):
@@ -121,8 +139,37 @@ def _str(v: Any, name: str, lim: Limits) -> str:
 
 def _key(v: Any, name: str, lim: Limits) -> bytes:
     if type(v) is not bytes or len(v) != KEY_BYTES:
-        raise field_error(name, f"must be {KEY_BYTES} bytes, got {v!r:.40}")
+        raise field_error(name, f"must be {KEY_BYTES} bytes (KEY_BYTES), got {v!r:.40}")
     return v
+
+
+def identifier_problem(value: str, max_bytes: int) -> tuple[ErrorCode, str] | None:
+    """What is wrong with ``value`` as an identifier of at most ``max_bytes`` UTF-8 bytes and
+    no control characters (identifiers end up in logs, metrics and events): the error code and
+    the rest of a sentence naming it, or ``None``."""
+    if len(value) > max_bytes:  # each character is at least one byte
+        return ErrorCode.TOO_LARGE, f"is longer than {max_bytes} bytes (its limit)"
+    try:
+        size = len(value.encode())
+    except UnicodeEncodeError:
+        return ErrorCode.BAD_FIELD, "is not valid UTF-8 text"
+    if size > max_bytes:
+        return ErrorCode.TOO_LARGE, f"is {size} bytes in UTF-8, more than {max_bytes} (its limit)"
+    if not value.isprintable():
+        return ErrorCode.BAD_FIELD, "holds control or unprintable characters"
+    return None
+
+
+def _identifier(max_bytes: int, what: str) -> Decoder:
+    def decode(v: Any, name: str, lim: Limits) -> str:
+        if type(v) is not str:
+            raise _not_a(name, "a str", v)
+        problem = identifier_problem(v, max_bytes)
+        if problem is not None:
+            raise field_error(name, f"{problem[1]}; {what}", problem[0])
+        return v
+
+    return decode
 
 
 def _opt_key(v: Any, name: str, lim: Limits) -> bytes | None:
@@ -185,6 +232,12 @@ DECODERS: dict[str, Decoder] = {
     "float | None": _opt_float, "list[Key]": _key_list, "list[int]": _list_of(_int),
     "list[bool]": _list_of(_bool), "list[BlockRef]": _list_of(_blockref),
     "list[str]": _list_of(_str),
+    "EngineId": _identifier(ENGINE_ID_MAX_BYTES, "an engine id is at most "
+                            f"{ENGINE_ID_MAX_BYTES} bytes: ZeroMQ routing ids are at most "
+                            f"{ROUTING_ID_MAX_BYTES} bytes and the client adds "
+                            f"{ROUTING_ID_PREFIX.decode()!r} and {HEARTBEAT_SUFFIX.decode()!r}"),
+    "Fingerprint": _identifier(FINGERPRINT_MAX_BYTES, "a model fingerprint is at most "
+                               f"{FINGERPRINT_MAX_BYTES} bytes"),
 }
 
 

@@ -80,3 +80,13 @@ def test_layout_sizes():
     assert LAYOUT.bytes_per_token == 131_072  # Llama-3-8B, REFERENCE_NUMBERS.md
     assert LAYOUT.bytes_per_block == 16 * 131_072
     assert KVLayout.from_dict(LAYOUT.to_dict()) == LAYOUT
+
+
+def test_salts_and_fingerprints_over_their_limits_are_refused_naming_them():
+    namespace_id("f" * 256, LAYOUT, "s" * 256)  # at the limits
+    with pytest.raises(ValueError, match=r"^cache_salt is 257 bytes in UTF-8, more than 256"):
+        namespace_id("fp", LAYOUT, "s" * 257)
+    with pytest.raises(ValueError, match=r"^cache_salt is 258 bytes"):
+        namespace_id("fp", LAYOUT, "\u00e9" * 129)
+    with pytest.raises(ValueError, match=r"^model_fingerprint is longer than 256 bytes"):
+        namespace_id("f" * 257, LAYOUT)

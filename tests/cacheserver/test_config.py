@@ -43,6 +43,13 @@ def test_other_asymcache_variables_are_not_daemon_settings() -> None:
     ({"curve_clients_dir": "/x"}, "curve_clients_dir"), ({"disk_bytes": -1}, "disk_bytes"),
     ({"max_message_bytes": 1 << 20}, "max_message_bytes"),  # < one slot + one header
     ({"disk_queue_bytes": 0}, "disk_queue_bytes"),
+    ({"curve_secret_key_file": "/s"}, "curve_clients_dir"),  # CURVE needs an allow-list
+    ({"endpoint": "tcp://0.0.0.0:5555"}, "endpoint"),  # other hosts reach it: CURVE or insecure
+    ({"endpoint": "tcp://*:5555"}, "endpoint"), ({"endpoint": "tcp://eth0:5555"}, "endpoint"),
+    ({"endpoint": "tcp://cache.example:5555"}, "endpoint"),
+    ({"events_endpoint": "tcp://10.0.0.2:5556"}, "events_endpoint"),
+    ({"events_endpoint": "ipc:///tmp/e", "events_replay_endpoint": "tcp://0.0.0.0:5557"},
+     "events_replay_endpoint"),
 ])
 def test_bad_values_fail_naming_the_field(kwargs: dict, field: str) -> None:
     with pytest.raises(ValueError, match=f"^{field}"):
@@ -139,3 +146,31 @@ def test_nan_from_the_environment_fails_naming_the_field() -> None:
     assert "lease_timeout_s" in FLOAT_FIELDS and len(FLOAT_FIELDS) >= 5
     with pytest.raises(ValueError, match=r"^lease_timeout_s: must be a finite number"):
         load_config(None, {}, {"ASYMCACHE_DAEMON_LEASE_TIMEOUT_S": "nan"})
+
+
+@pytest.mark.parametrize("kwargs", [
+    {"endpoint": "tcp://127.0.0.1:5555"}, {"endpoint": "tcp://127.3.2.1:5555"},
+    {"endpoint": "tcp://localhost:5555"}, {"endpoint": "ipc:///tmp/a.ipc"},
+    {"endpoint": "tcp://0.0.0.0:5555", "insecure_tcp": True},
+    {"endpoint": "tcp://0.0.0.0:5555", "curve_secret_key_file": "/s", "curve_clients_dir": "/c"},
+])
+def test_local_endpoints_curve_or_the_insecure_flag_pass(kwargs: dict) -> None:
+    cfg = ServerConfig(**kwargs)
+    assert cfg.unprotected_endpoints == ([("endpoint", "tcp://0.0.0.0:5555")]
+                                         if kwargs.get("insecure_tcp") else [])
+
+
+def test_an_exposed_endpoint_names_both_ways_out_and_where_it_came_from() -> None:
+    with pytest.raises(ValueError) as info:
+        load_config(None, {"endpoint": "tcp://0.0.0.0:5599"}, {})
+    message = str(info.value)
+    assert message.startswith("endpoint: tcp://0.0.0.0:5599 can be reached from other hosts")
+    for words in ("curve_secret_key_file and curve_clients_dir", "asymcache keys",
+                  "--insecure-tcp", "(from flag --endpoint)"):
+        assert words in message
+    assert load_config(None, {"endpoint": "tcp://0.0.0.0:5599"},
+                       {"ASYMCACHE_DAEMON_INSECURE_TCP": "true"}).insecure_tcp is True
+
+
+def test_metrics_http_binds_loopback_by_default() -> None:
+    assert ServerConfig().metrics_host == "127.0.0.1"

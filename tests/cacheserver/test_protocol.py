@@ -163,3 +163,34 @@ def test_extension_types_are_refused() -> None:
     with pytest.raises(p.ProtocolError) as info:
         p.decode_request(frames)
     assert info.value.code == p.ErrorCode.BAD_MESSAGE
+
+
+def test_identifier_limits_leave_room_for_the_routing_id_prefix_and_heartbeat_suffix() -> None:
+    longest = p.ROUTING_ID_PREFIX + b"e" * p.ENGINE_ID_MAX_BYTES + p.HEARTBEAT_SUFFIX
+    assert len(longest) <= p.ROUTING_ID_MAX_BYTES == 255
+    ok = p.Hello(engine_id="e" * p.ENGINE_ID_MAX_BYTES, model_fingerprint="f" * 256,
+                 layout={}, gpu_slots=1)
+    assert p.decode_request(ok.to_wire(1))[1] == ok
+
+
+@pytest.mark.parametrize(("fields", "name", "code"), [
+    ({"engine_id": "e" * 129}, "engine_id", p.ErrorCode.TOO_LARGE),
+    ({"engine_id": "\u00e9" * 65}, "engine_id", p.ErrorCode.TOO_LARGE),  # 130 bytes
+    ({"engine_id": "a\x00b"}, "engine_id", p.ErrorCode.BAD_FIELD),
+    ({"model_fingerprint": "f" * 257}, "model_fingerprint", p.ErrorCode.TOO_LARGE),
+    ({"model_fingerprint": "f\x1b[31m"}, "model_fingerprint", p.ErrorCode.BAD_FIELD),
+], ids=["engine_id_long", "engine_id_utf8", "engine_id_control", "fingerprint_long",
+        "fingerprint_control"])
+def test_identifiers_over_their_limits_raise_naming_the_field(
+        fields: dict, name: str, code: p.ErrorCode) -> None:
+    hello = {"engine_id": "e", "model_fingerprint": "m", "layout": {}, "gpu_slots": 1} | fields
+    with pytest.raises(p.ProtocolError) as info:
+        p.decode_request([msgpack.packb([V, "hello", 7, hello])])
+    assert info.value.code == code and info.value.request_id == 7
+    assert f"field {name!r}" in info.value.message
+
+
+def test_keys_of_another_size_than_key_bytes_are_refused_naming_the_field() -> None:
+    for key in (b"k" * (p.KEY_BYTES - 1), b"k" * (p.KEY_BYTES + 1)):
+        with pytest.raises(p.ProtocolError, match=r"field 'keys' must be 16 bytes \(KEY_BYTES\)"):
+            p.decode_request([msgpack.packb([V, "lookup", 1, {"keys": [key]}])])

@@ -4,14 +4,17 @@ volume, the `gpu` profile reserves a GPU, every setting comes from ``docker/.env
 
 from __future__ import annotations
 
+import subprocess
 import tomllib
 from pathlib import Path
 
+import pytest
 import yaml
 
 from asymcache.cacheserver.config import parse_size
 from tests.docker.compose import docker_size, dotenv, rendered, run_compose
 from tests.docker.services import DOCKER
+from tests.docker.test_images import _admitted
 
 ENGINES = ("engine", "engine-gpu")
 REDIS = ("redis-1", "redis-2", "redis-3", "redis-cluster-init")  # the `redis` profile
@@ -103,6 +106,7 @@ def test_bind_mounts_exist_in_the_checkout() -> None:
              for name, service in rendered()["services"].items()
              for target, source in _mounts(service).items() if source.startswith("/")}
     assert set(binds) == {*((engine, "/models") for engine in ENGINES),
+                          ("cacheserver", "/etc/asymcache/keys"),
                           ("prometheus", "/etc/prometheus/prometheus.yml"),
                           ("grafana", "/etc/grafana/provisioning"),
                           ("grafana", "/etc/grafana/dashboards")}
@@ -164,3 +168,31 @@ def test_second_gpu_engine_differs_from_the_first_only_in_its_gpu_and_port() -> 
             service.pop(key, None)
         service["volumes"] = sorted(service["volumes"])
     assert first == second
+
+
+def test_curve_keys_are_mounted_read_only_and_stay_out_of_git_and_images() -> None:
+    daemon = rendered()["services"]["cacheserver"]
+    (mount,) = [v for v in daemon["volumes"] if v.split(":")[1] == "/etc/asymcache/keys"]
+    assert mount.endswith(":ro") and Path(mount.split(":")[0]) == DOCKER / "keys"
+    secret = "docker/keys/server.key_secret"
+    ignored = subprocess.run(["git", "check-ignore", "-q", secret], cwd=DOCKER.parent)
+    assert ignored.returncode == 0, f"git would commit {secret}"
+    for ignore_file in ("daemon.Dockerfile.dockerignore", "engine.Dockerfile.dockerignore"):
+        assert not _admitted(secret, ignore_file), ignore_file
+
+
+def test_a_tcp_endpoint_needs_the_curve_settings_or_the_insecure_flag() -> None:
+    from asymcache.cacheserver.config import load_config
+
+    env = dict(rendered()["services"]["cacheserver"]["environment"])
+    assert env["ASYMCACHE_DAEMON_ENDPOINT"].startswith("ipc://")  # nothing exposed by default
+    assert env["ASYMCACHE_DAEMON_INSECURE_TCP"] == "false"
+    image_defaults = DOCKER / "daemon.toml"
+    env["ASYMCACHE_DAEMON_ENDPOINT"] = "tcp://0.0.0.0:5555"
+    with pytest.raises(ValueError, match=r"^endpoint: .*curve_clients_dir.*--insecure-tcp"):
+        load_config(image_defaults, environ=env)
+    curve = {"ASYMCACHE_DAEMON_CURVE_SECRET_KEY_FILE": "/etc/asymcache/keys/server.key_secret",
+             "ASYMCACHE_DAEMON_CURVE_CLIENTS_DIR": "/etc/asymcache/keys/clients"}
+    assert load_config(image_defaults, environ={**env, **curve}).unprotected_endpoints == []
+    insecure = load_config(image_defaults, environ={**env, "ASYMCACHE_DAEMON_INSECURE_TCP": "true"})
+    assert insecure.unprotected_endpoints == [("endpoint", "tcp://0.0.0.0:5555")]

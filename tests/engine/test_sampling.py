@@ -46,7 +46,8 @@ def test_top_p_keeps_only_the_nucleus() -> None:
     ("kwargs", "field"),
     [({"max_tokens": 0}, "max_tokens"), ({"temperature": -1.0}, "temperature"),
      ({"top_p": 0.0}, "top_p"), ({"seed": -2}, "seed"), ({"stop": [""]}, "stop"),
-     ({"pin_ttl_s": 0}, "pin_ttl_s"), ({"top_k": 1.5}, "top_k")],
+     ({"pin_ttl_s": 0}, "pin_ttl_s"), ({"top_k": 1.5}, "top_k"),
+     ({"cache_salt": "s" * 257}, "cache_salt")],
 )
 def test_bad_sampling_params_name_the_field(kwargs: dict, field: str) -> None:
     with pytest.raises(ValueError, match=field):

@@ -1,4 +1,4 @@
-"""The daemon's commands as scripts use them: serve, ping, stats, demo."""
+"""The daemon's commands as scripts use them: serve, ping, stats, keys, demo."""
 
 from __future__ import annotations
 
@@ -40,6 +40,33 @@ def test_serve_with_a_bad_value_exits_2_naming_the_field(tmp_path) -> None:
     bad = _asymcache("serve", "--endpoint", f"ipc://{tmp_path}/x.ipc", "--data-dir",
                      str(tmp_path), "--cpu-bytes", "lots")
     assert bad.returncode == 2 and "cpu_bytes (from flag --cpu-bytes)" in bad.stderr
+
+
+def test_serve_takes_insecure_tcp_as_a_bare_flag() -> None:
+    shown = _asymcache("config", "show", "--daemon", "--json", "--endpoint", "tcp://0.0.0.0:9",
+                       "--insecure-tcp")
+    assert shown.returncode == 0, shown.stderr
+    setting = json.loads(shown.stdout)["settings"]["insecure_tcp"]
+    assert setting == {"value": True, "source": "flag --insecure-tcp"}
+
+
+def test_keys_writes_private_secrets_allows_clients_and_never_overwrites(tmp_path) -> None:
+    server = _asymcache("keys", "server", str(tmp_path / "srv"))
+    assert server.returncode == 0 and "curve_secret_key_file = " in server.stdout
+    client = _asymcache("keys", "client", "gpu0", str(tmp_path / "cl"), "--allow",
+                        str(tmp_path / "allowed"))
+    assert client.returncode == 0 and "allowed: " in client.stdout
+    for secret in (tmp_path / "srv" / "server.key_secret", tmp_path / "cl" / "gpu0.key_secret"):
+        assert secret.stat().st_mode & 0o777 == 0o600
+    public = (tmp_path / "cl" / "gpu0.key").read_bytes()
+    assert b"public-key" in public and b"secret-key" not in public
+    assert (tmp_path / "allowed" / "gpu0.key").read_bytes() == public
+    assert os.listdir(tmp_path / "allowed") == ["gpu0.key"]
+    again = _asymcache("keys", "client", "gpu0", str(tmp_path / "cl"))
+    assert again.returncode == 2 and "never overwritten" in again.stderr
+    assert (tmp_path / "cl" / "gpu0.key").read_bytes() == public
+    bad = _asymcache("keys", "client", "../escape", str(tmp_path / "cl"))
+    assert bad.returncode == 2 and "NAME must be" in bad.stderr
 
 
 def test_demo_serves_the_chat_twice_prints_the_table_and_a_png_and_cleans_up(tmp_path) -> None:
