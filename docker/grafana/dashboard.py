@@ -137,6 +137,7 @@ def daemon_panels() -> list[Panel]:
             (rate("asymcache_rpc_errors_total", "code"), "reply {{code}}"),
             (rate("asymcache_tier_errors_total", "tier, kind"), "{{tier}} {{kind}}"),
             (rate("asymcache_rpc_dropped_replies_total"), "dropped replies"),
+            (rate("asymcache_rpc_refused_messages_total"), "refused (key withdrawn)"),
             (rate("asymcache_server_expired_engines_total"), "expired engines"),
         ), "ops", width=24),
     ]

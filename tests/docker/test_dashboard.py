@@ -32,6 +32,7 @@ REQUIRED = {
     "errors": "asymcache_rpc_errors_total",
     "KV events": "asymcache_events_published_total",
     "LOOKUPs skipped": "asymcache_engine_lookups_skipped_total",
+    "messages of withdrawn keys": "asymcache_rpc_refused_messages_total",
 }
 
 

@@ -90,6 +90,8 @@ def test_daemon_series_of_the_test_traffic_reach_prometheus_exactly(
         ("asymcache_rpc_latency_seconds_count", "op", "get"): 1,
         ("asymcache_rpc_errors_total", "code", refused.value.code): 1,
     }
+    # no CURVE on this daemon: no client key can be withdrawn, nothing is refused unanswered
+    assert prometheus.value(_series("asymcache_rpc_refused_messages_total", DAEMON)) == 0.0
     _wait_for_values(prometheus, {
         _series(name, DAEMON, **{label: value}):
             sample(baseline, name, **{label: value}) + delta
