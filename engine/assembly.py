@@ -20,6 +20,7 @@ from asymcache.engine.kv_pool import KVPool
 from asymcache.engine.runner import ModelRunner
 
 if TYPE_CHECKING:
+    from asymcache.cacheserver.protocol.sockets import ClientCurve
     from asymcache.engine.cache_link import CacheLink
     from asymcache.engine.lookup_mirror import LookupMirror
 
@@ -109,12 +110,14 @@ def make_link(config: EngineConfig, fingerprint: str, layout: KVLayout,
         return None
     from asymcache.engine.cache_link import CacheLink
 
-    mirror = make_mirror(config, fingerprint, layout)
+    curve = config.curve
+    mirror = make_mirror(config, fingerprint, layout, curve)
     return CacheLink(config.cache_endpoint, config.engine_id or default_engine_id(), fingerprint,
-                     layout, slots, config.daemon_timeout_s, mirror)
+                     layout, slots, config.daemon_timeout_s, mirror, curve)
 
 
-def make_mirror(config: EngineConfig, fingerprint: str, layout: KVLayout) -> LookupMirror | None:
+def make_mirror(config: EngineConfig, fingerprint: str, layout: KVLayout,
+                curve: ClientCurve | None = None) -> LookupMirror | None:
     """The LOOKUP mirror of the daemon's CPU and disk tiers when its events are configured: it
     follows the engine's namespace without a ``cache_salt``."""
     if not config.events_endpoint or not config.events_replay_endpoint:
@@ -125,6 +128,7 @@ def make_mirror(config: EngineConfig, fingerprint: str, layout: KVLayout) -> Loo
 
     namespace = namespace_id(fingerprint, layout, "")
     sub = EventSubscriber(config.events_endpoint, config.events_replay_endpoint,
-                          (topic_of(namespace),), timeout_s=config.daemon_timeout_s, reask_s=0,
+                          (topic_of(namespace),), curve=curve, timeout_s=config.daemon_timeout_s,
+                          reask_s=0,
                           replay_at_start=False)
     return LookupMirror(sub, namespace, config.lookup_mirror_blocks)

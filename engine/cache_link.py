@@ -37,6 +37,7 @@ from asymcache.engine.planner import MISS, Location
 from asymcache.engine.slot_grants import SlotGrants
 
 if TYPE_CHECKING:
+    from asymcache.cacheserver.protocol.sockets import ClientCurve
     from asymcache.engine.lookup_mirror import LookupMirror
 
 log = logging.getLogger(__name__)
@@ -52,12 +53,13 @@ class CacheLink:
     """See the module docstring. Used from the engine's thread only."""
 
     def __init__(self, endpoint: str, engine_id: str, fingerprint: str, layout: KVLayout,
-                 gpu_slots: int, timeout_s: float, mirror: LookupMirror | None = None) -> None:
+                 gpu_slots: int, timeout_s: float, mirror: LookupMirror | None = None,
+                 curve: ClientCurve | None = None) -> None:
         self.endpoint, self.engine_id = endpoint, engine_id
         self.mirror = mirror  # the host's CPU and disk blocks, from the daemon's KV events
         self.lookups_skipped = 0  # LOOKUPs not sent: the mirror said nothing could be found
         self.fingerprint, self.layout, self.gpu_slots = fingerprint, layout, gpu_slots
-        self.client = CacheClient(endpoint, engine_id=engine_id, timeout_s=timeout_s)
+        self.client = CacheClient(endpoint, engine_id=engine_id, timeout_s=timeout_s, curve=curve)
         self.connected = False
         self.reconnects = 0
         self.errors = 0

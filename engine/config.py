@@ -14,6 +14,7 @@ from dataclasses import dataclass, fields
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
+    from asymcache.cacheserver.protocol.sockets import ClientCurve
     from asymcache.engine.kv_manager import KVConfig
 
 CHUNKING_MODES = ("adaptive", "fixed")
@@ -44,6 +45,9 @@ class EngineConfig:
     * ``cache_endpoint``: the daemon (``ipc://…`` or ``tcp://…``), ``None`` for none;
       ``engine_id`` names this engine to it (default: host and process id);
       ``daemon_timeout_s`` bounds every request to it.
+    * ``curve_server_key_file`` / ``curve_client_key_file``: CURVE for a daemon that requires
+      it (a ``tcp://`` endpoint off loopback): the daemon's public certificate and this engine's
+      secret certificate (``asymcache keys``), both or neither; used for the events sockets too.
     * ``events_endpoint`` / ``events_replay_endpoint``: the daemon's KV events and their replay
       (its ``events_endpoint`` and ``events_replay_endpoint``), both or neither; with them the
       engine mirrors which blocks the daemon's CPU and disk tiers hold and sends no LOOKUP that
@@ -78,6 +82,8 @@ class EngineConfig:
     cache_endpoint: str | None = None
     engine_id: str | None = None
     daemon_timeout_s: float = 2.0
+    curve_server_key_file: str | None = None
+    curve_client_key_file: str | None = None
     events_endpoint: str | None = None
     events_replay_endpoint: str | None = None
     lookup_mirror_blocks: int = 1 << 18
@@ -97,6 +103,10 @@ class EngineConfig:
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int | float) or value <= 0:
                 raise ValueError(f"EngineConfig.{name} must be a positive number, got {value!r}")
+        if bool(self.curve_server_key_file) != bool(self.curve_client_key_file):
+            raise ValueError("EngineConfig.curve_server_key_file and curve_client_key_file go "
+                             "together (the daemon's public certificate, this engine's secret "
+                             "one): set both or neither")
         if bool(self.events_endpoint) != bool(self.events_replay_endpoint):
             raise ValueError("EngineConfig.events_endpoint and events_replay_endpoint go "
                              "together (the LOOKUP mirror replays what it missed): set both "
@@ -105,6 +115,19 @@ class EngineConfig:
             raise ValueError(f"EngineConfig.chunking must be one of {CHUNKING_MODES}, "
                              f"got {self.chunking!r}")
         self.kv_config  # noqa: B018 - validates reuse and fetch_tiers
+
+    @property
+    def curve(self) -> ClientCurve | None:
+        """The CURVE keys to reach the daemon with (read from the files), or None."""
+        if not self.curve_server_key_file or not self.curve_client_key_file:
+            return None
+        from asymcache.cacheserver.protocol.sockets import ClientCurve
+
+        try:
+            return ClientCurve.from_files(self.curve_server_key_file, self.curve_client_key_file)
+        except (OSError, ValueError) as exc:
+            raise ValueError(f"EngineConfig.curve_server_key_file / curve_client_key_file: "
+                             f"{exc}") from exc
 
     @property
     def kv_config(self) -> KVConfig:

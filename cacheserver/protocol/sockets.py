@@ -45,6 +45,12 @@ class ClientCurve:
             raise ValueError(f"{client_secret_cert} holds no secret key (use the .key_secret file)")
         return cls(server_public, public, secret)
 
+    def apply(self, sock: zmq.Socket) -> None:
+        """Make ``sock`` a CURVE client of the server (before it connects)."""
+        sock.curve_serverkey = self.server_public
+        sock.curve_publickey = self.public
+        sock.curve_secretkey = self.secret
+
 
 def _dealer(ctx: zmq.Context, endpoint: str, routing_id: bytes | None,
             curve: ClientCurve | None) -> zmq.Socket:
@@ -54,9 +60,7 @@ def _dealer(ctx: zmq.Context, endpoint: str, routing_id: bytes | None,
     if routing_id:
         sock.setsockopt(zmq.ROUTING_ID, routing_id)
     if curve is not None:
-        sock.curve_serverkey = curve.server_public
-        sock.curve_publickey = curve.public
-        sock.curve_secretkey = curve.secret
+        curve.apply(sock)
     sock.connect(endpoint)
     return sock
 

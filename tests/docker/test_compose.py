@@ -106,6 +106,7 @@ def test_bind_mounts_exist_in_the_checkout() -> None:
              for name, service in rendered()["services"].items()
              for target, source in _mounts(service).items() if source.startswith("/")}
     assert set(binds) == {*((engine, "/models") for engine in ENGINES),
+                          *((engine, "/etc/asymcache/keys") for engine in ENGINES),
                           ("cacheserver", "/etc/asymcache/keys"),
                           ("prometheus", "/etc/prometheus/prometheus.yml"),
                           ("grafana", "/etc/grafana/provisioning"),

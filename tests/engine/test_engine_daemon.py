@@ -217,3 +217,37 @@ def test_an_engine_going_idle_writes_its_last_blocks_through(daemons, prompts, r
             out = b.generate(prompts[:1], greedy(2))
         assert_same(out, [r[:2] for r in ref[:1]])
         assert out[0].stats.fetched_tokens == FULL
+
+
+def test_an_engine_with_curve_keys_is_served_by_a_protected_daemon(daemons, prompts, ref,
+                                                                    tmp_path: Path) -> None:
+    import shutil
+
+    import zmq.auth
+
+    from asymcache.cacheserver.protocol.sockets import ClientCurve
+    from tests.cacheserver.daemon_fixtures import free_port
+
+    keys, allowed = tmp_path / "keys", tmp_path / "allowed"
+    keys.mkdir()
+    allowed.mkdir()
+    server_pub, server_sec = zmq.auth.create_certificates(str(keys), "server")
+    engine_pub, engine_sec = zmq.auth.create_certificates(str(keys), "engine")
+    shutil.copy(engine_pub, allowed / "engine.key")
+    endpoint = f"tcp://127.0.0.1:{free_port()}"
+    curve = {"curve_server_key_file": server_pub, "curve_client_key_file": engine_sec}
+    daemons(endpoint=endpoint, curve=ClientCurve.from_files(server_pub, engine_sec),
+            curve_secret_key_file=server_sec, curve_clients_dir=str(allowed))
+    prompts, ref = prompts[:N], ref[:N]
+    with make_llm(cache_endpoint=endpoint, **curve) as a:
+        assert_same(a.generate(prompts, greedy(OUT)), ref)
+    with make_llm(cache_endpoint=endpoint, **curve) as b:  # a fresh pool: from the CPU tier
+        outs = b.generate(prompts, greedy(OUT))
+    assert_same(outs, ref)
+    assert [o.stats.fetched_tokens for o in outs] == [FULL] * N
+    with make_llm(cache_endpoint=endpoint) as c:  # no keys: no handshake, no cache
+        outs = c.generate(prompts, greedy(OUT))
+    assert_same(outs, ref)
+    assert [o.stats.fetched_tokens for o in outs] == [0] * N
+    with pytest.raises(ValueError, match="curve_client_key_file"):
+        make_llm(cache_endpoint=endpoint, curve_server_key_file=server_pub)
