@@ -44,6 +44,7 @@ class Plan:
     repeat_configs: tuple[str, ...] = ("1", "3", "4", "5c", "P")
     target_step_s: float = 0.04
     cpu_threads: int = 1
+    lookup_mirror: bool = True
 
 
 @dataclass
@@ -66,7 +67,7 @@ def run_workload(name: str, plan: Plan, profile: str, block_bytes: int, progress
     base = build(name, plan.source)
     caps = capacities(base, plan, block_bytes)
     setup = RunSetup(caps, profile, cpu_threads=plan.cpu_threads,
-                     target_step_s=plan.target_step_s)
+                     target_step_s=plan.target_step_s, lookup_mirror=plan.lookup_mirror)
     raised = f", raised to hold {plan.gpu_min_contexts:g} longest contexts" \
         if caps.gpu_raised else ""
     log(f"[{base.name}] {len(base)} requests, {caps.unique_blocks} unique blocks; tiers gpu "

@@ -36,16 +36,21 @@ class RunSetup:
     target_step_s: float = 0.04
     max_num_seqs: int = 32
     max_num_batched_tokens: int = 2048
+    lookup_mirror: bool = True  # daemons publish KV events; engines skip LOOKUPs that cannot hit
 
-    def engine_options(self, cfg: BenchConfig, endpoint: str | None) -> dict[str, Any]:
-        """``EngineConfig`` fields of ``cfg`` on this setup (a bound's pool holds everything)."""
+    def engine_options(self, cfg: BenchConfig, endpoint: str | None,
+                       events: tuple[str, str] | None = None) -> dict[str, Any]:
+        """``EngineConfig`` fields of ``cfg`` on this setup (a bound's pool holds everything);
+        ``events``: the daemon's events and replay endpoints, for the engine's LOOKUP mirror."""
         caps = self.capacities
+        mirror = {"events_endpoint": events[0], "events_replay_endpoint": events[1]} \
+            if events else {}
         return {"model": self.model, "cpu_threads": self.cpu_threads,
                 "num_gpu_blocks": caps.all_blocks if cfg.bound else caps.gpu_blocks,
                 "cost_model": self.cost_model,
                 "target_step_s": self.target_step_s, "max_num_seqs": self.max_num_seqs,
                 "max_num_batched_tokens": self.max_num_batched_tokens,
-                "cache_endpoint": endpoint, **cfg.engine}
+                "cache_endpoint": endpoint, **mirror, **cfg.engine}
 
 
 @dataclass
@@ -66,8 +71,8 @@ def run_config(cfg: BenchConfig, workload: Workload, setup: RunSetup, *, margins
                log: Callable[[str], None] | None = None) -> ConfigRun:
     """Replay ``workload`` under ``cfg`` (side effects: a daemon process while it runs; ``log``
     hears when it started and stopped)."""
-    with _daemon(cfg, setup.capacities, log) as (endpoint, metrics_url):
-        engine = build_engine(cfg, setup, endpoint)
+    with _daemon(cfg, setup, log) as (endpoint, metrics_url, events):
+        engine = build_engine(cfg, setup, endpoint, events)
         try:
             warm_up(engine)
             timer = install(engine)
@@ -80,11 +85,12 @@ def run_config(cfg: BenchConfig, workload: Workload, setup: RunSetup, *, margins
     return ConfigRun(cfg, result, stats, counters, rpc)
 
 
-def build_engine(cfg: BenchConfig, setup: RunSetup, endpoint: str | None) -> LLMEngine:
+def build_engine(cfg: BenchConfig, setup: RunSetup, endpoint: str | None,
+                 events: tuple[str, str] | None = None) -> LLMEngine:
     from asymcache.engine.config import EngineConfig
     from asymcache.engine.engine import LLMEngine
 
-    return LLMEngine(EngineConfig.from_kwargs(**setup.engine_options(cfg, endpoint)))
+    return LLMEngine(EngineConfig.from_kwargs(**setup.engine_options(cfg, endpoint, events)))
 
 
 def warm_up(engine: LLMEngine) -> None:
@@ -101,26 +107,31 @@ def warm_up(engine: LLMEngine) -> None:
 
 
 @contextmanager
-def _daemon(cfg: BenchConfig, caps: Capacities, log: Callable[[str], None] | None
-            ) -> Iterator[tuple[str | None, str | None]]:
-    """A fresh daemon for ``cfg``: its endpoint and ``/metrics`` URL (``None`` for a
-    configuration without a daemon)."""
+def _daemon(cfg: BenchConfig, setup: RunSetup, log: Callable[[str], None] | None
+            ) -> Iterator[tuple[str | None, str | None, tuple[str, str] | None]]:
+    """A fresh daemon for ``cfg``: its endpoint, ``/metrics`` URL and (``setup.lookup_mirror``)
+    KV events and replay endpoints (``None`` for a configuration without a daemon)."""
     if not cfg.uses_daemon:
-        yield None, None
+        yield None, None, None
         return
     from asymcache.ops.daemon_process import DaemonProcess
 
     tmp = tempfile.mkdtemp(prefix="ace2e-")
     port = _free_port()
+    caps = setup.capacities
     flags = {**caps.daemon_flags(str(cfg.policy), lmdb_entry_bytes(caps.block_bytes)),
              "metrics_port": port}
+    events = (f"ipc://{tmp}/events.ipc", f"ipc://{tmp}/replay.ipc") \
+        if setup.lookup_mirror else None
+    if events is not None:
+        flags.update(events_endpoint=events[0], events_replay_endpoint=events[1])
     daemon = DaemonProcess(f"ipc://{tmp}/daemon.ipc", f"{tmp}/data", flags=flags,
                            log_path=f"{tmp}/daemon.log")
     try:
         daemon.start()
         if log is not None:
             log(f"daemon pid {daemon.pid} on {daemon.endpoint} (policy {cfg.policy})")
-        yield daemon.endpoint, f"http://127.0.0.1:{port}/metrics"
+        yield daemon.endpoint, f"http://127.0.0.1:{port}/metrics", events
     except Exception:
         _print_log_tail(f"{tmp}/daemon.log")
         raise
