@@ -195,10 +195,12 @@ class CacheClient(ClientBase):
         if self._stale:
             self._reconnect()
         self._check_backoff()
-        if self._unacked:
-            self.poll_acks()
+        # ACKs are read by the engine's step (check_acks) and by every wait; here only before
+        # concluding that the oldest notification went unanswered
         if self.overdue:
-            raise self._went_down()
+            self.poll_acks()
+            if self.overdue:
+                raise self._went_down()
         rid = next(self._rid)
         if not self._sock.send(msg.to_wire(rid), block=False):
             raise self._went_down()
