@@ -169,8 +169,9 @@ Reply = Message | ErrorReply
 
 
 # ---- decoding -----------------------------------------------------------------------------
-def _decode(frames: Sequence[Buffer], lim: Limits, table: dict) -> tuple[int, Any]:
-    _, op, rid, raw = unpack_header(frames, lim)
+def _decode(frames: Sequence[Buffer], lim: Limits, table: dict,
+            header: tuple[int, str, int, dict] | None = None) -> tuple[int, Any]:
+    _, op, rid, raw = header or unpack_header(frames, lim)
     payload = check_payload(frames, lim, rid, op)
     cls = table.get(op)
     if cls is None:
@@ -191,13 +192,14 @@ def decode_request(frames: Sequence[Buffer], limits: Limits | None = None) -> tu
 def decode_reply(frames: Sequence[Buffer], limits: Limits | None = None) -> tuple[int, Reply]:
     """``(request_id, reply)``; an error reply decodes to :class:`ErrorReply` (not raised)."""
     lim = limits or DEFAULT_LIMITS
-    _, op, rid, raw = unpack_header(frames, lim)
+    header = unpack_header(frames, lim)
+    _, op, rid, raw = header
     if raw.get("ok") is False:
         code, msg = raw.get("code"), raw.get("message")
         if type(code) is not str or type(msg) is not str:
             raise ProtocolError(ErrorCode.BAD_MESSAGE, "error reply without code/message", rid)
         return rid, ErrorReply(op, code, msg)
-    return _decode(frames, lim, _REPLIES)
+    return _decode(frames, lim, _REPLIES, header)  # the header is unpacked once
 
 
 def request_ops() -> list[str]:
