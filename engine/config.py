@@ -54,6 +54,11 @@ class EngineConfig:
       cannot find anything (docs/engine.md, "LOOKUP skip"). ``lookup_mirror_blocks`` bounds
       that mirror (about 100 bytes a block); size it to the daemon's CPU slots plus disk blocks:
       a host holding more makes every LOOKUP go out.
+    * ``api_keys_file``: a JSON file of the HTTP API's keys, each mapped to a tenant and its
+      ``cache_salt`` or to an administrator (``engine/server/api_keys.py``; docs/security.md,
+      "API keys and tenants"). With it every ``/v1`` request needs ``Authorization: Bearer
+      <key>`` and runs with its key's salt; the file is read again when it changes. ``None``:
+      no key needed (a warning when the server listens on a non-loopback host).
     * ``attn_backend``: kernel backend (``None`` automatic, ``torch``, ``triton``, ``reference``).
     * ``seed``: seeds requests that sample without their own seed.
     * ``cpu_threads``: torch intra-op threads of a CPU engine (``None``: torch's default). A
@@ -87,6 +92,7 @@ class EngineConfig:
     events_endpoint: str | None = None
     events_replay_endpoint: str | None = None
     lookup_mirror_blocks: int = 1 << 18
+    api_keys_file: str | None = None
     attn_backend: str | None = None
     seed: int = 0
     cpu_threads: int | None = None

@@ -8,6 +8,10 @@ OpenAI-style error body saying what was wrong, and the server keeps serving. Whi
 ``Retry-After: 1``) and the reason. A client that disconnects while streaming aborts its
 request. If the engine fails while a reply streams, the stream ends with an error event
 (``{"error": ...}``, type ``server_error``) and ``[DONE]``; the server then answers 503.
+
+With API keys (``ServerContext.keys``), every ``/v1`` request needs a key in force (401), a
+generation runs with its key's ``cache_salt`` (another one in the body is 403), and the admin
+routes (``GET /v1/admin/keys``) need an admin key (403): ``engine/server/auth.py``.
 """
 
 from __future__ import annotations
@@ -15,10 +19,10 @@ from __future__ import annotations
 import asyncio
 import uuid
 from collections.abc import AsyncIterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
-from fastapi import FastAPI, Request
+from fastapi import Depends, FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response, StreamingResponse
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
@@ -27,12 +31,15 @@ from asymcache.engine.async_engine import AsyncEngine, EngineBusyError, EngineDe
 from asymcache.engine.engine import RequestOutput
 from asymcache.engine.sampling import SamplingParams
 from asymcache.engine.server import responses as R
+from asymcache.engine.server.api_keys import ApiKeys
+from asymcache.engine.server.auth import Refused, RequireApiKey, cache_salt, require_admin
 from asymcache.engine.server.openai_schema import ChatCompletionRequest, CompletionRequest
 
 
 @dataclass(frozen=True)
 class ServerContext:
-    """What the routes need: the engine, its tokenizer, names and the metrics registry."""
+    """What the routes need: the engine, its tokenizer, names, the metrics registry and the
+    API keys (None: no key needed)."""
 
     engine: AsyncEngine
     tokenizer: Any
@@ -40,6 +47,7 @@ class ServerContext:
     registry: CollectorRegistry
     max_model_len: int
     default_max_tokens: int = 256
+    keys: ApiKeys | None = None
 
 
 class BadRequest(Exception):
@@ -52,6 +60,9 @@ def create_app(ctx: ServerContext) -> FastAPI:
     """The FastAPI application over ``ctx`` (the caller starts and stops the engine)."""
     app = FastAPI(title="AsymCache engine", docs_url=None, redoc_url=None)
     _add_error_handlers(app)
+    if ctx.keys is not None:
+        app.add_middleware(RequireApiKey, keys=ctx.keys)
+        _add_admin_routes(app, ctx.keys)
 
     @app.get("/health")
     async def health() -> Response:
@@ -71,26 +82,41 @@ def create_app(ctx: ServerContext) -> FastAPI:
     @app.post("/v1/completions")
     async def completions(body: CompletionRequest, request: Request) -> Response:
         _check(ctx, body)
+        salt = cache_salt(request, body)
         prompts = [_encode(ctx, p) for p in _prompts(body)]
-        params = _params(body, body.max_tokens, body.logprobs)
+        params = replace(_params(body, body.max_tokens, body.logprobs), cache_salt=salt)
         return await _respond(ctx, request, "cmpl", prompts, params, body, chat=False)
 
     @app.post("/v1/chat/completions")
     async def chat(body: ChatCompletionRequest, request: Request) -> Response:
         _check(ctx, body)
+        salt = cache_salt(request, body)
         try:
             text = ctx.tokenizer.apply_chat_template(body.chat(), add_generation_prompt=True)
         except ValueError as e:
             raise BadRequest(str(e), param="messages") from None
         ids = ctx.tokenizer.encode(text, add_special_tokens=False)
         room = max(1, min(ctx.default_max_tokens, ctx.max_model_len - len(ids)))
-        params = _params(body, body.max_new_tokens(room), body.logprob_count())
+        params = replace(_params(body, body.max_new_tokens(room), body.logprob_count()),
+                         cache_salt=salt)
         return await _respond(ctx, request, "chatcmpl", [ids], params, body, chat=True)
 
     return app
 
 
+def _add_admin_routes(app: FastAPI, keys: ApiKeys) -> None:
+    """Routes for administrators only (``require_admin``: an admin key, else 403)."""
+
+    @app.get("/v1/admin/keys", dependencies=[Depends(require_admin)])
+    async def key_summary() -> dict:
+        return keys.summary()  # tenants and counts, never keys or salts
+
+
 def _add_error_handlers(app: FastAPI) -> None:
+    @app.exception_handler(Refused)
+    async def refused(_: Request, exc: Refused) -> JSONResponse:
+        return exc.response()
+
     @app.exception_handler(RequestValidationError)
     async def invalid(_: Request, exc: RequestValidationError) -> JSONResponse:
         parts = []

@@ -41,6 +41,8 @@ _HELP = {
     "events_replay_endpoint": "the daemon's KV events replay endpoint",
     "lookup_mirror_blocks": "most blocks the LOOKUP mirror keeps (default 262144; size it to "
                             "the daemon's CPU slots plus disk blocks)",
+    "api_keys_file": "JSON file mapping API keys to tenants and their cache_salt (or admin); "
+                     "every /v1 request then needs 'Authorization: Bearer KEY' (default: none)",
     "attn_backend": "kernel backend: torch, triton or reference",
     "cpu_threads": "torch threads of a CPU engine (default: torch's)",
 }
@@ -63,6 +65,7 @@ def run(args: argparse.Namespace) -> int:
     import logging
 
     from asymcache.cacheserver.config_loader import given_flags
+    from asymcache.engine.server.api_keys import KeyFileError
     from asymcache.engine.server.serve import serve
     from asymcache.engine.settings import SCHEME, load_settings
 
@@ -72,4 +75,7 @@ def run(args: argparse.Namespace) -> int:
         config = load_settings(args.config, flags=given_flags(args, SCHEME))
     except ValueError as e:
         raise SystemExit(f"asymcache engine: {e}") from None
-    return serve(config, args.host, args.port, args.served_model_name, args.log_level)
+    try:
+        return serve(config, args.host, args.port, args.served_model_name, args.log_level)
+    except KeyFileError as e:
+        raise SystemExit(f"asymcache engine: {e}") from None
