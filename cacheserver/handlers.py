@@ -204,13 +204,22 @@ def lookup(ctx: Context, identity: bytes, session: EngineSession, req: Lookup) -
         where, found = _locate(ctx.index, keys, slots, codes)
     else:  # the common case: all in this engine's GPU pool
         where, found = [int(Where.GPU)] * len(keys), [0, len(keys), 0, 0, 0]
+    sums = cpu_checksums(ctx, keys, where) if req.verify else []
     if remote and found[0] and remote_tier.ready:  # type: ignore[union-attr]
         _touch(ctx, session, keys, where, req.lease)  # now: leases before the loop moves on
-        return _lookup_rest(ctx, keys, where, slots, found)
+        return _lookup_rest(ctx, keys, where, slots, found, sums)
     count_lookups(ctx, found, remote)
     if found[0] != len(keys):
         ctx.after_reply(lambda: _touch(ctx, session, keys, where, req.lease))
-    return LookupReply(where=where, slots=slots)
+    return LookupReply(where=where, slots=slots, checksums=sums)
+
+
+def cpu_checksums(ctx: Context, keys: list[bytes], where: list[int]) -> list[int]:
+    """The checksum of each CPU hit's bytes (``where`` code 2), 0 for the other keys."""
+    if Where.CPU not in where:
+        return [0] * len(keys)
+    sums = ctx.residency.cpu.checksums(keys)
+    return [c if w == Where.CPU else 0 for c, w in zip(sums, where, strict=True)]
 
 
 def _locate(index: BlockIndex, keys: list[bytes], slots: list[int],
@@ -236,7 +245,7 @@ def _locate(index: BlockIndex, keys: list[bytes], slots: list[int],
 
 
 async def _lookup_rest(ctx: Context, keys: list[bytes], where: list[int], slots: list[int],
-                       found: list[int]) -> LookupReply:
+                       found: list[int], sums: list[int]) -> LookupReply:
     """Ask the remote tier about the keys nothing local holds; they become REMOTE (no lease:
     PROMOTE leases the CPU slot it fills)."""
     missing = [i for i, w in enumerate(where) if w == Where.MISS]
@@ -248,7 +257,7 @@ async def _lookup_rest(ctx: Context, keys: list[bytes], where: list[int], slots:
             found[Where.MISS] -= 1
             found[Where.REMOTE] += 1
     count_lookups(ctx, found, remote=True)
-    return LookupReply(where=where, slots=slots)
+    return LookupReply(where=where, slots=slots, checksums=sums)
 
 
 def _touch(ctx: Context, session: EngineSession, keys: list[bytes], where: list[int],
@@ -302,6 +311,7 @@ def commit(ctx: Context, identity: bytes, session: EngineSession, req: Commit) -
         raise bad(f"blocks has {len(req.blocks)} entries but slots {len(req.slots)}")
     if req.reserve_next and (req.tier != "cpu" or req.notify):
         raise bad("reserve_next goes with a COMMIT of tier 'cpu' that waits for its reply")
+    sums = _commit_checksums(req)
     res = ctx.residency
     accepted = []
     if req.tier == "gpu":
@@ -313,9 +323,9 @@ def commit(ctx: Context, identity: bytes, session: EngineSession, req: Commit) -
         if req.reserve:
             return _leased(ctx, session, req, accepted, _reserve_cpu(ctx, session, req.blocks))
     elif req.tier == "cpu":
-        for ref, slot in zip(req.blocks, req.slots, strict=True):
+        for ref, slot, sum_ in zip(req.blocks, req.slots, sums, strict=True):
             rec = ctx.index.get(ref.key)
-            ok = rec is not None and res.cpu_confirm(rec, session, slot)
+            ok = rec is not None and res.cpu_confirm(rec, session, slot, sum_)
             if ok:
                 ctx.metrics.moved["gpu_to_cpu"].inc(rec.n_bytes)
             accepted.append(ok)
@@ -325,6 +335,19 @@ def commit(ctx: Context, identity: bytes, session: EngineSession, req: Commit) -
     else:
         raise bad(f"tier must be 'gpu' or 'cpu', got {req.tier!r}")
     return _leased(ctx, session, req, accepted, [])
+
+
+def _commit_checksums(req: Commit) -> list[int]:
+    """One checksum per block of a CPU COMMIT (0 where not given: the daemon computes it)."""
+    if not req.checksums:
+        return [0] * len(req.blocks)
+    if req.tier != "cpu":
+        raise bad("checksums go with a COMMIT of tier 'cpu'")
+    if len(req.checksums) != len(req.blocks):
+        raise bad(f"blocks has {len(req.blocks)} entries but checksums {len(req.checksums)}")
+    if any(not 0 <= c < 1 << 64 for c in req.checksums):
+        raise bad("checksums must be unsigned 64-bit ints (xxh3-64 digests)")
+    return req.checksums
 
 
 def _leased(ctx: Context, session: EngineSession, req: Commit, accepted: list[bool],

@@ -1,4 +1,4 @@
-"""Request handlers of the data plane and service ops: PROMOTE, PUT, GET, FLUSH, STATS.
+"""Request handlers of the data plane and service ops: PROMOTE, PUT, GET, VERIFY, FLUSH, STATS.
 
 PUT with ``durable`` and FLUSH are asynchronous: the blocks are placed at once, then the
 handler awaits the disk tier's ``flush`` in a worker thread (the event loop keeps serving) and
@@ -28,6 +28,8 @@ from asymcache.cacheserver.protocol import (
     PutReply,
     Stats,
     StatsReply,
+    Verify,
+    VerifyReply,
 )
 
 
@@ -51,7 +53,16 @@ def promote(ctx: Context, identity: bytes, session: EngineSession, req: Promote)
     remote = res.tier("remote")
     if missing and remote is not None and remote.ready:  # type: ignore[attr-defined]
         return _promote_rest(ctx, session, req, slots, missing)
-    return PromoteReply(slots=slots)
+    return _promoted(ctx, req, slots)
+
+
+def _promoted(ctx: Context, req: Promote, slots: list[int]) -> PromoteReply:
+    """PROMOTE's reply; with ``verify``, the checksum of each CPU slot's bytes."""
+    if not req.verify:
+        return PromoteReply(slots=slots)
+    sums = ctx.residency.cpu.checksums(req.keys)
+    return PromoteReply(slots=slots, checksums=[c if s >= 0 else 0
+                                                for c, s in zip(sums, slots, strict=True)])
 
 
 async def _promote_rest(ctx: Context, session: EngineSession, req: Promote, slots: list[int],
@@ -71,7 +82,7 @@ async def _promote_rest(ctx: Context, session: EngineSession, req: Promote, slot
         slots[i] = rec.cpu if rec is not None and live else -1
         if slots[i] >= 0 and req.lease:
             ctx.sessions.lease(session, key, "cpu", res.policies["cpu"])
-    return PromoteReply(slots=slots)
+    return _promoted(ctx, req, slots)
 
 
 async def _wait_durable(ctx: Context) -> list[bytes]:
@@ -119,8 +130,8 @@ def get(ctx: Context, identity: bytes, session: EngineSession | None, req: Get) 
     datas: list[bytes | memoryview | None] = []
     for key in req.keys:
         rec = ctx.index.get(key)
-        view = res.read("cpu", rec) if rec is not None else None
-        data = None if view is None else bytes(view)  # a copy: safe once the slot is reused
+        view = res.read("cpu", rec) if rec is not None else None  # a checked private copy
+        data = None if view is None else bytes(view)
         if data is not None:
             m.hits["cpu"].inc()
             m.moved["cpu_to_net"].inc(len(data))
@@ -140,6 +151,20 @@ def get(ctx: Context, identity: bytes, session: EngineSession | None, req: Get) 
     if missing and remote is not None and remote.ready:  # type: ignore[attr-defined]
         return _get_rest(ctx, req.keys, datas, missing)
     return _get_reply(datas)
+
+
+@handler("verify")
+def verify(ctx: Context, identity: bytes, session: EngineSession, req: Verify) -> Message:
+    """An engine found CPU-tier bytes that did not match their checksum: check each key's slot
+    here (a false report costs a read and drops nothing); a block that fails is counted
+    (``asymcache_tier_errors_total{tier="cpu",kind="checksum"}``) and forgotten."""
+    res = ctx.residency
+    corrupt = 0
+    for key in dict.fromkeys(req.keys):
+        rec = ctx.index.get(key)
+        if rec is not None and rec.cpu >= 0 and res.read("cpu", rec) is None:
+            corrupt += 1
+    return VerifyReply(corrupt=corrupt)
 
 
 async def _get_rest(ctx: Context, keys: list[bytes], datas: list[bytes | memoryview | None],

@@ -137,12 +137,14 @@ class Residency(ChainEvents):
             session.reservations.add(rec.key)
         return slot
 
-    def cpu_confirm(self, rec: BlockRecord, session: EngineSession | None, slot: int) -> bool:
-        """The bytes of the reserved ``slot`` are written: make the block readable."""
+    def cpu_confirm(self, rec: BlockRecord, session: EngineSession | None, slot: int,
+                    checksum: int = 0) -> bool:
+        """The bytes of the reserved ``slot`` are written: make the block readable; its reads
+        are checked against ``checksum`` (the writer's; 0 = computed from the slot now)."""
         owner = session.engine_id if session is not None else ""
         if rec.cpu_pending != slot or rec.cpu_owner != owner:
             return False
-        self.cpu.confirm(rec.key)
+        self.cpu.confirm(rec.key, header_of(rec, checksum))
         if session is not None:
             session.reservations.discard(rec.key)
         rec.cpu, rec.cpu_pending, rec.cpu_owner = slot, -1, ""

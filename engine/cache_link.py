@@ -14,8 +14,12 @@ registers with HELLO, announcing the blocks the engine holds (the client also re
 when a request meets a restarted daemon). Whether the daemon has a remote tier, and its load
 figures, come with HELLO and heartbeat replies (``client.info``); CPU reservations the engine
 cannot fill are given back with CANCEL. Blocks in the CPU tier are read and written through the
-zero-copy shared-memory mapping when the tier is on this host, else with GET and PUT. A CPU slot
-is read or written only under the registration that handed it out
+shared-memory mapping when the tier is on this host, else with GET and PUT. Every process of the
+daemon's user can write that mapping, so a block is read by copying its slot out and checking
+the copy against the checksum LOOKUP or PROMOTE gave for it: a mismatch is a miss (recomputed),
+counted in :attr:`CacheLink.corrupt` and reported to the daemon (VERIFY, one-way), which checks
+the slot itself and forgets the block. A CPU copy's COMMIT carries the checksum of the bytes
+written. A CPU slot is read or written only under the registration that handed it out
 (:mod:`asymcache.engine.slot_grants`): a slot LOOKUP returned before the daemon restarted is a
 block gone (recomputed), never bytes of the new daemon's slab. With a
 :class:`asymcache.engine.lookup_mirror.LookupMirror` (the daemon's KV events), a LOOKUP that
@@ -35,6 +39,7 @@ from asymcache.cacheserver.protocol import BlockRef, ProtocolError, Where
 from asymcache.engine.client import CacheClient, CacheClientError, DaemonUnavailable
 from asymcache.engine.planner import MISS, Location
 from asymcache.engine.slot_grants import SlotGrants
+from asymcache.tiers.base import checksum
 
 if TYPE_CHECKING:
     from asymcache.cacheserver.protocol.sockets import ClientCurve
@@ -68,6 +73,8 @@ class CacheLink:
         self.grants = SlotGrants()  # CPU slots handed out, by the registration they belong to
         self.stale_slots = 0  # CPU slots not used: handed out under an earlier registration
         self.given_back = 0  # unfilled CPU reservations given back (CANCEL)
+        self.corrupt = 0  # CPU-tier blocks whose bytes failed their checksum (recomputed)
+        self._sums: dict[bytes, int] = {}  # checksum each granted CPU block must have
         self._owed: tuple[int, list[bytes]] = (-1, [])  # (generation, keys) not to be filled
         self._registered_before = False
         self._held: Held | None = None
@@ -177,7 +184,8 @@ class CacheLink:
             res = self._guard(lambda part=part: self.client.lookup(part, remote=remote), None)
             if res is not None:
                 self._grant(part, [s if w is Where.CPU else -1
-                                   for w, s in zip(res.where, res.slots, strict=True)])
+                                   for w, s in zip(res.where, res.slots, strict=True)],
+                            res.checksums)
             out += [MISS] * len(part) if res is None else [
                 MISS if w is Where.MISS else Location(_WHERE[w], s if s >= 0 else None)
                 for w, s in zip(res.where, res.slots, strict=True)]
@@ -203,31 +211,60 @@ class CacheLink:
         """CPU slots of disk or remote blocks brought up (leased); -1 where that failed."""
         out: list[int] = []
         for part in _batches(keys, MAX_KEYS):
-            got = self._guard(lambda part=part: self.client.promote(part), [-1] * len(part))
-            self._grant(part, got)
+            got, sums = self._guard(lambda part=part: self.client.promote_verified(part),
+                                    ([-1] * len(part), []))
+            self._grant(part, got, sums)
             out += got
         return out
 
-    def _grant(self, keys: Sequence[bytes], slots: Sequence[int]) -> None:
+    def _grant(self, keys: Sequence[bytes], slots: Sequence[int],
+               sums: Sequence[int] = ()) -> None:
         """Record the CPU slots (``>= 0``) a reply just handed out, under the client's current
-        registration (the one the reply came in)."""
+        registration (the one the reply came in), with the checksums ``sums`` their bytes must
+        have (LOOKUP and PROMOTE; none for reservations, which this engine fills)."""
         generation = self.client.generation
-        for key, slot in zip(keys, slots, strict=True):
+        for i, (key, slot) in enumerate(zip(keys, slots, strict=True)):
             if slot >= 0:
                 self.grants.grant(key, slot, generation)
+                if i < len(sums):
+                    self._sums[key] = sums[i]
 
     def read_cpu(self, slots: Sequence[int | None], keys: Sequence[bytes]) -> list[Buffer | None]:
-        """Host bytes of leased CPU-tier blocks: zero-copy views, or GET when not mapped."""
+        """Host bytes of leased CPU-tier blocks: private copies of the mapped slots that match
+        their checksums (else None: counted, and reported to the daemon), or GET (the daemon
+        checks) when not mapped."""
         nbytes = self.layout.bytes_per_block
         if self.mapped:
             views = [self.cpu_view(s, k) if s is not None else None
                      for s, k in zip(slots, keys, strict=True)]
             if self.mapped or not self.connected:
-                return views
+                return self._checked(keys, views)
         got: list[Buffer | None] = []
         for part in _batches(keys, MAX_BLOCKS_PER_MESSAGE):
             got += self._guard(lambda part=part: self.client.get(part), [None] * len(part))
         return [g if g is not None and len(g) == nbytes else None for g in got]
+
+    def _checked(self, keys: Sequence[bytes], views: Sequence[memoryview | None]
+                 ) -> list[Buffer | None]:
+        """Copy each view out, then check the copy (a later write into the slot cannot reach
+        it) against the checksum granted with the slot; a daemon that predates checksums gave
+        none (0), and its blocks are taken as they are."""
+        out: list[Buffer | None] = []
+        bad: list[bytes] = []
+        for key, view in zip(keys, views, strict=True):
+            expected = self._sums.pop(key, 0)
+            data = None if view is None else bytearray(view)
+            if data is not None and expected and checksum(data) != expected:
+                bad.append(key)
+                data = None
+            out.append(data)
+        if bad:
+            self.corrupt += len(bad)
+            log.warning("%d CPU-tier block(s) did not match their checksums: recomputing them",
+                        len(bad))
+            for part in _batches(bad, MAX_KEYS):
+                self._guard(lambda part=part: self.client.verify(part, notify=True), None)
+        return out
 
     def cpu_view(self, slot: int, key: bytes) -> memoryview | None:
         """Writable view of CPU slot ``slot``, leased or reserved for ``key`` (consumes that
@@ -321,16 +358,21 @@ class CacheLink:
         return out
 
     def commit(self, tier: str, refs: Sequence[BlockRef], slots: Sequence[int],
-               lease: bool = False, reserve: bool = False) -> None:
+               lease: bool = False, reserve: bool = False,
+               checksums: Sequence[int] | None = None) -> None:
         """COMMIT ``refs[i]`` in ``slots[i]`` of ``tier``, one-way; with ``lease``, leased until
         RELEASE (the caller adds the keys to what it releases); with ``reserve`` (gpu), the
-        daemon reserves CPU slots to write them through to (see :meth:`take_reserved`)."""
+        daemon reserves CPU slots to write them through to (see :meth:`take_reserved`).
+        ``checksums`` (cpu): of the bytes copied into each slot (None: the client computes
+        them from the slots now)."""
         if tier == "cpu" and self.mirror is not None:
             self.mirror.expect([ref.key for ref in refs])  # their events come later
         for i in range(0, len(refs), MAX_KEYS):
             part, at = refs[i:i + MAX_KEYS], slots[i:i + MAX_KEYS]
-            self._guard(lambda part=part, at=at: self.client.commit(
-                part, at, tier=tier, lease=lease, notify=True, reserve=reserve), None)
+            sums = None if checksums is None else checksums[i:i + MAX_KEYS]
+            self._guard(lambda part=part, at=at, sums=sums: self.client.commit(
+                part, at, tier=tier, lease=lease, notify=True, reserve=reserve,
+                checksums=sums), None)
 
     def wait_acks(self, timeout_s: float) -> None:
         """Wait up to ``timeout_s`` until every one-way request is acknowledged (reading
@@ -356,16 +398,21 @@ class CacheLink:
         """The client's current registration (CPU slots granted now belong to it)."""
         return self.client.generation
 
-    def confirm_cpu(self, copies: Sequence[tuple[BlockRef, int, int]]) -> int:
+    def confirm_cpu(self, copies: Sequence[tuple[BlockRef, int, int]],
+                    checksums: Sequence[int] | None = None) -> int:
         """COMMIT (``tier="cpu"``) the reserved CPU slots filled by ``(ref, cpu slot,
-        generation)`` copies, in as few requests as the daemon's limits allow. A copy made
-        under an earlier registration is not confirmed (its slot number may name another
-        reservation now; the old one went with that session) and counts in ``stale_slots``.
-        Returns how many were sent."""
-        current = [(ref, slot) for ref, slot, gen in copies if gen == self.client.generation]
+        generation)`` copies, with the ``checksums`` of the bytes copied (None: computed from
+        the slots now), in as few requests as the daemon's limits allow. A copy made under an
+        earlier registration is not confirmed (its slot number may name another reservation
+        now; the old one went with that session) and counts in ``stale_slots``. Returns how
+        many were sent."""
+        sums = [0] * len(copies) if checksums is None else list(checksums)
+        current = [(ref, slot, c) for (ref, slot, gen), c in zip(copies, sums, strict=True)
+                   if gen == self.client.generation]
         self.stale_slots += len(copies) - len(current)
         if current:
-            self.commit("cpu", [ref for ref, _ in current], [slot for _, slot in current])
+            self.commit("cpu", [ref for ref, _, _ in current], [slot for _, slot, _ in current],
+                        checksums=None if checksums is None else [c for _, _, c in current])
         return len(current)
 
     def put(self, refs: Sequence[BlockRef], payloads: Sequence[bytes]) -> list[bool]:
@@ -380,6 +427,8 @@ class CacheLink:
 
     def release(self, keys: Sequence[bytes]) -> None:
         self.grants.drop(keys)
+        for key in keys:
+            self._sums.pop(key, None)
         for part in _batches(keys, MAX_KEYS):
             self._guard(lambda part=part: self.client.release(part, notify=True), None)
 

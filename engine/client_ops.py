@@ -7,13 +7,14 @@ from __future__ import annotations
 import itertools
 import uuid
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, field, fields
 from time import monotonic
 from typing import Any
 
 from asymcache.cacheserver import protocol as p
 from asymcache.cacheserver.blocks import KVLayout
 from asymcache.cacheserver.protocol.sockets import ClientCurve
+from asymcache.tiers.base import checksum
 
 HeldBlocks = Callable[[], tuple[Sequence[p.BlockRef], Sequence[int]]]
 BACKOFF_MIN_S, BACKOFF_MAX_S = 0.05, 2.0
@@ -81,10 +82,14 @@ class DaemonInfo:
 
 @dataclass(frozen=True)
 class LookupResult:
-    """Per key: ``where[i]`` (a :class:`protocol.Where`) and ``slots[i]`` (GPU or CPU slot, -1)."""
+    """Per key: ``where[i]`` (a :class:`protocol.Where`), ``slots[i]`` (GPU or CPU slot, -1)
+    and ``checksums[i]``: what a CPU hit's bytes must hash to (``tiers.base.checksum``; 0 for
+    other keys, empty from a daemon that predates checksums). Check the bytes copied out of the
+    slot against it: another process mapping the tier may have overwritten them."""
 
     where: list[p.Where]
     slots: list[int]
+    checksums: list[int] = field(default_factory=list)
 
 
 @dataclass(frozen=True)
@@ -252,8 +257,9 @@ class ClientBase:
         With ``remote``, blocks only the daemon's remote tier holds come back as
         ``Where.REMOTE`` (bring them with :meth:`promote`) instead of MISS; the daemon may then
         take a round trip to its cluster before it answers."""
-        return self._call(p.Lookup(keys=list(keys), lease=lease, remote=remote),
-                          lambda r: LookupResult([p.Where(w) for w in r.where], r.slots))
+        return self._call(p.Lookup(keys=list(keys), lease=lease, remote=remote, verify=True),
+                          lambda r: LookupResult([p.Where(w) for w in r.where], r.slots,
+                                                 r.checksums))
 
     def allocate(self, n: int, demote: bool = True, notify: bool = False) -> list[Victim] | None:
         """Ask which of this engine's unleased GPU blocks to give up to free ``n`` slots;
@@ -282,14 +288,20 @@ class ClientBase:
 
     def commit(self, blocks: Sequence[p.BlockRef], slots: Sequence[int],
                tier: str = "gpu", lease: bool = False, notify: bool = False,
-               reserve: bool = False) -> list[bool] | None:
+               reserve: bool = False, checksums: Sequence[int] | None = None
+               ) -> list[bool] | None:
         """``blocks[i]`` now holds its bytes in ``slots[i]`` of ``tier`` (``gpu``/``cpu``).
         With ``lease``, each accepted block is leased in that tier until :meth:`release`
         (never named a victim meanwhile). ``notify``: one-way (no wait; returns None).
         ``reserve`` (gpu): the daemon also reserves a CPU slot for each block not in the CPU
-        tier; with ``notify`` they arrive in an ACK, in :attr:`reservations`."""
+        tier; with ``notify`` they arrive in an ACK, in :attr:`reservations`. ``checksums``
+        (cpu): of the bytes written into each slot, best taken right after the copy; None =
+        computed here from the mapped slots (:meth:`cpu_checksums`)."""
+        if tier == "cpu" and checksums is None and self._slab is not None:
+            checksums = self.cpu_checksums(slots)
         msg = p.Commit(tier=tier, blocks=list(blocks), slots=list(slots), lease=lease,
-                       notify=notify, reserve=reserve)
+                       notify=notify, reserve=reserve,
+                       checksums=list(checksums) if tier == "cpu" and checksums else [])
         if notify:
             self.notify(msg)
             return None
@@ -316,6 +328,27 @@ class ClientBase:
         """Bring DISK or REMOTE blocks into CPU slots (leased); -1 for a key that is nowhere
         (or whose copy failed its checks)."""
         return self._call(p.Promote(keys=list(keys), lease=lease), lambda r: r.slots)
+
+    def promote_verified(self, keys: Sequence[bytes], lease: bool = True
+                         ) -> tuple[list[int], list[int]]:
+        """:meth:`promote`, with the checksum each CPU slot's bytes must have (0 where -1)."""
+        return self._call(p.Promote(keys=list(keys), lease=lease, verify=True),
+                          lambda r: (r.slots, r.checksums or [0] * len(r.slots)))
+
+    def verify(self, keys: Sequence[bytes], notify: bool = False) -> int | None:
+        """Say that the bytes read from these keys' CPU slots failed their checksums: the
+        daemon checks the slots and forgets those that fail; returns how many did
+        (``notify``: one-way, returns None)."""
+        if notify:
+            self.notify(p.Verify(keys=list(keys), notify=True))
+            return None
+        return self._call(p.Verify(keys=list(keys)), lambda r: r.corrupt)
+
+    def cpu_checksums(self, slots: Sequence[int]) -> list[int]:
+        """The checksum (``tiers.base.checksum``) of the block bytes in each mapped CPU slot
+        (the registered layout's ``bytes_per_block``)."""
+        nbytes = self._hello.layout.bytes_per_block if self._hello is not None else 0
+        return [checksum(self.cpu_slot(s)[:nbytes]) for s in slots]
 
     def put(self, blocks: Sequence[p.BlockRef], payloads: Sequence[p.Buffer],
             durable: bool = False) -> PutResult:

@@ -93,7 +93,8 @@ class CpuTierStream:
                 kept = self._fill(sent, slots, fill, stats)
                 refs, at = [r for r, _ in kept], [s for _, s in kept]
                 if not self._send(ahead, source, lambda nxt, refs=refs, at=at: p.Commit(
-                        tier="cpu", blocks=refs, slots=at, reserve_next=list(nxt))) and kept:
+                        tier="cpu", blocks=refs, slots=at, reserve_next=list(nxt),
+                        checksums=self.client.cpu_checksums(at))) and kept:
                     self.client.commit(refs, at, tier="cpu", notify=True)
         finally:
             self._abandon(ahead)

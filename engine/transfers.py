@@ -2,10 +2,12 @@
 
 Three moves, each one contiguous copy per block (block-major layout):
 
-* **fetch** — CPU-tier slot (mapped shared memory, or bytes from GET for an engine on another
-  host) → pool slot, on the copy stream;
+* **fetch** — CPU-tier slot (a private copy of the mapped shared memory, checked against the
+  block's checksum, or bytes from GET for an engine on another host) → pool slot, on the copy
+  stream;
 * **demote** — a victim the daemon named: pool slot → the CPU slot it reserved, then COMMIT
-  with that CPU slot (the daemon makes it readable only after this confirmation);
+  with that CPU slot and the checksum of the bytes copied (the daemon makes it readable only
+  after this confirmation);
 * **write through** — a freshly committed block: reserve a CPU slot, copy, COMMIT (or PUT the
   bytes when the tier is not mapped), so other engines and later requests find it there.
 
@@ -28,6 +30,7 @@ from asymcache.engine.block_manager import BlockManager
 from asymcache.engine.kv_pool import KVPool
 from asymcache.engine.planner import Location
 from asymcache.engine.request import Action
+from asymcache.tiers.base import checksum
 
 if TYPE_CHECKING:
     from asymcache.engine.cache_link import Buffer, CacheLink
@@ -40,6 +43,7 @@ class Transfers:
         self.pool = pool
         self.link = link
         self._unconfirmed: list[tuple[BlockRef, int, int]] = []  # (ref, cpu slot, generation)
+        self._sums: list[int] = []  # the checksum of each unconfirmed copy's bytes
 
     def views(self, found: Sequence[Location], actions: Sequence[Action],
               keys: Sequence[bytes]) -> dict[int, Buffer]:
@@ -141,9 +145,10 @@ class Transfers:
         request; copies of an earlier registration are dropped by the link. Returns how many
         were confirmed. Side effect: those blocks become readable in the CPU tier."""
         copies, self._unconfirmed = self._unconfirmed, []
+        sums, self._sums = self._sums, []
         if not copies or self.link is None:
             return 0
-        return self.link.confirm_cpu(copies)
+        return self.link.confirm_cpu(copies, sums)
 
     def confirm_if_any(self, keys: Sequence[bytes]) -> int:
         """:meth:`confirm` if an unconfirmed copy holds one of ``keys``, so that a LOOKUP or a
@@ -170,4 +175,5 @@ class Transfers:
         self.pool.store([s for _, s, _ in moves], [self.pool.host_view(d) for d in dests])
         generation = self.link.generation  # the slots' registration (reserved_views checked)
         self._unconfirmed += [(r, c, generation) for r, _, c in moves]
+        self._sums += [checksum(d) for d in dests]  # right after the copy: what COMMIT vouches
         return len(moves) * self.pool.bytes_per_block

@@ -5,12 +5,18 @@ block occupies one whole slot, whatever its length (at most ``slot_bytes``). A s
 ``FILLING`` or ``READY``:
 
 * the key-level API (``put``/``get``/``delete``) copies bytes in and makes them ``READY`` at
-  once; ``get`` returns a zero-copy, read-only view of the slot's payload, valid until the key is
-  deleted (the daemon's leases keep a block from being deleted while it is being read);
+  once, with the checksum of the bytes put;
+* integrity: every ``READY`` block's header carries the xxh3-64 checksum of its bytes (from the
+  engine that filled the slot, given to ``confirm``, or computed here). Engines map the slab
+  writable, so a slot's bytes can change after that; ``get`` therefore copies the slot out and
+  checks the *copy* (a concurrent overwrite cannot slip in after the check): a mismatch is a
+  miss, counted as error kind ``checksum`` and reported once by ``take_failed`` (the daemon then
+  forgets the block). ``checksums`` tells readers that copy the slot themselves what to expect;
 * the slot API lets an engine that mapped the slab (``asymcache.tiers.shm.attach``) copy bytes
   itself:
   ``reserve`` gives a ``FILLING`` slot, which ``get``/``contains``/``slot_of``/``headers`` never
-  report, ``confirm`` makes it ``READY`` and ``abort`` frees it.
+  report, ``confirm`` makes it ``READY`` (with the checksum of the bytes the engine wrote, or
+  one computed from the slot then) and ``abort`` frees it.
 
 Memory is fixed at creation; the tier never allocates block memory afterwards. Closing the tier
 unlinks the segment. Metadata is guarded by a lock, so copies may run in worker threads.
@@ -20,9 +26,9 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
-from asymcache.tiers.base import BlockHeader, Buffer, Tier, check_key, register_tier
+from asymcache.tiers.base import BlockHeader, Buffer, Tier, check_key, checksum, register_tier
 from asymcache.tiers.shm import Slab, create_slab
 
 
@@ -72,6 +78,8 @@ class CpuTier(Tier):
         self._entries: dict[bytes, _Entry] = {}
         self._ready = 0
         self._lock = threading.Lock()
+        self._failed: list[bytes] = []  # READY blocks whose bytes no longer match (take_failed)
+        self._errors = 0  # checksum mismatches seen by ``get``
 
     # -- geometry ---------------------------------------------------------------------------
     @property
@@ -129,8 +137,9 @@ class CpuTier(Tier):
             return slot
 
     def confirm(self, key: bytes, header: BlockHeader | None = None) -> int:
-        """``FILLING`` → ``READY`` (optionally replacing the header, e.g. with its checksum);
-        returns the slot. ``KeyError`` if ``key`` has no ``FILLING`` slot."""
+        """``FILLING`` → ``READY`` (optionally replacing the header); returns the slot. The
+        header's checksum is the one reads are checked against: 0 (not given) = computed here
+        from the slot's bytes now. ``KeyError`` if ``key`` has no ``FILLING`` slot."""
         with self._lock:
             entry = self._filling(key)
             if header is not None:
@@ -138,6 +147,8 @@ class CpuTier(Tier):
                     raise ValueError(f"header.length {header.length} exceeds the slot size "
                                      f"{self.slot_bytes}")
                 entry.header = header
+            if entry.header.checksum == 0:
+                entry.header = replace(entry.header, checksum=checksum(self._payload(entry)))
             entry.ready = True
             self._ready += 1
             return entry.slot
@@ -152,6 +163,12 @@ class CpuTier(Tier):
             del self._entries[key]
             self._free.append(entry.slot)
             return True
+
+    def checksums(self, keys: Sequence[bytes]) -> list[int]:
+        """The checksum each ``READY`` block's bytes must have, else 0."""
+        entries = self._entries
+        return [e.header.checksum if (e := entries.get(k)) is not None and e.ready else 0
+                for k in keys]
 
     def slot_of(self, key: bytes) -> int | None:
         """Slot of a ``READY`` block, else ``None``."""
@@ -184,21 +201,39 @@ class CpuTier(Tier):
             return False
         start = slot * self.slot_bytes
         self._slab.buffer[start:start + view.nbytes] = view
-        self.confirm(key)
+        self.confirm(key, replace(header, checksum=checksum(view)))  # of the caller's bytes
         return True
 
     def get(self, keys: Sequence[bytes]) -> list[Buffer | None]:
-        """Read-only zero-copy views of ``READY`` payloads (``header.length`` bytes), else None."""
-        buf = self._slab.buffer
+        """A private copy of each ``READY`` payload (``header.length`` bytes) whose bytes match
+        its checksum, else None (absent, ``FILLING``, or changed since: counted and reported
+        by :meth:`take_failed`)."""
         out: list[Buffer | None] = []
         for key in keys:
             entry = self._entries.get(key)
             if entry is None or not entry.ready:
                 out.append(None)
                 continue
-            start = entry.slot * self.slot_bytes
-            out.append(buf[start:start + entry.header.length].toreadonly())
+            data = bytes(self._payload(entry))
+            if checksum(data) != entry.header.checksum:
+                self._errors += 1
+                self._failed.append(key)
+                out.append(None)
+                continue
+            out.append(data)
         return out
+
+    def _payload(self, entry: _Entry) -> memoryview:
+        start = entry.slot * self.slot_bytes
+        return self._slab.buffer[start:start + entry.header.length]
+
+    def take_failed(self) -> list[bytes]:
+        """Keys whose bytes failed their checksum in :meth:`get`, each reported once."""
+        failed, self._failed = self._failed, []
+        return failed
+
+    def error_counts(self) -> dict[str, int]:
+        return {"checksum": self._errors} if self._errors else {}
 
     def contains(self, keys: Sequence[bytes]) -> list[bool]:
         entries = self._entries

@@ -47,6 +47,8 @@ from asymcache.cacheserver.protocol.messages import (
     StatsReply,
     Unpin,
     UnpinReply,
+    Verify,
+    VerifyReply,
 )
 from asymcache.cacheserver.protocol.sockets import HEARTBEAT_SUFFIX
 from asymcache.cacheserver.protocol.wire import (
@@ -120,6 +122,8 @@ __all__ = [
     "StatsReply",
     "Unpin",
     "UnpinReply",
+    "Verify",
+    "VerifyReply",
     "Where",
     "decode_reply",
     "decode_request",

@@ -40,6 +40,8 @@ class Lookup(Message):
     remote: bool = field(default=False, metadata={OMIT_DEFAULT: True})
     # leases to drop first, one per key, as RELEASE does (a stream's previous batch)
     release: list[Key] = field(default_factory=list, metadata={OMIT_DEFAULT: True})
+    # also answer the checksum of each CPU hit's bytes (LookupReply.checksums)
+    verify: bool = field(default=False, metadata={OMIT_DEFAULT: True})
 
 
 @message("allocate")
@@ -75,6 +77,10 @@ class Commit(Message):
     # cpu, with a reply: then reserve CPU slots for these blocks, as ALLOCATE cpu does, told in
     # the reply's ``reserved`` (a stream's next batch)
     reserve_next: list[BlockRef] = field(default_factory=list, metadata={OMIT_DEFAULT: True})
+    # cpu: the xxh3-64 checksum of the bytes written into each slot (tiers.base.checksum; 0 =
+    # not given: the daemon computes it from the slot when it handles the COMMIT). Reads of the
+    # block are checked against it.
+    checksums: list[int] = field(default_factory=list, metadata={OMIT_DEFAULT: True})
 
 
 @message("release")
@@ -106,6 +112,17 @@ class Promote(Message):
 
     keys: list[Key]
     lease: bool = True
+    # also answer the checksum of each CPU slot's bytes (PromoteReply.checksums)
+    verify: bool = field(default=False, metadata={OMIT_DEFAULT: True})
+
+
+@message("verify")
+class Verify(Message):
+    """The bytes an engine copied out of these keys' CPU slots did not match their checksums:
+    the daemon checks the slots itself and forgets (and counts) those that fail."""
+
+    keys: list[Key]
+    notify: bool = field(default=False, metadata={OMIT_DEFAULT: True})  # one-way: see Ack
 
 
 @message("put")
@@ -187,6 +204,8 @@ class LookupReply(Message):
 
     where: list[int]
     slots: list[int]
+    # with ``verify``: the checksum of each CPU hit's bytes (0 for other keys)
+    checksums: list[int] = field(default_factory=list, metadata={OMIT_DEFAULT: True})
 
 
 @message("allocate", reply=True)
@@ -228,6 +247,13 @@ class PromoteReply(Message):
     checks (or could not be reached)."""
 
     slots: list[int]
+    # with ``verify``: the checksum of each CPU slot's bytes (0 where the slot is -1)
+    checksums: list[int] = field(default_factory=list, metadata={OMIT_DEFAULT: True})
+
+
+@message("verify", reply=True)
+class VerifyReply(Message):
+    corrupt: int  # CPU blocks among the keys whose bytes failed their checksum (now forgotten)
 
 
 @message("put", reply=True)

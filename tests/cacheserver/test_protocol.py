@@ -26,12 +26,16 @@ REQUESTS = [
     p.Forget(slots=[0, 1], keys=KEYS[:2], notify=True),
     p.Commit(tier="gpu", blocks=REFS, slots=[0, 1, 2], notify=True, reserve=True),
     p.Allocate(tier="gpu", n=2, notify=True), p.Release(keys=KEYS, notify=True),
-    p.Cancel(keys=KEYS, notify=True),
+    p.Cancel(keys=KEYS, notify=True), p.Verify(keys=KEYS), p.Verify(keys=KEYS, notify=True),
+    p.Lookup(keys=KEYS, verify=True), p.Promote(keys=KEYS, verify=True),
+    p.Commit(tier="cpu", blocks=REFS, slots=[0, 1, 2], checksums=[1, 2**64 - 1, 3]),
 ]
 REPLIES = [
     p.HelloReply(epoch=5, engine_id="e", restored=1, cpu_shm_name="s", cpu_slot_bytes=8,
                  cpu_num_slots=2, lease_timeout_s=1.5, max_inflight=4, max_keys=9),
     p.LookupReply(where=[0, 1, 2], slots=[-1, 3, 4]),
+    p.LookupReply(where=[0, 2], slots=[-1, 3], checksums=[0, 2**64 - 1]),
+    p.PromoteReply(slots=[2, -1], checksums=[7, 0]), p.VerifyReply(corrupt=1),
     p.AllocateReply(slots=[1], keys=KEYS[:1], demote_to=[-1]), p.CommitReply(accepted=[True]),
     p.ReleaseReply(released=2), p.PinReply(count=1), p.UnpinReply(count=0),
     p.PromoteReply(slots=[2]), p.PutReply(stored=[True], durable=False),

@@ -72,7 +72,7 @@ def test_cpu_slots_from_before_a_daemon_restart_are_recomputed_not_read_from_the
         return real_slot(slot, generation)
 
     link.lookup, client.cpu_slot = lookup_then_restart, cpu_slot
-    client.promote = handing_out(client.promote, lambda r: r)
+    client.promote_verified = handing_out(client.promote_verified, lambda r: r[0])
     client.reserve_cpu = handing_out(client.reserve_cpu, lambda r: r)
     link.take_reserved = handing_out(link.take_reserved, lambda r: [slot for _, slot in r])
     client.allocate = handing_out(client.allocate, lambda r: [v.demote_to for v in r])

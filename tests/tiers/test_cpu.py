@@ -32,13 +32,12 @@ def test_registry_builds_a_cpu_tier_by_name() -> None:
         tier.close()
 
 
-def test_put_then_get_returns_the_same_bytes_as_a_read_only_view_of_the_slab(cpu: CpuTier) -> None:
+def test_put_then_get_returns_a_private_copy_of_the_same_bytes(cpu: CpuTier) -> None:
     items = [block(i, SLOT - i) for i in range(3)]
     assert cpu.put(items) == [True, True, True]
     views = cpu.get([key for key, _, _ in items])
     for view, (key, _, payload) in zip(views, items, strict=True):
-        assert isinstance(view, memoryview) and view.readonly
-        assert bytes(view) == payload
+        assert isinstance(view, bytes) and view == payload
         slot = cpu.slot_of(key)
         assert bytes(cpu.slot_view(slot)[: len(payload)]) == payload
     assert len(cpu) == 3 and cpu.contains([items[0][0], b"\xff" * 16]) == [True, False]
@@ -111,6 +110,33 @@ def test_confirm_may_replace_the_header_with_its_checksum(cpu: CpuTier) -> None:
     cpu.slot_view(slot)[: len(payload)] = payload
     cpu.confirm(key, header)
     assert dict(cpu.headers()) == {key: header}
+
+
+def test_a_ready_block_whose_slot_bytes_change_is_a_counted_miss_reported_once(
+        cpu: CpuTier) -> None:
+    (k1, h1, p1), (k2, h2, p2) = block(1), block(2)
+    assert cpu.put([(k1, h1, p1), (k2, h2, p2)]) == [True, True]
+    assert cpu.checksums([k1, k2, b"\xff" * 16]) == [h1.checksum, h2.checksum, 0]
+    cpu.slot_view(cpu.slot_of(k1))[5:6] = bytes([p1[5] ^ 1])  # a hostile engine's write
+    assert cpu.get([k1, k2]) == [None, p2]
+    assert cpu.error_counts() == {"checksum": 1}
+    assert cpu.take_failed() == [k1] and cpu.take_failed() == []
+
+
+def test_confirm_without_a_checksum_computes_it_from_the_slot(cpu: CpuTier) -> None:
+    key, header, payload = block(4)
+    slot = cpu.reserve(key, replace(header, checksum=0))
+    cpu.slot_view(slot)[: len(payload)] = payload
+    cpu.confirm(key)
+    assert cpu.checksums([key]) == [header.checksum] and cpu.get([key]) == [payload]
+
+
+def test_a_confirmed_checksum_that_the_bytes_do_not_match_is_never_read(cpu: CpuTier) -> None:
+    key, header, payload = block(5)
+    slot = cpu.reserve(key, header)
+    cpu.slot_view(slot)[: len(payload)] = bytes(len(payload))  # not what was committed
+    cpu.confirm(key, header)
+    assert cpu.get([key]) == [None] and cpu.error_counts() == {"checksum": 1}
 
 
 def test_slots_are_block_major_at_fixed_offsets(cpu: CpuTier) -> None:
