@@ -227,12 +227,8 @@ class CacheClient(ClientBase):
 
     def poll_acks(self) -> int:
         """Read the ACKs waiting now (never blocks); how many notifications are unacknowledged."""
-        while (frames := self._sock.recv(0)) is not None:
-            try:
-                rid, reply = p.decode_reply(frames)
-            except p.ProtocolError:
-                continue
-            self._other(rid, reply)
+        while self._read_one(0):
+            pass
         return len(self._unacked)
 
     def settle(self, timeout_s: float) -> int:
@@ -240,14 +236,22 @@ class CacheClient(ClientBase):
         (waiting on the socket, not polling); how many are still unacknowledged."""
         deadline = time.monotonic() + timeout_s
         while self._unacked and (left := deadline - time.monotonic()) > 0:
-            if (frames := self._sock.recv(left)) is None:
+            if not self._read_one(left):
                 break
-            try:
-                rid, reply = p.decode_reply(frames)
-            except p.ProtocolError:
-                continue
-            self._other(rid, reply)
         return len(self._unacked)
+
+    def _read_one(self, timeout_s: float) -> bool:
+        """Read one message that answers no waiting request (see :meth:`_other`) within
+        ``timeout_s`` (0: only one already there); False if none came. One the protocol
+        cannot decode is skipped."""
+        if (frames := self._sock.recv(timeout_s)) is None:
+            return False
+        try:
+            rid, reply = p.decode_reply(frames)
+        except p.ProtocolError:
+            return True
+        self._other(rid, reply)
+        return True
 
     def _other(self, rid: int, reply: p.Reply) -> None:
         """A message that answers no waiting request: a submitted request's reply (kept for
