@@ -8,6 +8,8 @@ import json
 import sys
 from typing import TYPE_CHECKING
 
+from asymcache.ops.commands.ping import add_curve, curve_of
+
 if TYPE_CHECKING:
     from asymcache.engine.kv_events import Batch
 
@@ -30,13 +32,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="stop after this many batches (default: no limit)")
     parser.add_argument("--json", action="store_true",
                         help="one JSON object per batch (hashes in hex) instead of text")
+    add_curve(parser)
 
 
 def run(args: argparse.Namespace) -> int:
     from asymcache.engine.kv_events import TOPIC_PREFIX, EventSubscriber
 
     topics = tuple(TOPIC_PREFIX + ns.lower().encode() for ns in args.namespace) or (TOPIC_PREFIX,)
-    sub = EventSubscriber(args.endpoint, args.replay_endpoint, topics)
+    sub = EventSubscriber(args.endpoint, args.replay_endpoint, topics, curve=curve_of(args))
     forever = args.seconds <= 0
     printed = 0
     try:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from asymcache.ops.commands.ping import add_endpoint
+from asymcache.ops.commands.ping import add_endpoint, curve_of
 
 NAME = "stats"
 HELP = "print a cache daemon's statistics (a table, or --json for scripts)"
@@ -37,7 +37,8 @@ def run(args: argparse.Namespace) -> int:
 
     from asymcache.engine.client import CacheClient, CacheClientError
 
-    client = CacheClient(args.endpoint, timeout_s=args.timeout, heartbeat=False)
+    client = CacheClient(args.endpoint, timeout_s=args.timeout, heartbeat=False,
+                         curve=curve_of(args))
     try:
         stats = client.stats()
     except CacheClientError as e:

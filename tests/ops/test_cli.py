@@ -113,3 +113,27 @@ def test_demo_interrupted_stops_its_daemon_and_removes_its_files(tmp_path) -> No
     assert "daemon stopped (exit status 0)" in out
     assert not os.path.exists(m.group(2))
     assert not os.path.exists(f"/proc/{m.group(1)}")  # stopped and reaped
+
+
+def test_ping_and_stats_reach_a_curve_daemon_with_the_keys_keys_made(start_daemon,
+                                                                    tmp_path) -> None:
+    from asymcache.cacheserver.protocol.sockets import ClientCurve
+    from tests.cacheserver.daemon_fixtures import free_port
+
+    assert _asymcache("keys", "server", str(tmp_path / "srv")).returncode == 0
+    assert _asymcache("keys", "client", "ops", str(tmp_path / "cl"), "--allow",
+                      str(tmp_path / "allowed")).returncode == 0
+    server_pub, client_sec = tmp_path / "srv" / "server.key", tmp_path / "cl" / "ops.key_secret"
+    endpoint = f"tcp://127.0.0.1:{free_port()}"
+    start_daemon(endpoint=endpoint, curve=ClientCurve.from_files(str(server_pub), str(client_sec)),
+                 curve_secret_key_file=str(tmp_path / "srv" / "server.key_secret"),
+                 curve_clients_dir=str(tmp_path / "allowed"), disk_bytes=0)
+    keys = ("--curve-server-key", str(server_pub), "--curve-client-key", str(client_sec))
+    ok = _asymcache("ping", "--endpoint", endpoint, *keys)
+    assert ok.returncode == 0 and f"pong from {endpoint}" in ok.stdout
+    stats = _asymcache("stats", "--endpoint", endpoint, "--json", *keys)
+    assert stats.returncode == 0 and json.loads(stats.stdout)["engines"] == 0
+    plain = _asymcache("ping", "--endpoint", endpoint, "--timeout", "0.5")
+    assert plain.returncode == 1  # no keys: no handshake, no answer
+    half = _asymcache("ping", "--endpoint", endpoint, "--curve-server-key", str(server_pub))
+    assert half.returncode != 0 and "--curve-client-key is needed" in half.stderr
