@@ -10,7 +10,10 @@ is always a bug, never float noise (DESIGN.md section 6).
 
 from __future__ import annotations
 
+import subprocess
+import time
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 from asymcache.engine.engine import RequestOutput
@@ -61,3 +64,20 @@ def reference(prompts: Sequence[list[int]], max_tokens: int) -> list[list[int]]:
 def assert_same(outs: Sequence[RequestOutput], ref: Sequence[list[int]]) -> None:
     for i, (out, want) in enumerate(zip(outs, ref, strict=True)):
         assert out.token_ids == want, f"prompt {i}: tokens differ from the no-cache run"
+
+
+def wait_healthy(url: str, proc: subprocess.Popen, log: Path) -> None:
+    """Wait (up to 120 s) until the engine server at ``url`` answers ``/health`` with 200;
+    fail with the tail of its ``log`` if the process exits first."""
+    import httpx
+
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:
+        assert proc.poll() is None, f"server exited: {log.read_text()[-2000:]}"
+        try:
+            if httpx.get(f"{url}/health", timeout=1).status_code == 200:
+                return
+        except httpx.TransportError:
+            pass
+        time.sleep(0.2)
+    raise TimeoutError("the engine server did not become healthy")

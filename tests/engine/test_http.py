@@ -13,7 +13,7 @@ from collections.abc import Iterator
 import httpx
 import pytest
 
-from tests.engine.engine_fixtures import COST, make_llm
+from tests.engine.engine_fixtures import COST, make_llm, wait_healthy
 
 PROMPT = "The harbor town woke early, and the fishing boats went out before the sun rose over"
 
@@ -35,24 +35,11 @@ def server(tmp_path_factory) -> Iterator[str]:
         proc = subprocess.Popen(cmd, stdout=out, stderr=out)
     url = f"http://127.0.0.1:{port}"
     try:
-        _wait_healthy(url, proc, log)
+        wait_healthy(url, proc, log)
         yield url
     finally:
         proc.terminate()
         proc.wait(30)
-
-
-def _wait_healthy(url: str, proc: subprocess.Popen, log) -> None:
-    deadline = time.monotonic() + 120
-    while time.monotonic() < deadline:
-        assert proc.poll() is None, f"server exited: {log.read_text()[-2000:]}"
-        try:
-            if httpx.get(f"{url}/health", timeout=1).status_code == 200:
-                return
-        except httpx.TransportError:
-            pass
-        time.sleep(0.2)
-    raise TimeoutError("the engine server did not become healthy")
 
 
 @pytest.fixture(scope="module")

@@ -22,7 +22,7 @@ from asymcache.engine.config import EngineConfig
 from asymcache.engine.server.api_keys import ApiKeys, KeyFileError
 from asymcache.engine.server.serve import open_keys
 from tests.daemons import ENGINE, DaemonFactory
-from tests.engine.engine_fixtures import COST
+from tests.engine.engine_fixtures import COST, wait_healthy
 
 PROMPT = ("The lighthouse keeper counted the ships that passed the point each night and wrote "
           "their names in a book that nobody else ever read, year after year after year")
@@ -75,24 +75,11 @@ def server(tmp_path_factory) -> Iterator[Server]:
             proc = subprocess.Popen(cmd, stdout=out, stderr=out)
         url = f"http://127.0.0.1:{port}"
         try:
-            _wait_healthy(url, proc, log)
+            wait_healthy(url, proc, log)
             yield Server(url, proc, keys_file)
         finally:
             proc.terminate()
             proc.wait(30)
-
-
-def _wait_healthy(url: str, proc: subprocess.Popen, log: Path) -> None:
-    deadline = time.monotonic() + 120
-    while time.monotonic() < deadline:
-        assert proc.poll() is None, f"server exited: {log.read_text()[-2000:]}"
-        try:
-            if httpx.get(f"{url}/health", timeout=1).status_code == 200:
-                return
-        except httpx.TransportError:
-            pass
-        time.sleep(0.2)
-    raise TimeoutError("the engine server did not become healthy")
 
 
 def _auth(key: str | None) -> dict[str, str]:
