@@ -30,6 +30,9 @@ from asymcache.cacheserver.protocol.wire_types import (
 ROOT_PARENT = bytes(KEY_BYTES)
 _NS_PERSON = b"asymcache-ns-v1"
 _BLOCK_PERSON = b"asymcache-bk-v1"
+_TENANT_PERSON = b"asymcache-tn-v1"
+TENANT_LABEL_MAX_BYTES = 64  # the name a tenant is counted under (metrics labels, quotas)
+PUBLIC_LABEL = "public"  # the tenant of requests without a cache_salt
 _DTYPE_BYTES = {"float32": 4, "float16": 2, "bfloat16": 2, "float8_e4m3fn": 1, "float8_e5m2": 1}
 
 
@@ -127,6 +130,24 @@ def namespace_id(model_fingerprint: str, layout: KVLayout, cache_salt: str = "")
         h.update(len(data).to_bytes(8, "little"))  # length-prefixed: no ambiguity between parts
         h.update(data)
     return h.digest()
+
+
+def tenant_digest(cache_salt: str) -> bytes:
+    """16-byte digest naming a tenant to the daemon (``asymcache purge``, the TENANTS message)
+    without the salt: BLAKE2b with its own personalisation, so it equals no namespace."""
+    h = hashlib.blake2b(digest_size=KEY_BYTES, person=_TENANT_PERSON)
+    h.update(cache_salt.encode("utf-8"))
+    return h.digest()
+
+
+def tenant_label(cache_salt: str, name: str | None = None) -> str:
+    """The name a tenant is counted under: ``name`` (the API keys file's tenant) when known,
+    ``public`` for the empty salt, else ``salt-`` and 8 hex digits of :func:`tenant_digest`."""
+    if name:
+        return name[:TENANT_LABEL_MAX_BYTES]
+    if not cache_salt:
+        return PUBLIC_LABEL
+    return "salt-" + tenant_digest(cache_salt)[:4].hex()
 
 
 def block_key(

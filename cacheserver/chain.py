@@ -15,6 +15,8 @@ bit per level of the chain. The rules, the same for every level:
 * **write-through**: a block entering the top level is copied into each ``write_through`` level.
 * **backing**: every level holding a block is told (``set_backing``) the next level below that
   still holds it; ``spill`` tells each demoting policy where its victims go.
+* **quotas** (optional): a tenant at its bound in a level makes room by evicting its own blocks
+  there first (:class:`Quota`).
 * **pins**: a block's pin lives on its record; the chain pins it in every level that holds it
   and again in each level it enters while the pin lasts.
 
@@ -29,7 +31,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any, Literal, Protocol
 
 from asymcache.cacheserver.policy import ResidencyPolicy
 
@@ -54,6 +56,14 @@ class ChainEvents:
     def pinned(self, block: Any, until: float | None, now: float, on: bool) -> None: ...
 
 
+class Quota(Protocol):
+    """Per-tenant bounds in levels (the daemon's ``tenants.TenantBook``): before the usual
+    eviction, ``make_room`` evicts ``block``'s tenant's own blocks while it is at its bound
+    (through :meth:`TierChain.leave`); ``False`` when none of them may go."""
+
+    def make_room(self, chain: TierChain, level: Level, block: Any, now: float) -> bool: ...
+
+
 @dataclass(eq=False)
 class Level:
     name: str
@@ -70,10 +80,12 @@ class TierChain:
     """Ordered levels (highest first) and the movement rules above."""
 
     def __init__(self, levels: list[Level], records: Callable[[Any], Any],
-                 discard: Callable[[Any], object], events: ChainEvents) -> None:
+                 discard: Callable[[Any], object], events: ChainEvents,
+                 quota: Quota | None = None) -> None:
         self.levels = levels
         self.by_name = {level.name: level for level in levels}
         self.records, self.discard, self.events = records, discard, events
+        self.quota = quota
         for i, level in enumerate(levels):
             level.bit = 1 << i
             spill = levels[i + 1].name if level.demote != "none" and i + 1 < len(levels) else None
@@ -128,9 +140,12 @@ class TierChain:
         return True
 
     def make_room(self, level: Level, block: Any, now: float) -> bool:
-        """Evict ``level``'s victims until ``block`` fits; ``block`` stays indexed meanwhile."""
+        """Evict ``level``'s victims until ``block`` fits; ``block`` stays indexed meanwhile.
+        With a ``quota``, its tenant's own blocks go first while it is at its quota there."""
         block.busy += 1
         try:
+            if self.quota is not None and not self.quota.make_room(self, level, block, now):
+                return False
             while level.store.full(block):
                 victim = level.policy.evict(now)
                 if victim is None:

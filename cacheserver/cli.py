@@ -37,7 +37,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     from asymcache.cacheserver.config_loader import add_flags, keys
 
     remote = {k: "see docs/remote.md" for k in keys(SCHEME.root) if k.startswith("remote.")}
-    add_flags(parser, SCHEME, {**remote, **_HELP})
+    quotas = {k: "per-tenant bounds and tenant metrics: see docs/security.md"
+              for k in keys(SCHEME.root) if k.startswith("quotas.")}
+    add_flags(parser, SCHEME, {**remote, **quotas, **_HELP})
 
 
 def run(args: argparse.Namespace) -> int:

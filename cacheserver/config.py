@@ -24,7 +24,7 @@ from asymcache.cacheserver.policy import policy_names
 from asymcache.cacheserver.protocol import Limits
 from asymcache.tiers.remote_config import RemoteTierConfig
 
-__all__ = ["SCHEME", "RemoteSection", "ServerConfig", "load_config", "parse_size"]
+__all__ = ["SCHEME", "QuotaSection", "RemoteSection", "ServerConfig", "load_config", "parse_size"]
 _IPC_PATH_MAX = 100  # sun_path is 108 bytes on Linux, with room for the terminator
 
 
@@ -70,6 +70,67 @@ class RemoteSection:
             raise ValueError(str(e).replace("RemoteTierConfig.", "remote.", 1)) from None
 
 
+_QUOTA_TIERS = ("cpu", "disk", "remote")
+
+
+@dataclass(frozen=True)
+class QuotaSection:
+    """``[quotas]``: per-tenant bounds in the shared tiers, tenant metrics, the registry's size
+    (``cacheserver/tenants.py``). A tenant is the label its engines register (the API keys
+    file's tenant name, ``public`` without a salt, else ``salt-<8 hex>``); 0 = no bound."""
+
+    cpu_blocks: int = 0  # the most CPU-tier blocks of any one tenant
+    disk_blocks: int = 0
+    remote_blocks: int = 0  # of the blocks this daemon stored in the cluster
+    tenants_file: str = ""  # TOML: a table per tenant label with its own *_blocks bounds
+    metrics_top: int = 8  # tenants shown by name in metrics; the rest as "other"
+    max_namespaces: int = 65536  # namespaces the tenant registry keeps
+
+    def __post_init__(self) -> None:
+        _check_fields(self, "quotas.")
+        for name in ("cpu_blocks", "disk_blocks", "remote_blocks"):
+            if getattr(self, name) < 0:
+                raise ValueError(f"quotas.{name}: must be >= 0, got {getattr(self, name)}")
+        for name in ("metrics_top", "max_namespaces"):
+            if getattr(self, name) <= 0:
+                raise ValueError(f"quotas.{name}: must be positive, got {getattr(self, name)}")
+        self.limits()  # raises naming quotas.tenants_file
+
+    def limits(self) -> dict[str, dict[str, int]]:
+        """Tenant label (``*``: every tenant) -> tier -> the most blocks (bounds > 0 only)."""
+        out = {"*": {t: getattr(self, f"{t}_blocks") for t in _QUOTA_TIERS
+                     if getattr(self, f"{t}_blocks") > 0}}
+        if self.tenants_file:
+            out.update(_tenant_quotas(self.tenants_file))
+        return {label: per for label, per in out.items() if per}
+
+
+def _tenant_quotas(path: str) -> dict[str, dict[str, int]]:
+    import tomllib
+
+    where = f"quotas.tenants_file: {path}"
+    try:
+        with open(path, "rb") as f:
+            doc = tomllib.load(f)
+    except (OSError, tomllib.TOMLDecodeError) as e:
+        raise ValueError(f"{where}: {e}") from None
+    out: dict[str, dict[str, int]] = {}
+    for label, table in doc.items():
+        if not isinstance(table, dict):
+            raise ValueError(f"{where}: [{label}] must be a table of *_blocks bounds")
+        per = {}
+        for key, value in table.items():
+            tier = key.removesuffix("_blocks")
+            if tier not in _QUOTA_TIERS or not key.endswith("_blocks"):
+                raise ValueError(f"{where}: [{label}] {key}: unknown; known: "
+                                 f"{', '.join(t + '_blocks' for t in _QUOTA_TIERS)}")
+            if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+                raise ValueError(f"{where}: [{label}] {key}: must be an int >= 0, got {value!r}")
+            per[tier] = value
+        out[label] = per
+    return out
+
+
 @dataclass(frozen=True)
 class ServerConfig:
     """Everything ``asymcache serve`` can be told. Sizes in bytes, times in seconds."""
@@ -108,6 +169,7 @@ class ServerConfig:
     events_replay_bytes: int = 64 << 20  # event batches kept for replay (oldest dropped)
     log_level: str = "info"
     remote: RemoteSection = field(default_factory=RemoteSection)  # the [remote] table
+    quotas: QuotaSection = field(default_factory=QuotaSection)  # the [quotas] table
 
     def __post_init__(self) -> None:
         _check_fields(self)

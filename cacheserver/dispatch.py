@@ -26,7 +26,11 @@ import logging
 import time
 from collections.abc import Awaitable
 
-from asymcache.cacheserver import handlers_data, handlers_session  # noqa: F401 - register ops
+from asymcache.cacheserver import (  # noqa: F401 - register ops
+    handlers_data,
+    handlers_session,
+    handlers_tenants,
+)
 from asymcache.cacheserver.handlers import HANDLERS, Context, HandlerSpec
 from asymcache.cacheserver.index import IndexFull
 from asymcache.cacheserver.leases import EngineSession

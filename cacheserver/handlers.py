@@ -153,8 +153,10 @@ def hello(ctx: Context, identity: bytes, session: EngineSession | None, req: Hel
                         gpu_policy, ctx.clock())
     ctx.sessions.add(new)
     ctx.resize_index()
+    purged = ctx.residency.tenants.unconfirmed(req.engine_id)  # the engine drops them soon
     for ref, slot in zip(req.held, req.held_slots, strict=True):
-        ctx.residency.gpu_commit(new, _ensure(ctx, new, ref), slot)
+        if ref.namespace not in purged:
+            ctx.residency.gpu_commit(new, _ensure(ctx, new, ref), slot)
     cpu = ctx.residency.cpu
     from asymcache.cacheserver.handlers_session import daemon_info  # it imports this module
 

@@ -212,12 +212,17 @@ def snapshot(ctx: Context, ready: bool = True, dropped: int = 0,
             occupancy[name] = len(tier)
             errors.update({(name, k): v for k, v in tier.error_counts().items()})
     remote = res.tier("remote")
+    book = res.tenants
     return StateSnapshot(occupancy=occupancy, capacity=capacity, tier_errors=errors,
                          engines=len(ctx.sessions), index_blocks=len(ctx.index),
                          leases=sum(s.lease_count for s in ctx.sessions),
                          dropped_replies=dropped, refused_messages=refused, ready=ready,
                          remote_ready=None if remote is None else remote.ready,  # type: ignore[attr-defined]
-                         remote_load=res.load_figures("remote"))
+                         remote_load=res.load_figures("remote"),
+                         tenant_blocks=list(book.top(ctx.config.quotas.metrics_top)),
+                         tenant_namespaces=len(book.by_ns),
+                         quota_evictions=dict(book.quota_evictions),
+                         purged_blocks=dict(book.purged_blocks))
 
 
 def _tier_counters(ctx: Context) -> dict[tuple[str, str], int]:

@@ -1,11 +1,13 @@
 """Request handlers of an engine's session besides HELLO (``handlers.py``): PING, CANCEL,
 FORGET.
 
-PING is liveness and, naming an engine, that engine's heartbeat. With ``info``, PING and HELLO
-replies also say what an engine plans with: the daemon's tiers and the remote tier's load
-figures (:func:`daemon_info`), so engines never scrape STATS. CANCEL gives back CPU
-reservations an engine will not fill (a ``FILLING`` slot is otherwise freed only by a COMMIT
-``cpu`` or the end of the session). FORGET says which victims named ahead the engine gave up.
+PING is liveness and, naming an engine, that engine's heartbeat; a heartbeat's reply names the
+namespaces purged since the engine last confirmed (``purged_upto``), for its pool to drop. With
+``info``, PING and HELLO replies also say what an engine plans with: the daemon's tiers and
+the remote tier's load figures (:func:`daemon_info`), so engines never scrape STATS. CANCEL
+gives back CPU reservations an engine will not fill (a ``FILLING`` slot is otherwise freed only
+by a COMMIT ``cpu`` or the end of the session). FORGET says which victims named ahead the
+engine gave up.
 """
 
 from __future__ import annotations
@@ -44,10 +46,15 @@ def ping(ctx: Context, identity: bytes, session: EngineSession | None, req: Ping
     the socket that registered it or from that socket's heartbeat identity (its routing id +
     ``HEARTBEAT_SUFFIX``). ``registered``: whether that engine has a session."""
     target = ctx.sessions.by_engine(req.engine_id) if req.engine_id else session
+    purged: dict[str, Any] = {}
     if target is not None and identity in (target.identity, target.identity + HEARTBEAT_SUFFIX):
         target.last_seen = ctx.clock()
+        namespaces, seq = ctx.residency.tenants.pending_for(target.engine_id, req.purged_upto)
+        if namespaces:
+            purged = {"purged": namespaces, "purge_seq": seq}
     return PingReply(epoch=ctx.epoch, server_time=time.time(), version=PROTOCOL_VERSION,
-                     registered=target is not None, **(daemon_info(ctx) if req.info else {}))
+                     registered=target is not None, **(daemon_info(ctx) if req.info else {}),
+                     **purged)
 
 
 @handler("forget")

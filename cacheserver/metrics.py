@@ -106,6 +106,10 @@ class StateSnapshot:
     ready: bool = False
     remote_ready: bool | None = None  # None = no remote tier
     remote_load: tuple[float, float] | None = None  # (latency_s, bandwidth_bps) in use
+    tenant_blocks: list[tuple[str, str, int]] = field(default_factory=list)  # tier, tenant, n
+    tenant_namespaces: int = 0
+    quota_evictions: dict[str, int] = field(default_factory=dict)  # tier -> blocks
+    purged_blocks: dict[str, int] = field(default_factory=dict)  # tier -> blocks
 
 
 class StateCollector:
@@ -142,6 +146,7 @@ class StateCollector:
                                       "longer in curve_clients_dir")
         refused.add_metric([], s.refused_messages)
         yield refused
+        yield from _tenant_families(s)
         if s.remote_ready is not None:
             yield _gauge("asymcache_tier_remote_ready", "1 while a node of the remote cluster "
                          "answers", int(s.remote_ready))
@@ -150,6 +155,28 @@ class StateCollector:
                          "the remote tier in the cost model", s.remote_load[0])
             yield _gauge("asymcache_tier_remote_load_bandwidth_bytes_per_second", "Bandwidth of "
                          "a load from the remote tier in the cost model", s.remote_load[1])
+
+
+def _tenant_families(s: StateSnapshot) -> Iterator[Metric]:
+    """Per-tenant levels (the largest tenants by name, the rest as ``other``), quota
+    evictions and purged blocks (``cacheserver/tenants.py``)."""
+    blocks = GaugeMetricFamily("asymcache_tenant_blocks", "Blocks held now, by tenant (the "
+                               "largest by name, the rest as other) and tier",
+                               labels=["tenant", "tier"])
+    for tier, tenant, n in sorted(s.tenant_blocks):
+        blocks.add_metric([tenant, tier], n)
+    yield blocks
+    yield _gauge("asymcache_tenant_namespaces", "Namespaces in the tenant registry",
+                 s.tenant_namespaces)
+    quota = CounterMetricFamily("asymcache_tenant_quota_evictions", "Blocks evicted because "
+                                "their tenant was at its quota in the tier", labels=["tier"])
+    purged = CounterMetricFamily("asymcache_tenant_purged_blocks", "Blocks removed by purges, "
+                                 "by tier", labels=["tier"])
+    for tier in TIERS:
+        if tier != "gpu":
+            quota.add_metric([tier], s.quota_evictions.get(tier, 0))
+        purged.add_metric([tier], s.purged_blocks.get(tier, 0))
+    yield from (quota, purged)
 
 
 def _gauge(name: str, doc: str, value: float) -> GaugeMetricFamily:

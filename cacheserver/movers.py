@@ -17,12 +17,14 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from asymcache.cacheserver.chain import ChainEvents, Level, TierChain
+from asymcache.cacheserver.config import QuotaSection
 from asymcache.cacheserver.events import EventLog, NoEvents
 from asymcache.cacheserver.index import BlockIndex, BlockRecord
 from asymcache.cacheserver.leases import EngineSession, SessionTable
 from asymcache.cacheserver.levels import header_of
 from asymcache.cacheserver.metrics import DIRECTIONS, DaemonMetrics
 from asymcache.cacheserver.policy import ResidencyPolicy
+from asymcache.cacheserver.tenants import TenantBook
 from asymcache.tiers.base import Buffer, Tier
 from asymcache.tiers.cpu import CpuTier
 
@@ -33,9 +35,12 @@ class Residency(ChainEvents):
 
     def __init__(self, index: BlockIndex, sessions: SessionTable, levels: list[Level],
                  metrics: DaemonMetrics, clock: Callable[[], float],
-                 capacity: dict[str, int], bound: dict[str, int]) -> None:
+                 capacity: dict[str, int], bound: dict[str, int],
+                 tenants: TenantBook | None = None) -> None:
         self.index, self.sessions, self.metrics, self.clock = index, sessions, metrics, clock
-        self.chain = TierChain(levels, index.get, index.discard_if_unheld, self)
+        self.tenants = tenants if tenants is not None else TenantBook(QuotaSection(), None)
+        self.chain = TierChain(levels, index.get, index.discard_if_unheld, self,
+                               quota=self.tenants if self.tenants.limits else None)
         self.top = levels[0]  # engines demote into it and fetch from it (the CPU tier)
         self.cpu: CpuTier = self.top.store.tier  # type: ignore[attr-defined]
         self.policies = {level.name: level.policy for level in levels}
@@ -205,9 +210,11 @@ class Residency(ChainEvents):
 
     # ---- chain events -------------------------------------------------------------------
     def entered(self, level: Level, block: BlockRecord) -> None:  # type: ignore[override]
+        self.tenants.entered(level.name, block)
         self.events.stored(level.name, block)
 
     def left(self, level: Level, block: BlockRecord) -> None:  # type: ignore[override]
+        self.tenants.left(level.name, block)
         self.events.removed(level.name, block.key, block.namespace)
 
     def evicted(self, level: Level, block: object) -> None:

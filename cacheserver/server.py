@@ -49,6 +49,7 @@ from asymcache.cacheserver.protocol import request_ops
 from asymcache.cacheserver.protocol.sockets import ping
 from asymcache.cacheserver.router import RouterSocket
 from asymcache.cacheserver.startup import PolicyFactory, open_remote, open_tiers, rebuild_index
+from asymcache.cacheserver.tenants import TenantBook
 
 log = logging.getLogger("asymcache.server")
 _BATCH = 256
@@ -113,8 +114,9 @@ class CacheServer:
             cfg, {"cpu": cpu, "disk": disk, "remote": remote}, make_policy)
         tier_blocks = sum(bound.values())  # the index's bound, not capacity
         index, sessions = BlockIndex(tier_blocks), SessionTable(cfg.max_engines)
+        tenants = TenantBook(cfg.quotas, cfg.data_dir)
         residency = Residency(index, sessions, levels, self.metrics, time.monotonic, capacity,
-                              bound)
+                              bound, tenants)
         self.ctx = Context(cfg, index, sessions, residency, self.metrics, self.epoch,
                            time.monotonic, lambda n: make_policy("gpu", n), tier_blocks)
         self.registry.register(StateCollector(self._snapshot))
@@ -122,6 +124,7 @@ class CacheServer:
         # in a worker thread, so the loop serves HTTP meanwhile; nothing else touches the
         # index and the policies until the socket is bound
         n = await asyncio.get_running_loop().run_in_executor(None, rebuild_index, self.ctx)
+        tenants.recount(index.records(), residency.chain.levels)
         log.info("tiers open, %d blocks indexed from disk in %.2fs", n, time.perf_counter() - t0)
         self._bind()
         loop = asyncio.get_running_loop()

@@ -7,6 +7,7 @@ import os
 import socket
 import uuid
 from dataclasses import dataclass
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 import torch
@@ -59,6 +60,7 @@ def build_parts(config: EngineConfig) -> EngineParts:
     cost = resolve_cost_model(config, model, pool)
     link = make_link(config, info.fingerprint, layout, pool.num_blocks)
     kv = KVManager(pool, config.kv_config, info.fingerprint, cost, link)
+    kv.served_model = Path(config.model).name or config.model  # the HTTP server's name wins
     max_len = min(config.max_model_len or info.max_positions, info.max_positions)
     chunker = create_chunker(
         config.chunking, max_tokens=config.max_num_batched_tokens,

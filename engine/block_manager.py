@@ -131,6 +131,22 @@ class BlockManager:
                 else:
                     self._empty.append(slot)
 
+    def uncache(self, slot: int) -> bytes | None:
+        """Stop offering the block in ``slot`` (its tenant's data was purged): an idle slot
+        becomes empty, a referenced one private to its requests (empty once released). The key
+        it held, or ``None``."""
+        key = self._key_of[slot]
+        if key is None:
+            return None
+        if self._refs[slot] == 0:
+            self._forget(slot)
+            self._empty.append(slot)
+        else:
+            self._pinned_until.pop(slot, None)
+            self._key_of[slot] = None
+            del self._slot_of[key]
+        return key
+
     def pin(self, slots: Iterable[int], until: float) -> None:
         """Keep cached ``slots`` out of local eviction until ``until`` (same clock as ``now``)."""
         for slot in slots:

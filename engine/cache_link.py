@@ -36,7 +36,12 @@ from typing import TYPE_CHECKING, TypeVar
 from asymcache.cacheserver import protocol as p
 from asymcache.cacheserver.blocks import KVLayout
 from asymcache.cacheserver.protocol import BlockRef, ProtocolError, Where
-from asymcache.engine.client import CacheClient, CacheClientError, DaemonUnavailable
+from asymcache.engine.client import (
+    CacheClient,
+    CacheClientError,
+    DaemonError,
+    DaemonUnavailable,
+)
 from asymcache.engine.planner import MISS, Location
 from asymcache.engine.slot_grants import SlotGrants
 from asymcache.tiers.base import checksum
@@ -79,6 +84,7 @@ class CacheLink:
         self._registered_before = False
         self._held: Held | None = None
         self._prefetch = -1  # request id of the one-way ALLOCATE out, if any
+        self.tenants_unsupported = False  # the daemon answered TENANTS with unknown_op
 
     # ---- connection -----------------------------------------------------------------------
     def tick(self, held: Held) -> None:
@@ -114,6 +120,42 @@ class CacheLink:
         reg = self.client.registration
         log.info("registered with the cache daemon at %s (epoch %s)", self.endpoint,
                  reg.epoch if reg is not None else "?")
+
+    def take_purged(self) -> list[bytes]:
+        """Namespaces the daemon purged that this engine has not dropped yet (its heartbeat
+        reply names them); the caller drops them at once: the next heartbeat confirms."""
+        pong = self.client.last_pong
+        if pong is None or not pong.purged or pong.purge_seq <= self.client.purged_upto:
+            return []
+        self.client.purged_upto = pong.purge_seq
+        return list(pong.purged)
+
+    def tenants(self, entries: Sequence[tuple[bytes, bytes, str]], model: str) -> bool:
+        """Tell the daemon whose namespaces these are (TENANTS), in batches; whether it heard
+        (a daemon that predates TENANTS counts as having heard: it has no tenants to keep)."""
+        if self.tenants_unsupported or not self.connected:
+            return self.tenants_unsupported
+        for part in _batches(list(entries), MAX_KEYS):
+            try:
+                self.client.tenants([e[0] for e in part], [e[1] for e in part],
+                                    [e[2] for e in part], model)
+            except DaemonError as e:
+                if e.code == p.ErrorCode.UNKNOWN_OP:
+                    log.warning("the cache daemon predates tenants (TENANTS): no quotas or "
+                                "purge for this engine's blocks; upgrade the daemon")
+                    self.tenants_unsupported = True
+                    return True
+                self.errors += 1
+                log.warning("cache daemon refused TENANTS: %s", e)
+                return True  # a refusal names a bad entry: sending it again would not help
+            except DaemonUnavailable as e:
+                self._down(e)
+                return False
+            except (CacheClientError, ProtocolError) as e:
+                self.errors += 1
+                log.warning("cache daemon request failed: %s", e)
+                return False
+        return True
 
     @property
     def remote_tier(self) -> bool:

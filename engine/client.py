@@ -293,7 +293,8 @@ class CacheClient(ClientBase):
                 sock = DealerSocket(self._ctx, self.endpoint,
                                     self.routing_id + p.HEARTBEAT_SUFFIX, self.curve)
             generation, rid = self.generation, next(rids)
-            sock.send(p.Ping(engine_id=self._pinged_id(), info=True).to_wire(rid))
+            sock.send(p.Ping(engine_id=self._pinged_id(), info=True,
+                             purged_upto=self.purged_upto).to_wire(rid))
             try:
                 got = _await(sock, rid, self.timeout_s, None)
             except p.ProtocolError:  # a reply this client cannot read: as good as none

@@ -172,6 +172,7 @@ class ClientBase:
         self.reservations: list[tuple[bytes, int, int]] = []  # ACKs' (key, CPU slot, generation)
         self.stocked: list[tuple[int, bytes, int, int]] = []  # ACKs' victims, + generation
         self.needs_hello = False  # an ACK said the daemon does not know this engine
+        self.purged_upto = 0  # the last purge the engine applied (PINGs and heartbeats say so)
 
     @property
     def routing_id(self) -> bytes:
@@ -368,9 +369,21 @@ class ClientBase:
         """The daemon's STATS reply as a plain dict (JSON-ready: ``asymcache stats --json``)."""
         return self._call(p.Stats(), lambda r: {f.name: getattr(r, f.name) for f in fields(r)})
 
+    def tenants(self, namespaces: Sequence[bytes], tenants: Sequence[bytes],
+                labels: Sequence[str], model: str = "") -> int:
+        """Tell the daemon whose namespaces these are (``blocks.tenant_digest`` of each salt,
+        the label it is counted under); how many it did not know."""
+        return self._call(p.Tenants(namespaces=list(namespaces), tenants=list(tenants),
+                                    labels=list(labels), model=model), lambda r: r.recorded)
+
+    def purge(self, tenant: bytes, model: str = "") -> p.PurgeReply:
+        """Remove tenant ``tenant``'s blocks (``blocks.tenant_digest``) from every tier."""
+        return self._call(p.Purge(tenant=tenant, model=model), lambda r: r)
+
     def ping(self) -> p.PingReply:
         """Liveness and the daemon's epoch; also this engine's heartbeat."""
-        return self._call(p.Ping(engine_id=self._pinged_id()), lambda r: r)
+        return self._call(p.Ping(engine_id=self._pinged_id(), purged_upto=self.purged_upto),
+                          lambda r: r)
 
     def _pinged_id(self) -> str:
         return self.engine_id if self._hello is not None else ""

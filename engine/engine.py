@@ -142,12 +142,15 @@ class LLMEngine:
 
     # ---- the step -------------------------------------------------------------------------
     def tick_daemon(self) -> None:
-        """Register with the daemon if it answers and does not know this engine, and give back
-        unfilled CPU reservations (see ``CacheLink.tick``). Called at construction, by every
-        step, and by a driver with no work (``AsyncEngine``). Side effects: HELLO or CANCEL
-        requests; nothing without a daemon endpoint."""
+        """Register with the daemon if it answers and does not know this engine, give back
+        unfilled CPU reservations (see ``CacheLink.tick``), drop purged tenants' blocks and
+        tell the daemon whose new namespaces are (``KVManager.tell_tenants``). Called at
+        construction, by every step, and by a driver with no work (``AsyncEngine``). Side
+        effects: HELLO, CANCEL or TENANTS requests; nothing without a daemon endpoint."""
         if self.kv.link is not None:
             self.kv.link.tick(self.kv.held)
+            self.kv.drop_purged()
+            self.kv.tell_tenants()
             if not self.scheduler.has_work:
                 self.kv.service()
 

@@ -13,11 +13,13 @@ pool and local LRU serve.
 
 from __future__ import annotations
 
+import logging
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from asymcache.cacheserver.blocks import namespace_id
+from asymcache.cacheserver.blocks import namespace_id, tenant_digest, tenant_label
 from asymcache.cacheserver.protocol import BlockRef
 from asymcache.engine.block_manager import BlockManager
 from asymcache.engine.kv_lookup import KVLookup
@@ -30,6 +32,9 @@ from asymcache.engine.victim_stock import VictimStock
 if TYPE_CHECKING:
     from asymcache.cacheserver.policy.cost import CostModel
     from asymcache.engine.cache_link import CacheLink
+
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -77,6 +82,11 @@ class KVManager:
         self._holding: dict[int, Request] = {}  # admitted requests holding slots, by id()
         # owners of the blocks committed with ``reserve`` by the last few flushes
         self._offload_owner: deque[dict[bytes, Request]] = deque(maxlen=_OWNER_FLUSHES)
+        self.served_model = ""  # the name the HTTP server serves the model under
+        self.tenant_name: Callable[[str], str | None] | None = None  # salt -> API keys' tenant
+        self._tenants: dict[bytes, tuple[bytes, str]] = {}  # namespace -> (digest, label)
+        self._untold: list[bytes] = []  # namespaces this registration has not heard of
+        self._told_generation = -1
         self.stock = (VictimStock(cfg.victim_stock, self.blocks, self._refs, self.transfers,
                                   self.link) if self.link is not None else None)
 
@@ -85,7 +95,50 @@ class KVManager:
         return self.cfg.reuse != "none"
 
     def namespace(self, cache_salt: str) -> bytes:
-        return namespace_id(self.fingerprint, self.pool.layout, cache_salt)
+        """The namespace of ``cache_salt``'s blocks; a new one is told to the daemon (with its
+        tenant's digest and label, never the salt) at the next :meth:`tell_tenants`."""
+        ns = namespace_id(self.fingerprint, self.pool.layout, cache_salt)
+        if self.link is not None and ns not in self._tenants:
+            if len(self._tenants) >= _TENANTS_KEPT:
+                self._tenants.pop(next(iter(self._tenants)))
+            name = self.tenant_name(cache_salt) if self.tenant_name is not None else None
+            self._tenants[ns] = (tenant_digest(cache_salt), tenant_label(cache_salt, name))
+            self._untold.append(ns)
+        return ns
+
+    def tell_tenants(self) -> None:
+        """Send the daemon the namespaces it has not heard of from this registration (all of
+        them again after a re-registration: the daemon may have lost its registry)."""
+        if self.link is None or not self.link.connected:
+            return
+        generation = self.link.generation
+        if generation != self._told_generation:
+            self._untold, self._told_generation = list(self._tenants), generation
+        if not self._untold:
+            return
+        untold, self._untold = self._untold, []
+        entries = [(ns, *self._tenants[ns]) for ns in dict.fromkeys(untold) if ns in self._tenants]
+        if not self.link.tenants(entries, self.served_model):
+            self._untold = untold + self._untold  # told again once the daemon answers
+
+    def drop_purged(self) -> int:
+        """Drop the pool's blocks of namespaces the daemon purged (its heartbeat reply names
+        them): idle slots become empty, slots in use private to their requests. How many."""
+        if self.link is None:
+            return 0
+        purged = set(self.link.take_purged())
+        if not purged:
+            return 0
+        dropped = 0
+        for key, ref in list(self._refs.items()):
+            if ref.namespace in purged:
+                slot = self.blocks.lookup(key)
+                if slot is not None:
+                    self.blocks.uncache(slot)
+                del self._refs[key]
+                dropped += 1
+        log.info("dropped %d blocks of %d purged namespaces from the pool", dropped, len(purged))
+        return dropped
 
     def held(self) -> list[tuple[BlockRef, int]]:
         """Committed blocks and their slots (what HELLO re-announces)."""
@@ -318,6 +371,7 @@ class KVManager:
         req.leased = {}
 
 
+_TENANTS_KEPT = 4096  # namespaces whose tenant the engine remembers (oldest forgotten)
 _OWNER_FLUSHES = 4  # an ACK comes within a step or two; older owners are not kept
 
 

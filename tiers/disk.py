@@ -192,14 +192,16 @@ class DiskTier(Tier):
             return False, None, False
         return True, WriteOp(key, value, len(value) - view.nbytes), True
 
-    def delete(self, keys: Sequence[bytes]) -> int:
+    def delete(self, keys: Sequence[bytes], scrub: bool = False) -> int:
         """Forget held keys now (space is free for ``put`` at once); the LMDB delete is queued
         and committed with the next write (or flush), at the latest a fraction of a second
-        later."""
+        later. ``scrub`` (a purge): the stored values are overwritten with zeros in the file
+        before LMDB frees their pages (``LmdbStore`` module docstring), and the deletes are
+        sent at once."""
         self._check_open()
-        ops = [WriteOp(key) for key in keys if self._acct.forget(key)[0]]
+        ops = [WriteOp(key, scrub=scrub) for key in keys if self._acct.forget(key)[0]]
         if ops:  # one group, lazily: it shares the transaction of the next write
-            self._queue.submit(ops, urgent=False)
+            self._queue.submit(ops, urgent=scrub)
         return len(ops)
 
     def _on_done(self, batch: list[WriteOp]) -> None:

@@ -32,6 +32,11 @@ B-trees' pages are walked once (keys only; values carry their own checksums). :f
 renames such a directory so that the tier can start empty; :meth:`LmdbStore.mark_damaged` leaves
 the marker when corruption shows up while running.
 
+A purge's deletes *scrub*: each value is overwritten with zeros in the data file (found through
+the process's memory map) before its pages are freed, since LMDB leaves freed pages' bytes in
+place until it reuses them. The small ``headers`` entry (namespace, parent, position, layout:
+digests and numbers, no KV bytes) is freed as usual.
+
 A process-wide ``flock`` on ``asymcache.lock`` keeps a second daemon from opening the same
 directory. Not thread-safe by itself except as LMDB allows: one writer thread calls
 :meth:`LmdbStore.apply`, any thread may read.
@@ -52,6 +57,7 @@ from itertools import islice
 from typing import TypeVar
 
 import lmdb
+import numpy as np
 
 from asymcache.tiers.write_behind import WriteOp
 
@@ -137,6 +143,8 @@ class LmdbStore:
     def __init__(self, path: str, map_bytes: int, writemap: bool, batch_bytes: int) -> None:
         os.makedirs(path, exist_ok=True)
         self.path = path
+        self._data_fd = -1  # opened by the first scrubbing delete
+        self._map: tuple[int, int, int] | None = None  # (start, end, file offset) of the map
         self._lock_fd = self._lock_dir(path)
         try:
             self.writemap = writemap and self._preallocate(path, map_bytes)
@@ -258,16 +266,52 @@ class LmdbStore:
         return "io"
 
     def _commit(self, ops: list[WriteOp]) -> None:
-        with self.env.begin(write=True) as txn:
+        with self.env.begin(write=True, buffers=True) as txn:
             for op in ops:
                 if op.cancelled:
                     continue
                 if op.value is None:
+                    if op.scrub:
+                        self._scrub(txn, op.key)
                     txn.delete(op.key, db=self.data)
                     txn.delete(op.key, db=self.hdrs)
                 else:
                     txn.put(op.key, op.value, db=self.data)
                     txn.put(op.key, memoryview(op.value)[: op.header_len], db=self.hdrs)
+
+    def _scrub(self, txn: lmdb.Transaction, key: bytes) -> None:
+        """Overwrite ``key``'s stored value with zeros where it lies in the data file (its
+        overflow pages hold it contiguously), before the delete frees those pages: LMDB keeps
+        freed pages' old bytes until it reuses them. The commit's ``fdatasync`` makes the zeros
+        durable with the delete. A value on a page this transaction wrote is not on disk yet:
+        nothing to overwrite."""
+        value = txn.get(key, db=self.data)
+        if value is None or not len(value):
+            return
+        offset = self._file_offset(np.frombuffer(value, np.uint8).ctypes.data)
+        if offset is None:
+            return
+        if self._data_fd < 0:
+            self._data_fd = os.open(os.path.join(self.path, "data.mdb"), os.O_RDWR)
+        os.pwrite(self._data_fd, bytes(len(value)), offset)
+
+    def _file_offset(self, addr: int) -> int | None:
+        """The data file offset of map address ``addr`` (None: not in the file's mapping), from
+        ``/proc/self/maps`` (LMDB does not report where it mapped the file)."""
+        if self._map is None:
+            data = os.path.realpath(os.path.join(self.path, "data.mdb"))
+            with open("/proc/self/maps") as f:
+                for line in f:
+                    parts = line.split(maxsplit=5)
+                    if len(parts) == 6 and parts[5].strip() == data:
+                        start, end = (int(x, 16) for x in parts[0].split("-"))
+                        if start <= addr < end:
+                            self._map = (start, end, int(parts[2], 16))
+                            break
+            if self._map is None:
+                return None
+        start, end, file_off = self._map
+        return addr - start + file_off if start <= addr < end else None
 
     def _tick(self) -> None:
         try:
@@ -327,4 +371,7 @@ class LmdbStore:
 
     def close(self) -> None:
         self.env.close()
+        if self._data_fd >= 0:
+            os.close(self._data_fd)
+            self._data_fd = -1
         os.close(self._lock_fd)

@@ -57,6 +57,7 @@ from asymcache.tiers.write_behind import WriteBehind, WriteOp
 log = logging.getLogger(__name__)
 _KEY_OVERHEAD = 64  # a Redis key's dict entry and object headers, roughly
 _TYPICAL_HEADER = 168  # encoded header with a ~90-byte layout text
+_PURGE_CHUNK = 512  # DELs per pipeline of a purge
 Found = tuple[BlockHeader, memoryview]
 
 
@@ -328,6 +329,30 @@ class RemoteTier(Tier):
         reachable primary, headers read with GETRANGE). Corrupt headers are counted and
         skipped. Not used at daemon start: the cluster is discovered by lookups."""
         return scan_headers(self._link, self._prefix, self._acct.count)
+
+    def purge(self, namespaces: set[bytes]) -> list[bytes]:
+        """Delete every block of ``namespaces`` from the cluster, whichever host stored it:
+        SCAN every primary, read the headers, DEL the matches (one pipeline per node and
+        ``_PURGE_CHUNK`` keys); this tier's own queued writes of them are cancelled. The keys
+        found and deleted. Blocking (the daemon runs it in a worker thread); unreachable nodes
+        are skipped and counted, so a purge run while a node is down misses that node's
+        blocks."""
+        self._check_open()
+        if not namespaces or not self.ready:
+            return []
+        doomed = [key for key, header in self.headers() if header.namespace in namespaces]
+        self.delete(doomed)  # ours: forgotten, and DELs queued after any queued SET
+        deleted = []
+        for start in range(0, len(doomed), _PURGE_CHUNK):
+            chunk = doomed[start:start + _PURGE_CHUNK]
+            rkeys = [self.redis_key(k) for k in chunk]
+            replies = self._link.execute([(rk, ("DEL", rk)) for rk in rkeys])
+            for key, reply in zip(chunk, replies, strict=True):
+                if isinstance(reply, Exception):
+                    self._acct.count(error_kind(reply))
+                else:  # 0: our own queued DEL was first
+                    deleted.append(key)
+        return deleted
 
     def take_failed(self) -> list[bytes]:
         return self._acct.take_failed()

@@ -49,6 +49,7 @@ class WriteOp:
     seq: int = 0
     cancelled: bool = False
     failed: str | None = None
+    scrub: bool = False  # a delete that overwrites the stored value before freeing it (disk)
 
     @property
     def nbytes(self) -> int:

@@ -234,6 +234,20 @@ class ResidencyPolicy(ABC):
             self.order.discard(top[0])
             self._parked.add(top[0])
 
+    def cheapest_of(self, keys: Iterable[Key], now: float) -> Key | None:
+        """The lowest-value evictable block among ``keys`` (a tenant's own blocks, for its
+        quota), or ``None``; nothing changes (the caller removes it). O(len(keys))."""
+        self._expire_pins(now)
+        best: Key | None = None
+        best_rank: tuple | None = None
+        for key in keys:
+            if key not in self.blocks or self._held(key, now):
+                continue
+            rank = self._priority(key, now)
+            if best_rank is None or rank < best_rank:
+                best, best_rank = key, rank
+        return best
+
     def victims(self, n: int, now: float) -> list[Key]:
         out: list[Key] = []
         while len(out) < n:

@@ -175,6 +175,30 @@ class Ping(Message):
 
     engine_id: EngineId = ""
     info: bool = field(default=False, metadata={OMIT_DEFAULT: True})
+    # the engine dropped the purged namespaces the daemon announced up to this number
+    purged_upto: int = field(default=0, metadata={OMIT_DEFAULT: True})
+
+
+@message("tenants")
+class Tenants(Message):
+    """Which tenant each namespace belongs to, sent by an engine once per namespace and
+    registration: ``tenants[i]`` is ``blocks.tenant_digest(cache_salt)`` of ``namespaces[i]``
+    (never the salt), ``labels[i]`` the name it is counted under (metrics, quotas), ``model``
+    the name the engine serves its model under (``asymcache purge --model``)."""
+
+    namespaces: list[Key]
+    tenants: list[Key]
+    labels: list[str]
+    model: str = ""
+
+
+@message("purge")
+class Purge(Message):
+    """Remove every block of the tenant ``tenant`` (``blocks.tenant_digest``) from every tier;
+    ``model`` (a served model name or fingerprint; "" = all) narrows it to one model."""
+
+    tenant: Key
+    model: str = ""
 
 
 # ---- replies (daemon -> engine/tool) ------------------------------------------------------
@@ -330,5 +354,23 @@ class PingReply(Message):
     tiers: list[str] = field(default_factory=list, metadata={OMIT_DEFAULT: True})
     remote_latency_s: float | None = field(default=None, metadata={OMIT_DEFAULT: True})
     remote_bandwidth_bps: float | None = field(default=None, metadata={OMIT_DEFAULT: True})
+    # namespaces purged since the engine's ``purged_upto`` (its pool drops their blocks), and
+    # the number of the last one; sent only to the heartbeat of a registered engine
+    purged: list[Key] = field(default_factory=list, metadata={OMIT_DEFAULT: True})
+    purge_seq: int = field(default=0, metadata={OMIT_DEFAULT: True})
+
+
+@message("tenants", reply=True)
+class TenantsReply(Message):
+    recorded: int  # namespaces newly recorded (known ones are not counted again)
+
+
+@message("purge", reply=True)
+class PurgeReply(Message):
+    """How many namespaces matched and blocks were removed, per tier (``gpu``: blocks dropped
+    from the engines' pools, which they free at their next heartbeat)."""
+
+    namespaces: int
+    removed: dict  # tier -> blocks
 
 

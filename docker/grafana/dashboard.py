@@ -133,6 +133,15 @@ def daemon_panels() -> list[Panel]:
                               "'KV events'); all zero when it has none"),
         Panel("KV events publish lag p99",
               ((quantile(0.99, "asymcache_events_publish_lag_seconds"), "p99"),), "s"),
+        Panel("Blocks by tenant", (("sum by (tenant) (asymcache_tenant_blocks)",
+                                    "{{tenant}}"),), stack=True,
+              description="Blocks of each tenant in the shared tiers (the largest "
+                          "quotas.metrics_top by name, the rest as other)"),
+        Panel("Quota evictions and purges", (
+            (rate("asymcache_tenant_quota_evictions_total", "tier"), "quota evictions {{tier}}"),
+            (rate("asymcache_tenant_purged_blocks_total", "tier"), "purged from {{tier}}"),
+        ), "ops", description="Blocks a tenant at its quota evicted of its own, and blocks "
+                              "removed by asymcache purge"),
         Panel("Daemon errors", (
             (rate("asymcache_rpc_errors_total", "code"), "reply {{code}}"),
             (rate("asymcache_tier_errors_total", "tier, kind"), "{{tier}} {{kind}}"),

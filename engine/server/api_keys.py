@@ -175,6 +175,15 @@ class ApiKeys:
                 found = principal
         return found
 
+    def tenant_of_salt(self, cache_salt: str) -> str | None:
+        """The tenant whose salt ``cache_salt`` is (one salt per tenant), or None: the name
+        its blocks are counted under in the daemon (``KVManager.namespace``)."""
+        for bucket in self._keys.values():
+            for _, principal in bucket:
+                if principal.tenant is not None and principal.cache_salt == cache_salt:
+                    return principal.tenant
+        return None
+
     def summary(self) -> dict[str, Any]:
         """What is in force (no keys): tenants, admin key count, when loaded, the last error."""
         principals = [p for bucket in self._keys.values() for _, p in bucket]

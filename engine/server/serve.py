@@ -42,6 +42,10 @@ def serve(config: EngineConfig, host: str = "127.0.0.1", port: int = 8000,
     engine.start()
     ctx = ServerContext(engine, engine.engine.tokenizer, served_name(config, model_name),
                         registry, engine.engine.max_model_len, keys=keys)
+    kv = engine.engine.kv  # the daemon counts tenants by these names (TENANTS)
+    kv.served_model = ctx.model_name
+    if keys is not None:
+        kv.tenant_name = keys.tenant_of_salt
     server = uvicorn.Server(uvicorn.Config(create_app(ctx), host=host, port=port,
                                            log_level=log_level, access_log=False))
     log.info("serving %s on http://%s:%d", ctx.model_name, host, port)

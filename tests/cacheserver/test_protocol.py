@@ -29,6 +29,9 @@ REQUESTS = [
     p.Cancel(keys=KEYS, notify=True), p.Verify(keys=KEYS), p.Verify(keys=KEYS, notify=True),
     p.Lookup(keys=KEYS, verify=True), p.Promote(keys=KEYS, verify=True),
     p.Commit(tier="cpu", blocks=REFS, slots=[0, 1, 2], checksums=[1, 2**64 - 1, 3]),
+    p.Tenants(namespaces=KEYS[:2], tenants=KEYS[1:3], labels=["a", "public"], model="tiny"),
+    p.Purge(tenant=KEYS[0]), p.Purge(tenant=KEYS[0], model="tiny"),
+    p.Ping(engine_id="e", purged_upto=7),
 ]
 REPLIES = [
     p.HelloReply(epoch=5, engine_id="e", restored=1, cpu_shm_name="s", cpu_slot_bytes=8,
@@ -50,6 +53,10 @@ REPLIES = [
                  remote_bandwidth_bps=1e9),
     p.CancelReply(cancelled=3), p.ForgetReply(forgotten=1),
     p.CommitReply(accepted=[True, True], reserved=[4, -2]),
+    p.PingReply(epoch=1, server_time=2.0, version=2, registered=True, purged=KEYS[:1],
+                purge_seq=3),
+    p.TenantsReply(recorded=2),
+    p.PurgeReply(namespaces=1, removed={"gpu": 1, "cpu": 2, "disk": 0, "remote": 3}),
 ]
 V1_PING_REPLY = {"ok", "epoch", "server_time", "version", "registered"}
 

@@ -33,6 +33,9 @@ REQUIRED = {
     "KV events": "asymcache_events_published_total",
     "LOOKUPs skipped": "asymcache_engine_lookups_skipped_total",
     "messages of withdrawn keys": "asymcache_rpc_refused_messages_total",
+    "blocks by tenant": "asymcache_tenant_blocks",
+    "quota evictions": "asymcache_tenant_quota_evictions_total",
+    "purges": "asymcache_tenant_purged_blocks_total",
 }
 
 

@@ -9,7 +9,7 @@ import subprocess
 
 import pytest
 
-from asymcache.cacheserver.blocks import KVLayout, block_keys, namespace_id
+from asymcache.cacheserver.blocks import KVLayout, block_keys, namespace_id, tenant_digest
 from asymcache.cacheserver.protocol import BlockRef
 from asymcache.engine.client import CacheClient, DaemonError
 from tests.docker.prom import SHIPPED, Prometheus
@@ -136,4 +136,27 @@ def test_engine_series_of_the_test_requests_reach_prometheus_exactly(
         # no events endpoint configured: no LOOKUP mirror, every LOOKUP goes out
         _series("asymcache_engine_lookups_skipped_total", ENGINE): 0.0,
         f'asymcache_server_connected_engines{{job="{DAEMON}"}} >= bool 1': 1.0,
+    })
+
+
+def test_tenant_series_reach_prometheus_exactly(
+        daemon: Service, endpoint: str, prometheus: Prometheus) -> None:
+    refs = _refs(2, "deploy-tenant-model")
+    baseline = daemon.metrics()
+    purged = "asymcache_tenant_purged_blocks_total"
+    with CacheClient(endpoint, engine_id="deploy-tenant", heartbeat=False) as client:
+        client.hello("deploy-tenant-model", LAYOUT, gpu_slots=8)
+        assert client.tenants([refs[0].namespace], [tenant_digest("")], ["deploy-tenant"],
+                              model="deploy") == 1
+        assert client.put(refs, [_payload(r) for r in refs]).stored == [True, True]
+        _wait_for_values(prometheus, {
+            _series("asymcache_tenant_blocks", DAEMON, tenant="deploy-tenant", tier="cpu"): 2.0,
+            _series("asymcache_tenant_quota_evictions_total", DAEMON, tier="cpu"): 0.0,
+        })
+        got = client.purge(tenant_digest(""), "deploy")  # only this model's namespace
+        assert got.namespaces == 1 and got.removed["cpu"] == 2
+    _wait_for_values(prometheus, {
+        _series(purged, DAEMON, tier="cpu"): sample(baseline, purged, tier="cpu") + 2,
+        f'count({_series("asymcache_tenant_blocks", DAEMON, tenant="deploy-tenant")}) '
+        "or vector(0)": 0.0,
     })
