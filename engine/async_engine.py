@@ -5,17 +5,20 @@ steps while there is work and sleeps on an event when there is none (no busy loo
 request's outputs go to the asyncio queue of the coroutine that submitted it, through
 ``loop.call_soon_threadsafe``. If a step raises, the thread records the error, fails every
 pending request with it and stops; :attr:`healthy` then turns false (``/health`` says 503).
+:meth:`AsyncEngine.drain` (a preemption notice) stops admitting and ends every request with
+:class:`EngineDrainingError` carrying its tokens, once their KV is written through the daemon.
 """
 
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import logging
 import queue
 import threading
 from collections.abc import AsyncIterator, Sequence
 
-from asymcache.engine.engine import LLMEngine, RequestOutput
+from asymcache.engine.engine import Drained, LLMEngine, RequestOutput
 from asymcache.engine.sampling import SamplingParams
 
 log = logging.getLogger(__name__)
@@ -31,6 +34,18 @@ class EngineBusyError(RuntimeError):
     """Too many requests wait to start (``EngineConfig.max_waiting_requests``); retry later."""
 
 
+class EngineDrainingError(RuntimeError):
+    """The engine is draining (its host goes away): the request was ended, or not started.
+    ``token_ids`` are the output ids it had generated (resume with them elsewhere);
+    ``choices``, those of every prompt of a batch (the HTTP server fills it)."""
+
+    def __init__(self, message: str, token_ids: list[int] | None = None,
+                 choices: list[list[int]] | None = None) -> None:
+        super().__init__(message)
+        self.token_ids = list(token_ids or [])
+        self.choices = choices
+
+
 class AsyncEngine:
     """See the module docstring. Call :meth:`start` once and :meth:`shutdown` at the end."""
 
@@ -44,6 +59,8 @@ class AsyncEngine:
         self._adds_lock = threading.Lock()
         self._pending_adds = 0  # submitted, not yet taken by the engine thread
         self._thread = threading.Thread(target=self._run, name="asymcache-engine", daemon=True)
+        self.draining = False  # set by drain(): nothing new is admitted
+        self.drained: Drained | None = None  # what the drain did, once done
 
     @property
     def healthy(self) -> bool:
@@ -61,8 +78,11 @@ class AsyncEngine:
         return pending + len(self.engine.scheduler.waiting)
 
     def check_room(self) -> None:
-        """Raise :class:`EngineBusyError` (saying why) while ``max_waiting_requests`` or more
-        requests wait to start."""
+        """Raise :class:`EngineDrainingError` while draining, :class:`EngineBusyError` (saying
+        why) while ``max_waiting_requests`` or more requests wait to start."""
+        if self.draining:
+            raise EngineDrainingError("the engine is draining: send the request to another "
+                                      "engine")
         limit = self.engine.config.max_waiting_requests
         waiting = self.num_waiting
         if waiting >= limit:
@@ -75,18 +95,32 @@ class AsyncEngine:
         self._wake.set()
         self._thread.join(timeout_s)
 
+    async def drain(self, deadline_s: float) -> Drained:
+        """Stop admitting, write every request's KV through the daemon within ``deadline_s``
+        and end each request with :class:`EngineDrainingError` carrying its tokens
+        (:meth:`LLMEngine.drain`). A second call waits for the first drain's result."""
+        self.draining = True
+        done: concurrent.futures.Future = concurrent.futures.Future()
+        self._cmds.put(("drain", deadline_s, done))
+        self._wake.set()
+        return await asyncio.wrap_future(done)
+
     async def generate(self, request_id: str, prompt_ids: Sequence[int],
-                       params: SamplingParams) -> AsyncIterator[RequestOutput]:
-        """Submit a request and yield its outputs until the finished one. Raises
-        ``ValueError`` (bad prompt) before anything runs; leaving early aborts the request."""
+                       params: SamplingParams, resume: Sequence[int] = ()
+                       ) -> AsyncIterator[RequestOutput]:
+        """Submit a request and yield its outputs until the finished one (``resume``: see
+        :meth:`LLMEngine.add_request`). Raises ``ValueError`` (bad prompt) before anything
+        runs; leaving early aborts the request."""
         if not self.healthy:
             raise EngineDeadError(f"the engine stopped: {self.error!r}")
-        self.engine.check_prompt(prompt_ids, params)
+        if self.draining:
+            self.check_room()
+        self.engine.check_request(prompt_ids, params, resume)
         q: asyncio.Queue = asyncio.Queue()
         self._streams[request_id] = (asyncio.get_running_loop(), q)
         with self._adds_lock:
             self._pending_adds += 1
-        self._cmds.put(("add", request_id, list(prompt_ids), params))
+        self._cmds.put(("add", request_id, list(prompt_ids), params, list(resume)))
         self._wake.set()
         finished = False
         try:
@@ -135,14 +169,33 @@ class AsyncEngine:
                 self._add(*cmd[1:])
                 with self._adds_lock:
                     self._pending_adds -= 1
+            elif cmd[0] == "drain":
+                self._run_drain(*cmd[1:])
             else:
                 self.engine.abort(cmd[1])
 
-    def _add(self, request_id: str, ids: list[int], params: SamplingParams) -> None:
+    def _add(self, request_id: str, ids: list[int], params: SamplingParams,
+             resume: list[int]) -> None:
+        if self.draining:  # submitted before the drain was seen: never started
+            self._send(request_id, EngineDrainingError("the engine is draining: send the "
+                                                       "request to another engine", resume))
+            return
         try:
-            self.engine.add_request(request_id, ids, params)
+            self.engine.add_request(request_id, ids, params, resume)
         except ValueError as e:
             self._send(request_id, e)
+
+    def _run_drain(self, deadline_s: float, done: concurrent.futures.Future) -> None:
+        if self.drained is None:
+            report = self.engine.drain(deadline_s)
+            log.info("drained %d requests in %.2fs: %d bytes written to the CPU tier, lower "
+                     "tiers %s", len(report.token_ids), report.seconds, report.bytes_written,
+                     "flushed" if report.flushed else "not confirmed in time")
+            for rid, tokens in report.token_ids.items():
+                self._send(rid, EngineDrainingError("the engine is draining: resume the "
+                                                    "request elsewhere with its tokens", tokens))
+            self.drained = report
+        done.set_result(self.drained)
 
     def _deliver(self, outputs: list[RequestOutput]) -> None:
         for out in outputs:

@@ -457,6 +457,17 @@ class CacheLink:
                         checksums=None if checksums is None else [c for _, _, c in current])
         return len(current)
 
+    def flush(self, timeout_s: float) -> bool:
+        """FLUSH: wait (up to ``timeout_s``) until the daemon's disk writes are synced and its
+        remote writes sent (after every one-way request before it); whether it answered."""
+        if not self.connected:
+            return False
+        saved, self.client.timeout_s = self.client.timeout_s, max(timeout_s, 0.001)
+        try:
+            return self._guard(self.client.flush, None) is not None
+        finally:
+            self.client.timeout_s = saved
+
     def put(self, refs: Sequence[BlockRef], payloads: Sequence[bytes]) -> list[bool]:
         if self.mirror is not None:
             self.mirror.expect([ref.key for ref in refs])  # their events come later

@@ -225,6 +225,11 @@ class CacheClient(ClientBase):
         if self.overdue:
             raise self._went_down()
 
+    @property
+    def has_unacked(self) -> bool:
+        """One-way requests are waiting for their ACK."""
+        return bool(self._unacked)
+
     def poll_acks(self) -> int:
         """Read the ACKs waiting now (never blocks); how many notifications are unacknowledged."""
         while self._read_one(0):

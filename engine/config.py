@@ -60,6 +60,10 @@ class EngineConfig:
       <key>`` and runs with its key's salt; the file is read again when it changes. ``None``:
       no key needed (a warning when the server listens on a non-loopback host).
     * ``attn_backend``: kernel backend (``None`` automatic, ``torch``, ``triton``, ``reference``).
+    * ``drain_timeout_s``: on SIGTERM the HTTP server drains (docs/engine.md, "Drain and
+      resume"): it writes every running request's KV through the daemon within this many
+      seconds, ends each with a resumable ``engine_draining`` error, then exits. Keep it under
+      the platform's grace period (compose's ``stop_grace_period``) less a few seconds.
     * ``seed``: seeds requests that sample without their own seed.
     * ``cpu_threads``: torch intra-op threads of a CPU engine (``None``: torch's default). A
       process-wide setting, applied when the engine is built; on a shared machine, fewer
@@ -93,6 +97,7 @@ class EngineConfig:
     events_replay_endpoint: str | None = None
     lookup_mirror_blocks: int = 1 << 18
     api_keys_file: str | None = None
+    drain_timeout_s: float = 20.0
     attn_backend: str | None = None
     seed: int = 0
     cpu_threads: int | None = None
@@ -105,7 +110,7 @@ class EngineConfig:
         for name in ("num_gpu_blocks", "kv_cache_bytes", "max_model_len", "cpu_threads"):
             if getattr(self, name) is not None:
                 _positive_int(name, getattr(self, name))
-        for name in ("target_step_s", "daemon_timeout_s"):
+        for name in ("target_step_s", "daemon_timeout_s", "drain_timeout_s"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int | float) or value <= 0:
                 raise ValueError(f"EngineConfig.{name} must be a positive number, got {value!r}")

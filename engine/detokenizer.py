@@ -29,6 +29,7 @@ class Detokenizer:
         self._prefix = 0  # first token of the decoding window
         self._read = 0    # tokens whose text is already in ``self.text``
         self._hold = max((len(s) for s in params.stop), default=1) - 1
+        self._shown_from = 0  # text of primed tokens (prime) is not shown
 
     def add(self, ids: Sequence[int]) -> bool:
         """Account for the newest token of ``ids`` (all output ids); ``True`` if a stop string
@@ -43,10 +44,21 @@ class Detokenizer:
         return self._find_stop(old_len)
 
     def visible(self, finished: bool) -> str:
-        """Text safe to show: all of it when finished, else without a possible stop prefix."""
-        if finished or not self._hold:
-            return self.text
-        return self.text[: max(0, len(self.text) - self._hold)]
+        """Text safe to show: all of it when finished, else without a possible stop prefix
+        (after :meth:`prime`, only the text of the tokens added since)."""
+        text = self.text if finished or not self._hold else \
+            self.text[: max(0, len(self.text) - self._hold)]
+        return text[self._shown_from:]
+
+    def prime(self, ids: Sequence[int]) -> None:
+        """Decode ``ids``, output tokens of an earlier run that this request resumes, as if
+        they had been generated here: the text of later tokens continues theirs exactly (a
+        character split across the boundary, a stop string spanning it), and :meth:`visible`
+        shows only what comes after them. Later calls of :meth:`add` pass all output ids,
+        these first."""
+        for n in range(1, len(ids) + 1):
+            self.add(ids[:n])
+        self._shown_from = len(self.text)
 
     def _find_stop(self, old_len: int) -> bool:
         best = None

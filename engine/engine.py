@@ -11,7 +11,7 @@ from __future__ import annotations
 import itertools
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING
 
 from prometheus_client import CollectorRegistry
@@ -21,7 +21,7 @@ from asymcache.engine.config import EngineConfig
 from asymcache.engine.detokenizer import Detokenizer, finish_reason
 from asymcache.engine.metrics import EngineMetrics, EngineState, EngineStateCollector
 from asymcache.engine.request import Request, RequestStats, Status
-from asymcache.engine.sampling import Sampler, SamplingParams, make_generator
+from asymcache.engine.sampling import Sampler, SamplingParams, advance_generator, make_generator
 from asymcache.engine.scheduler import ScheduledSeq, Scheduler
 
 if TYPE_CHECKING:
@@ -51,6 +51,19 @@ class RequestOutput:
     @property
     def cached_tokens(self) -> int:
         return self.stats.cached_tokens
+
+
+@dataclass(frozen=True)
+class Drained:
+    """What a drain did (:meth:`LLMEngine.drain`): the requests it ended, each with the output
+    ids generated so far (a resumed request's earlier ones first: resume with all of them),
+    the bytes written to the CPU tier for them, and whether the daemon confirmed that its
+    lower tiers (disk, remote) have them before the deadline."""
+
+    token_ids: dict[str, list[int]]
+    bytes_written: int
+    flushed: bool
+    seconds: float
 
 
 @dataclass(frozen=True)
@@ -85,6 +98,7 @@ class LLMEngine:
         self.sampler = Sampler()
         self._requests: dict[str, Request] = {}
         self._detok: dict[str, Detokenizer] = {}
+        self._resumed: dict[str, list[int]] = {}  # output ids of an interrupted run, by request
         self._seq = itertools.count()
         self._overlap = self.runner.device.type == "cuda"
         self.last_step = StepInfo(0, 0, 0, 0.0)
@@ -92,20 +106,47 @@ class LLMEngine:
 
     # ---- requests -------------------------------------------------------------------------
     def add_request(self, request_id: str, prompt: str | Sequence[int],
-                    params: SamplingParams) -> Request:
+                    params: SamplingParams, resume: Sequence[int] = ()) -> Request:
         """Queue a request. ``prompt`` is text (tokenized with the model's BOS) or token ids.
-        Raises ``ValueError`` for an empty or over-long prompt, bad ids, or a taken id."""
+        ``resume``: the output ids an interrupted run of the same request produced (a drained
+        engine's ``engine_draining`` error); they join the context, ``params.max_tokens``
+        counts them, and outputs continue after them exactly as the interrupted run would
+        have (greedy; seeded sampling too: the generator is advanced past them, see
+        :func:`~asymcache.engine.sampling.advance_generator`). Raises ``ValueError`` for an
+        empty or over-long prompt, bad ids, nothing left to generate, or a taken id."""
         if request_id in self._requests:
             raise ValueError(f"request id {request_id!r} is already in use")
         ids = self.tokenizer.encode(prompt) if isinstance(prompt, str) else list(prompt)
-        self.check_prompt(ids, params)
+        resume = list(resume)
+        run = self.check_request(ids, params, resume)
         seq = next(self._seq)
-        req = Request(request_id, ids, params, self.kv.namespace(params.cache_salt), self.clock(),
-                      seq, make_generator(params, self.config.seed + seq))
+        gen = make_generator(params, self.config.seed + seq)
+        if gen is not None and resume:
+            advance_generator(gen, len(resume), self.info.vocab_size)
+        req = Request(request_id, ids + resume, run, self.kv.namespace(params.cache_salt),
+                      self.clock(), seq, gen)
+        detok = Detokenizer(self.tokenizer, run)
+        if resume:
+            detok.prime(resume)
+            self._resumed[request_id] = resume
         self._requests[request_id] = req
-        self._detok[request_id] = Detokenizer(self.tokenizer, params)
+        self._detok[request_id] = detok
         self.scheduler.add(req)
         return req
+
+    def check_request(self, ids: Sequence[int], params: SamplingParams,
+                      resume: Sequence[int] = ()) -> SamplingParams:
+        """The parameters a request runs with (a resumed one: ``max_tokens`` less what it
+        generated before); ``ValueError`` saying why it cannot run (as :meth:`check_prompt`,
+        or nothing left to generate)."""
+        run = params
+        if resume:
+            if len(resume) >= params.max_tokens:
+                raise ValueError(f"resume_token_ids holds {len(resume)} tokens: max_tokens "
+                                 f"({params.max_tokens}) leaves nothing to generate")
+            run = replace(params, max_tokens=params.max_tokens - len(resume))
+        self.check_prompt([*ids, *resume], run)
+        return run
 
     def check_prompt(self, ids: Sequence[int], params: SamplingParams) -> None:
         """Raise ``ValueError`` saying why ``ids`` cannot run with ``params`` (and count it)."""
@@ -135,6 +176,26 @@ class LLMEngine:
         out = self._finish(req, self.clock())
         self.kv.flush_commits()  # outside a step: its leases go now
         return out
+
+    def drain(self, deadline_s: float) -> Drained:
+        """The host is going away: write the KV of every request (the blocks its prompt and
+        its output so far filled) through the daemon to the lower tiers within
+        ``deadline_s``, then end every request (running or waiting) with reason ``drain``.
+        A client resumes each elsewhere with its prompt and :attr:`Drained.token_ids`
+        (``add_request(resume=...)``); another engine sharing the remote tier finds the
+        blocks. Blocks not written in time are recomputed there."""
+        start = self.clock()
+        for req in self.scheduler.running:
+            self.kv.commit_ready(req)
+        written, flushed = self.kv.drain(start + deadline_s, self.clock)
+        tokens = {}
+        for req in list(self._requests.values()):
+            tokens[req.request_id] = self._resumed.get(req.request_id, []) + \
+                list(req.output_token_ids)
+            req.finish_reason = "drain"
+            self._finish(req, self.clock())
+        self.kv.flush_commits(force=True)  # their leases go now
+        return Drained(tokens, written, flushed, self.clock() - start)
 
     @property
     def has_unfinished(self) -> bool:
@@ -216,7 +277,9 @@ class LLMEngine:
         if req.stats.first_token is None:
             req.stats.first_token = now
         self.metrics.on_token(req)
-        stopped = self._detok[req.request_id].add(req.output_token_ids)
+        resumed = self._resumed.get(req.request_id)
+        stopped = self._detok[req.request_id].add(
+            req.output_token_ids if resumed is None else resumed + req.output_token_ids)
         reason = "stop" if stopped else finish_reason(
             token, len(req.output_token_ids), req.num_tokens, req.params,
             self.info.eos_token_ids, self.max_model_len)
@@ -235,6 +298,7 @@ class LLMEngine:
         out = self._output(req)
         del self._requests[req.request_id]
         del self._detok[req.request_id]
+        self._resumed.pop(req.request_id, None)
         return out
 
     def _output(self, req: Request) -> RequestOutput:

@@ -356,6 +356,27 @@ class KVManager:
         self._fill_reserved()
         self.transfers.confirm()
 
+    def drain(self, deadline: float, clock: Callable[[], float]) -> tuple[int, bool]:
+        """Write every committed block through the daemon to its lower tiers before
+        ``deadline`` (a drain: the host is going away). Commits what waits, fills the CPU
+        slots the daemon reserves for them (write-through, waiting for its ACKs while time is
+        left), then asks the daemon to FLUSH (its disk and remote writes are sent). Returns
+        (bytes copied to the CPU tier, whether the daemon confirmed the flush in time). What
+        does not make it is recomputed by whoever resumes: never a wrong output."""
+        if self.link is None:
+            return 0, False
+        self.flush_commits(force=True)
+        copied = 0
+        while clock() < deadline:
+            self.link.wait_acks(min(0.05, max(0.0, deadline - clock())))
+            filled = self.transfers.fill_reserved(self.blocks, self._refs)
+            copied += len(filled) * self.pool.bytes_per_block
+            self.transfers.confirm()
+            if not filled and not self.link.client.has_unacked:
+                break
+        left = deadline - clock()
+        return copied, left > 0 and self.link.flush(left)
+
     def _fill_reserved(self) -> None:
         assert self.link is not None
         for key in self.transfers.fill_reserved(self.blocks, self._refs):

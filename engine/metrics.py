@@ -18,7 +18,7 @@ from asymcache.engine.request import Request
 
 SOURCES = ("resident", "fetched", "recomputed", "new")
 DIRECTIONS = ("cpu_to_gpu", "gpu_to_cpu_demote", "gpu_to_cpu_offload")
-FINISH_REASONS = ("stop", "length", "abort")
+FINISH_REASONS = ("stop", "length", "abort", "drain")
 _TIME_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
                  30.0, 60.0)
 _TOKEN_BUCKETS = (1, 4, 16, 32, 64, 128, 256, 512, 1024, 2048, 4096, 8192)

@@ -96,6 +96,17 @@ def make_generator(params: SamplingParams, fallback_seed: int) -> torch.Generato
     return gen
 
 
+def advance_generator(gen: torch.Generator, draws: int, vocab_size: int) -> None:
+    """Advance ``gen`` past ``draws`` sampled tokens, as :meth:`Sampler.sample` would have:
+    each draw is one ``torch.multinomial`` of one sample over the vocabulary, whose use of the
+    generator depends on the vocabulary's size only, not on the probabilities
+    (``tests/engine/test_sampling.py`` checks it on the installed torch). A resumed request
+    (``LLMEngine.add_request(resume=...)``) thus samples what the interrupted run would have."""
+    uniform = torch.full((vocab_size,), 1.0 / vocab_size)
+    for _ in range(draws):
+        torch.multinomial(uniform, 1, generator=gen)
+
+
 class Sampler:
     """Picks one token per logits row; see the module docstring."""
 

@@ -12,6 +12,14 @@ request. If the engine fails while a reply streams, the stream ends with an erro
 With API keys (``ServerContext.keys``), every ``/v1`` request needs a key in force (401), a
 generation runs with its key's ``cache_salt`` (another one in the body is 403), and the admin
 routes (``GET /v1/admin/keys``) need an admin key (403): ``engine/server/auth.py``.
+
+Drain (``POST /v1/admin/drain``, or SIGTERM to ``asymcache engine``): new requests get 503
+(``engine_draining``, ``Retry-After``) and ``/health`` says ``draining``; every running request
+ends, once its KV is written through the daemon, with a 503 (or, streaming, an SSE error event
+and ``[DONE]``) whose body carries ``type: engine_draining`` and the token ids it generated;
+resending the request with ``resume_token_ids`` (to another engine) continues it exactly
+(docs/engine.md, "Drain and resume"). Without API keys the drain route answers local clients
+only; with keys it needs an admin key.
 """
 
 from __future__ import annotations
@@ -27,13 +35,28 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response, StreamingResponse
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 
-from asymcache.engine.async_engine import AsyncEngine, EngineBusyError, EngineDeadError
+from asymcache.engine.async_engine import (
+    AsyncEngine,
+    EngineBusyError,
+    EngineDeadError,
+    EngineDrainingError,
+)
 from asymcache.engine.engine import RequestOutput
 from asymcache.engine.sampling import SamplingParams
 from asymcache.engine.server import responses as R
 from asymcache.engine.server.api_keys import ApiKeys
-from asymcache.engine.server.auth import Refused, RequireApiKey, cache_salt, require_admin
-from asymcache.engine.server.openai_schema import ChatCompletionRequest, CompletionRequest
+from asymcache.engine.server.auth import (
+    Refused,
+    RequireApiKey,
+    cache_salt,
+    require_admin,
+    require_admin_or_local,
+)
+from asymcache.engine.server.openai_schema import (
+    ChatCompletionRequest,
+    CompletionRequest,
+    DrainRequest,
+)
 
 
 @dataclass(frozen=True)
@@ -59,6 +82,8 @@ class BadRequest(Exception):
 def create_app(ctx: ServerContext) -> FastAPI:
     """The FastAPI application over ``ctx`` (the caller starts and stops the engine)."""
     app = FastAPI(title="AsymCache engine", docs_url=None, redoc_url=None)
+    app.state.keys = ctx.keys
+    app.state.decode = ctx.tokenizer.decode  # the text of a drained request's tokens
     _add_error_handlers(app)
     if ctx.keys is not None:
         app.add_middleware(RequireApiKey, keys=ctx.keys)
@@ -66,8 +91,17 @@ def create_app(ctx: ServerContext) -> FastAPI:
 
     @app.get("/health")
     async def health() -> Response:
+        if ctx.engine.draining:  # not ready: a router sends new requests elsewhere
+            return JSONResponse({"status": "draining"}, 503, headers={"Retry-After": "1"})
         ok = ctx.engine.healthy
         return JSONResponse({"status": "ok" if ok else "engine stopped"}, 200 if ok else 503)
+
+    @app.post("/v1/admin/drain", dependencies=[Depends(require_admin_or_local)])
+    async def drain(body: DrainRequest) -> dict[str, Any]:
+        report = await ctx.engine.drain(body.deadline_s)
+        return {"drained_requests": len(report.token_ids),
+                "bytes_written": report.bytes_written, "flushed": report.flushed,
+                "seconds": round(report.seconds, 3)}
 
     @app.get("/metrics")
     async def metrics() -> Response:
@@ -85,6 +119,9 @@ def create_app(ctx: ServerContext) -> FastAPI:
         salt = cache_salt(request, body)
         prompts = [_encode(ctx, p) for p in _prompts(body)]
         params = replace(_params(body, body.max_tokens, body.logprobs), cache_salt=salt)
+        if body.resume_token_ids and len(prompts) > 1:
+            raise BadRequest("resume_token_ids resumes one prompt; this request has "
+                             f"{len(prompts)}", param="resume_token_ids")
         return await _respond(ctx, request, "cmpl", prompts, params, body, chat=False)
 
     @app.post("/v1/chat/completions")
@@ -139,6 +176,12 @@ def _add_error_handlers(app: FastAPI) -> None:
         return JSONResponse(R.error_body(str(exc), "rate_limit_error", code="queue_full"), 429,
                             headers={"Retry-After": "1"})
 
+    @app.exception_handler(EngineDrainingError)
+    async def draining(request: Request, exc: EngineDrainingError) -> JSONResponse:
+        choices = exc.choices or [exc.token_ids]
+        return JSONResponse(R.draining_body(str(exc), choices, request.app.state.decode), 503,
+                            headers={"Retry-After": "1"})
+
     @app.exception_handler(EngineDeadError)
     async def dead(_: Request, exc: EngineDeadError) -> JSONResponse:
         return JSONResponse(R.error_body(str(exc), "server_error"), 503)
@@ -173,14 +216,17 @@ def _params(body: Any, max_tokens: int, logprobs: int | None) -> SamplingParams:
 
 async def _respond(ctx: ServerContext, request: Request, prefix: str, prompts: list[list[int]],
                    params: SamplingParams, body: Any, chat: bool) -> Response:
+    resume = list(body.resume_token_ids or [])
     for ids in prompts:  # every prompt is checked before any runs
         try:
-            ctx.engine.engine.check_prompt(ids, params)
+            ctx.engine.engine.check_request(ids, params, resume)
         except ValueError as e:
-            raise BadRequest(str(e), param="prompt") from None
-    ctx.engine.check_room()  # 429 while too many requests wait to start
+            raise BadRequest(str(e), param="resume_token_ids" if "resume" in str(e)
+                             else "prompt") from None
+    ctx.engine.check_room()  # 429 while too many requests wait to start, 503 while draining
     rid = f"{prefix}-{uuid.uuid4().hex}"
-    streams = [ctx.engine.generate(f"{rid}-{i}", ids, params) for i, ids in enumerate(prompts)]
+    streams = [ctx.engine.generate(f"{rid}-{i}", ids, params, resume)
+               for i, ids in enumerate(prompts)]
     try:
         firsts = list(await asyncio.gather(*(_first(s) for s in streams)))
     except BaseException:
@@ -190,7 +236,7 @@ async def _respond(ctx: ServerContext, request: Request, prefix: str, prompts: l
     if body.stream:
         gen = _sse(ctx, rid, streams, firsts, chat, body.include_usage)
         return StreamingResponse(gen, media_type="text/event-stream")
-    finals = [await _last(s, f) for s, f in zip(streams, firsts, strict=True)]
+    finals = await _finals(streams, firsts)
     decode = ctx.tokenizer.decode
     if chat:
         return JSONResponse(R.chat_body(rid, ctx.model_name, finals[0], decode))
@@ -210,6 +256,23 @@ async def _last(stream: AsyncIterator[RequestOutput], out: RequestOutput) -> Req
     return out
 
 
+async def _finals(streams: list[AsyncIterator[RequestOutput]], firsts: list[RequestOutput]
+                  ) -> list[RequestOutput]:
+    """The finished output of every prompt; if a drain ended any of them, one
+    :class:`EngineDrainingError` with every choice's tokens (finished ones whole)."""
+    finals: list[RequestOutput | EngineDrainingError] = []
+    for stream, first in zip(streams, firsts, strict=True):
+        try:
+            finals.append(await _last(stream, first))
+        except EngineDrainingError as e:
+            finals.append(e)
+    drained = [f for f in finals if isinstance(f, EngineDrainingError)]
+    if drained:
+        raise EngineDrainingError(str(drained[0]), drained[0].token_ids,
+                                  choices=[list(f.token_ids) for f in finals])
+    return finals  # type: ignore[return-value]
+
+
 async def _sse(ctx: ServerContext, rid: str, streams: list[AsyncIterator[RequestOutput]],
                firsts: list[RequestOutput], chat: bool, include_usage: bool) -> AsyncIterator[str]:
     queue: asyncio.Queue = asyncio.Queue()
@@ -226,9 +289,13 @@ async def _sse(ctx: ServerContext, rid: str, streams: list[AsyncIterator[Request
     tasks = [asyncio.create_task(pump(i, s))
              for i, s in enumerate(streams) if not firsts[i].finished]
     sent, finals = [0] * len(streams), {}
+    drained: dict[int, list[int]] = {}  # choices a drain ended: their tokens so far
     try:
-        while len(finals) < len(streams):
+        while len(finals) + len(drained) < len(streams):
             i, out = await queue.get()
+            if isinstance(out, EngineDrainingError):  # the others end at once too
+                drained[i] = out.token_ids
+                continue
             if isinstance(out, Exception):  # end the stream: an error event, then [DONE]
                 yield R.error_event(f"generation failed: {out}")
                 yield R.DONE
@@ -239,6 +306,13 @@ async def _sse(ctx: ServerContext, rid: str, streams: list[AsyncIterator[Request
             yield R.chunk(rid, ctx.model_name, chat, [choice])
             if out.finished:
                 finals[i] = out
+        if drained:  # resumable: every choice's tokens (a finished one's whole)
+            tokens = [finals[j].token_ids if j in finals else drained[j]
+                      for j in range(len(streams))]
+            yield R.draining_event("the engine is draining: resume the request elsewhere "
+                                   "with its tokens", tokens, ctx.tokenizer.decode)
+            yield R.DONE
+            return
         if include_usage:
             yield R.chunk(rid, ctx.model_name, chat, [], R.usage(list(finals.values())))
         yield R.DONE

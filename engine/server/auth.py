@@ -105,3 +105,16 @@ def require_admin(request: Request) -> None:
     principal = principal_of(request)
     if principal is None or not principal.admin:
         raise Refused("this operation needs an admin API key", 403, "admin_key_required")
+
+
+def require_admin_or_local(request: Request) -> None:
+    """Dependency of operations a host's own tooling sends (drain on a preemption notice):
+    with API keys, an admin key (as :func:`require_admin`); without, only from this host
+    (a loopback client address), else 403."""
+    if getattr(request.app.state, "keys", None) is not None:
+        require_admin(request)
+        return
+    host = request.client.host if request.client is not None else ""
+    if host not in ("127.0.0.1", "::1", "localhost") and not host.startswith("127."):
+        raise Refused("without API keys this operation is allowed from this host only; "
+                      "configure api_keys_file and use an admin key", 403, "admin_key_required")

@@ -1,8 +1,10 @@
 """OpenAI-compatible request bodies (pydantic) and their translation to ``SamplingParams``.
 
 Fields follow the OpenAI API, plus the extensions vLLM users know (``top_k``, ``ignore_eos``,
-``stop_token_ids``, ``cache_salt``) and ``pin_ttl_s`` (keep the request's blocks cached that
-long after it ends: agents between tool calls). Unknown fields are refused (400), and so are
+``stop_token_ids``, ``cache_salt``), ``pin_ttl_s`` (keep the request's blocks cached that
+long after it ends: agents between tool calls) and ``resume_token_ids`` (the tokens an
+interrupted run generated: the ``token_ids`` of an ``engine_draining`` error; the reply then
+holds only what follows them). Unknown fields are refused (400), and so are
 OpenAI fields this engine cannot honour with a non-default value (``n > 1``, penalties,
 ``logit_bias``, ``echo``, tools, JSON response formats): silently ignoring them would change
 what the caller asked for.
@@ -46,6 +48,7 @@ class _Common(BaseModel):
     stop_token_ids: list[int] = Field(default_factory=list)
     cache_salt: str = ""
     pin_ttl_s: float | None = Field(None, gt=0.0)
+    resume_token_ids: list[int] | None = None  # an interrupted run's output (engine_draining)
 
     def unsupported(self) -> str | None:
         """Why this request cannot be honoured, or ``None``."""
@@ -95,6 +98,14 @@ class CompletionRequest(_Common):
         if len(p) > MAX_PROMPTS:
             raise ValueError(f"prompt holds {len(p)} prompts; at most {MAX_PROMPTS} per request")
         return list(p)  # type: ignore[arg-type]
+
+
+class DrainRequest(BaseModel):
+    """``POST /v1/admin/drain``: write every request's KV through the daemon within
+    ``deadline_s``, then end each with an ``engine_draining`` error carrying its tokens."""
+
+    model_config = ConfigDict(extra="forbid")
+    deadline_s: float = Field(25.0, gt=0.0, le=600.0)
 
 
 class TextPart(BaseModel):

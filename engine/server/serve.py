@@ -2,12 +2,14 @@
 
 Lifecycle: startup (read the API keys, load the model, size the pool, register with the daemon,
 start the engine thread, watch the keys file; ``SIGHUP`` reads it at once) → serve (uvicorn's
-loop; it handles SIGINT/SIGTERM and drains connections) → shutdown (stop the engine thread,
-release leases with the daemon, close the link).
+loop; SIGTERM first drains the engine: its requests' KV written through the daemon, each
+ended with a resumable ``engine_draining`` error; then uvicorn closes connections) → shutdown
+(stop the engine thread, release leases with the daemon, close the link).
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import signal
 import threading
@@ -46,8 +48,9 @@ def serve(config: EngineConfig, host: str = "127.0.0.1", port: int = 8000,
     kv.served_model = ctx.model_name
     if keys is not None:
         kv.tenant_name = keys.tenant_of_salt
-    server = uvicorn.Server(uvicorn.Config(create_app(ctx), host=host, port=port,
-                                           log_level=log_level, access_log=False))
+    server = draining_server_class()(uvicorn.Config(create_app(ctx), host=host, port=port,
+                                                    log_level=log_level, access_log=False),
+                                     engine, config.drain_timeout_s)
     log.info("serving %s on http://%s:%d", ctx.model_name, host, port)
     try:
         server.run()
@@ -56,6 +59,40 @@ def serve(config: EngineConfig, host: str = "127.0.0.1", port: int = 8000,
             keys.stop()
         engine.shutdown()
     return 0 if engine.error is None else 1
+
+
+def draining_server_class() -> type:
+    """``uvicorn.Server`` whose first SIGTERM drains the engine (``AsyncEngine.drain``) before
+    the usual graceful exit; a second SIGTERM, or SIGINT, exits at once. Built on first use
+    (uvicorn is imported only when serving)."""
+    import uvicorn
+
+    class _DrainingServer(uvicorn.Server):
+        def __init__(self, config: uvicorn.Config, engine: AsyncEngine, timeout_s: float) -> None:
+            super().__init__(config)
+            self.engine, self.timeout_s = engine, timeout_s
+            self._draining: asyncio.Task | None = None
+            self._loop: asyncio.AbstractEventLoop | None = None
+
+        async def startup(self, sockets: list | None = None) -> None:
+            self._loop = asyncio.get_running_loop()
+            await super().startup(sockets)
+
+        def handle_exit(self, sig: int, frame: object) -> None:
+            if sig != signal.SIGTERM or self._draining is not None or self._loop is None:
+                super().handle_exit(sig, frame)
+                return
+            log.info("SIGTERM: draining (at most %.1fs), then exiting", self.timeout_s)
+            self._draining = self._loop.create_task(self._drain_then_exit(sig, frame))
+
+        async def _drain_then_exit(self, sig: int, frame: object) -> None:
+            try:
+                await asyncio.wait_for(self.engine.drain(self.timeout_s), self.timeout_s + 5)
+            except Exception:  # the exit must happen even if the drain failed
+                log.exception("drain failed; exiting anyway")
+            super().handle_exit(sig, frame)
+
+    return _DrainingServer
 
 
 def open_keys(config: EngineConfig, host: str) -> ApiKeys | None:
