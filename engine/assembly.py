@@ -114,8 +114,10 @@ def make_link(config: EngineConfig, fingerprint: str, layout: KVLayout,
 
     curve = config.curve
     mirror = make_mirror(config, fingerprint, layout, curve)
-    return CacheLink(config.cache_endpoint, config.engine_id or default_engine_id(), fingerprint,
+    link = CacheLink(config.cache_endpoint, config.engine_id or default_engine_id(), fingerprint,
                      layout, slots, config.daemon_timeout_s, mirror, curve)
+    link.client.pin_device = config.device  # the CPU tier, once mapped, is pinned for CUDA
+    return link
 
 
 def make_mirror(config: EngineConfig, fingerprint: str, layout: KVLayout,

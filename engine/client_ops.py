@@ -14,6 +14,7 @@ from typing import Any
 from asymcache.cacheserver import protocol as p
 from asymcache.cacheserver.blocks import KVLayout
 from asymcache.cacheserver.protocol.sockets import ClientCurve
+from asymcache.engine.pinned import PinnedRegion, PinStatus
 from asymcache.tiers.base import checksum
 
 HeldBlocks = Callable[[], tuple[Sequence[p.BlockRef], Sequence[int]]]
@@ -167,6 +168,8 @@ class ClientBase:
         self._backoff = BACKOFF_MIN_S
         self._stale = False  # the socket timed out: replace it and check the epoch
         self._slab: Any = None
+        self._pinned: PinnedRegion | None = None
+        self.pin_device: str | None = None  # the engine's device: the CPU tier is pinned for CUDA
         self.prefault = True  # map the CPU tier with every page faulted in (see cpu_slot)
         self.notify_errors = 0  # one-way requests the daemon refused (ACK errors)
         self.reservations: list[tuple[bytes, int, int]] = []  # ACKs' (key, CPU slot, generation)
@@ -222,7 +225,14 @@ class ClientBase:
             self._slab = attach(reg.cpu_shm_name, reg.cpu_slot_bytes, reg.cpu_num_slots)
             if self.prefault:
                 _prefault(self._slab.buffer)
+            self._pinned = PinnedRegion(self._slab.buffer, self.pin_device)
         return self._slab.slot(slot)
+
+    @property
+    def cpu_tier_pin(self) -> PinStatus | None:
+        """Whether the mapped CPU tier is registered with CUDA, and why not (None: not
+        mapped)."""
+        return None if self._pinned is None else self._pinned.status
 
     def cpu_tier_view(self) -> memoryview:
         """Writable zero-copy view of the whole CPU tier (``cpu_num_slots * cpu_slot_bytes``
@@ -231,6 +241,9 @@ class ClientBase:
         return self._slab.buffer
 
     def _close_slab(self) -> None:
+        if self._pinned is not None:  # unregister before the mapping goes away
+            self._pinned.close()
+            self._pinned = None
         if self._slab is not None:
             self._slab.close()
             self._slab = None
