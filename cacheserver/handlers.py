@@ -9,6 +9,7 @@ The data-plane ops (PROMOTE, PUT, GET, FLUSH, STATS) are in ``handlers_data.py``
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -20,6 +21,7 @@ from asymcache.cacheserver.leases import EngineSession, SessionTable
 from asymcache.cacheserver.metrics import DaemonMetrics
 from asymcache.cacheserver.movers import Residency
 from asymcache.cacheserver.policy import ResidencyPolicy
+from asymcache.cacheserver.policy.cost import CostModel
 from asymcache.cacheserver.protocol import (
     Allocate,
     AllocateReply,
@@ -41,6 +43,8 @@ from asymcache.cacheserver.protocol import (
     UnpinReply,
     Where,
 )
+
+log = logging.getLogger("asymcache.handlers")
 
 
 @dataclass
@@ -111,6 +115,7 @@ def drop_session(ctx: Context, session: EngineSession) -> None:
 
 
 def _ensure(ctx: Context, session: EngineSession, ref: BlockRef) -> BlockRecord:
+    ctx.residency.costs.note(ref.namespace, session)
     return ctx.index.ensure(ref, session.n_tokens, session.n_bytes, session.layout_text)
 
 
@@ -147,10 +152,13 @@ def hello(ctx: Context, identity: bytes, session: EngineSession | None, req: Hel
     if len(ctx.sessions) >= ctx.config.max_engines:
         raise bad(f"{ctx.config.max_engines} engines are registered (max_engines)",
                   ErrorCode.CAPACITY)
+    raw_cost, cost = _engine_cost(ctx, req)
     gpu_policy = ctx.make_gpu_policy(req.gpu_slots)
     gpu_policy.set_spill_tier(ctx.residency.top.name)  # engines demote their victims there
+    if cost is not None:
+        gpu_policy.cost_model = cost
     new = EngineSession(req.engine_id, identity, req.model_fingerprint, layout, req.gpu_slots,
-                        gpu_policy, ctx.clock())
+                        gpu_policy, ctx.clock(), raw_cost_model=raw_cost, cost_model=cost)
     ctx.sessions.add(new)
     ctx.resize_index()
     purged = ctx.residency.tenants.unconfirmed(req.engine_id)  # the engine drops them soon
@@ -165,6 +173,23 @@ def hello(ctx: Context, identity: bytes, session: EngineSession | None, req: Hel
                       cpu_num_slots=cpu.num_slots, lease_timeout_s=ctx.config.lease_timeout_s,
                       max_inflight=ctx.config.max_inflight, max_keys=ctx.config.max_keys,
                       **(daemon_info(ctx) if req.info else {}))
+
+
+def _engine_cost(ctx: Context, req: Hello) -> tuple[CostModel | None, CostModel | None]:
+    """The engine's cost model as sent and as the daemon uses it (``engine_costs.py``); a bad
+    profile is refused naming its field, none is logged (the preset prices its blocks)."""
+    if not req.cost_profile:
+        log.info("engine %s sent no cost profile: its blocks are priced with the daemon's "
+                 "preset %r", req.engine_id, ctx.config.cost_preset or "(none)")
+        return None, None
+    try:
+        raw = CostModel.from_dict(req.cost_profile)
+    except ValueError as e:
+        raise bad(f"cost_profile: {e}") from None
+    cost = ctx.residency.costs.model_of(req.cost_profile)
+    log.info("engine %s prices its blocks with its own cost model (%s)", req.engine_id,
+             cost.name)
+    return raw, cost
 
 
 # ---- LOOKUP -------------------------------------------------------------------------------

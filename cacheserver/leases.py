@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 
 from asymcache.cacheserver.blocks import KVLayout
 from asymcache.cacheserver.policy import ResidencyPolicy
+from asymcache.cacheserver.policy.cost import CostModel
 
 
 @dataclass
@@ -34,6 +35,8 @@ class EngineSession:
     key_slots: dict[bytes, int] = field(default_factory=dict)  # key -> GPU slot
     leases: dict[bytes, dict[str, int]] = field(default_factory=dict)  # key -> tier -> units
     reservations: set[bytes] = field(default_factory=set)  # keys with a CPU slot reserved
+    raw_cost_model: CostModel | None = None  # the profile the engine sent with HELLO
+    cost_model: CostModel | None = None  # that, completed with the daemon's tier figures
 
     layout_text: str = field(init=False)  # derived from ``layout`` once (hot path)
     n_bytes: int = field(init=False)

@@ -18,6 +18,7 @@ from collections.abc import Callable
 
 from asymcache.cacheserver.chain import ChainEvents, Level, TierChain
 from asymcache.cacheserver.config import QuotaSection
+from asymcache.cacheserver.engine_costs import EngineCosts
 from asymcache.cacheserver.events import EventLog, NoEvents
 from asymcache.cacheserver.index import BlockIndex, BlockRecord
 from asymcache.cacheserver.leases import EngineSession, SessionTable
@@ -36,9 +37,12 @@ class Residency(ChainEvents):
     def __init__(self, index: BlockIndex, sessions: SessionTable, levels: list[Level],
                  metrics: DaemonMetrics, clock: Callable[[], float],
                  capacity: dict[str, int], bound: dict[str, int],
-                 tenants: TenantBook | None = None) -> None:
+                 tenants: TenantBook | None = None, costs: EngineCosts | None = None) -> None:
         self.index, self.sessions, self.metrics, self.clock = index, sessions, metrics, clock
         self.tenants = tenants if tenants is not None else TenantBook(QuotaSection(), None)
+        self.costs = costs if costs is not None else EngineCosts(None, 1 << 16)
+        for level in levels:  # each block priced with its own engine's cost model
+            level.policy.set_namespace_costs(self.costs.by_ns)
         self.chain = TierChain(levels, index.get, index.discard_if_unheld, self,
                                quota=self.tenants if self.tenants.limits else None)
         self.top = levels[0]  # engines demote into it and fetch from it (the CPU tier)

@@ -37,6 +37,7 @@ from asymcache.cacheserver import handlers_data
 from asymcache.cacheserver.access import ServerCurve
 from asymcache.cacheserver.config import ServerConfig
 from asymcache.cacheserver.dispatch import Dispatcher
+from asymcache.cacheserver.engine_costs import EngineCosts
 from asymcache.cacheserver.events import EventLog, EventMetrics
 from asymcache.cacheserver.handlers import Context, drop_session
 from asymcache.cacheserver.http import HttpServer
@@ -115,8 +116,9 @@ class CacheServer:
         tier_blocks = sum(bound.values())  # the index's bound, not capacity
         index, sessions = BlockIndex(tier_blocks), SessionTable(cfg.max_engines)
         tenants = TenantBook(cfg.quotas, cfg.data_dir)
+        costs = EngineCosts(make_policy.cost_model, cfg.quotas.max_namespaces)
         residency = Residency(index, sessions, levels, self.metrics, time.monotonic, capacity,
-                              bound, tenants)
+                              bound, tenants, costs)
         self.ctx = Context(cfg, index, sessions, residency, self.metrics, self.epoch,
                            time.monotonic, lambda n: make_policy("gpu", n), tier_blocks)
         self.registry.register(StateCollector(self._snapshot))
@@ -298,6 +300,7 @@ class CacheServer:
             return
         policies = [*ctx.residency.policies.values(), *(s.gpu_policy for s in ctx.sessions)]
         if self._policies.use_remote_figures(figures, policies):
+            ctx.residency.costs.use_fallback(self._policies.cost_model, ctx.sessions)
             log.info("cost model: remote loads at %.3f ms + %.2f GB/s", figures[0] * 1e3,
                      figures[1] / 1e9)
 

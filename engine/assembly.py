@@ -59,6 +59,8 @@ def build_parts(config: EngineConfig) -> EngineParts:
     pool = KVPool(layout, num_pool_blocks(config, layout), info.device)
     cost = resolve_cost_model(config, model, pool)
     link = make_link(config, info.fingerprint, layout, pool.num_blocks)
+    if link is not None:  # the daemon ranks this engine's blocks with its own costs
+        link.cost_profile = cost.to_dict()
     kv = KVManager(pool, config.kv_config, info.fingerprint, cost, link)
     kv.served_model = Path(config.model).name or config.model  # the HTTP server's name wins
     max_len = min(config.max_model_len or info.max_positions, info.max_positions)

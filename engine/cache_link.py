@@ -85,6 +85,7 @@ class CacheLink:
         self._held: Held | None = None
         self._prefetch = -1  # request id of the one-way ALLOCATE out, if any
         self.tenants_unsupported = False  # the daemon answered TENANTS with unknown_op
+        self.cost_profile: dict | None = None  # sent with HELLO: the daemon prices with it
 
     # ---- connection -----------------------------------------------------------------------
     def tick(self, held: Held) -> None:
@@ -105,7 +106,8 @@ class CacheLink:
         if self.connected or self.refused is not None or not self.client.answering:
             return
         try:
-            self.client.hello(self.fingerprint, self.layout, self.gpu_slots, self._held_refs)
+            self.client.hello(self.fingerprint, self.layout, self.gpu_slots, self._held_refs,
+                              self.cost_profile)
         except DaemonUnavailable as e:
             self._down(e)
             return

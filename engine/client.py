@@ -91,10 +91,11 @@ class CacheClient(ClientBase):
         self._hello_rid = 0  # request id of the HELLO that began this registration
 
     def hello(self, model_fingerprint: str, layout: KVLayout, gpu_slots: int,
-              held: HeldBlocks | None = None) -> Registration:
+              held: HeldBlocks | None = None, cost_profile: dict | None = None) -> Registration:
         """Register this engine; ``held()`` -> (block refs, GPU slots) it holds now (also used
-        to re-register after a daemon restart)."""
-        self._hello = HelloParams(model_fingerprint, layout, gpu_slots, held)
+        to re-register after a daemon restart); ``cost_profile``: its cost model
+        (``CostModel.to_dict()``), which the daemon prices its blocks with."""
+        self._hello = HelloParams(model_fingerprint, layout, gpu_slots, held, cost_profile)
         if self._heartbeat and self._hb_thread is None:  # beats also while this HELLO fails
             self._hb_thread = threading.Thread(target=self._beat, daemon=True,
                                                name=f"asymcache-heartbeat-{self.engine_id}")

@@ -115,12 +115,14 @@ class HelloParams:
     layout: KVLayout
     gpu_slots: int
     held: HeldBlocks | None
+    cost_profile: dict | None = None  # the engine's cost model (CostModel.to_dict())
 
     def message(self, engine_id: str) -> p.Hello:
         refs, slots = self.held() if self.held is not None else ((), ())
         return p.Hello(engine_id=engine_id, model_fingerprint=self.fingerprint,
                        layout=self.layout.to_dict(), gpu_slots=self.gpu_slots,
-                       held=list(refs), held_slots=list(slots), info=True)
+                       held=list(refs), held_slots=list(slots), info=True,
+                       cost_profile=dict(self.cost_profile or {}))
 
 
 def _unpack_get(reply: p.GetReply) -> list[p.Buffer | None]:

@@ -38,7 +38,7 @@ from __future__ import annotations
 
 import math
 from collections import OrderedDict
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, replace
 
 from asymcache.cacheserver.policy.base import BlockInfo, Key, ResidencyPolicy, register_policy
@@ -133,6 +133,14 @@ class AsymPolicy(CostedPolicy):
             for copy in selector.copies.values():
                 copy.cost_model = model
 
+    def set_namespace_costs(self, costs: Mapping[Key, CostModel] | None) -> None:
+        super().set_namespace_costs(costs)
+        self._prices = {}
+        selector = getattr(self, "selector", None)
+        if selector is not None:
+            for copy in selector.copies.values():
+                copy.set_namespace_costs(costs)
+
     # ---- leases and pins reach the miniature copies too ---------------------------------
     def protect(self, key: Key) -> None:
         super().protect(key)
@@ -171,6 +179,7 @@ class AsymPolicy(CostedPolicy):
         keeps no reuse statistics: with ``V`` fixed at 0 they decide nothing there."""
         copy = AsymPolicy(capacity, config=replace(self.config, select=False),
                           semantics=self.semantics, cost_model=self.cost_model, tier=self.tier)
+        copy.namespace_costs = self.namespace_costs
         copy.by_value = by_value
         if not by_value:
             copy._rank_by_recency_for_good()
@@ -214,12 +223,12 @@ class AsymPolicy(CostedPolicy):
         The part that depends only on (position, tokens, bytes, pricing tier) is cached until
         the cost model changes (bounded by ``_PRICES_MAX`` entries)."""
         tier = self._backing.get(info.key) or self.spill_tier
-        slot = (info.position, info.n_tokens, info.n_bytes, tier)
+        model = self.cost_of(info)
+        slot = (info.position, info.n_tokens, info.n_bytes, tier, id(model))
         cost = self._prices.get(slot)
         if cost is None:
-            cost = self._price(info, tier)
+            cost = self._price(info, tier, model)
             self._cache_price(slot, cost)
-        model = self._cost_model
         if model is not None and self.semantics == "msa" and info.parent in self.blocks \
                 and self._kids.get(info.key):
             cost += model.segment_s
@@ -230,10 +239,9 @@ class AsymPolicy(CostedPolicy):
             self._prices.clear()
         self._prices[slot] = value
 
-    def _price(self, info: BlockInfo, tier: str | None) -> float:
-        """Cmiss from the cost model at ``info``'s position with backing ``tier`` (prefix: the
+    def _price(self, info: BlockInfo, tier: str | None, model: CostModel | None) -> float:
+        """Cmiss from ``model`` at ``info``'s position with backing ``tier`` (prefix: the
         cheaper of that and the block's share of recomputing its whole prefix)."""
-        model = self._cost_model
         if model is None:
             return 1.0
         cost = model.miss_cost(info.position * info.n_tokens, info.n_tokens, info.n_bytes, tier)
@@ -272,10 +280,10 @@ class AsymPolicy(CostedPolicy):
 
     def _never_pays(self, info: BlockInfo) -> bool:
         """A lower tier whose load costs more than recomputing the block (cached as prices are)."""
-        model = self.cost_model
+        model = self.cost_of(info)
         if model is None or self.tier == "gpu":
             return False
-        slot = ("never", info.position, info.n_tokens, info.n_bytes)
+        slot = ("never", info.position, info.n_tokens, info.n_bytes, id(model))
         never = self._prices.get(slot)
         if never is None:
             never = model.has_tier(self.tier) and model.load_cost(self.tier, info.n_bytes) \

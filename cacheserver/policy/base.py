@@ -39,7 +39,7 @@ from __future__ import annotations
 import heapq
 import itertools
 from abc import ABC, abstractmethod
-from collections.abc import Hashable, Iterable
+from collections.abc import Hashable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, ClassVar, Literal
 
@@ -113,6 +113,9 @@ class ResidencyPolicy(ABC):
         self.capacity = capacity
         self.semantics: Reuse = semantics
         self.cost_model = cost_model
+        # the cost model of each namespace's engine (the daemon's, shared by its policies):
+        # a block is priced with its own engine's model when known, else with ``cost_model``
+        self.namespace_costs: Mapping[Key, CostModel] | None = None
         self.tier = tier
         self.blocks: dict[Key, BlockInfo] = {}
         self.order = HeapOrder()
@@ -129,6 +132,21 @@ class ResidencyPolicy(ABC):
         # leaves first: only where a request places its blocks front to back (the GPU tier);
         # below it blocks arrive in eviction order and a chain may span several tiers
         self.leaf_first = self.tracks_structure and semantics == "prefix" and tier == "gpu"
+
+    def set_namespace_costs(self, costs: Mapping[Key, CostModel] | None) -> None:
+        """Price each namespace's blocks with ``costs[namespace]`` (the daemon's
+        ``EngineCosts.by_ns``, read live) where it has one."""
+        self.namespace_costs = costs
+
+    def cost_of(self, info: BlockInfo) -> CostModel | None:
+        """The cost model that prices ``info``: its namespace's engine's (the daemon's records
+        carry a ``namespace``), else the policy's own."""
+        costs = self.namespace_costs
+        if costs:
+            model = costs.get(getattr(info, "namespace", None))
+            if model is not None:
+                return model
+        return self.cost_model
 
     # ---- events -------------------------------------------------------------------------
     def admit(self, info: BlockInfo, now: float) -> bool:

@@ -16,7 +16,7 @@ class CostedPolicy(ResidencyPolicy):
     """
 
     def miss_cost(self, info: BlockInfo) -> float:
-        cost = self.cost_model
+        cost = self.cost_of(info)
         if cost is None:
             return 1.0
         tier = self._backing.get(info.key) or self.spill_tier

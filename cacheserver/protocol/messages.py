@@ -27,6 +27,8 @@ class Hello(Message):
     held: list[BlockRef] = field(default_factory=list)
     held_slots: list[int] = field(default_factory=list)
     info: bool = field(default=False, metadata={OMIT_DEFAULT: True})  # see HelloReply.tiers
+    # the engine's cost model (asymcache-cost-profile/1): the daemon prices its blocks with it
+    cost_profile: dict = field(default_factory=dict, metadata={OMIT_DEFAULT: True})
 
 
 @message("lookup")
