@@ -61,6 +61,7 @@ class Context:
     make_gpu_policy: Callable[[int], ResidencyPolicy]
     tier_blocks: int  # CPU + DISK capacity in blocks: the index bound without engines
     deferred: list[Callable[[], None]] = field(default_factory=list)
+    client_key: Callable[[bytes], str] = lambda identity: ""  # CURVE key of a routing id
 
     def after_reply(self, fn: Callable[[], None]) -> None:
         """Run ``fn`` right after the current reply is sent, before any other request is
@@ -146,6 +147,11 @@ def _check_hello(ctx: Context, req: Hello) -> KVLayout:
 def hello(ctx: Context, identity: bytes, session: EngineSession | None, req: Hello) -> Message:
     layout = _check_hello(ctx, req)
     previous = ctx.sessions.by_engine(req.engine_id)
+    key = ctx.client_key(identity)
+    if previous is not None and previous.client_key != key:
+        raise bad(f"engine_id {req.engine_id!r} is registered by another CURVE client key; an "
+                  f"engine re-registers with its own key (or after its session expires, "
+                  f"lease_timeout_s)", ErrorCode.BAD_FIELD)
     for old in (previous, session if session is not previous else None):
         if old is not None:
             drop_session(ctx, old)  # a re-HELLO (reconnect or engine restart) starts afresh
@@ -158,7 +164,8 @@ def hello(ctx: Context, identity: bytes, session: EngineSession | None, req: Hel
     if cost is not None:
         gpu_policy.cost_model = cost
     new = EngineSession(req.engine_id, identity, req.model_fingerprint, layout, req.gpu_slots,
-                        gpu_policy, ctx.clock(), raw_cost_model=raw_cost, cost_model=cost)
+                        gpu_policy, ctx.clock(), raw_cost_model=raw_cost, cost_model=cost,
+                        client_key=key)
     ctx.sessions.add(new)
     ctx.resize_index()
     purged = ctx.residency.tenants.unconfirmed(req.engine_id)  # the engine drops them soon

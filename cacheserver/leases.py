@@ -37,6 +37,7 @@ class EngineSession:
     reservations: set[bytes] = field(default_factory=set)  # keys with a CPU slot reserved
     raw_cost_model: CostModel | None = None  # the profile the engine sent with HELLO
     cost_model: CostModel | None = None  # that, completed with the daemon's tier figures
+    client_key: str = ""  # the CURVE key that registered it ("" without CURVE)
 
     layout_text: str = field(init=False)  # derived from ``layout`` once (hot path)
     n_bytes: int = field(init=False)

@@ -12,7 +12,8 @@ authenticator thread admits only clients whose public keys are in the allow-list
 message's ZAP user id (its sender's public key) is checked again against the current list, so a
 key removed while its client is connected gets no more replies (counted in ``refused``, the
 metric ``asymcache_rpc_refused_messages_total``; logged once per key). Plain clients cannot
-complete the handshake and are refused.
+complete the handshake and are refused. The key each routing id spoke with is remembered
+(:meth:`RouterSocket.client_key`): an engine id belongs to the key that registered it.
 """
 
 from __future__ import annotations
@@ -32,6 +33,7 @@ log = logging.getLogger(__name__)
 _EVENTS, _POLLIN, _RCVMORE = int(zmq.EVENTS), int(zmq.POLLIN), int(zmq.RCVMORE)
 _NOBLOCK = int(zmq.NOBLOCK)
 _ROUNDS = 8  # batches per drain before other callbacks get the loop
+_KEYS_KEPT = 65536  # routing ids whose CURVE key is remembered (the oldest forgotten first)
 
 
 class RouterSocket:
@@ -62,6 +64,7 @@ class RouterSocket:
         self._scheduled = False  # a _drain is queued with call_soon
         self.dropped = 0
         self.refused = 0  # messages of clients whose key left the allow-list
+        self._key_of: dict[bytes, str] = {}  # CURVE: routing id -> the key it last spoke with
 
     def _setup_curve(self, curve: ServerCurve) -> None:
         """CURVE server; the context's ZAP authenticator asks ``curve.clients`` at each
@@ -140,6 +143,11 @@ class RouterSocket:
             user = ""
         rest = self._recv_one(first.bytes)
         if self._clients.allows(user):
+            keys = self._key_of
+            if keys.get(first.bytes) != user:
+                if len(keys) >= _KEYS_KEPT:
+                    del keys[next(iter(keys))]
+                keys[first.bytes] = user
             return rest
         self.refused += 1
         if user not in self._refused_keys and len(self._refused_keys) < 4096:
@@ -159,6 +167,11 @@ class RouterSocket:
         while sock.get(_RCVMORE):
             msg.append(sock.recv(copy=False).buffer)
         return msg
+
+    def client_key(self, identity: bytes) -> str:
+        """The CURVE public key (Z85) the peer ``identity`` sent its latest message with; ""
+        without CURVE. Engines are bound to it at HELLO (``handlers.hello``)."""
+        return self._key_of.get(identity, "")
 
     def send(self, identity: bytes, frames: list[Buffer]) -> bool:
         """Send a reply; ``False`` (and counted in ``dropped``) when the peer is gone or full."""

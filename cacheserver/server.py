@@ -187,6 +187,7 @@ class CacheServer:
         assert self.ctx is not None
         if cfg.events_endpoint:
             self._start_events(curve)
+        self.ctx.client_key = self._router.client_key
         self._dispatcher = Dispatcher(self.ctx, self._router, cfg.max_inflight)
         self._stopped = asyncio.Event()
         if self._stopping:  # a signal arrived during start-up

@@ -5,6 +5,7 @@ and connection state (backoff, what the daemon said of itself, CPU-tier mapping)
 from __future__ import annotations
 
 import itertools
+import secrets
 import uuid
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, fields
@@ -178,10 +179,15 @@ class ClientBase:
         self.stocked: list[tuple[int, bytes, int, int]] = []  # ACKs' victims, + generation
         self.needs_hello = False  # an ACK said the daemon does not know this engine
         self.purged_upto = 0  # the last purge the engine applied (PINGs and heartbeats say so)
+        self._nonce = secrets.token_hex(p.ROUTING_ID_NONCE_BYTES // 2).encode()
 
     @property
     def routing_id(self) -> bytes:
-        return p.ROUTING_ID_PREFIX + self.engine_id.encode()
+        """``ROUTING_ID_PREFIX``, the engine id and a random nonce of this client
+        (``ROUTING_ID_NONCE_BYTES``): the same across reconnects of this client, never guessed
+        by another, so no other peer can take over the connection the daemon replies on
+        (ZeroMQ hands a routing id over to its newest connection)."""
+        return p.ROUTING_ID_PREFIX + self.engine_id.encode() + b"#" + self._nonce
 
     def _check_backoff(self) -> None:
         wait = self._down_until - monotonic()

@@ -7,11 +7,12 @@ Message fields are declared with a small set of wire types (``int``, ``float``, 
 :class:`ProtocolError` naming the field and what was wrong. Pure Python, no msgpack.
 
 Identifier limits (docs/security.md) are in UTF-8 bytes. An engine's ZeroMQ routing id is
-``ROUTING_ID_PREFIX + engine_id`` and its heartbeat socket's that + ``HEARTBEAT_SUFFIX``
-(``sockets.py``); ZeroMQ routing ids are at most 255 bytes, so ``ENGINE_ID_MAX_BYTES`` leaves
-room for both. A ``cache_salt`` never travels to the daemon (it is hashed into the namespace by
-``blocks.namespace_id``, which checks ``SALT_MAX_BYTES``); keys and namespaces are exactly
-``KEY_BYTES``.
+``ROUTING_ID_PREFIX + engine_id + "#" + nonce`` (a random nonce per client, so that no other
+peer can take over the connection replies go to) and its heartbeat socket's that +
+``HEARTBEAT_SUFFIX`` (``sockets.py``); ZeroMQ routing ids are at most 255 bytes, so
+``ENGINE_ID_MAX_BYTES`` leaves room for all of it. A ``cache_salt`` never travels to the daemon
+(it is hashed into the namespace by ``blocks.namespace_id``, which checks ``SALT_MAX_BYTES``);
+keys and namespaces are exactly ``KEY_BYTES``.
 """
 
 from __future__ import annotations
@@ -33,7 +34,9 @@ HEARTBEAT_SUFFIX = b"/heartbeat"  # + this: the routing id of its heartbeat sock
 ENGINE_ID_MAX_BYTES = 128
 FINGERPRINT_MAX_BYTES = 256  # engines send 32 hex characters (engine/model/fingerprint.py)
 SALT_MAX_BYTES = 256  # a tenant's cache_salt
-assert len(ROUTING_ID_PREFIX) + ENGINE_ID_MAX_BYTES + len(HEARTBEAT_SUFFIX) <= ROUTING_ID_MAX_BYTES
+ROUTING_ID_NONCE_BYTES = 16  # + "#" and this many random hex digits: not guessable by others
+assert (len(ROUTING_ID_PREFIX) + ENGINE_ID_MAX_BYTES + 1 + ROUTING_ID_NONCE_BYTES
+        + len(HEARTBEAT_SUFFIX) <= ROUTING_ID_MAX_BYTES)
 
 
 class ErrorCode(StrEnum):

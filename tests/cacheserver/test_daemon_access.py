@@ -18,7 +18,7 @@ import zmq
 
 from asymcache.cacheserver.protocol import ErrorReply, Hello, Ping, PingReply, decode_reply
 from asymcache.cacheserver.protocol.sockets import ClientCurve, DealerSocket, ping
-from asymcache.engine.client import CacheClient, DaemonUnavailable
+from asymcache.engine.client import CacheClient, DaemonError, DaemonUnavailable
 from asymcache.ops.cli import main as asymcache
 from tests.cacheserver.daemon_fixtures import LAYOUT, free_port
 from tests.daemons import SMALL
@@ -180,3 +180,31 @@ def test_identifiers_over_their_limits_get_error_replies_naming_the_field(
 def test_the_client_refuses_an_engine_id_too_long_for_a_routing_id() -> None:
     with pytest.raises(ValueError, match=r"engine_id is 130 bytes in UTF-8, more than 128"):
         CacheClient("ipc:///tmp/asymcache-never.ipc", engine_id="é" * 65)
+
+
+def test_an_engine_id_belongs_to_the_curve_key_that_registered_it(start_daemon,
+                                                                  tmp_path) -> None:
+    server, mine, allowed = tmp_path / "server", tmp_path / "mine", tmp_path / "allowed"
+    assert asymcache(["keys", "server", str(server)]) == 0
+    for name in ("engine", "intruder"):
+        assert asymcache(["keys", "client", name, str(mine), "--allow", str(allowed)]) == 0
+    curve = {name: ClientCurve.from_files(str(server / "server.key"),
+                                          str(mine / f"{name}.key_secret"))
+             for name in ("engine", "intruder")}
+    endpoint = f"tcp://127.0.0.1:{free_port()}"
+    start_daemon(endpoint=endpoint, curve=curve["engine"], disk_bytes=0,
+                 curve_secret_key_file=server / "server.key_secret", curve_clients_dir=allowed)
+
+    def hello(who: str) -> CacheClient:
+        c = CacheClient(endpoint, engine_id="e1", timeout_s=5, curve=curve[who], heartbeat=False)
+        c.hello("test-model", LAYOUT, gpu_slots=4)
+        return c
+
+    first = hello("engine")
+    with pytest.raises(DaemonError, match="another CURVE client key"):
+        hello("intruder")  # another key cannot take over the engine's session
+    assert first.ping().registered  # it is still the engine's
+    restarted = hello("engine")  # the engine itself (a restart: a new socket, the same key)
+    assert restarted.ping().registered
+    for c in (first, restarted):
+        c.close()

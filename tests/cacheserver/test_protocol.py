@@ -177,7 +177,8 @@ def test_extension_types_are_refused() -> None:
 
 
 def test_identifier_limits_leave_room_for_the_routing_id_prefix_and_heartbeat_suffix() -> None:
-    longest = p.ROUTING_ID_PREFIX + b"e" * p.ENGINE_ID_MAX_BYTES + p.HEARTBEAT_SUFFIX
+    longest = (p.ROUTING_ID_PREFIX + b"e" * p.ENGINE_ID_MAX_BYTES + b"#"
+               + b"0" * p.ROUTING_ID_NONCE_BYTES + p.HEARTBEAT_SUFFIX)
     assert len(longest) <= p.ROUTING_ID_MAX_BYTES == 255
     ok = p.Hello(engine_id="e" * p.ENGINE_ID_MAX_BYTES, model_fingerprint="f" * 256,
                  layout={}, gpu_slots=1)
