@@ -50,11 +50,8 @@ def tenants(ctx: Context, identity: bytes, session: EngineSession, req: Tenants)
     _check_name("model", req.model, FINGERPRINT_MAX_BYTES, empty_ok=True)
     book = ctx.residency.tenants
     book.aware.add(session.engine_id)
-    had_unregistered = book.unregistered_blocks > 0
     new = book.register(zip(req.namespaces, req.tenants, req.labels, strict=True), req.model,
                         session.model_fingerprint)
-    if new and had_unregistered:  # their blocks move from "unregistered" to their tenant
-        book.recount(ctx.index.records(), ctx.residency.chain.levels)
     return TenantsReply(recorded=new)
 
 

@@ -7,13 +7,14 @@ name); :class:`TenantBook` keeps that map, bounded by ``quotas.max_namespaces``,
 disk or in the remote tier after a restart are attributed and purgeable again. A namespace no
 engine registered is counted under :data:`UNREGISTERED`.
 
-Counts: blocks per (level, tenant label), kept by the chain's ``entered``/``left`` events;
-metrics show the ``quotas.metrics_top`` largest tenants and ``other``.
+Counts: blocks per (level, namespace), kept by the chain's ``entered``/``left`` events, read by
+label (a tenant's namespaces together; registering a namespace moves nothing); metrics show the
+``quotas.metrics_top`` largest tenants and ``other``.
 
 Quotas (``[quotas]`` in the configuration, ``QuotaSection``): at most so many blocks of one
 tenant in a level (a default for every tenant, and per label in ``quotas.tenants_file``). A
-block entering a level whose tenant is at its quota first evicts that tenant's own lowest-value
-block there (``ResidencyPolicy.cheapest_of``: demoted as any victim), never another tenant's;
+block entering a level whose tenant (all the namespaces it registered; an unregistered namespace
+is a tenant of its own) is at its quota first evicts that tenant's own lowest-value block there (``ResidencyPolicy.cheapest_of``: demoted as any victim), never another tenant's;
 when all of them are leased or pinned the block is not placed (the chain's usual "no room").
 
 Purges: the namespaces of a tenant (and model) are found here; the handler drops their blocks
@@ -65,8 +66,9 @@ class TenantBook:
         self.limits = quotas.limits()  # label -> level -> blocks ("*": every tenant)
         self.path = Path(data_dir) / FILE_NAME if data_dir else None
         self.by_ns: dict[bytes, Tenant] = {}
-        self.counts: Counter[tuple[str, str]] = Counter()  # (level, label) -> blocks
-        self._members: dict[tuple[str, str], dict[bytes, None]] = {}  # quota levels only
+        self.counts: Counter[tuple[str, bytes]] = Counter()  # (level, namespace) -> blocks
+        self._members: dict[tuple[str, bytes], dict[bytes, None]] = {}  # quota levels only
+        self._namespaces_by_digest: dict[bytes, list[bytes]] = {}  # a tenant's namespaces
         self._quota_levels = {level for per in self.limits.values() for level in per}
         self._purges: dict[str, list[tuple[int, bytes]]] = {}  # engine -> (seq, namespace)
         self.aware: set[str] = set()  # engines that sent TENANTS: they understand purges
@@ -100,6 +102,7 @@ class TenantBook:
                 refused += 1
                 continue
             self.by_ns[ns] = Tenant(digest, label, model, fingerprint)
+            self._namespaces_by_digest.setdefault(digest, []).append(ns)
             new += 1
         if refused:
             self.refused += refused
@@ -116,15 +119,16 @@ class TenantBook:
                 and (not model or model in (t.model, t.fingerprint))]
 
     # ---- counts and quotas (the chain's events) ---------------------------------------------
+    # Counted per namespace, so that registering a namespace (its blocks move from
+    # ``unregistered`` to a label) changes no count; labels are applied when read.
     def entered(self, level: str, block: Any) -> None:
-        label = self.label(block.namespace)
-        self.counts[level, label] += 1
+        ns = block.namespace
+        self.counts[level, ns] += 1
         if level in self._quota_levels:
-            self._members.setdefault((level, label), {})[block.key] = None
+            self._members.setdefault((level, ns), {})[block.key] = None
 
     def left(self, level: str, block: Any) -> None:
-        label = self.label(block.namespace)
-        slot = (level, label)
+        slot = (level, block.namespace)
         n = self.counts[slot] - 1
         if n > 0:
             self.counts[slot] = n
@@ -133,10 +137,12 @@ class TenantBook:
         members = self._members.get(slot)
         if members is not None:
             members.pop(block.key, None)
+            if not members:
+                del self._members[slot]
 
     def recount(self, records: Iterable[Any], levels: Iterable[Level]) -> None:
-        """Count every indexed block again (after the start-up rebuild, and when namespaces
-        that already had blocks were registered: those move from ``unregistered``)."""
+        """Count every indexed block again (after the start-up rebuild, which indexes the
+        disk's blocks without the chain's events)."""
         self.counts.clear()
         self._members.clear()
         levels = list(levels)
@@ -145,42 +151,53 @@ class TenantBook:
                 if rec.where & level.bit:
                     self.entered(level.name, rec)
 
-    @property
-    def unregistered_blocks(self) -> int:
-        return sum(n for (_, label), n in self.counts.items() if label == UNREGISTERED)
-
     def limit(self, level: str, label: str) -> int:
         own = self.limits.get(label, {})
         return own.get(level, self.limits.get("*", {}).get(level, 0))
+
+    def _tenant_members(self, level: str, namespace: bytes) -> list[dict[bytes, None]]:
+        """The member sets in ``level`` of the tenant ``namespace`` belongs to: all its
+        registered namespaces (a tenant has one per model and layout); an unregistered
+        namespace is a tenant of its own."""
+        tenant = self.by_ns.get(namespace)
+        if tenant is None:
+            spaces: Iterable[bytes] = (namespace,)
+        else:
+            spaces = self._namespaces_by_digest.get(tenant.digest, (namespace,))
+        return [m for ns in spaces if (m := self._members.get((level, ns)))]
 
     def make_room(self, chain: TierChain, level: Level, block: Any, now: float) -> bool:
         """Evict ``block``'s tenant's own blocks from ``level`` until it is under its quota
         there; ``False`` when it is at its quota and none of its blocks may go."""
         if level.name not in self._quota_levels:
             return True
-        label = self.label(block.namespace)
-        limit = self.limit(level.name, label)
+        limit = self.limit(level.name, self.label(block.namespace))
         if limit <= 0:
             return True
-        members = self._members.get((level.name, label), {})
-        while len(members) >= limit:
-            victim = level.policy.cheapest_of(members, now)
+        groups = self._tenant_members(level.name, block.namespace)
+        while sum(len(m) for m in groups) >= limit:
+            victim = level.policy.cheapest_of(
+                [key for members in groups for key in members], now)
             if victim is None:
                 return False
             chain.leave(level, victim, now, evicted=True)
-            members.pop(victim, None)  # also when the store had lost it already
+            for members in groups:
+                members.pop(victim, None)  # also when the store had lost it already
             self.quota_evictions[level.name] += 1
         return True
 
     def top(self, n: int) -> Iterator[tuple[str, str, int]]:
         """``(level, label, blocks)`` of the ``n`` tenants with most blocks over all levels,
         and the rest under :data:`OTHER`."""
+        by_label: Counter[tuple[str, str]] = Counter()
+        for (level, ns), count in self.counts.items():
+            by_label[level, self.label(ns)] += count
         totals: Counter[str] = Counter()
-        for (_, label), count in self.counts.items():
+        for (_, label), count in by_label.items():
             totals[label] += count
         shown = {label for label, _ in totals.most_common(n)}
         rest: Counter[str] = Counter()
-        for (level, label), count in self.counts.items():
+        for (level, label), count in by_label.items():
             if label in shown:
                 yield level, label, count
             else:
@@ -236,11 +253,13 @@ class TenantBook:
                         and isinstance(model, str) and isinstance(fingerprint, str)):
                     raise ValueError("a malformed entry")
                 self.by_ns[ns] = Tenant(digest, label, model, fingerprint)
+                self._namespaces_by_digest.setdefault(digest, []).append(ns)
         except (OSError, ValueError, KeyError, TypeError, msgpack.UnpackException) as exc:
             aside = self.path.with_suffix(".damaged")
             log.error("tenant registry %s unreadable (%s); starting with none, the file "
                       "moved to %s", self.path, exc, aside)
             self.by_ns.clear()
+            self._namespaces_by_digest.clear()
             with contextlib.suppress(OSError):
                 os.replace(self.path, aside)
             return
