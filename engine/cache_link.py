@@ -57,6 +57,7 @@ T = TypeVar("T")
 _WHERE = {Where.GPU: "gpu", Where.CPU: "cpu", Where.DISK: "disk", Where.REMOTE: "remote"}
 MAX_KEYS = 1024  # keys per request: well under the daemon's default limit (4096)
 MAX_BLOCKS_PER_MESSAGE = 32  # block payloads per PUT/GET: bounded message size
+REFUSED_RETRY_S = 30.0  # a refused HELLO is sent again this much later
 
 
 class CacheLink:
@@ -75,6 +76,7 @@ class CacheLink:
         self.errors = 0
         self.mapped = True  # the CPU tier's shared memory is reachable from here
         self.refused: str | None = None  # why the daemon refused our HELLO, if it did
+        self._refused_at = 0.0
         self.grants = SlotGrants()  # CPU slots handed out, by the registration they belong to
         self.stale_slots = 0  # CPU slots not used: handed out under an earlier registration
         self.given_back = 0  # unfilled CPU reservations given back (CANCEL)
@@ -103,6 +105,8 @@ class CacheLink:
             self._give_back()
         if self.connected and self.mirror is not None:
             self.mirror.drain()
+        if self.refused is not None and time.monotonic() - self._refused_at >= REFUSED_RETRY_S:
+            self.refused = None  # the daemon may have been upgraded or reconfigured since
         if self.connected or self.refused is not None or not self.client.answering:
             return
         try:
@@ -113,8 +117,15 @@ class CacheLink:
             return
         except (CacheClientError, ProtocolError) as e:  # e.g. a layout the CPU tier cannot
             # hold, or a daemon of another protocol version
-            self.refused = str(e)
-            log.error("the cache daemon refused this engine (%s); serving without it", e)
+            if self.cost_profile is not None and "cost_profile" in str(e):
+                log.warning("the cache daemon predates engine cost profiles (%s): registering "
+                            "without one (its preset prices this engine's blocks); upgrade "
+                            "the daemon", e)
+                self.cost_profile = None  # the next tick registers again
+                return
+            self.refused, self._refused_at = str(e), time.monotonic()
+            log.error("the cache daemon refused this engine (%s); serving without it, asking "
+                      "again in %.0f s", e, REFUSED_RETRY_S)
             return
         self.reconnects += self._registered_before
         self._registered_before = True

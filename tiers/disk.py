@@ -52,6 +52,7 @@ from asymcache.tiers.lmdb_store import DAMAGE_ERRORS, DamagedStore, LmdbStore, m
 from asymcache.tiers.write_behind import WriteBehind, WriteOp
 
 log = logging.getLogger(__name__)
+_UNDELETED_MAX = 1 << 16  # failed deletes kept to send again (a full disk)
 _LMDB_PAGE_HEADER = 16
 _LEAF_NODE = 24  # LMDB node header + 16-byte key
 _INDEX_OVERHEAD = 256  # two B-tree leaf nodes per block (data + headers), rounded up
@@ -84,6 +85,8 @@ class DiskTier(Tier):
         if self.damaged_dir is not None:
             self._acct.count("damaged_file")
         self._closed = False
+        self._undeleted: dict[bytes, bool] = {}  # deletes that failed: key -> scrub
+        self.retried_deletes = 0
         if self._acct.used > capacity_bytes:
             log.warning("disk tier %s holds %d bytes, over its capacity %d: evict before putting",
                         path, self._acct.used, capacity_bytes)
@@ -205,12 +208,32 @@ class DiskTier(Tier):
         return len(ops)
 
     def _on_done(self, batch: list[WriteOp]) -> None:
-        """Writer callback (under the lock): count failures, un-account puts that did not land."""
+        """Writer callback (under the lock): count failures, un-account puts that did not land,
+        and keep deletes that failed (a full disk: LMDB needs pages to delete too) to send
+        again once a write lands, so no value stays on disk unindexed."""
+        landed = False
         for op in batch:
-            if op.failed is not None and op.value is None:
-                log.warning("disk tier: delete of %s failed (%s); it stays on disk unindexed",
-                            op.key.hex(), op.failed)
+            if op.failed is None:
+                landed = landed or not op.cancelled
+            elif op.value is None and not self._store.broken:
+                if len(self._undeleted) < _UNDELETED_MAX:
+                    self._undeleted[op.key] = op.scrub
+                else:
+                    log.warning("disk tier: delete of %s failed (%s); it stays on disk "
+                                "unindexed until the next start", op.key.hex(), op.failed)
         self._acct.settle(batch, self._queue.latest)
+        if landed and self._undeleted:
+            self._retry_deletes()
+
+    def _retry_deletes(self) -> None:
+        """Queue again the deletes that failed, of keys not put back since."""
+        again, self._undeleted = self._undeleted, {}
+        latest = self._queue.latest
+        ops = [WriteOp(key, scrub=scrub) for key, scrub in again.items()
+               if key not in self._acct and key not in latest]
+        if ops:
+            self.retried_deletes += len(ops)
+            self._queue.submit(ops, urgent=False)
 
     def flush(self) -> None:
         """Wait until every queued write is committed and synced."""

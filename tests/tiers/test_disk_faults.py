@@ -207,3 +207,32 @@ def test_format_version_1_entries_are_dropped_by_the_rebuild_and_counted(db_path
         assert tier.get([key for key, _, _ in items]) == [p for _, _, p in items]
     finally:
         tier.close()
+
+
+def test_a_delete_refused_by_a_full_disk_is_sent_again_once_a_write_lands(db_path: str) -> None:
+    """LMDB needs free pages to delete too: a delete that fails (``full``) is kept and sent
+    again after the next write that lands, so no value stays in the file unindexed."""
+    tier = DiskTier(db_path, capacity_bytes=4 << 20)
+    try:
+        items = [block(i) for i in range(3)]
+        assert tier.put(items, durable=True) == [True] * 3
+        real, full = tier._store._commit, [True]
+
+        def commit(ops: list) -> None:
+            if full[0] and any(op.value is None for op in ops):
+                raise lmdb.MapFullError("mdb_txn_commit: MDB_MAP_FULL")
+            real(ops)
+
+        tier._store._commit = commit  # the disk is full: every transaction with a delete fails
+        assert tier.delete([items[0][0]]) == 1
+        tier.flush()
+        stored = {key for key, _ in tier._store.sizes()}
+        assert items[0][0] in stored and tier.contains([items[0][0]]) == [False]  # unindexed
+        full[0] = False
+        assert tier.put([block(7)], durable=True) == [True]  # a write lands: the delete goes again
+        tier.flush()
+        assert tier.retried_deletes == 1
+        assert items[0][0] not in {key for key, _ in tier._store.sizes()}
+        assert tier.get([items[1][0]])[0] is not None  # the others are untouched
+    finally:
+        tier.close()
