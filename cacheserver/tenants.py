@@ -14,8 +14,9 @@ label (a tenant's namespaces together; registering a namespace moves nothing); m
 Quotas (``[quotas]`` in the configuration, ``QuotaSection``): at most so many blocks of one
 tenant in a level (a default for every tenant, and per label in ``quotas.tenants_file``). A
 block entering a level whose tenant (all the namespaces it registered; an unregistered namespace
-is a tenant of its own) is at its quota first evicts that tenant's own lowest-value block there (``ResidencyPolicy.cheapest_of``: demoted as any victim), never another tenant's;
-when all of them are leased or pinned the block is not placed (the chain's usual "no room").
+is a tenant of its own) is at its quota first evicts that tenant's own lowest-value block there
+(``ResidencyPolicy.cheapest_of``: demoted as any victim), never another tenant's; when all of
+them are leased or pinned the block is not placed (the chain's usual "no room").
 
 Purges: the namespaces of a tenant (and model) are found here; the handler drops their blocks
 from every level and every engine's GPU index, and records the purge under a sequence number

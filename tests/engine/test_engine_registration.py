@@ -47,7 +47,8 @@ class _OldDaemon:
     """A daemon client whose daemon predates cost profiles, then answers (no I/O)."""
 
     def __init__(self) -> None:
-        self.answering, self.needs_hello, self.last_pong, self.registration = True, False, None, None
+        self.answering, self.needs_hello = True, False
+        self.last_pong = self.registration = None
         self.hellos: list[dict | None] = []
 
     def hello(self, fingerprint, layout, gpu_slots, held, cost_profile=None):
