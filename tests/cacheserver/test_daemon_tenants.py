@@ -168,3 +168,31 @@ def test_purge_deletes_every_hosts_blocks_of_the_tenant_from_the_remote_cluster(
         assert got["removed"]["remote"] == 4, got
         assert where(c1, a, remote=True) == [Where.MISS] * 4
         assert where(c1, b, remote=True) == [Where.REMOTE] * 4
+
+
+def test_a_disk_quota_holds_across_a_restart(start_daemon, tmp_path: Path) -> None:
+    port = free_port()
+    flags = {"cpu_bytes": "16KiB", "quotas_disk_blocks": 4, "metrics_port": port}
+    a, b = make_refs(10, salt="salt-a"), make_refs(2, salt="salt-b")
+
+    def disk_blocks(salt: str) -> float:
+        line = f'asymcache_tenant_blocks{{tenant="{tenant_label(salt)}",tier="disk"}} '
+        found = [ln for ln in scrape(port).splitlines() if ln.startswith(line)]
+        return float(found[0].split()[-1]) if found else 0.0
+
+    d = start_daemon(**flags)
+    with registered_client(d.endpoint) as c:
+        register(c, "salt-a", "salt-b")
+        put(c, b, durable=True)
+        # A's oldest leave the disk for its quota, and the two CPU slots: not stored anywhere
+        assert c.put(a[:6], [payload(r) for r in a[:6]], durable=True).stored == \
+            [False, False] + [True] * 4
+        assert (disk_blocks("salt-a"), disk_blocks("salt-b")) == (4.0, 2.0)
+    d.stop()
+    d2 = start_daemon(data_dir=tmp_path / "data", **flags)  # counts rebuilt from the disk
+    with registered_client(d2.endpoint) as c:
+        assert (disk_blocks("salt-a"), disk_blocks("salt-b")) == (4.0, 2.0)
+        c.put(a[6:], [payload(r) for r in a[6:]], durable=True)
+        assert (disk_blocks("salt-a"), disk_blocks("salt-b")) == (4.0, 2.0)
+        assert where(c, a[6:]) == [Where.DISK] * 2 + [Where.CPU] * 2  # the newest kept
+        assert Where.MISS not in where(c, b)  # the other tenant lost nothing
