@@ -69,7 +69,7 @@ def measure(model_dir: Path, plan: SpeedPlan, log: Callable[[str], None]) -> dic
     hf = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32,
                                               attn_implementation="eager").eval()
     vocab = llm.engine.info.vocab_size
-    sides = {"engine": _EngineSide(llm), "transformers": _HFSide(hf)}
+    sides = {"engine": EngineSide(llm), "transformers": _HFSide(hf)}
     cases = [("prefill", 1, plan.prompt)] + [("decode", b, c) for b, c in plan.shapes]
     rounds: list[dict[str, dict[str, float]]] = []
     try:
@@ -107,11 +107,11 @@ def _summary(rounds: list[dict[str, dict[str, float]]], cases: list) -> dict[str
     return {"rows": rows}
 
 
-class _EngineSide:
+class EngineSide:
     """The engine's tokens/s over its prefill-only or decode-only steps."""
 
     def __init__(self, llm: Any) -> None:
-        self.engine = llm.engine
+        self.llm, self.engine = llm, llm.engine
         self.count = 0
 
     def prefill(self, ids: list[list[int]]) -> float:

@@ -34,6 +34,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from asymcache.ops.bench._engine_speed import EngineSide
 from asymcache.ops.gpu.context import StepContext
 from asymcache.ops.gpu.llama_shaped import ShapedSpec, write_model
 from asymcache.ops.gpu.results import Goal, StepRecord
@@ -147,34 +148,9 @@ def _speed_goals(rec: StepRecord, ctx: StepContext) -> None:
                       note="" if kind == "prefill" else "decode step wall time"))
 
 
-class _EngineSide:
-    """The engine's tokens/s over its prefill-only or decode-only steps, and greedy outputs."""
-
-    def __init__(self, llm: Any) -> None:
-        self.llm, self.engine, self.count = llm, llm.engine, 0
-
-    def prefill(self, ids: list[list[int]]) -> float:
-        return self._run(ids, 1, prefill=True)
-
-    def decode(self, ids: list[list[int]], new_tokens: int) -> float:
-        return self._run(ids, new_tokens, prefill=False)
-
-    def _run(self, ids: list[list[int]], new_tokens: int, prefill: bool) -> float:
-        from asymcache.engine.sampling import SamplingParams
-
-        params = SamplingParams(temperature=0.0, max_tokens=new_tokens, ignore_eos=True)
-        for prompt in ids:
-            self.count += 1
-            self.engine.add_request(f"speed-{self.count}", prompt, params)
-        tokens, seconds = 0, 0.0
-        while self.engine.has_unfinished:
-            self.engine.step()
-            s = self.engine.last_step
-            if (prefill and s.prefill_tokens and not s.decodes) or \
-                    (not prefill and s.decodes == len(ids) and not s.prefill_tokens):
-                tokens += s.prefill_tokens + s.decodes
-                seconds += s.seconds
-        return tokens / max(seconds, 1e-9)
+class _EngineSide(EngineSide):
+    """The engine's tokens/s over its prefill-only or decode-only steps (the engine benchmark's
+    measure), and greedy outputs with their log-probabilities."""
 
     def greedy(self, ids: list[list[int]], new_tokens: int) -> list[Any]:
         from asymcache.engine.sampling import SamplingParams
