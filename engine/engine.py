@@ -29,6 +29,7 @@ if TYPE_CHECKING:
 
 
 _SETTLE_S = 0.05  # going idle, wait this long at most for the last ACKs
+_CLOSE_SETTLE_S = 1.0  # closing, as long (nothing waits when every ACK is in)
 
 @dataclass(frozen=True)
 class RequestOutput:
@@ -322,8 +323,11 @@ class LLMEngine:
             lookups_skipped=0 if link is None else link.lookups_skipped)
 
     def close(self) -> None:
-        """Release everything held with the daemon and close the link."""
+        """Release everything held with the daemon and close the link; the last blocks'
+        write-through slots are filled first (waiting up to ``_CLOSE_SETTLE_S`` for the
+        daemon's ACKs), so a closing engine leaves them in the CPU tier even on a busy host."""
         for req in list(self._requests.values()):
             self.abort(req.request_id)
         if self.kv.link is not None:
+            self.kv.service(wait_s=_CLOSE_SETTLE_S)
             self.kv.link.close()

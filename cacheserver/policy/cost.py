@@ -39,6 +39,7 @@ import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from asymcache.cacheserver.policy.roofline import GPUS, MODELS, PRESET_PAIRS, roofline_fields
 
@@ -227,7 +228,7 @@ def fit_prefill(samples: Sequence[tuple[int, int, float]]) -> dict[str, float]:
 
     ``samples`` are measured forward passes ``(start_position, n_tokens, seconds)``: ``n_tokens``
     new tokens appended after ``start_position`` cached ones. Needs three samples or more with
-    different shapes; coefficients are clamped at 0.
+    different shapes; the fit keeps every coefficient >= 0 (:func:`_non_negative_fit`).
     """
     import numpy as np
 
@@ -238,9 +239,34 @@ def fit_prefill(samples: Sequence[tuple[int, int, float]]) -> dict[str, float]:
     y = np.asarray([s for _, _, s in samples], dtype=np.float64)
     if np.linalg.matrix_rank(a) < 3:
         raise ValueError("fit_prefill samples must vary start_position and n_tokens independently")
-    coef = np.linalg.lstsq(a, y, rcond=None)[0]
-    pass_s, lin, attn = (max(0.0, float(c)) for c in coef)
+    pass_s, lin, attn = _non_negative_fit(a, y)
     return {"pass_s": pass_s, "linear_s_per_token": lin, "attn_s_per_token_position": attn}
+
+
+def _non_negative_fit(a: Any, y: Any) -> tuple[float, float, float]:
+    """Least squares with every coefficient >= 0: the best unconstrained fit on each subset of
+    the three columns whose coefficients are all non-negative (the others 0). Clamping an
+    unconstrained fit instead can zero the per-token terms when noise (a loaded machine) makes
+    the fixed term absorb everything and the rest negative."""
+    import itertools
+
+    import numpy as np
+
+    best: tuple[float, list[float]] | None = None
+    for size in (3, 2, 1):
+        for cols in itertools.combinations(range(3), size):
+            sub = np.linalg.lstsq(a[:, cols], y, rcond=None)[0]
+            if (sub < 0).any():
+                continue
+            coef = [0.0, 0.0, 0.0]
+            for c, v in zip(cols, sub, strict=True):
+                coef[c] = float(v)
+            residual = float(np.sum((a @ np.asarray(coef) - y) ** 2))
+            if best is None or residual < best[0]:
+                best = (residual, coef)
+    if best is None:
+        return 0.0, 0.0, 0.0
+    return best[1][0], best[1][1], best[1][2]
 
 
 def _parse_load(raw: object) -> tuple[TierLink, ...]:

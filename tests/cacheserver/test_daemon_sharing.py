@@ -13,7 +13,13 @@ import pytest
 import zmq
 import zmq.auth
 
-from asymcache.cacheserver.protocol import PROTOCOL_VERSION, Ping, Where, decode_reply
+from asymcache.cacheserver.protocol import (
+    HEARTBEAT_SUFFIX,
+    PROTOCOL_VERSION,
+    Ping,
+    Where,
+    decode_reply,
+)
 from asymcache.cacheserver.protocol.sockets import ClientCurve, DealerSocket, ping
 from asymcache.engine.client import CacheClient, DaemonUnavailable
 from tests.cacheserver.daemon_fixtures import (
@@ -118,9 +124,9 @@ def test_only_the_registering_socket_or_its_heartbeat_socket_keeps_an_engine_ali
     d = start_daemon(lease_timeout_s=1)
     ctx = zmq.Context.instance()
     stranger = DealerSocket(ctx, d.endpoint)  # any other socket, naming engine "a"
-    beat_b = DealerSocket(ctx, d.endpoint, b"asymcache:b/heartbeat")  # b's heartbeat identity
     with registered_client(d.endpoint, "a"), registered_client(d.endpoint, "b") as b, \
             CacheClient(d.endpoint, engine_id="c", timeout_s=10) as c:  # a heartbeat thread
+        beat_b = DealerSocket(ctx, d.endpoint, b.routing_id + HEARTBEAT_SUFFIX)  # b's heartbeat
         c.hello("test-model", LAYOUT, gpu_slots=4)
         try:
             for _ in range(25):  # 2.5 s: over twice lease_timeout_s; neither a nor b speaks

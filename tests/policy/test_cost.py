@@ -123,3 +123,21 @@ def test_fit_prefill_recovers_the_coefficients_of_exact_samples() -> None:
     assert fit["attn_s_per_token_position"] == pytest.approx(truth.attn_s_per_token_position)
     with pytest.raises(ValueError, match="at least 3"):
         fit_prefill(samples[:2])
+
+
+def test_fit_prefill_keeps_coefficients_non_negative_by_refitting_not_clamping() -> None:
+    # linear cost only, and timing noise that makes an unconstrained fit's attention term
+    # negative: clamping it to 0 would keep the linear term the negative one inflated
+    samples = [(p, n, 1e-3 + 2e-5 * n) for p in (0, 512, 4096) for n in (16, 128, 512)]
+    samples = [(p, n, s * (1.0 - 0.04 * (p == 4096 and n == 512))) for p, n, s in samples]
+    fit = fit_prefill(samples)
+    assert fit["attn_s_per_token_position"] == 0.0
+    assert fit["linear_s_per_token"] == pytest.approx(2e-5, rel=0.05)
+    import numpy as np
+
+    a = np.asarray([(1.0, n, n * (p + 0.5 * n)) for p, n, _ in samples])
+    y = np.asarray([s for _, _, s in samples])
+    clamped = np.clip(np.linalg.lstsq(a, y, rcond=None)[0], 0.0, None)
+    ours = np.asarray([fit["pass_s"], fit["linear_s_per_token"],
+                       fit["attn_s_per_token_position"]])
+    assert np.sum((a @ ours - y) ** 2) < np.sum((a @ clamped - y) ** 2)
