@@ -36,14 +36,15 @@ class EngineBusyError(RuntimeError):
 
 class EngineDrainingError(RuntimeError):
     """The engine is draining (its host goes away): the request was ended, or not started.
-    ``token_ids`` are the output ids it had generated (resume with them elsewhere);
-    ``choices``, those of every prompt of a batch (the HTTP server fills it)."""
+    ``token_ids`` are the output ids it had generated (resume with them elsewhere) and ``text``
+    their text; ``choices``, those of every prompt of a batch (the HTTP server fills it)."""
 
-    def __init__(self, message: str, token_ids: list[int] | None = None,
-                 choices: list[list[int]] | None = None) -> None:
+    def __init__(self, message: str, token_ids: list[int] | None = None, text: str = "",
+                 choices: list[tuple[list[int], str]] | None = None) -> None:
         super().__init__(message)
         self.token_ids = list(token_ids or [])
-        self.choices = choices
+        self.text = text  # of ``token_ids``, as the engine detokenized them
+        self.choices = choices  # (token ids, text) per prompt
 
 
 class AsyncEngine:
@@ -176,9 +177,10 @@ class AsyncEngine:
 
     def _add(self, request_id: str, ids: list[int], params: SamplingParams,
              resume: list[int]) -> None:
-        if self.draining:  # submitted before the drain was seen: never started
+        if self.draining:  # submitted before the drain was seen: never started here, so
+            # no tokens (resend it as it was, its resume_token_ids included)
             self._send(request_id, EngineDrainingError("the engine is draining: send the "
-                                                       "request to another engine", resume))
+                                                       "request to another engine"))
             return
         try:
             self.engine.add_request(request_id, ids, params, resume)
@@ -193,7 +195,8 @@ class AsyncEngine:
                      "flushed" if report.flushed else "not confirmed in time")
             for rid, tokens in report.token_ids.items():
                 self._send(rid, EngineDrainingError("the engine is draining: resume the "
-                                                    "request elsewhere with its tokens", tokens))
+                                                    "request elsewhere with its tokens", tokens,
+                                                    report.texts.get(rid, "")))
             self.drained = report
         done.set_result(self.drained)
 

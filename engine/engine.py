@@ -57,11 +57,13 @@ class RequestOutput:
 @dataclass(frozen=True)
 class Drained:
     """What a drain did (:meth:`LLMEngine.drain`): the requests it ended, each with the output
-    ids generated so far (a resumed request's earlier ones first: resume with all of them),
+    ids generated so far (a resumed request's earlier ones first: resume with all of them) and
+    their text,
     the bytes written to the CPU tier for them, and whether the daemon confirmed that its
     lower tiers (disk, remote) have them before the deadline."""
 
     token_ids: dict[str, list[int]]
+    texts: dict[str, str]  # the text of those tokens as this engine detokenized them
     bytes_written: int
     flushed: bool
     seconds: float
@@ -189,14 +191,17 @@ class LLMEngine:
         for req in self.scheduler.running:
             self.kv.commit_ready(req)
         written, flushed = self.kv.drain(start + deadline_s, self.clock)
-        tokens = {}
+        tokens, texts = {}, {}
         for req in list(self._requests.values()):
-            tokens[req.request_id] = self._resumed.get(req.request_id, []) + \
-                list(req.output_token_ids)
+            rid = req.request_id
+            tokens[rid] = self._resumed.get(rid, []) + list(req.output_token_ids)
+            # incremental text: a character split at the end is held back, as the engine
+            # that resumes holds it back after priming (so the two texts join exactly)
+            texts[rid] = self._detok[rid].text
             req.finish_reason = "drain"
             self._finish(req, self.clock())
         self.kv.flush_commits(force=True)  # their leases go now
-        return Drained(tokens, written, flushed, self.clock() - start)
+        return Drained(tokens, texts, written, flushed, self.clock() - start)
 
     @property
     def has_unfinished(self) -> bool:

@@ -83,7 +83,6 @@ def create_app(ctx: ServerContext) -> FastAPI:
     """The FastAPI application over ``ctx`` (the caller starts and stops the engine)."""
     app = FastAPI(title="AsymCache engine", docs_url=None, redoc_url=None)
     app.state.keys = ctx.keys
-    app.state.decode = ctx.tokenizer.decode  # the text of a drained request's tokens
     _add_error_handlers(app)
     if ctx.keys is not None:
         app.add_middleware(RequireApiKey, keys=ctx.keys)
@@ -177,9 +176,9 @@ def _add_error_handlers(app: FastAPI) -> None:
                             headers={"Retry-After": "1"})
 
     @app.exception_handler(EngineDrainingError)
-    async def draining(request: Request, exc: EngineDrainingError) -> JSONResponse:
-        choices = exc.choices or [exc.token_ids]
-        return JSONResponse(R.draining_body(str(exc), choices, request.app.state.decode), 503,
+    async def draining(_: Request, exc: EngineDrainingError) -> JSONResponse:
+        choices = exc.choices or [(exc.token_ids, exc.text)]
+        return JSONResponse(R.draining_body(str(exc), choices), 503,
                             headers={"Retry-After": "1"})
 
     @app.exception_handler(EngineDeadError)
@@ -268,8 +267,8 @@ async def _finals(streams: list[AsyncIterator[RequestOutput]], firsts: list[Requ
             finals.append(e)
     drained = [f for f in finals if isinstance(f, EngineDrainingError)]
     if drained:
-        raise EngineDrainingError(str(drained[0]), drained[0].token_ids,
-                                  choices=[list(f.token_ids) for f in finals])
+        raise EngineDrainingError(str(drained[0]), drained[0].token_ids, drained[0].text,
+                                  choices=[(list(f.token_ids), f.text) for f in finals])
     return finals  # type: ignore[return-value]
 
 
@@ -289,12 +288,12 @@ async def _sse(ctx: ServerContext, rid: str, streams: list[AsyncIterator[Request
     tasks = [asyncio.create_task(pump(i, s))
              for i, s in enumerate(streams) if not firsts[i].finished]
     sent, finals = [0] * len(streams), {}
-    drained: dict[int, list[int]] = {}  # choices a drain ended: their tokens so far
+    drained: dict[int, tuple[list[int], str]] = {}  # choices a drain ended: tokens, text
     try:
         while len(finals) + len(drained) < len(streams):
             i, out = await queue.get()
             if isinstance(out, EngineDrainingError):  # the others end at once too
-                drained[i] = out.token_ids
+                drained[i] = (out.token_ids, out.text)
                 continue
             if isinstance(out, Exception):  # end the stream: an error event, then [DONE]
                 yield R.error_event(f"generation failed: {out}")
@@ -307,10 +306,10 @@ async def _sse(ctx: ServerContext, rid: str, streams: list[AsyncIterator[Request
             if out.finished:
                 finals[i] = out
         if drained:  # resumable: every choice's tokens (a finished one's whole)
-            tokens = [finals[j].token_ids if j in finals else drained[j]
-                      for j in range(len(streams))]
+            choices = [(finals[j].token_ids, finals[j].text) if j in finals else drained[j]
+                       for j in range(len(streams))]
             yield R.draining_event("the engine is draining: resume the request elsewhere "
-                                   "with its tokens", tokens, ctx.tokenizer.decode)
+                                   "with its tokens", choices)
             yield R.DONE
             return
         if include_usage:

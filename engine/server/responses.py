@@ -94,22 +94,23 @@ def error_event(message: str, kind: str = "server_error") -> str:
     return f"data: {json.dumps(error_body(message, kind))}\n\n"
 
 
-def draining_body(message: str, token_ids: Sequence[Sequence[int]],
-                  decode: Any) -> dict[str, Any]:
+def draining_body(message: str, choices: Sequence[tuple[Sequence[int], str]]
+                  ) -> dict[str, Any]:
     """The body of an ``engine_draining`` error (HTTP 503, or an SSE error event): each
-    choice's output ids from the start of the request (an earlier run's too) and their text,
-    to resend as ``resume_token_ids`` to another engine (``token_ids``/``text``: choice 0's;
-    ``choices``: all of them)."""
-    choices = [{"index": i, "token_ids": list(t), "text": decode(list(t)) if t else ""}
-               for i, t in enumerate(token_ids)]
+    choice's output ids from the start of the request (an earlier run's too) and their text as
+    the engine detokenized them (a character split at the end held back, as the engine that
+    resumes holds it), to resend as ``resume_token_ids`` to another engine (``token_ids`` /
+    ``text``: choice 0's; ``choices``: all of them)."""
+    rows = [{"index": i, "token_ids": list(t), "text": text}
+            for i, (t, text) in enumerate(choices)]
     body = error_body(message, "engine_draining", code="engine_draining")
-    first = choices[0] if choices else {"token_ids": [], "text": ""}
-    body["error"].update(token_ids=first["token_ids"], text=first["text"], choices=choices)
+    first = rows[0] if rows else {"token_ids": [], "text": ""}
+    body["error"].update(token_ids=first["token_ids"], text=first["text"], choices=rows)
     return body
 
 
-def draining_event(message: str, token_ids: Sequence[Sequence[int]], decode: Any) -> str:
-    return f"data: {json.dumps(draining_body(message, token_ids, decode))}\n\n"
+def draining_event(message: str, choices: Sequence[tuple[Sequence[int], str]]) -> str:
+    return f"data: {json.dumps(draining_body(message, choices))}\n\n"
 
 
 DONE = "data: [DONE]\n\n"

@@ -119,7 +119,9 @@ def test_a_sigtermed_engine_drains_and_its_requests_resume_exactly_on_another_ho
         streamed = "".join(e["choices"][0]["text"] for e in events[:-2])
         assert events[-2]["error"]["text"].startswith(streamed)
 
-        for prompt, before, want in ((prompts[0], t0, ref[0]), (prompts[1], t1, ref[1])):
+        texts = [err["text"], events[-2]["error"]["text"]]
+        for prompt, before, want, shown in ((prompts[0], t0, ref[0], texts[0]),
+                                            (prompts[1], t1, ref[1], texts[1])):
             got = httpx.post(f"{url_b}/v1/completions", timeout=120,
                              json=_body(prompt, resume_token_ids=before, logprobs=0)).json()
             usage = got["usage"]
@@ -129,10 +131,8 @@ def test_a_sigtermed_engine_drains_and_its_requests_resume_exactly_on_another_ho
             # from the cluster
             flushed = (LEN + len(before) - 1) // B * B
             assert usage["prompt_tokens_details"]["cached_tokens"] >= flushed > 0
-            with make_llm(reuse="none") as plain_llm:
-                tok = plain_llm.tokenizer
-                text = tok.decode(before) + got["choices"][0]["text"]
-                assert text == tok.decode(want)
+            with make_llm(reuse="none") as plain_llm:  # the error's text joins exactly
+                assert shown + got["choices"][0]["text"] == plain_llm.tokenizer.decode(want)
         with make_llm(cache_endpoint=daemon_b.endpoint) as llm:  # exact ids, from the cache
             req = llm.engine.add_request("resumed", prompts[0], greedy(OUT), resume=t0)
             outs = []

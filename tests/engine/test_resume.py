@@ -63,3 +63,29 @@ def test_a_drain_without_a_daemon_ends_every_request_with_its_tokens() -> None:
         again = _run(llm, "again", p0, params, resume=report.token_ids["running"])
         whole = _run(llm, "whole", p0, params)
         assert report.token_ids["running"] + again.token_ids == whole.token_ids
+
+
+def test_a_drain_inside_a_character_joins_the_resumed_text_exactly() -> None:
+    import numpy as np
+
+    params = SamplingParams(temperature=0.0, max_tokens=60, ignore_eos=True)
+    with make_llm(reuse="none") as llm:
+        tok = llm.tokenizer
+        prompts = [np.random.default_rng(seed).integers(6, 2048, 200).tolist()
+                   for seed in range(19, 40)]
+        for prompt in prompts:  # a prompt whose output has a token ending inside a character
+            whole = _run(llm, f"whole-{len(prompt)}-{prompt[0]}", prompt, params)
+            cuts = [k for k in range(1, OUT) if tok.decode(whole.token_ids[:k]).endswith("\ufffd")]
+            if cuts:
+                break
+        assert cuts, "no output of these prompts splits a character: the test cannot show it"
+        k = cuts[0]
+        llm.engine.add_request("cut", prompt, params)
+        while len(llm.engine._requests["cut"].output_token_ids) < k:
+            llm.engine.step()
+        report = llm.engine.drain(1.0)
+        assert report.token_ids["cut"] == whole.token_ids[:k]
+        shown = report.texts["cut"]
+        assert not shown.endswith("\ufffd")  # the split character is held back
+        rest = _run(llm, "rest", prompt, params, resume=report.token_ids["cut"])
+        assert shown + rest.text == whole.text
