@@ -40,6 +40,7 @@ from asymcache.ops.soak.stack import Stack
 
 FLIP_AT = 100  # byte of the block flipped (from the start of a CPU slot, from a value's end)
 SAMPLE_KEYS = 512
+CORRUPT_ATTEMPTS = 3  # blocks corrupted until one is read from the disk (others may be promoted)
 
 
 def _errors(stack: Stack, tier: str, *kinds: str) -> int:
@@ -142,20 +143,27 @@ def _lease_on_disk(probe: Probe, keys: list[bytes]) -> bytes | None:
 def disk_corrupt_value(ctx: FaultContext) -> dict:
     stack, lim = ctx.stack, ctx.cfg.limits
     with Probe(stack.endpoint, stack.keys) as probe:
-        before = _errors(stack, "disk", "checksum")
-        key, original, corrupted = _corrupt_one(ctx, probe)
-        try:
-            t0 = time.monotonic()
-            got = probe.get(key)
-            detected = wait_for(lambda: _errors(stack, "disk", "checksum") > before,
-                                lim.detect_s)
-            took = time.monotonic() - t0
-        finally:
-            probe.release(key)
+        attempts = 0
+        while attempts < CORRUPT_ATTEMPTS:
+            attempts += 1
+            before = _errors(stack, "disk", "checksum")
+            key, original, corrupted = _corrupt_one(ctx, probe)
+            try:
+                t0 = time.monotonic()
+                got = probe.get(key)
+                detected = wait_for(lambda n=before: _errors(stack, "disk", "checksum") > n,
+                                    lim.detect_s)
+                took = time.monotonic() - t0
+            finally:
+                probe.release(key)
+            if detected is not None or (got is not None and got != original):
+                break
+            # an engine promoted the block meanwhile: the GET was served from the CPU tier
+            # and the corrupted value never read; corrupt another block
         again = probe.where([key])[0][1]
     served = got is not None and got == corrupted
     sound = got is None or got == original
-    return {"detected": detected is not None, "served_corrupted": served,
+    return {"detected": detected is not None, "served_corrupted": served, "attempts": attempts,
             "get_returned": "miss" if got is None else ("original" if sound else "OTHER"),
             "after": again.name, "recovered": detected is not None and sound and not served,
             "recovery_s": round(took, 3) if detected is not None else None}
