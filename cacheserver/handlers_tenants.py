@@ -63,7 +63,6 @@ async def purge(ctx: Context, identity: bytes, session: EngineSession | None,
     namespaces = book.namespaces_of(req.tenant, req.model)
     doomed = set(namespaces)
     removed: Counter[str] = Counter()
-    engines: set[str] = set()
     now = ctx.clock()
     disk = res.tier("disk")
     records = [rec for rec in ctx.index.records() if rec.namespace in doomed]
@@ -78,15 +77,15 @@ async def purge(ctx: Context, identity: bytes, session: EngineSession | None,
             if s is not None and slot is not None:
                 res.gpu_forget(s, slot)
                 removed["gpu"] += 1
-                engines.add(engine_id)
         for level in res.chain.levels:
             if rec.where & level.bit:
                 res.chain.leave(level, rec.key, now, evicted=False)
                 removed[level.name] += 1
     if namespaces:
-        # every registered engine: one that holds blocks the index no longer knows (a victim
-        # named ahead, a slot given up) drops them as well
-        book.purged(namespaces, {s.engine_id for s in ctx.sessions} | engines)
+        # every registered engine (those whose GPU index held blocks of them are among them):
+        # one that holds blocks the index no longer knows (a victim named ahead, a slot given
+        # up) drops them as well
+        book.purged(namespaces, [s.engine_id for s in ctx.sessions])
     remote = res.tier("remote")
     if remote is not None and doomed:  # every host's blocks, not only the indexed ones
         scanned = await asyncio.get_running_loop().run_in_executor(
