@@ -31,6 +31,7 @@ ROOT_PARENT = bytes(KEY_BYTES)
 _NS_PERSON = b"asymcache-ns-v1"
 _BLOCK_PERSON = b"asymcache-bk-v1"
 _TENANT_PERSON = b"asymcache-tn-v1"
+_SESSION_PERSON = b"asymcache-ss-v1"
 TENANT_LABEL_MAX_BYTES = 64  # the name a tenant is counted under (metrics labels, quotas)
 PUBLIC_LABEL = "public"  # the tenant of requests without a cache_salt
 _DTYPE_BYTES = {"float32": 4, "float16": 2, "bfloat16": 2, "float8_e4m3fn": 1, "float8_e5m2": 1}
@@ -137,6 +138,18 @@ def tenant_digest(cache_salt: str) -> bytes:
     without the salt: BLAKE2b with its own personalisation, so it equals no namespace."""
     h = hashlib.blake2b(digest_size=KEY_BYTES, person=_TENANT_PERSON)
     h.update(cache_salt.encode("utf-8"))
+    return h.digest()
+
+
+def session_digest(cache_salt: str, prompt_cache_key: str) -> bytes:
+    """16-byte digest naming a client session (OpenAI's ``prompt_cache_key``) to the daemon:
+    BLAKE2b over the tenant's salt and the key with its own personalisation, so two tenants'
+    equal keys are different sessions and the key itself never leaves the engine."""
+    h = hashlib.blake2b(digest_size=KEY_BYTES, person=_SESSION_PERSON)
+    salt = cache_salt.encode("utf-8")
+    h.update(len(salt).to_bytes(4, "little"))
+    h.update(salt)
+    h.update(prompt_cache_key.encode("utf-8"))
     return h.digest()
 
 

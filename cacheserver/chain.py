@@ -19,6 +19,11 @@ bit per level of the chain. The rules, the same for every level:
   there first (:class:`Quota`).
 * **pins**: a block's pin lives on its record; the chain pins it in every level that holds it
   and again in each level it enters while the pin lasts.
+* **client signals** (``policy/sessions.py``): a block's session and retention live on its
+  record too (``session``, ``shared``, ``retain_until``), so they travel with it into every
+  level; :meth:`TierChain.signal` updates them and re-ranks the holders, and
+  :meth:`TierChain.end_session` records an ended session in the chain's :class:`SessionBook`,
+  which every level's policy reads.
 
 A block is any object with ``key``, ``where``, ``pinned``, ``pin_until``, ``busy``, ``info()``
 and ``pin_active(now)`` (the daemon's ``BlockRecord``, the simulator's ``SimBlock``). A store
@@ -34,6 +39,7 @@ from dataclasses import dataclass
 from typing import Any, Literal, Protocol
 
 from asymcache.cacheserver.policy import ResidencyPolicy
+from asymcache.cacheserver.policy.sessions import SessionBook
 
 Demote = Literal["none", "next", "all"]
 
@@ -54,6 +60,10 @@ class ChainEvents:
     def backing(self, block: Any, top: str | None) -> None: ...  # the highest holder
 
     def pinned(self, block: Any, until: float | None, now: float, on: bool) -> None: ...
+
+    def signalled(self, block: Any, now: float) -> None: ...  # its signals changed
+
+    def session_ended(self, session: Any, now: float) -> None: ...
 
 
 class Quota(Protocol):
@@ -86,7 +96,9 @@ class TierChain:
         self.by_name = {level.name: level for level in levels}
         self.records, self.discard, self.events = records, discard, events
         self.quota = quota
+        self.sessions = SessionBook()
         for i, level in enumerate(levels):
+            level.policy.set_sessions(self.sessions)
             level.bit = 1 << i
             spill = levels[i + 1].name if level.demote != "none" and i + 1 < len(levels) else None
             level.policy.set_spill_tier(spill)
@@ -194,6 +206,30 @@ class TierChain:
                 else:
                     level.policy.unpin(block.key, now)
         self.events.pinned(block, until, now, on)
+
+    def signal(self, block: Any, session: Any, retain_until: float, now: float) -> None:
+        """A request of ``session`` (``None``: none said) used ``block``, whose client asked to
+        keep it until ``retain_until`` (0: not asked): update its record and re-rank it in every
+        level that holds it and, through the events, above the chain."""
+        if session is not None:
+            if block.session is not None and block.session != session:
+                block.shared = True
+            block.session = session
+            self.sessions.revive(session)
+        if retain_until > block.retain_until:
+            block.retain_until = retain_until
+        for level in self.levels:
+            if block.where & level.bit:
+                level.policy.resignal(block.key, now)
+        self.events.signalled(block, now)
+
+    def end_session(self, session: Any, now: float) -> None:
+        """A client ended ``session``: its blocks that no other session used go first in every
+        level (and, through the events, above the chain)."""
+        self.sessions.end(session)
+        for level in self.levels:
+            level.policy.session_ended(session, now)
+        self.events.session_ended(session, now)
 
     def forget_failed(self, now: float) -> list:
         """Forget blocks whose writes failed (or were found corrupt) in any level; their keys."""

@@ -85,6 +85,10 @@ class QuotaSection:
     tenants_file: str = ""  # TOML: a table per tenant label with its own *_blocks bounds
     metrics_top: int = 8  # tenants shown by name in metrics; the rest as "other"
     max_namespaces: int = 65536  # namespaces the tenant registry keeps
+    # the longest retention (SIGNAL) and pin TTL (PIN, also a pin without TTL) a tenant gets;
+    # longer asks are capped (0 = no cap). tenants_file may set either per tenant label
+    max_retention_s: float = 86400.0
+    max_pin_ttl_s: float = 3600.0
 
     def __post_init__(self) -> None:
         _check_fields(self, "quotas.")
@@ -94,7 +98,21 @@ class QuotaSection:
         for name in ("metrics_top", "max_namespaces"):
             if getattr(self, name) <= 0:
                 raise ValueError(f"quotas.{name}: must be positive, got {getattr(self, name)}")
+        for name in _TIME_CAPS:
+            value = getattr(self, name)
+            if not (isinstance(value, int | float) and 0 <= value < float("inf")):
+                raise ValueError(f"quotas.{name}: must be a number of seconds >= 0, got {value!r}")
         self.limits()  # raises naming quotas.tenants_file
+
+    def time_caps(self) -> dict[str, dict[str, float]]:
+        """Tenant label (``*``: every tenant) -> ``max_retention_s`` / ``max_pin_ttl_s``."""
+        out = {"*": {name: float(getattr(self, name)) for name in _TIME_CAPS}}
+        if self.tenants_file:
+            for label, per in _tenant_table(self.tenants_file).items():
+                caps = {k: float(v) for k, v in per.items() if k in _TIME_CAPS}
+                if caps:
+                    out[label] = caps
+        return out
 
     def limits(self) -> dict[str, dict[str, int]]:
         """Tenant label (``*``: every tenant) -> tier -> the most blocks (bounds > 0 only)."""
@@ -105,7 +123,10 @@ class QuotaSection:
         return {label: per for label, per in out.items() if per}
 
 
-def _tenant_quotas(path: str) -> dict[str, dict[str, int]]:
+_TIME_CAPS = ("max_retention_s", "max_pin_ttl_s")
+
+
+def _tenant_table(path: str) -> dict[str, dict]:
     import tomllib
 
     where = f"quotas.tenants_file: {path}"
@@ -114,12 +135,25 @@ def _tenant_quotas(path: str) -> dict[str, dict[str, int]]:
             doc = tomllib.load(f)
     except (OSError, tomllib.TOMLDecodeError) as e:
         raise ValueError(f"{where}: {e}") from None
-    out: dict[str, dict[str, int]] = {}
     for label, table in doc.items():
         if not isinstance(table, dict):
             raise ValueError(f"{where}: [{label}] must be a table of *_blocks bounds")
+        for key in _TIME_CAPS:
+            value = table.get(key, 0.0)
+            if isinstance(value, bool) or not isinstance(value, int | float) \
+                    or not 0 <= value < float("inf"):
+                raise ValueError(f"{where}: [{label}] {key}: must be seconds >= 0, got {value!r}")
+    return doc
+
+
+def _tenant_quotas(path: str) -> dict[str, dict[str, int]]:
+    where = f"quotas.tenants_file: {path}"
+    out: dict[str, dict[str, int]] = {}
+    for label, table in _tenant_table(path).items():
         per = {}
         for key, value in table.items():
+            if key in _TIME_CAPS:
+                continue
             tier = key.removesuffix("_blocks")
             if tier not in _QUOTA_TIERS or not key.endswith("_blocks"):
                 raise ValueError(f"{where}: [{label}] {key}: unknown; known: "
@@ -152,6 +186,8 @@ class ServerConfig:
     disk_policy: str = ""
     cost_preset: str = "h100-llama3-8b"  # CostModel.preset(name) for cost-aware policies
     # ("" = none: cost-aware policies then price every miss alike)
+    signals: bool = True  # rank by clients' session, retention and session-end signals (SIGNAL;
+    # policies that support them: docs/policy.md "Client signals")
     lease_timeout_s: float = 30.0  # an engine silent this long loses its leases and GPU index
     max_engines: int = 16
     max_gpu_slots: int = 1 << 20  # per engine

@@ -29,6 +29,7 @@ from collections.abc import Awaitable
 from asymcache.cacheserver import (  # noqa: F401 - register ops
     handlers_data,
     handlers_session,
+    handlers_signals,
     handlers_tenants,
 )
 from asymcache.cacheserver.handlers import HANDLERS, Context, HandlerSpec

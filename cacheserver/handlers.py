@@ -161,6 +161,7 @@ def hello(ctx: Context, identity: bytes, session: EngineSession | None, req: Hel
     raw_cost, cost = _engine_cost(ctx, req)
     gpu_policy = ctx.make_gpu_policy(req.gpu_slots)
     gpu_policy.set_spill_tier(ctx.residency.top.name)  # engines demote their victims there
+    gpu_policy.set_sessions(ctx.residency.chain.sessions)
     if cost is not None:
         gpu_policy.cost_model = cost
     new = EngineSession(req.engine_id, identity, req.model_fingerprint, layout, req.gpu_slots,
@@ -425,7 +426,13 @@ def _release(ctx: Context, session: EngineSession, keys: list[bytes]) -> int:
 def pin(ctx: Context, identity: bytes, session: EngineSession, req: Pin) -> Message:
     if req.ttl_s is not None and req.ttl_s <= 0:
         raise bad(f"ttl_s must be positive, got {req.ttl_s}")
-    until = None if req.ttl_s is None else ctx.clock() + req.ttl_s
+    ttl = req.ttl_s  # capped per tenant (quotas.max_pin_ttl_s; the first known key's tenant)
+    rec = next((r for k in req.keys if (r := ctx.index.get(k)) is not None), None)
+    if rec is not None:
+        cap = ctx.residency.tenants.time_cap("max_pin_ttl_s", rec.namespace)
+        if cap > 0:
+            ttl = cap if ttl is None else min(ttl, cap)
+    until = None if ttl is None else ctx.clock() + ttl
     return PinReply(count=_pin(ctx, req.keys, until, on=True))
 
 

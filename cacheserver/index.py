@@ -49,6 +49,9 @@ class BlockRecord:
     pinned: bool = False
     pin_until: float | None = None  # None with ``pinned`` = until UNPIN
     busy: int = 0  # moves in progress: the record stays indexed while a tier is being filled
+    session: bytes | None = None  # client signals (policy/sessions.py): the latest session
+    shared: bool = False  # that used the block, whether another one did, and until when a
+    retain_until: float = 0.0  # client asked to keep it (retention; 0 = not asked)
 
     @property
     def held(self) -> bool:

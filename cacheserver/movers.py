@@ -245,6 +245,14 @@ class Residency(ChainEvents):
             else:
                 policy.unpin(block.key, now)
 
+    def signalled(self, block: BlockRecord, now: float) -> None:  # type: ignore[override]
+        for policy in self._gpu_policies(block):
+            policy.resignal(block.key, now)
+
+    def session_ended(self, session: object, now: float) -> None:
+        for engine in self.sessions:
+            engine.gpu_policy.session_ended(session, now)  # type: ignore[arg-type]
+
     def _gpu_policies(self, block: BlockRecord) -> list[ResidencyPolicy]:
         sessions = [self.sessions.by_engine(engine_id) for engine_id in block.gpu]
         return [s.gpu_policy for s in sessions if s is not None]

@@ -22,7 +22,7 @@ from asymcache.cacheserver.config import ServerConfig
 from asymcache.cacheserver.handlers import Context
 from asymcache.cacheserver.index import BlockRecord
 from asymcache.cacheserver.metrics import DaemonMetrics
-from asymcache.cacheserver.policy import ResidencyPolicy, create_policy
+from asymcache.cacheserver.policy import ResidencyPolicy, create_policy, policy_class
 from asymcache.cacheserver.policy.cost import CostModel, TierLink
 from asymcache.tiers.base import Tier, create_tier
 from asymcache.tiers.cpu import CpuTier
@@ -109,8 +109,10 @@ class PolicyFactory:
                                                    cfg.remote.load_bandwidth_bps)
 
     def __call__(self, tier: str, capacity: int) -> ResidencyPolicy:
-        return create_policy(self.cfg.policy_for(tier), capacity, semantics="msa",
-                             cost_model=self.cost_model, tier=tier)
+        name = self.cfg.policy_for(tier)
+        signals = self.cfg.signals and policy_class(name).signal_aware
+        return create_policy(name, capacity, semantics="msa", cost_model=self.cost_model,
+                             tier=tier, signals=signals)
 
     def use_remote_figures(self, figures: tuple[float, float],
                            policies: Iterable[ResidencyPolicy]) -> bool:

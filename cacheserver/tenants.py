@@ -65,6 +65,7 @@ class TenantBook:
     def __init__(self, quotas: QuotaSection, data_dir: str | None) -> None:
         self.quotas = quotas
         self.limits = quotas.limits()  # label -> level -> blocks ("*": every tenant)
+        self.time_caps = quotas.time_caps()  # label -> max_retention_s / max_pin_ttl_s
         self.path = Path(data_dir) / FILE_NAME if data_dir else None
         self.by_ns: dict[bytes, Tenant] = {}
         self.counts: Counter[tuple[str, bytes]] = Counter()  # (level, namespace) -> blocks
@@ -151,6 +152,12 @@ class TenantBook:
             for level in levels:
                 if rec.where & level.bit:
                     self.entered(level.name, rec)
+
+    def time_cap(self, name: str, namespace: bytes) -> float:
+        """The longest ``name`` (``max_retention_s`` or ``max_pin_ttl_s``) granted to the
+        tenant of ``namespace``: its label's own value, else the ``[quotas]`` one."""
+        own = self.time_caps.get(self.label(namespace), {})
+        return own.get(name, self.time_caps["*"][name])
 
     def limit(self, level: str, label: str) -> int:
         own = self.limits.get(label, {})

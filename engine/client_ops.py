@@ -343,6 +343,19 @@ class ClientBase:
         """Keep blocks resident until :meth:`unpin` or for ``ttl_s``; returns how many known."""
         return self._call(p.Pin(keys=list(keys), ttl_s=ttl_s), lambda r: r.count)
 
+    def signal(self, keys: Sequence[bytes] = (), session: bytes | None = None,
+               retention_s: float = 0.0, end: bool = False,
+               notify: bool = False) -> p.SignalReply | None:
+        """Tell the residency policy what the client said (``p.Signal``): ``keys`` were used by
+        ``session`` (``blocks.session_digest``), keep them ``retention_s``, or ``end`` the
+        session. Returns the reply (``notify``: one-way, None)."""
+        msg = p.Signal(session=session, keys=list(keys), retention_s=retention_s, end=end,
+                       notify=notify)
+        if notify:
+            self.notify(msg)
+            return None
+        return self._call(msg, lambda r: r)
+
     def unpin(self, keys: Sequence[bytes]) -> int:
         return self._call(p.Unpin(keys=list(keys)), lambda r: r.count)
 

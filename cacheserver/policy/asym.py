@@ -45,7 +45,14 @@ from asymcache.cacheserver.policy.base import BlockInfo, Key, ResidencyPolicy, r
 from asymcache.cacheserver.policy.cost import CostModel
 from asymcache.cacheserver.policy.costed import CostedPolicy
 from asymcache.cacheserver.policy.mini import ModeSelector
-from asymcache.cacheserver.policy.reuse import ReuseEstimator, UseRecord
+from asymcache.cacheserver.policy.reuse import (
+    KIND_PRIVATE,
+    KIND_SHARED,
+    KIND_UNKNOWN,
+    ReuseEstimator,
+    UseRecord,
+)
+from asymcache.cacheserver.policy.sessions import SessionBook, band
 
 _new_record = tuple.__new__  # a UseRecord without its generated __new__ (hot path)
 
@@ -89,6 +96,7 @@ class AsymPolicy(CostedPolicy):
 
     tracks_structure = True
     prices_backing = True
+    signal_aware = True
     config_class = AsymConfig
 
     def __init__(self, capacity: int, *, config: AsymConfig | None = None,
@@ -162,6 +170,26 @@ class AsymPolicy(CostedPolicy):
         for copy in self._copies_for(key):
             copy.unpin(key, now)
 
+    def set_sessions(self, book: SessionBook | None) -> None:
+        super().set_sessions(book)
+        if self.selector is not None:
+            for copy in self.selector.copies.values():
+                copy.set_sessions(book)
+
+    def resignal(self, key: Key, now: float) -> None:
+        rec = self._rec.get(key)
+        if self.signals and self._learns and rec is not None:
+            self._rec[key] = self.reuse.reclass(rec, self._kind(self.blocks[key]))
+        super().resignal(key, now)
+        for copy in self._copies_for(key):
+            copy.resignal(key, now)
+
+    def session_ended(self, session: Key, now: float) -> None:
+        super().session_ended(session, now)
+        if self.selector is not None:
+            for copy in self.selector.copies.values():
+                copy.session_ended(session, now)
+
     def _copies_for(self, key: Key) -> tuple[ResidencyPolicy, ...]:
         selector = self.selector
         if selector is None or not selector.sampled(key):
@@ -178,8 +206,10 @@ class AsymPolicy(CostedPolicy):
         """A copy for the selector, ranking by value or by recency for good. The recency copy
         keeps no reuse statistics: with ``V`` fixed at 0 they decide nothing there."""
         copy = AsymPolicy(capacity, config=replace(self.config, select=False),
-                          semantics=self.semantics, cost_model=self.cost_model, tier=self.tier)
+                          semantics=self.semantics, cost_model=self.cost_model, tier=self.tier,
+                          signals=self.signals)
         copy.namespace_costs = self.namespace_costs
+        copy.sessions = self.sessions
         copy.by_value = by_value
         if not by_value:
             copy._rank_by_recency_for_good()
@@ -275,8 +305,12 @@ class AsymPolicy(CostedPolicy):
         if len(self.blocks) < self.capacity:
             return False
         top = self.peek_victim(now)
-        term = self._term(self._raw(info, rec)) if top is not None and self.by_value else 0.0
-        return top is not None and self._clock(now) + term < top[1][0]
+        if top is None:
+            return False
+        h = self._clock(now) + (self._term(self._raw(info, rec)) if self.by_value else 0.0)
+        if self.signals:
+            return (band(info, self.sessions, now), h) < top[1][:2]
+        return h < top[1][0]
 
     def _never_pays(self, info: BlockInfo) -> bool:
         """A lower tier whose load costs more than recomputing the block (cached as prices are)."""
@@ -297,12 +331,20 @@ class AsymPolicy(CostedPolicy):
             self._select(info, now)
         if not self._learns:
             return _new_record(UseRecord, (1, now, 0))
+        kind = self._kind(info) if self.signals else KIND_UNKNOWN
         prev = self.reuse.recall(info.key)
         if prev is not None or info.parent is None:
-            return self.reuse.observe(prev, now)
+            return self.reuse.observe(prev, now, None, kind)
         parent = self._rec.get(info.parent) or self._pending.get(info.parent) \
             or self.reuse.peek(info.parent)
-        return self.reuse.observe(None, now, parent)
+        return self.reuse.observe(None, now, parent, kind)
+
+    @staticmethod
+    def _kind(info: BlockInfo) -> int:
+        """What ``info``'s signals say of it, for the reuse classes (``reuse.py``)."""
+        if info.session is None:
+            return KIND_UNKNOWN
+        return KIND_SHARED if info.shared else KIND_PRIVATE
 
     # ---- hooks --------------------------------------------------------------------------
     def _on_insert(self, info: BlockInfo, now: float) -> None:
@@ -320,8 +362,10 @@ class AsymPolicy(CostedPolicy):
                 self._enqueue(key, now)
 
     def _on_access(self, key: Key, now: float) -> None:
-        self._select(self.blocks[key], now)
-        self._rec[key] = self.reuse.observe(self._rec[key], now)
+        info = self.blocks[key]
+        self._select(info, now)
+        self._rec[key] = self.reuse.observe(self._rec[key], now, None,
+                                            self._kind(info) if self.signals else KIND_UNKNOWN)
         self._base[key] = self._clock(now)
 
     def access(self, key: Key, now: float) -> None:
@@ -348,6 +392,8 @@ class AsymPolicy(CostedPolicy):
         rec = self._pending.pop(key, None) or self._observe_new(info, now)
         self._rec[key] = rec
         base = self._base[key] = now if self._time_clock else self.inflation
+        if self.signals:
+            self._index_signals(info)
         if self._held(key, now):
             if key not in self._parked:
                 self.order.discard(key)
@@ -360,6 +406,8 @@ class AsymPolicy(CostedPolicy):
     def evict(self, now: float) -> Key | None:
         """The base's ``evict`` inlined; ``clock="time"`` never reads ``inflation``: not kept."""
         self._expire_pins(now)
+        if self._retain_heap:
+            self._expire_retention(now)
         pop, held, parked = self.order.pop, self._held, self._parked
         while True:
             key = pop()
@@ -379,7 +427,8 @@ class AsymPolicy(CostedPolicy):
         if self.selector is not None:
             self._select(info, now)
         if self._learns:
-            rec = self._rec[key] = self.reuse.observe(self._rec[key], now)
+            rec = self._rec[key] = self.reuse.observe(
+                self._rec[key], now, None, self._kind(info) if self.signals else KIND_UNKNOWN)
         else:
             rec = self._rec[key] = _new_record(UseRecord, (0, now, 0))
         base = self._base[key] = now if self._time_clock else self.inflation
@@ -387,10 +436,12 @@ class AsymPolicy(CostedPolicy):
             self.order.push(key, self._rank(info, rec, base))
 
     def _rank(self, info: BlockInfo, rec: UseRecord, base: float) -> tuple:
-        """``_priority`` of resident ``info`` from its record and clock value."""
-        if not self.by_value:
-            return (base + 0.0, rec.last_s, -info.position)
-        return (base + self._term(self._raw(info, rec)), rec.last_s, -info.position)
+        """``_priority`` of resident ``info`` from its record and clock value (after its band,
+        with signals)."""
+        h = base + (self._term(self._raw(info, rec)) if self.by_value else 0.0)
+        if self.signals:
+            return (band(info, self.sessions, self._now), h, rec.last_s, -info.position)
+        return (h, rec.last_s, -info.position)
 
     def _on_remove(self, key: Key) -> None:
         self._base.pop(key, None)
@@ -403,6 +454,9 @@ class AsymPolicy(CostedPolicy):
 
     def _priority(self, key: Key, now: float) -> tuple:
         return self._rank(self.blocks[key], self._rec[key], self._base[key])
+
+    def _ordering(self, key: Key, now: float) -> tuple:
+        return self._rank(self.blocks[key], self._rec[key], self._base[key])  # banded already
 
     def _enqueue(self, key: Key, now: float) -> None:
         self.order.push(key, self._rank(self.blocks[key], self._rec[key], self._base[key]))

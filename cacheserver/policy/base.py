@@ -20,6 +20,10 @@ Events a policy receives, all amortized O(log n):
   cost-aware policies can price a miss as the cheaper of reloading and recomputing;
 * ``set_spill_tier(tier)`` — where this tier's victims are demoted to (``None``: dropped), so a
   block with no lower copy yet is priced at what it will cost once demoted there.
+* ``resignal(key, now)`` / ``session_ended(session, now)`` — a block's client signals changed
+  (its ``session``, ``shared`` or ``retain_until``) / a client ended a session. Only a policy
+  built with ``signals=True`` uses them: it ranks in three bands (``sessions.py``): blocks of
+  ended sessions first, blocks under retention last, its own order within each band.
 
 And the decision: ``evict(now)`` removes and returns the lowest-value *unprotected, unpinned*
 block, or ``None`` when every held block is protected. Protected and pinned blocks are never
@@ -50,6 +54,7 @@ from asymcache.cacheserver.policy.registry import (
     policy_names,
     register_policy,
 )
+from asymcache.cacheserver.policy.sessions import NORMAL, SessionBook, band
 
 if TYPE_CHECKING:
     from asymcache.cacheserver.policy.cost import CostModel
@@ -70,7 +75,9 @@ class BlockInfo:
 
     ``position`` is the block's index in its sequence, so its first token sits at
     ``position * n_tokens`` for full blocks; ``parent`` is the previous block's key (``None``
-    for the first block).
+    for the first block). The client signals (``sessions.py``): ``session`` is the latest
+    session that used the block (``None``: none said), ``shared`` that another session used it
+    too, ``retain_until`` until when a client asked to keep it (0: never asked).
     """
 
     key: Key
@@ -78,6 +85,9 @@ class BlockInfo:
     position: int
     n_tokens: int
     n_bytes: int
+    session: Key | None = None
+    shared: bool = False
+    retain_until: float = 0.0
 
 
 class ResidencyPolicy(ABC):
@@ -97,6 +107,9 @@ class ResidencyPolicy(ABC):
     offline: ClassVar[bool] = False  # True for oracles that need the future (simulator only)
     tracks_structure: ClassVar[bool] = False  # keep resident parent/child links (leaf-first)
     prices_backing: ClassVar[bool] = False  # the priority depends on the backing tier
+    supports_signals: ClassVar[bool] = True  # False: a victim order that is not a heap
+    signal_aware: ClassVar[bool] = False  # built with signals=True where clients' signals are
+    # on (the daemon's ``signals``, the simulator's ``--signals``): asym, lru_signals
 
     def __init__(
         self,
@@ -105,11 +118,14 @@ class ResidencyPolicy(ABC):
         semantics: Reuse = "prefix",
         cost_model: CostModel | None = None,
         tier: str = "gpu",
+        signals: bool = False,
     ) -> None:
         if capacity < 0:
             raise ValueError(f"capacity must be >= 0, got {capacity}")
         if semantics not in REUSE_SEMANTICS:
             raise ValueError(f"semantics must be one of {REUSE_SEMANTICS}, got {semantics!r}")
+        if signals and not self.supports_signals:
+            raise ValueError(f"policy {self.name!r} does not rank by client signals")
         self.capacity = capacity
         self.semantics: Reuse = semantics
         self.cost_model = cost_model
@@ -132,6 +148,17 @@ class ResidencyPolicy(ABC):
         # leaves first: only where a request places its blocks front to back (the GPU tier);
         # below it blocks arrive in eviction order and a chain may span several tiers
         self.leaf_first = self.tracks_structure and semantics == "prefix" and tier == "gpu"
+        # client signals (sessions.py): bands, the resident blocks of each session that only
+        # it used (re-ranked when it ends), and when retentions lapse
+        self.signals = signals
+        self.sessions: SessionBook | None = None
+        self._by_session: dict[Key, set[Key]] = {}
+        self._session_of: dict[Key, Key] = {}
+        self._retain_heap: list[tuple[float, int, Key]] = []
+
+    def set_sessions(self, book: SessionBook | None) -> None:
+        """Read ended sessions from ``book`` (the chain's, shared by every level's policy)."""
+        self.sessions = book
 
     def set_namespace_costs(self, costs: Mapping[Key, CostModel] | None) -> None:
         """Price each namespace's blocks with ``costs[namespace]`` (the daemon's
@@ -160,6 +187,8 @@ class ResidencyPolicy(ABC):
         self.blocks[info.key] = info
         self._now = now
         self._on_insert(info, now)
+        if self.signals:
+            self._index_signals(info)
         self._refresh(info.key, now)
         if self.tracks_structure:
             self._link(info, now)
@@ -224,10 +253,36 @@ class ResidencyPolicy(ABC):
     def backing(self, key: Key) -> str | None:
         return self._backing.get(key)
 
+    def resignal(self, key: Key, now: float) -> None:
+        """Resident ``key``'s signals changed (its info's ``session``, ``shared`` or
+        ``retain_until``, updated by the caller): re-index and re-rank it."""
+        if not self.signals or key not in self.blocks:
+            return
+        self._now = max(self._now, now)
+        self._index_signals(self.blocks[key])
+        if key not in self._parked:
+            self._enqueue(key, now)
+
+    def session_ended(self, session: Key, now: float) -> None:
+        """A client ended ``session`` (already in the book): its blocks that no other session
+        used move to the first band."""
+        if not self.signals:
+            return
+        for key in list(self._by_session.get(session, ())):
+            if key not in self._parked:
+                self._enqueue(key, now)
+
+    def band_of(self, key: Key, now: float) -> int:
+        """The signal band of resident ``key`` (``sessions.py``; always NORMAL without
+        signals)."""
+        return band(self.blocks[key], self.sessions, now) if self.signals else NORMAL
+
     # ---- decision -----------------------------------------------------------------------
     def evict(self, now: float) -> Key | None:
         """Remove and return the lowest-value evictable block, or ``None`` if all are held."""
         self._expire_pins(now)
+        if self._retain_heap:
+            self._expire_retention(now)
         while True:
             key = self._pop(now)
             if key is None:
@@ -245,6 +300,8 @@ class ResidencyPolicy(ABC):
         Only for policies ordered by ``self.order`` (the heap); others return ``None``.
         """
         self._expire_pins(now)
+        if self._retain_heap:
+            self._expire_retention(now)
         while True:
             top = self.order.peek()
             if top is None or not self._held(top[0], now):
@@ -261,7 +318,7 @@ class ResidencyPolicy(ABC):
         for key in keys:
             if key not in self.blocks or self._held(key, now):
                 continue
-            rank = self._priority(key, now)
+            rank = self._ordering(key, now)
             if best_rank is None or rank < best_rank:
                 best, best_rank = key, rank
         return best
@@ -325,7 +382,13 @@ class ResidencyPolicy(ABC):
 
     def _enqueue(self, key: Key, now: float) -> None:
         """Put ``key`` into the victim order with its current priority (or re-rank it)."""
-        self.order.push(key, self._priority(key, now))
+        self.order.push(key, self._ordering(key, now))
+
+    def _ordering(self, key: Key, now: float) -> tuple:
+        """``key``'s place in the victim order: its priority, after its band with signals."""
+        if self.signals:
+            return (band(self.blocks[key], self.sessions, now), *self._priority(key, now))
+        return self._priority(key, now)
 
     def _dequeue(self, key: Key) -> None:
         """Take ``key`` out of the victim order if it is there."""
@@ -358,6 +421,8 @@ class ResidencyPolicy(ABC):
     def _drop(self, key: Key, now: float) -> None:
         info = self.blocks.pop(key)
         self._backing.pop(key, None)
+        if self._session_of:
+            self._unindex_session(key)
         self._on_remove(key)
         if self.tracks_structure:
             self._unlink(info, now)
@@ -397,6 +462,42 @@ class ResidencyPolicy(ABC):
         if key in self._parked and not self._held(key, now):
             self._parked.discard(key)
             self._enqueue(key, now)
+
+    def _index_signals(self, info: BlockInfo) -> None:
+        """Keep ``info`` under its session (unless shared) and its retention on the heap."""
+        key, session = info.key, info.session
+        if self._session_of.get(key) != session or info.shared:
+            self._unindex_session(key)
+            if session is not None and not info.shared:
+                self._session_of[key] = session
+                self._by_session.setdefault(session, set()).add(key)
+        until = info.retain_until
+        if until > self._now:
+            heap = self._retain_heap
+            heapq.heappush(heap, (until, next(self._pin_seq), key))
+            if len(heap) > 4 * len(self.blocks) + 1024:  # stale entries of re-signalled keys
+                live = {k: i.retain_until for k, i in self.blocks.items()
+                        if i.retain_until > self._now}
+                heap[:] = [(u, next(self._pin_seq), k) for k, u in live.items()]
+                heapq.heapify(heap)
+
+    def _unindex_session(self, key: Key) -> None:
+        old = self._session_of.pop(key, None)
+        if old is not None:
+            keys = self._by_session[old]
+            keys.discard(key)
+            if not keys:
+                del self._by_session[old]
+
+    def _expire_retention(self, now: float) -> None:
+        """Re-rank blocks whose retention lapsed by ``now`` (they leave the last band)."""
+        self._now = max(self._now, now)
+        heap = self._retain_heap
+        while heap and heap[0][0] <= now:
+            until, _, key = heapq.heappop(heap)
+            info = self.blocks.get(key)
+            if info is not None and info.retain_until == until and key not in self._parked:
+                self._enqueue(key, now)
 
     def _expire_pins(self, now: float) -> None:
         heap = self._pin_heap

@@ -1,4 +1,5 @@
-"""Recency baselines: plain LRU, and LRU with tail-first ties (vLLM's automatic prefix cache)."""
+"""Recency baselines: plain LRU, LRU with tail-first ties (vLLM's automatic prefix cache), and
+the latter applying client signals (``lru_signals``)."""
 
 from __future__ import annotations
 
@@ -25,7 +26,7 @@ class LRUPolicy(ResidencyPolicy):
         hook or the victim order take the generic path)."""
         cls = type(self)
         if (cls._on_access is not LRUPolicy._on_access or cls._enqueue is not _BASE_ENQUEUE
-                or cls.tracks_structure):
+                or cls.tracks_structure or self.signals):
             super().access_many(keys, now)
             return
         blocks, last, parked, push, priority = (self.blocks, self._last, self._parked,
@@ -58,3 +59,16 @@ class LRUTailPolicy(LRUPolicy):
 
     def _priority(self, key: Key, now: float) -> tuple:
         return (self._last[key], -self.blocks[key].position)
+
+
+@register_policy("lru_signals")
+class LRUSignalsPolicy(LRUTailPolicy):
+    """``lru_tail`` that applies the client signals as ``asym`` does (``sessions.py``): blocks
+    of ended sessions first, blocks under retention last, recency within each band. The
+    tables set it beside ``asym`` with signals, to show what the signals give by themselves."""
+
+    signal_aware = True
+
+    def __init__(self, capacity: int, **kwargs: object) -> None:
+        kwargs["signals"] = True
+        super().__init__(capacity, **kwargs)

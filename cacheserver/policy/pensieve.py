@@ -24,6 +24,8 @@ MIN_IDLE_S = 1e-6  # a block used at this very instant is never the cheapest to 
 class PensievePolicy(CostedPolicy):
     """Evict the block with the least miss cost per second of idleness."""
 
+    supports_signals = False  # its victim order is per cost class, not the heap
+
     prices_backing = True
 
     def __init__(self, capacity: int, **kwargs: object) -> None:

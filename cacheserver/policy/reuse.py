@@ -11,6 +11,12 @@ the share of uses that were followed by another use of the same block:
   else "unknown". (Classes by depth were tried and dropped: on the Mooncake synthetic trace
   they made ``asym`` worse than LRU; docs/policy.md.)
 
+With client signals (``sessions.py``) every class above is split three ways by what the block's
+signals say of it: no session said, one session's own, or used by several sessions
+(``kind``). So the estimate learns from sessions' behaviour: how often a session's private
+context is used again after a gap (its client came back), against a prefix that sessions share.
+A first use is classed when its request's SIGNAL arrives (:meth:`ReuseEstimator.reclass`).
+
 ``probability(cls) = (followed + prior) / (reached + 2·prior)``, capped at 1. Counters are
 halved every ``half_life`` uses so the estimates follow drifting traffic. ``typical_gap_s`` is
 the median gap between consecutive uses of a block, over all classes.
@@ -31,7 +37,9 @@ GAP_EDGES_S = (1.0, 4.0, 16.0, 64.0, 256.0, 1024.0)  # ASSUMPTION: seconds to an
 GAP_BUCKETS_S = tuple(2.0**k for k in range(-2, 13))  # 0.25 s .. 4096 s, for the median gap
 MAX_USES_CLASS = 4
 REPEAT_HISTORIES = 1 + (MAX_USES_CLASS - 1) * (len(GAP_EDGES_S) + 1)  # 0 = unknown
-HISTORIES = 2 * REPEAT_HISTORIES
+HISTORIES = 2 * REPEAT_HISTORIES  # per kind
+KIND_UNKNOWN, KIND_PRIVATE, KIND_SHARED = 0, 1, 2  # what the signals say of a block
+KINDS = 3
 DEFAULT_GAP_S = 60.0  # ASSUMPTION: the typical gap until enough gaps were seen
 MIN_GAPS = 32.0
 _ROW = len(GAP_EDGES_S) + 1  # classes per uses row
@@ -56,8 +64,8 @@ class ReuseEstimator:
         if history < 0 or half_life < 1 or prior <= 0:
             raise ValueError("ReuseEstimator needs history >= 0, half_life >= 1, prior > 0")
         self.half_life, self.prior = half_life, prior
-        self._reached = [0.0] * HISTORIES
-        self._followed = [0.0] * HISTORIES
+        self._reached = [0.0] * (HISTORIES * KINDS)
+        self._followed = [0.0] * (HISTORIES * KINDS)
         self._gaps = [0.0] * (len(GAP_BUCKETS_S) + 1)
         self._typical = DEFAULT_GAP_S
         self._events = 0
@@ -75,16 +83,18 @@ class ReuseEstimator:
         """Class of a first use, from its parent's record (see module docstring)."""
         if parent is None:
             return 0
+        cls = parent.cls % HISTORIES  # the lineage, whatever the parent's kind
         if parent.uses <= 1:
-            return parent.cls
-        return REPEAT_HISTORIES + parent.cls
+            return cls
+        return REPEAT_HISTORIES + cls % REPEAT_HISTORIES
 
     def observe(self, prev: UseRecord | None, now: float,
-                parent: UseRecord | None = None) -> UseRecord:
+                parent: UseRecord | None = None, kind: int = KIND_UNKNOWN) -> UseRecord:
         """Record a use at ``now`` of a block whose previous record is ``prev`` (None: a first
-        use, classed by ``parent``, the record of the block before it, if known)."""
+        use, classed by ``parent``, the record of the block before it, if known); ``kind``:
+        what its signals say of it (``KIND_*``; always unknown without signals)."""
         if prev is None:
-            rec = UseRecord(1, now, self.first_class(parent))
+            rec = UseRecord(1, now, self.first_class(parent) + kind * HISTORIES)
         else:
             uses, last_s, cls = prev
             gap = now - last_s
@@ -94,7 +104,7 @@ class ReuseEstimator:
             self._gaps[bisect.bisect_left(GAP_BUCKETS_S, gap)] += 1.0
             uses += 1
             row = (uses if uses < MAX_USES_CLASS else MAX_USES_CLASS) - 2
-            cls = 1 + row * _ROW + bisect.bisect_right(GAP_EDGES_S, gap)
+            cls = 1 + row * _ROW + bisect.bisect_right(GAP_EDGES_S, gap) + kind * HISTORIES
             rec = _new_record(UseRecord, (uses, now, cls))
         self._reached[rec.cls] += 1.0
         self._events += 1
@@ -103,6 +113,16 @@ class ReuseEstimator:
         if self._events >= self.half_life:
             self._decay()
         return rec
+
+    def reclass(self, rec: UseRecord, kind: int) -> UseRecord:
+        """``rec``, the latest use of a block, classed again for the ``kind`` its signals now
+        say (the request's SIGNAL comes after its uses were counted); the count moves along."""
+        cls = rec.cls % HISTORIES + kind * HISTORIES
+        if cls == rec.cls:
+            return rec
+        self._reached[rec.cls] = max(0.0, self._reached[rec.cls] - 1.0)
+        self._reached[cls] += 1.0
+        return _new_record(UseRecord, (rec.uses, rec.last_s, cls))
 
     def probability(self, cls: int) -> float:
         """The chance that a use of class ``cls`` is followed by another use of the block."""

@@ -15,7 +15,8 @@ import msgpack
 
 from asymcache.cacheserver.protocol.wire_types import ErrorCode, Limits, ProtocolError
 
-PROTOCOL_VERSION = 2  # 2: one-way COMMIT/RELEASE/CANCEL (``notify``) acknowledged by ACK
+PROTOCOL_VERSION = 3  # 2: one-way COMMIT/RELEASE/CANCEL (``notify``) acknowledged by ACK;
+# 3: SIGNAL (clients' session, retention and session-end signals to the residency policy)
 Buffer = bytes | bytearray | memoryview
 
 

@@ -107,6 +107,22 @@ class Unpin(Message):
     keys: list[Key]
 
 
+@message("signal")
+class Signal(Message):
+    """What a client said about its blocks, for the residency policy (docs/policy.md, "Client
+    signals"). ``session`` is ``blocks.session_digest(cache_salt, prompt_cache_key)`` (never the
+    key itself; None: no session). A request of that session used ``keys`` (its full blocks,
+    in order); ``retention_s`` > 0 asks to rank them last for that long (capped per tenant by
+    the daemon); ``end`` says the session is over: its blocks that no other session used go
+    first. ``notify``: one-way (ACK), as COMMIT."""
+
+    session: Key | None = None
+    keys: list[Key] = field(default_factory=list)
+    retention_s: float = 0.0
+    end: bool = False
+    notify: bool = field(default=False, metadata={OMIT_DEFAULT: True})
+
+
 @message("promote")
 class Promote(Message):
     """Bring DISK- or REMOTE-only blocks to CPU slots ahead of use; ``lease`` leases the CPU
@@ -265,6 +281,12 @@ class PinReply(Message):
 @message("unpin", reply=True)
 class UnpinReply(Message):
     count: int
+
+
+@message("signal", reply=True)
+class SignalReply(Message):
+    count: int  # keys the daemon holds that took the signal
+    retention_s: float = 0.0  # the retention granted (after the tenant's cap)
 
 
 @message("promote", reply=True)

@@ -232,7 +232,8 @@ def _key_list(v: Any, name: str, lim: Limits) -> list[bytes]:
 # declared field type (as written in the message dataclass) -> its decoder
 DECODERS: dict[str, Decoder] = {
     "int": _int, "float": _float, "bool": _bool, "str": _str, "Key": _key, "dict": _dict,
-    "float | None": _opt_float, "list[Key]": _key_list, "list[int]": _list_of(_int),
+    "float | None": _opt_float, "Key | None": _opt_key, "list[Key]": _key_list,
+    "list[int]": _list_of(_int),
     "list[bool]": _list_of(_bool), "list[BlockRef]": _list_of(_blockref),
     "list[str]": _list_of(_str),
     "EngineId": _identifier(ENGINE_ID_MAX_BYTES, "an engine id is at most "

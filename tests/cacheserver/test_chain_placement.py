@@ -143,7 +143,7 @@ def test_daemon_and_simulator_place_every_block_alike_after_every_request(
     trace = load_trace(source)
     disk_blocks = 120
     spec = RunSpec(policy, semantics, (TierSpec("gpu", GPU), TierSpec("cpu", CPU),
-                                       TierSpec("disk", disk_blocks)))
+                                       TierSpec("disk", disk_blocks)), signals=True)
     sim = Replay(trace, COST, spec)
     daemon = Daemon(tmp_path, policy, semantics, disk_blocks)
     seen: set[int] = set()
