@@ -44,6 +44,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="add a disk tier of this size (fraction, blocks or bytes)")
     parser.add_argument("--cost-model", default="h100-llama3-8b",
                         help="a preset name or the path of a JSON cost profile")
+    parser.add_argument("--signals", choices=("on", "off"), default=None,
+                        help="replay the trace's client signals: sessions, session ends, "
+                        "retention, TTL pins (default: on when the trace carries any)")
     parser.add_argument("--queue", action="store_true",
                         help="also report TTFT with one FIFO prefill server on the arrival times")
     parser.add_argument("--time-scale", type=float, default=1.0,

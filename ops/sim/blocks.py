@@ -24,6 +24,9 @@ class SimBlock:
     pinned: bool = False
     pin_until: float | None = None
     busy: int = 0
+    session: int | None = None  # client signals (policy/sessions.py), as on BlockInfo
+    shared: bool = False
+    retain_until: float = 0.0
 
     def info(self) -> BlockInfo:
         return cast(BlockInfo, self)

@@ -29,8 +29,12 @@ def simulate(args: argparse.Namespace) -> int:
           f"cost model {cost.name}; {runs} runs")
     bar = _progress_bar(runs * len(trace), args.no_progress)
     started = time.perf_counter()
+    carried = has_signals(trace)
+    signals = carried if args.signals is None else args.signals == "on"
+    print(f"client signals {'on' if signals else 'off'}"
+          + ("" if carried else " (the trace carries none)"))
     rows = run_grid(trace, cost, args.policy, args.semantics, setups, queue=args.queue,
-                    on_run=lambda r: _log_run(r, bar),
+                    signals=signals, on_run=lambda r: _log_run(r, bar),
                     progress=bar.update if bar is not None else None)
     if bar is not None:
         bar.close()
@@ -46,6 +50,12 @@ def simulate(args: argparse.Namespace) -> int:
         plot(rows, args.plot, f"{trace.name} · {cost.name}")
         print(f"wrote {args.plot}")
     return 0
+
+
+def has_signals(trace: Trace) -> bool:
+    """Whether any request carries a client signal: a session, an end, a retention or a pin."""
+    return any(r.session >= 0 or r.pin_ttl_s > 0 or getattr(r, "session_end", False)
+               or getattr(r, "retention_s", 0.0) > 0 for r in trace.requests)
 
 
 def _prepare(args: argparse.Namespace) -> tuple[Trace, CostModel, list[Setup]]:

@@ -40,6 +40,7 @@ class RunSpec:
     tiers: tuple[TierSpec, ...]
     queue: bool = False
     options: tuple[tuple[str, str], ...] = ()  # fields of the policy's config_class
+    signals: bool = False  # replay the trace's client signals (sessions, ends, retention, pins)
 
     def __post_init__(self) -> None:
         if self.policy not in policy_names():
@@ -74,6 +75,12 @@ class RunSpec:
     @property
     def offline(self) -> bool:
         return policy_class(self.policy).offline
+
+    @property
+    def ranks_signals(self) -> bool:
+        """The policy is built with ``signals=True``: signals on and a policy that ranks by
+        them (``asym``, ``lru_signals``; the other rivals and the oracles do not)."""
+        return self.signals and policy_class(self.policy).signal_aware
 
     def capacity(self, tier: str) -> int:
         return next((t.capacity for t in self.tiers if t.name == tier), 0)

@@ -16,8 +16,11 @@ arrivals tie so that it always moves forward):
    victim, or a computed block the GPU does not keep, is demoted into the CPU tier when that
    tier admits it; a CPU victim into every lower tier that admits it and lacks it; a disk
    victim is dropped (``admit`` may refuse: that is how a policy declines to keep a block in CPU
-   memory or to write it to disk). Leases are dropped at the end; an agent request's blocks are
-   then pinned for ``pin_ttl_s`` in every tier that holds them (the engine's PIN).
+   memory or to write it to disk). Leases are dropped at the end.
+5. **Signals** (``spec.signals``; docs/policy.md "Client signals"): an agent request's blocks
+   are pinned for ``pin_ttl_s`` in every tier that holds them (the engine's PIN); a request
+   with a session or a retention signals its blocks (the engine's SIGNAL at its end); a
+   ``session_end`` request then ends its session. Without signals none of this happens.
 
 Tiers are inclusive: a block loaded from CPU stays there, and the tier above knows it through
 ``set_backing``. Capacities are in blocks and are never exceeded.
@@ -71,6 +74,8 @@ class Replay(ChainEvents):
         self.names = tuple(t.name for t in spec.tiers)
         self.clock = policy_clock(trace)
         extra = policy_kwargs(spec)
+        if spec.ranks_signals:
+            extra["signals"] = True
         if spec.offline:
             extra["oracle"] = oracle or build_oracle(trace, self.clock)
         self.levels = [
@@ -192,11 +197,24 @@ class Replay(ChainEvents):
             parent = key
         for key in leased:
             gpu.policy.unprotect(key, now)
-        if req.pin_ttl_s > 0:
-            for key in req.blocks:
-                block = self.blocks.get(key)
-                if block is not None and block.where:
-                    chain.pin(block, now + req.pin_ttl_s, now)
+        if self.spec.signals:
+            self._signal(req, now)
+
+    def _signal(self, req: Request, now: float) -> None:
+        """What the client said with ``req``: pin, session and retention, session end."""
+        chain = self.chain
+        session = req.session if req.session >= 0 else None
+        retain_until = now + req.retention_s if req.retention_s > 0 else 0.0
+        for key in req.blocks:
+            block = self.blocks.get(key)
+            if block is None or not block.where:
+                continue
+            if req.pin_ttl_s > 0:
+                chain.pin(block, now + req.pin_ttl_s, now)
+            if session is not None or retain_until > 0:
+                chain.signal(block, session, retain_until, now)
+        if req.session_end and session is not None:
+            chain.end_session(session, now)
 
     def _block(self, key: int, parent: int | None, index: int) -> SimBlock:
         block = self.blocks.get(key)
@@ -215,9 +233,11 @@ class Replay(ChainEvents):
 
 
 def _drop_pin(block: SimBlock) -> None:
-    """A block no tier holds is forgotten, with its pin (as the daemon drops its record)."""
+    """A block no tier holds is forgotten, with its pin and signals (as the daemon drops its
+    record)."""
     if not block.where and not block.busy:
         block.pinned, block.pin_until = False, None
+        block.session, block.shared, block.retain_until = None, False, 0.0
 
 
 def policy_kwargs(spec: RunSpec) -> dict[str, object]:

@@ -10,7 +10,7 @@ are always computed and never cached, as only full blocks are shared (DESIGN.md 
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 
@@ -20,6 +20,9 @@ class Request:
 
     ``pin_ttl_s`` > 0 asks to pin the request's blocks for that long after it ends (an agent
     waiting on a tool call); ``session`` groups the turns of one conversation (-1: unknown).
+    ``session_end`` marks the request after whose response the client ends its session;
+    ``retention_s`` > 0 is how long the client asked its prefix to be kept; ``stop`` is how
+    the response ended (``tool_use``, ``end_turn``, ...; for analysis only, "" = unknown).
     """
 
     arrival_s: float
@@ -28,6 +31,9 @@ class Request:
     output_tokens: int = 0
     pin_ttl_s: float = 0.0
     session: int = -1
+    session_end: bool = False
+    retention_s: float = 0.0
+    stop: str = ""
 
 
 @dataclass
@@ -66,11 +72,12 @@ class Trace:
         return len({b for r in self.requests for b in r.blocks})
 
     def scaled(self, time_scale: float) -> Trace:
-        """The same requests with every arrival time (and TTL) multiplied by ``time_scale``."""
+        """The same requests with every arrival time and duration (pin TTL, retention)
+        multiplied by ``time_scale``."""
         if time_scale <= 0:
             raise ValueError(f"time_scale must be > 0, got {time_scale}")
-        reqs = [Request(r.arrival_s * time_scale, r.blocks, r.input_tokens, r.output_tokens,
-                        r.pin_ttl_s * time_scale, r.session) for r in self.requests]
+        reqs = [replace(r, arrival_s=r.arrival_s * time_scale, pin_ttl_s=r.pin_ttl_s * time_scale,
+                        retention_s=r.retention_s * time_scale) for r in self.requests]
         return Trace(self.name, self.block_tokens, reqs, self.description,
                      {**self.params, "time_scale": time_scale})
 

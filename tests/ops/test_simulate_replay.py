@@ -75,7 +75,7 @@ def test_ttl_pins_keep_an_agent_session_resident_until_they_lapse() -> None:
         Request(1.0, (5, 6), 33),
         Request(20.0, (8, 9), 33),
     ])
-    rp = Replay(trace, COST, RunSpec("lru", "msa", tiers(2)))
+    rp = Replay(trace, COST, RunSpec("lru", "msa", tiers(2), signals=True))
     rp.serve(trace.requests[0], rp.clock[0])
     rp.serve(trace.requests[1], rp.clock[1])
     assert 1 in rp.pols[0] and 2 in rp.pols[0] and 5 not in rp.pols[0]

@@ -6,8 +6,11 @@ Sessions start as a Poisson process (``session_rate`` per second). Each uses one
 then runs ``steps_min`` to ``steps_max`` steps. A step's prompt is the whole context; its output
 is a tool call (median ``action_tokens``), the tool runs for a lognormal time (median
 ``tool_s``, at most ``tool_max_s``) and its result (median ``tool_tokens``) joins the context.
-Every step but the last asks to pin its blocks for ``pin_ttl_s`` (the agent framework's PIN with
-TTL between tool calls). Parameters are ASSUMPTIONS, fixed before any policy was tuned.
+Every step but the last ends in a tool call (``stop="tool_use"``) and asks to pin its blocks for
+``pin_ttl_s`` (the agent framework's PIN with TTL between tool calls). The last step emitted
+(also when the context would pass ``max_context``) ends the session: ``session_end``,
+``stop="end_turn"``, no pin. ``retention_s`` > 0 makes every step ask for that retention.
+Parameters are ASSUMPTIONS, fixed before any policy was tuned.
 """
 
 from __future__ import annotations
@@ -17,7 +20,13 @@ from dataclasses import asdict, dataclass
 import numpy as np
 
 from asymcache.ops.sim.formats.options import apply_options
-from asymcache.ops.sim.formats.synth import BlockIds, Session, SharedPrompts, lognormal_int
+from asymcache.ops.sim.formats.synth import (
+    BlockIds,
+    Session,
+    SharedPrompts,
+    end_session,
+    lognormal_int,
+)
 from asymcache.ops.sim.trace import Request, Trace, register_format
 
 
@@ -44,6 +53,7 @@ class AgentWorkload:
     pin_ttl_s: float = 30.0
     decode_s_per_token: float = 0.02
     max_context: int = 65536
+    retention_s: float = 0.0
 
 
 @register_format("agent")
@@ -71,16 +81,16 @@ def _session(rng: np.random.Generator, ids: BlockIds, templates: SharedPrompts, 
     n_in = session.tokens + lognormal_int(rng, p.task_tokens, 0.7)
     steps = int(rng.integers(p.steps_min, p.steps_max + 1))
     out, now = [], start
-    for step in range(steps):
+    for _ in range(steps):
         n_out = lognormal_int(rng, p.action_tokens, 0.5)
         if n_in + n_out > p.max_context:
             break
-        last = step == steps - 1
         blocks = session.request_blocks(ids, n_in, p.block_tokens)
-        out.append(Request(now, tuple(blocks), n_in, n_out, 0.0 if last else p.pin_ttl_s, sid))
+        out.append(Request(now, tuple(blocks), n_in, n_out, p.pin_ttl_s, sid,
+                           retention_s=p.retention_s, stop="tool_use"))
         tool_out = lognormal_int(rng, p.tool_tokens, p.tool_sigma)
         session.advance(ids, blocks, n_in + n_out + tool_out, p.block_tokens)
         tool_s = min(p.tool_max_s, float(rng.lognormal(np.log(p.tool_s), 1.0)))
         now += n_out * p.decode_s_per_token + tool_s
         n_in = session.tokens
-    return out
+    return end_session(out)

@@ -6,8 +6,10 @@ Sessions start as a Poisson process (``session_rate`` per second). Each picks on
 median ``user_tokens``); the reply (median ``output_tokens``) joins the history. Between turns
 the user reads and types for an exponential time (mean ``think_s``) after the reply, which takes
 ``output_tokens · decode_s_per_token``. A session ends early when its context would pass
-``max_context``. All parameters are ASSUMPTIONS of a plausible chat service, fixed before any
-policy was tuned.
+``max_context``. Every reply ends its turn (``stop="end_turn"``); the last turn of a session
+carries ``session_end``; ``retention_s`` > 0 makes every request ask for that retention (a
+client that asks its provider to keep its prefix). All parameters are ASSUMPTIONS of a
+plausible chat service, fixed before any policy was tuned.
 """
 
 from __future__ import annotations
@@ -17,7 +19,13 @@ from dataclasses import asdict, dataclass
 import numpy as np
 
 from asymcache.ops.sim.formats.options import apply_options
-from asymcache.ops.sim.formats.synth import BlockIds, Session, SharedPrompts, lognormal_int
+from asymcache.ops.sim.formats.synth import (
+    BlockIds,
+    Session,
+    SharedPrompts,
+    end_session,
+    lognormal_int,
+)
 from asymcache.ops.sim.trace import Request, Trace, register_format
 
 
@@ -41,6 +49,7 @@ class ChatWorkload:
     think_s: float = 60.0
     decode_s_per_token: float = 0.02
     max_context: int = 32768
+    retention_s: float = 0.0
 
 
 @register_format("chat")
@@ -73,7 +82,8 @@ def _session(rng: np.random.Generator, ids: BlockIds, prompts: SharedPrompts, si
         if n_in + n_out > p.max_context:
             break
         blocks = session.request_blocks(ids, n_in, p.block_tokens)
-        out.append(Request(now, tuple(blocks), n_in, n_out, session=sid))
+        out.append(Request(now, tuple(blocks), n_in, n_out, session=sid,
+                           retention_s=p.retention_s, stop="end_turn"))
         session.advance(ids, blocks, n_in + n_out, p.block_tokens)
         now += n_out * p.decode_s_per_token + float(rng.exponential(p.think_s))
-    return out
+    return end_session(out)

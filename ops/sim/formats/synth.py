@@ -2,14 +2,17 @@
 
 Block ids are ints handed out in order; a session's context is a list of full-block ids that
 grows turn by turn, so every follow-up shares exactly its session's earlier blocks, and every
-session that starts from the same shared prompt shares that prompt's blocks.
+session that starts from the same shared prompt shares that prompt's blocks. A generated
+session's last request carries ``session_end`` (``end_session``).
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import numpy as np
+
+from asymcache.ops.sim.trace import Request
 
 
 class BlockIds:
@@ -69,3 +72,12 @@ class Session:
 def lognormal_int(rng: np.random.Generator, median: float, sigma: float, lo: int = 1) -> int:
     """A lognormal draw with the given median, rounded, at least ``lo``."""
     return max(lo, round(float(rng.lognormal(np.log(median), sigma))))
+
+
+def end_session(requests: list[Request]) -> list[Request]:
+    """``requests`` (one session's, in order) with the last marked as the session's end: the
+    client stops after its reply (``stop="end_turn"``) and pins nothing."""
+    if not requests:
+        return requests
+    last = replace(requests[-1], session_end=True, stop="end_turn", pin_ttl_s=0.0)
+    return [*requests[:-1], last]
