@@ -7,6 +7,8 @@ request's outputs go to the asyncio queue of the coroutine that submitted it, th
 pending request with it and stops; :attr:`healthy` then turns false (``/health`` says 503).
 :meth:`AsyncEngine.drain` (a preemption notice) stops admitting and ends every request with
 :class:`EngineDrainingError` carrying its tokens, once their KV is written through the daemon.
+:meth:`AsyncEngine.end_session` runs :meth:`LLMEngine.end_session` on the engine thread, the one
+that owns the daemon client.
 """
 
 from __future__ import annotations
@@ -19,7 +21,7 @@ import threading
 from collections.abc import AsyncIterator, Sequence
 
 from asymcache.engine.engine import Drained, LLMEngine, RequestOutput
-from asymcache.engine.sampling import SamplingParams
+from asymcache.engine.sampling import SamplingParams, check_session
 
 log = logging.getLogger(__name__)
 _IDLE_WAIT_S = 0.5
@@ -106,6 +108,17 @@ class AsyncEngine:
         self._wake.set()
         return await asyncio.wrap_future(done)
 
+    async def end_session(self, prompt_cache_key: str, cache_salt: str = "") -> bool:
+        """:meth:`LLMEngine.end_session`, run by the engine thread; ``ValueError`` naming a bad
+        field (before anything is queued), :class:`EngineDeadError` once the engine stopped."""
+        check_session(prompt_cache_key, cache_salt)
+        if not self.healthy:
+            raise EngineDeadError(f"the engine stopped: {self.error!r}")
+        done: concurrent.futures.Future = concurrent.futures.Future()
+        self._cmds.put(("end_session", prompt_cache_key, cache_salt, done))
+        self._wake.set()
+        return await asyncio.wrap_future(done)
+
     async def generate(self, request_id: str, prompt_ids: Sequence[int],
                        params: SamplingParams, resume: Sequence[int] = ()
                        ) -> AsyncIterator[RequestOutput]:
@@ -158,7 +171,20 @@ class AsyncEngine:
         finally:
             for rid in list(self._streams):
                 self._send(rid, EngineDeadError("the engine is shutting down"))
+            self._fail_waiting()
             self.engine.close()
+
+    def _fail_waiting(self) -> None:
+        """Fail the commands whose callers wait on a future (drain, end_session): the thread
+        that would run them is stopping."""
+        while True:
+            try:
+                cmd = self._cmds.get_nowait()
+            except queue.Empty:
+                return
+            done = cmd[-1]
+            if isinstance(done, concurrent.futures.Future) and not done.done():
+                done.set_exception(EngineDeadError("the engine is shutting down"))
 
     def _drain(self) -> None:
         while True:
@@ -172,6 +198,8 @@ class AsyncEngine:
                     self._pending_adds -= 1
             elif cmd[0] == "drain":
                 self._run_drain(*cmd[1:])
+            elif cmd[0] == "end_session":
+                self._run_end_session(*cmd[1:])
             else:
                 self.engine.abort(cmd[1])
 
@@ -199,6 +227,15 @@ class AsyncEngine:
                                                     report.texts.get(rid, "")))
             self.drained = report
         done.set_result(self.drained)
+
+    def _run_end_session(self, prompt_cache_key: str, cache_salt: str,
+                         done: concurrent.futures.Future) -> None:
+        try:
+            done.set_result(self.engine.end_session(prompt_cache_key, cache_salt))
+        except BaseException as e:  # the caller hears of it; anything but a bad field is the
+            done.set_exception(e)  # engine failing, as a failed step
+            if not isinstance(e, ValueError):
+                raise
 
     def _deliver(self, outputs: list[RequestOutput]) -> None:
         for out in outputs:

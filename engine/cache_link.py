@@ -1,12 +1,12 @@
 """The engine's side of the cache daemon: a client that may be absent, die, or come back.
 
-COMMIT, RELEASE and CANCEL are one-way (the step does not wait for them); their ACKs are read
+COMMIT, RELEASE, CANCEL and SIGNAL are one-way (the step does not wait for them); ACKs are read
 at each :meth:`CacheLink.tick`, and one that says the daemon does not know this engine makes
 the next tick register again.
 
 Every op degrades instead of failing: while the daemon is unreachable, LOOKUP finds nothing,
-ALLOCATE names no victims, COMMIT/RELEASE/PIN are skipped, and the engine serves from its own
-pool (local LRU) and recomputes the rest. The engine registers (HELLO) when it starts, so the
+ALLOCATE names no victims, COMMIT/RELEASE/PIN/SIGNAL are skipped, and the engine serves from its
+own pool (local LRU) and recomputes the rest. The engine registers (HELLO) when it starts, so the
 daemon counts it before any request. The client's heartbeats are the one liveness signal: when
 they get a reply again (``client.answering``), or say that the daemon no longer knows this
 engine (``client.last_pong``: it restarted, or expired a silent session), the next :meth:`tick`
@@ -501,6 +501,19 @@ class CacheLink:
     def pin(self, keys: Sequence[bytes], ttl_s: float) -> None:
         for part in _batches(keys, MAX_KEYS):
             self._guard(lambda part=part: self.client.pin(part, ttl_s), 0)
+
+    def signal(self, keys: Sequence[bytes], session: bytes | None, retention_s: float) -> None:
+        """SIGNAL, one-way: a request of ``session`` (``blocks.session_digest``; None: none)
+        used ``keys``, whose client asked to keep them ``retention_s`` (0: not asked). Advice:
+        skipped while the daemon is down, never an error."""
+        for part in _batches(keys, MAX_KEYS):
+            self._guard(lambda part=part: self.client.signal(
+                part, session, retention_s, notify=True), None)
+
+    def end_session(self, session: bytes) -> bool:
+        """SIGNAL ``end``, one-way: the client ended ``session``; whether it was sent."""
+        return self._guard(lambda: self.client.signal(session=session, end=True,
+                                                      notify=True) is None, False)
 
     def close(self) -> None:
         """Release every lease, give back the CPU slots reserved for this engine that it will

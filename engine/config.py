@@ -18,6 +18,7 @@ if TYPE_CHECKING:
     from asymcache.engine.kv_manager import KVConfig
 
 CHUNKING_MODES = ("adaptive", "fixed")
+TIME_CAPS = ("max_retention_s", "max_pin_ttl_s")  # seconds a request may ask for, per tenant
 
 
 @dataclass(frozen=True)
@@ -59,6 +60,10 @@ class EngineConfig:
       "API keys and tenants"). With it every ``/v1`` request needs ``Authorization: Bearer
       <key>`` and runs with its key's salt; the file is read again when it changes. ``None``:
       no key needed (a warning when the server listens on a non-loopback host).
+    * ``max_retention_s`` / ``max_pin_ttl_s``: the longest ``prompt_cache_retention`` and
+      ``pin_ttl_s`` a request gets (longer asks are capped silently; 0: no cap; default one
+      day and one hour). A tenant's entry in ``api_keys_file`` may set its own. The daemon
+      caps them again per tenant (its ``[quotas]``).
     * ``attn_backend``: kernel backend (``None`` automatic, ``torch``, ``triton``, ``reference``).
     * ``drain_timeout_s``: on SIGTERM the HTTP server drains (docs/engine.md, "Drain and
       resume"): it writes every running request's KV through the daemon within this many
@@ -97,6 +102,8 @@ class EngineConfig:
     events_replay_endpoint: str | None = None
     lookup_mirror_blocks: int = 1 << 18
     api_keys_file: str | None = None
+    max_retention_s: float = 86400.0
+    max_pin_ttl_s: float = 3600.0
     drain_timeout_s: float = 20.0
     attn_backend: str | None = None
     seed: int = 0
@@ -114,6 +121,11 @@ class EngineConfig:
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int | float) or value <= 0:
                 raise ValueError(f"EngineConfig.{name} must be a positive number, got {value!r}")
+        for name in TIME_CAPS:
+            value = getattr(self, name)
+            if not is_seconds_cap(value):
+                raise ValueError(f"EngineConfig.{name} must be a number of seconds >= 0 (0: no "
+                                 f"cap), got {value!r}")
         if bool(self.curve_server_key_file) != bool(self.curve_client_key_file):
             raise ValueError("EngineConfig.curve_server_key_file and curve_client_key_file go "
                              "together (the daemon's public certificate, this engine's secret "
@@ -145,7 +157,9 @@ class EngineConfig:
         from asymcache.engine.kv_manager import KVConfig  # torch: not on import of this module
 
         return KVConfig(reuse=self.reuse, fetch_tiers=self.fetch_tiers,  # type: ignore[arg-type]
-                        write_through=self.write_through)
+                        write_through=self.write_through,
+                        max_retention_s=float(self.max_retention_s),
+                        max_pin_ttl_s=float(self.max_pin_ttl_s))
 
     @classmethod
     def from_kwargs(cls, **kwargs: Any) -> EngineConfig:
@@ -155,6 +169,12 @@ class EngineConfig:
         if unknown:
             raise ValueError(f"unknown engine option(s) {unknown}; known: {sorted(known)}")
         return cls(**kwargs)
+
+
+def is_seconds_cap(value: object) -> bool:
+    """Whether ``value`` is a cap in seconds: a finite number >= 0 (0: no cap)."""
+    return (isinstance(value, int | float) and not isinstance(value, bool)
+            and 0 <= value < float("inf"))
 
 
 def _positive_int(name: str, value: object) -> None:

@@ -21,7 +21,13 @@ from asymcache.engine.config import EngineConfig
 from asymcache.engine.detokenizer import Detokenizer, finish_reason
 from asymcache.engine.metrics import EngineMetrics, EngineState, EngineStateCollector
 from asymcache.engine.request import Request, RequestStats, Status
-from asymcache.engine.sampling import Sampler, SamplingParams, advance_generator, make_generator
+from asymcache.engine.sampling import (
+    Sampler,
+    SamplingParams,
+    advance_generator,
+    check_session,
+    make_generator,
+)
 from asymcache.engine.scheduler import ScheduledSeq, Scheduler
 
 if TYPE_CHECKING:
@@ -179,6 +185,14 @@ class LLMEngine:
         out = self._finish(req, self.clock())
         self.kv.flush_commits()  # outside a step: its leases go now
         return out
+
+    def end_session(self, prompt_cache_key: str, cache_salt: str = "") -> bool:
+        """The client ended its session ``prompt_cache_key`` (of ``cache_salt``'s tenant):
+        tell the daemon (SIGNAL ``end``, one-way), whose policy then lets the session's blocks
+        that no other session used go first. Whether it was sent (not without a daemon, or
+        while it is down: advice either way). ``ValueError`` naming a bad field."""
+        check_session(prompt_cache_key, cache_salt)
+        return self.kv.end_session(prompt_cache_key, cache_salt)
 
     def drain(self, deadline_s: float) -> Drained:
         """The host is going away: write the KV of every request (the blocks its prompt and

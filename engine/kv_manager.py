@@ -6,22 +6,29 @@ then the daemon's victims with their demotions, then local LRU) and copies the f
 in; the positions to compute go to ``req.todo``. After each step :meth:`commit_ready` records
 every block that became complete, and :meth:`flush_commits` tells the daemon (and writes the
 blocks through to the CPU tier when configured), a few round trips per step for all its
-sequences. At the end :meth:`finish` pins (TTL) and gives back slots, tail first; the leases go
-with the next flush. The daemon is optional: without it, or while it is down, the own
-pool and local LRU serve.
+sequences. At the end :meth:`finish` pins (TTL) and gives back slots, tail first; the PIN, the
+client's SIGNAL (its session ``prompt_cache_key`` and ``prompt_cache_retention``, both capped
+per tenant) and the leases go with the next flush, after its COMMIT. The daemon is optional:
+without it, or while it is down, the own pool and local LRU serve.
 """
 
 from __future__ import annotations
 
 import logging
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from asymcache.cacheserver.blocks import namespace_id, tenant_digest, tenant_label
+from asymcache.cacheserver.blocks import (
+    namespace_id,
+    session_digest,
+    tenant_digest,
+    tenant_label,
+)
 from asymcache.cacheserver.protocol import BlockRef
 from asymcache.engine.block_manager import BlockManager
+from asymcache.engine.config import TIME_CAPS, is_seconds_cap
 from asymcache.engine.kv_lookup import KVLookup
 from asymcache.engine.kv_pool import KVPool
 from asymcache.engine.planner import FETCH_TIERS, PlanInputs, Reuse, todo_ranges
@@ -40,15 +47,22 @@ log = logging.getLogger(__name__)
 @dataclass(frozen=True)
 class KVConfig:
     """How the engine reuses KV: semantics, tiers it fetches from (``remote``: the daemon's
-    remote tier, asked only when the daemon has one), write-through to CPU."""
+    remote tier, asked only when the daemon has one), write-through to CPU, and the longest
+    retention and pin TTL a request gets (:data:`TIME_CAPS`, seconds; 0: no cap)."""
 
     reuse: Reuse = "msa"
     fetch_tiers: tuple[str, ...] = FETCH_TIERS
     write_through: bool = True
     announce_within_steps: int = 8  # blocks completed by decodes wait at most this many steps
     victim_stock: int = 16  # victims asked of the daemon ahead of need (0: only when needed)
+    max_retention_s: float = 86400.0
+    max_pin_ttl_s: float = 3600.0
 
     def __post_init__(self) -> None:
+        for name in TIME_CAPS:
+            if not is_seconds_cap(getattr(self, name)):
+                raise ValueError(f"KVConfig.{name} must be seconds >= 0 (0: no cap), got "
+                                 f"{getattr(self, name)!r}")
         if self.victim_stock < 0:
             raise ValueError(f"KVConfig.victim_stock must be >= 0, got {self.victim_stock}")
         if self.announce_within_steps < 1:
@@ -84,6 +98,8 @@ class KVManager:
         self._offload_owner: deque[dict[bytes, Request]] = deque(maxlen=_OWNER_FLUSHES)
         self.served_model = ""  # the name the HTTP server serves the model under
         self.tenant_name: Callable[[str], str | None] | None = None  # salt -> API keys' tenant
+        # salt -> the tenant's own TIME_CAPS (the API keys file's entry), if any
+        self.tenant_caps: Callable[[str], Mapping[str, float]] | None = None
         self._tenants: dict[bytes, tuple[bytes, str]] = {}  # namespace -> (digest, label)
         self._untold: list[bytes] = []  # namespaces this registration has not heard of
         self._told_generation = -1
@@ -105,6 +121,21 @@ class KVManager:
             self._tenants[ns] = (tenant_digest(cache_salt), tenant_label(cache_salt, name))
             self._untold.append(ns)
         return ns
+
+    def capped(self, name: str, seconds: float, cache_salt: str) -> float:
+        """``seconds`` within cap ``name`` (of :data:`TIME_CAPS`) of ``cache_salt``'s tenant:
+        its own (:attr:`tenant_caps`), else this engine's; 0 is no cap."""
+        own = self.tenant_caps(cache_salt) if self.tenant_caps is not None else {}
+        cap = own.get(name, getattr(self.cfg, name))
+        return min(seconds, cap) if cap > 0 else seconds
+
+    def end_session(self, prompt_cache_key: str, cache_salt: str = "") -> bool:
+        """Tell the daemon, one-way, that the client ended session ``prompt_cache_key`` (of
+        ``cache_salt``'s tenant); whether it was sent (not without a daemon, or while it is
+        down: a signal is advice)."""
+        if self.link is None:
+            return False
+        return self.link.end_session(session_digest(cache_salt, prompt_cache_key))
 
     def tell_tenants(self) -> None:
         """Send the daemon the namespaces it has not heard of from this registration (all of
@@ -238,6 +269,8 @@ class KVManager:
             return
         reserve = self.cfg.write_through and self.link.mapped
         self._commit_gpu(batch, {id(r) for r in finished}, reserve)
+        for req in finished:  # after the COMMIT of their last blocks: the daemon knows them
+            self._tell_finished(req)
         keys = [key for req in finished for key in req.leased]
         if keys:
             self.link.release(keys)
@@ -271,16 +304,29 @@ class KVManager:
             req.leased[ref.key] = None  # one RELEASE drops every tier's lease of a key
 
     def finish(self, req: Request, now: float) -> None:
-        """Pin (TTL) the blocks of a finished request and give back its slots (tail first);
-        its leases go with the next :meth:`flush_commits` (one RELEASE for all requests
-        finished in a step, after the COMMIT of their last blocks)."""
+        """Pin (TTL, capped) the blocks of a finished request and give back its slots (tail
+        first); its PIN, SIGNAL and leases go to the daemon with the next :meth:`flush_commits`
+        (one RELEASE for all requests finished in a step, after the COMMIT of their last
+        blocks)."""
         ttl = req.params.pin_ttl_s
         if ttl is not None and self.caching:
+            ttl = self.capped("max_pin_ttl_s", ttl, req.params.cache_salt)
             self.blocks.pin([s for s in req.slots if self.blocks.key_of(s) is not None], now + ttl)
-            if self.link is not None:
-                self.link.pin(req.keys, ttl)
         self._finished.append(req)
         self._free(req)
+
+    def _tell_finished(self, req: Request) -> None:
+        """PIN the blocks of finished ``req`` (TTL) and SIGNAL (one-way) what its client said:
+        its session's digest (never the key) and its retention, both capped per tenant."""
+        assert self.link is not None
+        params, salt = req.params, req.params.cache_salt
+        if params.pin_ttl_s is not None:
+            self.link.pin(req.keys, self.capped("max_pin_ttl_s", params.pin_ttl_s, salt))
+        retention = self.capped("max_retention_s", params.prompt_cache_retention, salt)
+        key = params.prompt_cache_key
+        if key is not None or retention > 0:
+            session = None if key is None else session_digest(salt, key)
+            self.link.signal(req.keys, session, retention)
 
     def preempt(self, req: Request) -> None:
         """Give up everything ``req`` holds; it will be planned again on re-admission (its

@@ -11,7 +11,9 @@
 A prompt is a string or a list of token ids; ``params`` is one :class:`SamplingParams` for all
 prompts or one per prompt. Results come back in prompt order, each with the generated
 ``token_ids`` and ``text``, the ``finish_reason``, and ``stats`` (prompt tokens by source:
-resident, fetched, recomputed, new; bytes moved; TTFT).
+resident, fetched, recomputed, new; bytes moved; TTFT). A request's ``prompt_cache_key``
+and ``prompt_cache_retention`` (``SamplingParams``) reach the cache daemon when it finishes;
+:meth:`LLM.end_session` says that a session is over.
 """
 
 from __future__ import annotations
@@ -79,6 +81,10 @@ class LLM:
             if not self.engine.last_step.seqs:
                 time.sleep(IDLE_SLEEP_S)  # waiting for pinned slots to lapse: no busy loop
         return [done[rid] for rid in ids]
+
+    def end_session(self, prompt_cache_key: str, cache_salt: str = "") -> bool:
+        """The client's session ``prompt_cache_key`` is over: :meth:`LLMEngine.end_session`."""
+        return self.engine.end_session(prompt_cache_key, cache_salt)
 
     def close(self) -> None:
         """Release what the engine holds with the daemon and close its link."""

@@ -8,12 +8,17 @@ draw from a per-request ``torch.Generator`` (so a seed gives the same tokens wha
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 
 import torch
 
 from asymcache.cacheserver.protocol.wire_types import SALT_MAX_BYTES
+
+PROMPT_CACHE_KEY_MAX_BYTES = 256  # OpenAI's prompt_cache_key: a session or affinity key
+# prompt_cache_retention by name, in seconds; "in-memory" is what one client release sent
+RETENTION_NAMES = {"in_memory": 0.0, "in-memory": 0.0, "24h": 86400.0}
 
 
 @dataclass(frozen=True)
@@ -25,8 +30,13 @@ class SamplingParams:
     ``include_stop_str_in_output``); ``stop_token_ids`` and the model's EOS (unless
     ``ignore_eos``) end it too. ``cache_salt`` separates tenants' cached blocks;
     ``pin_ttl_s`` keeps the request's blocks cached that many seconds after it finishes (agent
-    sessions between tool calls). ``logprobs = k`` returns, for every output token, the
-    ``k`` most likely tokens with their log-probabilities (before temperature and filters).
+    sessions between tool calls). ``prompt_cache_key`` names the client's session (1 to
+    :data:`PROMPT_CACHE_KEY_MAX_BYTES` bytes of UTF-8) and ``prompt_cache_retention`` asks the
+    daemon to keep the request's blocks that many seconds (0: no extra retention; the OpenAI
+    names of :data:`RETENTION_NAMES` are accepted and stored as seconds): both go to the daemon
+    as a SIGNAL when the request finishes (``KVManager``). ``logprobs = k`` returns, for
+    every output token, the ``k`` most likely tokens with their log-probabilities (before
+    temperature and filters).
     """
 
     max_tokens: int = 16
@@ -41,6 +51,8 @@ class SamplingParams:
     cache_salt: str = ""
     pin_ttl_s: float | None = None
     logprobs: int | None = None
+    prompt_cache_key: str | None = None
+    prompt_cache_retention: float = 0.0  # seconds ("in_memory" / "24h" accepted)
 
     def __post_init__(self) -> None:
         if isinstance(self.stop, str):
@@ -62,22 +74,88 @@ class SamplingParams:
             raise ValueError(f"SamplingParams.stop must hold non-empty strings, got {self.stop!r}")
         if any(t < 0 for t in self.stop_token_ids):
             raise ValueError("SamplingParams.stop_token_ids must be non-negative token ids")
-        if not isinstance(self.cache_salt, str):
-            raise ValueError(f"SamplingParams.cache_salt must be a string, got "
-                             f"{type(self.cache_salt).__name__}")
-        salt_bytes = len(self.cache_salt.encode("utf-8", "surrogatepass"))
-        if salt_bytes > SALT_MAX_BYTES:
-            raise ValueError(f"SamplingParams.cache_salt must be at most {SALT_MAX_BYTES} bytes "
-                             f"in UTF-8, got {salt_bytes}")
+        problem = cache_salt_problem(self.cache_salt)
+        if problem is not None:
+            raise ValueError(f"SamplingParams.cache_salt {problem}")
         if self.pin_ttl_s is not None and not (
             isinstance(self.pin_ttl_s, int | float) and self.pin_ttl_s > 0
         ):
             raise ValueError(f"SamplingParams.pin_ttl_s must be a positive number of seconds, "
                              f"got {self.pin_ttl_s!r}")
+        self._check_prompt_cache()
+
+    def _check_prompt_cache(self) -> None:
+        if self.prompt_cache_key is not None:
+            problem = prompt_cache_key_problem(self.prompt_cache_key)
+            if problem is not None:
+                raise ValueError(f"SamplingParams.prompt_cache_key {problem}")
+        retention = self.prompt_cache_retention
+        if isinstance(retention, int | float) and not isinstance(retention, bool) \
+                and retention == 0:
+            object.__setattr__(self, "prompt_cache_retention", 0.0)
+            return
+        try:
+            object.__setattr__(self, "prompt_cache_retention", retention_seconds(retention))
+        except ValueError as e:
+            raise ValueError(f"SamplingParams.{e}") from None
 
     @property
     def greedy(self) -> bool:
         return self.temperature == 0.0
+
+
+def prompt_cache_key_problem(key: object) -> str | None:
+    """What is wrong with ``key`` as a ``prompt_cache_key`` (1 to
+    :data:`PROMPT_CACHE_KEY_MAX_BYTES` bytes of UTF-8), or None."""
+    return _text_problem(key, 1, PROMPT_CACHE_KEY_MAX_BYTES)
+
+
+def cache_salt_problem(salt: object) -> str | None:
+    """What is wrong with ``salt`` as a ``cache_salt`` (at most ``SALT_MAX_BYTES`` of UTF-8),
+    or None."""
+    return _text_problem(salt, 0, SALT_MAX_BYTES)
+
+
+def _text_problem(value: object, min_bytes: int, max_bytes: int) -> str | None:
+    if not isinstance(value, str):
+        return f"must be a string, got {type(value).__name__}"
+    try:
+        size = len(value.encode("utf-8"))
+    except UnicodeEncodeError:
+        return "must be valid Unicode text (it holds a lone surrogate)"
+    if not min_bytes <= size <= max_bytes:
+        span = f"at most {max_bytes}" if min_bytes == 0 else f"{min_bytes} to {max_bytes}"
+        return f"must be {span} bytes in UTF-8, got {size}"
+    return None
+
+
+def check_session(prompt_cache_key: object, cache_salt: object = "") -> None:
+    """``ValueError`` naming the field when ``prompt_cache_key`` or ``cache_salt`` cannot
+    name a client session (``LLMEngine.end_session``)."""
+    for name, problem in (("prompt_cache_key", prompt_cache_key_problem(prompt_cache_key)),
+                          ("cache_salt", cache_salt_problem(cache_salt))):
+        if problem is not None:
+            raise ValueError(f"{name} {problem}")
+
+
+def retention_seconds(value: object) -> float:
+    """Seconds of a ``prompt_cache_retention``: a name of :data:`RETENTION_NAMES` or a finite
+    number of seconds > 0; ``ValueError`` naming the field otherwise."""
+    if isinstance(value, str) and value in RETENTION_NAMES:
+        return RETENTION_NAMES[value]
+    if isinstance(value, int | float) and not isinstance(value, bool):
+        try:
+            seconds = float(value)
+        except OverflowError:
+            seconds = math.inf
+        if 0 < seconds < math.inf:
+            return seconds
+    try:
+        shown = repr(value)[:80]
+    except ValueError:  # an int too long to print
+        shown = type(value).__name__
+    raise ValueError(f'prompt_cache_retention must be "in_memory", "24h" or a finite number of '
+                     f"seconds > 0, got {shown}")
 
 
 def _check_int(name: str, value: object, minimum: int | None) -> None:

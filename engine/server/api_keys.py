@@ -6,7 +6,12 @@ The file is JSON, one entry per key::
 
     {"sk-tenant-a-...": {"tenant": "a", "cache_salt": "salt-a"},
      "sk-ops-...":      {"admin": true},
-     "sk-both-...":     {"tenant": "ops", "cache_salt": "salt-ops", "admin": true}}
+     "sk-both-...":     {"tenant": "ops", "cache_salt": "salt-ops", "admin": true},
+     "sk-tenant-c-...": {"tenant": "c", "cache_salt": "salt-c", "max_retention_s": 600,
+                         "max_pin_ttl_s": 0}}
+
+A tenant's entry may set its own ``max_retention_s`` and ``max_pin_ttl_s`` (seconds, 0: no cap),
+in place of the engine's (``EngineConfig``); like its salt, one value per tenant.
 
 Only the SHA-256 digest of each key is kept in memory. A presented key's digest picks its
 candidates by the digest's first bytes (a dictionary lookup, whose timing tells nothing about
@@ -31,6 +36,7 @@ from pathlib import Path
 from typing import Any
 
 from asymcache.cacheserver.protocol.wire_types import SALT_MAX_BYTES
+from asymcache.engine.config import TIME_CAPS, is_seconds_cap
 
 log = logging.getLogger(__name__)
 
@@ -53,6 +59,13 @@ class Principal:
     tenant: str | None
     cache_salt: str | None
     admin: bool = False
+    max_retention_s: float | None = None  # the tenant's own caps (None: the engine's)
+    max_pin_ttl_s: float | None = None
+
+    @property
+    def time_caps(self) -> dict[str, float]:
+        """The tenant's own caps by name (``EngineConfig`` field names)."""
+        return {name: value for name in TIME_CAPS if (value := getattr(self, name)) is not None}
 
 
 _Index = Mapping[bytes, tuple[tuple[bytes, Principal], ...]]
@@ -74,15 +87,19 @@ def parse_key_file(path: str | Path) -> dict[bytes, Principal]:
                            f"to {{\"tenant\": NAME, \"cache_salt\": SALT}} or {{\"admin\": "
                            f"true}}, with at least one key")
     principals: dict[bytes, Principal] = {}
-    salts: dict[str, str] = {}
+    tenants: dict[str, Principal] = {}
     for number, (key, entry) in enumerate(raw.items(), start=1):
         where = f"api_keys_file {path}, entry {number} (key {_redact(key)})"
         principal = _principal(where, key, entry)
         if principal.tenant is not None:
-            known = salts.setdefault(principal.tenant, principal.cache_salt or "")
-            if known != principal.cache_salt:
+            known = tenants.setdefault(principal.tenant, principal)
+            if known.cache_salt != principal.cache_salt:
                 raise KeyFileError(f"{where}: tenant {principal.tenant!r} has another cache_salt "
                                    f"in an earlier entry (one salt per tenant)")
+            if known.time_caps != principal.time_caps:
+                raise KeyFileError(f"{where}: tenant {principal.tenant!r} has other "
+                                   f"{' / '.join(TIME_CAPS)} in an earlier entry (one value per "
+                                   f"tenant: give each of its keys the same)")
         principals[key_digest(key)] = principal
     return principals
 
@@ -106,9 +123,10 @@ def _principal(where: str, key: str, entry: Any) -> Principal:
         raise KeyFileError(f"{where}: a key must be {MIN_KEY_CHARS} to {MAX_KEY_CHARS} printable "
                            f"ASCII characters without spaces (it travels in the Authorization "
                            f"header)")
-    if not isinstance(entry, dict) or set(entry) - {"tenant", "cache_salt", "admin"}:
-        raise KeyFileError(f"{where}: expected {{\"tenant\": NAME, \"cache_salt\": SALT}} and/or "
-                           f"\"admin\": true, got {json.dumps(entry)[:200]}")
+    if not isinstance(entry, dict) or set(entry) - {"tenant", "cache_salt", "admin", *TIME_CAPS}:
+        raise KeyFileError(f"{where}: expected {{\"tenant\": NAME, \"cache_salt\": SALT}} (with "
+                           f"{' and '.join(TIME_CAPS)} if wanted) and/or \"admin\": true, got "
+                           f"{json.dumps(entry)[:200]}")
     admin = entry.get("admin", False)
     if not isinstance(admin, bool):
         raise KeyFileError(f"{where}: admin must be true or false, got {admin!r}")
@@ -116,6 +134,9 @@ def _principal(where: str, key: str, entry: Any) -> Principal:
         if not admin:
             raise KeyFileError(f"{where}: an entry needs a tenant and its cache_salt, or "
                                f"\"admin\": true")
+        if set(entry) & set(TIME_CAPS):
+            raise KeyFileError(f"{where}: {' and '.join(TIME_CAPS)} are a tenant's: this entry "
+                               f"has no tenant")
         return Principal(None, None, admin=True)
     tenant, salt = entry.get("tenant"), entry.get("cache_salt")
     if (not isinstance(tenant, str) or not tenant or len(tenant) > MAX_TENANT_CHARS
@@ -125,7 +146,18 @@ def _principal(where: str, key: str, entry: Any) -> Principal:
     if not isinstance(salt, str) or len(salt.encode("utf-8", "surrogatepass")) > SALT_MAX_BYTES:
         raise KeyFileError(f"{where}: cache_salt of tenant {tenant!r} must be a string of at most "
                            f"{SALT_MAX_BYTES} bytes, got {type(salt).__name__}")
-    return Principal(tenant, salt, admin=admin)
+    return Principal(tenant, salt, admin, **_time_caps(where, entry))
+
+
+def _time_caps(where: str, entry: dict) -> dict[str, float]:
+    caps = {}
+    for name in TIME_CAPS:
+        if name in entry:
+            if not is_seconds_cap(entry[name]):
+                raise KeyFileError(f"{where}: {name} must be a number of seconds >= 0 (0: no "
+                                   f"cap), got {entry[name]!r}")
+            caps[name] = float(entry[name])
+    return caps
 
 
 def _header_safe(key: str) -> bool:
@@ -139,6 +171,13 @@ def _index(principals: dict[bytes, Principal]) -> _Index:
         index[digest[:SELECTOR_BYTES]] = (*index.get(digest[:SELECTOR_BYTES], ()),
                                           (digest, principal))
     return index
+
+
+def _tables(principals: dict[bytes, Principal]) -> tuple[_Index, dict[str, dict[str, float]]]:
+    """The lookup index and each tenant's own caps by its salt."""
+    caps = {p.cache_salt: p.time_caps for p in principals.values()
+            if p.cache_salt is not None and p.time_caps}
+    return _index(principals), caps
 
 
 def _identity(path: Path) -> tuple[int, int, int] | None:
@@ -157,7 +196,7 @@ class ApiKeys:
         self.path = Path(path)
         self.poll_s = poll_s
         self._seen = _identity(self.path)
-        self._keys = _index(parse_key_file(self.path))
+        self._keys, self._caps = _tables(parse_key_file(self.path))
         self.loaded_at = time.time()
         self.last_error: str | None = None
         self._wake = threading.Event()
@@ -184,6 +223,11 @@ class ApiKeys:
                     return principal.tenant
         return None
 
+    def time_caps(self, cache_salt: str) -> Mapping[str, float]:
+        """The own caps (``max_retention_s``, ``max_pin_ttl_s``) of the tenant whose salt
+        ``cache_salt`` is; empty: the engine's apply (``KVManager.tenant_caps``)."""
+        return self._caps.get(cache_salt, {})
+
     def summary(self) -> dict[str, Any]:
         """What is in force (no keys): tenants, admin key count, when loaded, the last error."""
         principals = [p for bucket in self._keys.values() for _, p in bucket]
@@ -196,13 +240,13 @@ class ApiKeys:
         """Read the file again; on an error log it, keep the keys in force and return False."""
         self._seen = _identity(self.path)
         try:
-            keys = _index(parse_key_file(self.path))
+            keys, caps = _tables(parse_key_file(self.path))
         except KeyFileError as exc:
             if str(exc) != self.last_error:
                 log.error("%s; the API keys loaded before stay in force", exc)
             self.last_error = str(exc)
             return False
-        self._keys, self.loaded_at, self.last_error = keys, time.time(), None
+        self._keys, self._caps, self.loaded_at, self.last_error = keys, caps, time.time(), None
         log.info("API keys reloaded from %s: %d keys", self.path,
                  sum(len(bucket) for bucket in keys.values()))
         return True

@@ -1,5 +1,11 @@
 """The OpenAI-compatible HTTP API (FastAPI): ``/v1/completions``, ``/v1/chat/completions``
-(streaming by server-sent events), ``/v1/models``, ``/health`` and ``/metrics``.
+(streaming by server-sent events), ``/v1/models``, ``/v1/prompt_cache/end``, ``/health`` and
+``/metrics``.
+
+A completion's ``prompt_cache_key`` and ``prompt_cache_retention`` go to the cache daemon (a
+SIGNAL) when it finishes; ``POST /v1/prompt_cache/end`` tells it that the session of a
+``prompt_cache_key`` is over (``AsyncEngine.end_session``; the body's ``cache_salt`` follows the
+completions' rules).
 
 A bad request (malformed JSON, a wrong or unknown field, an over-long prompt, more than
 ``openai_schema.MAX_PROMPTS`` prompts, an unsupported option, an unknown model) gets a 4xx with an
@@ -56,6 +62,7 @@ from asymcache.engine.server.openai_schema import (
     ChatCompletionRequest,
     CompletionRequest,
     DrainRequest,
+    EndSessionRequest,
 )
 
 
@@ -137,6 +144,15 @@ def create_app(ctx: ServerContext) -> FastAPI:
                          cache_salt=salt)
         return await _respond(ctx, request, "chatcmpl", [ids], params, body, chat=True)
 
+    @app.post("/v1/prompt_cache/end")
+    async def end_prompt_cache(body: EndSessionRequest, request: Request) -> dict[str, Any]:
+        salt = cache_salt(request, body)
+        try:
+            await ctx.engine.end_session(body.prompt_cache_key, salt)
+        except ValueError as e:
+            raise BadRequest(str(e)) from None
+        return {"prompt_cache_key": body.prompt_cache_key, "ended": True}
+
     return app
 
 
@@ -155,7 +171,7 @@ def _add_error_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(RequestValidationError)
     async def invalid(_: Request, exc: RequestValidationError) -> JSONResponse:
-        parts = []
+        parts, param = [], None
         for err in exc.errors()[:5]:
             loc = [str(x) for x in err.get("loc", ()) if x != "body"]
             if err.get("type") == "json_invalid":
@@ -163,7 +179,8 @@ def _add_error_handlers(app: FastAPI) -> None:
                              f"{err.get('ctx', {}).get('error', err.get('msg'))}")
             else:
                 parts.append(f"{'.'.join(loc) or 'body'}: {err.get('msg')}")
-        return JSONResponse(R.error_body("; ".join(parts) or "invalid request"), 400)
+                param = param or (loc[0] if loc else None)
+        return JSONResponse(R.error_body("; ".join(parts) or "invalid request", param=param), 400)
 
     @app.exception_handler(BadRequest)
     async def bad(_: Request, exc: BadRequest) -> JSONResponse:

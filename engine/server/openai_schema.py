@@ -2,23 +2,53 @@
 
 Fields follow the OpenAI API, plus the extensions vLLM users know (``top_k``, ``ignore_eos``,
 ``stop_token_ids``, ``cache_salt``), ``pin_ttl_s`` (keep the request's blocks cached that
-long after it ends: agents between tool calls) and ``resume_token_ids`` (the tokens an
-interrupted run generated: the ``token_ids`` of an ``engine_draining`` error; the reply then
-holds only what follows them). Unknown fields are refused (400), and so are
-OpenAI fields this engine cannot honour with a non-default value (``n > 1``, penalties,
-``logit_bias``, ``echo``, tools, JSON response formats): silently ignoring them would change
-what the caller asked for.
+long after it ends: agents between tool calls), OpenAI's ``prompt_cache_key`` (the client's
+session) and ``prompt_cache_retention`` (``"in_memory"``, ``"24h"`` or seconds: how long to
+keep the prefix), both told to the cache daemon when the request ends, and
+``resume_token_ids`` (the tokens an interrupted run generated: the ``token_ids`` of an
+``engine_draining`` error; the reply then holds only what follows them). Unknown fields are
+refused (400), and so are OpenAI fields this engine cannot honour with a non-default value
+(``n > 1``, penalties, ``logit_bias``, ``echo``, tools, JSON response formats): silently
+ignoring them would change what the caller asked for.
 """
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field
 
-from asymcache.engine.sampling import SamplingParams
+from asymcache.engine.sampling import (
+    SamplingParams,
+    cache_salt_problem,
+    prompt_cache_key_problem,
+    retention_seconds,
+)
 
 MAX_PROMPTS = 64  # prompts in one /v1/completions request (a larger batch gets 400)
+
+
+def _prompt_cache_key(key: str) -> str:
+    problem = prompt_cache_key_problem(key)
+    if problem is not None:
+        raise ValueError(f"prompt_cache_key {problem}")
+    return key
+
+
+def _cache_salt(salt: str) -> str:
+    problem = cache_salt_problem(salt)
+    if problem is not None:
+        raise ValueError(f"cache_salt {problem}")
+    return salt
+
+
+def _retention(value: Any) -> float:
+    return 0.0 if value is None else retention_seconds(value)
+
+
+PromptCacheKey = Annotated[str, AfterValidator(_prompt_cache_key)]
+Retention = Annotated[float, BeforeValidator(_retention)]  # seconds once validated
+CacheSalt = Annotated[str, AfterValidator(_cache_salt)]
 
 
 class StreamOptions(BaseModel):
@@ -48,6 +78,8 @@ class _Common(BaseModel):
     stop_token_ids: list[int] = Field(default_factory=list)
     cache_salt: str = ""
     pin_ttl_s: float | None = Field(None, gt=0.0)
+    prompt_cache_key: PromptCacheKey | None = None
+    prompt_cache_retention: Retention = 0.0
     resume_token_ids: list[int] | None = None  # an interrupted run's output (engine_draining)
 
     def unsupported(self) -> str | None:
@@ -64,7 +96,9 @@ class _Common(BaseModel):
             max_tokens=max_tokens, temperature=self.temperature, top_p=self.top_p,
             top_k=self.top_k, seed=self.seed, stop=tuple(_as_list(self.stop)),
             stop_token_ids=tuple(self.stop_token_ids), ignore_eos=self.ignore_eos,
-            cache_salt=self.cache_salt, pin_ttl_s=self.pin_ttl_s, logprobs=logprobs)
+            cache_salt=self.cache_salt, pin_ttl_s=self.pin_ttl_s, logprobs=logprobs,
+            prompt_cache_key=self.prompt_cache_key,
+            prompt_cache_retention=self.prompt_cache_retention)
 
     @property
     def include_usage(self) -> bool:
@@ -106,6 +140,15 @@ class DrainRequest(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
     deadline_s: float = Field(25.0, gt=0.0, le=600.0)
+
+
+class EndSessionRequest(BaseModel):
+    """``POST /v1/prompt_cache/end``: the client's session ``prompt_cache_key`` is over (its
+    cached blocks that no other session used may go first); ``cache_salt`` as on completions."""
+
+    model_config = ConfigDict(extra="forbid")
+    prompt_cache_key: PromptCacheKey
+    cache_salt: CacheSalt = ""
 
 
 class TextPart(BaseModel):

@@ -41,6 +41,9 @@ _HELP = {
     "events_replay_endpoint": "the daemon's KV events replay endpoint",
     "lookup_mirror_blocks": "most blocks the LOOKUP mirror keeps (default 262144; size it to "
                             "the daemon's CPU slots plus disk blocks)",
+    "max_retention_s": "longest prompt_cache_retention granted, seconds (0 = no cap; the API "
+                       "keys file may set one per tenant)",
+    "max_pin_ttl_s": "longest pin_ttl_s granted, seconds (0 = no cap; per tenant as above)",
     "api_keys_file": "JSON file mapping API keys to tenants and their cache_salt (or admin); "
                      "every /v1 request then needs 'Authorization: Bearer KEY' (default: none)",
     "attn_backend": "kernel backend: torch, triton or reference",
