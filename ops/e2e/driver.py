@@ -94,8 +94,9 @@ def replay(engine: LLMEngine, workload: Workload, *, margins: bool = False,
         now = clock()
         while pending and t0 + pending[0].arrival_s <= now:
             r = pending.popleft()
-            live[r.request_id] = (r, engine.add_request(r.request_id, list(r.prompt),
-                                                        _params(r, margins)), t0 + r.arrival_s)
+            live[r.request_id] = (r, engine.add_request(
+                r.request_id, list(r.prompt), _params(r, margins, workload.name)),
+                t0 + r.arrival_s)
             last_progress = max(last_progress, now) if len(live) == 1 else last_progress
         if not live:
             time.sleep(min(1.0, max(0.0, t0 + pending[0].arrival_s - clock())))
@@ -108,6 +109,9 @@ def replay(engine: LLMEngine, workload: Workload, *, margins: bool = False,
             if out.finished:
                 r, _, due = live.pop(out.request_id)
                 done[r.request_id] = _outcome(out, due)
+                key = r.cache_key(workload.name)
+                if r.session_end and key is not None:  # the client ends it after the answer
+                    engine.end_session(key)
                 last_progress = clock()
                 if on_done is not None:
                     on_done(done[r.request_id])
@@ -120,12 +124,16 @@ def replay(engine: LLMEngine, workload: Workload, *, margins: bool = False,
     return Replay([done[r.request_id] for r in workload.requests], steps, wall)
 
 
-def _params(r: E2ERequest, margins: bool):  # -> SamplingParams
+def _params(r: E2ERequest, margins: bool, workload: str):  # -> SamplingParams
+    """Greedy, fixed length, and the client signals the request carries (its session's
+    ``prompt_cache_key``, retention, TTL pin), as a client of the API would send them."""
     from asymcache.engine.sampling import SamplingParams
 
     return SamplingParams(temperature=0.0, max_tokens=r.max_tokens, ignore_eos=True,
                           pin_ttl_s=r.pin_ttl_s if r.pin_ttl_s > 0 else None,
-                          logprobs=2 if margins else None)
+                          logprobs=2 if margins else None,
+                          prompt_cache_key=r.cache_key(workload),
+                          prompt_cache_retention=r.retention_s)
 
 
 def _outcome(out: RequestOutput, due: float) -> Outcome:

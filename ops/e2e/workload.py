@@ -40,6 +40,12 @@ class E2ERequest:
     max_tokens: int
     pin_ttl_s: float = 0.0
     session: int = -1
+    session_end: bool = False  # the client ends its session after this request's response
+    retention_s: float = 0.0  # the client asks its prefix kept this long (0: not asked)
+
+    def cache_key(self, workload: str) -> str | None:
+        """The ``prompt_cache_key`` this request is sent with: its session's, if it has one."""
+        return f"{workload}-session-{self.session}" if self.session >= 0 else None
 
 
 @dataclass(frozen=True)
@@ -69,8 +75,8 @@ class Workload:
         if not rate > 0:
             raise ValueError(f"rate must be > 0, got {rate}")
         k = self.rate / rate
-        reqs = tuple(replace(r, arrival_s=r.arrival_s * k, pin_ttl_s=r.pin_ttl_s * k)
-                     for r in self.requests)
+        reqs = tuple(replace(r, arrival_s=r.arrival_s * k, pin_ttl_s=r.pin_ttl_s * k,
+                             retention_s=r.retention_s * k) for r in self.requests)
         return replace(self, requests=reqs, rate=rate)
 
     def spread_sample(self, n: int) -> Workload:
@@ -106,7 +112,8 @@ class Workload:
     def to_trace(self) -> Trace:
         """The simulator trace of these prompts (engine block size, same arrivals and pins)."""
         reqs = [Request(r.arrival_s, tuple(b), len(r.prompt), r.max_tokens, r.pin_ttl_s,
-                        r.session) for r, b in zip(self.requests, self.block_ids(), strict=True)]
+                        r.session, r.session_end, r.retention_s)
+                for r, b in zip(self.requests, self.block_ids(), strict=True)]
         return Trace(f"e2e-{self.name}", self.block_size, reqs, self.description,
                      {"rate": self.rate})
 
@@ -145,7 +152,8 @@ def from_trace(name: str, trace: Trace, mapping: Mapping, block_size: int,
         room = (mapping.max_context - n_out - len(tail)) // mapping.tokens_per_block
         prompt = [t for b in req.blocks[: max(0, room)] for t in tokens.block(b)] + tail
         out.append(E2ERequest(f"{name}-{i:04d}", (req.arrival_s - t0) / unit, tuple(prompt),
-                              n_out, req.pin_ttl_s / unit, req.session))
+                              n_out, req.pin_ttl_s / unit, req.session, req.session_end,
+                              req.retention_s / unit))
     return Workload(name, tuple(out), 1.0, block_size, description)
 
 

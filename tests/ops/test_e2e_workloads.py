@@ -108,3 +108,23 @@ def test_unknown_workload_names_the_known_ones() -> None:
     with pytest.raises(ValueError,
                        match="known: \\['agent', 'chat', 'longctx', 'mooncake', 'quick'\\]"):
         build("nope", SourceSpec())
+
+
+def test_workloads_carry_the_client_signals_and_the_driver_sends_them() -> None:
+    from asymcache.ops.e2e.driver import _params
+
+    trace = Trace("s", 32, [Request(0.0, (0,), 40, 5, session=3, retention_s=8.0),
+                            Request(2.0, (0, 1), 70, 5, session=3, session_end=True),
+                            Request(3.0, (2,), 40, 5)])
+    w = from_trace("s", trace, Mapping(tokens_per_block=32, max_output=25), B)
+    first, last, _ = w.requests
+    assert (first.session, first.session_end, last.session_end) == (3, False, True)
+    assert first.retention_s == pytest.approx(8.0 / 1.5)  # in units of the mean gap, as arrivals
+    assert w.at_rate(2.0).requests[0].retention_s == pytest.approx(first.retention_s / 2)
+    assert [r.session_end for r in w.to_trace().requests] == [False, True, False]
+    params = [_params(r, False, w.name) for r in w.requests]
+    assert params[0].prompt_cache_key == params[1].prompt_cache_key == "s-session-3"
+    assert params[0].prompt_cache_retention == pytest.approx(first.retention_s)
+    assert (params[2].prompt_cache_key, params[2].prompt_cache_retention) == (None, 0.0)
+    chat = build("chat", SourceSpec(requests=30))
+    assert any(r.session_end for r in chat.requests) and all(r.session >= 0 for r in chat.requests)
