@@ -79,6 +79,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="adaptive chunking's step-time objective (default 0.04 s)")
     parser.add_argument("--cpu-threads", type=int, default=1,
                         help="torch threads of the engine (default 1)")
+    parser.add_argument("--signals", choices=("on", "off"), default="on",
+                        help="clients send their session (prompt_cache_key), retention and "
+                             "session ends, and daemons rank by them; with on, configuration "
+                             "5a runs lru_signals (default: on)")
     parser.add_argument("--no-lookup-mirror", dest="lookup_mirror", action="store_false",
                         help="daemons publish no KV events and engines send every LOOKUP "
                              "(default: events on, engines skip LOOKUPs that cannot hit)")
@@ -109,7 +113,7 @@ def run(args: argparse.Namespace) -> int:
             repeats=args.repeats or (1 if args.quick else 3),
             repeat_configs=tuple(c.key for c in select(args.repeat_configs)),
             target_step_s=args.target_step_s, cpu_threads=args.cpu_threads,
-            lookup_mirror=args.lookup_mirror)
+            lookup_mirror=args.lookup_mirror, signals=args.signals == "on")
     except ValueError as exc:
         print(f"asymcache bench e2e: {exc}")
         return 2
@@ -139,7 +143,7 @@ def _run(plan, names: list[str], out, json_path: str | None, quick: bool, repo) 
     from asymcache.ops.e2e.summary import OutputMismatch, check_outputs
 
     torch.set_num_threads(plan.cpu_threads)
-    meta = {**conditions(repo), "lookup_mirror": plan.lookup_mirror}
+    meta = {**conditions(repo), "lookup_mirror": plan.lookup_mirror, "signals": plan.signals}
     print(f"[e2e] load average {meta['load_average_start']}; measuring this machine "
           f"({plan.cpu_threads} torch thread(s)) for the cost model ...", flush=True)
     out.mkdir(parents=True, exist_ok=True)

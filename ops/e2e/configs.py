@@ -27,6 +27,7 @@ class BenchConfig:
     engine: dict = field(default_factory=dict)
     policy: str | None = None
     bound: bool = False  # a bound, not a contender: its pool holds every block (no eviction)
+    signal_policy: str | None = None  # the daemon policy where client signals are on, if other
 
     @property
     def uses_daemon(self) -> bool:
@@ -53,7 +54,8 @@ CONFIGS: tuple[BenchConfig, ...] = (
                                         **_fixed(2048)}, "lru"),
     BenchConfig("4", "asymcache", "MSA reuse + asym policy + tiers + adaptive chunking",
                 dict(_ASYM), "asym"),
-    BenchConfig("5a", "msa-lru", "ablation: AsymCache with the LRU policy", dict(_ASYM), "lru"),
+    BenchConfig("5a", "msa-lru", "ablation: AsymCache with the LRU policy (lru_signals where "
+                "client signals are on)", dict(_ASYM), "lru", signal_policy="lru_signals"),
     BenchConfig("5b", "prefix-asym", "ablation: AsymCache with prefix-only reuse",
                 {**_ASYM, "reuse": "prefix"}, "asym"),
     BenchConfig("5c", "asym-fixed2048", "ablation: AsymCache with fixed 2048-token chunks",

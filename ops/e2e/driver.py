@@ -76,10 +76,12 @@ class Replay:
 
 def replay(engine: LLMEngine, workload: Workload, *, margins: bool = False,
            on_done: Callable[[Outcome], None] | None = None,
-           stall_s: float = 300.0) -> Replay:
+           stall_s: float = 300.0, signals: bool = True) -> Replay:
     """Run every request of ``workload`` through ``engine`` (see the module doc).
 
     ``margins`` asks for top-2 log-probabilities and keeps each request's smallest top-1 margin.
+    ``signals``: send each request's client signals (its session's ``prompt_cache_key``,
+    retention) and end a session after its last answer, as an API client would.
     Raises ``TimeoutError`` if no request finishes for ``stall_s`` seconds while some are in
     the engine (counted from the last finish, or from the arrival that ended an idle spell).
     """
@@ -95,7 +97,8 @@ def replay(engine: LLMEngine, workload: Workload, *, margins: bool = False,
         while pending and t0 + pending[0].arrival_s <= now:
             r = pending.popleft()
             live[r.request_id] = (r, engine.add_request(
-                r.request_id, list(r.prompt), _params(r, margins, workload.name)),
+                r.request_id, list(r.prompt),
+                _params(r, margins, workload.name if signals else None)),
                 t0 + r.arrival_s)
             last_progress = max(last_progress, now) if len(live) == 1 else last_progress
         if not live:
@@ -109,7 +112,7 @@ def replay(engine: LLMEngine, workload: Workload, *, margins: bool = False,
             if out.finished:
                 r, _, due = live.pop(out.request_id)
                 done[r.request_id] = _outcome(out, due)
-                key = r.cache_key(workload.name)
+                key = r.cache_key(workload.name) if signals else None
                 if r.session_end and key is not None:  # the client ends it after the answer
                     engine.end_session(key)
                 last_progress = clock()
@@ -124,16 +127,17 @@ def replay(engine: LLMEngine, workload: Workload, *, margins: bool = False,
     return Replay([done[r.request_id] for r in workload.requests], steps, wall)
 
 
-def _params(r: E2ERequest, margins: bool, workload: str):  # -> SamplingParams
-    """Greedy, fixed length, and the client signals the request carries (its session's
-    ``prompt_cache_key``, retention, TTL pin), as a client of the API would send them."""
+def _params(r: E2ERequest, margins: bool, workload: str | None):  # -> SamplingParams
+    """Greedy, fixed length, its TTL pin, and (``workload`` given: signals on) the client
+    signals the request carries (its session's ``prompt_cache_key``, retention), as a client
+    of the API would send them."""
     from asymcache.engine.sampling import SamplingParams
 
     return SamplingParams(temperature=0.0, max_tokens=r.max_tokens, ignore_eos=True,
                           pin_ttl_s=r.pin_ttl_s if r.pin_ttl_s > 0 else None,
                           logprobs=2 if margins else None,
-                          prompt_cache_key=r.cache_key(workload),
-                          prompt_cache_retention=r.retention_s)
+                          prompt_cache_key=r.cache_key(workload) if workload else None,
+                          prompt_cache_retention=r.retention_s if workload else 0.0)
 
 
 def _outcome(out: RequestOutput, due: float) -> Outcome:

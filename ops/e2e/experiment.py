@@ -45,6 +45,7 @@ class Plan:
     target_step_s: float = 0.04
     cpu_threads: int = 1
     lookup_mirror: bool = True
+    signals: bool = True  # clients' session, retention and end signals (docs/policy.md)
 
 
 @dataclass
@@ -67,7 +68,8 @@ def run_workload(name: str, plan: Plan, profile: str, block_bytes: int, progress
     base = build(name, plan.source)
     caps = capacities(base, plan, block_bytes)
     setup = RunSetup(caps, profile, cpu_threads=plan.cpu_threads,
-                     target_step_s=plan.target_step_s, lookup_mirror=plan.lookup_mirror)
+                     target_step_s=plan.target_step_s, lookup_mirror=plan.lookup_mirror,
+                     signals=plan.signals)
     raised = f", raised to hold {plan.gpu_min_contexts:g} longest contexts" \
         if caps.gpu_raised else ""
     log(f"[{base.name}] {len(base)} requests, {caps.unique_blocks} unique blocks; tiers gpu "
@@ -85,7 +87,8 @@ def run_workload(name: str, plan: Plan, profile: str, block_bytes: int, progress
         rows, bad = _run_rate(base.at_rate(rate), rep_cfgs, setup, "repeat", 1.0, progress, log)
         result.rows += [{**row, "repeat": r} for row in rows]
         result.mismatches += bad
-    _attach_predictions(result.rows, base.at_rate(rate), caps, plan.configs, profile)
+    _attach_predictions(result.rows, base.at_rate(rate), caps, plan.configs, profile,
+                        plan.signals)
     result.goals = goals(result.rows)
     sweep_cfgs = [c for c in plan.configs if c.key in plan.sweep_configs]
     for factor in plan.sweep if name in plan.sweep_workloads else ():
@@ -147,8 +150,8 @@ def _run_rate(workload: Workload, configs: Sequence[BenchConfig], setup: RunSetu
 
 
 def _attach_predictions(rows: list[dict[str, object]], workload: Workload, caps: Capacities,
-                        configs: Sequence[BenchConfig], profile: str) -> None:
-    pred = predict(workload, caps, configs, [(H100, H100_PRESET), (LOCAL, profile)])
+                        configs: Sequence[BenchConfig], profile: str, signals: bool) -> None:
+    pred = predict(workload, caps, configs, [(H100, H100_PRESET), (LOCAL, profile)], signals)
     for row in rows:
         for label, fig in pred[str(row["config_id"])].items():
             row[f"sim_{label}_ttft_s"] = fig["ttft_queue_mean_s"]

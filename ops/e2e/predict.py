@@ -26,8 +26,9 @@ H100_PRESET = "h100-llama3-8b"
 LOCAL = "local"  # label of this machine's measured profile
 
 
-def sim_spec(cfg: BenchConfig, caps: Capacities) -> RunSpec:
-    """The simulator's run for ``cfg``: its policy, its reuse and the tiers it uses."""
+def sim_spec(cfg: BenchConfig, caps: Capacities, signals: bool = True) -> RunSpec:
+    """The simulator's run for ``cfg``: its policy, its reuse and the tiers it uses, replaying
+    the clients' signals (TTL pins too) when ``signals``."""
     gpu = TierSpec("gpu", caps.gpu_blocks)
     if cfg.engine.get("reuse") == "none":
         return RunSpec("lru_tail", "prefix", (TierSpec("gpu", 0),), queue=True)
@@ -36,12 +37,15 @@ def sim_spec(cfg: BenchConfig, caps: Capacities) -> RunSpec:
     if not cfg.uses_daemon:
         return RunSpec("lru_tail", str(cfg.engine["reuse"]), (gpu,), queue=True)
     tiers = (gpu, TierSpec("cpu", caps.cpu_blocks), TierSpec("disk", caps.disk_blocks))
-    return RunSpec(str(cfg.policy), str(cfg.engine["reuse"]),
-                   tuple(t for t in tiers if t.name == "gpu" or t.capacity > 0), queue=True)
+    policy = cfg.signal_policy if signals and cfg.signal_policy else cfg.policy
+    return RunSpec(str(policy), str(cfg.engine["reuse"]),
+                   tuple(t for t in tiers if t.name == "gpu" or t.capacity > 0), queue=True,
+                   signals=signals)
 
 
 def predict(workload: Workload, caps: Capacities, configs: Sequence[BenchConfig],
-            cost_models: Sequence[tuple[str, str]]) -> dict[str, dict[str, dict[str, float]]]:
+            cost_models: Sequence[tuple[str, str]], signals: bool = True
+            ) -> dict[str, dict[str, dict[str, float]]]:
     """``{config key: {cost label: figures}}`` for each ``(label, preset name or profile
     path)``; figures are TTFT mean (with the FIFO queue and without), hit ratios and the share
     of prompt tokens computed."""
@@ -50,7 +54,7 @@ def predict(workload: Workload, caps: Capacities, configs: Sequence[BenchConfig]
     cache: dict[tuple, dict[str, float]] = {}
     out: dict[str, dict[str, dict[str, float]]] = {}
     for cfg in configs:
-        spec = sim_spec(cfg, caps)
+        spec = sim_spec(cfg, caps, signals)
         out[cfg.key] = {}
         for label, cost in costs:
             key = (spec, label)

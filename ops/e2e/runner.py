@@ -37,6 +37,11 @@ class RunSetup:
     max_num_seqs: int = 32
     max_num_batched_tokens: int = 2048
     lookup_mirror: bool = True  # daemons publish KV events; engines skip LOOKUPs that cannot hit
+    signals: bool = True  # clients send sessions, retention and ends; daemons rank by them
+
+    def policy(self, cfg: BenchConfig) -> str | None:
+        """The daemon policy of ``cfg`` here: its ``signal_policy`` where signals are on."""
+        return cfg.signal_policy if self.signals and cfg.signal_policy else cfg.policy
 
     def engine_options(self, cfg: BenchConfig, endpoint: str | None,
                        events: tuple[str, str] | None = None) -> dict[str, Any]:
@@ -64,6 +69,7 @@ class ConfigRun:
     daemon_stats: dict | None
     daemon_counters: dict[str, float] | None = None
     rpc: dict[str, dict[str, float]] | None = None  # engine -> daemon round trips, per op
+    policy: str | None = None  # the daemon's policy as run (RunSetup.policy)
 
 
 def run_config(cfg: BenchConfig, workload: Workload, setup: RunSetup, *, margins: bool = False,
@@ -76,13 +82,14 @@ def run_config(cfg: BenchConfig, workload: Workload, setup: RunSetup, *, margins
         try:
             warm_up(engine)
             timer = install(engine)
-            result = replay(engine, workload, margins=margins, on_done=on_done)
+            result = replay(engine, workload, margins=margins, on_done=on_done,
+                            signals=setup.signals)
             rpc = timer.totals() if timer is not None else None
             stats = _daemon_stats(endpoint) if endpoint else None
             counters = _scrape(metrics_url) if metrics_url else None
         finally:
             engine.close()
-    return ConfigRun(cfg, result, stats, counters, rpc)
+    return ConfigRun(cfg, result, stats, counters, rpc, setup.policy(cfg))
 
 
 def build_engine(cfg: BenchConfig, setup: RunSetup, endpoint: str | None,
@@ -119,8 +126,8 @@ def _daemon(cfg: BenchConfig, setup: RunSetup, log: Callable[[str], None] | None
     tmp = tempfile.mkdtemp(prefix="ace2e-")
     port = _free_port()
     caps = setup.capacities
-    flags = {**caps.daemon_flags(str(cfg.policy), lmdb_entry_bytes(caps.block_bytes)),
-             "metrics_port": port}
+    flags = {**caps.daemon_flags(str(setup.policy(cfg)), lmdb_entry_bytes(caps.block_bytes)),
+             "metrics_port": port, "signals": setup.signals}
     events = (f"ipc://{tmp}/events.ipc", f"ipc://{tmp}/replay.ipc") \
         if setup.lookup_mirror else None
     if events is not None:
@@ -130,7 +137,8 @@ def _daemon(cfg: BenchConfig, setup: RunSetup, log: Callable[[str], None] | None
     try:
         daemon.start()
         if log is not None:
-            log(f"daemon pid {daemon.pid} on {daemon.endpoint} (policy {cfg.policy})")
+            log(f"daemon pid {daemon.pid} on {daemon.endpoint} (policy {setup.policy(cfg)}, "
+                f"signals {'on' if setup.signals else 'off'})")
         yield daemon.endpoint, f"http://127.0.0.1:{port}/metrics", events
     except Exception:
         _print_log_tail(f"{tmp}/daemon.log")

@@ -84,7 +84,7 @@ def summarize(run: ConfigRun, mismatches: Sequence[Mismatch], block_size: int
     cfg, rep = run.config, run.replay
     row: dict[str, object] = {
         "config": cfg.name, "config_id": cfg.key, "stands_for": cfg.stands_for,
-        "reuse": cfg.engine.get("reuse"), "policy": cfg.policy or "engine-local lru",
+        "reuse": cfg.engine.get("reuse"), "policy": run.policy or cfg.policy or "engine-local lru",
         "chunking": cfg.chunking_label, "requests": len(rep.outcomes),
     }
     row.update(latencies(rep.outcomes))
