@@ -1,15 +1,19 @@
 """Replay a workload against an engine's step loop in this process, on the wall clock.
 
-Open loop: request ``i`` is due at ``t0 + arrival_s``, whatever the engine is doing. Between two
-steps every due request is added, so a request that falls due during a step waits for that step
-to end, as it would at a real server. Times are taken against the *due* time, never against
-the moment the driver got to it, so TTFT includes all of it: the step in flight, the queue in
-front of admission, and every prefill step it takes:
+Open loop, with one causal rule: request ``i`` is due at ``t0 + arrival_s``, whatever the engine
+is doing, except that a request of a session is never sent before the answer to the session's
+previous request is complete (a client sends its next turn, or an agent its tool result, only
+once it has the answer): it is then due at ``max(t0 + arrival_s, previous answer's last
+token)``. Between two steps every due request is added, so a request that falls due during a
+step waits for that step to end, as it would at a real server. Times are taken against the
+*due* time, never against the moment the driver got to it, so TTFT includes all of it: the step
+in flight, the queue in front of admission, and every prefill step it takes:
 
 * ``ttft`` = first token − due time; ``tpot`` = (last token − first token) / (tokens − 1);
 * the breakdown of TTFT: ``lag`` (due → added, the step in flight), ``queue`` (added → first
   admitted), ``prefill`` (admitted → first token);
-* engine busy time = the summed wall time of steps that ran something.
+* engine busy time = the summed wall time of steps that ran something;
+* a session's job latency = its last request's last token − its first request's due time.
 
 The engine is driven greedy with EOS ignored, so every configuration generates the same number
 of tokens per request and outputs can be compared token by token.
@@ -17,8 +21,8 @@ of tokens per request and outputs can be compared token by token.
 
 from __future__ import annotations
 
+import heapq
 import time
-from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
@@ -86,24 +90,31 @@ def replay(engine: LLMEngine, workload: Workload, *, margins: bool = False,
     the engine (counted from the last finish, or from the arrival that ended an idle spell).
     """
     clock = engine.clock
-    pending = deque(workload.requests)
+    t0 = clock() + LEAD_S
+    after = previous_in_session(workload)  # request id -> its session's previous request id
+    pending = [(t0 + r.arrival_s, i, r) for i, r in enumerate(workload.requests)]  # a heap
+    waiting: dict[str, tuple[int, E2ERequest]] = {}  # previous request id -> its successor
     live: dict[str, tuple[E2ERequest, Request, float]] = {}
     done: dict[str, Outcome] = {}
     steps: list[tuple[int, int, float]] = []
-    t0 = clock() + LEAD_S
     last_progress = t0
-    while pending or live:
+    while pending or live or waiting:
         now = clock()
-        while pending and t0 + pending[0].arrival_s <= now:
-            r = pending.popleft()
+        while pending and pending[0][0] <= now:
+            due, i, r = heapq.heappop(pending)
+            prev = after.get(r.request_id)
+            if prev is not None and prev not in done:  # its answer is not complete yet
+                waiting[prev] = (i, r)
+                continue
             live[r.request_id] = (r, engine.add_request(
                 r.request_id, list(r.prompt),
-                _params(r, margins, workload.name if signals else None)),
-                t0 + r.arrival_s)
+                _params(r, margins, workload.name if signals else None)), due)
             last_progress = max(last_progress, now) if len(live) == 1 else last_progress
         if not live:
-            time.sleep(min(1.0, max(0.0, t0 + pending[0].arrival_s - clock())))
-            continue
+            if pending:
+                time.sleep(min(1.0, max(0.0, pending[0][0] - clock())))
+                continue
+            raise RuntimeError(f"{len(waiting)} requests wait for answers that never came")
         outputs = engine.step()
         info = engine.last_step
         if info.seqs:
@@ -112,6 +123,11 @@ def replay(engine: LLMEngine, workload: Workload, *, margins: bool = False,
             if out.finished:
                 r, _, due = live.pop(out.request_id)
                 done[r.request_id] = _outcome(out, due)
+                nxt = waiting.pop(r.request_id, None)
+                if nxt is not None:  # the session's next request may go now (or when due)
+                    i, s = nxt
+                    heapq.heappush(pending, (max(t0 + s.arrival_s, out.stats.token_times[-1]),
+                                             i, s))
                 key = r.cache_key(workload.name) if signals else None
                 if r.session_end and key is not None:  # the client ends it after the answer
                     engine.end_session(key)
@@ -125,6 +141,18 @@ def replay(engine: LLMEngine, workload: Workload, *, margins: bool = False,
                                f"{len(live)} in the engine, {len(pending)} not yet due")
     wall = max(o.token_times[-1] for o in done.values()) - t0
     return Replay([done[r.request_id] for r in workload.requests], steps, wall)
+
+
+def previous_in_session(workload: Workload) -> dict[str, str]:
+    """Request id -> the id of the previous request of its session (workload order)."""
+    last: dict[int, str] = {}
+    out: dict[str, str] = {}
+    for r in workload.requests:
+        if r.session >= 0:
+            if r.session in last:
+                out[r.request_id] = last[r.session]
+            last[r.session] = r.request_id
+    return out
 
 
 def _params(r: E2ERequest, margins: bool, workload: str | None):  # -> SamplingParams

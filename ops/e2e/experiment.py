@@ -137,7 +137,9 @@ def _run_rate(workload: Workload, configs: Sequence[BenchConfig], setup: RunSetu
             reference = {o.request_id: o.token_ids for o in run.replay.outcomes}
         bad = compare_outputs(cfg.name, reference, run.replay.outcomes)
         row = {"workload": workload.name, "kind": kind, "repeat": 0, "rate_per_s": workload.rate,
-               "rate_factor": factor, **summarize(run, bad, workload.block_size)}
+               "rate_factor": factor,
+               **summarize(run, bad, workload.block_size,
+                           {r.request_id: r.session for r in workload.requests})}
         row["load_avg_1m_after"] = round(os.getloadavg()[0], 2)  # others' work on this machine
         row["moved_mb"] = sum(int(row[f"bytes_{w}"]) for w in  # type: ignore[call-overload]
                               ("fetched", "demoted", "offloaded")) / 1e6

@@ -78,9 +78,10 @@ def _at(tokens: Sequence[int], i: int) -> int | None:
     return tokens[i] if i < len(tokens) else None
 
 
-def summarize(run: ConfigRun, mismatches: Sequence[Mismatch], block_size: int
-              ) -> dict[str, object]:
-    """The JSON row of one configuration's run (every key is documented in docs/benchmarks.md)."""
+def summarize(run: ConfigRun, mismatches: Sequence[Mismatch], block_size: int,
+              sessions: Mapping[str, int] | None = None) -> dict[str, object]:
+    """The JSON row of one configuration's run (every key is documented in docs/benchmarks.md);
+    ``sessions`` (request id -> session) adds the sessions' job latency."""
     cfg, rep = run.config, run.replay
     row: dict[str, object] = {
         "config": cfg.name, "config_id": cfg.key, "stands_for": cfg.stands_for,
@@ -88,6 +89,7 @@ def summarize(run: ConfigRun, mismatches: Sequence[Mismatch], block_size: int
         "chunking": cfg.chunking_label, "requests": len(rep.outcomes),
     }
     row.update(latencies(rep.outcomes))
+    row.update(job_latencies(rep.outcomes, sessions or {}))
     row.update(_throughput(rep))
     row.update(_sources(rep.outcomes, run.daemon_counters, block_size))
     row.update(_breakdown(rep))
@@ -120,6 +122,24 @@ def latencies(outcomes: Sequence[Outcome]) -> dict[str, float]:
             "ttft_p90_s": float(p90), "ttft_p99_s": float(p99),
             "tpot_mean_s": float(tpot.mean()), "tpot_p99_s": float(np.percentile(tpot, 99)),
             "itl_p99_s": float(np.percentile(gaps, 99))}
+
+
+def job_latencies(outcomes: Sequence[Outcome], sessions: Mapping[str, int]
+                  ) -> dict[str, float | None]:
+    """Per session, its last token − its first request's due time: mean and p90 (None without
+    sessions)."""
+    first: dict[int, float] = {}
+    last: dict[int, float] = {}
+    for o in outcomes:
+        s = sessions.get(o.request_id, -1)
+        if s >= 0:
+            first[s] = min(first.get(s, o.due), o.due)
+            last[s] = max(last.get(s, o.token_times[-1]), o.token_times[-1])
+    if not first:
+        return {"job_latency_mean_s": None, "job_latency_p90_s": None}
+    jobs = np.array([last[s] - first[s] for s in first])
+    return {"job_latency_mean_s": float(jobs.mean()),
+            "job_latency_p90_s": float(np.percentile(jobs, 90))}
 
 
 def _throughput(rep: Replay) -> dict[str, float]:

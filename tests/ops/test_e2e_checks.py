@@ -131,3 +131,31 @@ def test_bounds_are_configuration_3_over_the_perfect_cache_and_tpot_over_decode_
     assert g["ttft_bound_vs_prefix_offload_runs"] == pytest.approx([1.5, 3.0])
     assert g["ttft_bound_vs_prefix_offload"] == pytest.approx(2.25)
     assert g["tpot_bound_vs_fixed2048"] == pytest.approx(1.5)  # 6 ms over 4 ms steps
+
+
+def test_a_session_waits_for_its_previous_answer_and_its_job_latency_spans_the_session() -> None:
+    from asymcache.ops.e2e.driver import previous_in_session, replay
+    from asymcache.ops.e2e.summary import job_latencies
+    from asymcache.ops.e2e.workload import E2ERequest, Workload
+    from tests.engine.engine_fixtures import make_llm
+
+    llm = make_llm()
+    try:
+        prompts = [list(range(10, 50)), list(range(10, 60)), list(range(200, 230))]
+        reqs = (E2ERequest("a0", 0.0, tuple(prompts[0]), 12, session=0),
+                E2ERequest("b0", 0.0, tuple(prompts[2]), 4, session=1),
+                E2ERequest("a1", 0.001, tuple(prompts[1]), 4, session=0, session_end=True))
+        w = Workload("causal", reqs, 1.0, 16)
+        assert previous_in_session(w) == {"a1": "a0"}
+        rep = replay(llm.engine, w)
+        by = {o.request_id: o for o in rep.outcomes}
+        # a1 was due 1 ms after a0 but is sent only once a0's answer (12 tokens) is complete
+        assert by["a1"].due == by["a0"].token_times[-1] > by["a0"].due + 0.001
+        assert by["b0"].due == by["a0"].due  # another session is not held back
+        jobs = job_latencies(rep.outcomes, {r.request_id: r.session for r in reqs})
+        spans = [by["a1"].token_times[-1] - by["a0"].due, by["b0"].token_times[-1] - by["b0"].due]
+        assert jobs["job_latency_mean_s"] == pytest.approx(sum(spans) / 2)
+        assert job_latencies(rep.outcomes, {}) == {"job_latency_mean_s": None,
+                                                   "job_latency_p90_s": None}
+    finally:
+        llm.close()
