@@ -43,7 +43,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--out", default="asymcache-e2e", help="folder for JSON, Markdown, PNG")
     parser.add_argument("--workloads", type=_csv, default=None,
                         help="chat,mooncake,agent (default: these three; --quick: a small "
-                             "chat); longctx: long shared contexts, where reuse dominates")
+                             "chat); longctx: long shared contexts, where reuse dominates; "
+                             "agentlong: coding-agent sessions growing to the longest context")
     parser.add_argument("--configs", type=_csv, default=None,
                         help="configuration ids or names (1 always runs; default: all)")
     parser.add_argument("--requests", type=int, default=None,

@@ -25,6 +25,14 @@ workload where reuse dominates: the chat generator with few, long shared context
 1536-3072 tokens, a document or a long system prompt), 40-token user turns and 32-token replies.
 At the same tier fractions most of a prompt was seen before, so what a cache keeps decides the
 TTFT. Its parameters were fixed before it was run with any configuration.
+
+``agentlong`` (not in the default run; ``--workloads agentlong``) is shaped like coding agents:
+sessions whose context grows by tool results (median 160 tokens) up to the longest context
+the built-in model serves here (``max_context``), short tool pauses between steps (median 2 s,
+at most 10 s), and long human pauses between a session's tasks (3 tasks, median 60 s, at most
+300 s); a session starts every 15 s on average, so about ten are interleaved and the GPU pool
+holds a few of them. Its parameters were fixed (2026-12-07) before it was run with any
+configuration.
 """
 
 from __future__ import annotations
@@ -41,7 +49,7 @@ from asymcache.ops.sim.trace import Trace, load_trace
 TRACES = Path(__file__).resolve().parents[3] / "shared" / "traces"
 MOONCAKE = TRACES / "mooncake_fast25" / "conversation_trace.jsonl"
 WORKLOADS = ("chat", "mooncake", "agent")
-EXTRA_WORKLOADS = ("longctx",)
+EXTRA_WORKLOADS = ("longctx", "agentlong")
 
 
 @dataclass(frozen=True)
@@ -58,10 +66,11 @@ class SourceSpec:
 
 
 def build(name: str, spec: SourceSpec) -> Workload:
-    """The workload ``name`` (``chat``, ``mooncake``, ``agent``, ``longctx`` or ``quick``) at
-    rate 1/s."""
+    """The workload ``name`` (``chat``, ``mooncake``, ``agent``, ``longctx``, ``agentlong`` or
+    ``quick``) at rate 1/s."""
     builders: dict[str, Callable[[SourceSpec], Workload]] = {
-        "chat": chat, "mooncake": mooncake, "agent": agent, "longctx": longctx, "quick": quick}
+        "chat": chat, "mooncake": mooncake, "agent": agent, "longctx": longctx,
+        "agentlong": agentlong, "quick": quick}
     if name not in builders:
         raise ValueError(f"unknown workload {name!r}; known: {sorted(builders)}")
     return builders[name](spec)
@@ -125,6 +134,21 @@ def agent(spec: SourceSpec) -> Workload:
     trace = _first(load_trace(opts), spec.requests)
     return from_trace("agent", trace, _mapping(spec, spec.block_size, 1.0, 32), spec.block_size,
                       "agent sessions with tool-call pauses (ops.sim agent generator, / 8)")
+
+
+def agentlong(spec: SourceSpec) -> Workload:
+    """Coding-agent sessions: contexts grow by tool results to ``max_context`` over 3 tasks
+    with long human pauses between them, about ten sessions interleaved (module doc)."""
+    opts = (f"agent:seed={spec.seed},sessions={max(6, spec.requests // 8)},"
+            f"session_rate={1 / 15},block_tokens={spec.block_size},templates=4,"
+            f"template_min_tokens=768,template_max_tokens=1536,task_tokens=60,steps_min=3,"
+            f"steps_max=6,action_tokens=24,tool_tokens=160,tool_s=2,tool_max_s=10,"
+            f"tasks=3,human_s=60,human_max_s=300,pin_ttl_s={spec.agent_pin_ttl_s},"
+            f"max_context={spec.max_context}")
+    trace = _first(load_trace(opts), spec.requests)
+    return from_trace("agentlong", trace, _mapping(spec, spec.block_size, 1.0, 32),
+                      spec.block_size, "coding-agent sessions: contexts grow by tool results to "
+                      "the longest context, tool pauses of seconds, human pauses of a minute")
 
 
 def mooncake(spec: SourceSpec) -> Workload:

@@ -113,7 +113,7 @@ def load_trace(source: str, fmt: str | None = None, options: str = "") -> Trace:
     import asymcache.ops.sim.formats  # noqa: F401 - registers the built-in formats
 
     opts = parse_options(options)
-    if Path(source).exists():
+    if _is_file(source):
         fmt = fmt or _SUFFIX_FORMATS.get(Path(source).suffix)
         if fmt is None:
             raise ValueError(f"cannot tell the format of {source!r}; pass one of {trace_formats()}")
@@ -127,6 +127,15 @@ def load_trace(source: str, fmt: str | None = None, options: str = "") -> Trace:
     if fmt not in _FORMATS:
         raise ValueError(f"unknown trace format {fmt!r}; known: {trace_formats()}")
     return _FORMATS[fmt](source, opts)
+
+
+def _is_file(source: str) -> bool:
+    """Whether ``source`` names an existing file (a generator spec longer than a file name may
+    be is not one)."""
+    try:
+        return Path(source).exists()
+    except OSError:
+        return False
 
 
 def parse_options(text: str) -> dict[str, str]:

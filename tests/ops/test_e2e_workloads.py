@@ -67,7 +67,7 @@ def test_sim_trace_of_a_workload_has_its_blocks_and_arrivals() -> None:
     assert [r.arrival_s for r in trace] == [r.arrival_s for r in w.requests]
 
 
-@pytest.mark.parametrize("name", ["quick", "chat", "agent", "longctx"])
+@pytest.mark.parametrize("name", ["quick", "chat", "agent", "longctx", "agentlong"])
 def test_generated_workloads_are_seeded_and_share_prefixes(name: str) -> None:
     spec = SourceSpec(requests=30)
     w, again = build(name, spec), build(name, spec)
@@ -79,6 +79,8 @@ def test_generated_workloads_are_seeded_and_share_prefixes(name: str) -> None:
     if name == "agent":
         pinned = build(name, SourceSpec(requests=30, agent_pin_ttl_s=8.0))
         assert any(r.pin_ttl_s > 0 for r in pinned.requests)
+    if name == "agentlong":  # contexts grow towards the longest the engine serves here
+        assert max(len(r.prompt) for r in w.requests) > 0.5 * spec.max_context
     if name == "longctx":  # reuse dominates: most prompt blocks were seen before
         assert w.unique_blocks() < 0.5 * sum(len(b) for b in w.block_ids())
         assert min(len(r.prompt) for r in w.requests) >= 1536
@@ -105,8 +107,8 @@ def test_mooncake_sampling_keeps_whole_conversations_in_trace_order(tmp_path) ->
 
 
 def test_unknown_workload_names_the_known_ones() -> None:
-    with pytest.raises(ValueError,
-                       match="known: \\['agent', 'chat', 'longctx', 'mooncake', 'quick'\\]"):
+    known = "known: \\['agent', 'agentlong', 'chat', 'longctx', 'mooncake', 'quick'\\]"
+    with pytest.raises(ValueError, match=known):
         build("nope", SourceSpec())
 
 

@@ -227,3 +227,23 @@ def test_default_generator_outputs_are_unchanged(spec: str) -> None:
     rows = [(repr(r.arrival_s), r.blocks, r.input_tokens, r.output_tokens, r.session,
              repr(r.pin_ttl_s)) for r in load_trace(spec)]
     assert hashlib.sha256(repr(rows).encode()).hexdigest() == BEFORE[spec]
+
+
+def test_agent_tasks_share_one_growing_context_with_human_pauses_between_them() -> None:
+    one = load_trace("agent:sessions=6,seed=4")
+    assert one.requests == load_trace("agent:sessions=6,seed=4,tasks=1").requests
+    trace = load_trace("agent:sessions=6,seed=4,tasks=3,human_s=300,human_max_s=600,"
+                       "steps_min=2,steps_max=3,pin_ttl_s=20")
+    by: dict[int, list] = {}
+    for r in trace:
+        by.setdefault(r.session, []).append(r)
+    for reqs in by.values():
+        assert [r.session_end for r in reqs] == [False] * (len(reqs) - 1) + [True]
+        turns = [i for i, r in enumerate(reqs) if r.stop == "end_turn"]
+        assert turns[-1] == len(reqs) - 1 and len(turns) == 3  # one answer per task
+        for i in turns:
+            assert reqs[i].pin_ttl_s == 0.0  # no pin over the human's pause
+        for i in turns[:-1]:
+            assert reqs[i + 1].arrival_s - reqs[i].arrival_s > 10.0  # the human came back
+            assert reqs[i + 1].blocks[:len(reqs[i].blocks)] == reqs[i].blocks  # same context
+        assert all(r.pin_ttl_s == 20.0 for i, r in enumerate(reqs) if i not in turns)
