@@ -134,7 +134,7 @@ def fields_not_map(rng: random.Random, t: Targets, rid: int) -> Built:
 
 
 def bad_version(rng: random.Random, t: Targets, rid: int) -> Built:
-    version = rng.choice([1, 3, 0, -1, "2", None, 2.0001])
+    version = rng.choice([V - 1, V + 1, 0, -1, str(V), None, V + 0.0001])
     return "anon", [header(version, "ping", rid, {})], rid, _err("bad_version")
 
 

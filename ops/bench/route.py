@@ -244,7 +244,7 @@ class _Worker(threading.Thread):
                         stopping = True
                         break
                     r, due = item
-                    self.engine.add_request(r.request_id, list(r.prompt), _params(r, False))
+                    self.engine.add_request(r.request_id, list(r.prompt), _params(r, False, None))
                     live[r.request_id] = (r, due)
                 if not live:
                     continue
