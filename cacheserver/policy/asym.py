@@ -74,6 +74,8 @@ class AsymConfig:
     select: bool = True  # rank by value only while a miniature copy shows it beats LRU
     select_rate: float = 1.0  # most of the uses the miniature copies see (speed vs fidelity)
     select_min_blocks: int = 64  # smaller tiers rank by recency, no copies (speed; see below)
+    session_kinds: bool = False  # with signals: reuse classes split by session kind
+    # (reuse.py); off by default: it cost 2% on the Mooncake conversation trace (policy.md)
 
     def __post_init__(self) -> None:
         if self.gap_scale < 0:
@@ -178,7 +180,7 @@ class AsymPolicy(CostedPolicy):
 
     def resignal(self, key: Key, now: float) -> None:
         rec = self._rec.get(key)
-        if self.signals and self._learns and rec is not None:
+        if self.signals and self._learns and rec is not None and self.config.session_kinds:
             self._rec[key] = self.reuse.reclass(rec, self._kind(self.blocks[key]))
         super().resignal(key, now)
         for copy in self._copies_for(key):
@@ -339,10 +341,9 @@ class AsymPolicy(CostedPolicy):
             or self.reuse.peek(info.parent)
         return self.reuse.observe(None, now, parent, kind)
 
-    @staticmethod
-    def _kind(info: BlockInfo) -> int:
+    def _kind(self, info: BlockInfo) -> int:
         """What ``info``'s signals say of it, for the reuse classes (``reuse.py``)."""
-        if info.session is None:
+        if info.session is None or not self.config.session_kinds:
             return KIND_UNKNOWN
         return KIND_SHARED if info.shared else KIND_PRIVATE
 
