@@ -430,8 +430,9 @@ def pin(ctx: Context, identity: bytes, session: EngineSession, req: Pin) -> Mess
     rec = next((r for k in req.keys if (r := ctx.index.get(k)) is not None), None)
     if rec is not None:
         cap = ctx.residency.tenants.time_cap("max_pin_ttl_s", rec.namespace)
-        if cap > 0:
-            ttl = cap if ttl is None else min(ttl, cap)
+        if cap > 0 and (ttl is None or ttl > cap):
+            ttl = cap
+            ctx.residency.signal_counts["capped"] += 1
     until = None if ttl is None else ctx.clock() + ttl
     return PinReply(count=_pin(ctx, req.keys, until, on=True))
 

@@ -222,7 +222,9 @@ def snapshot(ctx: Context, ready: bool = True, dropped: int = 0,
                          tenant_blocks=list(book.top(ctx.config.quotas.metrics_top)),
                          tenant_namespaces=len(book.by_ns),
                          quota_evictions=dict(book.quota_evictions),
-                         purged_blocks=dict(book.purged_blocks))
+                         purged_blocks=dict(book.purged_blocks),
+                         signals=dict(res.signal_counts),
+                         sessions_ended=len(res.chain.sessions))
 
 
 def _tier_counters(ctx: Context) -> dict[tuple[str, str], int]:

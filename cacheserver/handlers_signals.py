@@ -23,13 +23,20 @@ def signal(ctx: Context, identity: bytes, session: EngineSession, req: Signal) -
         raise bad(f"retention_s must be >= 0, got {req.retention_s}")
     if req.end and req.session is None:
         raise bad("end needs the session it ends")
-    now, chain = ctx.clock(), ctx.residency.chain
+    now, chain, counts = ctx.clock(), ctx.residency.chain, ctx.residency.signal_counts
     records = [rec for key in req.keys if (rec := ctx.index.get(key)) is not None]
     granted = req.retention_s
     if granted > 0 and records:
         cap = ctx.residency.tenants.time_cap("max_retention_s", records[0].namespace)
-        if cap > 0:
-            granted = min(granted, cap)
+        if 0 < cap < granted:
+            granted = cap
+            counts["capped"] += 1
+    if req.session is not None and req.keys:
+        counts["session"] += 1
+    if granted > 0 and records:
+        counts["retention"] += 1
+    if req.end:
+        counts["end"] += 1
     until = now + granted if granted > 0 else 0.0
     if req.session is not None or until > 0:
         for rec in records:

@@ -91,6 +91,9 @@ class DaemonMetrics:
             moved.inc(nbytes)
 
 
+SIGNAL_KINDS = ("session", "retention", "end", "capped")
+
+
 @dataclass
 class StateSnapshot:
     """Levels read at scrape time (see :class:`StateCollector`)."""
@@ -110,6 +113,8 @@ class StateSnapshot:
     tenant_namespaces: int = 0
     quota_evictions: dict[str, int] = field(default_factory=dict)  # tier -> blocks
     purged_blocks: dict[str, int] = field(default_factory=dict)  # tier -> blocks
+    signals: dict[str, int] = field(default_factory=dict)  # SIGNAL kind -> count
+    sessions_ended: int = 0  # ended sessions the chain's book remembers
 
 
 class StateCollector:
@@ -147,6 +152,15 @@ class StateCollector:
         refused.add_metric([], s.refused_messages)
         yield refused
         yield from _tenant_families(s)
+        signals = CounterMetricFamily(
+            "asymcache_signals", "Client signals received (SIGNAL): requests with a session, "
+            "with a retention, session ends, and retentions or pins capped per tenant",
+            labels=["kind"])
+        for kind in SIGNAL_KINDS:
+            signals.add_metric([kind], s.signals.get(kind, 0))
+        yield signals
+        yield _gauge("asymcache_sessions_ended", "Ended sessions the daemon remembers (their "
+                     "own blocks rank first)", s.sessions_ended)
         if s.remote_ready is not None:
             yield _gauge("asymcache_tier_remote_ready", "1 while a node of the remote cluster "
                          "answers", int(s.remote_ready))

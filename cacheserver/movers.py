@@ -14,6 +14,7 @@ Every method runs on the event loop thread and never blocks on I/O except the ti
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Callable
 
 from asymcache.cacheserver.chain import ChainEvents, Level, TierChain
@@ -45,6 +46,7 @@ class Residency(ChainEvents):
             level.policy.set_namespace_costs(self.costs.by_ns)
         self.chain = TierChain(levels, index.get, index.discard_if_unheld, self,
                                quota=self.tenants if self.tenants.limits else None)
+        self.signal_counts: Counter[str] = Counter()  # SIGNAL kind -> count (metrics.py)
         self.top = levels[0]  # engines demote into it and fetch from it (the CPU tier)
         self.cpu: CpuTier = self.top.store.tier  # type: ignore[attr-defined]
         self.policies = {level.name: level.policy for level in levels}

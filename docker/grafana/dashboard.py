@@ -142,6 +142,12 @@ def daemon_panels() -> list[Panel]:
             (rate("asymcache_tenant_purged_blocks_total", "tier"), "purged from {{tier}}"),
         ), "ops", description="Blocks a tenant at its quota evicted of its own, and blocks "
                               "removed by asymcache purge"),
+        Panel("Client signals", (
+            (rate("asymcache_signals_total", "kind"), "{{kind}}"),
+            ("asymcache_sessions_ended", "ended sessions remembered"),
+        ), "ops", description="SIGNALs from engines: requests with a session "
+                              "(prompt_cache_key), with a retention, session ends, and asks "
+                              "capped per tenant (docs/policy.md, 'Client signals')"),
         Panel("Daemon errors", (
             (rate("asymcache_rpc_errors_total", "code"), "reply {{code}}"),
             (rate("asymcache_tier_errors_total", "tier, kind"), "{{tier}} {{kind}}"),

@@ -9,7 +9,13 @@ import subprocess
 
 import pytest
 
-from asymcache.cacheserver.blocks import KVLayout, block_keys, namespace_id, tenant_digest
+from asymcache.cacheserver.blocks import (
+    KVLayout,
+    block_keys,
+    namespace_id,
+    session_digest,
+    tenant_digest,
+)
 from asymcache.cacheserver.protocol import BlockRef
 from asymcache.engine.client import CacheClient, DaemonError
 from tests.docker.prom import SHIPPED, Prometheus
@@ -160,3 +166,20 @@ def test_tenant_series_reach_prometheus_exactly(
         f'count({_series("asymcache_tenant_blocks", DAEMON, tenant="deploy-tenant")}) '
         "or vector(0)": 0.0,
     })
+
+
+def test_signal_series_reach_prometheus_exactly(
+        daemon: Service, endpoint: str, prometheus: Prometheus) -> None:
+    refs = _refs(2, "deploy-signal-model")
+    baseline = daemon.metrics()
+    signals = "asymcache_signals_total"
+    with CacheClient(endpoint, engine_id="deploy-signal", heartbeat=False) as client:
+        client.hello("deploy-signal-model", LAYOUT, gpu_slots=8)
+        assert client.commit(refs, [0, 1]) == [True, True]
+        session = session_digest("", "deploy-conversation")
+        assert client.signal([r.key for r in refs], session, retention_s=30.0).count == 2
+        client.signal(session=session, end=True)
+    _wait_for_values(prometheus, {
+        _series(signals, DAEMON, kind=kind): sample(baseline, signals, kind=kind) + 1
+        for kind in ("session", "retention", "end")
+    } | {f'{_series("asymcache_sessions_ended", DAEMON)} >= bool 1': 1.0})
