@@ -80,7 +80,8 @@ def test_demo_serves_the_chat_twice_prints_the_table_and_a_png_and_cleans_up(tmp
                           cwd=tmp_path, capture_output=True, text=True, timeout=240)
     assert demo.returncode == 0, demo.stderr
     out = demo.stdout
-    daemons = re.findall(r"daemon pid (\d+) on ipc://(\S+)/daemon.ipc \(policy (\w+)\)", out)
+    daemons = re.findall(r"daemon pid (\d+) on ipc://(\S+)/daemon.ipc \(policy (\w+), signals on\)",
+                         out)
     assert [d[2] for d in daemons] == ["lru", "asym"]
     assert out.count("daemon stopped (exit status 0)") == 2
     rows = [ln.split() for ln in out.splitlines()

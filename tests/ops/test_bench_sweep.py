@@ -1,0 +1,112 @@
+"""``asymcache bench sweep``: the grid stops one rate past configuration 3's knee, goodput is
+bisected to the tolerance, the 80%-busy rate is interpolated, and a real quick run writes its
+files with the keys scripts read."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from asymcache.ops.e2e import sweep as sw
+from asymcache.ops.e2e.configs import select
+from asymcache.ops.e2e.sources import SourceSpec
+
+
+class FakeSweep(sw._Sweep):
+    """The sweep's decisions with a model in place of runs: configuration ``k`` meets the SLOs
+    up to ``limits[k]`` requests/s, and is ``rate / 10`` busy."""
+
+    def __init__(self, plan: sw.SweepPlan, limits: dict[str, float]) -> None:
+        self.plan, self.log, self.limits = plan, lambda _: None, limits
+        self.result = sw.SweepResult("fake")
+        self.met = {c.key: {} for c in plan.configs}
+        self.started = 0.0
+        self.runs: list[tuple[str, float, str]] = []
+
+    def _measure(self, cfg, rate, kind, factor, round_=0):  # type: ignore[override]
+        ok = rate <= self.limits[cfg.key]
+        self.runs.append((cfg.key, rate, kind))
+        self.met[cfg.key][rate] = ok
+        ttft = 0.1 if cfg.key == "4" else 0.25
+        self.result.rows.append({"config_id": cfg.key, "kind": kind, "repeat": round_,
+                                 "rate_per_s": rate, "engine_busy_share": rate / 10,
+                                 "ttft_mean_s": ttft, "ttfts": [ttft], "slo_met": ok})
+        return ok
+
+    def _over_budget(self, what: str) -> bool:
+        return False
+
+
+def _plan(**kw: object) -> sw.SweepPlan:
+    return sw.SweepPlan(configs=tuple(select(["1", "3", "4"])), source=SourceSpec(), **kw)
+
+
+def test_the_grid_stops_one_rate_past_the_knee_and_skips_configurations_that_failed() -> None:
+    s = FakeSweep(_plan(factors=(1.0, 2.0, 4.0, 8.0, 16.0)), {"1": 1.5, "3": 3.0, "4": 6.0})
+    s._grid(1.0)
+    assert s.result.knee_rate == 4.0  # configuration 3 missed first at x4
+    rates = {k: [r for key, r, _ in s.runs if key == k] for k in "134"}
+    assert rates == {"1": [1.0, 2.0], "3": [1.0, 2.0, 4.0], "4": [1.0, 2.0, 4.0, 8.0]}
+
+
+def test_goodput_is_bisected_to_the_tolerance_and_censored_when_every_rate_met() -> None:
+    s = FakeSweep(_plan(factors=(1.0, 2.0, 4.0, 8.0), tolerance=1.05),
+                  {"1": 1.5, "3": 3.0, "4": 100.0})
+    s.result.base_rate = 1.0
+    s._grid(1.0)
+    for cfg in s.plan.configs:
+        s._goodput(cfg)
+    good = s.result.goodput_rps
+    assert 3.0 / 1.05 <= good["3"] <= 3.0 and 1.5 / 1.05 <= good["1"] <= 1.5
+    assert [k for _, _, k in s.runs if k == "bisect"]  # found between the grid's rates
+    assert s.result.goodput_censored == {"1": False, "3": False, "4": True}
+    assert good["4"] == 8.0  # at least: no rate tried failed
+
+
+def test_the_80pct_busy_rate_is_interpolated_and_the_ratio_is_a_median_of_rounds() -> None:
+    assert sw.busy_rate([(1.0, 0.5), (2.0, 0.7), (3.0, 0.9)], 0.8) == pytest.approx(2.5)
+    assert sw.busy_rate([(1.0, 0.5), (2.0, 0.6)], 0.8) is None
+    s = FakeSweep(_plan(factors=(2.0, 6.0, 9.0), rounds=3), {"1": 100, "3": 100, "4": 100})
+    s.result.base_rate = 1.0
+    for r in (2.0, 6.0, 9.0):
+        s._measure(select(["3"])[1], r, "grid", r)  # select puts configuration 1 first
+    s._busy80()
+    assert s.result.rate_at_80pct_busy == pytest.approx(8.0)
+    assert s.result.ttft_ratio_runs == [2.5, 2.5, 2.5] and s.result.ttft_ratio_at_80pct_busy == 2.5
+
+
+def test_slo_figures_count_requests_meeting_both_slos() -> None:
+    class Out:
+        def __init__(self, ttft: float, tpot: float | None) -> None:
+            self.ttft, self.tpot = ttft, tpot
+
+    got = sw.slo_figures([Out(0.1, 0.01), Out(0.2, 0.05), Out(0.9, 0.01), Out(0.1, None)],
+                          0.5, 0.02)
+    assert got["slo_attainment"] == 0.5 and got["ttfts"] == [0.1, 0.2, 0.9, 0.1]
+    assert got["slo_met"] is False  # p90 TTFT 0.69 s is over 0.5 s
+
+
+def test_bad_plans_fail_naming_the_knob() -> None:
+    with pytest.raises(ValueError, match="configuration 1 first"):
+        sw.SweepPlan(configs=tuple(select(["3", "4"])[1:]), source=SourceSpec())
+    with pytest.raises(ValueError, match="tolerance"):
+        _plan(tolerance=1.0)
+
+
+@pytest.mark.slow
+def test_a_quick_sweep_writes_its_rows_report_and_plot(tmp_path: Path) -> None:
+    done = subprocess.run([sys.executable, "-m", "asymcache.ops.cli", "bench", "sweep",
+                           "--quick", "--out", str(tmp_path)],
+                          capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
+    rows = json.loads((tmp_path / "sweep.json").read_text())
+    report = json.loads((tmp_path / "sweep-report.json").read_text())
+    assert {r["config_id"] for r in rows} == {"1", "3", "4"}
+    assert all("goodput_rps" in r and r["outputs_identical"] for r in rows)
+    work = report["workloads"]["chat-quick"]
+    assert set(work["goodput_rps"]) == {"1", "3", "4"} and "ttft_ratio_at_80pct_busy" in work
+    assert (tmp_path / "sweep-chat-quick.png").read_bytes()[:4] == b"\x89PNG"
