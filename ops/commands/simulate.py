@@ -52,6 +52,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--time-scale", type=float, default=1.0,
                         help="multiply arrival times (and TTL pins) by this factor")
     parser.add_argument("--limit", type=int, default=0, help="replay only the first N requests")
+    parser.add_argument("--write-trace", default=None, metavar="PATH",
+                        help="also write the trace as replayed (generators included) as JSONL "
+                        "in the Mooncake superset with sessions (docs/policy.md)")
     parser.add_argument("--json", default=None, help="write one JSON row per run here")
     parser.add_argument("--plot", default=None, help="write a PNG of TTFT against GPU size")
     parser.add_argument("--markdown", default=None, help="write the table as Markdown here")

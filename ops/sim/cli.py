@@ -23,6 +23,11 @@ def simulate(args: argparse.Namespace) -> int:
     except ValueError as exc:
         print(f"asymcache simulate: {exc}", file=sys.stderr)
         return 2
+    if args.write_trace:
+        from asymcache.ops.sim.formats.jsonl_out import dump_mooncake
+
+        dump_mooncake(trace, args.write_trace)
+        print(f"wrote the trace to {args.write_trace}")
     runs = len(setups) * len(args.policy) * len(args.semantics)
     print(f"trace {trace.name}: {len(trace)} requests, {trace.block_refs} block references, "
           f"{trace.unique_blocks} unique blocks of {trace.block_tokens} tokens; "
