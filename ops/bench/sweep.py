@@ -13,20 +13,10 @@ from __future__ import annotations
 
 import argparse
 
+from asymcache.ops.bench.e2e import _csv, _floats  # the same list arguments as bench e2e
+
 NAME = "sweep"
 HELP = "rate sweeps with goodput (p90 TTFT/TPOT SLOs) and the TTFT ratio at 80%% busy"
-
-
-def _csv(text: str) -> list[str]:
-    return [t.strip() for t in text.split(",") if t.strip()]
-
-
-def _floats(text: str) -> list[float]:
-    try:
-        return [float(t) for t in _csv(text)]
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected numbers separated by commas: {text!r}") \
-            from None
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:

@@ -33,9 +33,10 @@ async def serving(tmp_path: Path, wait_ready: bool = True,
                   **fields: object) -> AsyncIterator[CacheServer]:
     ipc_dir = tempfile.mkdtemp(prefix="ac-")
     values = {k: v for k, v in SMALL.items() if not k.endswith("_bytes")}
+    sizes = {"cpu_bytes": 256 << 10, "cpu_slot_bytes": 8 << 10, "disk_bytes": 2 << 20,
+             "disk_map_bytes": 16 << 20}
     cfg = ServerConfig(endpoint=f"ipc://{ipc_dir}/s.ipc", data_dir=str(tmp_path / "data"),
-                       cpu_bytes=256 << 10, cpu_slot_bytes=8 << 10, disk_bytes=2 << 20,
-                       disk_map_bytes=16 << 20, cpu_populate=False, **{**values, **fields})
+                       cpu_populate=False, **{**values, **sizes, **fields})
     threshold = gc.get_threshold()
     server = CacheServer(cfg)
     task = asyncio.get_running_loop().create_task(server.serve_async())

@@ -13,12 +13,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import gc
 import json
-import shutil
-import tempfile
 import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -28,14 +25,13 @@ from fastapi.testclient import TestClient
 from prometheus_client import CollectorRegistry
 
 from asymcache.cacheserver.blocks import session_digest
-from asymcache.cacheserver.config import ServerConfig
 from asymcache.cacheserver.server import CacheServer
 from asymcache.engine.client import DaemonUnavailable
 from asymcache.engine.config import EngineConfig
 from asymcache.engine.sampling import SamplingParams
 from asymcache.engine.server.api_keys import ApiKeys, KeyFileError
 from asymcache.engine.server.app import ServerContext, create_app
-from tests.cacheserver.inprocess import until
+from tests.cacheserver.inprocess import serving, until
 from tests.engine.http_inprocess import Served, serve_in_process
 
 PROMPT = ("The harbor town woke early, and the fishing boats went out before the sun rose over "
@@ -55,28 +51,10 @@ def served() -> Iterator[Served]:
         yield s
 
 
-@contextlib.asynccontextmanager
-async def daemon_on_loop(tmp_path: Path) -> AsyncIterator[CacheServer]:
+def daemon_on_loop(tmp_path: Path) -> contextlib.AbstractAsyncContextManager[CacheServer]:
     """A real daemon on this event loop, its CPU slots sized for the built-in model."""
-    ipc_dir = tempfile.mkdtemp(prefix="ac-")
-    cfg = ServerConfig(endpoint=f"ipc://{ipc_dir}/s.ipc", data_dir=str(tmp_path / "data"),
-                       cpu_bytes=4 << 20, cpu_slot_bytes=32 << 10, disk_bytes=16 << 20,
-                       disk_map_bytes=64 << 20, cpu_populate=False, metrics_port=0,
-                       lease_timeout_s=30.0, log_level="warning")
-    threshold = gc.get_threshold()
-    server = CacheServer(cfg)
-    task = asyncio.get_running_loop().create_task(server.serve_async())
-    try:
-        await until(lambda: server.ready or task.done(), 30.0)
-        if task.done():
-            task.result()
-        yield server
-    finally:
-        server.request_stop()
-        await asyncio.wait_for(task, 30.0)
-        gc.unfreeze()
-        gc.set_threshold(*threshold)
-        shutil.rmtree(ipc_dir, ignore_errors=True)
+    return serving(tmp_path, cpu_bytes=4 << 20, cpu_slot_bytes=32 << 10, disk_bytes=16 << 20,
+                   disk_map_bytes=64 << 20, lease_timeout_s=30.0, log_level="warning")
 
 
 def _complete(url: str, **extra: Any) -> httpx.Response:
