@@ -153,14 +153,14 @@ class StateCollector:
         yield refused
         yield from _tenant_families(s)
         signals = CounterMetricFamily(
-            "asymcache_signals", "Client signals received (SIGNAL): requests with a session, "
-            "with a retention, session ends, and retentions or pins capped per tenant",
+            "asymcache_policy_signals", "Client signals received (SIGNAL): requests with a "
+            "session, with a retention, session ends, and retentions or pins capped per tenant",
             labels=["kind"])
         for kind in SIGNAL_KINDS:
             signals.add_metric([kind], s.signals.get(kind, 0))
         yield signals
-        yield _gauge("asymcache_sessions_ended", "Ended sessions the daemon remembers (their "
-                     "own blocks rank first)", s.sessions_ended)
+        yield _gauge("asymcache_policy_ended_sessions", "Ended sessions the daemon remembers "
+                     "(their own blocks rank first)", s.sessions_ended)
         if s.remote_ready is not None:
             yield _gauge("asymcache_tier_remote_ready", "1 while a node of the remote cluster "
                          "answers", int(s.remote_ready))

@@ -143,8 +143,8 @@ def daemon_panels() -> list[Panel]:
         ), "ops", description="Blocks a tenant at its quota evicted of its own, and blocks "
                               "removed by asymcache purge"),
         Panel("Client signals", (
-            (rate("asymcache_signals_total", "kind"), "{{kind}}"),
-            ("asymcache_sessions_ended", "ended sessions remembered"),
+            (rate("asymcache_policy_signals_total", "kind"), "{{kind}}"),
+            ("asymcache_policy_ended_sessions", "ended sessions remembered"),
         ), "ops", description="SIGNALs from engines: requests with a session "
                               "(prompt_cache_key), with a retention, session ends, and asks "
                               "capped per tenant (docs/policy.md, 'Client signals')"),

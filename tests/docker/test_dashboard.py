@@ -36,8 +36,8 @@ REQUIRED = {
     "blocks by tenant": "asymcache_tenant_blocks",
     "quota evictions": "asymcache_tenant_quota_evictions_total",
     "purges": "asymcache_tenant_purged_blocks_total",
-    "client signals": "asymcache_signals_total",
-    "ended sessions": "asymcache_sessions_ended",
+    "client signals": "asymcache_policy_signals_total",
+    "ended sessions": "asymcache_policy_ended_sessions",
 }
 
 

@@ -172,7 +172,7 @@ def test_signal_series_reach_prometheus_exactly(
         daemon: Service, endpoint: str, prometheus: Prometheus) -> None:
     refs = _refs(2, "deploy-signal-model")
     baseline = daemon.metrics()
-    signals = "asymcache_signals_total"
+    signals = "asymcache_policy_signals_total"
     with CacheClient(endpoint, engine_id="deploy-signal", heartbeat=False) as client:
         client.hello("deploy-signal-model", LAYOUT, gpu_slots=8)
         assert client.commit(refs, [0, 1]) == [True, True]
@@ -182,4 +182,4 @@ def test_signal_series_reach_prometheus_exactly(
     _wait_for_values(prometheus, {
         _series(signals, DAEMON, kind=kind): sample(baseline, signals, kind=kind) + 1
         for kind in ("session", "retention", "end")
-    } | {f'{_series("asymcache_sessions_ended", DAEMON)} >= bool 1': 1.0})
+    } | {f'{_series("asymcache_policy_ended_sessions", DAEMON)} >= bool 1': 1.0})
