@@ -209,15 +209,18 @@ class TierChain:
 
     def signal(self, block: Any, session: Any, retain_until: float, now: float) -> None:
         """A request of ``session`` (``None``: none said) used ``block``, whose client asked to
-        keep it until ``retain_until`` (0: not asked): update its record and re-rank it in every
-        level that holds it and, through the events, above the chain."""
+        keep it until ``retain_until`` (0: not asked): update its record and, if that changed
+        it, re-rank it in every level that holds it and, through the events, above the chain."""
+        changed = False
         if session is not None:
-            if block.session is not None and block.session != session:
-                block.shared = True
-            block.session = session
-            self.sessions.revive(session)
+            if block.session != session:
+                block.shared = block.shared or block.session is not None
+                block.session, changed = session, True
+            changed = self.sessions.revive(session) or changed
         if retain_until > block.retain_until:
-            block.retain_until = retain_until
+            block.retain_until, changed = retain_until, True
+        if not changed:  # the same session again, no longer retention: the ranks stand
+            return
         for level in self.levels:
             if block.where & level.bit:
                 level.policy.resignal(block.key, now)
