@@ -426,13 +426,8 @@ def _release(ctx: Context, session: EngineSession, keys: list[bytes]) -> int:
 def pin(ctx: Context, identity: bytes, session: EngineSession, req: Pin) -> Message:
     if req.ttl_s is not None and req.ttl_s <= 0:
         raise bad(f"ttl_s must be positive, got {req.ttl_s}")
-    ttl = req.ttl_s  # capped per tenant (quotas.max_pin_ttl_s; the first known key's tenant)
     rec = next((r for k in req.keys if (r := ctx.index.get(k)) is not None), None)
-    if rec is not None:
-        cap = ctx.residency.tenants.time_cap("max_pin_ttl_s", rec.namespace)
-        if cap > 0 and (ttl is None or ttl > cap):
-            ttl = cap
-            ctx.residency.signal_counts["capped"] += 1
+    ttl = capped(ctx, "max_pin_ttl_s", req.ttl_s, rec)
     until = None if ttl is None else ctx.clock() + ttl
     return PinReply(count=_pin(ctx, req.keys, until, on=True))
 
@@ -440,6 +435,19 @@ def pin(ctx: Context, identity: bytes, session: EngineSession, req: Pin) -> Mess
 @handler("unpin")
 def unpin(ctx: Context, identity: bytes, session: EngineSession, req: Unpin) -> Message:
     return UnpinReply(count=_pin(ctx, req.keys, None, on=False))
+
+
+def capped(ctx: Context, name: str, seconds: float | None, rec: BlockRecord | None
+           ) -> float | None:
+    """``seconds`` (None: no end) within cap ``name`` (``max_pin_ttl_s``, ``max_retention_s``;
+    0 = none) of ``rec``'s tenant, counting each cap applied (``asymcache_policy_signals``)."""
+    if rec is None:
+        return seconds
+    cap = ctx.residency.tenants.time_cap(name, rec.namespace)
+    if cap > 0 and (seconds is None or seconds > cap):
+        ctx.residency.signal_counts["capped"] += 1
+        return cap
+    return seconds
 
 
 def _pin(ctx: Context, keys: list[bytes], until: float | None, on: bool) -> int:

@@ -12,7 +12,7 @@ skipped: a signal is advice, never a command.
 
 from __future__ import annotations
 
-from asymcache.cacheserver.handlers import Context, bad, handler
+from asymcache.cacheserver.handlers import Context, bad, capped, handler
 from asymcache.cacheserver.leases import EngineSession
 from asymcache.cacheserver.protocol import Message, Signal, SignalReply
 
@@ -26,11 +26,8 @@ def signal(ctx: Context, identity: bytes, session: EngineSession, req: Signal) -
     now, chain, counts = ctx.clock(), ctx.residency.chain, ctx.residency.signal_counts
     records = [rec for key in req.keys if (rec := ctx.index.get(key)) is not None]
     granted = req.retention_s
-    if granted > 0 and records:
-        cap = ctx.residency.tenants.time_cap("max_retention_s", records[0].namespace)
-        if 0 < cap < granted:
-            granted = cap
-            counts["capped"] += 1
+    if granted > 0 and records:  # a request's keys share one namespace: one tenant's cap
+        granted = capped(ctx, "max_retention_s", granted, records[0]) or 0.0
     if req.session is not None and req.keys:
         counts["session"] += 1
     if granted > 0 and records:

@@ -105,6 +105,7 @@ class AsymPolicy(CostedPolicy):
                  **kwargs: object) -> None:
         super().__init__(capacity, **kwargs)  # type: ignore[arg-type]
         self.config = config or AsymConfig()
+        self._kinds = self.signals and self.config.session_kinds  # reuse classes by kind
         self.reuse = ReuseEstimator(history=self.config.history_factor * capacity + 1024)
         self.inflation = 0.0
         self._rec: dict[Key, UseRecord] = {}
@@ -180,7 +181,7 @@ class AsymPolicy(CostedPolicy):
 
     def resignal(self, key: Key, now: float) -> None:
         rec = self._rec.get(key)
-        if self.signals and self._learns and rec is not None and self.config.session_kinds:
+        if self._kinds and self._learns and rec is not None:
             self._rec[key] = self.reuse.reclass(rec, self._kind(self.blocks[key]))
         super().resignal(key, now)
         for copy in self._copies_for(key):
@@ -333,7 +334,7 @@ class AsymPolicy(CostedPolicy):
             self._select(info, now)
         if not self._learns:
             return _new_record(UseRecord, (1, now, 0))
-        kind = self._kind(info) if self.signals else KIND_UNKNOWN
+        kind = self._kind(info)
         prev = self.reuse.recall(info.key)
         if prev is not None or info.parent is None:
             return self.reuse.observe(prev, now, None, kind)
@@ -342,8 +343,9 @@ class AsymPolicy(CostedPolicy):
         return self.reuse.observe(None, now, parent, kind)
 
     def _kind(self, info: BlockInfo) -> int:
-        """What ``info``'s signals say of it, for the reuse classes (``reuse.py``)."""
-        if info.session is None or not self.config.session_kinds:
+        """What ``info``'s signals say of it, for the reuse classes (``reuse.py``; unknown
+        unless ``session_kinds`` with signals)."""
+        if not self._kinds or info.session is None:
             return KIND_UNKNOWN
         return KIND_SHARED if info.shared else KIND_PRIVATE
 
@@ -365,8 +367,7 @@ class AsymPolicy(CostedPolicy):
     def _on_access(self, key: Key, now: float) -> None:
         info = self.blocks[key]
         self._select(info, now)
-        self._rec[key] = self.reuse.observe(self._rec[key], now, None,
-                                            self._kind(info) if self.signals else KIND_UNKNOWN)
+        self._rec[key] = self.reuse.observe(self._rec[key], now, None, self._kind(info))
         self._base[key] = self._clock(now)
 
     def access(self, key: Key, now: float) -> None:
@@ -428,8 +429,7 @@ class AsymPolicy(CostedPolicy):
         if self.selector is not None:
             self._select(info, now)
         if self._learns:
-            rec = self._rec[key] = self.reuse.observe(
-                self._rec[key], now, None, self._kind(info) if self.signals else KIND_UNKNOWN)
+            rec = self._rec[key] = self.reuse.observe(self._rec[key], now, None, self._kind(info))
         else:
             rec = self._rec[key] = _new_record(UseRecord, (0, now, 0))
         base = self._base[key] = now if self._time_clock else self.inflation

@@ -54,7 +54,7 @@ from asymcache.cacheserver.policy.registry import (
     policy_names,
     register_policy,
 )
-from asymcache.cacheserver.policy.sessions import NORMAL, SessionBook, band
+from asymcache.cacheserver.policy.sessions import SessionBook, band
 
 if TYPE_CHECKING:
     from asymcache.cacheserver.policy.cost import CostModel
@@ -271,11 +271,6 @@ class ResidencyPolicy(ABC):
         for key in list(self._by_session.get(session, ())):
             if key not in self._parked:
                 self._enqueue(key, now)
-
-    def band_of(self, key: Key, now: float) -> int:
-        """The signal band of resident ``key`` (``sessions.py``; always NORMAL without
-        signals)."""
-        return band(self.blocks[key], self.sessions, now) if self.signals else NORMAL
 
     # ---- decision -----------------------------------------------------------------------
     def evict(self, now: float) -> Key | None:

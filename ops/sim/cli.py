@@ -59,8 +59,8 @@ def simulate(args: argparse.Namespace) -> int:
 
 def has_signals(trace: Trace) -> bool:
     """Whether any request carries a client signal: a session, an end, a retention or a pin."""
-    return any(r.session >= 0 or r.pin_ttl_s > 0 or getattr(r, "session_end", False)
-               or getattr(r, "retention_s", 0.0) > 0 for r in trace.requests)
+    return any(r.session >= 0 or r.pin_ttl_s > 0 or r.session_end or r.retention_s > 0
+               for r in trace.requests)
 
 
 def _prepare(args: argparse.Namespace) -> tuple[Trace, CostModel, list[Setup]]:
