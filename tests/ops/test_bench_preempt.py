@@ -96,7 +96,10 @@ def test_drained_requests_resume_on_the_other_host_from_the_cache_with_identical
         for moved in r["resumed"]:
             assert moved["hosts"][0] == "h0.0" and moved["hosts"][-1] == "h1.0", moved
     drain = by["cache"]["events"][0]["drain"]
-    assert drain["flushed"] and drain["bytes_written"] > 0 and by["cache"]["bytes_flushed"] > 0
+    # the drain's own writes may be none: write-through can have copied every committed block
+    # already (it depends on where in a block the notice falls); what must hold is that the
+    # daemon confirmed the flush and that every full block was there for host 1 (below)
+    assert drain["flushed"]
     generating = [m for m in by["cache"]["resumed"] if m["resume_tokens"] > 0]
     assert generating, by["cache"]["resumed"]  # t0 (due first) generates by the notice
     for moved in generating:  # every full block whose KV existed at the drain was shared
