@@ -16,6 +16,11 @@ step (in service order), then gives the rest first come, first served: a short p
 waits steps for a long one ahead of it (as shortest-remaining-first, for mean TTFT), while the
 oldest prefill still advances by at least ``min_prefill_tokens`` each step (no starvation).
 Neither exceeds ``max_tokens`` per step.
+
+``adaptive`` learns how far the cost model is from the steps it sees: the engine reports each
+step's wall time (:meth:`Chunker.observe`) and a :class:`~asymcache.engine.step_clock.StepClock`
+corrects the estimates the next splits use, so the objective holds on a machine whose profile
+is off (``engine/step_clock.py`` says by how much it was here).
 """
 
 from __future__ import annotations
@@ -23,6 +28,8 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING
+
+from asymcache.engine.step_clock import StepClock
 
 if TYPE_CHECKING:
     from asymcache.cacheserver.policy.cost import CostModel
@@ -49,6 +56,9 @@ class Chunker(ABC):
         order. Returns one count per prefill (0 = not this step), each ``<= tokens_left``.
         """
 
+    def observe(self, seconds: float) -> None:  # noqa: B027 - most chunkers learn nothing
+        """The wall time of the step the last :meth:`split` planned (nothing to learn here)."""
+
 
 class FixedChunker(Chunker):
     """See the module docstring (``fixed``)."""
@@ -68,7 +78,8 @@ class AdaptiveChunker(Chunker):
     """See the module docstring (``adaptive``)."""
 
     def __init__(
-        self, max_tokens: int, cost: CostModel, target_step_s: float, min_prefill_tokens: int
+        self, max_tokens: int, cost: CostModel, target_step_s: float, min_prefill_tokens: int,
+        calibrate: bool = True,
     ) -> None:
         super().__init__(max_tokens)
         if not target_step_s > 0:
@@ -78,12 +89,29 @@ class AdaptiveChunker(Chunker):
         self.cost = cost
         self.target_step_s = target_step_s
         self.min_prefill_tokens = min(min_prefill_tokens, max_tokens)
+        self.clock = StepClock()
+        self.calibrate = calibrate
+        self._planned: tuple[float, float] | None = None  # the last split's (fixed, work) s
+
+    def observe(self, seconds: float) -> None:
+        """Correct the cost model by the measured wall time of the last planned step."""
+        if self._planned is not None and self.calibrate:
+            self.clock.observe(*self._planned, seconds)
+            self._planned = None
 
     def split(self, decode_contexts: Sequence[int], prefills: Sequence[Prefill]) -> list[int]:
+        out = self._split(decode_contexts, prefills)
+        work = sum(self._more(start, 0, n) for (start, _), n in zip(prefills, out, strict=True))
+        self._planned = (self.step_time(decode_contexts), work)
+        return out
+
+    def _split(self, decode_contexts: Sequence[int], prefills: Sequence[Prefill]) -> list[int]:
         room = max(0, self.max_tokens - len(decode_contexts))
         if not decode_contexts:
             return _fcfs(room, prefills)
-        left = self.target_step_s - self.step_time(decode_contexts)
+        # seconds of prefill work the model prices, that fit in what the decodes leave
+        left = (self.target_step_s - self.clock.fixed * self.step_time(decode_contexts)) \
+            / self.clock.work
         out = [0] * len(prefills)
         if prefills:  # the oldest advances every step: its floor is set aside first
             out[0] = min(self.min_prefill_tokens, prefills[0][1], room)
@@ -144,12 +172,14 @@ def create_chunker(
     cost: CostModel | None,
     target_step_s: float,
     min_prefill_tokens: int,
+    calibrate: bool = True,
 ) -> Chunker:
-    """The chunker named ``mode`` (``fixed`` or ``adaptive``; ``adaptive`` needs ``cost``)."""
+    """The chunker named ``mode`` (``fixed`` or ``adaptive``; ``adaptive`` needs ``cost``;
+    ``calibrate``: it corrects ``cost`` by the steps it observes)."""
     if mode == "fixed":
         return FixedChunker(max_tokens, chunk_tokens)
     if mode == "adaptive":
         if cost is None:
             raise ValueError("adaptive chunking needs a cost model")
-        return AdaptiveChunker(max_tokens, cost, target_step_s, min_prefill_tokens)
+        return AdaptiveChunker(max_tokens, cost, target_step_s, min_prefill_tokens, calibrate)
     raise ValueError(f"chunking must be 'fixed' or 'adaptive', got {mode!r}")

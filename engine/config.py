@@ -39,6 +39,9 @@ class EngineConfig:
       the per-request prompt limit. Default 256.
     * ``chunking``: ``adaptive`` (prefill share from ``target_step_s`` and the cost model; at
       least ``min_prefill_tokens`` per step) or ``fixed`` (``chunk_tokens`` tokens per step).
+      ``step_calibration``: adaptive chunking corrects the cost model by the steps' measured
+      wall time (``engine/step_clock.py``); off, it plans by the model alone (reproducible
+      chunks, for tests and studies).
     * ``cost_model``: a preset name or a profile JSON path (``asymcache profile``); ``"auto"``
       measures this device briefly at start.
     * ``reuse``, ``fetch_tiers``, ``write_through``: see
@@ -89,6 +92,7 @@ class EngineConfig:
     chunk_tokens: int = 512
     target_step_s: float = 0.1
     min_prefill_tokens: int = 32
+    step_calibration: bool = True
     cost_model: str = "auto"
     reuse: str = "msa"
     fetch_tiers: tuple[str, ...] = ("cpu", "disk", "remote")  # planner.FETCH_TIERS

@@ -256,6 +256,8 @@ class LLMEngine:
         elif self.scheduler.running or self.scheduler.waiting:
             self._admit(start)
         self.kv.flush_commits()
+        if batch:  # what the chunker planned took this long (the idle settle below is not it)
+            self.scheduler.chunker.observe(self.clock() - start)
         if not self.scheduler.has_work:  # going idle: write the last blocks through now
             self.kv.service(wait_s=_SETTLE_S)
         self._record(batch, self.clock() - start)

@@ -30,6 +30,8 @@ _HELP = {
     "chunking": "adaptive (default) or fixed",
     "chunk_tokens": "tokens per step in fixed chunking",
     "target_step_s": "step-time (TPOT) objective, adaptive chunking",
+    "step_calibration": "adaptive chunking corrects the cost model by measured step times "
+                        "(default true)",
     "cost_model": "cost preset, profile JSON path, or auto (default)",
     "reuse": "msa (default), prefix or none",
     "fetch_tiers": "comma list of the tiers to fetch from, out of cpu, disk and remote "

@@ -6,6 +6,7 @@ import pytest
 
 from asymcache.cacheserver.policy.cost import CostModel, TierLink
 from asymcache.engine.chunking import AdaptiveChunker, FixedChunker, create_chunker
+from asymcache.engine.step_clock import LIMIT, StepClock
 
 
 def _cost(attn: float = 0.0) -> CostModel:
@@ -64,3 +65,44 @@ def test_create_chunker_by_name_and_errors() -> None:
     with pytest.raises(ValueError, match="chunking"):
         create_chunker("dynamic", max_tokens=8, chunk_tokens=4, cost=None, target_step_s=1.0,
                        min_prefill_tokens=1)
+
+
+def test_step_clock_learns_the_fixed_part_then_the_work() -> None:
+    clock = StepClock(alpha=0.5)
+    for _ in range(40):  # decode-only steps run at twice the estimate
+        clock.observe(0.01, 0.0, 0.02)
+    assert clock.fixed == pytest.approx(2.0, rel=1e-3)
+    assert clock.work == 1.0
+    for _ in range(40):  # prefill work at half the estimate, after the fixed part
+        clock.observe(0.01, 0.1, 0.02 + 0.05)
+    assert clock.work == pytest.approx(0.5, rel=1e-3)
+    assert clock.seconds(0.01, 0.1) == pytest.approx(0.07, rel=1e-3)
+
+
+def test_step_clock_is_not_thrown_by_one_stall_and_stays_bounded() -> None:
+    clock = StepClock(alpha=0.5)
+    clock.observe(0.01, 0.0, 100.0)  # one pause of 10,000x: moved by at most half of 4x
+    assert clock.fixed == pytest.approx(2.0)
+    for _ in range(200):
+        clock.observe(0.01, 0.0, 1e4)
+    assert clock.fixed == pytest.approx(LIMIT)
+    clock.observe(0.0, 0.0, 1.0)  # nothing estimated: nothing learned
+    clock.observe(0.01, 0.0, 0.0)
+    assert clock.fixed == pytest.approx(LIMIT)
+    with pytest.raises(ValueError, match="alpha"):
+        StepClock(alpha=0.0)
+
+
+def test_adaptive_sizes_chunks_by_what_its_steps_really_took() -> None:
+    chunker = AdaptiveChunker(4096, _cost(), target_step_s=0.05, min_prefill_tokens=1)
+    assert chunker.split([100] * 10, [(0, 1000)]) == [30]  # the model: 30 ms left, 1 ms each
+    for _ in range(400):  # decode-only steps take what the model says...
+        chunker.split([100] * 10, [])
+        chunker.observe(0.02)
+        n = chunker.split([100] * 10, [(0, 1000)])[0]  # ...prefill tokens take twice as long
+        chunker.observe(0.02 + 2 * n * 1e-3)
+    assert chunker.clock.fixed == pytest.approx(1.0, rel=1e-3)
+    assert chunker.clock.work == pytest.approx(2.0, rel=1e-2)
+    assert chunker.split([100] * 10, [(0, 1000)]) == [15]
+    chunker.observe(0.05)
+    assert FixedChunker(64, 32).split([1], [(0, 100)]) == [31]  # fixed has nothing to learn

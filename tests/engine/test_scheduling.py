@@ -11,9 +11,9 @@ from tests.engine.engine_fixtures import corpus_ids, greedy, make_llm
 LINEAR, PASS, TARGET = 1e-3, 0.01, 0.05
 
 
-def _profile(tmp_path) -> str:
+def _profile(tmp_path, linear: float = LINEAR) -> str:
     cost = CostModel(device="test", model="builtin", kv_bytes_per_token=2048,
-                     linear_s_per_token=LINEAR, attn_s_per_token_position=0.0, pass_s=PASS,
+                     linear_s_per_token=linear, attn_s_per_token_position=0.0, pass_s=PASS,
                      segment_s=0.0, load=(TierLink("cpu", 1e10, 1e-6),))
     path = tmp_path / "profile.json"
     path.write_text(json.dumps(cost.to_dict()))
@@ -40,7 +40,7 @@ def _run(llm, decoders, long_prompt, steps=400):
 
 def test_adaptive_chunks_fit_the_step_objective_beside_the_decodes(tmp_path) -> None:
     llm = make_llm(chunking="adaptive", cost_model=_profile(tmp_path), target_step_s=TARGET,
-                   min_prefill_tokens=8, num_gpu_blocks=128)
+                   min_prefill_tokens=8, num_gpu_blocks=128, step_calibration=False)
     prompts = corpus_ids(llm, 5, 64)
     shapes = _run(llm, prompts[:4], corpus_ids(llm, 1, 600, offset=3)[0])
     llm.close()
@@ -50,6 +50,31 @@ def test_adaptive_chunks_fit_the_step_objective_beside_the_decodes(tmp_path) -> 
     assert all(s.prefill_tokens <= budget for s in with_decodes)
     assert max(s.prefill_tokens for s in with_decodes) == budget
     assert all(s.decodes >= 4 for s in shapes)  # no decode ever skipped a step
+
+
+def test_adaptive_chunker_learns_from_every_step_the_engine_ran(tmp_path) -> None:
+    """The engine reports each step's wall time to the chunker, whose correction of the cost
+    model moves toward what the decode-only steps measured (the learning itself is pinned in
+    tests/engine/test_chunking.py)."""
+    linear = 0.02  # 20 ms a token: far from this model on any CPU
+    llm = make_llm(chunking="adaptive", cost_model=_profile(tmp_path, linear=linear),
+                   target_step_s=TARGET, min_prefill_tokens=8, num_gpu_blocks=128)
+    prompts = corpus_ids(llm, 5, 64)
+    shapes = _run(llm, prompts[:4], corpus_ids(llm, 1, 600, offset=3)[0], steps=80)
+    for _ in range(40):  # decode-only steps (the decoders want 200 tokens)
+        llm.engine.step()
+        shapes.append(llm.engine.last_step)
+    clock = llm.engine.scheduler.chunker.clock
+    llm.close()
+    ratios = sorted(s.seconds / (PASS + s.decodes * linear) for s in shapes
+                    if s.decodes and not s.prefill_tokens)
+    assert len(ratios) >= 20
+    measured = ratios[len(ratios) // 2]
+    assert clock.observed >= len(shapes)
+    if measured < 0.67:
+        assert clock.fixed < 0.9, (clock.fixed, measured)
+    elif measured > 1.5:
+        assert clock.fixed > 1.1, (clock.fixed, measured)
 
 
 def test_fixed_chunks_share_one_token_budget_with_the_decodes() -> None:
