@@ -52,7 +52,7 @@ from asymcache.cacheserver.policy.reuse import (
     ReuseEstimator,
     UseRecord,
 )
-from asymcache.cacheserver.policy.sessions import SessionBook, band
+from asymcache.cacheserver.policy.sessions import DEAD, NORMAL, RETAINED, SessionBook, band
 
 _new_record = tuple.__new__  # a UseRecord without its generated __new__ (hot path)
 
@@ -113,12 +113,20 @@ class AsymPolicy(CostedPolicy):
         self._pending: OrderedDict[Key, UseRecord] = OrderedDict()
         self._v_ref = 0.0
         self._time_clock = self.config.clock == "time"
+        self._msa = self.semantics == "msa"
+        self._gap_scale = self.config.gap_scale
+        # the default configuration, whose value _value computes inline (not the ablations,
+        # nor a subclass with its own P̂ such as the oracle)
+        self._plain = (self.config.use_cost and self.config.use_reuse
+                       and self.config.value == "log"
+                       and type(self).reuse_probability is AsymPolicy.reuse_probability)
         self._learns = True  # keep reuse statistics (False while ranked by recency for good)
         self.by_value = not self.config.select
         self.selector: ModeSelector | None = None
         if self.config.select and capacity >= max(1, self.config.select_min_blocks):
             self.selector = ModeSelector(capacity, self._miniature, self._cost,
                                          max_rate=self.config.select_rate)
+            self._copies = tuple(self.selector.copies.values())
         elif self.config.select:
             self._rank_by_recency_for_good()
 
@@ -154,12 +162,21 @@ class AsymPolicy(CostedPolicy):
 
     # ---- leases and pins reach the miniature copies too ---------------------------------
     def protect(self, key: Key) -> None:
-        super().protect(key)
+        """The base's ``protect`` inlined (every leased block of every request comes here,
+        and to each copy)."""
+        self._leased.add(key)
+        if key in self.blocks and key not in self._parked:
+            self.order.discard(key)
+            self._parked.add(key)
         for copy in self._copies_for(key):
             copy.protect(key)
 
     def unprotect(self, key: Key, now: float = 0.0) -> None:
-        super().unprotect(key, now)
+        """The base's ``unprotect`` inlined (as ``protect``)."""
+        self._leased.discard(key)
+        if key in self._parked and not self._held(key, now):
+            self._parked.discard(key)
+            self.order.push(key, self._rank(self.blocks[key], self._rec[key], self._base[key]))
         for copy in self._copies_for(key):
             copy.unprotect(key, now)
 
@@ -180,10 +197,17 @@ class AsymPolicy(CostedPolicy):
                 copy.set_sessions(book)
 
     def resignal(self, key: Key, now: float) -> None:
-        rec = self._rec.get(key)
-        if self._kinds and self._learns and rec is not None:
-            self._rec[key] = self.reuse.reclass(rec, self._kind(self.blocks[key]))
-        super().resignal(key, now)
+        """The base's ``resignal`` with ``_enqueue`` inlined, after the reuse class moves to
+        the block's new kind (``session_kinds``); then each copy's."""
+        info = self.blocks.get(key)
+        if info is not None and self.signals:
+            if self._kinds and self._learns:
+                self._rec[key] = self.reuse.reclass(self._rec[key], self._kind(info))
+            if now > self._now:
+                self._now = now
+            self._index_signals(info)
+            if key not in self._parked:
+                self.order.push(key, self._rank(info, self._rec[key], self._base[key]))
         for copy in self._copies_for(key):
             copy.resignal(key, now)
 
@@ -197,7 +221,7 @@ class AsymPolicy(CostedPolicy):
         selector = self.selector
         if selector is None or not selector.sampled(key):
             return ()
-        return tuple(selector.copies.values())
+        return self._copies
 
     def set_spill_tier(self, tier: str | None) -> None:
         super().set_spill_tier(tier)
@@ -227,7 +251,35 @@ class AsymPolicy(CostedPolicy):
         """``H`` of resident ``key`` (ranked by recency alone, ``V`` is 0 and not computed)."""
         if not self.by_value:
             return self._base[key] + 0.0
-        return self._base[key] + self._term(self._raw(self.blocks[key], self._rec[key]))
+        return self._base[key] + self._value(self.blocks[key], self._rec[key])
+
+    def _value(self, info: BlockInfo, rec: UseRecord) -> float:
+        """``V`` of ``info`` whose latest use is ``rec``, while ranked by value.
+
+        It runs for every rank (several per use), so for the default configuration
+        (``_plain``) the steps of ``_term(_raw(...))`` are written out here: the same
+        operations on the same operands in the same order, hence the same floats."""
+        if not self._plain:
+            return self._term(self._raw(info, rec))
+        key = info.key
+        tier = self._backing.get(key) or self.spill_tier
+        costs = self.namespace_costs
+        model = costs.get(getattr(info, "namespace", None)) if costs else None
+        if model is None:
+            model = self._cost_model
+        slot = (info.position, info.n_tokens, info.n_bytes, tier, id(model))
+        cost = self._prices.get(slot)
+        if cost is None:
+            cost = self._price(info, tier, model)
+            self._cache_price(slot, cost)
+        if self._msa and model is not None and info.parent in self.blocks and self._kids.get(key):
+            cost += model.segment_s
+        reuse = self.reuse
+        raw = reuse.p_by_class[rec[2]] * cost / float(info.n_bytes or info.n_tokens or 1)
+        v_ref = self._v_ref
+        if v_ref <= 0.0:
+            v_ref = self._v_ref = raw
+        return self._gap_scale * reuse.typical_s * math.log(max(raw, 1e-300) / v_ref)
 
     def _raw(self, info: BlockInfo, rec: UseRecord) -> float:
         config = self.config
@@ -262,7 +314,7 @@ class AsymPolicy(CostedPolicy):
         if cost is None:
             cost = self._price(info, tier, model)
             self._cache_price(slot, cost)
-        if model is not None and self.semantics == "msa" and info.parent in self.blocks \
+        if model is not None and self._msa and info.parent in self.blocks \
                 and self._kids.get(info.key):
             cost += model.segment_s
         return cost
@@ -310,15 +362,17 @@ class AsymPolicy(CostedPolicy):
         top = self.peek_victim(now)
         if top is None:
             return False
-        h = self._clock(now) + (self._term(self._raw(info, rec)) if self.by_value else 0.0)
+        h = self._clock(now) + (self._value(info, rec) if self.by_value else 0.0)
         if self.signals:
             return (band(info, self.sessions, now), h) < top[1][:2]
         return h < top[1][0]
 
     def _never_pays(self, info: BlockInfo) -> bool:
         """A lower tier whose load costs more than recomputing the block (cached as prices are)."""
+        if self.tier == "gpu":
+            return False
         model = self.cost_of(info)
-        if model is None or self.tier == "gpu":
+        if model is None:
             return False
         slot = ("never", info.position, info.n_tokens, info.n_bytes, id(model))
         never = self._prices.get(slot)
@@ -330,8 +384,9 @@ class AsymPolicy(CostedPolicy):
 
     def _observe_new(self, info: BlockInfo, now: float) -> UseRecord:
         """A use of a non-resident block: its ghost record, else its parent's lineage."""
-        if self.selector is not None:
-            self._select(info, now)
+        selector = self.selector
+        if selector is not None and selector.use(info, now):
+            self._reselect(now)
         if not self._learns:
             return _new_record(UseRecord, (1, now, 0))
         kind = self._kind(info)
@@ -356,9 +411,13 @@ class AsymPolicy(CostedPolicy):
 
     def _select(self, info: BlockInfo, now: float) -> None:
         """Feed the miniature copies; on a new verdict re-rank every evictable block."""
-        if self.selector is None or not self.selector.use(info, now):
-            return
-        self.by_value = self.selector.by_value
+        if self.selector is not None and self.selector.use(info, now):
+            self._reselect(now)
+
+    def _reselect(self, now: float) -> None:
+        """The selector's verdict flipped: rank by it from now on, every evictable block
+        too."""
+        self.by_value = self.selector.by_value  # type: ignore[union-attr]
         recs = self._rec
         for key in self.blocks:  # a block being inserted has no record yet: insert ranks it
             if key not in self._parked and key in recs:
@@ -407,7 +466,8 @@ class AsymPolicy(CostedPolicy):
 
     def evict(self, now: float) -> Key | None:
         """The base's ``evict`` inlined; ``clock="time"`` never reads ``inflation``: not kept."""
-        self._expire_pins(now)
+        if self._pin_heap and self._pin_heap[0][0] <= now:
+            self._expire_pins(now)
         if self._retain_heap:
             self._expire_retention(now)
         pop, held, parked = self.order.pop, self._held, self._parked
@@ -426,8 +486,9 @@ class AsymPolicy(CostedPolicy):
     def _use(self, key: Key, info: BlockInfo, now: float) -> None:
         """A use of resident ``key``: the base's ``access`` with the hooks inlined."""
         self._now = now
-        if self.selector is not None:
-            self._select(info, now)
+        selector = self.selector
+        if selector is not None and selector.use(info, now):
+            self._reselect(now)
         if self._learns:
             rec = self._rec[key] = self.reuse.observe(self._rec[key], now, None, self._kind(info))
         else:
@@ -439,10 +500,14 @@ class AsymPolicy(CostedPolicy):
     def _rank(self, info: BlockInfo, rec: UseRecord, base: float) -> tuple:
         """``_priority`` of resident ``info`` from its record and clock value (after its band,
         with signals)."""
-        h = base + (self._term(self._raw(info, rec)) if self.by_value else 0.0)
-        if self.signals:
-            return (band(info, self.sessions, self._now), h, rec.last_s, -info.position)
-        return (h, rec.last_s, -info.position)
+        h = base + (self._value(info, rec) if self.by_value else 0.0)
+        if not self.signals:
+            return (h, rec[1], -info.position)
+        session, book = info.session, self.sessions  # sessions.band, inlined (a hot path)
+        if session is not None and book is not None and not info.shared \
+                and book.is_ended(session):
+            return (DEAD, h, rec[1], -info.position)
+        return (RETAINED if info.retain_until > self._now else NORMAL, h, rec[1], -info.position)
 
     def _on_remove(self, key: Key) -> None:
         self._base.pop(key, None)

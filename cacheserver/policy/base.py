@@ -294,7 +294,8 @@ class ResidencyPolicy(ABC):
 
         Only for policies ordered by ``self.order`` (the heap); others return ``None``.
         """
-        self._expire_pins(now)
+        if self._pin_heap and self._pin_heap[0][0] <= now:  # _expire_pins' test (a hot path)
+            self._expire_pins(now)
         if self._retain_heap:
             self._expire_retention(now)
         while True:

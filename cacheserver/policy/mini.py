@@ -27,6 +27,7 @@ import xxhash
 from asymcache.cacheserver.policy.base import BlockInfo, ResidencyPolicy
 
 HASH_SPACE = 1 << 64
+_SAMPLED_MAX = 1 << 17  # remembered sampling answers (a bound on memory, not on correctness)
 
 
 def key_bytes(key: Hashable) -> bytes:
@@ -61,27 +62,43 @@ class ModeSelector:
         self._threshold = int(self.rate * HASH_SPACE)
         self._events = 0
         self._since_flip = 0
+        self._sampled: dict[Hashable, bool] = {}
 
     def sampled(self, key: Hashable) -> bool:
-        return self.rate >= 1.0 or xxhash.xxh3_64_intdigest(key_bytes(key)) < self._threshold
+        """Whether ``key``'s uses reach the copies. Asked for every use, lease and pin, so the
+        answer (a fixed function of the key) is remembered, in a table that is emptied when
+        it reaches ``_SAMPLED_MAX`` keys."""
+        if self.rate >= 1.0:
+            return True
+        known = self._sampled.get(key)
+        if known is None:
+            known = xxhash.xxh3_64_intdigest(key_bytes(key)) < self._threshold
+            if len(self._sampled) >= _SAMPLED_MAX:
+                self._sampled.clear()
+            self._sampled[key] = known
+        return known
 
     def use(self, info: BlockInfo, now: float) -> bool:
         """Replay one use of ``info`` (if sampled) in both copies; True if the verdict flipped.
 
-        A verdict stands for at least ``dwell`` sampled uses, so it cannot flap.
+        A verdict stands for at least ``dwell`` sampled uses, so it cannot flap. The use is
+        priced only when a copy hit (the price reads the real tier, which the copies leave
+        alone, so pricing after them gives the same figure).
         """
         if self.rate < 1.0 and not self.sampled(info.key):
             return False
-        cost = self.price(info)
-        copies, saved = self.copies, self.saved
+        copies = self.copies
         by_value_hit = self._use(copies[True], info, now)
         lru_hit = self._use(copies[False], info, now)
-        if by_value_hit:
-            saved[True] += cost
-        if lru_hit:
-            saved[False] += cost
-        if by_value_hit != lru_hit:
-            self._squares += cost * cost
+        if by_value_hit or lru_hit:
+            cost = self.price(info)
+            saved = self.saved
+            if by_value_hit:
+                saved[True] += cost
+            if lru_hit:
+                saved[False] += cost
+            if by_value_hit != lru_hit:
+                self._squares += cost * cost
         self._events += 1
         if self._events >= self.half_life:
             self.saved = {k: v * 0.5 for k, v in self.saved.items()}

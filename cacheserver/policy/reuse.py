@@ -67,7 +67,10 @@ class ReuseEstimator:
         self._reached = [0.0] * (HISTORIES * KINDS)
         self._followed = [0.0] * (HISTORIES * KINDS)
         self._gaps = [0.0] * (len(GAP_BUCKETS_S) + 1)
-        self._typical = DEFAULT_GAP_S
+        # ``probability(c)`` of every class, kept current as the counters move (read-only
+        # outside): a policy reads it for every rank, several times per use
+        self.p_by_class = [self._p(c) for c in range(HISTORIES * KINDS)]
+        self.typical_s = DEFAULT_GAP_S  # ``typical_gap_s()``, also read per rank
         self._events = 0
         self._history_cap = history
         self._ghosts: OrderedDict[Hashable, UseRecord] = OrderedDict()
@@ -100,16 +103,22 @@ class ReuseEstimator:
             gap = now - last_s
             if gap < 0.0:
                 gap = 0.0
-            self._followed[cls] += 1.0
+            followed = self._followed
+            followed[cls] += 1.0
+            self.p_by_class[cls] = min(1.0, (followed[cls] + self.prior)
+                                       / (self._reached[cls] + 2 * self.prior))  # _p inlined
             self._gaps[bisect.bisect_left(GAP_BUCKETS_S, gap)] += 1.0
             uses += 1
             row = (uses if uses < MAX_USES_CLASS else MAX_USES_CLASS) - 2
             cls = 1 + row * _ROW + bisect.bisect_right(GAP_EDGES_S, gap) + kind * HISTORIES
             rec = _new_record(UseRecord, (uses, now, cls))
-        self._reached[rec.cls] += 1.0
+        cls, reached = rec[2], self._reached
+        reached[cls] += 1.0
+        self.p_by_class[cls] = min(1.0, (self._followed[cls] + self.prior)
+                                   / (reached[cls] + 2 * self.prior))  # _p inlined
         self._events += 1
         if self._events % 1024 == 0:
-            self._typical = self._median_gap()
+            self.typical_s = self._median_gap()
         if self._events >= self.half_life:
             self._decay()
         return rec
@@ -122,16 +131,21 @@ class ReuseEstimator:
             return rec
         self._reached[rec.cls] = max(0.0, self._reached[rec.cls] - 1.0)
         self._reached[cls] += 1.0
+        self.p_by_class[rec.cls] = self._p(rec.cls)
+        self.p_by_class[cls] = self._p(cls)
         return _new_record(UseRecord, (rec.uses, rec.last_s, cls))
 
     def probability(self, cls: int) -> float:
         """The chance that a use of class ``cls`` is followed by another use of the block."""
+        return self.p_by_class[cls]
+
+    def _p(self, cls: int) -> float:
         p = (self._followed[cls] + self.prior) / (self._reached[cls] + 2 * self.prior)
         return min(1.0, p)
 
     def typical_gap_s(self) -> float:
         """The median gap between consecutive uses of a block (``DEFAULT_GAP_S`` until known)."""
-        return self._typical
+        return self.typical_s
 
     def table(self) -> dict[int, tuple[float, float]]:
         """``class -> (reached, P̂)`` for every class seen (for reports and tests)."""
@@ -158,7 +172,7 @@ class ReuseEstimator:
     def _median_gap(self) -> float:
         total = sum(self._gaps)
         if total < MIN_GAPS:
-            return self._typical
+            return self.typical_s
         acc = 0.0
         for i, n in enumerate(self._gaps[:-1]):
             acc += n
@@ -170,4 +184,5 @@ class ReuseEstimator:
         self._reached = [x * 0.5 for x in self._reached]
         self._followed = [x * 0.5 for x in self._followed]
         self._gaps = [x * 0.5 for x in self._gaps]
+        self.p_by_class = [self._p(c) for c in range(len(self._reached))]
         self._events = 0
