@@ -27,6 +27,8 @@ _HELP = {
     "curve_secret_key_file": "the daemon's CURVE certificate (`asymcache keys server DIR`)",
     "curve_clients_dir": "folder of the allowed clients' public certificates (reloaded live)",
     "insecure_tcp": "serve a tcp endpoint other hosts reach WITHOUT authentication (warned)",
+    "oracle_file": "the replayed future for policy belady (benchmarks only: `asymcache bench "
+                   "e2e` configuration B writes it)",
 }
 
 
@@ -54,12 +56,13 @@ def run(args: argparse.Namespace) -> int:
     logging.basicConfig(level=cfg.log_level.upper(), stream=sys.stderr,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     from asymcache.cacheserver.access import AccessError
+    from asymcache.cacheserver.oracle_file import OracleFileError
     from asymcache.cacheserver.server import CacheServer
     from asymcache.cacheserver.startup import ShmTooSmall
 
     try:
         CacheServer(cfg).serve()
-    except (ShmTooSmall, AccessError) as e:
+    except (ShmTooSmall, AccessError, OracleFileError) as e:
         logging.getLogger("asymcache.server").error("bad configuration: %s", e)
         return 2
     except (OSError, ValueError) as e:

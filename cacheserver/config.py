@@ -25,6 +25,7 @@ from asymcache.cacheserver.protocol import Limits
 from asymcache.tiers.remote_config import RemoteTierConfig
 
 __all__ = ["SCHEME", "QuotaSection", "RemoteSection", "ServerConfig", "load_config", "parse_size"]
+ORACLE_POLICY = "belady"  # the one offline policy a daemon runs, given oracle_file
 _IPC_PATH_MAX = 100  # sun_path is 108 bytes on Linux, with room for the terminator
 
 
@@ -188,6 +189,8 @@ class ServerConfig:
     # ("" = none: cost-aware policies then price every miss alike)
     signals: bool = True  # rank by clients' session, retention and session-end signals (SIGNAL;
     # policies that support them: docs/policy.md "Client signals")
+    oracle_file: str = ""  # the replayed future (cacheserver/oracle_file.py): only with every
+    # tier's policy ``belady``, which needs it (the benchmark's belady-bound configuration)
     lease_timeout_s: float = 30.0  # an engine silent this long loses its leases and GPU index
     max_engines: int = 16
     max_gpu_slots: int = 1 << 20  # per engine
@@ -211,10 +214,7 @@ class ServerConfig:
         _check_fields(self)
         _check_endpoint(self.endpoint)
         self._check_sizes()
-        for name in ("policy", "gpu_policy", "cpu_policy", "disk_policy"):
-            _check_policy(name, getattr(self, name))
-        if not self.policy:
-            raise ValueError("policy: must name a policy")
+        self._check_policies()
         if self.cost_preset:
             from asymcache.cacheserver.policy.cost import preset_names
 
@@ -227,6 +227,23 @@ class ServerConfig:
         self._check_access()
         if self.remote.nodes:
             self.remote_tier_config()  # raises naming the remote.<field>
+
+    def _check_policies(self) -> None:
+        """Known online policies; ``belady`` (offline) exactly when ``oracle_file`` is given,
+        and then in every tier (the file itself is read at start: ``oracle_file.py``)."""
+        for name in ("policy", "gpu_policy", "cpu_policy", "disk_policy"):
+            _check_policy(name, getattr(self, name), self.oracle_file)
+        if not self.policy:
+            raise ValueError("policy: must name a policy")
+        if not self.oracle_file:
+            return
+        tiers = ("gpu", "cpu", "disk", "remote") if self.remote.nodes else ("gpu", "cpu", "disk")
+        others = {t: self.policy_for(t) for t in tiers if self.policy_for(t) != ORACLE_POLICY}
+        if others:
+            raise ValueError(f"oracle_file: only for a daemon whose every tier runs "
+                             f"{ORACLE_POLICY!r}; these run others: {others}")
+        if not Path(self.oracle_file).is_file():
+            raise ValueError(f"oracle_file: {self.oracle_file!r} is not a file")
 
     def _check_sizes(self) -> None:
         positive = ("cpu_slot_bytes", "max_engines", "max_gpu_slots", "max_inflight", "max_keys",
@@ -344,7 +361,13 @@ def _check_fields(obj: Any, prefix: str = "") -> None:
             _check_type(prefix + f.name, getattr(obj, f.name), f.type)
 
 
-def _check_policy(name: str, value: str) -> None:
+def _check_policy(name: str, value: str, oracle_file: str = "") -> None:
+    """``value`` is an online policy, or ``belady`` given the replayed future."""
+    if value == ORACLE_POLICY:
+        if oracle_file:
+            return
+        raise ValueError(f"{name}: {ORACLE_POLICY!r} needs the future: give oracle_file (the "
+                         f"benchmark's belady-bound configuration writes one)")
     known = policy_names(include_offline=False)
     if value and value not in known:
         raise ValueError(f"{name}: unknown policy {value!r}; known: {known}")

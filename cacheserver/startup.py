@@ -22,7 +22,9 @@ from asymcache.cacheserver.config import ServerConfig
 from asymcache.cacheserver.handlers import Context
 from asymcache.cacheserver.index import BlockRecord
 from asymcache.cacheserver.metrics import DaemonMetrics
+from asymcache.cacheserver.oracle_file import read_oracle
 from asymcache.cacheserver.policy import ResidencyPolicy, create_policy, policy_class
+from asymcache.cacheserver.policy.belady import DueTimeOracle
 from asymcache.cacheserver.policy.cost import CostModel, TierLink
 from asymcache.tiers.base import Tier, create_tier
 from asymcache.tiers.cpu import CpuTier
@@ -97,10 +99,15 @@ def open_remote(cfg: ServerConfig, metrics: DaemonMetrics) -> RemoteTier | None:
 class PolicyFactory:
     """``make(tier, capacity)``: the configured policy of ``tier`` with MSA reuse semantics and
     the configured cost model (if any), whose remote load figures are the configured ones.
-    :meth:`use_remote_figures` swaps in measured figures for every policy made so far."""
+    :meth:`use_remote_figures` swaps in measured figures for every policy made so far. With
+    ``oracle_file`` (every tier ``belady``), the file is read here, once: every tier's policy,
+    each engine's GPU index included, shares the one oracle (a use seen in one tier is seen by
+    all); a bad file raises :class:`OracleFileError` naming the field."""
 
     def __init__(self, cfg: ServerConfig) -> None:
         self.cfg = cfg
+        self.oracle: DueTimeOracle | None = read_oracle(cfg.oracle_file) \
+            if cfg.oracle_file else None
         self.cost_model: CostModel | None = None
         if cfg.cost_preset:
             self.cost_model = CostModel.preset(cfg.cost_preset)
@@ -111,8 +118,9 @@ class PolicyFactory:
     def __call__(self, tier: str, capacity: int) -> ResidencyPolicy:
         name = self.cfg.policy_for(tier)
         signals = self.cfg.signals and policy_class(name).signal_aware
+        extra = {"oracle": self.oracle} if self.oracle is not None else {}
         return create_policy(name, capacity, semantics="msa", cost_model=self.cost_model,
-                             tier=tier, signals=signals)
+                             tier=tier, signals=signals, **extra)
 
     def use_remote_figures(self, figures: tuple[float, float],
                            policies: Iterable[ResidencyPolicy]) -> bool:

@@ -2,7 +2,8 @@
 
 Importing this package registers every online policy, so ``create_policy(name, ...)`` works; the
 offline ones (oracles that need the future: ``belady``, ``asym_oracle``, ``dead_first``,
-``reuse_fit``) are the simulator's and register when ``asymcache.ops.sim`` is imported.
+``reuse_fit``) are the simulator's and register when ``asymcache.ops.sim`` is imported;
+``belady`` (``policy/belady.py``) also runs in a benchmark daemon given an ``oracle_file``.
 """
 
 from __future__ import annotations

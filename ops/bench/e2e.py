@@ -3,7 +3,9 @@
 Three workloads (multi-turn chat, conversations of the Mooncake trace, agent sessions; see
 ``ops/e2e/sources.py``) are replayed with Poisson arrivals against the engine's step loop in
 this process, each under every configuration in one run (``ops/e2e/configs.py``: no cache,
-prefix cache on the GPU, prefix cache with CPU and disk offload, AsymCache, and ablations),
+prefix cache on the GPU, prefix cache with CPU and disk offload, AsymCache, ablations, and two
+bounds: P, a cache that never evicts, and B, ``belady-bound``: 4's capacities with a daemon
+given the replayed future, ``ops/e2e/oracle.py``),
 with the same seed, the same tier sizes (GPU 10%, CPU 20%, disk 40% of the workload's unique
 blocks) and the same arrival rate: the one at which configuration 1 keeps the engine about 60%
 busy. Every configuration's greedy outputs must equal configuration 1's, request by request:
@@ -74,8 +76,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--repeats", type=int, default=None,
                         help="rounds of the headline runs of --repeat-configs, to show the "
                              "spread on a shared machine (default 3; --quick 1)")
-    parser.add_argument("--repeat-configs", type=_csv, default=["1", "3", "4", "5c", "P"],
-                        help="configurations repeated (default 1,3,4,5c,P)")
+    parser.add_argument("--repeat-configs", type=_csv, default=["1", "3", "4", "5c", "P", "B"],
+                        help="configurations repeated (default 1,3,4,5c,P,B)")
     parser.add_argument("--target-step-s", type=float, default=0.04,
                         help="adaptive chunking's step-time objective (default 0.04 s)")
     parser.add_argument("--cpu-threads", type=int, default=1,

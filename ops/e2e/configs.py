@@ -3,7 +3,9 @@
 A :class:`BenchConfig` is data, not code: engine settings (``engine.EngineConfig`` fields:
 reuse semantics, tiers fetched from, write-through, chunking) plus the daemon's residency policy,
 or no daemon at all. The mapping follows docs/engine.md ("The end-to-end configurations map
-to ..."). Baselines chunk like vLLM's chunked prefill (fixed 2048-token steps).
+to ..."). Baselines chunk like vLLM's chunked prefill (fixed 2048-token steps). Two bounds: P
+(a pool that never evicts: how much reuse exists) and B (configuration 4's engine and capacities
+with an offline Belady daemon: what a policy can reach at those capacities).
 
 :class:`Capacities` turns the tier fractions of the workload's unique blocks into block counts,
 then into engine and daemon settings, the same for every configuration.
@@ -27,6 +29,7 @@ class BenchConfig:
     engine: dict = field(default_factory=dict)
     policy: str | None = None
     bound: bool = False  # a bound, not a contender: its pool holds every block (no eviction)
+    oracle: bool = False  # its daemon is handed the replayed future (ops/e2e/oracle.py)
     signal_policy: str | None = None  # the daemon policy where client signals are on, if other
 
     @property
@@ -66,6 +69,9 @@ CONFIGS: tuple[BenchConfig, ...] = (
                 "that never evicts), only new tokens computed", {"reuse": "msa", "fetch_tiers": (),
                                                                  "write_through": False,
                                                                  **_fixed(2048)}, bound=True),
+    BenchConfig("B", "belady-bound", "bound at 4's capacities: AsymCache's engine and tiers, "
+                "every daemon tier evicting by offline Belady (the replayed future)",
+                dict(_ASYM), "belady", oracle=True),
 )
 QUICK_KEYS = tuple(c.key for c in CONFIGS)
 

@@ -80,17 +80,25 @@ class Replay:
 
 def replay(engine: LLMEngine, workload: Workload, *, margins: bool = False,
            on_done: Callable[[Outcome], None] | None = None,
-           stall_s: float = 300.0, signals: bool = True) -> Replay:
+           stall_s: float = 300.0, signals: bool = True, t0: float | None = None) -> Replay:
     """Run every request of ``workload`` through ``engine`` (see the module doc).
 
     ``margins`` asks for top-2 log-probabilities and keeps each request's smallest top-1 margin.
     ``signals``: send each request's client signals (its session's ``prompt_cache_key``,
     retention) and end a session after its last answer, as an API client would.
+    ``t0``: the replay's start on the engine's clock, fixed beforehand (the oracle of the
+    ``belady-bound`` configuration was written for it; ``RuntimeError`` if it has passed);
+    default: ``LEAD_S`` from now.
     Raises ``TimeoutError`` if no request finishes for ``stall_s`` seconds while some are in
     the engine (counted from the last finish, or from the arrival that ended an idle spell).
     """
     clock = engine.clock
-    t0 = clock() + LEAD_S
+    if t0 is None:
+        t0 = clock() + LEAD_S
+    elif clock() > t0:
+        raise RuntimeError(f"the replay was due to start at t0 {clock() - t0:.1f} s ago (the "
+                           f"daemon and engine took longer to start than ops/e2e/oracle.py's "
+                           f"LEAD_S allows)")
     after = previous_in_session(workload)  # request id -> its session's previous request id
     pending = [(t0 + r.arrival_s, i, r) for i, r in enumerate(workload.requests)]  # a heap
     waiting: dict[str, tuple[int, E2ERequest]] = {}  # previous request id -> its successor

@@ -7,6 +7,7 @@ every other configuration is compared with, request by request.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import os
 import statistics
@@ -15,6 +16,7 @@ from dataclasses import dataclass, field
 
 from asymcache.ops.e2e.calibrate import Calibration, Progress, calibrated, first_rate
 from asymcache.ops.e2e.configs import BenchConfig, Capacities
+from asymcache.ops.e2e.oracle import oracle_lag
 from asymcache.ops.e2e.predict import H100, H100_PRESET, LOCAL, predict
 from asymcache.ops.e2e.runner import ConfigRun, RunSetup, run_config
 from asymcache.ops.e2e.sources import SourceSpec, build
@@ -22,6 +24,7 @@ from asymcache.ops.e2e.summary import Mismatch, compare_outputs, summarize
 from asymcache.ops.e2e.workload import Workload
 
 TTFT_GOAL, TPOT_GOAL, TTFT_SLACK = 2.0, 1.6, 1.05
+B_GAP_MIN, B_GAP_GOAL = 1.2, 0.6  # a 3 -> B gap worth closing; the share 4 should close
 
 
 @dataclass(frozen=True)
@@ -41,7 +44,7 @@ class Plan:
     sweep_configs: tuple[str, ...] = ("1", "3", "4", "5c")
     sweep_workloads: tuple[str, ...] = ("chat",)
     repeats: int = 1
-    repeat_configs: tuple[str, ...] = ("1", "3", "4", "5c", "P")
+    repeat_configs: tuple[str, ...] = ("1", "3", "4", "5c", "P", "B")
     target_step_s: float = 0.04
     cpu_threads: int = 1
     lookup_mirror: bool = True
@@ -135,12 +138,15 @@ def _run_rate(workload: Workload, configs: Sequence[BenchConfig], setup: RunSetu
                              on_done=progress(label, len(workload)))
         if reference is None:
             reference = {o.request_id: o.token_ids for o in run.replay.outcomes}
+            setup = dataclasses.replace(setup, oracle_lag_s=oracle_lag(run.replay.outcomes))
         bad = compare_outputs(cfg.name, reference, run.replay.outcomes)
         row = {"workload": workload.name, "kind": kind, "repeat": 0, "rate_per_s": workload.rate,
                "rate_factor": factor,
                **summarize(run, bad, workload.block_size,
                            {r.request_id: r.session for r in workload.requests})}
         row["load_avg_1m_after"] = round(os.getloadavg()[0], 2)  # others' work on this machine
+        if cfg.oracle:
+            row["oracle_lag_s"] = setup.oracle_lag_s
         row["moved_mb"] = sum(int(row[f"bytes_{w}"]) for w in  # type: ignore[call-overload]
                               ("fetched", "demoted", "offloaded")) / 1e6
         rows.append(row)
@@ -184,6 +190,7 @@ def goals(rows: Sequence[dict[str, object]]) -> dict[str, object]:
     if bound:
         out["ttft_bound_vs_prefix_offload"] = statistics.median(bound)
         out["ttft_bound_vs_prefix_offload_runs"] = bound
+    out.update(_b_gap(rounds))
     pairs = [rd for rd in rounds.values() if {"4", "5c"} <= set(rd)]
     if pairs:
         tpot = [_ratio(rd, "5c", "4", "tpot_mean_s") for rd in pairs]
@@ -196,6 +203,38 @@ def goals(rows: Sequence[dict[str, object]]) -> dict[str, object]:
                                 and out["ttft_ratio_vs_fixed2048"] >= 1 / TTFT_SLACK)
         floors = [b for rd in pairs if (b := _tpot_bound(rd["5c"])) is not None]
         out["tpot_bound_vs_fixed2048"] = statistics.median(floors) if floors else None
+    return out
+
+
+def b_gap_closed(ttft3: float | None, ttft4: float | None, ttft_b: float | None
+                 ) -> float | None:
+    """The share of the 3 -> B mean-TTFT gap that 4 closes, ``(t3 - t4) / (t3 - tB)`` (above 1
+    where 4 beats B: Belady is hit-optimal, not TTFT-optimal); ``None`` where one of them did
+    not run or ``t3 / tB`` is below :data:`B_GAP_MIN` (no gap worth closing)."""
+    if not ttft3 or not ttft4 or not ttft_b or ttft3 / ttft_b < B_GAP_MIN:
+        return None
+    return (ttft3 - ttft4) / (ttft3 - ttft_b)
+
+
+def _b_gap(rounds: dict[int, dict[str, dict[str, object]]]) -> dict[str, object]:
+    """``b_gap_closed`` over the rounds where 3, 4 and B ran: ``None`` where none did or the
+    median TTFT ratio 3/B is below :data:`B_GAP_MIN`, else the median of the rounds' shares;
+    the rounds' shares and ratios; the simulator's share for the headline round per cost
+    model."""
+    trios = [[float(rd[k]["ttft_mean_s"]) for k in ("3", "4", "B")]  # type: ignore[arg-type]
+             for rd in rounds.values() if {"3", "4", "B"} <= set(rd)]
+    ratios = [t3 / tb for t3, _, tb in trios]
+    shares = [(t3 - t4) / (t3 - tb) if t3 != tb else None for t3, t4, tb in trios]
+    gap = bool(trios) and statistics.median(ratios) >= B_GAP_MIN
+    closed = statistics.median([x for x in shares if x is not None]) if gap else None
+    out: dict[str, object] = {"b_gap_closed": closed, "b_gap_closed_runs": shares,
+                              "ttft_ratio_vs_belady_runs": ratios}
+    head = rounds.get(0, {})
+    for label in (H100, LOCAL):
+        sim = [head.get(k, {}).get(f"sim_{label}_ttft_s") for k in ("3", "4", "B")]
+        out[f"sim_b_gap_closed_{label}"] = b_gap_closed(*sim)  # type: ignore[arg-type]
+    if closed is not None:
+        out["b_gap_goal_met"] = closed >= B_GAP_GOAL
     return out
 
 

@@ -2,7 +2,8 @@
 
 Files in the output folder: ``e2e.json`` (one row per configuration and rate: the form scripts
 read, also written to ``--json``), ``e2e-report.json`` (rows plus the run's conditions:
-commit, load average, capacities, calibration, goals), ``e2e.md`` and ``e2e.png``.
+commit, load average, capacities, calibration, goals; per workload ``b_gap_closed``, the share
+of the 3 -> B mean-TTFT gap that 4 closes, null where n/a), ``e2e.md`` and ``e2e.png``.
 """
 
 from __future__ import annotations
@@ -87,6 +88,7 @@ def write_all(out_dir: Path, results: Sequence[WorkloadResult], meta: dict[str, 
         Path(json_path).write_text(text)
     report = {"conditions": meta, "workloads": {
         res.name: {"capacities": res.capacities.to_dict(), "goals": res.goals,
+                   "b_gap_closed": res.goals.get("b_gap_closed"),
                    "calibration": res.calibration.to_dict() if res.calibration else None,
                    "description": res.description} for res in results}, "rows": rows}
     (out_dir / "e2e-report.json").write_text(json.dumps(report, indent=1, default=float) + "\n")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import statistics
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -82,6 +83,8 @@ def goal_lines(goals: dict[str, object]) -> list[str]:
             f"every block seen before reaches over 3 on these arrivals; simulator: "
             f"{_x(goals.get('sim_ttft_bound_h100'))} on h100-llama3-8b, "
             f"{_x(goals.get('sim_ttft_bound_local'))} on this machine's profile")
+    if goals.get("b_gap_closed_runs"):
+        lines.append(_b_gap_line(goals))
     tpot = goals.get("tpot_ratio_vs_fixed2048")
     if tpot is not None:
         lines.append(
@@ -95,6 +98,26 @@ def goal_lines(goals: dict[str, object]) -> list[str]:
             f"{_x(goals.get('tpot_bound_vs_fixed2048'))}: what chunking reaches over 5c if no "
             f"prefill ever delayed a decode")
     return lines
+
+
+def _b_gap_line(goals: dict[str, object]) -> str:
+    """Share of the 3 -> B (belady-bound) gap that 4 closes, beside the simulator's."""
+    closed = goals.get("b_gap_closed")
+    ratios = goals.get("ttft_ratio_vs_belady_runs") or []
+    if closed is None:
+        ratio = statistics.median(ratios) if ratios else None  # type: ignore[arg-type]
+        head = f"n/a (TTFT 3/B {_x(ratio)}{_runs(ratios)}: below 1.2x, no gap worth closing)"
+    else:
+        head = (f"{float(closed):.0%}{_runs(goals.get('b_gap_closed_runs'))} (goal >= 60%: "  # type: ignore[arg-type]
+                f"{'met' if goals.get('b_gap_goal_met') else 'MISSED'})")
+    return (f"share of the prefix-offload (3) -> belady-bound (B) mean TTFT gap closed by "
+            f"asymcache (4): {head}; simulator: {_pct(goals.get('sim_b_gap_closed_h100'))} on "
+            f"h100-llama3-8b, {_pct(goals.get('sim_b_gap_closed_local'))} on this machine's "
+            f"profile")
+
+
+def _pct(value: object) -> str:
+    return "n/a" if value is None else f"{float(value):.0%}"  # type: ignore[arg-type]
 
 
 def _runs(values: object) -> str:

@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any
 
 from asymcache.ops.e2e.configs import BenchConfig, Capacities, lmdb_entry_bytes
 from asymcache.ops.e2e.driver import Outcome, Replay, replay
+from asymcache.ops.e2e.oracle import LAG_MIN_S, write_workload_oracle
 from asymcache.ops.e2e.rpc_timer import install
 from asymcache.ops.e2e.workload import Workload
 
@@ -38,6 +39,7 @@ class RunSetup:
     max_num_batched_tokens: int = 2048
     lookup_mirror: bool = True  # daemons publish KV events; engines skip LOOKUPs that cannot hit
     signals: bool = True  # clients send sessions, retention and ends; daemons rank by them
+    oracle_lag_s: float = LAG_MIN_S  # how long a due use stays pending in B's oracle
 
     def policy(self, cfg: BenchConfig) -> str | None:
         """The daemon policy of ``cfg`` here: its ``signal_policy`` where signals are on."""
@@ -77,13 +79,13 @@ def run_config(cfg: BenchConfig, workload: Workload, setup: RunSetup, *, margins
                log: Callable[[str], None] | None = None) -> ConfigRun:
     """Replay ``workload`` under ``cfg`` (side effects: a daemon process while it runs; ``log``
     hears when it started and stopped)."""
-    with _daemon(cfg, setup, log) as (endpoint, metrics_url, events):
+    with _daemon(cfg, setup, workload, log) as (endpoint, metrics_url, events, t0):
         engine = build_engine(cfg, setup, endpoint, events)
         try:
             warm_up(engine)
             timer = install(engine)
             result = replay(engine, workload, margins=margins, on_done=on_done,
-                            signals=setup.signals)
+                            signals=setup.signals, t0=t0)
             rpc = timer.totals() if timer is not None else None
             stats = _daemon_stats(endpoint) if endpoint else None
             counters = _scrape(metrics_url) if metrics_url else None
@@ -114,12 +116,15 @@ def warm_up(engine: LLMEngine) -> None:
 
 
 @contextmanager
-def _daemon(cfg: BenchConfig, setup: RunSetup, log: Callable[[str], None] | None
-            ) -> Iterator[tuple[str | None, str | None, tuple[str, str] | None]]:
-    """A fresh daemon for ``cfg``: its endpoint, ``/metrics`` URL and (``setup.lookup_mirror``)
-    KV events and replay endpoints (``None`` for a configuration without a daemon)."""
+def _daemon(cfg: BenchConfig, setup: RunSetup, workload: Workload,
+            log: Callable[[str], None] | None
+            ) -> Iterator[tuple[str | None, str | None, tuple[str, str] | None, float | None]]:
+    """A fresh daemon for ``cfg``: its endpoint, ``/metrics`` URL, (``setup.lookup_mirror``)
+    KV events and replay endpoints (``None`` for a configuration without a daemon) and, for a
+    configuration given the future (``cfg.oracle``), the ``t0`` its oracle file was written
+    for (``ops/e2e/oracle.py``), where the replay must start."""
     if not cfg.uses_daemon:
-        yield None, None, None
+        yield None, None, None, None
         return
     from asymcache.ops.daemon_process import DaemonProcess
 
@@ -132,14 +137,18 @@ def _daemon(cfg: BenchConfig, setup: RunSetup, log: Callable[[str], None] | None
         if setup.lookup_mirror else None
     if events is not None:
         flags.update(events_endpoint=events[0], events_replay_endpoint=events[1])
+    if cfg.oracle:
+        flags["oracle_file"] = f"{tmp}/oracle.msgpack"
     daemon = DaemonProcess(f"ipc://{tmp}/daemon.ipc", f"{tmp}/data", flags=flags,
                            log_path=f"{tmp}/daemon.log")
     try:
+        t0 = write_workload_oracle(flags["oracle_file"], workload, setup.engine_options(
+            cfg, None), setup.oracle_lag_s) if cfg.oracle else None
         daemon.start()
         if log is not None:
             log(f"daemon pid {daemon.pid} on {daemon.endpoint} (policy {setup.policy(cfg)}, "
                 f"signals {'on' if setup.signals else 'off'})")
-        yield daemon.endpoint, f"http://127.0.0.1:{port}/metrics", events
+        yield daemon.endpoint, f"http://127.0.0.1:{port}/metrics", events, t0
     except Exception:
         _print_log_tail(f"{tmp}/daemon.log")
         raise
