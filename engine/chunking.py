@@ -17,6 +17,15 @@ waits steps for a long one ahead of it (as shortest-remaining-first, for mean TT
 oldest prefill still advances by at least ``min_prefill_tokens`` each step (no starvation).
 Neither exceeds ``max_tokens`` per step.
 
+``adaptive`` holds the step-time objective only while no prefill is overdue: once a prefilling
+request has waited ``ttft_slo_s`` since its arrival, prefills take the whole token budget first
+come, first served (as with no decode running) until none is. The objective bounds the gap
+between a decode's tokens, not their sum: on a device whose step time grows with every token
+(no idle compute in a decode step) a prefill token delays the decodes beside it equally in
+whichever step it runs, so shorter steps spread the delay without shrinking mean TPOT, while
+each extra step costs a pass and smaller decode batches. Under a backlog that throughput is
+the queue (docs/benchmarks.md, "Under load"), so the objective yields to a TTFT deadline.
+
 ``adaptive`` learns how far the cost model is from the steps it sees: the engine reports each
 step's wall time (:meth:`Chunker.observe`) and a :class:`~asymcache.engine.step_clock.StepClock`
 corrects the estimates the next splits use, so the objective holds on a machine whose profile
@@ -48,12 +57,14 @@ class Chunker(ABC):
         self.max_tokens = max_tokens
 
     @abstractmethod
-    def split(self, decode_contexts: Sequence[int], prefills: Sequence[Prefill]) -> list[int]:
+    def split(self, decode_contexts: Sequence[int], prefills: Sequence[Prefill],
+              waited: Sequence[float] = ()) -> list[int]:
         """Tokens for each prefilling request this step.
 
         ``decode_contexts``: context length of each decoding request in the step.
         ``prefills``: ``(first_position, tokens_left)`` of each prefilling request, in service
-        order. Returns one count per prefill (0 = not this step), each ``<= tokens_left``.
+        order; ``waited``: seconds since each one's arrival (empty: unknown, none overdue).
+        Returns one count per prefill (0 = not this step), each ``<= tokens_left``.
         """
 
     def observe(self, seconds: float) -> None:  # noqa: B027 - most chunkers learn nothing
@@ -69,7 +80,8 @@ class FixedChunker(Chunker):
             raise ValueError(f"chunk_tokens must be positive, got {chunk_tokens}")
         self.chunk_tokens = min(chunk_tokens, max_tokens)
 
-    def split(self, decode_contexts: Sequence[int], prefills: Sequence[Prefill]) -> list[int]:
+    def split(self, decode_contexts: Sequence[int], prefills: Sequence[Prefill],
+              waited: Sequence[float] = ()) -> list[int]:
         budget = max(0, self.chunk_tokens - len(decode_contexts))
         return _fcfs(budget, prefills)
 
@@ -79,14 +91,17 @@ class AdaptiveChunker(Chunker):
 
     def __init__(
         self, max_tokens: int, cost: CostModel, target_step_s: float, min_prefill_tokens: int,
-        calibrate: bool = True,
+        calibrate: bool = True, ttft_slo_s: float = 0.0,
     ) -> None:
         super().__init__(max_tokens)
         if not target_step_s > 0:
             raise ValueError(f"target_step_s must be positive, got {target_step_s}")
         if min_prefill_tokens <= 0:
             raise ValueError(f"min_prefill_tokens must be positive, got {min_prefill_tokens}")
+        if not ttft_slo_s >= 0:
+            raise ValueError(f"ttft_slo_s must be >= 0 (0: never overdue), got {ttft_slo_s}")
         self.cost = cost
+        self.ttft_slo_s = ttft_slo_s
         self.target_step_s = target_step_s
         self.min_prefill_tokens = min(min_prefill_tokens, max_tokens)
         self.clock = StepClock()
@@ -99,11 +114,19 @@ class AdaptiveChunker(Chunker):
             self.clock.observe(*self._planned, seconds)
             self._planned = None
 
-    def split(self, decode_contexts: Sequence[int], prefills: Sequence[Prefill]) -> list[int]:
-        out = self._split(decode_contexts, prefills)
+    def split(self, decode_contexts: Sequence[int], prefills: Sequence[Prefill],
+              waited: Sequence[float] = ()) -> list[int]:
+        if self.overdue(waited):
+            out = _fcfs(max(0, self.max_tokens - len(decode_contexts)), prefills)
+        else:
+            out = self._split(decode_contexts, prefills)
         work = sum(self._more(start, 0, n) for (start, _), n in zip(prefills, out, strict=True))
         self._planned = (self.step_time(decode_contexts), work)
         return out
+
+    def overdue(self, waited: Sequence[float]) -> bool:
+        """Whether a prefill has waited ``ttft_slo_s`` or longer (never with 0)."""
+        return self.ttft_slo_s > 0 and any(w >= self.ttft_slo_s for w in waited)
 
     def _split(self, decode_contexts: Sequence[int], prefills: Sequence[Prefill]) -> list[int]:
         room = max(0, self.max_tokens - len(decode_contexts))
@@ -173,13 +196,16 @@ def create_chunker(
     target_step_s: float,
     min_prefill_tokens: int,
     calibrate: bool = True,
+    ttft_slo_s: float = 0.0,
 ) -> Chunker:
     """The chunker named ``mode`` (``fixed`` or ``adaptive``; ``adaptive`` needs ``cost``;
-    ``calibrate``: it corrects ``cost`` by the steps it observes)."""
+    ``calibrate``: it corrects ``cost`` by the steps it observes; ``ttft_slo_s``: the wait
+    after which a prefill is overdue, 0 never)."""
     if mode == "fixed":
         return FixedChunker(max_tokens, chunk_tokens)
     if mode == "adaptive":
         if cost is None:
             raise ValueError("adaptive chunking needs a cost model")
-        return AdaptiveChunker(max_tokens, cost, target_step_s, min_prefill_tokens, calibrate)
+        return AdaptiveChunker(max_tokens, cost, target_step_s, min_prefill_tokens, calibrate,
+                               ttft_slo_s)
     raise ValueError(f"chunking must be 'fixed' or 'adaptive', got {mode!r}")

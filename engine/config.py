@@ -41,7 +41,9 @@ class EngineConfig:
       least ``min_prefill_tokens`` per step) or ``fixed`` (``chunk_tokens`` tokens per step).
       ``step_calibration``: adaptive chunking corrects the cost model by the steps' measured
       wall time (``engine/step_clock.py``); off, it plans by the model alone (reproducible
-      chunks, for tests and studies).
+      chunks, for tests and studies). ``ttft_slo_s``: a prefill that has waited this long since
+      its arrival is overdue, and while one is, prefills take the whole step (the step-time
+      objective yields to it; 0 = never). Default 1 s.
     * ``cost_model``: a preset name or a profile JSON path (``asymcache profile``); ``"auto"``
       measures this device briefly at start.
     * ``reuse``, ``fetch_tiers``, ``write_through``: see
@@ -93,6 +95,7 @@ class EngineConfig:
     target_step_s: float = 0.1
     min_prefill_tokens: int = 32
     step_calibration: bool = True
+    ttft_slo_s: float = 1.0
     cost_model: str = "auto"
     reuse: str = "msa"
     fetch_tiers: tuple[str, ...] = ("cpu", "disk", "remote")  # planner.FETCH_TIERS
@@ -130,6 +133,9 @@ class EngineConfig:
             if not is_seconds_cap(value):
                 raise ValueError(f"EngineConfig.{name} must be a number of seconds >= 0 (0: no "
                                  f"cap), got {value!r}")
+        if not is_seconds_cap(self.ttft_slo_s):
+            raise ValueError(f"EngineConfig.ttft_slo_s must be a number of seconds >= 0 (0: a "
+                             f"prefill is never overdue), got {self.ttft_slo_s!r}")
         if bool(self.curve_server_key_file) != bool(self.curve_client_key_file):
             raise ValueError("EngineConfig.curve_server_key_file and curve_client_key_file go "
                              "together (the daemon's public certificate, this engine's secret "

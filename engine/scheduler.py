@@ -95,7 +95,8 @@ class Scheduler:
         decodes = [r for r in running if not r.in_prefill]
         prefills = [r for r in running if r.in_prefill]
         counts = self.chunker.split(
-            [r.num_tokens for r in decodes], [(r.frontier, r.num_todo) for r in prefills]
+            [r.num_tokens for r in decodes], [(r.frontier, r.num_todo) for r in prefills],
+            [now - r.stats.arrival for r in prefills],
         )
         out = [ScheduledSeq(r, [r.num_tokens - 1], True, decode=True) for r in decodes]
         for req, n in zip(prefills, counts, strict=True):

@@ -32,6 +32,8 @@ _HELP = {
     "target_step_s": "step-time (TPOT) objective, adaptive chunking",
     "step_calibration": "adaptive chunking corrects the cost model by measured step times "
                         "(default true)",
+    "ttft_slo_s": "adaptive chunking: a prefill waiting this long takes the whole step "
+                  "(default 1; 0 never)",
     "cost_model": "cost preset, profile JSON path, or auto (default)",
     "reuse": "msa (default), prefix or none",
     "fetch_tiers": "comma list of the tiers to fetch from, out of cpu, disk and remote "

@@ -56,6 +56,31 @@ def test_adaptive_floor_is_shared_first_come_first_served() -> None:
     assert chunker.split([100] * 100, [(0, 5), (0, 100)]) == [5, 11]
 
 
+def test_adaptive_yields_the_whole_step_to_an_overdue_prefill() -> None:
+    chunker = AdaptiveChunker(2048, _cost(), target_step_s=0.05, min_prefill_tokens=16,
+                              ttft_slo_s=1.0)
+    decodes, prefills = [100] * 10, [(0, 1000), (0, 2000)]
+    assert chunker.split(decodes, prefills, [0.99, 0.5]) == [30, 0]  # the objective holds
+    assert chunker.split(decodes, prefills, [1.0, 0.5]) == [1000, 1038]  # first come first
+    assert chunker.split(decodes, prefills) == [30, 0]  # ages unknown: none overdue
+    assert chunker.split([], prefills, [5.0, 5.0]) == [1000, 1048]
+    never = AdaptiveChunker(2048, _cost(), target_step_s=0.05, min_prefill_tokens=16,
+                            ttft_slo_s=0.0)
+    assert never.split(decodes, prefills, [1e6, 1e6]) == [30, 0]
+    with pytest.raises(ValueError, match="ttft_slo_s"):
+        AdaptiveChunker(2048, _cost(), target_step_s=0.05, min_prefill_tokens=16,
+                        ttft_slo_s=-1.0)
+
+
+def test_an_overdue_step_still_teaches_the_step_clock() -> None:
+    """A step the deadline sized is planned and observed like any other."""
+    chunker = AdaptiveChunker(2048, _cost(), target_step_s=0.05, min_prefill_tokens=16,
+                              ttft_slo_s=1.0)
+    chunker.split([100] * 10, [(0, 1000)], [2.0])
+    chunker.observe(2 * (0.02 + 1.0))  # twice the priced decodes plus 1000 tokens
+    assert chunker.clock.observed == 1 and chunker.clock.work > 1.0
+
+
 def test_create_chunker_by_name_and_errors() -> None:
     assert isinstance(create_chunker("fixed", max_tokens=8, chunk_tokens=4, cost=None,
                                      target_step_s=1.0, min_prefill_tokens=1), FixedChunker)

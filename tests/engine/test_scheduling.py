@@ -40,7 +40,8 @@ def _run(llm, decoders, long_prompt, steps=400):
 
 def test_adaptive_chunks_fit_the_step_objective_beside_the_decodes(tmp_path) -> None:
     llm = make_llm(chunking="adaptive", cost_model=_profile(tmp_path), target_step_s=TARGET,
-                   min_prefill_tokens=8, num_gpu_blocks=128, step_calibration=False)
+                   min_prefill_tokens=8, num_gpu_blocks=128, step_calibration=False,
+                   ttft_slo_s=0)
     prompts = corpus_ids(llm, 5, 64)
     shapes = _run(llm, prompts[:4], corpus_ids(llm, 1, 600, offset=3)[0])
     llm.close()
@@ -58,7 +59,7 @@ def test_adaptive_chunker_learns_from_every_step_the_engine_ran(tmp_path) -> Non
     tests/engine/test_chunking.py)."""
     linear = 0.02  # 20 ms a token: far from this model on any CPU
     llm = make_llm(chunking="adaptive", cost_model=_profile(tmp_path, linear=linear),
-                   target_step_s=TARGET, min_prefill_tokens=8, num_gpu_blocks=128)
+                   target_step_s=TARGET, min_prefill_tokens=8, num_gpu_blocks=128, ttft_slo_s=0)
     prompts = corpus_ids(llm, 5, 64)
     shapes = _run(llm, prompts[:4], corpus_ids(llm, 1, 600, offset=3)[0], steps=80)
     for _ in range(40):  # decode-only steps (the decoders want 200 tokens)
@@ -75,6 +76,21 @@ def test_adaptive_chunker_learns_from_every_step_the_engine_ran(tmp_path) -> Non
         assert clock.fixed < 0.9, (clock.fixed, measured)
     elif measured > 1.5:
         assert clock.fixed > 1.1, (clock.fixed, measured)
+
+
+def test_an_overdue_prefill_takes_the_whole_step_beside_the_decodes(tmp_path) -> None:
+    """The scheduler tells the chunker how long each prefill has waited since its arrival: past
+    ``ttft_slo_s`` (here at once) the long prompt gets every token the decodes leave."""
+    llm = make_llm(chunking="adaptive", cost_model=_profile(tmp_path), target_step_s=TARGET,
+                   min_prefill_tokens=8, num_gpu_blocks=128, max_num_batched_tokens=256,
+                   step_calibration=False, ttft_slo_s=1e-9)
+    prompts = corpus_ids(llm, 5, 64)
+    shapes = _run(llm, prompts[:4], corpus_ids(llm, 1, 600, offset=3)[0])
+    llm.close()
+    with_decodes = [s for s in shapes if s.decodes == 4 and s.prefill_tokens]
+    assert with_decodes, "the long prompt never ran beside the decodes"
+    assert max(s.prefill_tokens for s in with_decodes) == 256 - 4  # not the objective's 36
+    assert all(s.decodes >= 4 for s in shapes)  # the decodes still advance every step
 
 
 def test_fixed_chunks_share_one_token_budget_with_the_decodes() -> None:

@@ -35,6 +35,7 @@ def test_file_then_environment_then_flags(tmp_path) -> None:
     ({"ASYMCACHE_ENGINE_WRITE_THROUGH": "maybe"}, "true or false"),
     ({"ASYMCACHE_ENGINE_REUSE": "sometimes"}, "reuse"),
     ({"ASYMCACHE_ENGINE_CHUNKING": "dynamic"}, r"chunking.*\(from env ASYMCACHE_ENGINE_CHUNKING"),
+    ({"ASYMCACHE_ENGINE_TTFT_SLO_S": "-1"}, r"ttft_slo_s.*>= 0.*\(from env ASYMCACHE_ENGINE_TTFT"),
 ])
 def test_bad_values_name_the_setting(env, says) -> None:
     with pytest.raises(ValueError, match=says):
