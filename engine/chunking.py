@@ -116,10 +116,7 @@ class AdaptiveChunker(Chunker):
 
     def split(self, decode_contexts: Sequence[int], prefills: Sequence[Prefill],
               waited: Sequence[float] = ()) -> list[int]:
-        if self.overdue(waited):
-            out = _fcfs(max(0, self.max_tokens - len(decode_contexts)), prefills)
-        else:
-            out = self._split(decode_contexts, prefills)
+        out = self._split(decode_contexts, prefills, self.overdue(waited))
         work = sum(self._more(start, 0, n) for (start, _), n in zip(prefills, out, strict=True))
         self._planned = (self.step_time(decode_contexts), work)
         return out
@@ -128,9 +125,10 @@ class AdaptiveChunker(Chunker):
         """Whether a prefill has waited ``ttft_slo_s`` or longer (never with 0)."""
         return self.ttft_slo_s > 0 and any(w >= self.ttft_slo_s for w in waited)
 
-    def _split(self, decode_contexts: Sequence[int], prefills: Sequence[Prefill]) -> list[int]:
+    def _split(self, decode_contexts: Sequence[int], prefills: Sequence[Prefill],
+               overdue: bool) -> list[int]:
         room = max(0, self.max_tokens - len(decode_contexts))
-        if not decode_contexts:
+        if overdue or not decode_contexts:  # nothing to protect, or a deadline past it
             return _fcfs(room, prefills)
         # seconds of prefill work the model prices, that fit in what the decodes leave
         left = (self.target_step_s - self.clock.fixed * self.step_time(decode_contexts)) \

@@ -384,9 +384,7 @@ class AsymPolicy(CostedPolicy):
 
     def _observe_new(self, info: BlockInfo, now: float) -> UseRecord:
         """A use of a non-resident block: its ghost record, else its parent's lineage."""
-        selector = self.selector
-        if selector is not None and selector.use(info, now):
-            self._reselect(now)
+        self._select(info, now)
         if not self._learns:
             return _new_record(UseRecord, (1, now, 0))
         kind = self._kind(info)
@@ -486,9 +484,7 @@ class AsymPolicy(CostedPolicy):
     def _use(self, key: Key, info: BlockInfo, now: float) -> None:
         """A use of resident ``key``: the base's ``access`` with the hooks inlined."""
         self._now = now
-        selector = self.selector
-        if selector is not None and selector.use(info, now):
-            self._reselect(now)
+        self._select(info, now)
         if self._learns:
             rec = self._rec[key] = self.reuse.observe(self._rec[key], now, None, self._kind(info))
         else:
