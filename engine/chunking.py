@@ -55,6 +55,9 @@ class Chunker(ABC):
         if max_tokens <= 0:
             raise ValueError(f"max_tokens must be positive, got {max_tokens}")
         self.max_tokens = max_tokens
+        # steps whose split an overdue prefill decided while decodes ran (the TTFT deadline
+        # bound the step-time objective); ``asymcache_engine_overdue_steps_total``
+        self.overdue_steps = 0
 
     @abstractmethod
     def split(self, decode_contexts: Sequence[int], prefills: Sequence[Prefill],
@@ -116,7 +119,10 @@ class AdaptiveChunker(Chunker):
 
     def split(self, decode_contexts: Sequence[int], prefills: Sequence[Prefill],
               waited: Sequence[float] = ()) -> list[int]:
-        out = self._split(decode_contexts, prefills, self.overdue(waited))
+        overdue = self.overdue(waited)
+        if overdue and decode_contexts:
+            self.overdue_steps += 1
+        out = self._split(decode_contexts, prefills, overdue)
         work = sum(self._more(start, 0, n) for (start, _), n in zip(prefills, out, strict=True))
         self._planned = (self.step_time(decode_contexts), work)
         return out

@@ -341,7 +341,8 @@ class LLMEngine:
             daemon_connected=None if link is None else link.connected,
             daemon_reconnects=0 if link is None else link.reconnects,
             daemon_errors=0 if link is None else link.errors,
-            lookups_skipped=0 if link is None else link.lookups_skipped)
+            lookups_skipped=0 if link is None else link.lookups_skipped,
+            overdue_steps=self.scheduler.chunker.overdue_steps)
 
     def close(self) -> None:
         """Release everything held with the daemon and close the link; the last blocks'

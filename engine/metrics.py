@@ -109,6 +109,7 @@ class EngineState:
     daemon_reconnects: int
     daemon_errors: int
     lookups_skipped: int  # LOOKUPs the mirror of the daemon's tiers found needless
+    overdue_steps: int  # steps an overdue prefill took from the decodes (TTFT deadline)
 
 
 class EngineStateCollector:
@@ -137,6 +138,10 @@ class EngineStateCollector:
                         ("empty", st.blocks_empty)):
             blocks.add_metric([name], n)
         yield blocks
+        yield CounterMetricFamily("asymcache_engine_overdue_steps",
+                                  "Steps in which a prefill past ttft_slo_s took the whole step "
+                                  "while decodes ran (the TTFT deadline overrode the step-time "
+                                  "objective)", value=st.overdue_steps)
         if st.daemon_connected is not None:
             yield GaugeMetricFamily("asymcache_engine_daemon_connected",
                                     "1 while the cache daemon answers",

@@ -68,6 +68,7 @@ class Replay:
     outcomes: list[Outcome]
     steps: list[tuple[int, int, float]] = field(default_factory=list)  # decodes, prefill, s
     wall_s: float = 0.0
+    overdue_steps: int = 0  # steps the TTFT deadline took from the decodes (ttft_slo_s)
 
     @property
     def busy_s(self) -> float:
@@ -105,6 +106,7 @@ def replay(engine: LLMEngine, workload: Workload, *, margins: bool = False,
     live: dict[str, tuple[E2ERequest, Request, float]] = {}
     done: dict[str, Outcome] = {}
     steps: list[tuple[int, int, float]] = []
+    overdue_before = engine.state().overdue_steps
     last_progress = t0
     while pending or live or waiting:
         now = clock()
@@ -148,7 +150,8 @@ def replay(engine: LLMEngine, workload: Workload, *, margins: bool = False,
             raise TimeoutError(f"no request finished for {stall_s:.0f} s; "
                                f"{len(live)} in the engine, {len(pending)} not yet due")
     wall = max(o.token_times[-1] for o in done.values()) - t0
-    return Replay([done[r.request_id] for r in workload.requests], steps, wall)
+    return Replay([done[r.request_id] for r in workload.requests], steps, wall,
+                  engine.state().overdue_steps - overdue_before)
 
 
 def previous_in_session(workload: Workload) -> dict[str, str]:

@@ -22,7 +22,7 @@ BREAKDOWN = (
     ("id", "config_id", "{}"), ("config", "config", "{}"), ("TTFT", "ttft_mean_s", "ms"),
     ("lag", "ttft_lag_mean_s", "ms"), ("queue", "ttft_queue_mean_s", "ms"),
     ("prefill", "ttft_prefill_mean_s", "ms"), ("prefill steps s", "prefill_steps_s", "{:.1f}"),
-    ("decode steps s", "decode_only_steps_s", "{:.1f}"),
+    ("decode steps s", "decode_only_steps_s", "{:.1f}"), ("overdue", "overdue_steps", "{}"),
     ("tokens computed", "prefill_tokens_computed", "{}"), ("daemon RPC s", "daemon_rpc_s",
                                                              "{:.1f}"),
     ("RPC/req", "rpc_per_request", "{:.1f}"), ("daemon/busy", "daemon_share_of_busy", "{:.1%}"),

@@ -186,4 +186,5 @@ def _breakdown(rep: Replay) -> dict[str, float]:
         "prefill_steps": len(prefill_steps), "prefill_steps_s": float(sum(prefill_steps)),
         "prefill_tokens_computed": int(sum(p for _, p, _ in rep.steps)),
         "decode_only_steps": len(decode_steps), "decode_only_steps_s": float(sum(decode_steps)),
+        "overdue_steps": rep.overdue_steps,
     }

@@ -32,6 +32,7 @@ REQUIRED = {
     "errors": "asymcache_rpc_errors_total",
     "KV events": "asymcache_events_published_total",
     "LOOKUPs skipped": "asymcache_engine_lookups_skipped_total",
+    "steps the TTFT deadline decided": "asymcache_engine_overdue_steps_total",
     "messages of withdrawn keys": "asymcache_rpc_refused_messages_total",
     "blocks by tenant": "asymcache_tenant_blocks",
     "quota evictions": "asymcache_tenant_quota_evictions_total",

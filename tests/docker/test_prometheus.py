@@ -141,6 +141,9 @@ def test_engine_series_of_the_test_requests_reach_prometheus_exactly(
         _series("asymcache_engine_daemon_connected", ENGINE): 1.0,
         # no events endpoint configured: no LOOKUP mirror, every LOOKUP goes out
         _series("asymcache_engine_lookups_skipped_total", ENGINE): 0.0,
+        # one request at a time: no prefill ever ran beside a decode, the deadline never bound
+        _series("asymcache_engine_overdue_steps_total", ENGINE):
+            was("asymcache_engine_overdue_steps_total"),
         f'asymcache_server_connected_engines{{job="{DAEMON}"}} >= bool 1': 1.0,
     })
 

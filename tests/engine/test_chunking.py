@@ -64,9 +64,11 @@ def test_adaptive_yields_the_whole_step_to_an_overdue_prefill() -> None:
     assert chunker.split(decodes, prefills, [1.0, 0.5]) == [1000, 1038]  # first come first
     assert chunker.split(decodes, prefills) == [30, 0]  # ages unknown: none overdue
     assert chunker.split([], prefills, [5.0, 5.0]) == [1000, 1048]
+    assert chunker.overdue_steps == 1  # only the step the deadline took from the decodes
     never = AdaptiveChunker(2048, _cost(), target_step_s=0.05, min_prefill_tokens=16,
                             ttft_slo_s=0.0)
     assert never.split(decodes, prefills, [1e6, 1e6]) == [30, 0]
+    assert never.overdue_steps == 0
     with pytest.raises(ValueError, match="ttft_slo_s"):
         AdaptiveChunker(2048, _cost(), target_step_s=0.05, min_prefill_tokens=16,
                         ttft_slo_s=-1.0)

@@ -136,9 +136,11 @@ def test_models_health_and_metrics(server) -> None:
     for name in ('asymcache_engine_prompt_tokens_total{source="resident"}',
                  'asymcache_engine_prompt_tokens_total{source="new"}',
                  "asymcache_engine_ttft_seconds_count", "asymcache_engine_tpot_seconds_count",
-                 'asymcache_engine_kv_blocks{state="idle"}', "asymcache_engine_info{"):
+                 'asymcache_engine_kv_blocks{state="idle"}', "asymcache_engine_info{",
+                 "asymcache_engine_overdue_steps_total"):
         assert name in text
     assert _sample(text, 'asymcache_engine_prompt_tokens_total{source="resident"}') > 0
+    assert _sample(text, "asymcache_engine_overdue_steps_total") == 0  # one request at a time
 
 
 def _sse(url: str, body: dict) -> list[str]:

@@ -44,9 +44,11 @@ def test_adaptive_chunks_fit_the_step_objective_beside_the_decodes(tmp_path) -> 
                    ttft_slo_s=0)
     prompts = corpus_ids(llm, 5, 64)
     shapes = _run(llm, prompts[:4], corpus_ids(llm, 1, 600, offset=3)[0])
+    overdue_steps = llm.engine.state().overdue_steps
     llm.close()
     with_decodes = [s for s in shapes if s.decodes == 4 and s.prefill_tokens]
     assert with_decodes, "the long prompt never ran beside the decodes"
+    assert overdue_steps == 0  # no deadline (ttft_slo_s=0): the objective sized every step
     budget = round((TARGET - PASS - 4 * LINEAR) / LINEAR)  # 36 tokens
     assert all(s.prefill_tokens <= budget for s in with_decodes)
     assert max(s.prefill_tokens for s in with_decodes) == budget
@@ -86,9 +88,12 @@ def test_an_overdue_prefill_takes_the_whole_step_beside_the_decodes(tmp_path) ->
                    step_calibration=False, ttft_slo_s=1e-9)
     prompts = corpus_ids(llm, 5, 64)
     shapes = _run(llm, prompts[:4], corpus_ids(llm, 1, 600, offset=3)[0])
+    overdue_steps = llm.engine.state().overdue_steps
     llm.close()
     with_decodes = [s for s in shapes if s.decodes == 4 and s.prefill_tokens]
     assert with_decodes, "the long prompt never ran beside the decodes"
+    # every step that ran a prefill beside decodes was the deadline's, and only those
+    assert overdue_steps == sum(1 for s in shapes if s.decodes and s.prefill_tokens)
     assert max(s.prefill_tokens for s in with_decodes) == 256 - 4  # not the objective's 36
     assert all(s.decodes >= 4 for s in shapes)  # the decodes still advance every step
 
