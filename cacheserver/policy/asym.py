@@ -466,7 +466,7 @@ class AsymPolicy(CostedPolicy):
         """The base's ``evict`` inlined; ``clock="time"`` never reads ``inflation``: not kept."""
         if self._pin_heap and self._pin_heap[0][0] <= now:
             self._expire_pins(now)
-        if self._retain_heap:
+        if self.signal_index.heap:
             self._expire_retention(now)
         pop, held, parked = self.order.pop, self._held, self._parked
         while True:

@@ -54,7 +54,7 @@ from asymcache.cacheserver.policy.registry import (
     policy_names,
     register_policy,
 )
-from asymcache.cacheserver.policy.sessions import SessionBook, band
+from asymcache.cacheserver.policy.sessions import SessionBook, SignalIndex, band
 
 if TYPE_CHECKING:
     from asymcache.cacheserver.policy.cost import CostModel
@@ -148,13 +148,11 @@ class ResidencyPolicy(ABC):
         # leaves first: only where a request places its blocks front to back (the GPU tier);
         # below it blocks arrive in eviction order and a chain may span several tiers
         self.leaf_first = self.tracks_structure and semantics == "prefix" and tier == "gpu"
-        # client signals (sessions.py): bands, the resident blocks of each session that only
-        # it used (re-ranked when it ends), and when retentions lapse
+        # client signals (sessions.py): bands from the chain's book of ended sessions; the
+        # index re-ranks a session's blocks when it ends, and retained blocks when they lapse
         self.signals = signals
         self.sessions: SessionBook | None = None
-        self._by_session: dict[Key, set[Key]] = {}
-        self._session_of: dict[Key, Key] = {}
-        self._retain_heap: list[tuple[float, int, Key]] = []
+        self.signal_index = SignalIndex()
 
     def set_sessions(self, book: SessionBook | None) -> None:
         """Read ended sessions from ``book`` (the chain's, shared by every level's policy)."""
@@ -268,7 +266,7 @@ class ResidencyPolicy(ABC):
         used move to the first band."""
         if not self.signals:
             return
-        for key in list(self._by_session.get(session, ())):
+        for key in self.signal_index.keys_of(session):
             if key not in self._parked:
                 self._enqueue(key, now)
 
@@ -276,7 +274,7 @@ class ResidencyPolicy(ABC):
     def evict(self, now: float) -> Key | None:
         """Remove and return the lowest-value evictable block, or ``None`` if all are held."""
         self._expire_pins(now)
-        if self._retain_heap:
+        if self.signal_index.heap:
             self._expire_retention(now)
         while True:
             key = self._pop(now)
@@ -296,7 +294,7 @@ class ResidencyPolicy(ABC):
         """
         if self._pin_heap and self._pin_heap[0][0] <= now:  # _expire_pins' test (a hot path)
             self._expire_pins(now)
-        if self._retain_heap:
+        if self.signal_index.heap:
             self._expire_retention(now)
         while True:
             top = self.order.peek()
@@ -417,8 +415,8 @@ class ResidencyPolicy(ABC):
     def _drop(self, key: Key, now: float) -> None:
         info = self.blocks.pop(key)
         self._backing.pop(key, None)
-        if self._session_of:
-            self._unindex_session(key)
+        if self.signals:
+            self.signal_index.unindex(key)
         self._on_remove(key)
         if self.tracks_structure:
             self._unlink(info, now)
@@ -460,37 +458,12 @@ class ResidencyPolicy(ABC):
             self._enqueue(key, now)
 
     def _index_signals(self, info: BlockInfo) -> None:
-        """Keep ``info`` under its session (unless shared) and its retention on the heap."""
-        key, session = info.key, info.session
-        if self._session_of.get(key) != session or info.shared:
-            self._unindex_session(key)
-            if session is not None and not info.shared:
-                self._session_of[key] = session
-                self._by_session.setdefault(session, set()).add(key)
-        until = info.retain_until
-        if until > self._now:
-            heap = self._retain_heap
-            heapq.heappush(heap, (until, next(self._pin_seq), key))
-            if len(heap) > 4 * len(self.blocks) + 1024:  # stale entries of re-signalled keys
-                live = {k: i.retain_until for k, i in self.blocks.items()
-                        if i.retain_until > self._now}
-                heap[:] = [(u, next(self._pin_seq), k) for k, u in live.items()]
-                heapq.heapify(heap)
-
-    def _unindex_session(self, key: Key) -> None:
-        old = self._session_of.pop(key, None)
-        if old is not None:
-            keys = self._by_session[old]
-            keys.discard(key)
-            if not keys:
-                del self._by_session[old]
+        self.signal_index.index(info, self._now, self.blocks)
 
     def _expire_retention(self, now: float) -> None:
         """Re-rank blocks whose retention lapsed by ``now`` (they leave the last band)."""
         self._now = max(self._now, now)
-        heap = self._retain_heap
-        while heap and heap[0][0] <= now:
-            until, _, key = heapq.heappop(heap)
+        for key, until in self.signal_index.lapsed(now):
             info = self.blocks.get(key)
             if info is not None and info.retain_until == until and key not in self._parked:
                 self._enqueue(key, now)

@@ -19,8 +19,10 @@ forgotten session's blocks rank in band 1 again when next re-ranked: a cost, nev
 
 from __future__ import annotations
 
+import heapq
+import itertools
 from collections import OrderedDict
-from collections.abc import Hashable
+from collections.abc import Hashable, Iterator, Mapping
 
 DEAD, NORMAL, RETAINED = 0, 1, 2
 MAX_ENDED_SESSIONS = 65536
@@ -62,3 +64,58 @@ def band(info: object, book: SessionBook | None, now: float) -> int:
     if info.retain_until > now:  # type: ignore[attr-defined]
         return RETAINED
     return NORMAL
+
+
+class SignalIndex:
+    """One policy's resident blocks by their signals: under each session the blocks only that
+    session used (re-ranked when it ends), and a heap of when retentions lapse (re-ranked then).
+
+    Memory: one entry per resident block with a session, and at most ``4 x blocks + 1024``
+    heap entries (stale ones of re-signalled blocks are dropped when the heap grows past it).
+    """
+
+    def __init__(self) -> None:
+        self._by_session: dict[Hashable, set[Hashable]] = {}
+        self._session_of: dict[Hashable, Hashable] = {}
+        self.heap: list[tuple[float, int, Hashable]] = []  # (retain_until, seq, key)
+        self._seq = itertools.count()
+
+    def index(self, info: object, now: float, blocks: Mapping[Hashable, object]) -> None:
+        """Keep ``info`` under its session (unless shared) and, while its retention lasts
+        (past ``now``), on the heap; ``blocks`` (the policy's resident infos) rebuild it."""
+        key, session, shared = info.key, info.session, info.shared  # type: ignore[attr-defined]
+        if self._session_of.get(key) != session or shared:
+            self.unindex(key)
+            if session is not None and not shared:
+                self._session_of[key] = session
+                self._by_session.setdefault(session, set()).add(key)
+        until = info.retain_until  # type: ignore[attr-defined]
+        if until > now:
+            heap = self.heap
+            heapq.heappush(heap, (until, next(self._seq), key))
+            if len(heap) > 4 * len(blocks) + 1024:  # stale entries of re-signalled keys
+                live = {k: i.retain_until for k, i in blocks.items()  # type: ignore[attr-defined]
+                        if i.retain_until > now}  # type: ignore[attr-defined]
+                heap[:] = [(u, next(self._seq), k) for k, u in live.items()]
+                heapq.heapify(heap)
+
+    def unindex(self, key: Hashable) -> None:
+        """Forget ``key``'s session (it left the tier, or became shared)."""
+        old = self._session_of.pop(key, None)
+        if old is not None:
+            keys = self._by_session[old]
+            keys.discard(key)
+            if not keys:
+                del self._by_session[old]
+
+    def keys_of(self, session: Hashable) -> list[Hashable]:
+        """The resident blocks that only ``session`` used (a copy: the caller may re-rank)."""
+        return list(self._by_session.get(session, ()))
+
+    def lapsed(self, now: float) -> Iterator[tuple[Hashable, float]]:
+        """Take ``(key, retain_until)`` off the heap for every retention due by ``now``; an
+        entry may be stale (the caller compares ``retain_until`` with the block's own)."""
+        heap = self.heap
+        while heap and heap[0][0] <= now:
+            until, _, key = heapq.heappop(heap)
+            yield key, until
