@@ -31,11 +31,31 @@ import time
 import urllib.error
 import urllib.parse
 import urllib.request
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from typing import Any
 
 DRAINING = "engine_draining"
 LOST = "connection_lost"  # the engine went away without draining (no tokens to resume with)
+
+
+class EventStream:
+    """The JSON events of a server-sent-event body (its ``data:`` lines), until ``data:
+    [DONE]``; :attr:`done` says whether that end was seen (else the stream broke off)."""
+
+    def __init__(self, lines: Iterable[bytes]) -> None:
+        self._lines = lines
+        self.done = False
+
+    def __iter__(self) -> Iterator[dict[str, Any]]:
+        for raw in self._lines:
+            line = raw.decode().strip()
+            if not line.startswith("data:"):
+                continue
+            data = line[len("data:"):].strip()
+            if data == "[DONE]":
+                self.done = True
+                return
+            yield json.loads(data)
 
 
 class ResumeFailed(RuntimeError):
@@ -155,14 +175,7 @@ class ResumingClient:
             if resp.status != 200:
                 yield _json_or_text(resp.read())
                 return
-            for raw in resp:
-                line = raw.decode().strip()
-                if not line.startswith("data:"):
-                    continue
-                data = line[len("data:"):].strip()
-                if data == "[DONE]":
-                    return
-                yield json.loads(data)
+            yield from EventStream(resp)
         except (ConnectionError, http.client.HTTPException, OSError) as e:
             yield {"error": {"type": LOST, "message": f"connection lost: {e}"}}
         finally:

@@ -20,10 +20,10 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from asymcache.engine.resume import DRAINING, EventStream
 from asymcache.ops.bench._preempt_hosts import Fleet, Host
 from asymcache.ops.e2e.workload import E2ERequest
 
-DRAINING = "engine_draining"
 MAX_PARTS = 20
 BUSY_WAIT_S = 0.2
 STREAM_TIMEOUT_S = 120.0
@@ -140,16 +140,11 @@ def stream_part(host: Host, payload: dict[str, Any], resume_tokens: int, clock: 
         if resp.status != 200:
             _refused(part, resp.status, _json(resp.read()))
             return part
-        for raw in resp:
-            line = raw.decode().strip()
-            if not line.startswith("data:"):
-                continue
-            data = line[len("data:"):].strip()
-            if data == "[DONE]":
-                if part.outcome == "lost":
-                    part.outcome = "done"
-                break
-            _event(part, json.loads(data), clock)
+        events = EventStream(resp)
+        for event in events:
+            _event(part, event, clock)
+        if events.done and part.outcome == "lost":
+            part.outcome = "done"
     except (OSError, http.client.HTTPException):
         part.outcome = "lost"
     finally:
