@@ -155,12 +155,8 @@ class CacheClient(ClientBase):
         work. Every submitted request must be collected with :meth:`result`."""
         if len(self._inflight) >= MAX_IN_FLIGHT:
             raise RuntimeError(f"{MAX_IN_FLIGHT} submitted requests wait for result() already")
-        if self._stale:
-            self._reconnect()
-        self._check_backoff()
-        rid = next(self._rid)
-        if not self._sock.send(msg.to_wire(rid), block=False):
-            raise self._went_down()
+        self._sendable()
+        rid = self._send_now(msg)
         self._inflight[rid] = msg
         return rid
 
@@ -193,19 +189,30 @@ class CacheClient(ClientBase):
         later ACK (read by any request's wait, or :meth:`poll_acks`). Raises
         :class:`DaemonUnavailable` when the socket cannot take it or the oldest notification
         has waited ``timeout_s`` for its ACK. Returns its request id (see :meth:`acked`)."""
-        if self._stale:
-            self._reconnect()
-        self._check_backoff()
+        self._sendable()
         # ACKs are read by the engine's step (check_acks) and by every wait; here only before
         # concluding that the oldest notification went unanswered
         if self.overdue:
             self.poll_acks()
             if self.overdue:
                 raise self._went_down()
+        rid = self._send_now(msg)
+        self._unacked[rid] = (msg.OP, time.monotonic())
+        return rid
+
+    def _sendable(self) -> None:
+        """Before a send that does not wait: a fresh socket if the last one went stale, and
+        :class:`DaemonUnavailable` while the backoff after a failure lasts."""
+        if self._stale:
+            self._reconnect()
+        self._check_backoff()
+
+    def _send_now(self, msg: p.Message) -> int:
+        """Send ``msg`` without blocking under a new request id (returned), or declare the
+        daemon down when its socket cannot take it."""
         rid = next(self._rid)
         if not self._sock.send(msg.to_wire(rid), block=False):
             raise self._went_down()
-        self._unacked[rid] = (msg.OP, time.monotonic())
         return rid
 
     def acked(self, rid: int) -> bool:
