@@ -22,8 +22,9 @@ HELP = "rate sweeps with goodput (p90 TTFT/TPOT SLOs) and the TTFT ratio at 80%%
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--workloads", type=_csv, default=["longctx", "agentlong"],
                         help="workloads (default longctx,agentlong; any of bench e2e's)")
-    parser.add_argument("--configs", type=_csv, default=["1", "3", "4"],
-                        help="configurations (default 1,3,4; 1 is always run first)")
+    parser.add_argument("--configs", type=_csv, default=["1", "3", "4", "P", "B"],
+                        help="configurations (default 1,3,4 and the bounds P,B; 1 is always "
+                             "run first)")
     parser.add_argument("--factors", type=_floats, default=None,
                         help="rates as multiples of the rate that keeps configuration 1 60%% "
                              "busy (default 0.25,0.5,1,1.5,2,3, grown by x1.5 until past "

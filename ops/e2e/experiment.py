@@ -146,7 +146,7 @@ def _run_rate(workload: Workload, configs: Sequence[BenchConfig], setup: RunSetu
                            {r.request_id: r.session for r in workload.requests})}
         row["load_avg_1m_after"] = round(os.getloadavg()[0], 2)  # others' work on this machine
         if cfg.oracle:
-            row["oracle_lag_s"] = setup.oracle_lag_s
+            row["oracle_lag_s"] = run.oracle_lag_s
         row["moved_mb"] = sum(int(row[f"bytes_{w}"]) for w in  # type: ignore[call-overload]
                               ("fetched", "demoted", "offloaded")) / 1e6
         rows.append(row)
@@ -190,7 +190,7 @@ def goals(rows: Sequence[dict[str, object]]) -> dict[str, object]:
     if bound:
         out["ttft_bound_vs_prefix_offload"] = statistics.median(bound)
         out["ttft_bound_vs_prefix_offload_runs"] = bound
-    out.update(_b_gap(rounds))
+    out.update(b_gap_rounds(rounds))
     pairs = [rd for rd in rounds.values() if {"4", "5c"} <= set(rd)]
     if pairs:
         tpot = [_ratio(rd, "5c", "4", "tpot_mean_s") for rd in pairs]
@@ -216,7 +216,7 @@ def b_gap_closed(ttft3: float | None, ttft4: float | None, ttft_b: float | None
     return (ttft3 - ttft4) / (ttft3 - ttft_b)
 
 
-def _b_gap(rounds: dict[int, dict[str, dict[str, object]]]) -> dict[str, object]:
+def b_gap_rounds(rounds: dict[int, dict[str, dict[str, object]]]) -> dict[str, object]:
     """``b_gap_closed`` over the rounds where 3, 4 and B ran: ``None`` where none did or the
     median TTFT ratio 3/B is below :data:`B_GAP_MIN`, else the median of the rounds' shares;
     the rounds' shares and ratios; the simulator's share for the headline round per cost

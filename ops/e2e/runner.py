@@ -72,6 +72,7 @@ class ConfigRun:
     daemon_counters: dict[str, float] | None = None
     rpc: dict[str, dict[str, float]] | None = None  # engine -> daemon round trips, per op
     policy: str | None = None  # the daemon's policy as run (RunSetup.policy)
+    oracle_lag_s: float | None = None  # B's oracle lag as run (configurations with an oracle)
 
 
 def run_config(cfg: BenchConfig, workload: Workload, setup: RunSetup, *, margins: bool = False,
@@ -91,7 +92,8 @@ def run_config(cfg: BenchConfig, workload: Workload, setup: RunSetup, *, margins
             counters = _scrape(metrics_url) if metrics_url else None
         finally:
             engine.close()
-    return ConfigRun(cfg, result, stats, counters, rpc, setup.policy(cfg))
+    return ConfigRun(cfg, result, stats, counters, rpc, setup.policy(cfg),
+                     setup.oracle_lag_s if cfg.oracle else None)
 
 
 def build_engine(cfg: BenchConfig, setup: RunSetup, endpoint: str | None,

@@ -18,8 +18,14 @@ Per workload (``asymcache bench sweep``, ``ops/bench/sweep.py``):
    not, until the two are within ``tolerance`` (5%). ``None`` when no rate met them;
    ``goodput_censored`` when every rate tried met them (the goodput is at least that).
 5. **At 80% busy**: configuration 3's busy share against rate, interpolated to 80%; there
-   configurations 3 and 4 run again in ``rounds`` interleaved pairs, and the median of the
-   rounds' mean-TTFT ratios 3/4 is ``ttft_ratio_at_80pct_busy`` (where papers take headlines).
+   configurations 3 and 4 (and B, when swept) run again in ``rounds`` interleaved rounds, and
+   the median of the rounds' mean-TTFT ratios 3/4 is ``ttft_ratio_at_80pct_busy`` (where papers
+   take headlines); with B, ``b_gap_closed`` is the median share of the 3 -> B gap that 4
+   closes there (``experiment.b_gap_rounds``: null where 3/B is under 1.2).
+
+Configuration B's daemon is handed the replayed future with a lag (``oracle.py``) taken from
+configuration 1's latencies at the same rate; at a rate configuration 1 did not run (it had
+missed the SLOs below it), from its run at the nearest rate above, else its highest (logged).
 
 ``budget_s`` bounds the whole sweep's wall time: past it, no new grid rate or bisection step
 starts (the JSON says which were cut). Rows are ``summary.summarize`` rows plus the sweep's
@@ -28,6 +34,7 @@ fields (``kind`` = ``grid``, ``bisect``, ``busy80`` or ``unloaded``).
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 import math
 import statistics
@@ -39,7 +46,8 @@ import numpy as np
 
 from asymcache.ops.e2e.calibrate import Progress, first_rate
 from asymcache.ops.e2e.configs import BenchConfig, Capacities
-from asymcache.ops.e2e.experiment import Plan, capacities
+from asymcache.ops.e2e.experiment import Plan, b_gap_rounds, capacities
+from asymcache.ops.e2e.oracle import oracle_lag
 from asymcache.ops.e2e.runner import ConfigRun, RunSetup, run_config
 from asymcache.ops.e2e.sources import SourceSpec, build
 from asymcache.ops.e2e.summary import Mismatch, compare_outputs, summarize
@@ -104,6 +112,7 @@ class SweepResult:
     rate_at_80pct_busy: float | None = None
     ttft_ratio_at_80pct_busy: float | None = None
     ttft_ratio_runs: list[float] = field(default_factory=list)
+    b_gap: dict[str, object] = field(default_factory=dict)  # b_gap_rounds at 80% busy
     cdf_at_knee: dict[str, list[float]] = field(default_factory=dict)  # config -> TTFTs
     cut: list[str] = field(default_factory=list)  # what the budget stopped
 
@@ -114,6 +123,9 @@ class SweepResult:
                 "knee_rate_per_s": self.knee_rate, "rate_at_80pct_busy": self.rate_at_80pct_busy,
                 "ttft_ratio_at_80pct_busy": self.ttft_ratio_at_80pct_busy,
                 "ttft_ratio_at_80pct_busy_runs": self.ttft_ratio_runs,
+                "b_gap_closed": self.b_gap.get("b_gap_closed"),
+                "b_gap_closed_runs": self.b_gap.get("b_gap_closed_runs", []),
+                "ttft_ratio_vs_belady_runs": self.b_gap.get("ttft_ratio_vs_belady_runs", []),
                 "capacities": self.capacities.to_dict() if self.capacities else None,
                 "cut_by_budget": self.cut}
 
@@ -134,6 +146,7 @@ class _Sweep:
         self.reference: dict[str, list[int]] | None = None
         self.started = time.monotonic()
         self.met: dict[str, dict[float, bool]] = {c.key: {} for c in plan.configs}
+        self.lags: dict[float, float] = {}  # rate -> B's oracle lag from configuration 1 there
 
     # ---- steps ----------------------------------------------------------------------------
     def run(self) -> SweepResult:
@@ -159,6 +172,7 @@ class _Sweep:
         w = sample.at_rate(rate * UNLOADED_SHARE)
         run = self._run(plan.configs[0], w, "unloaded")
         outcomes = run.replay.outcomes
+        self.lags[w.rate] = oracle_lag(outcomes)
         ttft = float(np.mean([o.ttft for o in outcomes]))
         tpot = float(np.mean([t for o in outcomes if (t := o.tpot) is not None] or [0.0]))
         res.ttft_slo_s = plan.ttft_slo_s or plan.slo_factor * ttft
@@ -221,15 +235,24 @@ class _Sweep:
         if rate is None:
             self.log(f"[{res.name}] configuration 3 never reached 80% busy on the grid")
             return
+        keys = ("3", "4", "B") if "B" in by else ("3", "4")
+        rounds: dict[int, dict[str, dict[str, object]]] = {}
         for round_ in range(plan.rounds):
             if self._over_budget(f"80% busy round {round_}"):
                 break
-            for key in ("3", "4"):
+            for key in keys:
                 self._measure(by[key], rate, "busy80", rate / res.base_rate, round_)
-            rows = {r["config_id"]: r for r in res.rows
-                    if r["kind"] == "busy80" and r["repeat"] == round_}
+            rows = rounds[round_] = {str(r["config_id"]): r for r in res.rows
+                                     if r["kind"] == "busy80" and r["repeat"] == round_}
             res.ttft_ratio_runs.append(float(rows["3"]["ttft_mean_s"])  # type: ignore[arg-type]
                                        / float(rows["4"]["ttft_mean_s"]))  # type: ignore[arg-type]
+        if "B" in by and rounds:
+            res.b_gap = b_gap_rounds(rounds)
+            closed = res.b_gap["b_gap_closed"]
+            self.log(f"[{res.name}] at 80% busy: share of the 3 -> B gap closed by 4 "
+                     + ("n/a (3/B under 1.2)" if closed is None else f"{closed:.2f}")
+                     + " (3/B rounds: " + ", ".join(
+                         f"{x:.2f}" for x in res.b_gap["ttft_ratio_vs_belady_runs"]) + ")")  # type: ignore[attr-defined]
         if res.ttft_ratio_runs:
             res.ttft_ratio_at_80pct_busy = statistics.median(res.ttft_ratio_runs)
             self.log(f"[{res.name}] at 80% busy ({rate:.3f}/s): TTFT 3/4 "
@@ -243,6 +266,8 @@ class _Sweep:
         res = self.result
         run = self._run(cfg, self.base.at_rate(rate), kind)
         outcomes = run.replay.outcomes
+        if cfg.key == "1":
+            self.lags[rate] = oracle_lag(outcomes)
         if self.reference is None:
             self.reference = {o.request_id: o.token_ids for o in outcomes}
         bad = compare_outputs(cfg.name, self.reference, outcomes)
@@ -252,6 +277,8 @@ class _Sweep:
                **summarize(run, bad, self.base.block_size,
                            {r.request_id: r.session for r in self.base.requests})}
         row.update(slo_figures(outcomes, res.ttft_slo_s, res.tpot_slo_s))
+        if cfg.oracle:
+            row["oracle_lag_s"] = run.oracle_lag_s
         res.rows.append(row)
         ok = bool(row["slo_met"])
         self.met[cfg.key][rate] = ok
@@ -264,7 +291,23 @@ class _Sweep:
 
     def _run(self, cfg: BenchConfig, w: Workload, kind: str) -> ConfigRun:
         label = f"{w.name} {kind} {w.rate:.3f}/s {cfg.key} {cfg.name}"
-        return run_config(cfg, w, self.setup, on_done=self.progress(label, len(w)))
+        setup = self.setup
+        if cfg.oracle:
+            setup = dataclasses.replace(setup, oracle_lag_s=self.lag(w.rate))
+        return run_config(cfg, w, setup, on_done=self.progress(label, len(w)))
+
+    def lag(self, rate: float) -> float:
+        """B's oracle lag at ``rate``: configuration 1's there, else at the nearest rate above
+        that it ran, else at its highest (see the module doc)."""
+        if not self.lags:
+            raise RuntimeError("configuration 1 has not run yet: B's oracle has no lag")
+        above = [r for r in self.lags if r >= rate]
+        if above:
+            return self.lags[min(above)]
+        top = max(self.lags)
+        self.log(f"  B at {rate:.3f}/s: configuration 1 ran up to {top:.3f}/s only; its lag "
+                 f"there ({self.lags[top]:.1f} s) stands in")
+        return self.lags[top]
 
     def _knee_cdf(self, rate: float) -> None:
         for r in self.result.rows:

@@ -75,12 +75,24 @@ def markdown(results: Sequence[SweepResult], meta: dict[str, object]) -> str:
                 "TTFT 3/4 at configuration 3's 80% busy rate "
                 + ("(not reached)" if res.rate_at_80pct_busy is None
                    else f"({res.rate_at_80pct_busy:.3f}/s)") + f": {ratio}.", "",
+                *_b_gap_line(res),
                 "| " + " | ".join(rows[0]) + " |", "|" + "---|" * len(rows[0])]
         out += ["| " + " | ".join(r) + " |" for r in rows[1:]]
         if res.cut:
             out += ["", "Cut by the time budget: " + ", ".join(res.cut) + "."]
         out.append("")
     return "\n".join(out)
+
+
+def _b_gap_line(res: SweepResult) -> list[str]:
+    """The share of the 3 -> B gap that 4 closed at 80% busy, when B was swept."""
+    if not res.b_gap:
+        return []
+    closed = res.b_gap.get("b_gap_closed")
+    ratios = ", ".join(f"{x:.2f}" for x in res.b_gap.get("ttft_ratio_vs_belady_runs", []))  # type: ignore[attr-defined]
+    return [("Share of the 3 -> B gap closed by 4 there: "
+             + ("n/a (3/B under 1.2x)" if closed is None else f"{closed:.2f}")
+             + f" (3/B rounds: {ratios})."), ""]
 
 
 def plot(res: SweepResult, path: Path) -> None:

@@ -79,6 +79,32 @@ def test_the_80pct_busy_rate_is_interpolated_and_the_ratio_is_a_median_of_rounds
     assert s.result.ttft_ratio_runs == [2.5, 2.5, 2.5] and s.result.ttft_ratio_at_80pct_busy == 2.5
 
 
+def test_b_runs_in_the_80pct_busy_rounds_and_reports_the_gap_closed() -> None:
+    plan = sw.SweepPlan(configs=tuple(select(["1", "3", "4", "B"])), source=SourceSpec(),
+                        factors=(2.0, 6.0, 9.0), rounds=3)
+    s = FakeSweep(plan, {"1": 100, "3": 100, "4": 100, "B": 100})
+    s.result.base_rate = 1.0
+    for r in (2.0, 6.0, 9.0):
+        s._measure(select(["3"])[1], r, "grid", r)
+    s._busy80()
+    busy = [k for k, _, kind in s.runs if kind == "busy80"]
+    assert busy == ["3", "4", "B"] * 3  # interleaved rounds
+    # the fake's TTFTs: 3 and B 0.25 s, 4 0.1 s: 3/B is 1.0, no gap worth closing
+    assert s.result.b_gap["b_gap_closed"] is None
+    assert s.result.b_gap["ttft_ratio_vs_belady_runs"] == [1.0, 1.0, 1.0]
+    assert s.result.summary()["b_gap_closed"] is None
+
+
+def test_b_takes_configuration_1s_lag_at_its_rate_or_the_nearest_above() -> None:
+    s = FakeSweep(_plan(), {"1": 100, "3": 100, "4": 100})
+    s.lags = {0.5: 2.0, 2.0: 3.0, 4.0: 6.0}
+    assert s.lag(2.0) == 3.0 and s.lag(1.0) == 3.0 and s.lag(0.1) == 2.0
+    assert s.lag(8.0) == 6.0  # configuration 1 stopped below: its highest stands in
+    s.lags = {}
+    with pytest.raises(RuntimeError, match="configuration 1"):
+        s.lag(1.0)
+
+
 def test_slo_figures_count_requests_meeting_both_slos() -> None:
     class Out:
         def __init__(self, ttft: float, tpot: float | None) -> None:
@@ -105,8 +131,10 @@ def test_a_quick_sweep_writes_its_rows_report_and_plot(tmp_path: Path) -> None:
     assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
     rows = json.loads((tmp_path / "sweep.json").read_text())
     report = json.loads((tmp_path / "sweep-report.json").read_text())
-    assert {r["config_id"] for r in rows} == {"1", "3", "4"}
+    assert {r["config_id"] for r in rows} == {"1", "3", "4", "P", "B"}
     assert all("goodput_rps" in r and r["outputs_identical"] for r in rows)
+    assert all(r["oracle_lag_s"] >= 2.0 for r in rows if r["config_id"] == "B")
     work = report["workloads"]["chat-quick"]
-    assert set(work["goodput_rps"]) == {"1", "3", "4"} and "ttft_ratio_at_80pct_busy" in work
+    assert set(work["goodput_rps"]) == {"1", "3", "4", "P", "B"}
+    assert "ttft_ratio_at_80pct_busy" in work and "b_gap_closed" in work
     assert (tmp_path / "sweep-chat-quick.png").read_bytes()[:4] == b"\x89PNG"
