@@ -28,10 +28,12 @@ block on disk with a slow drive): whether a block is worth writing to disk at al
 
 Ranking by value is used only while it beats recency here: a miniature-simulation selector
 (``mini.py``) replays a sample of the uses in two small copies and switches between the two.
-Its cost is a choice (``AsymConfig``): ``select_rate`` caps the share of uses it samples (1.0:
-in tiers up to 2048 blocks every use, in two full-size copies: three times the work), and a tier
-below ``select_min_blocks`` (default 64: no tier of the simulator's tables) runs no selector
-at all: it ranks by recency for good and keeps no reuse statistics.
+Its cost is a choice (``AsymConfig``): ``select_rate`` caps the share of keys it samples
+(default 0.25: in tiers up to 8,192 blocks a quarter of the keys, in copies a quarter of the
+size; 1.0 made small tiers run two full-size copies, three times the work, for under 0.4% of
+simulated TTFT: docs/policy.md, "The selector's sample"), and a tier below
+``select_min_blocks`` (default 64: no tier of the simulator's tables) runs no selector at all:
+it ranks by recency for good and keeps no reuse statistics.
 """
 
 from __future__ import annotations
@@ -72,7 +74,7 @@ class AsymConfig:
     use_cost: bool = True  # False: every miss costs the same (ablation)
     use_reuse: bool = True  # False: P̂ = 1 for every block (ablation)
     select: bool = True  # rank by value only while a miniature copy shows it beats LRU
-    select_rate: float = 1.0  # most of the uses the miniature copies see (speed vs fidelity)
+    select_rate: float = 0.25  # most of the uses the miniature copies see (speed vs fidelity)
     select_min_blocks: int = 64  # smaller tiers rank by recency, no copies (speed; see below)
     session_kinds: bool = False  # with signals: reuse classes split by session kind
     # (reuse.py); off by default: it cost 2% on the Mooncake conversation trace (policy.md)

@@ -166,12 +166,14 @@ def test_a_tier_below_select_min_blocks_ranks_by_recency_like_lru_tail() -> None
 
 
 def test_select_rate_caps_the_share_of_uses_the_miniature_copies_see() -> None:
-    full = AsymPolicy(1000, semantics="msa", cost_model=COST)
-    capped = AsymPolicy(1000, semantics="msa", cost_model=COST,
-                        config=AsymConfig(select_rate=0.25))
+    full = AsymPolicy(1000, semantics="msa", cost_model=COST, config=AsymConfig(select_rate=1.0))
+    capped = AsymPolicy(1000, semantics="msa", cost_model=COST)  # the default: a quarter
     assert full.selector is not None and full.selector.rate == 1.0
+    assert [c.capacity for c in full.selector.copies.values()] == [1000, 1000]
     assert capped.selector is not None and capped.selector.rate == 0.25
     assert [c.capacity for c in capped.selector.copies.values()] == [250, 250]
+    large = AsymPolicy(100_000, semantics="msa", cost_model=COST)  # copies of 2,048 blocks
+    assert large.selector is not None and large.selector.rate == 2048 / 100_000
     with pytest.raises(ValueError, match="select_rate"):
         AsymConfig(select_rate=0.0)
     with pytest.raises(ValueError, match="select_min_blocks"):
@@ -182,7 +184,8 @@ def test_a_verdict_flip_during_an_insert_without_admit_ranks_every_block() -> No
     # the daemon's GPU COMMIT inserts without admit: the new block's first use can flip the
     # selector's verdict while the block is held but has no record yet
     rng = random.Random(1)
-    pol = AsymPolicy(200, semantics="msa", cost_model=COST)
+    pol = AsymPolicy(200, semantics="msa", cost_model=COST,
+                     config=AsymConfig(select_rate=1.0))  # every use reaches the copies
     assert pol.selector is not None
     pol.selector.dwell = 50
     for step in range(1, 3000):
