@@ -55,8 +55,8 @@ class Chunker(ABC):
         if max_tokens <= 0:
             raise ValueError(f"max_tokens must be positive, got {max_tokens}")
         self.max_tokens = max_tokens
-        # steps whose split an overdue prefill decided while decodes ran (the TTFT deadline
-        # bound the step-time objective); ``asymcache_engine_overdue_steps_total``
+        # steps whose split the TTFT deadline changed (an overdue prefill took more of the
+        # step than the step-time objective gave it); ``asymcache_engine_overdue_steps_total``
         self.overdue_steps = 0
 
     @abstractmethod
@@ -120,9 +120,9 @@ class AdaptiveChunker(Chunker):
     def split(self, decode_contexts: Sequence[int], prefills: Sequence[Prefill],
               waited: Sequence[float] = ()) -> list[int]:
         overdue = self.overdue(waited)
-        if overdue and decode_contexts:
-            self.overdue_steps += 1
         out = self._split(decode_contexts, prefills, overdue)
+        if overdue and decode_contexts and out != self._split(decode_contexts, prefills, False):
+            self.overdue_steps += 1  # the deadline changed this step's split
         work = sum(self._more(start, 0, n) for (start, _), n in zip(prefills, out, strict=True))
         self._planned = (self.step_time(decode_contexts), work)
         return out

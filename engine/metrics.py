@@ -109,7 +109,7 @@ class EngineState:
     daemon_reconnects: int
     daemon_errors: int
     lookups_skipped: int  # LOOKUPs the mirror of the daemon's tiers found needless
-    overdue_steps: int  # steps an overdue prefill took from the decodes (TTFT deadline)
+    overdue_steps: int  # steps whose split the TTFT deadline changed (adaptive chunking)
 
 
 class EngineStateCollector:
@@ -139,9 +139,9 @@ class EngineStateCollector:
             blocks.add_metric([name], n)
         yield blocks
         yield CounterMetricFamily("asymcache_engine_overdue_steps",
-                                  "Steps in which a prefill past ttft_slo_s took the whole step "
-                                  "while decodes ran (the TTFT deadline overrode the step-time "
-                                  "objective)", value=st.overdue_steps)
+                                  "Steps whose split the TTFT deadline changed: a prefill past "
+                                  "ttft_slo_s took more of the step than the step-time "
+                                  "objective gave it", value=st.overdue_steps)
         if st.daemon_connected is not None:
             yield GaugeMetricFamily("asymcache_engine_daemon_connected",
                                     "1 while the cache daemon answers",

@@ -74,7 +74,7 @@ class AsymConfig:
     use_cost: bool = True  # False: every miss costs the same (ablation)
     use_reuse: bool = True  # False: P̂ = 1 for every block (ablation)
     select: bool = True  # rank by value only while a miniature copy shows it beats LRU
-    select_rate: float = 0.25  # most of the uses the miniature copies see (speed vs fidelity)
+    select_rate: float = 0.25  # largest share of keys the miniature copies sample (speed)
     select_min_blocks: int = 64  # smaller tiers rank by recency, no copies (speed; see below)
     session_kinds: bool = False  # with signals: reuse classes split by session kind
     # (reuse.py); off by default: it cost 2% on the Mooncake conversation trace (policy.md)

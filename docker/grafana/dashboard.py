@@ -89,8 +89,9 @@ def engine_panels() -> list[Panel]:
               ((f"{rate('asymcache_engine_overdue_steps_total')} / "
                 f"{rate('asymcache_engine_step_duration_seconds_count')}", "share of steps"),),
               "percentunit",
-              description="Steps in which a prefill past ttft_slo_s took the whole step from "
-                          "the decodes (adaptive chunking); high for long: past the knee"),
+              description="Steps whose split the TTFT deadline changed: a prefill past "
+                          "ttft_slo_s took more than adaptive chunking's step objective gave "
+                          "it; high for long: past the knee"),
         _latency("Queue time", "asymcache_engine_queue_time_seconds",
                  "Arrival to first admission (lookup, planning, allocation, fetch)"),
         _latency("Request latency", "asymcache_engine_request_latency_seconds",

@@ -25,7 +25,11 @@ Per workload (``asymcache bench sweep``, ``ops/bench/sweep.py``):
 
 Configuration B's daemon is handed the replayed future with a lag (``oracle.py``) taken from
 configuration 1's latencies at the same rate; at a rate configuration 1 did not run (it had
-missed the SLOs below it), from its run at the nearest rate above, else its highest (logged).
+missed the SLOs below it), from its run at the nearest rate above, else its highest (logged;
+before the 80%-busy rounds configuration 1 runs once at that rate if it ran at none as high,
+so B's lag there is measured, not borrowed from a lighter load). Each B row says where its
+lag came from (``oracle_lag_from_rate``) and whether a request of B outlasted it
+(``oracle_lag_short``: B then forgot a pending use, which makes it a weaker bound).
 
 ``budget_s`` bounds the whole sweep's wall time: past it, no new grid rate or bisection step
 starts (the JSON says which were cut). Rows are ``summary.summarize`` rows plus the sweep's
@@ -46,7 +50,7 @@ import numpy as np
 
 from asymcache.ops.e2e.calibrate import Progress, first_rate
 from asymcache.ops.e2e.configs import BenchConfig, Capacities
-from asymcache.ops.e2e.experiment import Plan, b_gap_rounds, capacities
+from asymcache.ops.e2e.experiment import B_GAP_MIN, Plan, b_gap_rounds, capacities
 from asymcache.ops.e2e.oracle import oracle_lag
 from asymcache.ops.e2e.runner import ConfigRun, RunSetup, run_config
 from asymcache.ops.e2e.sources import SourceSpec, build
@@ -236,6 +240,8 @@ class _Sweep:
             self.log(f"[{res.name}] configuration 3 never reached 80% busy on the grid")
             return
         keys = ("3", "4", "B") if "B" in by else ("3", "4")
+        if "B" in by and not any(r >= rate for r in self.lags):  # B's lag at this very rate
+            self._measure(by["1"], rate, "busy80", rate / res.base_rate)
         rounds: dict[int, dict[str, dict[str, object]]] = {}
         for round_ in range(plan.rounds):
             if self._over_budget(f"80% busy round {round_}"):
@@ -248,11 +254,7 @@ class _Sweep:
                                        / float(rows["4"]["ttft_mean_s"]))  # type: ignore[arg-type]
         if "B" in by and rounds:
             res.b_gap = b_gap_rounds(rounds)
-            closed = res.b_gap["b_gap_closed"]
-            self.log(f"[{res.name}] at 80% busy: share of the 3 -> B gap closed by 4 "
-                     + ("n/a (3/B under 1.2)" if closed is None else f"{closed:.2f}")
-                     + " (3/B rounds: " + ", ".join(
-                         f"{x:.2f}" for x in res.b_gap["ttft_ratio_vs_belady_runs"]) + ")")  # type: ignore[attr-defined]
+            self.log(f"[{res.name}] at 80% busy: {b_gap_sentence(res.b_gap)}")
         if res.ttft_ratio_runs:
             res.ttft_ratio_at_80pct_busy = statistics.median(res.ttft_ratio_runs)
             self.log(f"[{res.name}] at 80% busy ({rate:.3f}/s): TTFT 3/4 "
@@ -278,7 +280,12 @@ class _Sweep:
                            {r.request_id: r.session for r in self.base.requests})}
         row.update(slo_figures(outcomes, res.ttft_slo_s, res.tpot_slo_s))
         if cfg.oracle:
-            row["oracle_lag_s"] = run.oracle_lag_s
+            longest = max(o.token_times[-1] - o.due for o in outcomes)
+            row.update(oracle_lag_s=run.oracle_lag_s, oracle_lag_from_rate=self.lag_rate(rate),
+                       oracle_lag_short=longest > float(run.oracle_lag_s or 0.0))
+            if row["oracle_lag_short"]:
+                self.log(f"  B at {rate:.3f}/s: a request took {longest:.1f} s, longer than its "
+                         f"oracle's lag {run.oracle_lag_s:.1f} s (a weaker bound there)")
         res.rows.append(row)
         ok = bool(row["slo_met"])
         self.met[cfg.key][rate] = ok
@@ -293,21 +300,20 @@ class _Sweep:
         label = f"{w.name} {kind} {w.rate:.3f}/s {cfg.key} {cfg.name}"
         setup = self.setup
         if cfg.oracle:
-            setup = dataclasses.replace(setup, oracle_lag_s=self.lag(w.rate))
+            source = self.lag_rate(w.rate)
+            if source < w.rate:
+                self.log(f"  B at {w.rate:.3f}/s: configuration 1 ran up to {source:.3f}/s "
+                         f"only; its lag there ({self.lags[source]:.1f} s) stands in")
+            setup = dataclasses.replace(setup, oracle_lag_s=self.lags[source])
         return run_config(cfg, w, setup, on_done=self.progress(label, len(w)))
 
-    def lag(self, rate: float) -> float:
-        """B's oracle lag at ``rate``: configuration 1's there, else at the nearest rate above
-        that it ran, else at its highest (see the module doc)."""
+    def lag_rate(self, rate: float) -> float:
+        """The rate of the configuration-1 run whose latencies give B's oracle lag at ``rate``:
+        ``rate`` itself, else the nearest above, else the highest (see the module doc)."""
         if not self.lags:
             raise RuntimeError("configuration 1 has not run yet: B's oracle has no lag")
         above = [r for r in self.lags if r >= rate]
-        if above:
-            return self.lags[min(above)]
-        top = max(self.lags)
-        self.log(f"  B at {rate:.3f}/s: configuration 1 ran up to {top:.3f}/s only; its lag "
-                 f"there ({self.lags[top]:.1f} s) stands in")
-        return self.lags[top]
+        return min(above) if above else max(self.lags)
 
     def _knee_cdf(self, rate: float) -> None:
         for r in self.result.rows:
@@ -329,6 +335,15 @@ def run_sweep(name: str, plan: SweepPlan, profile: str, block_bytes: int, progre
               log: Callable[[str], None] = print) -> SweepResult:
     """The whole sweep of workload ``name`` (side effects: daemon processes, log lines)."""
     return _Sweep(name, plan, profile, block_bytes, progress, log).run()
+
+
+def b_gap_sentence(b_gap: dict[str, object]) -> str:
+    """The share of the 3 -> B gap that 4 closed, with each round's 3/B (for logs and
+    sweep.md)."""
+    closed = b_gap.get("b_gap_closed")
+    ratios = ", ".join(f"{x:.2f}" for x in b_gap.get("ttft_ratio_vs_belady_runs", []))  # type: ignore[attr-defined]
+    share = f"n/a (3/B under {B_GAP_MIN:g}x)" if closed is None else f"{closed:.2f}"
+    return f"share of the 3 -> B gap closed by 4 {share} (3/B rounds: {ratios})"
 
 
 def slo_figures(outcomes: Sequence, ttft_slo_s: float, tpot_slo_s: float) -> dict[str, object]:

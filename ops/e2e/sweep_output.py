@@ -7,7 +7,7 @@ import json
 from collections.abc import Sequence
 from pathlib import Path
 
-from asymcache.ops.e2e.sweep import SweepResult
+from asymcache.ops.e2e.sweep import SweepResult, b_gap_sentence
 
 COLUMNS = (("config", "config_id"), ("kind", "kind"), ("rate/s", "rate_per_s"),
            ("TTFT mean ms", "ttft_mean_s"), ("p90", "ttft_p90_s"), ("p99", "ttft_p99_s"),
@@ -88,11 +88,7 @@ def _b_gap_line(res: SweepResult) -> list[str]:
     """The share of the 3 -> B gap that 4 closed at 80% busy, when B was swept."""
     if not res.b_gap:
         return []
-    closed = res.b_gap.get("b_gap_closed")
-    ratios = ", ".join(f"{x:.2f}" for x in res.b_gap.get("ttft_ratio_vs_belady_runs", []))  # type: ignore[attr-defined]
-    return [("Share of the 3 -> B gap closed by 4 there: "
-             + ("n/a (3/B under 1.2x)" if closed is None else f"{closed:.2f}")
-             + f" (3/B rounds: {ratios})."), ""]
+    return [f"At that rate, the {b_gap_sentence(res.b_gap)}.", ""]
 
 
 def plot(res: SweepResult, path: Path) -> None:

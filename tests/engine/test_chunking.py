@@ -65,6 +65,8 @@ def test_adaptive_yields_the_whole_step_to_an_overdue_prefill() -> None:
     assert chunker.split(decodes, prefills) == [30, 0]  # ages unknown: none overdue
     assert chunker.split([], prefills, [5.0, 5.0]) == [1000, 1048]
     assert chunker.overdue_steps == 1  # only the step the deadline took from the decodes
+    assert chunker.split(decodes, [(0, 20)], [5.0]) == [20]  # fits the objective as it is
+    assert chunker.overdue_steps == 1  # the deadline changed nothing: not counted
     never = AdaptiveChunker(2048, _cost(), target_step_s=0.05, min_prefill_tokens=16,
                             ttft_slo_s=0.0)
     assert never.split(decodes, prefills, [1e6, 1e6]) == [30, 0]

@@ -24,6 +24,7 @@ class FakeSweep(sw._Sweep):
         self.plan, self.log, self.limits = plan, lambda _: None, limits
         self.result = sw.SweepResult("fake")
         self.met = {c.key: {} for c in plan.configs}
+        self.lags: dict[float, float] = {}
         self.started = 0.0
         self.runs: list[tuple[str, float, str]] = []
 
@@ -31,7 +32,7 @@ class FakeSweep(sw._Sweep):
         ok = rate <= self.limits[cfg.key]
         self.runs.append((cfg.key, rate, kind))
         self.met[cfg.key][rate] = ok
-        ttft = 0.1 if cfg.key == "4" else 0.25
+        ttft = {"4": 0.1, "B": 0.05}.get(cfg.key, 0.25)
         self.result.rows.append({"config_id": cfg.key, "kind": kind, "repeat": round_,
                                  "rate_per_s": rate, "engine_busy_share": rate / 10,
                                  "ttft_mean_s": ttft, "ttfts": [ttft], "slo_met": ok})
@@ -88,21 +89,42 @@ def test_b_runs_in_the_80pct_busy_rounds_and_reports_the_gap_closed() -> None:
         s._measure(select(["3"])[1], r, "grid", r)
     s._busy80()
     busy = [k for k, _, kind in s.runs if kind == "busy80"]
-    assert busy == ["3", "4", "B"] * 3  # interleaved rounds
-    # the fake's TTFTs: 3 and B 0.25 s, 4 0.1 s: 3/B is 1.0, no gap worth closing
-    assert s.result.b_gap["b_gap_closed"] is None
-    assert s.result.b_gap["ttft_ratio_vs_belady_runs"] == [1.0, 1.0, 1.0]
-    assert s.result.summary()["b_gap_closed"] is None
+    # configuration 1 first (B's lag at that rate), then interleaved rounds
+    assert busy == ["1"] + ["3", "4", "B"] * 3
+    # the fake's TTFTs: 3 0.25 s, 4 0.1 s, B 0.05 s: 4 closes (0.25 - 0.1) / (0.25 - 0.05)
+    assert s.result.b_gap["b_gap_closed"] == pytest.approx(0.75)
+    assert s.result.b_gap["ttft_ratio_vs_belady_runs"] == [5.0, 5.0, 5.0]
+    assert s.result.summary()["b_gap_closed"] == pytest.approx(0.75)
 
 
-def test_b_takes_configuration_1s_lag_at_its_rate_or_the_nearest_above() -> None:
+def test_b_runs_with_configuration_1s_lag_at_its_rate_or_the_nearest_above(monkeypatch) -> None:
+    seen: list[tuple[str, float, float]] = []
+    monkeypatch.setattr(sw, "run_config", lambda cfg, w, setup, on_done: seen.append(
+        (cfg.key, w.rate, setup.oracle_lag_s)))
+
+    class Work:
+        name = "fake"
+
+        def __init__(self, rate: float) -> None:
+            self.rate = rate
+
+        def __len__(self) -> int:
+            return 1
+
     s = FakeSweep(_plan(), {"1": 100, "3": 100, "4": 100})
+    s.setup, s.progress = sw.RunSetup(capacities=None, cost_model="x"), lambda *a: None  # type: ignore[arg-type]
+    b = select(["B"])[1]
     s.lags = {0.5: 2.0, 2.0: 3.0, 4.0: 6.0}
-    assert s.lag(2.0) == 3.0 and s.lag(1.0) == 3.0 and s.lag(0.1) == 2.0
-    assert s.lag(8.0) == 6.0  # configuration 1 stopped below: its highest stands in
+    for rate in (2.0, 1.0, 0.1, 8.0):
+        s._run(b, Work(rate), "grid")  # type: ignore[arg-type]
+    s._run(select(["3"])[1], Work(2.0), "grid")  # type: ignore[arg-type]
+    # at its rate, else the nearest above, else configuration 1's highest; others: the default
+    assert seen == [("B", 2.0, 3.0), ("B", 1.0, 3.0), ("B", 0.1, 2.0), ("B", 8.0, 6.0),
+                    ("3", 2.0, sw.RunSetup(capacities=None, cost_model="x").oracle_lag_s)]  # type: ignore[arg-type]
+    assert s.lag_rate(8.0) == 4.0
     s.lags = {}
     with pytest.raises(RuntimeError, match="configuration 1"):
-        s.lag(1.0)
+        s.lag_rate(1.0)
 
 
 def test_slo_figures_count_requests_meeting_both_slos() -> None:
