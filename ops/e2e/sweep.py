@@ -17,7 +17,9 @@ Per workload (``asymcache bench sweep``, ``ops/bench/sweep.py``):
    (geometric midpoints) between the highest grid rate that met them and the lowest that did
    not, until the two are within ``tolerance`` (5%). ``None`` when no rate met them;
    ``goodput_censored`` when every rate tried met them (the goodput is at least that).
-5. **At 80% busy**: configuration 3's busy share against rate, interpolated to 80%; there
+5. **At 80% busy**: configuration 3's busy share against rate (its grid and bisection runs),
+   interpolated to 80% (extrapolated from its two highest rates when it missed the SLOs, and
+   so stopped, below 80%: ``rate_at_80pct_busy_extrapolated``); there
    configurations 3 and 4 (and B, when swept) run again in ``rounds`` interleaved rounds, and
    the median of the rounds' mean-TTFT ratios 3/4 is ``ttft_ratio_at_80pct_busy`` (where papers
    take headlines); with B, ``b_gap_closed`` is the median share of the 3 -> B gap that 4
@@ -114,6 +116,7 @@ class SweepResult:
     goodput_censored: dict[str, bool] = field(default_factory=dict)
     knee_rate: float | None = None
     rate_at_80pct_busy: float | None = None
+    busy_rate_extrapolated: bool = False  # configuration 3 stopped below 80% busy
     ttft_ratio_at_80pct_busy: float | None = None
     ttft_ratio_runs: list[float] = field(default_factory=list)
     b_gap: dict[str, object] = field(default_factory=dict)  # b_gap_rounds at 80% busy
@@ -125,6 +128,7 @@ class SweepResult:
                 "ttft_slo_s": self.ttft_slo_s, "tpot_slo_s": self.tpot_slo_s,
                 "goodput_rps": self.goodput_rps, "goodput_censored": self.goodput_censored,
                 "knee_rate_per_s": self.knee_rate, "rate_at_80pct_busy": self.rate_at_80pct_busy,
+                "rate_at_80pct_busy_extrapolated": self.busy_rate_extrapolated,
                 "ttft_ratio_at_80pct_busy": self.ttft_ratio_at_80pct_busy,
                 "ttft_ratio_at_80pct_busy_runs": self.ttft_ratio_runs,
                 "b_gap_closed": self.b_gap.get("b_gap_closed"),
@@ -233,8 +237,15 @@ class _Sweep:
         if "3" not in by or "4" not in by:
             return
         points = sorted((float(r["rate_per_s"]), float(r["engine_busy_share"]))  # type: ignore[arg-type]
-                        for r in res.rows if r["config_id"] == "3" and r["kind"] == "grid")
+                        for r in res.rows if r["config_id"] == "3"
+                        and r["kind"] in ("grid", "bisect"))
         rate = busy_rate(points, BUSY_HEADLINE)
+        if rate is None:  # it missed the SLOs (and so stopped) below 80% busy
+            rate = extrapolated_busy_rate(points, BUSY_HEADLINE)
+            res.busy_rate_extrapolated = rate is not None
+            if rate is not None:
+                self.log(f"[{res.name}] configuration 3 stopped below 80% busy; its last two "
+                         f"rates put 80% at {rate:.3f}/s")
         res.rate_at_80pct_busy = rate
         if rate is None:
             self.log(f"[{res.name}] configuration 3 never reached 80% busy on the grid")
@@ -355,6 +366,21 @@ def slo_figures(outcomes: Sequence, ttft_slo_s: float, tpot_slo_s: float) -> dic
     each = (ttft <= ttft_slo_s) & (tpot <= tpot_slo_s)
     return {"tpot_p90_s": p90_tpot, "slo_met": p90_ttft <= ttft_slo_s and p90_tpot <= tpot_slo_s,
             "slo_attainment": float(each.mean()), "ttfts": [float(x) for x in ttft]}
+
+
+def extrapolated_busy_rate(points: Sequence[tuple[float, float]], target: float,
+                           reach: float = 1.5) -> float | None:
+    """Where the busy share would reach ``target`` on the line through the two highest rates
+    of ``points`` (sorted by rate; every share below ``target``): the local slope, since busy
+    time per request grows with load. None with fewer than two points, a slope that does not
+    rise, or a rate past ``reach`` times the highest tried (too far to trust)."""
+    if len(points) < 2:
+        return None
+    (r0, b0), (r1, b1) = points[-2], points[-1]
+    if b1 <= b0 or r1 <= r0:
+        return None
+    rate = r1 + (target - b1) * (r1 - r0) / (b1 - b0)
+    return rate if rate <= reach * r1 else None
 
 
 def busy_rate(points: Sequence[tuple[float, float]], target: float) -> float | None:

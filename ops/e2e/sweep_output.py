@@ -74,7 +74,9 @@ def markdown(results: Sequence[SweepResult], meta: dict[str, object]) -> str:
                 "", f"Goodput: {good}.", "",
                 "TTFT 3/4 at configuration 3's 80% busy rate "
                 + ("(not reached)" if res.rate_at_80pct_busy is None
-                   else f"({res.rate_at_80pct_busy:.3f}/s)") + f": {ratio}.", "",
+                   else f"({res.rate_at_80pct_busy:.3f}/s"
+                   + (", extrapolated" if res.busy_rate_extrapolated else "") + ")")
+                + f": {ratio}.", "",
                 *_b_gap_line(res),
                 "| " + " | ".join(rows[0]) + " |", "|" + "---|" * len(rows[0])]
         out += ["| " + " | ".join(r) + " |" for r in rows[1:]]

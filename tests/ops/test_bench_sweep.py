@@ -78,6 +78,24 @@ def test_the_80pct_busy_rate_is_interpolated_and_the_ratio_is_a_median_of_rounds
     s._busy80()
     assert s.result.rate_at_80pct_busy == pytest.approx(8.0)
     assert s.result.ttft_ratio_runs == [2.5, 2.5, 2.5] and s.result.ttft_ratio_at_80pct_busy == 2.5
+    assert s.result.busy_rate_extrapolated is False
+
+
+def test_the_80pct_busy_rate_is_extrapolated_when_configuration_3_stopped_below_it() -> None:
+    assert sw.extrapolated_busy_rate([(1.0, 0.5), (2.0, 0.7)], 0.8) == pytest.approx(2.5)
+    assert sw.extrapolated_busy_rate([(1.0, 0.2), (2.0, 0.3)], 0.8) is None  # 7/s: too far
+    assert sw.extrapolated_busy_rate([(1.0, 0.6), (2.0, 0.5)], 0.8) is None  # not rising
+    assert sw.extrapolated_busy_rate([(2.0, 0.7)], 0.8) is None
+    s = FakeSweep(_plan(rounds=1), {"1": 100, "3": 100, "4": 100})
+    s.result.base_rate = 1.0
+    for r in (2.0, 6.0):  # the fake is rate / 10 busy: 20% and 60%
+        s._measure(select(["3"])[1], r, "grid", r)
+    s._measure(select(["3"])[1], 5.0, "bisect", 5.0)  # a bisection point counts too
+    s._busy80()
+    assert s.result.rate_at_80pct_busy == pytest.approx(8.0)  # through (5, 50%) and (6, 60%)
+    assert s.result.busy_rate_extrapolated is True
+    assert [k for k, _, kind in s.runs if kind == "busy80"] == ["3", "4"]
+    assert s.result.summary()["rate_at_80pct_busy_extrapolated"] is True
 
 
 def test_b_runs_in_the_80pct_busy_rounds_and_reports_the_gap_closed() -> None:
