@@ -68,7 +68,7 @@ class Replay:
     outcomes: list[Outcome]
     steps: list[tuple[int, int, float]] = field(default_factory=list)  # decodes, prefill, s
     wall_s: float = 0.0
-    overdue_steps: int = 0  # steps the TTFT deadline took from the decodes (ttft_slo_s)
+    overdue_steps: int = 0  # steps whose split the TTFT deadline changed (ttft_slo_s)
 
     @property
     def busy_s(self) -> float:

@@ -251,8 +251,9 @@ class _Sweep:
             self.log(f"[{res.name}] configuration 3 never reached 80% busy on the grid")
             return
         keys = ("3", "4", "B") if "B" in by else ("3", "4")
-        if "B" in by and not any(r >= rate for r in self.lags):  # B's lag at this very rate
-            self._measure(by["1"], rate, "busy80", rate / res.base_rate)
+        if "B" in by and not any(r >= rate for r in self.lags) \
+                and not self._over_budget("configuration 1 at 80% busy (B's lag)"):
+            self._measure(by["1"], rate, "busy80", rate / res.base_rate)  # B's lag at this rate
         rounds: dict[int, dict[str, dict[str, object]]] = {}
         for round_ in range(plan.rounds):
             if self._over_budget(f"80% busy round {round_}"):
@@ -384,9 +385,9 @@ def extrapolated_busy_rate(points: Sequence[tuple[float, float]], target: float,
 
 
 def busy_rate(points: Sequence[tuple[float, float]], target: float) -> float | None:
-    """The rate at which the busy share reaches ``target``, linearly between the two grid
-    points around it (``points``: ``(rate, busy share)`` sorted by rate); None if no grid
-    point reached it."""
+    """The rate at which the busy share reaches ``target``, linearly between the two points
+    around it (``points``: ``(rate, busy share)`` sorted by rate); None if no point reached
+    it."""
     for (r0, b0), (r1, b1) in itertools.pairwise(points):
         if b0 < target <= b1:
             return r0 + (target - b0) * (r1 - r0) / (b1 - b0)
