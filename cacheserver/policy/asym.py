@@ -13,7 +13,11 @@ Each resident block ``b`` carries a priority ``H_b = L_b + V_b`` and the lowest 
   ``value="linear"``: ``H = L + P̂ · Cmiss / size`` with ``L ← H`` of each victim.
 
 ``P̂_b`` comes from a ``ReuseEstimator``: the online share of blocks of ``b``'s class (its uses
-and their spacing, or for a new block its parent's lineage) that were used again. ``Cmiss_b``
+and their spacing, or for a new block its parent's lineage) that were used again, weighted by
+``b``'s heat (``heat``, default on): its uses counted with weight ``exp(-age / τ)``, so that of
+two blocks in the same class the one used more often lately is worth more (on long shared
+contexts of uneven popularity it is the popular ones that come back soonest; docs/policy.md,
+"Heat"). ``Cmiss_b``
 is the cheaper of recomputing ``b`` at its token position and loading it from the lower tier
 that holds it or will once ``b`` is demoted (``set_backing``, ``set_spill_tier``). Under
 ``msa`` reuse, evicting a block whose parent and a child are both resident splits a run: one
@@ -75,6 +79,7 @@ class AsymConfig:
     select: bool = True  # rank by value only while a miniature copy shows it beats LRU
     select_rate: float = 0.25  # largest share of keys the miniature copies sample (speed)
     select_min_blocks: int = 64  # smaller tiers rank by recency, no copies (speed; see below)
+    heat: bool = True  # P̂ weighted by the block's age-weighted use count (reuse.py)
     session_kinds: bool = False  # with signals: reuse classes split by session kind
     # (reuse.py); off by default: it cost 2% on the Mooncake conversation trace (policy.md)
 
@@ -107,7 +112,8 @@ class AsymPolicy(AsymValue, CostedPolicy):
         super().__init__(capacity, **kwargs)  # type: ignore[arg-type]
         self.config = config or AsymConfig()
         self._kinds = self.signals and self.config.session_kinds  # reuse classes by kind
-        self.reuse = ReuseEstimator(history=self.config.history_factor * capacity + 1024)
+        self.reuse = ReuseEstimator(history=self.config.history_factor * capacity + 1024,
+                                    heat_scale=self.config.gap_scale if self.config.heat else 0.0)
         self.inflation = 0.0
         self._rec: dict[Key, UseRecord] = {}
         self._base: dict[Key, float] = {}
@@ -250,7 +256,7 @@ class AsymPolicy(AsymValue, CostedPolicy):
         """A use of a non-resident block: its ghost record, else its parent's lineage."""
         self._select(info, now)
         if not self._learns:
-            return _new_record(UseRecord, (1, now, 0))
+            return _new_record(UseRecord, (1, now, 0, 1.0))
         kind = self._kind(info)
         prev = self.reuse.recall(info.key)
         if prev is not None or info.parent is None:
@@ -352,7 +358,7 @@ class AsymPolicy(AsymValue, CostedPolicy):
         if self._learns:
             rec = self._rec[key] = self.reuse.observe(self._rec[key], now, None, self._kind(info))
         else:
-            rec = self._rec[key] = _new_record(UseRecord, (0, now, 0))
+            rec = self._rec[key] = _new_record(UseRecord, (0, now, 0, 1.0))
         base = self._base[key] = now if self._time_clock else self.inflation
         if key not in self._parked:
             self.order.push(key, self._rank(info, rec, base))

@@ -69,7 +69,7 @@ class AsymValue:
         if self._msa and model is not None and info.parent in self.blocks and self._kids.get(key):
             cost += model.segment_s
         reuse = self.reuse
-        raw = reuse.p_by_class[rec[2]] * cost / float(info.n_bytes or info.n_tokens or 1)
+        raw = reuse.p_by_class[rec[2]] * rec[3] * cost / float(info.n_bytes or info.n_tokens or 1)
         v_ref = self._v_ref
         if v_ref <= 0.0:
             v_ref = self._v_ref = raw
@@ -82,8 +82,10 @@ class AsymValue:
         return p * cost / float(info.n_bytes or info.n_tokens or 1)  # size_of, inlined
 
     def reuse_probability(self, info: BlockInfo, rec: UseRecord) -> float:
-        """``P̂`` of a block whose latest use is ``rec`` (the oracle overrides this)."""
-        return self.reuse.probability(rec.cls)
+        """``P̂ · heat`` of a block whose latest use is ``rec``: its class's chance of another
+        use, weighted by its age-weighted use count (1.0 without ``heat``; ``reuse.py``). The
+        oracle overrides this."""
+        return self.reuse.probability(rec.cls) * rec.heat
 
     def _term(self, raw: float) -> float:
         if not self.by_value:

@@ -21,6 +21,15 @@ A first use is classed when its request's SIGNAL arrives (:meth:`ReuseEstimator.
 halved every ``half_life`` uses so the estimates follow drifting traffic. ``typical_gap_s`` is
 the median gap between consecutive uses of a block, over all classes.
 
+``heat`` (with ``heat_scale > 0``) counts a block's uses weighted by their age: at each use
+``heat ← 1 + heat · exp(-gap / θ)``, ``θ = heat_scale ×`` the typical gap (1.0 for a first use;
+it stays 1.0 without heat). The classes above know how likely *a* next use is; heat tells a
+block used often and lately from one used as often long ago or once: over an hour a popular
+system prompt and a rare one both land in the "4+ uses" classes, their heats differ by their
+rates. (This is the combined recency-frequency of LRFU, Lee et al. 2001, in its exponential
+form: with ``θ`` equal to the policy's ``τ``, ranking by ``last use + τ · ln(heat)`` is ranking
+by the decayed count now.)
+
 A bounded ghost history (``history`` keys, least recently used forgotten first) keeps the
 records of blocks that left the tier, so a block that comes back keeps its history.
 Memory: O(history + classes). Pure: time comes in as arguments.
@@ -29,6 +38,7 @@ Memory: O(history + classes). Pure: time comes in as arguments.
 from __future__ import annotations
 
 import bisect
+import math
 from collections import OrderedDict
 from collections.abc import Hashable
 from typing import NamedTuple
@@ -52,6 +62,7 @@ class UseRecord(NamedTuple):
     uses: int
     last_s: float
     cls: int
+    heat: float  # uses weighted by exp(-age / time constant) at the last use (module doc)
 
 
 _new_record = tuple.__new__  # UseRecord from a tuple without the generated __new__ (hot path)
@@ -60,10 +71,13 @@ _new_record = tuple.__new__  # UseRecord from a tuple without the generated __ne
 class ReuseEstimator:
     """Online reuse probability per class, plus a ghost history."""
 
-    def __init__(self, *, history: int, half_life: int = 100_000, prior: float = 1.0) -> None:
-        if history < 0 or half_life < 1 or prior <= 0:
-            raise ValueError("ReuseEstimator needs history >= 0, half_life >= 1, prior > 0")
+    def __init__(self, *, history: int, half_life: int = 100_000, prior: float = 1.0,
+                 heat_scale: float = 0.0) -> None:
+        if history < 0 or half_life < 1 or prior <= 0 or not heat_scale >= 0:
+            raise ValueError("ReuseEstimator needs history >= 0, half_life >= 1, prior > 0, "
+                             "heat_scale >= 0")
         self.half_life, self.prior = half_life, prior
+        self.heat_scale = heat_scale  # heat's time constant / the typical gap (0: no heat)
         self._reached = [0.0] * (HISTORIES * KINDS)
         self._followed = [0.0] * (HISTORIES * KINDS)
         self._gaps = [0.0] * (len(GAP_BUCKETS_S) + 1)
@@ -97,12 +111,14 @@ class ReuseEstimator:
         use, classed by ``parent``, the record of the block before it, if known); ``kind``:
         what its signals say of it (``KIND_*``; always unknown without signals)."""
         if prev is None:
-            rec = UseRecord(1, now, self.first_class(parent) + kind * HISTORIES)
+            rec = UseRecord(1, now, self.first_class(parent) + kind * HISTORIES, 1.0)
         else:
-            uses, last_s, cls = prev
+            uses, last_s, cls, heat = prev
             gap = now - last_s
             if gap < 0.0:
                 gap = 0.0
+            if self.heat_scale > 0.0:
+                heat = 1.0 + heat * math.exp(-gap / (self.heat_scale * self.typical_s))
             followed = self._followed
             followed[cls] += 1.0
             self.p_by_class[cls] = min(1.0, (followed[cls] + self.prior)
@@ -111,7 +127,7 @@ class ReuseEstimator:
             uses += 1
             row = (uses if uses < MAX_USES_CLASS else MAX_USES_CLASS) - 2
             cls = 1 + row * _ROW + bisect.bisect_right(GAP_EDGES_S, gap) + kind * HISTORIES
-            rec = _new_record(UseRecord, (uses, now, cls))
+            rec = _new_record(UseRecord, (uses, now, cls, heat))
         cls, reached = rec[2], self._reached
         reached[cls] += 1.0
         self.p_by_class[cls] = min(1.0, (self._followed[cls] + self.prior)
@@ -133,7 +149,7 @@ class ReuseEstimator:
         self._reached[cls] += 1.0
         self.p_by_class[rec.cls] = self._p(rec.cls)
         self.p_by_class[cls] = self._p(cls)
-        return _new_record(UseRecord, (rec.uses, rec.last_s, cls))
+        return _new_record(UseRecord, (rec.uses, rec.last_s, cls, rec.heat))
 
     def probability(self, cls: int) -> float:
         """The chance that a use of class ``cls`` is followed by another use of the block."""

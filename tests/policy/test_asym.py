@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import random
 
 import pytest
@@ -200,3 +201,41 @@ def test_a_verdict_flip_during_an_insert_without_admit_ranks_every_block() -> No
             pol.insert(info(key, i, keys[i - 1] if i else None, 16, 1 << 16), step * 0.01)
     assert pol.selector.flips >= 1
     assert len(pol.order) == pol.evictable == len(pol)  # every block ranked once
+
+
+def test_heat_counts_uses_weighted_by_their_age() -> None:
+    est = ReuseEstimator(history=10, heat_scale=2.0)  # θ = 2 × the default 60 s gap
+    rec = est.observe(None, 0.0)
+    assert rec.heat == 1.0
+    rec = est.observe(rec, 10.0)
+    assert rec.heat == 1.0 + math.exp(-10.0 / 120.0)
+    rec = est.observe(rec, 250.0)
+    assert rec.heat == 1.0 + (1.0 + math.exp(-10.0 / 120.0)) * math.exp(-240.0 / 120.0)
+    off = ReuseEstimator(history=10)
+    assert off.observe(off.observe(None, 0.0), 1.0).heat == 1.0
+    with pytest.raises(ValueError, match="heat_scale"):
+        ReuseEstimator(history=10, heat_scale=-1.0)
+
+
+def _used(pol: AsymPolicy, key: int, times: list[float]) -> None:
+    reference(pol, info(key, position=3, **BLOCK), times[0])
+    for t in times[1:]:
+        pol.access(key, t)
+
+
+@pytest.mark.parametrize("heat", [True, False])
+def test_of_two_blocks_in_one_class_the_one_used_more_often_lately_stays(heat: bool) -> None:
+    pol = asym(3, heat=heat, admission=False)
+    _used(pol, 1, [0.0, 1.0, 2.0, 3.0, 4.0, 5.0, 6.0, 7.0, 13.0])  # popular
+    _used(pol, 2, [1.0, 3.0, 7.0, 13.0])  # as recent, same class: 4+ uses, last gap 6 s
+    _used(pol, 3, [13.0])
+    hot, cold = pol._rec[1], pol._rec[2]
+    assert hot.cls == cold.cls and hot.last_s == cold.last_s
+    tau = 2.0 * pol.reuse.typical_gap_s()
+    if heat:
+        assert hot.heat > cold.heat > 1.0
+        assert pol.score(1) - pol.score(2) == pytest.approx(tau * math.log(hot.heat / cold.heat))
+        assert pol.victims(2, 14.0)[1] == 2  # the rarely used one goes before the popular one
+    else:
+        assert hot.heat == cold.heat == 1.0
+        assert pol.score(1) == pol.score(2)

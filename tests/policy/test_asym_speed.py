@@ -25,11 +25,12 @@ COST = CostModel.preset("h100-llama3-8b")
 
 class TextbookAsym(AsymPolicy):
     """``asym`` with ``P̂ = min(1, (followed + prior) / (reached + 2·prior))`` recomputed from
-    the counters at every use of it (the generic path)."""
+    the counters at every use of it, times the block's heat (the generic path)."""
 
     def reuse_probability(self, info: BlockInfo, rec: UseRecord) -> float:
         r = self.reuse
-        return min(1.0, (r._followed[rec.cls] + r.prior) / (r._reached[rec.cls] + 2 * r.prior))
+        p = min(1.0, (r._followed[rec.cls] + r.prior) / (r._reached[rec.cls] + 2 * r.prior))
+        return p * rec.heat
 
 
 def _drive(pol: AsymPolicy, seed: int, steps: int) -> list[object]:
