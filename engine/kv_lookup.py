@@ -30,7 +30,8 @@ from asymcache.engine.transfers import Transfers
 
 if TYPE_CHECKING:
     from asymcache.cacheserver.policy.cost import CostModel
-    from asymcache.engine.cache_link import Buffer, CacheLink
+    from asymcache.engine.cache_link import CacheLink
+    from asymcache.engine.cpu_slots import Buffer
 
 
 class KVLookup:

@@ -33,7 +33,8 @@ from asymcache.engine.request import Action
 from asymcache.tiers.base import checksum
 
 if TYPE_CHECKING:
-    from asymcache.engine.cache_link import Buffer, CacheLink
+    from asymcache.engine.cache_link import CacheLink
+    from asymcache.engine.cpu_slots import Buffer
 
 
 class Transfers:
