@@ -11,6 +11,8 @@ synchronously.
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Mapping, Sequence
+from typing import TYPE_CHECKING
 
 from asymcache.cacheserver import remote_io
 from asymcache.cacheserver.handlers import Context, bad, handler
@@ -31,6 +33,9 @@ from asymcache.cacheserver.protocol import (
     Verify,
     VerifyReply,
 )
+
+if TYPE_CHECKING:
+    from asymcache.cacheserver.policy import ResidencyPolicy
 
 
 @handler("promote")
@@ -224,7 +229,25 @@ def snapshot(ctx: Context, ready: bool = True, dropped: int = 0,
                          quota_evictions=dict(book.quota_evictions),
                          purged_blocks=dict(book.purged_blocks),
                          signals=dict(res.signal_counts),
-                         sessions_ended=len(res.chain.sessions))
+                         sessions_ended=len(res.chain.sessions),
+                         rankings=rankings(res.policies, [s.gpu_policy for s in ctx.sessions]))
+
+
+def rankings(shared: Mapping[str, ResidencyPolicy], gpu: Sequence[ResidencyPolicy]
+             ) -> dict[tuple[str, str], int]:
+    """``(tier, "value" | "recency") -> pools`` of the policies that switch (``ranking``):
+    the shared tiers' and each engine's GPU pool. Both rankings of such a tier are listed,
+    with 0 where none ranks that way."""
+    out: dict[tuple[str, str], int] = {}
+    for tier, policies in (("gpu", gpu), *((name, [pol]) for name, pol in shared.items())):
+        for pol in policies:
+            how = pol.ranking
+            if how is None:
+                continue
+            for label in ("value", "recency"):
+                out.setdefault((tier, label), 0)
+            out[(tier, how)] += 1
+    return out
 
 
 def _tier_counters(ctx: Context) -> dict[tuple[str, str], int]:

@@ -115,6 +115,7 @@ class StateSnapshot:
     purged_blocks: dict[str, int] = field(default_factory=dict)  # tier -> blocks
     signals: dict[str, int] = field(default_factory=dict)  # SIGNAL kind -> count
     sessions_ended: int = 0  # ended sessions the chain's book remembers
+    rankings: dict[tuple[str, str], int] = field(default_factory=dict)  # (tier, ranking) -> pools
 
 
 class StateCollector:
@@ -159,6 +160,13 @@ class StateCollector:
         for kind in SIGNAL_KINDS:
             signals.add_metric([kind], s.signals.get(kind, 0))
         yield signals
+        ranking = GaugeMetricFamily(
+            "asymcache_policy_ranking", "Pools whose policy ranks its victims by value or by "
+            "recency now (asym's selector switches between them), by tier (gpu: one pool per "
+            "engine)", labels=["tier", "ranking"])
+        for (tier, how), n in sorted(s.rankings.items()):
+            ranking.add_metric([tier, how], n)
+        yield ranking
         yield _gauge("asymcache_policy_ended_sessions", "Ended sessions the daemon remembers "
                      "(their own blocks rank first)", s.sessions_ended)
         if s.remote_ready is not None:

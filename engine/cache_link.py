@@ -19,9 +19,10 @@ daemon's user can write that mapping, so a block is read by copying its slot out
 the copy against the checksum LOOKUP or PROMOTE gave for it: a mismatch is a miss (recomputed),
 counted in :attr:`CacheLink.corrupt` and reported to the daemon (VERIFY, one-way), which checks
 the slot itself and forgets the block. A CPU copy's COMMIT carries the checksum of the bytes
-written (these slot methods are :class:`asymcache.engine.cpu_slots.CpuSlotAccess`). A CPU slot is read or written only under the registration that handed it out
+written. A CPU slot is read or written only under the registration that handed it out
 (:mod:`asymcache.engine.slot_grants`): a slot LOOKUP returned before the daemon restarted is a
-block gone (recomputed), never bytes of the new daemon's slab. With a
+block gone (recomputed), never bytes of the new daemon's slab (these slot methods are
+:class:`asymcache.engine.cpu_slots.CpuSlotAccess`). With a
 :class:`asymcache.engine.lookup_mirror.LookupMirror` (the daemon's KV events), a LOOKUP that
 cannot find anything is not sent: :meth:`CacheLink.lookup` answers it with misses.
 """

@@ -249,6 +249,12 @@ class AsymPolicy(AsymValue, CostedPolicy):
             copy._rank_by_recency_for_good()
         return copy
 
+    @property
+    def ranking(self) -> str:
+        """``"value"`` while the selector's verdict (or ``select=False``) ranks by ``H``,
+        ``"recency"`` while it ranks by last use alone."""
+        return "value" if self.by_value else "recency"
+
     def _clock(self, now: float) -> float:
         return now if self.config.clock == "time" else self.inflation
 

@@ -327,6 +327,12 @@ class ResidencyPolicy(ABC):
         return out
 
     # ---- queries ------------------------------------------------------------------------
+    @property
+    def ranking(self) -> str | None:
+        """What orders the victims now, for a policy that switches (``"value"`` or
+        ``"recency"``: ``asym``'s selector); None for one that never switches."""
+        return None
+
     def __len__(self) -> int:
         return len(self.blocks)
 

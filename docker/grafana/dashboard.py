@@ -155,6 +155,12 @@ def daemon_panels() -> list[Panel]:
         ), "ops", description="SIGNALs from engines: requests with a session "
                               "(prompt_cache_key), with a retention, session ends, and asks "
                               "capped per tenant (docs/policy.md, 'Client signals')"),
+        Panel("Policy ranking by value or recency", (
+            ("sum by (tier, ranking) (asymcache_policy_ranking)", "{{tier}} by {{ranking}}"),
+        ), description="Pools whose asym policy ranks victims by value (reuse x position-aware "
+                       "cost) or by recency now: its selector switches to value only while a "
+                       "sampled copy shows that it saves more (docs/policy.md, 'asym'); gpu "
+                       "counts one pool per engine"),
         Panel("Daemon errors", (
             (rate("asymcache_rpc_errors_total", "code"), "reply {{code}}"),
             (rate("asymcache_tier_errors_total", "tier, kind"), "{{tier}} {{kind}}"),

@@ -39,6 +39,7 @@ REQUIRED = {
     "purges": "asymcache_tenant_purged_blocks_total",
     "client signals": "asymcache_policy_signals_total",
     "ended sessions": "asymcache_policy_ended_sessions",
+    "policy ranking": "asymcache_policy_ranking",
 }
 
 

@@ -186,3 +186,23 @@ def test_signal_series_reach_prometheus_exactly(
         _series(signals, DAEMON, kind=kind): sample(baseline, signals, kind=kind) + 1
         for kind in ("session", "retention", "end")
     } | {f'{_series("asymcache_policy_ended_sessions", DAEMON)} >= bool 1': 1.0})
+
+
+def test_policy_ranking_series_reach_prometheus_exactly(
+        daemon: Service, endpoint: str, prometheus: Prometheus) -> None:
+    """One series per tier and ranking: the shared CPU tier's asym (64 slots: it runs its
+    selector, ranking by recency until a sampled copy shows value pays) and one more GPU pool,
+    ranking by recency for good (8 slots, under asym's ``select_min_blocks``), while an engine
+    is registered."""
+    name = "asymcache_policy_ranking"
+    baseline = daemon.metrics()
+    gpu = {how: sample(baseline, name, tier="gpu", ranking=how) for how in ("value", "recency")}
+    cpu = sum(sample(baseline, name, tier="cpu", ranking=how) for how in ("value", "recency"))
+    assert cpu == 1.0  # exactly one CPU tier, whichever way it ranks now
+    with CacheClient(endpoint, engine_id="deploy-ranking", heartbeat=False) as client:
+        client.hello("deploy-ranking-model", LAYOUT, gpu_slots=8)
+        _wait_for_values(prometheus, {
+            _series(name, DAEMON, tier="gpu", ranking="recency"): gpu["recency"] + 1,
+            _series(name, DAEMON, tier="gpu", ranking="value"): gpu["value"],
+            f'sum({_series(name, DAEMON, tier="cpu")})': 1.0,
+        })

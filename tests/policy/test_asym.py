@@ -239,3 +239,18 @@ def test_of_two_blocks_in_one_class_the_one_used_more_often_lately_stays(heat: b
     else:
         assert hot.heat == cold.heat == 1.0
         assert pol.score(1) == pol.score(2)
+
+
+def test_each_pool_reports_how_it_ranks_for_the_ranking_gauge() -> None:
+    from asymcache.cacheserver.handlers_data import rankings
+
+    value = asym(200)  # select=False: by value for good
+    selecting = AsymPolicy(200, semantics="msa", cost_model=COST)  # its selector starts on LRU
+    small = AsymPolicy(10, semantics="msa", cost_model=COST)  # under select_min_blocks
+    lru = create_policy("lru", 200, semantics="msa")
+    assert (value.ranking, selecting.ranking, small.ranking, lru.ranking) == \
+        ("value", "recency", "recency", None)
+    got = rankings({"cpu": selecting, "disk": lru}, [value, small, value])
+    assert got == {("gpu", "value"): 2, ("gpu", "recency"): 1,
+                   ("cpu", "value"): 0, ("cpu", "recency"): 1}
+    assert rankings({"cpu": lru}, []) == {}
