@@ -121,8 +121,11 @@ class CacheClient(ClientBase):
     def _request(self, msg: p.Message) -> p.Reply:
         self._check_backoff()
         rid = next(self._rid)
-        self._sock.send(msg.to_wire(rid))
-        reply = _await(self._sock, rid, self.timeout_s, self._other)
+        # never a blocking send: after a handshake the daemon refused (a client without the
+        # CURVE keys of a protected daemon) the socket can be left with no connection to
+        # queue on, and a blocking send then waits for ever
+        sent = self._sock.send(msg.to_wire(rid), block=False)
+        reply = _await(self._sock, rid, self.timeout_s, self._other) if sent else None
         if reply is None:
             err = self._went_down()
             self._hb_wake.set()  # the heartbeat checks at once, then backs off
@@ -306,12 +309,13 @@ class CacheClient(ClientBase):
                 sock = DealerSocket(self._ctx, self.endpoint,
                                     self.routing_id + p.HEARTBEAT_SUFFIX, self.curve)
             generation, rid = self.generation, next(rids)
-            sock.send(p.Ping(engine_id=self._pinged_id(), info=True,
-                             purged_upto=self.purged_upto).to_wire(rid))
-            try:
-                got = _await(sock, rid, self.timeout_s, None)
-            except p.ProtocolError:  # a reply this client cannot read: as good as none
-                got = None
+            got = None
+            if sock.send(p.Ping(engine_id=self._pinged_id(), info=True,
+                                purged_upto=self.purged_upto).to_wire(rid), block=False):
+                try:
+                    got = _await(sock, rid, self.timeout_s, None)
+                except p.ProtocolError:  # a reply this client cannot read: as good as none
+                    got = None
             self.answering = got is not None
             if got is None:  # a fresh socket next time: no queue of PINGs to a dead daemon
                 sock.close()

@@ -7,7 +7,7 @@ import time
 import pytest
 
 from asymcache.cacheserver.protocol import Where
-from asymcache.engine import client_ops
+from asymcache.engine import client, client_ops
 from asymcache.engine.client import (
     CacheClient,
     DaemonUnavailable,
@@ -49,7 +49,8 @@ def test_unreachable_daemon_fails_fast_during_backoff_then_reconnects(
             c.ping()
         sent: list[object] = []
         real_send = c._sock.send
-        monkeypatch.setattr(c._sock, "send", lambda f: (sent.append(f), real_send(f))[1])
+        monkeypatch.setattr(c._sock, "send",
+                            lambda f, block=True: (sent.append(f), real_send(f, block))[1])
         frozen = time.monotonic()
         with monkeypatch.context() as m:  # the backoff clock stands still: still backing off
             m.setattr(client_ops, "monotonic", lambda: frozen)
@@ -95,3 +96,22 @@ def test_a_cpu_slot_from_before_a_re_hello_is_refused_as_stale(start_daemon) -> 
         assert c.generation == before + 1
         with pytest.raises(StaleSlotError, match="registered again"):
             c.cpu_slot(slot, generation=before)
+
+
+def test_a_request_the_socket_cannot_queue_fails_at_once_instead_of_blocking(
+    start_daemon, monkeypatch
+) -> None:
+    """A socket with no connection to queue on (after a handshake the daemon refused) would
+    block a blocking send for ever; the client sends without blocking and gives up at once."""
+    d = start_daemon(disk_bytes=0)
+    with CacheClient(d.endpoint, engine_id="eng", timeout_s=5, heartbeat=False) as c:
+        assert c.ping().registered is False  # the socket works
+        awaited: list[int] = []
+        real_await = client._await
+        monkeypatch.setattr(client, "_await",
+                            lambda *a, **k: (awaited.append(a[1]), real_await(*a, **k))[1])
+        monkeypatch.setattr(c._sock, "send", lambda frames, block=True: False)
+        with pytest.raises(DaemonUnavailable):
+            c.hello("test-model", LAYOUT, gpu_slots=2)
+        assert awaited == []  # no wait for a reply that cannot come
+        assert c.answering is False
