@@ -28,6 +28,7 @@ from collections.abc import Awaitable
 
 from asymcache.cacheserver import (  # noqa: F401 - register ops
     handlers_data,
+    handlers_lookup,
     handlers_session,
     handlers_signals,
     handlers_tenants,

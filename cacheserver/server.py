@@ -8,11 +8,11 @@
   binds the ROUTER and installs SIGTERM/SIGINT handlers (and, with CURVE, SIGHUP: reload the
   allow-list); then the daemon is ready.
 * **main_loop** reads requests in batches, admits each against its peer's in-flight bound
-  (``max_inflight``; past it a BUSY error), and dispatches to the handlers of ``handlers.py`` /
-  ``handlers_data.py``. Every request gets exactly one reply (one-way ones an ACK). A
-  housekeeping task expires silent engines, forgets blocks whose disk or remote writes failed,
-  hands the remote tier's measured load cost to the cost model and reloads a changed CURVE
-  allow-list.
+  (``max_inflight``; past it a BUSY error), and dispatches to the handlers of ``handlers.py``,
+  ``handlers_lookup.py``, ``handlers_data.py`` and the rest. Every request gets exactly one
+  reply (one-way ones an ACK). A housekeeping task expires silent engines, forgets blocks
+  whose disk or remote writes failed, hands the remote tier's measured load cost to the cost
+  model and reloads a changed CURVE allow-list.
 * **shutdown** (on a signal, or :meth:`CacheServer.request_stop`) stops reading, lets in-flight
   asynchronous requests finish (bounded), sends queued remote writes (bounded), flushes pending
   disk writes, closes the tiers (the CPU segment is unlinked) and stops HTTP.
