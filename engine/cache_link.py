@@ -47,7 +47,7 @@ from asymcache.engine.cpu_slots import (
     MAX_BLOCKS_PER_MESSAGE,
     MAX_KEYS,
     CpuSlotAccess,
-    _batches,
+    batches,
 )
 from asymcache.engine.planner import MISS, Location
 from asymcache.engine.slot_grants import SlotGrants
@@ -152,7 +152,7 @@ class CacheLink(CpuSlotAccess):
         (a daemon that predates TENANTS counts as having heard: it has no tenants to keep)."""
         if self.tenants_unsupported or not self.connected:
             return self.tenants_unsupported
-        for part in _batches(list(entries), MAX_KEYS):
+        for part in batches(list(entries), MAX_KEYS):
             try:
                 self.client.tenants([e[0] for e in part], [e[1] for e in part],
                                     [e[2] for e in part], model)
@@ -222,7 +222,7 @@ class CacheLink(CpuSlotAccess):
             self.lookups_skipped += 1
             return [MISS] * len(keys)
         out: list[Location] = []
-        for part in _batches(keys, MAX_KEYS):
+        for part in batches(keys, MAX_KEYS):
             res = self._guard(lambda part=part: self.client.lookup(part, remote=remote), None)
             if res is not None:
                 self._grant(part, [s if w is Where.CPU else -1
@@ -252,7 +252,7 @@ class CacheLink(CpuSlotAccess):
     def promote(self, keys: Sequence[bytes]) -> list[int]:
         """CPU slots of disk or remote blocks brought up (leased); -1 where that failed."""
         out: list[int] = []
-        for part in _batches(keys, MAX_KEYS):
+        for part in batches(keys, MAX_KEYS):
             got, sums = self._guard(lambda part=part: self.client.promote_verified(part),
                                     ([-1] * len(part), []))
             self._grant(part, got, sums)
@@ -283,7 +283,7 @@ class CacheLink(CpuSlotAccess):
     def forget(self, pairs: Sequence[tuple[int, bytes]]) -> None:
         """Tell the daemon, one-way, that GPU slots ``(slot, key)`` no longer hold those
         blocks (victims named ahead, given up)."""
-        for part in _batches(pairs, MAX_KEYS):
+        for part in batches(pairs, MAX_KEYS):
             self._guard(lambda part=part: self.client.notify(p.Forget(
                 slots=[s for s, _ in part], keys=[k for _, k in part], notify=True)), None)
 
@@ -295,7 +295,7 @@ class CacheLink(CpuSlotAccess):
 
     def reserve_cpu(self, refs: Sequence[BlockRef]) -> list[int]:
         out: list[int] = []
-        for part in _batches(refs, MAX_KEYS):
+        for part in batches(refs, MAX_KEYS):
             got = self._guard(lambda part=part: self.client.reserve_cpu(part), [-1] * len(part))
             self._grant([ref.key for ref in part], got)
             out += got
@@ -384,18 +384,18 @@ class CacheLink(CpuSlotAccess):
         self.grants.drop(keys)
         for key in keys:
             self._sums.pop(key, None)
-        for part in _batches(keys, MAX_KEYS):
+        for part in batches(keys, MAX_KEYS):
             self._guard(lambda part=part: self.client.release(part, notify=True), None)
 
     def pin(self, keys: Sequence[bytes], ttl_s: float) -> None:
-        for part in _batches(keys, MAX_KEYS):
+        for part in batches(keys, MAX_KEYS):
             self._guard(lambda part=part: self.client.pin(part, ttl_s), 0)
 
     def signal(self, keys: Sequence[bytes], session: bytes | None, retention_s: float) -> None:
         """SIGNAL, one-way: a request of ``session`` (``blocks.session_digest``; None: none)
         used ``keys``, whose client asked to keep them ``retention_s`` (0: not asked). Advice:
         skipped while the daemon is down, never an error."""
-        for part in _batches(keys, MAX_KEYS):
+        for part in batches(keys, MAX_KEYS):
             self._guard(lambda part=part: self.client.signal(
                 part, session, retention_s, notify=True), None)
 
@@ -413,7 +413,7 @@ class CacheLink(CpuSlotAccess):
         self._guard(lambda: self.client.release(everything=True), 0)
         keys = [k for _, k, d, _ in self.client.take_victims() if d >= 0]
         keys += [k for k, _, _ in self.client.take_reservations()]
-        for part in _batches(keys, MAX_KEYS):
+        for part in batches(keys, MAX_KEYS):
             self._guard(lambda part=part: self.client.cancel(part), 0)
         self.client.close()
         if self.mirror is not None:

@@ -120,12 +120,15 @@ class CacheClient(ClientBase):
 
     def _request(self, msg: p.Message) -> p.Reply:
         self._check_backoff()
-        rid = next(self._rid)
         # never a blocking send: after a handshake the daemon refused (a client without the
         # CURVE keys of a protected daemon) the socket can be left with no connection to
         # queue on, and a blocking send then waits for ever
-        sent = self._sock.send(msg.to_wire(rid), block=False)
-        reply = _await(self._sock, rid, self.timeout_s, self._other) if sent else None
+        try:
+            rid = self._send_now(msg)
+        except DaemonUnavailable:
+            self._hb_wake.set()  # the heartbeat checks at once, then backs off
+            raise
+        reply = _await(self._sock, rid, self.timeout_s, self._other)
         if reply is None:
             err = self._went_down()
             self._hb_wake.set()  # the heartbeat checks at once, then backs off

@@ -63,10 +63,9 @@ class CpuSlotAccess:
     def _give_back(self) -> None:
         """CANCEL the unfilled CPU reservations: the daemon frees their ``FILLING`` slots."""
         keys, self._owed = self._owed[1], (-1, [])
-        for part in _batches(keys, MAX_KEYS):
+        for part in batches(keys, MAX_KEYS):
             self._guard(lambda part=part: self.client.cancel(part, notify=True), None)
             self.given_back += len(part) if self.connected else 0
-
 
     def _grant(self, keys: Sequence[bytes], slots: Sequence[int],
                sums: Sequence[int] = ()) -> None:
@@ -91,7 +90,7 @@ class CpuSlotAccess:
             if self.mapped or not self.connected:
                 return self._checked(keys, views)
         got: list[Buffer | None] = []
-        for part in _batches(keys, MAX_BLOCKS_PER_MESSAGE):
+        for part in batches(keys, MAX_BLOCKS_PER_MESSAGE):
             got += self._guard(lambda part=part: self.client.get(part), [None] * len(part))
         return [g if g is not None and len(g) == nbytes else None for g in got]
 
@@ -113,7 +112,7 @@ class CpuSlotAccess:
             self.corrupt += len(bad)
             log.warning("%d CPU-tier block(s) did not match their checksums: recomputing them",
                         len(bad))
-            for part in _batches(bad, MAX_KEYS):
+            for part in batches(bad, MAX_KEYS):
                 self._guard(lambda part=part: self.client.verify(part, notify=True), None)
         return out
 
@@ -167,5 +166,7 @@ class CpuSlotAccess:
                 self._owe(key, self.client.generation)
 
 
-def _batches(items: Sequence[T], size: int) -> list[list[T]]:
+def batches(items: Sequence[T], size: int) -> list[list[T]]:
+    """``items`` in lists of at most ``size`` (requests under the daemon's per-request
+    limits)."""
     return [list(items[i:i + size]) for i in range(0, len(items), size)]
