@@ -68,7 +68,7 @@ def build_parts(config: EngineConfig) -> EngineParts:
         config.chunking, max_tokens=config.max_num_batched_tokens,
         chunk_tokens=config.chunk_tokens, cost=cost, target_step_s=config.target_step_s,
         min_prefill_tokens=config.min_prefill_tokens, calibrate=config.step_calibration,
-        ttft_slo_s=config.ttft_slo_s)
+        ttft_slo_s=config.ttft_slo_s, tpot_window=config.tpot_window)
     max_len = min(max_len, pool.num_blocks * config.block_size)
     return EngineParts(model, info, tokenizer, pool, kv, ModelRunner(model, pool), chunker, cost,
                        max_len)

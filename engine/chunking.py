@@ -17,14 +17,29 @@ waits steps for a long one ahead of it (as shortest-remaining-first, for mean TT
 oldest prefill still advances by at least ``min_prefill_tokens`` each step (no starvation).
 Neither exceeds ``max_tokens`` per step.
 
+The objective is each decode's pace, not every step's length: a decode should get a token every
+``target_step_s``, and may fall at most ``tpot_window - 1`` of them behind that pace. Each
+decode keeps that allowance as a bank: it starts full (``(tpot_window - 1) × target_step_s``),
+every gap between its tokens adds ``target_step_s`` minus the gap (never past full), and a
+step may take ``target_step_s`` plus the smallest bank of the decodes beside it. So a prefill
+beside decodes that keep pace runs in one long step where it fits instead of crawling through
+many short ones that each cost a pass (on a device whose step time grows with every token the
+short steps bought no TPOT: docs/benchmarks.md, "Chunking by pace"), and the decodes catch up
+in the decode steps that follow. While the cost model prices steps right, a bank never goes
+below zero: a decode's ``i``-th token comes at most ``i - 1 + tpot_window - 1`` targets after
+its first, so its TPOT over ``g`` gaps is at most ``(1 + (tpot_window - 1) / g) ×
+target_step_s``, and no gap exceeds ``tpot_window`` targets. ``tpot_window`` 1 allows no lag:
+every step within ``target_step_s``.
+
 ``adaptive`` holds the step-time objective only while no prefill is overdue: once a prefilling
 request has waited ``ttft_slo_s`` since its arrival, prefills take the whole token budget first
-come, first served (as with no decode running) until none is. The objective bounds the gap
-between a decode's tokens, not their sum: on a device whose step time grows with every token
-(no idle compute in a decode step) a prefill token delays the decodes beside it equally in
-whichever step it runs, so shorter steps spread the delay without shrinking mean TPOT, while
-each extra step costs a pass and smaller decode batches. Under a backlog that throughput is
-the queue (docs/benchmarks.md, "Under load"), so the objective yields to a TTFT deadline.
+come, first served (as with no decode running) until none is. Even with its allowance the
+objective bounds the gaps between a decode's tokens more than their sum: on a device whose
+step time grows with every token (no idle compute in a decode step) a prefill token delays the
+decodes beside it equally in whichever step it runs, so shorter steps spread the delay without
+shrinking mean TPOT, while each extra step costs a pass and smaller decode batches. Under a
+backlog that throughput is the queue (docs/benchmarks.md, "Under load"), so the objective
+yields to a TTFT deadline.
 
 ``adaptive`` learns how far the cost model is from the steps it sees: the engine reports each
 step's wall time (:meth:`Chunker.observe`) and a :class:`~asymcache.engine.step_clock.StepClock`
@@ -50,6 +65,7 @@ class Chunker(ABC):
     """Splits one step's token budget between prefilling requests."""
 
     name = ""
+    banks = False  # whether ``split`` wants each decode's bank of seconds (:meth:`settle`)
 
     def __init__(self, max_tokens: int) -> None:
         if max_tokens <= 0:
@@ -61,17 +77,24 @@ class Chunker(ABC):
 
     @abstractmethod
     def split(self, decode_contexts: Sequence[int], prefills: Sequence[Prefill],
-              waited: Sequence[float] = ()) -> list[int]:
+              waited: Sequence[float] = (), banked: Sequence[float] = ()) -> list[int]:
         """Tokens for each prefilling request this step.
 
         ``decode_contexts``: context length of each decoding request in the step.
         ``prefills``: ``(first_position, tokens_left)`` of each prefilling request, in service
         order; ``waited``: seconds since each one's arrival (empty: unknown, none overdue).
+        ``banked``: each decode's bank, the seconds it may still fall behind its pace
+        (:meth:`settle`; empty: none).
         Returns one count per prefill (0 = not this step), each ``<= tokens_left``.
         """
 
     def observe(self, seconds: float) -> None:  # noqa: B027 - most chunkers learn nothing
         """The wall time of the step the last :meth:`split` planned (nothing to learn here)."""
+
+    def settle(self, bank: float | None, gaps: Sequence[float]) -> float:
+        """A decode's bank (``None``: a new decode's) after the gaps between its newest tokens
+        (nothing to bank here)."""
+        return 0.0
 
 
 class FixedChunker(Chunker):
@@ -84,7 +107,7 @@ class FixedChunker(Chunker):
         self.chunk_tokens = min(chunk_tokens, max_tokens)
 
     def split(self, decode_contexts: Sequence[int], prefills: Sequence[Prefill],
-              waited: Sequence[float] = ()) -> list[int]:
+              waited: Sequence[float] = (), banked: Sequence[float] = ()) -> list[int]:
         budget = max(0, self.chunk_tokens - len(decode_contexts))
         return _fcfs(budget, prefills)
 
@@ -94,7 +117,7 @@ class AdaptiveChunker(Chunker):
 
     def __init__(
         self, max_tokens: int, cost: CostModel, target_step_s: float, min_prefill_tokens: int,
-        calibrate: bool = True, ttft_slo_s: float = 0.0,
+        calibrate: bool = True, ttft_slo_s: float = 0.0, tpot_window: int = 1,
     ) -> None:
         super().__init__(max_tokens)
         if not target_step_s > 0:
@@ -103,6 +126,11 @@ class AdaptiveChunker(Chunker):
             raise ValueError(f"min_prefill_tokens must be positive, got {min_prefill_tokens}")
         if not ttft_slo_s >= 0:
             raise ValueError(f"ttft_slo_s must be >= 0 (0: never overdue), got {ttft_slo_s}")
+        if isinstance(tpot_window, bool) or not isinstance(tpot_window, int) or tpot_window < 1:
+            raise ValueError(f"tpot_window must be a positive number of tokens, got "
+                             f"{tpot_window!r}")
+        self.bank_cap = (tpot_window - 1) * target_step_s
+        self.banks = tpot_window > 1
         self.cost = cost
         self.ttft_slo_s = ttft_slo_s
         self.target_step_s = target_step_s
@@ -118,10 +146,12 @@ class AdaptiveChunker(Chunker):
             self._planned = None
 
     def split(self, decode_contexts: Sequence[int], prefills: Sequence[Prefill],
-              waited: Sequence[float] = ()) -> list[int]:
+              waited: Sequence[float] = (), banked: Sequence[float] = ()) -> list[int]:
         overdue = self.overdue(waited)
-        out = self._split(decode_contexts, prefills, overdue)
-        if overdue and decode_contexts and out != self._split(decode_contexts, prefills, False):
+        step_s = self.step_budget(banked)
+        out = self._split(decode_contexts, prefills, overdue, step_s)
+        if overdue and decode_contexts and \
+                out != self._split(decode_contexts, prefills, False, step_s):
             self.overdue_steps += 1  # the deadline changed this step's split
         work = sum(self._more(start, 0, n) for (start, _), n in zip(prefills, out, strict=True))
         self._planned = (self.step_time(decode_contexts), work)
@@ -131,14 +161,27 @@ class AdaptiveChunker(Chunker):
         """Whether a prefill has waited ``ttft_slo_s`` or longer (never with 0)."""
         return self.ttft_slo_s > 0 and any(w >= self.ttft_slo_s for w in waited)
 
+    def settle(self, bank: float | None, gaps: Sequence[float]) -> float:
+        """``bank`` after these gaps: each adds ``target_step_s`` minus itself, up to the full
+        allowance, which is also where a new decode (``bank`` ``None``) starts."""
+        if bank is None:
+            bank = self.bank_cap
+        for gap in gaps:
+            bank = min(self.bank_cap, bank + self.target_step_s - gap)
+        return bank
+
+    def step_budget(self, banked: Sequence[float]) -> float:
+        """Seconds this step may take: ``target_step_s`` and the smallest of the decodes'
+        banks (never less than ``target_step_s``)."""
+        return self.target_step_s + max(0.0, min(banked, default=0.0))
+
     def _split(self, decode_contexts: Sequence[int], prefills: Sequence[Prefill],
-               overdue: bool) -> list[int]:
+               overdue: bool, step_s: float) -> list[int]:
         room = max(0, self.max_tokens - len(decode_contexts))
         if overdue or not decode_contexts:  # nothing to protect, or a deadline past it
             return _fcfs(room, prefills)
         # seconds of prefill work the model prices, that fit in what the decodes leave
-        left = (self.target_step_s - self.clock.fixed * self.step_time(decode_contexts)) \
-            / self.clock.work
+        left = (step_s - self.clock.fixed * self.step_time(decode_contexts)) / self.clock.work
         out = [0] * len(prefills)
         if prefills:  # the oldest advances every step: its floor is set aside first
             out[0] = min(self.min_prefill_tokens, prefills[0][1], room)
@@ -201,15 +244,17 @@ def create_chunker(
     min_prefill_tokens: int,
     calibrate: bool = True,
     ttft_slo_s: float = 0.0,
+    tpot_window: int = 1,
 ) -> Chunker:
     """The chunker named ``mode`` (``fixed`` or ``adaptive``; ``adaptive`` needs ``cost``;
     ``calibrate``: it corrects ``cost`` by the steps it observes; ``ttft_slo_s``: the wait
-    after which a prefill is overdue, 0 never)."""
+    after which a prefill is overdue, 0 never; ``tpot_window``: a decode may fall
+    ``tpot_window - 1`` targets behind its pace, 1 none: every step within ``target_step_s``)."""
     if mode == "fixed":
         return FixedChunker(max_tokens, chunk_tokens)
     if mode == "adaptive":
         if cost is None:
             raise ValueError("adaptive chunking needs a cost model")
         return AdaptiveChunker(max_tokens, cost, target_step_s, min_prefill_tokens, calibrate,
-                               ttft_slo_s)
+                               ttft_slo_s, tpot_window)
     raise ValueError(f"chunking must be 'fixed' or 'adaptive', got {mode!r}")

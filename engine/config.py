@@ -39,6 +39,10 @@ class EngineConfig:
       the per-request prompt limit. Default 256.
     * ``chunking``: ``adaptive`` (prefill share from ``target_step_s`` and the cost model; at
       least ``min_prefill_tokens`` per step) or ``fixed`` (``chunk_tokens`` tokens per step).
+      ``tpot_window``: adaptive holds each decode's TPOT to ``target_step_s`` by banking the
+      time its gaps saved (at most ``tpot_window - 1`` targets), which a step may spend; no
+      gap then exceeds ``tpot_window`` targets (1: every step within ``target_step_s``).
+      Default 16.
       ``step_calibration``: adaptive chunking corrects the cost model by the steps' measured
       wall time (``engine/step_clock.py``); off, it plans by the model alone (reproducible
       chunks, for tests and studies). ``ttft_slo_s``: a prefill that has waited this long since
@@ -93,6 +97,7 @@ class EngineConfig:
     chunking: str = "adaptive"
     chunk_tokens: int = 512
     target_step_s: float = 0.1
+    tpot_window: int = 16
     min_prefill_tokens: int = 32
     step_calibration: bool = True
     ttft_slo_s: float = 1.0
@@ -119,7 +124,8 @@ class EngineConfig:
     def __post_init__(self) -> None:
         object.__setattr__(self, "fetch_tiers", tuple(self.fetch_tiers))
         for name in ("block_size", "max_num_seqs", "max_num_batched_tokens", "chunk_tokens",
-                     "min_prefill_tokens", "max_waiting_requests", "lookup_mirror_blocks"):
+                     "min_prefill_tokens", "max_waiting_requests", "lookup_mirror_blocks",
+                     "tpot_window"):
             _positive_int(name, getattr(self, name))
         for name in ("num_gpu_blocks", "kv_cache_bytes", "max_model_len", "cpu_threads"):
             if getattr(self, name) is not None:

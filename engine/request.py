@@ -113,6 +113,8 @@ class Request:
         self.todo: deque[list[int]] = deque()  # [start, end) position ranges left to compute
         self.finish_reason: str | None = None
         self.logprobs: list[list[tuple[int, float]]] = []  # per output token, when asked
+        self.tpot_bank: float | None = None  # adaptive chunking's pace allowance (settle)
+        self.tpot_counted = 0  # output tokens whose gaps are in tpot_bank
 
     # ---- tokens -------------------------------------------------------------------------
     @property

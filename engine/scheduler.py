@@ -4,9 +4,10 @@ Each step the scheduler (1) gives every decoding request a slot for its next tok
 the lowest-priority running request (the latest arrival) when the pool is full instead of
 failing; (2) admits waiting requests first come, first served while the KV manager can place
 them; (3) asks the chunker how many prompt tokens each prefilling request computes beside the
-decodes. A preempted request goes back to the head of the queue with its tokens so far and is
-planned again on re-admission (its committed blocks are often still cached, so it recomputes
-little). Torch-free: the KV manager does lookups, allocation and copies.
+decodes (with each decode's pace allowance, for adaptive chunking). A preempted request goes back
+to the head of the queue with its tokens so far and is planned again on re-admission (its
+committed blocks are often still cached, so it recomputes little). Torch-free: the KV manager
+does lookups, allocation and copies.
 """
 
 from __future__ import annotations
@@ -97,12 +98,21 @@ class Scheduler:
         counts = self.chunker.split(
             [r.num_tokens for r in decodes], [(r.frontier, r.num_todo) for r in prefills],
             [now - r.stats.arrival for r in prefills],
+            [self._settle(r) for r in decodes] if self.chunker.banks else (),
         )
         out = [ScheduledSeq(r, [r.num_tokens - 1], True, decode=True) for r in decodes]
         for req, n in zip(prefills, counts, strict=True):
             if n:
                 out.append(ScheduledSeq(req, req.next_queries(n), n == req.num_todo))
         return out
+
+    def _settle(self, req: Request) -> float:
+        """``req``'s pace allowance, settled with the gaps between its tokens since last asked."""
+        times = req.stats.token_times
+        gaps = [times[i] - times[i - 1] for i in range(max(1, req.tpot_counted), len(times))]
+        req.tpot_bank = self.chunker.settle(req.tpot_bank, gaps)
+        req.tpot_counted = len(times)
+        return req.tpot_bank
 
     def _grow_decodes(self, now: float) -> None:
         for req in sorted(self.running, key=lambda r: r.seq):

@@ -76,6 +76,32 @@ def test_adaptive_yields_the_whole_step_to_an_overdue_prefill() -> None:
                         ttft_slo_s=-1.0)
 
 
+def test_adaptive_lets_decodes_fall_behind_their_pace_by_their_allowance() -> None:
+    """A decode may fall ``tpot_window - 1`` targets behind its pace: its bank starts full, each
+    gap adds the target minus itself (never past full), and a step may take the target and
+    the smallest bank beside it, never less than the target."""
+    chunker = AdaptiveChunker(4096, _cost(), target_step_s=0.05, min_prefill_tokens=16,
+                              tpot_window=16)
+    assert chunker.banks and chunker.bank_cap == pytest.approx(0.75)
+    assert chunker.settle(None, []) == pytest.approx(0.75)  # a new decode: full
+    assert chunker.settle(None, [0.3]) == pytest.approx(0.5)  # one long gap spends it
+    assert chunker.settle(0.5, [0.02, 0.02]) == pytest.approx(0.56)  # fast gaps refill it
+    assert chunker.settle(0.74, [0.0, 0.0]) == pytest.approx(0.75)  # never past full
+    assert chunker.settle(0.0, [0.2]) == pytest.approx(-0.15)  # a misjudged step: behind
+    decodes, prefill = [100] * 10, [(0, 5000)]
+    # 50 ms + 250 ms of bank: a 300 ms step, 20 of it the pass and the decodes, 280 tokens
+    assert chunker.split(decodes, prefill, [], [0.25]) == [280]
+    assert chunker.split(decodes, prefill, [], [0.25, 0.01]) == [40]  # the smallest decides
+    assert chunker.split(decodes, prefill, [], [-0.5]) == [30]  # never below the target
+    assert chunker.split(decodes, prefill) == [30]
+    per_step = AdaptiveChunker(4096, _cost(), target_step_s=0.05, min_prefill_tokens=16)
+    assert not per_step.banks and per_step.settle(None, [0.01]) == 0.0
+    assert not FixedChunker(4096, 512).banks
+    with pytest.raises(ValueError, match="tpot_window"):
+        AdaptiveChunker(4096, _cost(), target_step_s=0.05, min_prefill_tokens=16,
+                        tpot_window=0)
+
+
 def test_an_overdue_step_still_teaches_the_step_clock() -> None:
     """A step the deadline sized is planned and observed like any other."""
     chunker = AdaptiveChunker(2048, _cost(), target_step_s=0.05, min_prefill_tokens=16,

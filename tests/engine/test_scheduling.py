@@ -3,6 +3,7 @@ fixed budget or by the adaptive step-time objective, and preemption instead of f
 
 from __future__ import annotations
 
+import itertools
 import json
 
 from asymcache.cacheserver.policy.cost import CostModel, TierLink
@@ -41,7 +42,7 @@ def _run(llm, decoders, long_prompt, steps=400):
 def test_adaptive_chunks_fit_the_step_objective_beside_the_decodes(tmp_path) -> None:
     llm = make_llm(chunking="adaptive", cost_model=_profile(tmp_path), target_step_s=TARGET,
                    min_prefill_tokens=8, num_gpu_blocks=128, step_calibration=False,
-                   ttft_slo_s=0)
+                   ttft_slo_s=0, tpot_window=1)
     prompts = corpus_ids(llm, 5, 64)
     shapes = _run(llm, prompts[:4], corpus_ids(llm, 1, 600, offset=3)[0])
     overdue_steps = llm.engine.state().overdue_steps
@@ -53,6 +54,41 @@ def test_adaptive_chunks_fit_the_step_objective_beside_the_decodes(tmp_path) -> 
     assert all(s.prefill_tokens <= budget for s in with_decodes)
     assert max(s.prefill_tokens for s in with_decodes) == budget
     assert all(s.decodes >= 4 for s in shapes)  # no decode ever skipped a step
+
+
+def test_a_prefill_takes_what_the_decodes_saved_and_their_windows_hold(tmp_path) -> None:
+    """On a device exactly as profiled (the engine's clock moves by the profile's price of each
+    forward), the long prompt beside four decodes runs in far fewer steps than with a bound on
+    every step, and every decode keeps its pace: its ``i``-th token within ``i - 1 + 15``
+    targets of its first, no gap over 16 targets."""
+    def run(window: int) -> tuple[list, dict[str, list[float]]]:
+        llm = make_llm(chunking="adaptive", cost_model=_profile(tmp_path), target_step_s=TARGET,
+                       min_prefill_tokens=8, num_gpu_blocks=128, step_calibration=False,
+                       ttft_slo_s=0, tpot_window=window)
+        now = [0.0]
+        engine = llm.engine
+        engine.clock = lambda: now[0]
+        launch = engine.runner.launch
+
+        def priced_launch(batch):  # the forward takes what the profile says it takes
+            now[0] += PASS + LINEAR * sum(len(s.positions) for s in batch)
+            return launch(batch)
+        engine.runner.launch = priced_launch
+        prompts = corpus_ids(llm, 5, 64)
+        shapes = _run(llm, prompts[:4], corpus_ids(llm, 1, 600, offset=3)[0])
+        times = {r.request_id: list(r.stats.token_times) for r in engine.scheduler.running}
+        llm.close()
+        return shapes, times
+
+    per_step, _ = run(1)
+    windowed, times = run(16)
+    beside = [s.prefill_tokens for s in windowed if s.decodes == 4 and s.prefill_tokens]
+    assert len(beside) < len([s for s in per_step if s.decodes == 4 and s.prefill_tokens]) / 4
+    assert max(beside) > 36  # more than the per-step budget (the test above)
+    assert len(times) == 4
+    for gaps in times.values():
+        assert all(b - a <= 16 * TARGET + 1e-9 for a, b in itertools.pairwise(gaps))
+        assert all(gaps[i] - gaps[0] <= (i + 15) * TARGET + 1e-9 for i in range(len(gaps)))
 
 
 def test_adaptive_chunker_learns_from_every_step_the_engine_ran(tmp_path) -> None:
@@ -85,7 +121,7 @@ def test_an_overdue_prefill_takes_the_whole_step_beside_the_decodes(tmp_path) ->
     ``ttft_slo_s`` (here at once) the long prompt gets every token the decodes leave."""
     llm = make_llm(chunking="adaptive", cost_model=_profile(tmp_path), target_step_s=TARGET,
                    min_prefill_tokens=8, num_gpu_blocks=128, max_num_batched_tokens=256,
-                   step_calibration=False, ttft_slo_s=1e-9)
+                   step_calibration=False, ttft_slo_s=1e-9, tpot_window=1)
     prompts = corpus_ids(llm, 5, 64)
     shapes = _run(llm, prompts[:4], corpus_ids(llm, 1, 600, offset=3)[0])
     overdue_steps = llm.engine.state().overdue_steps
