@@ -40,7 +40,7 @@ class BenchConfig:
     def chunking_label(self) -> str:
         if self.engine.get("chunking") == "fixed":
             return f"fixed {self.engine['chunk_tokens']}"
-        return "adaptive"
+        return "adaptive, per step" if self.engine.get("tpot_window") == 1 else "adaptive"
 
 
 def _fixed(tokens: int) -> dict:
@@ -65,6 +65,9 @@ CONFIGS: tuple[BenchConfig, ...] = (
                 {"reuse": "msa", **_fixed(2048)}, "asym"),
     BenchConfig("5d", "asym-fixed512", "ablation: AsymCache with fixed 512-token chunks",
                 {"reuse": "msa", **_fixed(512)}, "asym"),
+    BenchConfig("5e", "asym-perstep", "ablation: AsymCache's adaptive chunking with every step "
+                "within the objective (tpot_window 1: no TPOT bank)",
+                {**_ASYM, "tpot_window": 1}, "asym"),
     BenchConfig("P", "perfect-cache", "bound: every block seen before is resident (a pool "
                 "that never evicts), only new tokens computed", {"reuse": "msa", "fetch_tiers": (),
                                                                  "write_through": False,

@@ -13,6 +13,8 @@ in flight, the queue in front of admission, and every prefill step it takes:
 * the breakdown of TTFT: ``lag`` (due → added, the step in flight), ``queue`` (added → first
   admitted), ``prefill`` (admitted → first token);
 * engine busy time = the summed wall time of steps that ran something;
+* pool held = after each such step, the share of the GPU pool's slots that running requests
+  hold (leased: neither idle nor empty), which no residency policy can give to others;
 * a session's job latency = its last request's last token − its first request's due time.
 
 The engine is driven greedy with EOS ignored, so every configuration generates the same number
@@ -69,6 +71,7 @@ class Replay:
     steps: list[tuple[int, int, float]] = field(default_factory=list)  # decodes, prefill, s
     wall_s: float = 0.0
     overdue_steps: int = 0  # steps whose split the TTFT deadline changed (ttft_slo_s)
+    held: list[float] = field(default_factory=list)  # pool share held by requests, per step
 
     @property
     def busy_s(self) -> float:
@@ -106,6 +109,8 @@ def replay(engine: LLMEngine, workload: Workload, *, margins: bool = False,
     live: dict[str, tuple[E2ERequest, Request, float]] = {}
     done: dict[str, Outcome] = {}
     steps: list[tuple[int, int, float]] = []
+    held: list[float] = []
+    pool = engine.kv.blocks
     overdue_before = engine.state().overdue_steps
     last_progress = t0
     while pending or live or waiting:
@@ -129,6 +134,7 @@ def replay(engine: LLMEngine, workload: Workload, *, margins: bool = False,
         info = engine.last_step
         if info.seqs:
             steps.append((info.decodes, info.prefill_tokens, info.seconds))
+            held.append(pool.num_used / pool.num_slots)
         for out in outputs:
             if out.finished:
                 r, _, due = live.pop(out.request_id)
@@ -151,7 +157,7 @@ def replay(engine: LLMEngine, workload: Workload, *, margins: bool = False,
                                f"{len(live)} in the engine, {len(pending)} not yet due")
     wall = max(o.token_times[-1] for o in done.values()) - t0
     return Replay([done[r.request_id] for r in workload.requests], steps, wall,
-                  engine.state().overdue_steps - overdue_before)
+                  engine.state().overdue_steps - overdue_before, held)
 
 
 def previous_in_session(workload: Workload) -> dict[str, str]:

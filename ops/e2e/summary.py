@@ -175,7 +175,8 @@ def _sources(outcomes: Sequence[Outcome], counters: Mapping[str, float] | None,
 
 
 def _breakdown(rep: Replay) -> dict[str, float]:
-    """Where TTFT and engine time go: lag, queue and prefill means; prefill and decode steps."""
+    """Where TTFT and engine time go: lag, queue and prefill means; prefill and decode steps;
+    the share of the GPU pool running requests held (mean and p90 over steps)."""
     o = rep.outcomes
     prefill_steps = [s for d, p, s in rep.steps if p]
     decode_steps = [s for d, p, s in rep.steps if d and not p]
@@ -187,4 +188,6 @@ def _breakdown(rep: Replay) -> dict[str, float]:
         "prefill_tokens_computed": int(sum(p for _, p, _ in rep.steps)),
         "decode_only_steps": len(decode_steps), "decode_only_steps_s": float(sum(decode_steps)),
         "overdue_steps": rep.overdue_steps,
+        "pool_held_mean": float(np.mean(rep.held)) if rep.held else 0.0,
+        "pool_held_p90": float(np.percentile(rep.held, 90)) if rep.held else 0.0,
     }

@@ -152,6 +152,11 @@ def test_a_session_waits_for_its_previous_answer_and_its_job_latency_spans_the_s
         # a1 was due 1 ms after a0 but is sent only once a0's answer (12 tokens) is complete
         assert by["a1"].due == by["a0"].token_times[-1] > by["a0"].due + 0.001
         assert by["b0"].due == by["a0"].due  # another session is not held back
+        # the pool share the running requests held after each step: a0's 3 blocks and b0's 2
+        # after the first, none once the last request finished
+        pool = llm.engine.kv.blocks.num_slots
+        assert len(rep.held) == len(rep.steps) and rep.held[0] == 5 / pool
+        assert rep.held[-1] == 0 and all(0 <= h <= 1 for h in rep.held)
         jobs = job_latencies(rep.outcomes, {r.request_id: r.session for r in reqs})
         spans = [by["a1"].token_times[-1] - by["a0"].due, by["b0"].token_times[-1] - by["b0"].due]
         assert jobs["job_latency_mean_s"] == pytest.approx(sum(spans) / 2)
