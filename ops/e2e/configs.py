@@ -66,7 +66,7 @@ CONFIGS: tuple[BenchConfig, ...] = (
     BenchConfig("5d", "asym-fixed512", "ablation: AsymCache with fixed 512-token chunks",
                 {"reuse": "msa", **_fixed(512)}, "asym"),
     BenchConfig("5e", "asym-perstep", "ablation: AsymCache's adaptive chunking with every step "
-                "within the objective (tpot_window 1: no TPOT bank)",
+                "within the objective (tpot_window 1: no pace allowance)",
                 {**_ASYM, "tpot_window": 1}, "asym"),
     BenchConfig("P", "perfect-cache", "bound: every block seen before is resident (a pool "
                 "that never evicts), only new tokens computed", {"reuse": "msa", "fetch_tiers": (),
