@@ -39,9 +39,10 @@ class EngineConfig:
       the per-request prompt limit. Default 256.
     * ``chunking``: ``adaptive`` (prefill share from ``target_step_s`` and the cost model; at
       least ``min_prefill_tokens`` per step) or ``fixed`` (``chunk_tokens`` tokens per step).
-      ``tpot_window``: adaptive holds each decode's TPOT to ``target_step_s`` by banking the
-      time its gaps saved (at most ``tpot_window - 1`` targets), which a step may spend; no
-      gap then exceeds ``tpot_window`` targets (1: every step within ``target_step_s``).
+      ``tpot_window``: adaptive lets a decode fall ``tpot_window - 1`` targets behind a pace
+      of one token per ``target_step_s`` (an allowance that starts full and refills by what
+      each gap saves), which a step may spend; no gap then exceeds ``tpot_window`` targets
+      (1: every step within ``target_step_s``).
       Default 16.
       ``step_calibration``: adaptive chunking corrects the cost model by the steps' measured
       wall time (``engine/step_clock.py``); off, it plans by the model alone (reproducible

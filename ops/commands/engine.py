@@ -30,8 +30,8 @@ _HELP = {
     "chunking": "adaptive (default) or fixed",
     "chunk_tokens": "tokens per step in fixed chunking",
     "target_step_s": "step-time (TPOT) objective, adaptive chunking",
-    "tpot_window": "adaptive chunking: a step may spend what each decode saved against "
-                   "--target-step-s, up to N-1 targets (default 16; 1: every step within it)",
+    "tpot_window": "adaptive chunking: a decode may fall N-1 steps of --target-step-s "
+                   "behind its pace (default 16; 1: every step within it)",
     "step_calibration": "adaptive chunking corrects the cost model by measured step times "
                         "(default true)",
     "ttft_slo_s": "adaptive chunking: a prefill waiting this long takes the whole step "
