@@ -49,6 +49,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         "retention, TTL pins (default: on when the trace carries any)")
     parser.add_argument("--queue", action="store_true",
                         help="also report TTFT with one FIFO prefill server on the arrival times")
+    parser.add_argument("--tpot-s", type=float, default=None, metavar="S",
+                        help="model requests in flight: each keeps its GPU blocks until its "
+                        "last token, S seconds per output token after its prefill (one FIFO "
+                        "prefill server); default: one request at a time")
     parser.add_argument("--time-scale", type=float, default=1.0,
                         help="multiply arrival times (and TTL pins) by this factor")
     parser.add_argument("--limit", type=int, default=0, help="replay only the first N requests")

@@ -159,7 +159,10 @@ def _run_rate(workload: Workload, configs: Sequence[BenchConfig], setup: RunSetu
 
 def _attach_predictions(rows: list[dict[str, object]], workload: Workload, caps: Capacities,
                         configs: Sequence[BenchConfig], profile: str, signals: bool) -> None:
-    pred = predict(workload, caps, configs, [(H100, H100_PRESET), (LOCAL, profile)], signals)
+    tpot = {str(r["config_id"]): float(r["tpot_mean_s"])  # type: ignore[arg-type]
+            for r in rows if r.get("repeat", 0) == 0 and r.get("tpot_mean_s")}
+    pred = predict(workload, caps, configs, [(H100, H100_PRESET), (LOCAL, profile)], signals,
+                   tpot)
     for row in rows:
         for label, fig in pred[str(row["config_id"])].items():
             row[f"sim_{label}_ttft_s"] = fig["ttft_queue_mean_s"]
@@ -167,6 +170,7 @@ def _attach_predictions(rows: list[dict[str, object]], workload: Workload, caps:
             row[f"sim_{label}_cpu_hit"] = fig.get("cpu_hit_ratio")
             row[f"sim_{label}_disk_hit"] = fig.get("disk_hit_ratio")
             row[f"sim_{label}_computed_share"] = fig["tokens_recomputed_share"]
+            row[f"sim_{label}_gpu_held"] = fig.get("gpu_held_mean")
 
 
 def goals(rows: Sequence[dict[str, object]]) -> dict[str, object]:

@@ -9,11 +9,14 @@ under a cost model: the ``h100-llama3-8b`` preset (what the design targets) and,
 machine's measured profile (how far the simulator explains the measured run). The simulator
 models neither decoding nor chunking, so the chunking ablations share configuration 4's
 prediction, and its TTFT is the prefill time with one FIFO prefill server (``ttft_queue``).
+Given each configuration's measured mean TPOT, it holds each request's GPU blocks while the
+request would be in flight (``RunSpec.tpot_s``), as the engine's pool does.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import dataclasses
+from collections.abc import Mapping, Sequence
 
 from asymcache.cacheserver.policy.cost import CostModel
 from asymcache.ops.e2e.configs import BenchConfig, Capacities
@@ -44,17 +47,20 @@ def sim_spec(cfg: BenchConfig, caps: Capacities, signals: bool = True) -> RunSpe
 
 
 def predict(workload: Workload, caps: Capacities, configs: Sequence[BenchConfig],
-            cost_models: Sequence[tuple[str, str]], signals: bool = True
+            cost_models: Sequence[tuple[str, str]], signals: bool = True,
+            tpot_s: Mapping[str, float] | None = None
             ) -> dict[str, dict[str, dict[str, float]]]:
     """``{config key: {cost label: figures}}`` for each ``(label, preset name or profile
-    path)``; figures are TTFT mean (with the FIFO queue and without), hit ratios and the share
-    of prompt tokens computed."""
+    path)``; figures are TTFT mean (with the FIFO queue and without), hit ratios, the share
+    of prompt tokens computed and, for a configuration with a TPOT in ``tpot_s``, the share of
+    the GPU tier its requests in flight hold."""
     trace = workload.to_trace()
     costs = [(label, CostModel.resolve(name)) for label, name in cost_models]
     cache: dict[tuple, dict[str, float]] = {}
     out: dict[str, dict[str, dict[str, float]]] = {}
     for cfg in configs:
-        spec = sim_spec(cfg, caps, signals)
+        spec = dataclasses.replace(sim_spec(cfg, caps, signals),
+                                   tpot_s=(tpot_s or {}).get(cfg.key))
         out[cfg.key] = {}
         for label, cost in costs:
             key = (spec, label)
@@ -66,6 +72,6 @@ def predict(workload: Workload, caps: Capacities, configs: Sequence[BenchConfig]
 
 def _figures(row: dict[str, object]) -> dict[str, float]:
     keys = ("ttft_queue_mean_s", "ttft_mean_s", "gpu_hit_ratio", "cpu_hit_ratio",
-            "disk_hit_ratio", "tokens_recomputed_share")
+            "disk_hit_ratio", "tokens_recomputed_share", "gpu_held_mean")
     return {k: float(row[k]) for k in keys if k in row}  # type: ignore[arg-type]
 

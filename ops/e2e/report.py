@@ -34,6 +34,9 @@ PREDICTED = (
     ("cpu", f"sim_{H100}_cpu_hit", "{:.0%}"), ("disk", f"sim_{H100}_disk_hit", "{:.0%}"),
     ("computed", f"sim_{H100}_computed_share", "{:.0%}"),
     ("sim TTFT here", f"sim_{LOCAL}_ttft_s", "ms"), ("measured TTFT", "ttft_mean_s", "ms"),
+    ("sim gpu hit here", f"sim_{LOCAL}_gpu_hit", "{:.0%}"), ("measured", "hit_gpu", "{:.0%}"),
+    ("sim held", f"sim_{LOCAL}_gpu_held", "{:.0%}"), ("measured held", "pool_held_mean",
+                                                    "{:.0%}"),
 )
 
 

@@ -39,7 +39,7 @@ def simulate(args: argparse.Namespace) -> int:
     print(f"client signals {'on' if signals else 'off'}"
           + ("" if carried else " (the trace carries none)"))
     rows = run_grid(trace, cost, args.policy, args.semantics, setups, queue=args.queue,
-                    signals=signals, on_run=lambda r: _log_run(r, bar),
+                    signals=signals, tpot_s=args.tpot_s, on_run=lambda r: _log_run(r, bar),
                     progress=bar.update if bar is not None else None)
     if bar is not None:
         bar.close()
@@ -72,6 +72,8 @@ def _prepare(args: argparse.Namespace) -> tuple[Trace, CostModel, list[Setup]]:
     for sem in args.semantics:
         if sem not in REUSE_SEMANTICS:
             raise ValueError(f"unknown semantics {sem!r}; known: {list(REUSE_SEMANTICS)}")
+    if args.tpot_s is not None and not args.tpot_s >= 0:
+        raise ValueError(f"--tpot-s must be >= 0, got {args.tpot_s}")
     if (args.gpu_frac is None) == (args.gpu_size is None):
         raise ValueError("give exactly one of --gpu-frac and --gpu-size")
     cost = CostModel.resolve(args.cost_model)

@@ -41,8 +41,13 @@ class RunSpec:
     queue: bool = False
     options: tuple[tuple[str, str], ...] = ()  # fields of the policy's config_class
     signals: bool = False  # replay the trace's client signals (sessions, ends, retention, pins)
+    # Requests in flight: with a value, a request holds its GPU blocks until its last token,
+    # its FIFO prefill's end plus ``output_tokens * tpot_s``; None serves one at a time.
+    tpot_s: float | None = None
 
     def __post_init__(self) -> None:
+        if self.tpot_s is not None and not self.tpot_s >= 0:
+            raise ValueError(f"RunSpec.tpot_s must be >= 0 or None, got {self.tpot_s}")
         if self.policy not in policy_names():
             raise ValueError(f"RunSpec.policy: unknown {self.policy!r}; known: {policy_names()}")
         if self.semantics not in REUSE_SEMANTICS:

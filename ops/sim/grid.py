@@ -46,7 +46,7 @@ class Setup:
 
 def run_grid(trace: Trace, cost: CostModel, policies: Sequence[str], semantics: Sequence[str],
              setups: Sequence[Setup], *, queue: bool = False, signals: bool = False,
-             on_run: Callable[[dict[str, object]], None] | None = None,
+             tpot_s: float | None = None, on_run: Callable[[dict[str, object]], None] | None = None,
              progress: Callable[[int], None] | None = None) -> list[dict[str, object]]:
     """Every (setup, policy, semantics) run, in that order, as JSON-ready rows."""
     oracle: NextUseOracle | None = None
@@ -56,7 +56,7 @@ def run_grid(trace: Trace, cost: CostModel, policies: Sequence[str], semantics: 
         for policy in policies:
             name, options = RunSpec.parse_policy(policy)
             for sem in semantics:
-                spec = RunSpec(name, sem, tiers, queue, options, signals)
+                spec = RunSpec(name, sem, tiers, queue, options, signals, tpot_s)
                 if spec.offline and oracle is None:
                     oracle = build_oracle(trace, policy_clock(trace))
                 stats = Replay(trace, cost, spec, oracle).run(progress)
@@ -74,7 +74,7 @@ def _row(trace: Trace, cost: CostModel, spec: RunSpec, setup: Setup,
     row: dict[str, object] = {
         "trace": trace.name, "cost_model": cost.name, "policy": spec.label,
         "semantics": spec.semantics, "setup": setup.label, "block_tokens": trace.block_tokens,
-        "unique_blocks": unique, "signals": spec.signals,
+        "unique_blocks": unique, "signals": spec.signals, "tpot_s": spec.tpot_s,
     }
     for name in ("gpu", "cpu", "disk"):
         blocks = spec.capacity(name)

@@ -16,7 +16,10 @@ arrivals tie so that it always moves forward):
    victim, or a computed block the GPU does not keep, is demoted into the CPU tier when that
    tier admits it; a CPU victim into every lower tier that admits it and lacks it; a disk
    victim is dropped (``admit`` may refuse: that is how a policy declines to keep a block in CPU
-   memory or to write it to disk). Leases are dropped at the end.
+   memory or to write it to disk). Leases are dropped at the end, or, with ``spec.tpot_s``
+   (requests in flight), once the request's last token is out: its prefill ends where one FIFO
+   prefill server gets to it, and it decodes ``output_tokens * tpot_s`` more. Until then the
+   GPU tier cannot evict those blocks, as an engine's pool cannot evict a running request's.
 5. **Signals** (``spec.signals``; docs/policy.md "Client signals"): an agent request's blocks
    are pinned for ``pin_ttl_s`` in every tier that holds them (the engine's PIN); a request
    with a session or a retention signals its blocks (the engine's SIGNAL at its end); a
@@ -28,6 +31,8 @@ Tiers are inclusive: a block loaded from CPU stays there, and the tier above kno
 
 from __future__ import annotations
 
+import heapq
+import itertools
 import time
 from collections.abc import Callable
 
@@ -92,18 +97,31 @@ class Replay(ChainEvents):
         self.load = [0.0] + [cost.load_cost(n, self.block_bytes) for n in self.names[1:]]
         self._rc: list[float] = []
         self.stats = RunStats(self.names)
+        # requests in flight (spec.tpot_s): GPU keys they hold, and when each lets go
+        self._held: dict[int, int] = {}
+        self._ends: list[tuple[float, int, tuple[int, ...]]] = []
+        self._seq = itertools.count()
+        self._free = float("-inf")  # when the FIFO prefill server is next free
+        self._last = float("-inf")  # the policy clock of the last request served
 
     def run(self, progress: Callable[[int], None] | None = None) -> RunStats:
         """Replay every request; ``progress(n)`` is called every 256 requests."""
         import numpy as np
 
         service = np.zeros(len(self.trace))
+        held = np.zeros(len(self.trace)) if self.spec.tpot_s is not None else None
+        capacity = max(1, self.spec.tiers[0].capacity)
         started = time.perf_counter()
         for i, (req, now) in enumerate(zip(self.trace.requests, self.clock, strict=True)):
+            if held is not None:
+                self._finish_until(now)
+                held[i] = len(self._held) / capacity
             service[i] = self.serve(req, now)
             if progress is not None and i % 256 == 255:
                 progress(256)
         self.stats.wall_s = time.perf_counter() - started
+        if held is not None:
+            self.stats.gpu_held = held
         self.stats.ttft = service
         if self.spec.queue:
             self.stats.ttft_queue = _fifo_ttft([r.arrival_s for r in self.trace], service)
@@ -114,7 +132,9 @@ class Replay(ChainEvents):
         found = [self._locate(k) for k in req.blocks]
         plan = self._plan(found)
         seconds = self._price(req, plan)
+        self._free = max(self._free, req.arrival_s) + seconds
         self._update(req, found, plan, now)
+        self._last = now
         return seconds
 
     def placement(self, key: int) -> tuple[str, ...]:
@@ -195,10 +215,35 @@ class Replay(ChainEvents):
                 elif len(self.levels) > 1:  # the GPU keeps no copy: demoted as a GPU victim
                     chain.copy(gpu, self.levels[1], block, now)
             parent = key
-        for key in leased:
-            gpu.policy.unprotect(key, now)
+        if self.spec.tpot_s is None:
+            for key in leased:
+                gpu.policy.unprotect(key, now)
+        else:
+            self._hold(leased, self._free + req.output_tokens * self.spec.tpot_s)
         if self.spec.signals:
             self._signal(req, now)
+
+    def _hold(self, keys: list[int], until: float) -> None:
+        """Keep ``keys`` (protected in the GPU tier) leased until ``until``."""
+        mine = tuple(dict.fromkeys(keys))
+        for key in mine:
+            self._held[key] = self._held.get(key, 0) + 1
+        heapq.heappush(self._ends, (until, next(self._seq), mine))
+
+    def _finish_until(self, now: float) -> None:
+        """Release the leases of every request whose last token is out by ``now``; the policy
+        sees each release at its time, kept no earlier than the last request it saw."""
+        gpu, held = self.levels[0].policy, self._held
+        while self._ends and self._ends[0][0] <= now:
+            until, _, keys = heapq.heappop(self._ends)
+            at = max(until, self._last)
+            for key in keys:
+                left = held[key] - 1
+                if left:
+                    held[key] = left
+                else:
+                    del held[key]
+                    gpu.unprotect(key, at)
 
     def _signal(self, req: Request, now: float) -> None:
         """What the client said with ``req``: pin, session and retention, session end."""

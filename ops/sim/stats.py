@@ -26,6 +26,7 @@ class RunStats:
     evictions: dict[str, int] = field(default_factory=dict)
     ttft: np.ndarray = field(default_factory=lambda: np.zeros(0))
     ttft_queue: np.ndarray | None = None
+    gpu_held: np.ndarray | None = None  # share of the GPU tier in flight at each arrival
     wall_s: float = 0.0
 
     def __post_init__(self) -> None:
@@ -46,6 +47,9 @@ class RunStats:
         }
         if self.ttft_queue is not None:
             out.update(_latency("ttft_queue", self.ttft_queue))
+        if self.gpu_held is not None and self.gpu_held.size:
+            out["gpu_held_mean"] = round(float(self.gpu_held.mean()), 6)
+            out["gpu_held_p90"] = round(float(np.percentile(self.gpu_held, 90)), 6)
         for name in self.tier_names:
             out[f"{name}_hit_ratio"] = round(self.hit_ratio(name), 6)
         out.update({

@@ -104,6 +104,23 @@ def test_the_perfect_cache_bound_gets_a_pool_that_never_evicts_and_no_daemon() -
     assert isinstance(caps, Capacities) and caps.to_dict()["all_blocks"] == caps.all_blocks
 
 
+def test_predictions_hold_the_requests_in_flight_at_each_configuration_s_own_tpot() -> None:
+    from asymcache.ops.e2e.sources import build
+
+    w = build("quick", SourceSpec(requests=12)).at_rate(4.0)
+    caps = experiment.capacities(w, Plan(configs=(), source=SourceSpec()), 32768)
+    configs = select(["1", "4", "5a"])
+    rows = [{"config_id": "1", "repeat": 0, "tpot_mean_s": 0.02},
+            {"config_id": "4", "repeat": 0, "tpot_mean_s": 0.5},
+            {"config_id": "4", "repeat": 1, "tpot_mean_s": 0.0},  # a repeat's TPOT is not used
+            {"config_id": "5a", "repeat": 0, "tpot_mean_s": None}]
+    experiment._attach_predictions(rows, w, caps, configs, "h100-llama3-8b", True)
+    held = [r["sim_h100_gpu_held"] for r in rows]
+    assert held[1] == held[2] and 0 < held[1] <= 1  # 4: requests overlap for seconds
+    assert held[3] is None  # no TPOT measured: one request at a time
+    assert held[0] == 0  # no cache: nothing to hold
+
+
 def test_goal_ratios_are_the_median_over_rounds_of_the_same_runs() -> None:
     def row(cid: str, ttft: float, tpot: float, rnd: int) -> dict:
         return {"config_id": cid, "kind": "headline" if rnd == 0 else "repeat", "repeat": rnd,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import random
+from dataclasses import replace
 
 import pytest
 
@@ -102,3 +103,55 @@ def test_run_specs_reject_bad_tier_orders_and_unknown_policies() -> None:
         RunSpec("lru", "msa", (TierSpec("gpu", 1), TierSpec("disk", 1), TierSpec("cpu", 1)))
     with pytest.raises(ValueError, match="unknown"):
         RunSpec("fifo", "msa", (TierSpec("gpu", 1),))
+
+
+def test_requests_in_flight_hold_their_gpu_blocks_until_their_last_token() -> None:
+    # request 0 decodes 100 tokens at 0.1 s each (in flight until about t=10): request 1 (t=1)
+    # cannot evict its blocks; request 2 (t=20) finds it finished. One at a time, request 1
+    # evicts them.
+    trace = Trace("flight", 16, [
+        Request(0.0, (1, 2), 33, output_tokens=100),
+        Request(1.0, (5, 6), 33, output_tokens=1),
+        Request(20.0, (8, 9), 33, output_tokens=1),
+    ])
+    rp = Replay(trace, COST, RunSpec("lru", "msa", tiers(2, 4), tpot_s=0.1))
+    rp.serve(trace.requests[0], rp.clock[0])
+    rp.serve(trace.requests[1], rp.clock[1])
+    assert {1, 2} <= set(rp.pols[0].blocks) and 5 not in rp.pols[0]
+    assert {5, 6} <= set(rp.pols[1].blocks)
+    assert rp._held == {1: 1, 2: 1}
+
+    row = Replay(trace, COST, RunSpec("lru", "msa", tiers(2, 4), tpot_s=0.1)).run().row()
+    assert row["gpu_held_mean"] == pytest.approx((0 + 1 + 0) / 3)  # shares at each arrival
+    assert row["gpu_hit_ratio"] == 0.0
+
+    alone = Replay(trace, COST, RunSpec("lru", "msa", tiers(2, 4)))
+    alone.serve(trace.requests[0], alone.clock[0])
+    alone.serve(trace.requests[1], alone.clock[1])
+    assert set(alone.pols[0].blocks) == {5, 6}
+    assert "gpu_held_mean" not in alone.run().row()
+
+
+@pytest.mark.parametrize("policy", [*ONLINE, "belady"])
+def test_requests_in_flight_never_overfill_a_tier_and_let_go_at_the_end(policy: str) -> None:
+    base = random_trace(2)
+    rng = random.Random(3)
+    trace = Trace("flight", 16, [replace(r, arrival_s=r.arrival_s * 0.05,
+                                         output_tokens=rng.randint(1, 40))
+                                 for r in base.requests])
+    rp = Replay(trace, COST, RunSpec(policy, "msa", tiers(8, 10, 20), tpot_s=0.01))
+    held = 0
+    for req, now in zip(trace.requests, rp.clock, strict=True):
+        rp._finish_until(now)
+        held = max(held, len(rp._held))
+        rp.serve(req, now)
+        assert all(len(p) <= c for p, c in zip(rp.pols, (8, 10, 20), strict=True))
+        assert set(rp._held) <= set(rp.pols[0].blocks)  # what is held stays resident
+    assert held > 2  # requests did overlap
+    rp._finish_until(float("inf"))
+    assert not rp._held and not rp.pols[0]._leased
+
+
+def test_tpot_must_not_be_negative() -> None:
+    with pytest.raises(ValueError, match="tpot_s"):
+        RunSpec("lru", "msa", tiers(2), tpot_s=-0.1)
