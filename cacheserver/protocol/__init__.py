@@ -3,7 +3,9 @@
 ``wire_types.py`` holds the field types and their decoders, the limits and
 :class:`ProtocolError`; ``framing.py`` the msgpack header frame; ``wire.py`` the message base,
 its ``@message`` decorator and decoding; ``messages.py`` one request and one reply dataclass per
-op; ``sockets.py`` the client's socket roles. Torch-free; engines and tools import it.
+op; ``sockets.py`` the client's socket roles (import it by its module: it loads pyzmq, which
+the rest does not, so that the simulator runs without it). Torch-free; engines and tools import
+it.
 
 Usage::
 
@@ -56,7 +58,6 @@ from asymcache.cacheserver.protocol.messages import (
     Verify,
     VerifyReply,
 )
-from asymcache.cacheserver.protocol.sockets import HEARTBEAT_SUFFIX
 from asymcache.cacheserver.protocol.wire import (
     ErrorReply,
     Message,
@@ -68,6 +69,7 @@ from asymcache.cacheserver.protocol.wire import (
 from asymcache.cacheserver.protocol.wire_types import (
     ENGINE_ID_MAX_BYTES,
     FINGERPRINT_MAX_BYTES,
+    HEARTBEAT_SUFFIX,
     KEY_BYTES,
     ROUTING_ID_MAX_BYTES,
     ROUTING_ID_NONCE_BYTES,

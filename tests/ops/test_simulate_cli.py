@@ -77,3 +77,17 @@ def test_signals_on_by_default_when_the_trace_carries_them_and_the_trace_can_be_
                  "--no-progress", "--json", str(again)]) == 0
     for r in json.loads(again.read_text()):
         assert r["ttft_mean_s"] == rows_on[r["policy"]]["ttft_mean_s"]
+
+
+def test_the_simulator_runs_without_torch_or_pyzmq() -> None:
+    # simulator users (capacity planning on a laptop) need neither; the protocol package's
+    # constants, which the block keys use, must not pull in the sockets
+    import subprocess
+    import sys
+
+    code = ("import sys; from asymcache.ops.sim.cli import simulate; "
+            "import asymcache.cacheserver.blocks, asymcache.cacheserver.protocol; "
+            "sys.exit(sorted({'torch', 'zmq'} & set(sys.modules)) or 0)")
+    done = subprocess.run([sys.executable, "-c", code], timeout=60, capture_output=True,
+                          text=True)
+    assert done.returncode == 0, done.stderr
