@@ -62,7 +62,7 @@ def build_parts(config: EngineConfig) -> EngineParts:
     if link is not None:  # the daemon ranks this engine's blocks with its own costs
         link.cost_profile = cost.to_dict()
     kv = KVManager(pool, config.kv_config, info.fingerprint, cost, link)
-    kv.served_model = Path(config.model).name or config.model  # the HTTP server's name wins
+    kv.tenancy.served_model = Path(config.model).name or config.model  # the HTTP server's name wins
     max_len = min(config.max_model_len or info.max_positions, info.max_positions)
     chunker = create_chunker(
         config.chunking, max_tokens=config.max_num_batched_tokens,

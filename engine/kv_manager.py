@@ -8,29 +8,25 @@ every block that became complete, and :meth:`flush_commits` tells the daemon (an
 blocks through to the CPU tier when configured), a few round trips per step for all its
 sequences. At the end :meth:`finish` pins (TTL) and gives back slots, tail first; the PIN, the
 client's SIGNAL (its session ``prompt_cache_key`` and ``prompt_cache_retention``, both capped
-per tenant) and the leases go with the next flush, after its COMMIT. The daemon is optional:
-without it, or while it is down, the own pool and local LRU serve.
+per tenant by :class:`~engine.kv_tenancy.Tenancy`, which also names each request's namespace)
+and the leases go with the next flush, after its COMMIT. The daemon is optional: without it,
+or while it is down, the own pool and local LRU serve.
 """
 
 from __future__ import annotations
 
 import logging
 from collections import deque
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from asymcache.cacheserver.blocks import (
-    namespace_id,
-    session_digest,
-    tenant_digest,
-    tenant_label,
-)
 from asymcache.cacheserver.protocol import BlockRef
 from asymcache.engine.block_manager import BlockManager
 from asymcache.engine.config import TIME_CAPS, is_seconds_cap
 from asymcache.engine.kv_lookup import KVLookup
 from asymcache.engine.kv_pool import KVPool
+from asymcache.engine.kv_tenancy import Tenancy
 from asymcache.engine.planner import FETCH_TIERS, PlanInputs, Reuse, todo_ranges
 from asymcache.engine.request import Action, Request, Status
 from asymcache.engine.transfers import Transfers
@@ -96,61 +92,18 @@ class KVManager:
         self._holding: dict[int, Request] = {}  # admitted requests holding slots, by id()
         # owners of the blocks committed with ``reserve`` by the last few flushes
         self._offload_owner: deque[dict[bytes, Request]] = deque(maxlen=_OWNER_FLUSHES)
-        self.served_model = ""  # the name the HTTP server serves the model under
-        self.tenant_name: Callable[[str], str | None] | None = None  # salt -> API keys' tenant
-        # salt -> the tenant's own TIME_CAPS (the API keys file's entry), if any
-        self.tenant_caps: Callable[[str], Mapping[str, float]] | None = None
-        self._tenants: dict[bytes, tuple[bytes, str]] = {}  # namespace -> (digest, label)
-        self._untold: list[bytes] = []  # namespaces this registration has not heard of
-        self._told_generation = -1
+        # namespaces, tenants, and the caps on a client's PIN and retention
+        self.tenancy = Tenancy(fingerprint, pool.layout,
+                               {name: getattr(cfg, name) for name in TIME_CAPS}, self.link)
+        self.namespace = self.tenancy.namespace
+        self.end_session = self.tenancy.end_session
+        self.tell_tenants = self.tenancy.tell_tenants
         self.stock = (VictimStock(cfg.victim_stock, self.blocks, self._refs, self.transfers,
                                   self.link) if self.link is not None else None)
 
     @property
     def caching(self) -> bool:
         return self.cfg.reuse != "none"
-
-    def namespace(self, cache_salt: str) -> bytes:
-        """The namespace of ``cache_salt``'s blocks; a new one is told to the daemon (with its
-        tenant's digest and label, never the salt) at the next :meth:`tell_tenants`."""
-        ns = namespace_id(self.fingerprint, self.pool.layout, cache_salt)
-        if self.link is not None and ns not in self._tenants:
-            if len(self._tenants) >= _TENANTS_KEPT:
-                self._tenants.pop(next(iter(self._tenants)))
-            name = self.tenant_name(cache_salt) if self.tenant_name is not None else None
-            self._tenants[ns] = (tenant_digest(cache_salt), tenant_label(cache_salt, name))
-            self._untold.append(ns)
-        return ns
-
-    def capped(self, name: str, seconds: float, cache_salt: str) -> float:
-        """``seconds`` within cap ``name`` (of :data:`TIME_CAPS`) of ``cache_salt``'s tenant:
-        its own (:attr:`tenant_caps`), else this engine's; 0 is no cap."""
-        own = self.tenant_caps(cache_salt) if self.tenant_caps is not None else {}
-        cap = own.get(name, getattr(self.cfg, name))
-        return min(seconds, cap) if cap > 0 else seconds
-
-    def end_session(self, prompt_cache_key: str, cache_salt: str = "") -> bool:
-        """Tell the daemon, one-way, that the client ended session ``prompt_cache_key`` (of
-        ``cache_salt``'s tenant); whether it was sent (not without a daemon, or while it is
-        down: a signal is advice)."""
-        if self.link is None:
-            return False
-        return self.link.end_session(session_digest(cache_salt, prompt_cache_key))
-
-    def tell_tenants(self) -> None:
-        """Send the daemon the namespaces it has not heard of from this registration (all of
-        them again after a re-registration: the daemon may have lost its registry)."""
-        if self.link is None or not self.link.connected:
-            return
-        generation = self.link.generation
-        if generation != self._told_generation:
-            self._untold, self._told_generation = list(self._tenants), generation
-        if not self._untold:
-            return
-        untold, self._untold = self._untold, []
-        entries = [(ns, *self._tenants[ns]) for ns in dict.fromkeys(untold) if ns in self._tenants]
-        if not self.link.tenants(entries, self.served_model):
-            self._untold = untold + self._untold  # told again once the daemon answers
 
     def drop_purged(self) -> int:
         """Drop the pool's blocks of namespaces the daemon purged (its heartbeat reply names
@@ -270,7 +223,7 @@ class KVManager:
         reserve = self.cfg.write_through and self.link.mapped
         self._commit_gpu(batch, {id(r) for r in finished}, reserve)
         for req in finished:  # after the COMMIT of their last blocks: the daemon knows them
-            self._tell_finished(req)
+            self.tenancy.tell_finished(req)
         keys = [key for req in finished for key in req.leased]
         if keys:
             self.link.release(keys)
@@ -310,23 +263,10 @@ class KVManager:
         blocks)."""
         ttl = req.params.pin_ttl_s
         if ttl is not None and self.caching:
-            ttl = self.capped("max_pin_ttl_s", ttl, req.params.cache_salt)
+            ttl = self.tenancy.capped("max_pin_ttl_s", ttl, req.params.cache_salt)
             self.blocks.pin([s for s in req.slots if self.blocks.key_of(s) is not None], now + ttl)
         self._finished.append(req)
         self._free(req)
-
-    def _tell_finished(self, req: Request) -> None:
-        """PIN the blocks of finished ``req`` (TTL) and SIGNAL (one-way) what its client said:
-        its session's digest (never the key) and its retention, both capped per tenant."""
-        assert self.link is not None
-        params, salt = req.params, req.params.cache_salt
-        if params.pin_ttl_s is not None:
-            self.link.pin(req.keys, self.capped("max_pin_ttl_s", params.pin_ttl_s, salt))
-        retention = self.capped("max_retention_s", params.prompt_cache_retention, salt)
-        key = params.prompt_cache_key
-        if key is not None or retention > 0:
-            session = None if key is None else session_digest(salt, key)
-            self.link.signal(req.keys, session, retention)
 
     def preempt(self, req: Request) -> None:
         """Give up everything ``req`` holds; it will be planned again on re-admission (its
@@ -438,7 +378,6 @@ class KVManager:
         req.leased = {}
 
 
-_TENANTS_KEPT = 4096  # namespaces whose tenant the engine remembers (oldest forgotten)
 _OWNER_FLUSHES = 4  # an ACK comes within a step or two; older owners are not kept
 
 

@@ -225,7 +225,7 @@ class ApiKeys:
 
     def time_caps(self, cache_salt: str) -> Mapping[str, float]:
         """The own caps (``max_retention_s``, ``max_pin_ttl_s``) of the tenant whose salt
-        ``cache_salt`` is; empty: the engine's apply (``KVManager.tenant_caps``)."""
+        ``cache_salt`` is; empty: the engine's apply (``Tenancy.tenant_caps``)."""
         return self._caps.get(cache_salt, {})
 
     def summary(self) -> dict[str, Any]:

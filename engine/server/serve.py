@@ -45,9 +45,9 @@ def serve(config: EngineConfig, host: str = "127.0.0.1", port: int = 8000,
     ctx = ServerContext(engine, engine.engine.tokenizer, served_name(config, model_name),
                         registry, engine.engine.max_model_len, keys=keys)
     kv = engine.engine.kv  # the daemon counts tenants by these names (TENANTS)
-    kv.served_model = ctx.model_name
+    kv.tenancy.served_model = ctx.model_name
     if keys is not None:  # tenants' names and their own retention / pin TTL caps
-        kv.tenant_name, kv.tenant_caps = keys.tenant_of_salt, keys.time_caps
+        kv.tenancy.tenant_name, kv.tenancy.tenant_caps = keys.tenant_of_salt, keys.time_caps
     server = draining_server_class()(uvicorn.Config(create_app(ctx), host=host, port=port,
                                                     log_level=log_level, access_log=False),
                                      engine, config.drain_timeout_s)

@@ -203,7 +203,7 @@ async def _check_signals(server: CacheServer, s: Served) -> None:
         assert 50.0 < rec.retain_until - now <= 60.0  # "24h" capped at max_retention_s
         assert rec.pinned and 110.0 < rec.pin_until - now <= 120.0  # at max_pin_ttl_s
 
-    kv.tenant_caps = lambda salt: {"max_retention_s": 30.0} if salt == "tenant-t" else {}
+    kv.tenancy.tenant_caps = lambda salt: {"max_retention_s": 30.0} if salt == "tenant-t" else {}
     tenant = await asyncio.to_thread(_complete, s.url, cache_salt="tenant-t",
                                      prompt_cache_key=KEY, prompt_cache_retention=86400)
     assert _text(tenant) == plain

@@ -35,7 +35,7 @@ def test_purge_empties_the_engines_pool_and_the_daemons_tiers_of_one_tenant(daem
         warm = llm.generate(prompt, a)
         assert warm[0].stats.resident_tokens == FULL  # the check below can fail
         kv = llm.engine.kv
-        book = {label for _, label in kv._tenants.values()}
+        book = {label for _, label in kv.tenancy.tenants.values()}
         assert book == {tenant_label("salt-a"), tenant_label("salt-b")}
         with CacheClient(daemons.endpoint, heartbeat=False) as c:
             got = c.purge(tenant_digest("salt-a"), "builtin")
