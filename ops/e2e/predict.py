@@ -7,10 +7,11 @@ and each configuration is replayed by ``asymcache.ops.sim.replay`` with its poli
 semantics
 under a cost model: the ``h100-llama3-8b`` preset (what the design targets) and, beside it, this
 machine's measured profile (how far the simulator explains the measured run). The simulator
-models neither decoding nor chunking, so the chunking ablations share configuration 4's
-prediction, and its TTFT is the prefill time with one FIFO prefill server (``ttft_queue``).
-Given each configuration's measured mean TPOT, it holds each request's GPU blocks while the
-request would be in flight (``RunSpec.tpot_s``), as the engine's pool does.
+models neither decoding nor chunking, and its TTFT is the prefill time with one FIFO prefill
+server (``ttft_queue``). Given each configuration's measured mean TPOT, it holds each
+request's GPU blocks while the request would be in flight (``RunSpec.tpot_s``), as the engine's
+pool does: so the chunking ablations differ from configuration 4's prediction only through
+their own TPOT.
 """
 
 from __future__ import annotations

@@ -109,6 +109,7 @@ class Replay(ChainEvents):
         import numpy as np
 
         service = np.zeros(len(self.trace))
+        done = np.zeros(len(self.trace))  # when each prefill ends on the FIFO server
         held = np.zeros(len(self.trace)) if self.spec.tpot_s is not None else None
         capacity = max(1, self.spec.tiers[0].capacity)
         started = time.perf_counter()
@@ -117,6 +118,7 @@ class Replay(ChainEvents):
                 self._finish_until(now)
                 held[i] = len(self._held) / capacity
             service[i] = self.serve(req, now)
+            done[i] = self._free
             if progress is not None and i % 256 == 255:
                 progress(256)
         self.stats.wall_s = time.perf_counter() - started
@@ -124,7 +126,7 @@ class Replay(ChainEvents):
             self.stats.gpu_held = held
         self.stats.ttft = service
         if self.spec.queue:
-            self.stats.ttft_queue = _fifo_ttft([r.arrival_s for r in self.trace], service)
+            self.stats.ttft_queue = done - np.array([r.arrival_s for r in self.trace])
         return self.stats
 
     def serve(self, req: Request, now: float) -> float:
@@ -293,15 +295,3 @@ def policy_kwargs(spec: RunSpec) -> dict[str, object]:
     if config_class is None:
         raise ValueError(f"policy {spec.policy!r} takes no options (got {spec.label!r})")
     return {"config": apply_options(config_class(), dict(spec.options))}
-
-
-def _fifo_ttft(arrivals: list[float], service) -> object:
-    """TTFT with one FIFO server: waiting for the previous prefills, then its own."""
-    import numpy as np
-
-    out = np.empty_like(service)
-    free = float("-inf")
-    for i, (arrival, s) in enumerate(zip(arrivals, service, strict=True)):
-        free = max(free, arrival) + s
-        out[i] = free - arrival
-    return out
