@@ -53,7 +53,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def proc_figures(pid: int) -> dict[str, int]:
-    """The daemon's ``rss_bytes``, ``threads`` and ``fds`` now (from ``/proc``)."""
+    """The daemon's ``rss_bytes``, ``threads`` and ``fds`` now (from ``/proc``); raises
+    ``ProcessLookupError`` for a process that is gone or exiting (a zombie has no memory)."""
     out = {"fds": len(os.listdir(f"/proc/{pid}/fd"))}
     with open(f"/proc/{pid}/status") as fh:
         for line in fh:
@@ -61,6 +62,8 @@ def proc_figures(pid: int) -> dict[str, int]:
                 out["rss_bytes"] = int(line.split()[1]) * 1024
             elif line.startswith("Threads:"):
                 out["threads"] = int(line.split()[1])
+    if "rss_bytes" not in out:
+        raise ProcessLookupError(f"process {pid} is exiting (no VmRSS in its status)")
     return out
 
 

@@ -51,3 +51,31 @@ def test_the_mix_is_seeded_and_holds_every_category() -> None:
         sender, frames, reply_rid, expect = build(rng, t, 9)
         assert sender in ("anon", "engine_a", "fresh") and frames and reply_rid in (0, 9)
         assert expect.kind != "error" or expect.codes
+
+
+def test_process_figures_of_an_exiting_process_raise_instead_of_missing_a_field() -> None:
+    # a zombie (exited, not yet reaped) has no VmRSS: the soak monitor's sampling thread died
+    # on the KeyError once, while the daemon it watched was being killed
+    import os
+    import subprocess
+    import sys
+    import time
+
+    import pytest
+
+    from asymcache.ops.bench.wire import proc_figures
+
+    live = proc_figures(os.getpid())
+    assert live["rss_bytes"] > 0 and live["threads"] >= 1 and live["fds"] > 0
+    child = subprocess.Popen([sys.executable, "-c", "pass"])
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:  # exited, not reaped: a zombie
+        with open(f"/proc/{child.pid}/stat") as fh:
+            if fh.read().rsplit(")", 1)[1].split()[0] == "Z":
+                break
+        time.sleep(0.02)
+    try:
+        with pytest.raises(ProcessLookupError, match="exiting"):
+            proc_figures(child.pid)
+    finally:
+        child.wait()
