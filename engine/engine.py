@@ -85,6 +85,22 @@ class StepInfo:
     seconds: float
 
 
+class _Laps:
+    """Splits one step's wall time (``time.perf_counter``, whatever the engine's clock) into
+    phases: each call charges the time since the previous one to ``phase``."""
+
+    __slots__ = ("mark", "metrics")
+
+    def __init__(self, metrics: EngineMetrics) -> None:
+        self.metrics = metrics
+        self.mark = time.perf_counter()
+
+    def __call__(self, phase: str) -> None:
+        now = time.perf_counter()
+        self.metrics.on_phase(phase, now - self.mark)
+        self.mark = now
+
+
 class LLMEngine:
     """One engine over one model and one KV pool; see the module docstring."""
 
@@ -236,30 +252,41 @@ class LLMEngine:
                 self.kv.service()
 
     def step(self) -> list[RequestOutput]:
-        """Run one step; returns an output for every request that got a token or finished."""
+        """Run one step; returns an output for every request that got a token or finished.
+        Its wall time is split into ``metrics.STEP_PHASES`` as it goes."""
         start = self.clock()
+        lap = _Laps(self.metrics)
         self.tick_daemon()
+        lap("daemon")
         if not (self._overlap and self.scheduler.running):
             self._admit(start)
+            lap("admit")
         batch = self.scheduler.schedule(start)
+        lap("schedule")
         outputs: list[RequestOutput] = []
         if batch:
             logits = self.runner.launch(batch)
-            if self._overlap:
+            if self._overlap:  # admission runs while the device computes
+                lap("model")
                 self._admit(start)
+                lap("admit")
             sampled = [s.request for s in batch if s.sample]
             tokens = self.sampler.sample(logits, [r.params for r in sampled],
                                          [r.generator for r in sampled])
             self._keep_logprobs(logits, sampled)
+            lap("model")
             outputs = self._postprocess(batch, dict(zip(map(id, sampled), tokens, strict=True)))
             self.metrics.step_tokens.observe(sum(len(s.positions) for s in batch))
         elif self.scheduler.running or self.scheduler.waiting:
             self._admit(start)
+            lap("admit")
         self.kv.flush_commits()
+        lap("commit")
         if batch:  # what the chunker planned took this long (the idle settle below is not it)
             self.scheduler.chunker.observe(self.clock() - start)
         if not self.scheduler.has_work:  # going idle: write the last blocks through now
             self.kv.service(wait_s=_SETTLE_S)
+            lap("settle")
         self._record(batch, self.clock() - start)
         return outputs
 

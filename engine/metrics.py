@@ -19,6 +19,12 @@ from asymcache.engine.request import Request
 SOURCES = ("resident", "fetched", "recomputed", "new")
 DIRECTIONS = ("cpu_to_gpu", "gpu_to_cpu_demote", "gpu_to_cpu_offload")
 FINISH_REASONS = ("stop", "length", "abort", "drain")
+# Where a step's wall time goes, in the order a step runs them (``LLMEngine.step``): daemon
+# upkeep (registration, cancels, purges, tenants), admission (lookups, allocation, fetches into
+# the pool), scheduling, the model (forward pass and sampling, the device's wait included),
+# commits (token bookkeeping, blocks committed and offloaded), and the settle of a step that
+# leaves the engine idle (its last blocks written through).
+STEP_PHASES = ("daemon", "admit", "schedule", "model", "commit", "settle")
 _TIME_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
                  30.0, 60.0)
 _TOKEN_BUCKETS = (1, 4, 16, 32, 64, 128, 256, 512, 1024, 2048, 4096, 8192)
@@ -62,9 +68,20 @@ class EngineMetrics:
                         "KV bytes moved between the pool and the CPU tier, by direction",
                         ["direction"], registry=registry)
         self.moved = {d: moved.labels(d) for d in DIRECTIONS}
+        phases = Counter("asymcache_engine_step_phase_seconds_total",
+                         "Engine step wall time by phase: daemon upkeep, admission (lookups, "
+                         "allocation, fetches), scheduling, model (forward and sampling), "
+                         "commits (offload), idle settle", ["phase"], registry=registry)
+        self._phases = {p: phases.labels(p) for p in STEP_PHASES}
+        self.phase_seconds = dict.fromkeys(STEP_PHASES, 0.0)  # the same sums, for benchmarks
         self.rejected = Counter("asymcache_engine_rejected_requests_total",
                                 "Prompts refused before running (empty, bad token ids, too long)",
                                 registry=registry)
+
+    def on_phase(self, phase: str, seconds: float) -> None:
+        """Add ``seconds`` of step wall time to ``phase`` (one of :data:`STEP_PHASES`)."""
+        self._phases[phase].inc(seconds)
+        self.phase_seconds[phase] += seconds
 
     def on_admitted(self, req: Request) -> None:
         """Count a request's prompt tokens by source and its queue time (first admission)."""

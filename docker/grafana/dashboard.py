@@ -92,6 +92,13 @@ def engine_panels() -> list[Panel]:
               description="Steps whose split the TTFT deadline changed: a prefill past "
                           "ttft_slo_s took more than adaptive chunking's step objective gave "
                           "it; high for long: past the knee"),
+        Panel("Engine step time by phase",
+              ((rate("asymcache_engine_step_phase_seconds_total", "phase"), "{{phase}}"),),
+              "percentunit", stack=True,
+              description="Share of wall time the engines' steps spend in each phase: model "
+                          "(forward, sampling), admit (lookups, allocation, fetches), commit "
+                          "(offload), daemon upkeep, schedule, idle settle; the stack's top is "
+                          "how busy the engines are"),
         _latency("Queue time", "asymcache_engine_queue_time_seconds",
                  "Arrival to first admission (lookup, planning, allocation, fetch)"),
         _latency("Request latency", "asymcache_engine_request_latency_seconds",

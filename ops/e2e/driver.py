@@ -72,6 +72,7 @@ class Replay:
     wall_s: float = 0.0
     overdue_steps: int = 0  # steps whose split the TTFT deadline changed (ttft_slo_s)
     held: list[float] = field(default_factory=list)  # pool share held by requests, per step
+    phase_s: dict[str, float] = field(default_factory=dict)  # step time by phase (STEP_PHASES)
 
     @property
     def busy_s(self) -> float:
@@ -112,6 +113,7 @@ def replay(engine: LLMEngine, workload: Workload, *, margins: bool = False,
     held: list[float] = []
     pool = engine.kv.blocks
     overdue_before = engine.state().overdue_steps
+    phases_before = dict(engine.metrics.phase_seconds)
     last_progress = t0
     while pending or live or waiting:
         now = clock()
@@ -156,8 +158,9 @@ def replay(engine: LLMEngine, workload: Workload, *, margins: bool = False,
             raise TimeoutError(f"no request finished for {stall_s:.0f} s; "
                                f"{len(live)} in the engine, {len(pending)} not yet due")
     wall = max(o.token_times[-1] for o in done.values()) - t0
+    phases = {k: v - phases_before[k] for k, v in engine.metrics.phase_seconds.items()}
     return Replay([done[r.request_id] for r in workload.requests], steps, wall,
-                  engine.state().overdue_steps - overdue_before, held)
+                  engine.state().overdue_steps - overdue_before, held, phases)
 
 
 def previous_in_session(workload: Workload) -> dict[str, str]:

@@ -26,7 +26,8 @@ BREAKDOWN = (
     ("tokens computed", "prefill_tokens_computed", "{}"), ("daemon RPC s", "daemon_rpc_s",
                                                              "{:.1f}"),
     ("RPC/req", "rpc_per_request", "{:.1f}"), ("daemon/busy", "daemon_share_of_busy", "{:.1%}"),
-    ("ITL p99", "itl_p99_s", "ms"),
+    ("model/steps", "model_share_of_steps", "{:.0%}"),
+    ("admit/steps", "admit_share_of_steps", "{:.1%}"), ("ITL p99", "itl_p99_s", "ms"),
 )
 PREDICTED = (
     ("id", "config_id", "{}"), ("config", "config", "{}"),

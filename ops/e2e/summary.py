@@ -174,9 +174,10 @@ def _sources(outcomes: Sequence[Outcome], counters: Mapping[str, float] | None,
     return out
 
 
-def _breakdown(rep: Replay) -> dict[str, float]:
+def _breakdown(rep: Replay) -> dict[str, object]:
     """Where TTFT and engine time go: lag, queue and prefill means; prefill and decode steps;
-    the share of the GPU pool running requests held (mean and p90 over steps)."""
+    the share of the GPU pool running requests held (mean and p90 over steps); step time by
+    phase."""
     o = rep.outcomes
     prefill_steps = [s for d, p, s in rep.steps if p]
     decode_steps = [s for d, p, s in rep.steps if d and not p]
@@ -190,4 +191,15 @@ def _breakdown(rep: Replay) -> dict[str, float]:
         "overdue_steps": rep.overdue_steps,
         "pool_held_mean": float(np.mean(rep.held)) if rep.held else 0.0,
         "pool_held_p90": float(np.percentile(rep.held, 90)) if rep.held else 0.0,
+        **phase_shares(rep.phase_s),
     }
+
+
+def phase_shares(phase_s: dict[str, float]) -> dict[str, object]:
+    """The engine's step time by phase (``step_phase_s``) and the shares of the two that
+    differ between configurations: the model's (forward, sampling) and admission's (lookups,
+    allocation, fetches)."""
+    total = sum(phase_s.values())
+    return {"step_phase_s": {k: round(v, 4) for k, v in phase_s.items()},
+            "model_share_of_steps": phase_s.get("model", 0.0) / total if total else 0.0,
+            "admit_share_of_steps": phase_s.get("admit", 0.0) / total if total else 0.0}

@@ -33,6 +33,7 @@ REQUIRED = {
     "KV events": "asymcache_events_published_total",
     "LOOKUPs skipped": "asymcache_engine_lookups_skipped_total",
     "steps the TTFT deadline decided": "asymcache_engine_overdue_steps_total",
+    "step time by phase": "asymcache_engine_step_phase_seconds_total",
     "messages of withdrawn keys": "asymcache_rpc_refused_messages_total",
     "blocks by tenant": "asymcache_tenant_blocks",
     "quota evictions": "asymcache_tenant_quota_evictions_total",

@@ -18,6 +18,7 @@ from asymcache.cacheserver.blocks import (
 )
 from asymcache.cacheserver.protocol import BlockRef
 from asymcache.engine.client import CacheClient, DaemonError
+from asymcache.engine.metrics import STEP_PHASES
 from tests.docker.prom import SHIPPED, Prometheus
 from tests.docker.services import Service, http_post_json, poll, sample
 
@@ -146,6 +147,20 @@ def test_engine_series_of_the_test_requests_reach_prometheus_exactly(
             was("asymcache_engine_overdue_steps_total"),
         f'asymcache_server_connected_engines{{job="{DAEMON}"}} >= bool 1': 1.0,
     })
+    # Step time by phase: once the engine is idle its sums stand still, and Prometheus holds
+    # exactly what the engine exports; the two requests' forward passes added model time.
+    phase = "asymcache_engine_step_phase_seconds_total"
+    reads: list[dict[str, float]] = []
+
+    def still() -> bool:  # two reads in a row agree: no step ran between them
+        text = engine.metrics()
+        reads.append({p: sample(text, phase, phase=p) for p in STEP_PHASES})
+        return len(reads) > 1 and reads[-1] == reads[-2]
+
+    poll("the engine's step phases to stand still", still, timeout_s=10)
+    assert reads[-1]["model"] > was(phase, phase="model")
+    _wait_for_values(prometheus, {_series(phase, ENGINE, phase=p): v
+                                  for p, v in reads[-1].items()})
 
 
 def test_tenant_series_reach_prometheus_exactly(

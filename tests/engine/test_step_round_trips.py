@@ -6,12 +6,14 @@ CPU slot is never readable, and a slot number means something only in its regist
 
 from __future__ import annotations
 
+import time
 from collections import Counter
 from typing import Any
 
 from asymcache.cacheserver.protocol import Where
 from asymcache.engine.cache_link import CacheLink
 from asymcache.engine.client import CacheClient
+from asymcache.engine.metrics import STEP_PHASES
 from tests.cacheserver.daemon_fixtures import BLOCK_BYTES, LAYOUT, make_refs, payload
 from tests.engine.engine_fixtures import assert_same, corpus_ids, greedy, make_llm, reference
 
@@ -161,3 +163,56 @@ def test_decodes_growing_in_one_step_get_their_slots_from_one_allocate(daemons) 
         assert len(allocates) <= 2 and set(allocates.values()) <= {1}
         with CacheClient(daemons.endpoint, engine_id="w", heartbeat=False) as w:
             assert w.stats()["leases"] == 0
+
+
+class SlowLookups:
+    """Stands in for a link's client: forwards every call; each LOOKUP takes ``DELAY_S``
+    longer, as from a daemon that answers slowly."""
+
+    DELAY_S = 0.05
+
+    def __init__(self, client: Any) -> None:
+        self._client = client
+        self.lookups = 0
+
+    def __getattr__(self, name: str) -> Any:
+        attr = getattr(self._client, name)
+        if name != "lookup":
+            return attr
+
+        def call(*args: Any, **kwargs: Any) -> Any:
+            self.lookups += 1
+            time.sleep(self.DELAY_S)
+            return attr(*args, **kwargs)
+
+        return call
+
+
+def test_step_time_is_split_into_phases_and_a_slow_daemon_shows_in_admission(daemons) -> None:
+    prompts = corpus_ids(make_llm(reuse="none"), 2, LEN, offset=3)
+    want = reference(prompts, OUT)
+    daemons.start()
+    with make_llm(cache_endpoint=daemons.endpoint) as llm:
+        engine = llm.engine
+        slow = SlowLookups(engine.kv.link.client)
+        engine.kv.link.client = slow
+        for i, ids in enumerate(prompts):
+            engine.add_request(str(i), ids, greedy(OUT))
+        outs: dict[str, Any] = {}
+        steps = []  # (phase seconds of the step, its StepInfo)
+        for _ in range(1000):  # bounded: 2 prompts of 200 tokens take far fewer steps
+            if not engine.has_unfinished:
+                break
+            before = dict(engine.metrics.phase_seconds)
+            outs.update({o.request_id: o for o in engine.step() if o.finished})
+            now = engine.metrics.phase_seconds
+            steps.append(({p: now[p] - before[p] for p in STEP_PHASES}, engine.last_step))
+        engine.kv.link.client = slow._client
+    assert_same([outs[str(i)] for i in range(len(prompts))], want)
+    for phases, info in steps:  # the phases cover the step's wall time, nothing twice
+        assert abs(sum(phases.values()) - info.seconds) < 5e-3, (phases, info)
+        assert (phases["model"] > 0) == (info.seqs > 0)
+    assert [p["settle"] > 0 for p, _ in steps] == [False] * (len(steps) - 1) + [True]
+    assert slow.lookups >= 1  # the prompts' admissions looked up their blocks
+    admit = sum(p["admit"] for p, _ in steps)
+    assert admit >= slow.lookups * SlowLookups.DELAY_S  # the daemon's delay is admission's

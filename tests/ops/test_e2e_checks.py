@@ -151,6 +151,7 @@ def test_bounds_are_configuration_3_over_the_perfect_cache_and_tpot_over_decode_
 
 
 def test_a_session_waits_for_its_previous_answer_and_its_job_latency_spans_the_session() -> None:
+    from asymcache.engine.metrics import STEP_PHASES
     from asymcache.ops.e2e.driver import previous_in_session, replay
     from asymcache.ops.e2e.summary import job_latencies
     from asymcache.ops.e2e.workload import E2ERequest, Workload
@@ -174,6 +175,9 @@ def test_a_session_waits_for_its_previous_answer_and_its_job_latency_spans_the_s
         pool = llm.engine.kv.blocks.num_slots
         assert len(rep.held) == len(rep.steps) and rep.held[0] == 5 / pool
         assert rep.held[-1] == 0 and all(0 <= h <= 1 for h in rep.held)
+        # step time by phase, over the whole replay (steps that ran nothing included)
+        assert set(rep.phase_s) == set(STEP_PHASES) and rep.phase_s["model"] > 0
+        assert sum(rep.phase_s.values()) >= sum(s for _, _, s in rep.steps) - 1e-3 * len(rep.steps)
         jobs = job_latencies(rep.outcomes, {r.request_id: r.session for r in reqs})
         spans = [by["a1"].token_times[-1] - by["a0"].due, by["b0"].token_times[-1] - by["b0"].due]
         assert jobs["job_latency_mean_s"] == pytest.approx(sum(spans) / 2)
@@ -181,3 +185,13 @@ def test_a_session_waits_for_its_previous_answer_and_its_job_latency_spans_the_s
                                                    "job_latency_p90_s": None}
     finally:
         llm.close()
+
+
+def test_step_phases_give_the_model_and_admission_shares_of_step_time() -> None:
+    from asymcache.ops.e2e.summary import phase_shares
+
+    got = phase_shares({"daemon": 0.5, "admit": 1.0, "schedule": 0.25, "model": 8.0, "commit": 0.25,
+                   "settle": 0.0})
+    assert got["model_share_of_steps"] == 0.8 and got["admit_share_of_steps"] == 0.1
+    assert got["step_phase_s"]["model"] == 8.0
+    assert phase_shares({})["model_share_of_steps"] == 0.0  # no step ran
