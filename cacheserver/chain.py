@@ -96,6 +96,9 @@ class TierChain:
         self.by_name = {level.name: level for level in levels}
         self.records, self.discard, self.events = records, discard, events
         self.quota = quota
+        # While set (the daemon sets it around a request's handler to run work after the
+        # reply): demotions read their bytes at once but are placed below later (``leave``).
+        self.defer: Callable[[Callable[[], None]], None] | None = None
         self.sessions = SessionBook()
         for i, level in enumerate(levels):
             level.policy.set_sessions(self.sessions)
@@ -145,8 +148,11 @@ class TierChain:
         """Copy ``block`` from ``src`` into ``dst`` if ``dst`` lacks it and admits it."""
         if block.where & dst.bit:
             return False
-        data = src.store.read(block)
-        if data is None or not self.place(dst, block, data, now, admit=True):
+        return self._copy_bytes(src, dst, block, src.store.read(block), now)
+
+    def _copy_bytes(self, src: Level, dst: Level, block: Any, data: Any, now: float) -> bool:
+        if (block.where & dst.bit or data is None
+                or not self.place(dst, block, data, now, admit=True)):
             return False
         self.events.copied(src, dst, block)
         return True
@@ -174,7 +180,9 @@ class TierChain:
         if held and evicted and level.demote != "none":
             i = self.levels.index(level)
             lower = self.levels[i + 1:i + 2] if level.demote == "next" else self.levels[i + 1:]
-            if [dst for dst in lower if self.copy(level, dst, block, now)]:
+            if self.defer is not None:
+                self._demote_later(level, lower, block, now)
+            elif [dst for dst in lower if self.copy(level, dst, block, now)]:
                 self.events.demoted(level, block)
         level.store.drop(key, block if held else None)
         level.policy.remove(key, now)
@@ -185,6 +193,27 @@ class TierChain:
             self.events.left(level, block)
             self.refresh_backing(block)
             self.discard(block)
+
+    def _demote_later(self, level: Level, lower: list[Level], block: Any, now: float) -> None:
+        """Read ``block``'s bytes from ``level`` now (its slot may be refilled as soon as it
+        leaves) and place them into ``lower`` through :attr:`defer`: the levels below, their
+        admission and their own evictions wait until the reply that evicted it is sent. The
+        record stays indexed meanwhile (``busy``)."""
+        targets = [dst for dst in lower if not block.where & dst.bit]
+        data = level.store.read(block) if targets else None
+        if data is None or self.defer is None:
+            return
+        block.busy += 1
+
+        def place_below() -> None:
+            try:
+                if [dst for dst in targets if self._copy_bytes(level, dst, block, data, now)]:
+                    self.events.demoted(level, block)
+            finally:
+                block.busy -= 1
+                self.discard(block)
+
+        self.defer(place_below)
 
     def refresh_backing(self, block: Any) -> None:
         """Tell each holder the next level below it that holds ``block``."""

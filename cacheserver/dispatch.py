@@ -127,11 +127,17 @@ class Dispatcher:
     def _call(self, spec: HandlerSpec, identity: bytes, session: EngineSession | None,
               req: Message) -> Reply:
         """An inline handler's reply (an error reply if it raised; an awaitable from a handler
-        that needs I/O first)."""
+        that needs I/O first). Demotions to lower tiers that it causes are placed after its
+        reply (``TierChain.defer``): an ALLOCATE that evicts CPU blocks to make room for its
+        victims answers before they are written to disk."""
+        chain = self.ctx.residency.chain
+        chain.defer = self.ctx.after_reply
         try:
             return spec.fn(self.ctx, identity, session, req)
         except Exception as e:
             return _error_reply(req.OP, e)
+        finally:
+            chain.defer = None
 
     def _note(self, identity: bytes, rid: int, req: Message, t0: float) -> None:
         """Handle a one-way request; its outcome goes into the peer's next ACK."""

@@ -73,6 +73,26 @@ def test_allocate_names_unleased_victims_and_cpu_slots_to_demote_to(client: Cach
     assert client.allocate(2) == []  # what is left on the GPU is leased
 
 
+def test_cpu_blocks_evicted_for_victims_reach_disk_before_the_next_request(start_daemon) -> None:
+    d = start_daemon(cpu_bytes="16KiB")  # two CPU slots, both taken by PUTs
+    held, gpu = make_refs(2), make_refs(2, start=500)
+    with CacheClient(d.endpoint, engine_id="eng", timeout_s=10, heartbeat=False) as c:
+        c.hello("test-model", LAYOUT, gpu_slots=2)
+        assert c.put(held, [payload(r) for r in held]).stored == [True, True]
+        assert c.commit(gpu, [0, 1]) == [True, True]
+        victims = c.allocate(2)  # their CPU slots are made by evicting the two held blocks,
+        assert all(v.demote_to >= 0 for v in victims)  # whose disk copies follow the reply
+        for v in victims:  # the engine refills the slots at once
+            r = gpu[[g.key for g in gpu].index(v.key)]
+            c.cpu_slot(v.demote_to)[:BLOCK_BYTES] = payload(r)
+        assert c.commit([gpu[[g.key for g in gpu].index(v.key)] for v in victims],
+                        [v.demote_to for v in victims], tier="cpu") == [True, True]
+        # the next request finds the evicted blocks on disk, with their own bytes
+        assert c.lookup([r.key for r in held], lease=False).where == [DISK, DISK]
+        assert [bytes(g) for g in c.get([r.key for r in held])] == [payload(r) for r in held]
+        assert c.stats()["tiers"]["cpu"]["demotions"] == 2
+
+
 def test_commit_to_an_unreserved_cpu_slot_is_refused(client: CacheClient) -> None:
     refs = make_refs(1)
     client.hello("test-model", LAYOUT, gpu_slots=2)
