@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import time
 from collections import Counter
+from collections.abc import Callable
 from typing import Any
 
 from asymcache.cacheserver.protocol import Where
@@ -48,21 +49,33 @@ class CallLog:
         return Counter(s for s, o, t in self.calls if o == op and t == tier)
 
 
-def _run_logged(llm: Any, prompts: list[list[int]], out: int = OUT
-                ) -> tuple[list[Any], CallLog]:
+def _run(llm: Any, proxy: Any, prompts: list[list[int]], out: int = OUT,
+         observe: Callable[[dict[str, float]], None] | None = None) -> list[Any]:
+    """Run ``prompts`` to the end with ``proxy`` in front of the link's client (a
+    :class:`CallLog`'s ``step`` set to each step's number); ``observe`` gets the engine's
+    phase sums from before each step, after it. Returns the final outputs in prompt order."""
     engine = llm.engine
-    log = CallLog(engine.kv.link.client)
-    engine.kv.link.client = log
+    engine.kv.link.client = proxy
     for i, ids in enumerate(prompts):
         engine.add_request(str(i), ids, greedy(out))
     outs: dict[str, Any] = {}
-    for step in range(1000):  # bounded: 3 prompts of 13 blocks take far fewer steps
+    for step in range(1000):  # bounded: a few prompts of 13 blocks take far fewer steps
         if not engine.has_unfinished:
             break
-        log.step = step
+        if isinstance(proxy, CallLog):
+            proxy.step = step
+        before = dict(engine.metrics.phase_seconds)
         outs.update({o.request_id: o for o in engine.step() if o.finished})
-    engine.kv.link.client = log._client
-    return [outs[str(i)] for i in range(len(prompts))], log
+        if observe is not None:
+            observe(before)
+    engine.kv.link.client = proxy._client
+    return [outs[str(i)] for i in range(len(prompts))]
+
+
+def _run_logged(llm: Any, prompts: list[list[int]], out: int = OUT
+                ) -> tuple[list[Any], CallLog]:
+    log = CallLog(llm.engine.kv.link.client)
+    return _run(llm, log, prompts, out), log
 
 
 def test_a_steps_cpu_copies_are_confirmed_by_one_commit_and_stay_lossless(daemons) -> None:
@@ -195,20 +208,14 @@ def test_step_time_is_split_into_phases_and_a_slow_daemon_shows_in_admission(dae
     with make_llm(cache_endpoint=daemons.endpoint) as llm:
         engine = llm.engine
         slow = SlowLookups(engine.kv.link.client)
-        engine.kv.link.client = slow
-        for i, ids in enumerate(prompts):
-            engine.add_request(str(i), ids, greedy(OUT))
-        outs: dict[str, Any] = {}
-        steps = []  # (phase seconds of the step, its StepInfo)
-        for _ in range(1000):  # bounded: 2 prompts of 200 tokens take far fewer steps
-            if not engine.has_unfinished:
-                break
-            before = dict(engine.metrics.phase_seconds)
-            outs.update({o.request_id: o for o in engine.step() if o.finished})
+        steps = []  # (phase seconds of each step, its StepInfo)
+
+        def observe(before: dict[str, float]) -> None:
             now = engine.metrics.phase_seconds
             steps.append(({p: now[p] - before[p] for p in STEP_PHASES}, engine.last_step))
-        engine.kv.link.client = slow._client
-    assert_same([outs[str(i)] for i in range(len(prompts))], want)
+
+        outs = _run(llm, slow, prompts, observe=observe)
+    assert_same(outs, want)
     for phases, info in steps:  # the phases cover the step's wall time, nothing twice
         assert abs(sum(phases.values()) - info.seconds) < 5e-3, (phases, info)
         assert (phases["model"] > 0) == (info.seqs > 0)
