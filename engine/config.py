@@ -53,6 +53,9 @@ class EngineConfig:
       measures this device briefly at start.
     * ``reuse``, ``fetch_tiers``, ``write_through``: see
       :class:`asymcache.engine.kv_manager.KVConfig`.
+    * ``victim_stock``: victims a daemon-connected engine asks for ahead of need (one-way
+      ALLOCATE; their CPU copies are made as they come, so a full pool gives a slot without a
+      round trip); 0: victims only when a slot is needed. Default 16.
     * ``cache_endpoint``: the daemon (``ipc://…`` or ``tcp://…``), ``None`` for none;
       ``engine_id`` names this engine to it (default: host and process id);
       ``daemon_timeout_s`` bounds every request to it.
@@ -106,6 +109,7 @@ class EngineConfig:
     reuse: str = "msa"
     fetch_tiers: tuple[str, ...] = ("cpu", "disk", "remote")  # planner.FETCH_TIERS
     write_through: bool = True
+    victim_stock: int = 16
     cache_endpoint: str | None = None
     engine_id: str | None = None
     daemon_timeout_s: float = 2.0
@@ -128,6 +132,10 @@ class EngineConfig:
                      "min_prefill_tokens", "max_waiting_requests", "lookup_mirror_blocks",
                      "tpot_window"):
             _positive_int(name, getattr(self, name))
+        if isinstance(self.victim_stock, bool) or not isinstance(self.victim_stock, int) \
+                or self.victim_stock < 0:
+            raise ValueError(f"EngineConfig.victim_stock must be an integer >= 0 (0: victims "
+                             f"only when needed), got {self.victim_stock!r}")
         for name in ("num_gpu_blocks", "kv_cache_bytes", "max_model_len", "cpu_threads"):
             if getattr(self, name) is not None:
                 _positive_int(name, getattr(self, name))
@@ -174,7 +182,7 @@ class EngineConfig:
         from asymcache.engine.kv_manager import KVConfig  # torch: not on import of this module
 
         return KVConfig(reuse=self.reuse, fetch_tiers=self.fetch_tiers,  # type: ignore[arg-type]
-                        write_through=self.write_through,
+                        write_through=self.write_through, victim_stock=self.victim_stock,
                         max_retention_s=float(self.max_retention_s),
                         max_pin_ttl_s=float(self.max_pin_ttl_s))
 

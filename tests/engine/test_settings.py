@@ -36,6 +36,7 @@ def test_file_then_environment_then_flags(tmp_path) -> None:
     ({"ASYMCACHE_ENGINE_REUSE": "sometimes"}, "reuse"),
     ({"ASYMCACHE_ENGINE_CHUNKING": "dynamic"}, r"chunking.*\(from env ASYMCACHE_ENGINE_CHUNKING"),
     ({"ASYMCACHE_ENGINE_TTFT_SLO_S": "-1"}, r"ttft_slo_s.*>= 0.*\(from env ASYMCACHE_ENGINE_TTFT"),
+    ({"ASYMCACHE_ENGINE_VICTIM_STOCK": "-1"}, r"victim_stock.*>= 0.*\(from env ASYMCACHE_ENGINE_V"),
 ])
 def test_bad_values_name_the_setting(env, says) -> None:
     with pytest.raises(ValueError, match=says):
@@ -57,6 +58,10 @@ def test_config_validates_fields() -> None:
     with pytest.raises(ValueError, match="unknown engine option"):
         EngineConfig.from_kwargs(blocksize=16)
     assert EngineConfig().fetch_tiers == FETCH_TIERS
+    with pytest.raises(ValueError, match="victim_stock"):
+        EngineConfig(victim_stock=1.5)  # type: ignore[arg-type]
+    assert EngineConfig(victim_stock=0).kv_config.victim_stock == 0
+    assert EngineConfig().kv_config.victim_stock == 16
 
 
 def test_the_configuration_and_the_cli_parser_import_no_torch() -> None:

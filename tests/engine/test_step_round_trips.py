@@ -11,6 +11,8 @@ from collections import Counter
 from collections.abc import Callable
 from typing import Any
 
+import pytest
+
 from asymcache.cacheserver.protocol import Where
 from asymcache.engine.cache_link import CacheLink
 from asymcache.engine.client import CacheClient
@@ -223,3 +225,36 @@ def test_step_time_is_split_into_phases_and_a_slow_daemon_shows_in_admission(dae
     assert slow.lookups >= 1  # the prompts' admissions looked up their blocks
     admit = sum(p["admit"] for p, _ in steps)
     assert admit >= slow.lookups * SlowLookups.DELAY_S  # the daemon's delay is admission's
+
+
+class AheadLog:
+    """Stands in for a link's client: forwards every call and counts the one-way ALLOCATEs
+    (victims named ahead of need)."""
+
+    def __init__(self, client: Any) -> None:
+        self._client = client
+        self.ahead = 0
+
+    def __getattr__(self, name: str) -> Any:
+        attr = getattr(self._client, name)
+        if name != "notify":
+            return attr
+
+        def call(msg: Any) -> Any:
+            self.ahead += msg.OP == "allocate"
+            return attr(msg)
+
+        return call
+
+
+@pytest.mark.parametrize("stock", [0, 16])
+def test_victims_are_named_ahead_only_with_a_victim_stock(daemons, stock: int) -> None:
+    prompts = corpus_ids(make_llm(reuse="none"), 3, LEN, offset=23)
+    want = reference(prompts, OUT)
+    daemons.start()
+    # 3 prompts x 13 blocks do not fit 30 slots: the pool runs full and needs victims
+    with make_llm(cache_endpoint=daemons.endpoint, num_gpu_blocks=30,
+                  victim_stock=stock) as llm:
+        log = AheadLog(llm.engine.kv.link.client)
+        assert_same(_run(llm, log, prompts), want)
+    assert (log.ahead > 0) == (stock > 0)
