@@ -180,27 +180,26 @@ def test_decodes_growing_in_one_step_get_their_slots_from_one_allocate(daemons) 
             assert w.stats()["leases"] == 0
 
 
-class SlowLookups:
-    """Stands in for a link's client: forwards every call; each LOOKUP takes ``DELAY_S``
-    longer, as from a daemon that answers slowly."""
+class Hooked:
+    """Stands in for a link's client: forwards every call; ``hook(name, args)`` runs before
+    each call of a method named in ``names``."""
 
-    DELAY_S = 0.05
-
-    def __init__(self, client: Any) -> None:
-        self._client = client
-        self.lookups = 0
+    def __init__(self, client: Any, names: set[str], hook: Callable[[str, tuple], None]) -> None:
+        self._client, self._names, self._hook = client, names, hook
 
     def __getattr__(self, name: str) -> Any:
         attr = getattr(self._client, name)
-        if name != "lookup":
+        if name not in self._names:
             return attr
 
         def call(*args: Any, **kwargs: Any) -> Any:
-            self.lookups += 1
-            time.sleep(self.DELAY_S)
+            self._hook(name, args)
             return attr(*args, **kwargs)
 
         return call
+
+
+DELAY_S = 0.05  # how much slower the daemon answers each LOOKUP below
 
 
 def test_step_time_is_split_into_phases_and_a_slow_daemon_shows_in_admission(daemons) -> None:
@@ -209,7 +208,13 @@ def test_step_time_is_split_into_phases_and_a_slow_daemon_shows_in_admission(dae
     daemons.start()
     with make_llm(cache_endpoint=daemons.endpoint) as llm:
         engine = llm.engine
-        slow = SlowLookups(engine.kv.link.client)
+        lookups = []
+
+        def slower(name: str, args: tuple) -> None:  # as from a daemon that answers slowly
+            lookups.append(args)
+            time.sleep(DELAY_S)
+
+        slow = Hooked(engine.kv.link.client, {"lookup"}, slower)
         steps = []  # (phase seconds of each step, its StepInfo)
 
         def observe(before: dict[str, float]) -> None:
@@ -222,29 +227,9 @@ def test_step_time_is_split_into_phases_and_a_slow_daemon_shows_in_admission(dae
         assert abs(sum(phases.values()) - info.seconds) < 5e-3, (phases, info)
         assert (phases["model"] > 0) == (info.seqs > 0)
     assert [p["settle"] > 0 for p, _ in steps] == [False] * (len(steps) - 1) + [True]
-    assert slow.lookups >= 1  # the prompts' admissions looked up their blocks
+    assert lookups  # the prompts' admissions looked up their blocks
     admit = sum(p["admit"] for p, _ in steps)
-    assert admit >= slow.lookups * SlowLookups.DELAY_S  # the daemon's delay is admission's
-
-
-class AheadLog:
-    """Stands in for a link's client: forwards every call and counts the one-way ALLOCATEs
-    (victims named ahead of need)."""
-
-    def __init__(self, client: Any) -> None:
-        self._client = client
-        self.ahead = 0
-
-    def __getattr__(self, name: str) -> Any:
-        attr = getattr(self._client, name)
-        if name != "notify":
-            return attr
-
-        def call(msg: Any) -> Any:
-            self.ahead += msg.OP == "allocate"
-            return attr(msg)
-
-        return call
+    assert admit >= len(lookups) * DELAY_S  # the daemon's delay is admission's
 
 
 @pytest.mark.parametrize("stock", [0, 16])
@@ -255,6 +240,8 @@ def test_victims_are_named_ahead_only_with_a_victim_stock(daemons, stock: int) -
     # 3 prompts x 13 blocks do not fit 30 slots: the pool runs full and needs victims
     with make_llm(cache_endpoint=daemons.endpoint, num_gpu_blocks=30,
                   victim_stock=stock) as llm:
-        log = AheadLog(llm.engine.kv.link.client)
+        ahead = []  # one-way ALLOCATEs: victims named ahead of need
+        log = Hooked(llm.engine.kv.link.client, {"notify"},
+                     lambda name, args: ahead.append(args[0].OP == "allocate"))
         assert_same(_run(llm, log, prompts), want)
-    assert (log.ahead > 0) == (stock > 0)
+    assert any(ahead) == (stock > 0)
