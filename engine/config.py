@@ -132,10 +132,7 @@ class EngineConfig:
                      "min_prefill_tokens", "max_waiting_requests", "lookup_mirror_blocks",
                      "tpot_window"):
             _positive_int(name, getattr(self, name))
-        if isinstance(self.victim_stock, bool) or not isinstance(self.victim_stock, int) \
-                or self.victim_stock < 0:
-            raise ValueError(f"EngineConfig.victim_stock must be an integer >= 0 (0: victims "
-                             f"only when needed), got {self.victim_stock!r}")
+        _int_at_least("victim_stock", self.victim_stock, 0, " (0: victims only when needed)")
         for name in ("num_gpu_blocks", "kv_cache_bytes", "max_model_len", "cpu_threads"):
             if getattr(self, name) is not None:
                 _positive_int(name, getattr(self, name))
@@ -203,5 +200,10 @@ def is_seconds_cap(value: object) -> bool:
 
 
 def _positive_int(name: str, value: object) -> None:
-    if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
-        raise ValueError(f"EngineConfig.{name} must be a positive int, got {value!r}")
+    _int_at_least(name, value, 1)
+
+
+def _int_at_least(name: str, value: object, least: int, note: str = "") -> None:
+    if isinstance(value, bool) or not isinstance(value, int) or value < least:
+        what = "a positive int" if least == 1 else f"an integer >= {least}{note}"
+        raise ValueError(f"EngineConfig.{name} must be {what}, got {value!r}")
