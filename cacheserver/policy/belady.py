@@ -14,10 +14,21 @@ Two oracles tell it the future:
   contain each key, on ``time.monotonic()``. A request may be served later than it is due (it
   queues under load, or waits for its session's previous answer), and a pure time rule would
   then rank its blocks as unneeded exactly while it waits. So a due use counts as pending until
-  the daemon sees the key used (an access in any tier, or a block committed into an engine's
-  pool: these consume every use due by then) or until ``lag_s`` has passed since it was due:
-  next use = the first use due after ``now - lag_s`` that is not consumed. ``lag_s`` bounds how
-  long an unseen use (say, a request the engine served without the daemon) holds a block.
+  the daemon sees the key used or until ``lag_s`` has passed since it was due: next use = the
+  first use due after ``now - lag_s`` that is not consumed. ``lag_s`` bounds how long an unseen
+  use (say, a request the engine served without the daemon) holds a block.
+
+  A request is seen once per key (a *visit*), and a visit consumes one use: the earliest
+  pending one due by then. The visit is the access of a LOOKUP hit (in whichever tier reported
+  it), or the commit into an engine's pool of a block no lower tier holds (computed: nothing
+  was found to access). A block committed while a lower tier holds it was fetched from there,
+  so its LOOKUP's access was this request's visit, and the commit consumes nothing. Consuming
+  every use due by the visit instead would also consume the next request of the same session
+  whenever that one is due before the first is served (its due time is the session's arrival
+  time; the driver sends it only after the answer), and rank the session's blocks as unneeded
+  exactly while the client reads the answer or runs a tool. A request the daemon sees twice
+  (re-admitted after preemption) consumes a use it does not own, and that use's own request
+  later finds it consumed: its blocks rank by the use after it meanwhile.
 
 A stored next use goes stale when its use is consumed through another tier or lapses; with a
 due-time oracle the policy re-reads, before each choice, every stored next use that has fallen
@@ -99,12 +110,13 @@ class DueTimeOracle(NextUseOracle):
         return times[i] if i < len(times) else math.inf
 
     def used(self, key: Key, now: float) -> None:
-        """Consume every use of ``key`` due at or before ``now``."""
+        """A request was seen using ``key`` at ``now`` (one visit, module docstring): consume
+        the earliest pending use due by ``now``, if any (lapsed uses are skipped)."""
         times = self._uses.get(key)
         if times:
-            n = bisect.bisect_right(times, now)
-            if n > self._seen.get(key, 0):
-                self._seen[key] = n
+            i = max(bisect.bisect_right(times, now - self.lag_s), self._seen.get(key, 0))
+            if i < len(times) and times[i] <= now:
+                self._seen[key] = i + 1
 
 
 @register_policy("belady")
@@ -135,7 +147,9 @@ class BeladyPolicy(ResidencyPolicy):
         return self.oracle.next_use(info.key, now) < -top[1][0]
 
     def _on_insert(self, info: BlockInfo, now: float) -> None:
-        if self.tier == "gpu":  # an engine committed it: a request uses it now
+        if self.tier == "gpu" and not getattr(info, "where", 0):
+            # an engine committed a block no lower level holds: its request computed it and
+            # this is that request's visit (a fetched block's visit was its LOOKUP's access)
             self.oracle.used(info.key, now)
         self._set_next(info.key, now)
 

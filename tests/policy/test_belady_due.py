@@ -44,6 +44,45 @@ def test_an_access_consumes_the_due_use_and_a_cpu_insert_does_not() -> None:
     assert policy.evict(13.0) == "a"  # next use 40, after "b"'s 30
 
 
+def test_a_visit_consumes_one_use_not_the_next_turn_due_before_it() -> None:
+    # turn 1 of a session is due at 10, turn 2 at 11 (its arrival time; the driver sends it
+    # only after turn 1's answer): turn 1 is served at 12, and turn 2 still needs "a"
+    oracle = DueTimeOracle({"a": [10.0, 11.0, 90.0], "b": [50.0]}, lag_s=30.0)
+    policy = _policy(oracle, "cpu", "a", "b")
+    policy.access("a", 12.0)
+    assert oracle.next_use("a", 12.0) == 11.0
+    assert policy.evict(13.0) == "b"
+    policy.access("a", 20.0)  # turn 2 served
+    assert oracle.next_use("a", 20.0) == 90.0
+    policy.access("a", 21.0)  # a visit with no use due: nothing more is consumed
+    assert oracle.next_use("a", 21.0) == 90.0
+
+
+def test_a_visit_skips_lapsed_uses() -> None:
+    oracle = DueTimeOracle({"a": [10.0, 30.0, 40.0]}, lag_s=5.0)
+    oracle.used("a", 36.0)  # the use due at 10 lapsed unseen; this visit is the one due at 30
+    assert oracle.next_use("a", 36.0) == 40.0
+
+
+def test_a_commit_of_a_block_held_below_is_the_same_visit_as_its_lookup() -> None:
+    from asymcache.cacheserver.index import BlockRecord
+
+    def record(key: str, where: int) -> BlockRecord:
+        return BlockRecord(key.encode(), b"ns", None, 0, 16, 4096, "l", where=where)
+
+    oracle = DueTimeOracle({b"f": [10.0, 11.0, 90.0], b"c": [10.0, 11.0, 90.0]}, lag_s=30.0)
+    cpu = BeladyPolicy(4, oracle=oracle, semantics="msa", tier="cpu")
+    gpu = BeladyPolicy(4, oracle=oracle, semantics="msa", tier="gpu")
+    cpu.insert(record("f", 1), 0.0)
+    cpu.access(b"f", 12.0)  # LOOKUP found "f" in the CPU tier: the request due at 10
+    gpu.insert(record("f", 1), 12.1)  # fetched into the engine's pool: the same request
+    assert oracle.next_use(b"f", 12.1) == 11.0
+    gpu.insert(record("c", 0), 12.1)  # computed (no level held it): this is its visit
+    assert oracle.next_use(b"c", 12.1) == 11.0
+    gpu.insert(record("c", 0), 15.0)  # the next request computed it again
+    assert oracle.next_use(b"c", 15.0) == 90.0
+
+
 def test_admission_bypasses_a_block_needed_later_than_every_resident_one() -> None:
     oracle = DueTimeOracle({"a": [10.0], "b": [20.0], "c": [90.0], "d": [5.0]}, lag_s=1.0)
     policy = _policy(oracle, "cpu", "a", "b")
