@@ -40,13 +40,12 @@ Keys are opaque hashables (16-byte block keys in the daemon, ints in the simulat
 
 from __future__ import annotations
 
-import heapq
-import itertools
 from abc import ABC, abstractmethod
 from collections.abc import Hashable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, ClassVar, Literal
 
+from asymcache.cacheserver.policy.holds import Holds
 from asymcache.cacheserver.policy.order import HeapOrder
 from asymcache.cacheserver.policy.registry import (
     create_policy,
@@ -90,11 +89,11 @@ class BlockInfo:
     retain_until: float = 0.0
 
 
-class ResidencyPolicy(ABC):
+class ResidencyPolicy(Holds, ABC):
     """Victim selection for one tier. Subclasses keep per-block state and give a priority.
 
     The base keeps the bookkeeping every policy needs — block infos, leased keys, pins with
-    TTLs, and the victim order (a :class:`HeapOrder`, lowest priority evicted first) — and
+    TTLs (:class:`~asymcache.cacheserver.policy.holds.Holds`), and the victim order (a :class:`HeapOrder`, lowest priority evicted first) — and
     guarantees that ``evict`` never returns a protected or pinned block. A protected block is
     *parked*: out of the victim order, its state still updated on access, and put back with a
     fresh priority when its last lease or pin goes. Subclasses implement ``_on_insert``,
@@ -135,14 +134,8 @@ class ResidencyPolicy(ABC):
         self.tier = tier
         self.blocks: dict[Key, BlockInfo] = {}
         self.order = HeapOrder()
-        self._leased: set[Key] = set()  # leased by some engine (the count is the sessions')
-        self._pins: dict[Key, float | None] = {}
-        self._pin_heap: list[tuple[float, int, Key]] = []
-        self._pin_seq = itertools.count()
-        self._parked: set[Key] = set()  # held blocks out of the victim order (leased, pinned,
-        # or, with tracks_structure under prefix reuse, a parent of a resident block)
+        self._init_holds()  # leases, pins, resident children: what parks a block (holds.py)
         self._backing: dict[Key, str | None] = {}
-        self._kids: dict[Key, set[Key]] = {}  # parent key -> its resident children
         self._now = 0.0  # latest event time seen, for re-ranking on set_backing
         self.spill_tier: str | None = None
         # leaves first: only where a request places its blocks front to back (the GPU tier);
@@ -215,24 +208,6 @@ class ResidencyPolicy(ABC):
         self._dequeue(key)
         self._parked.discard(key)
         self._drop(key, now)
-
-    def protect(self, key: Key) -> None:
-        self._leased.add(key)
-        self._park(key)
-
-    def unprotect(self, key: Key, now: float = 0.0) -> None:
-        self._leased.discard(key)
-        self._unpark_if_free(key, now)
-
-    def pin(self, key: Key, until: float | None = None) -> None:
-        self._pins[key] = until
-        if until is not None:
-            heapq.heappush(self._pin_heap, (until, next(self._pin_seq), key))
-        self._park(key)
-
-    def unpin(self, key: Key, now: float = 0.0) -> None:
-        self._pins.pop(key, None)
-        self._unpark_if_free(key, now)
 
     def set_backing(self, key: Key, tier: str | None) -> None:
         if key not in self.blocks or self._backing.get(key) == tier:
@@ -339,23 +314,6 @@ class ResidencyPolicy(ABC):
     def __contains__(self, key: Key) -> bool:
         return key in self.blocks
 
-    def is_protected(self, key: Key, now: float) -> bool:
-        if key in self._leased:
-            return True
-        if key not in self._pins:
-            return False
-        until = self._pins[key]
-        return until is None or until > now
-
-    @property
-    def evictable(self) -> int:
-        return len(self.blocks) - len(self._parked)
-
-    def resident_children(self, key: Key) -> int:
-        """How many children of ``key`` are held here (0 unless ``tracks_structure``)."""
-        kids = self._kids.get(key)
-        return len(kids) if kids else 0
-
     # ---- subclass hooks -----------------------------------------------------------------
     @abstractmethod
     def _on_insert(self, info: BlockInfo, now: float) -> None:
@@ -373,7 +331,7 @@ class ResidencyPolicy(ABC):
     def _priority(self, key: Key, now: float) -> tuple:
         """Sort key of ``key`` in the victim order: the lowest is evicted first."""
 
-    def _on_evict(self, key: Key, now: float) -> None:  # noqa: B027 - optional hook
+    def _on_evict(self, key: Key, now: float) -> None:
         """Called just before ``key`` is evicted (greedy-dual policies raise their L here)."""
 
     def _pop(self, now: float) -> Key | None:
@@ -395,29 +353,6 @@ class ResidencyPolicy(ABC):
         self.order.discard(key)
 
     # ---- internals ----------------------------------------------------------------------
-    def _held(self, key: Key, now: float) -> bool:
-        """Protected, or (structure-aware, prefix reuse) the parent of a resident block.
-
-        ``is_protected`` inlined (a hot path)."""
-        if key in self._leased:
-            return True
-        pins = self._pins
-        if key in pins:
-            until = pins[key]
-            if until is None or until > now:
-                return True
-        return self.leaf_first and bool(self._kids.get(key))
-
-    def _refresh(self, key: Key, now: float) -> None:
-        """Re-decide whether resident ``key`` is in the victim order, and re-rank it if so."""
-        if self._held(key, now):
-            if key not in self._parked:
-                self._dequeue(key)
-                self._parked.add(key)
-        else:
-            self._parked.discard(key)
-            self._enqueue(key, now)
-
     def _drop(self, key: Key, now: float) -> None:
         info = self.blocks.pop(key)
         self._backing.pop(key, None)
@@ -426,42 +361,6 @@ class ResidencyPolicy(ABC):
         self._on_remove(key)
         if self.tracks_structure:
             self._unlink(info, now)
-
-    def _link(self, info: BlockInfo, now: float) -> None:
-        """Record resident ``info`` under its parent; re-rank the neighbours it affects."""
-        parent, kids = info.parent, self._kids
-        if parent is not None:
-            siblings = kids.get(parent)
-            if siblings is None:
-                kids[parent] = {info.key}
-            else:
-                siblings.add(info.key)
-            if parent in self.blocks:
-                self._refresh(parent, now)
-        for kid in kids.get(info.key, ()):
-            self._refresh(kid, now)
-
-    def _unlink(self, info: BlockInfo, now: float) -> None:
-        if info.parent is not None:
-            kids = self._kids.get(info.parent)
-            if kids is not None:
-                kids.discard(info.key)
-                if not kids:
-                    del self._kids[info.parent]
-            if info.parent in self.blocks:
-                self._refresh(info.parent, now)
-        for kid in self._kids.get(info.key, ()):
-            self._refresh(kid, now)
-
-    def _park(self, key: Key) -> None:
-        if key in self.blocks and key not in self._parked:
-            self._dequeue(key)
-            self._parked.add(key)
-
-    def _unpark_if_free(self, key: Key, now: float) -> None:
-        if key in self._parked and not self._held(key, now):
-            self._parked.discard(key)
-            self._enqueue(key, now)
 
     def _index_signals(self, info: BlockInfo) -> None:
         self.signal_index.index(info, self._now, self.blocks)
@@ -473,11 +372,3 @@ class ResidencyPolicy(ABC):
             info = self.blocks.get(key)
             if info is not None and info.retain_until == until and key not in self._parked:
                 self._enqueue(key, now)
-
-    def _expire_pins(self, now: float) -> None:
-        heap = self._pin_heap
-        while heap and heap[0][0] <= now:
-            until, _, key = heapq.heappop(heap)
-            if key in self._pins and self._pins[key] == until:
-                del self._pins[key]
-                self._unpark_if_free(key, now)
