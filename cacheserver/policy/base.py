@@ -92,14 +92,15 @@ class BlockInfo:
 class ResidencyPolicy(Holds, ABC):
     """Victim selection for one tier. Subclasses keep per-block state and give a priority.
 
-    The base keeps the bookkeeping every policy needs — block infos, leased keys, pins with
-    TTLs (:class:`~asymcache.cacheserver.policy.holds.Holds`), and the victim order (a :class:`HeapOrder`, lowest priority evicted first) — and
-    guarantees that ``evict`` never returns a protected or pinned block. A protected block is
-    *parked*: out of the victim order, its state still updated on access, and put back with a
-    fresh priority when its last lease or pin goes. Subclasses implement ``_on_insert``,
-    ``_on_access``, ``_on_remove`` (state) and ``_priority`` (a sortable tuple computed from that
-    state); greedy-dual policies update their inflation value in ``_on_evict``. A policy whose
-    order is not a heap of static priorities overrides ``_enqueue``, ``_dequeue`` and ``_pop``.
+    The base keeps the bookkeeping every policy needs — block infos, leased keys and pins with
+    TTLs (:class:`~asymcache.cacheserver.policy.holds.Holds`), and the victim order (a
+    :class:`HeapOrder`, lowest priority evicted first) — and guarantees that ``evict`` never
+    returns a protected or pinned block. A protected block is *parked*: out of the victim
+    order, its state still updated on access, and put back with a fresh priority when its last
+    lease or pin goes. Subclasses implement ``_on_insert``, ``_on_access``, ``_on_remove``
+    (state) and ``_priority`` (a sortable tuple computed from that state); greedy-dual policies
+    update their inflation value in ``_on_evict``. A policy whose order is not a heap of static
+    priorities overrides ``_enqueue``, ``_dequeue`` and ``_pop``.
     """
 
     name: ClassVar[str] = ""
