@@ -1,7 +1,7 @@
 """``asymcache bench wire``: hostile messages at scale beside well-formed clients.
 
 A real daemon (``DaemonProcess``, an ipc path in a temporary folder, small tiers and limits)
-gets ``--messages`` hostile messages (``_hostile.py``: a seeded mix of categories, each with
+gets ``--messages`` hostile messages (``_hostile*.py``: a seeded mix of categories, each with
 the answer it must get) from two long-lived sockets (one that never said HELLO, one speaking as
 registered engine A) and, for frames that make the daemon drop the connection, fresh sockets;
 meanwhile two well-formed clients of their own tenants store and read their blocks, checking
@@ -30,6 +30,7 @@ from pathlib import Path
 from asymcache.cacheserver import protocol as p
 from asymcache.engine.client import CacheClient
 from asymcache.ops.bench import _hostile as h
+from asymcache.ops.bench import _hostile_mix as mix
 from asymcache.ops.bench import _wire_senders as ws
 from asymcache.ops.daemon_process import DaemonProcess
 
@@ -196,7 +197,7 @@ def _run(d: DaemonProcess, messages: int, seed: int, deadline: float, t0: float,
         ws.FreshSender(d.endpoint, inboxes["fresh"], tally)]
     for t in [*senders, *goods]:
         t.start()
-    order = h.generate(messages, seed, targets)
+    order = mix.generate(messages, seed, targets)
     feeder = threading.Thread(target=_feed, args=(order, targets, seed, inboxes, deadline),
                               daemon=True)
     feeder.start()
@@ -210,7 +211,7 @@ def _run(d: DaemonProcess, messages: int, seed: int, deadline: float, t0: float,
         g.close()
     victim.client.close()
     return _results(messages, tally, goods, warm, end, checks, time.monotonic() - t0,
-                    h.expectations(random.Random(seed), targets))
+                    mix.expectations(random.Random(seed), targets))
 
 
 def _results(messages: int, tally: ws.Tally, goods: list[ws.GoodClient], warm: dict,

@@ -7,6 +7,7 @@ import random
 
 from asymcache.cacheserver import protocol as p
 from asymcache.ops.bench import _hostile as h
+from asymcache.ops.bench import _hostile_mix as mix
 from asymcache.ops.bench import _wire_senders as ws
 from asymcache.ops.bench.wire import run_wire
 
@@ -16,7 +17,7 @@ def test_3000_hostile_messages_get_their_expected_answers_and_good_clients_are_s
     assert res["unexpected"] == 0, res["unexpected_examples"]
     assert res["answered"] == res["messages"] == 3000
     assert res["good_failures"] == 0 and res["good_requests"] > 0, res["good_errors"]
-    assert set(res["categories"]) == set(h.CATEGORIES)  # every category exercised
+    assert set(res["categories"]) == set(mix.CATEGORIES)  # every category exercised
     assert all(c["sent"] > 0 for c in res["categories"].values())
     checks = res["checks"]
     assert checks["daemon_alive"] and checks["index_exact"] and checks["engines_exact"], checks
@@ -43,9 +44,9 @@ def test_the_mix_is_seeded_and_holds_every_category() -> None:
     t = h.Targets(refs[:16], list(range(8, 24)), refs[16:32], list(range(16)), refs[32:],
                   [0, 1, 2, 3], [r.key for r in h.chain_refs("g", 8)], 256, 16 << 10,
                   8 << 10, 64 << 10)
-    first, again = h.generate(500, 3, t), h.generate(500, 3, t)
+    first, again = mix.generate(500, 3, t), mix.generate(500, 3, t)
     assert [n for n, _ in first] == [n for n, _ in again]
-    assert {n for n, _ in first} == set(h.CATEGORIES)
+    assert {n for n, _ in first} == set(mix.CATEGORIES)
     rng = random.Random(0)
     for _, build in first:
         sender, frames, reply_rid, expect = build(rng, t, 9)
