@@ -15,7 +15,9 @@ Per workload (``asymcache bench sweep``, ``ops/bench/sweep.py``):
    stops one rate after that: its knee.
 4. **Goodput**: per configuration, the highest rate that meets both SLOs, found by bisection
    (geometric midpoints) between the highest grid rate that met them and the lowest that did
-   not, until the two are within ``tolerance`` (5%). ``None`` when no rate met them;
+   not, until the two are within ``tolerance`` (5%). A configuration that met them at every
+   grid rate (the grid stops at configuration 3's knee) first *climbs*: ×1.5 at a time, up to
+   ``max_factor`` × the base rate, until it misses them. ``None`` when no rate met them;
    ``goodput_censored`` when every rate tried met them (the goodput is at least that).
 5. **At 80% busy**: configuration 3's busy share against rate (its grid and bisection runs),
    interpolated to 80% (extrapolated from its two highest rates when it missed the SLOs, and
@@ -35,7 +37,7 @@ lag came from (``oracle_lag_from_rate``) and whether a request of B outlasted it
 
 ``budget_s`` bounds the whole sweep's wall time: past it, no new grid rate or bisection step
 starts (the JSON says which were cut). Rows are ``summary.summarize`` rows plus the sweep's
-fields (``kind`` = ``grid``, ``bisect``, ``busy80`` or ``unloaded``).
+fields (``kind`` = ``grid``, ``climb``, ``bisect``, ``busy80`` or ``unloaded``).
 """
 
 from __future__ import annotations
@@ -62,6 +64,7 @@ from asymcache.ops.e2e.workload import Workload
 BUSY_AT_BASE = 0.6
 UNLOADED_SHARE = 0.1  # the unloaded sample runs at this share of the base rate
 BUSY_HEADLINE = 0.8
+CLIMB = 1.5  # past the highest rate a configuration met, try this much more (goodput)
 
 
 @dataclass(frozen=True)
@@ -217,6 +220,16 @@ class _Sweep:
         lo = max(good) if good else None
         bad = [r for r, ok in met.items() if not ok and (lo is None or r > lo)]
         hi = min(bad) if bad else None
+        top = self.plan.max_factor * res.base_rate
+        while lo is not None and hi is None and lo * CLIMB <= top * (1 + 1e-9):
+            # it met the SLOs at every rate tried (the grid stopped at 3's knee): climb on
+            if self._over_budget(f"climb of {cfg.key}"):
+                break
+            rate = lo * CLIMB
+            if self._measure(cfg, rate, "climb", rate / res.base_rate):
+                lo = rate
+            else:
+                hi = rate
         res.goodput_censored[cfg.key] = lo is not None and hi is None
         while lo is not None and hi is not None and hi / lo > self.plan.tolerance:
             if self._over_budget(f"bisection of {cfg.key}"):
@@ -238,7 +251,7 @@ class _Sweep:
             return
         points = sorted((float(r["rate_per_s"]), float(r["engine_busy_share"]))  # type: ignore[arg-type]
                         for r in res.rows if r["config_id"] == "3"
-                        and r["kind"] in ("grid", "bisect"))
+                        and r["kind"] in ("grid", "climb", "bisect"))
         rate = busy_rate(points, BUSY_HEADLINE)
         if rate is None:  # it missed the SLOs (and so stopped) below 80% busy
             rate = extrapolated_busy_rate(points, BUSY_HEADLINE)

@@ -102,7 +102,7 @@ def plot(res: SweepResult, path: Path) -> None:
     import numpy as np
 
     fig, axes = plt.subplots(1, 3, figsize=(15, 4.2))
-    grid = [r for r in res.rows if r["kind"] in ("grid", "bisect")]
+    grid = [r for r in res.rows if r["kind"] in ("grid", "climb", "bisect")]
     for key in sorted({str(r["config_id"]) for r in grid}):
         mine = sorted((r for r in grid if r["config_id"] == key),
                       key=lambda r: float(r["rate_per_s"]))  # type: ignore[arg-type]

@@ -65,7 +65,21 @@ def test_goodput_is_bisected_to_the_tolerance_and_censored_when_every_rate_met()
     assert 3.0 / 1.05 <= good["3"] <= 3.0 and 1.5 / 1.05 <= good["1"] <= 1.5
     assert [k for _, _, k in s.runs if k == "bisect"]  # found between the grid's rates
     assert s.result.goodput_censored == {"1": False, "3": False, "4": True}
-    assert good["4"] == 8.0  # at least: no rate tried failed
+    assert good["4"] == 12.0  # it climbed past the grid to max_factor; at least: none failed
+    assert [r for k, r, kind in s.runs if kind == "climb"] == [12.0]
+
+
+def test_a_configuration_that_outlasts_the_grid_climbs_until_it_misses_then_bisects() -> None:
+    s = FakeSweep(_plan(factors=(1.0, 2.0, 4.0), tolerance=1.05), {"1": 1.5, "3": 3.0, "4": 7.0})
+    s.result.base_rate = 1.0
+    s._grid(1.0)
+    assert s.result.knee_rate == 4.0  # the grid stops at 3's knee, 4 met every rate
+    for cfg in s.plan.configs:
+        s._goodput(cfg)
+    climbs = [r for k, r, kind in s.runs if kind == "climb"]
+    assert climbs == [pytest.approx(6.0), pytest.approx(9.0)]  # met at 6, missed at 9
+    assert s.result.goodput_censored["4"] is False
+    assert 7.0 / 1.05 <= s.result.goodput_rps["4"] <= 7.0  # bisected between 6 and 9
 
 
 def test_the_80pct_busy_rate_is_interpolated_and_the_ratio_is_a_median_of_rounds() -> None:
