@@ -12,19 +12,17 @@ from __future__ import annotations
 
 import heapq
 import itertools
-from collections.abc import Hashable
-from typing import TYPE_CHECKING, Any
+from abc import ABC, abstractmethod
+from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from asymcache.cacheserver.policy.base import BlockInfo
-
-Key = Hashable
+    from asymcache.cacheserver.policy.base import BlockInfo, Key
 
 
-class Holds:
+class Holds(ABC):
     """Leases, pins and resident children of one policy's blocks (a mixin, module doc)."""
 
-    blocks: dict[Any, BlockInfo]
+    blocks: dict[Key, BlockInfo]
     leaf_first: bool
 
     def _init_holds(self) -> None:
@@ -35,11 +33,13 @@ class Holds:
         self._parked: set[Key] = set()  # held blocks out of the victim order
         self._kids: dict[Key, set[Key]] = {}  # parent key -> its resident children
 
+    @abstractmethod
     def _enqueue(self, key: Key, now: float) -> None:
-        raise NotImplementedError
+        """Put ``key`` into the victim order with its current priority (the policy's)."""
 
+    @abstractmethod
     def _dequeue(self, key: Key) -> None:
-        raise NotImplementedError
+        """Take ``key`` out of the victim order if it is there (the policy's)."""
 
     # ---- events -------------------------------------------------------------------------
     def protect(self, key: Key) -> None:
